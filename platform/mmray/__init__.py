@@ -1,0 +1,1 @@
+"""mmray: multimodal learning on Ray."""

@@ -1,0 +1,45 @@
+"""The `mmray` command and its error handling."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from mmray.cli import config_commands, data_commands
+from mmray.config import ConfigError
+from mmray.data.coco import DataError
+from mmray.storage import StorageError
+
+app = typer.Typer(
+    name="mmray",
+    help="Multimodal (image + text) learning on Ray: data, training, tuning, indexing and serving.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_commands.app, name="data")
+app.add_typer(config_commands.app, name="config")
+
+USER_ERRORS = (ConfigError, DataError, StorageError, FileExistsError, FileNotFoundError)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, show_time=False, console=Console(stderr=True))],
+    )
+
+
+def main() -> None:
+    """Console-script entry: user errors print one clear message and exit 2, not a traceback."""
+    _setup_logging()
+    try:
+        app()
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

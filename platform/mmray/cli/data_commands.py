@@ -1,0 +1,106 @@
+"""`mmray data ...`: generate the shapes dataset, inspect COCO data, prepare a job's data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+
+from mmray.config import ShapesData, load_job
+from mmray.config.base import validate
+from mmray.data.inspect import InspectionSummary, inspect_split
+from mmray.data.shapes import generate_shapes
+from mmray.data.sources import resolve_splits
+
+app = typer.Typer(help="Generate, inspect and prepare image-text datasets.", no_args_is_help=True)
+
+
+def _print_summary(title: str, summary: InspectionSummary) -> None:
+    typer.echo(f"{title}")
+    typer.echo(f"  images:            {summary.images} ({summary.usable_images} usable)")
+    typer.echo(
+        f"  captions:          {summary.captions} "
+        f"(per image min {summary.captions_per_image_min}, mean {summary.captions_per_image_mean}, "
+        f"max {summary.captions_per_image_max})"
+    )
+    typer.echo(f"  categories:        {summary.categories} ({summary.instances} instances)")
+    typer.echo(
+        f"  problems:          {summary.missing_images} missing, {summary.unreadable_images} unreadable, "
+        f"{summary.images_without_captions} without captions, {summary.orphan_captions} orphan captions"
+    )
+    if summary.error:
+        typer.echo(f"  unusable:          {summary.error}")
+
+
+@app.command("shapes")
+def shapes(
+    out: Annotated[str, typer.Option(help="output directory or s3:// prefix")],
+    images: Annotated[int, typer.Option(help="total images, train + val")] = 11000,
+    val_images: Annotated[int | None, typer.Option(help="validation images [default: images/10]")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    image_size: Annotated[int, typer.Option()] = 64,
+    captions_per_image: Annotated[int, typer.Option()] = 3,
+    holdout_fraction: Annotated[
+        float, typer.Option(help="share of shape/colour/size/cell combinations kept out of training")
+    ] = 0.05,
+) -> None:
+    """Write the synthetic shapes dataset (JPEGs + COCO captions/instances JSON) to OUT."""
+    config = validate(
+        ShapesData,
+        {
+            "source": "shapes",
+            "root": out,
+            "images": images,
+            "val_images": val_images if val_images is not None else max(1, images // 10),
+            "seed": seed,
+            "image_size": image_size,
+            "captions_per_image": captions_per_image,
+            "holdout_fraction": holdout_fraction,
+        },
+        "mmray data shapes",
+    )
+    summary = generate_shapes(config, out)
+    typer.echo(f"shapes dataset at {summary.root}")
+    for split in ("train", "val"):
+        typer.echo(f"  {split}: {summary.images[split]} images, {summary.captions[split]} captions")
+    typer.echo(f"  held-out object combinations: {summary.heldout_objects}")
+    typer.echo(
+        f"  val captions fitting several val images: {summary.val_captions_fitting_several_images:.2%}"
+    )
+    typer.echo(json.dumps(asdict(summary)))
+
+
+@app.command("inspect")
+def inspect(
+    captions: Annotated[str, typer.Option(help="captions JSON, local or s3://")],
+    images: Annotated[str, typer.Option(help="image directory or s3:// prefix")],
+    instances: Annotated[str | None, typer.Option(help="instances JSON, local or s3://")] = None,
+    decode: Annotated[bool, typer.Option(help="decode every image (else only check it exists)")] = True,
+    strict: Annotated[bool, typer.Option(help="exit non-zero on any bad record")] = False,
+) -> None:
+    """Validate a COCO-format split, print a summary and end with one JSON line of counts."""
+    summary = inspect_split(captions, images, instances, "decode" if decode else "exists")
+    _print_summary(captions, summary)
+    typer.echo(json.dumps(summary.as_dict()))
+    bad = summary.missing_images + summary.unreadable_images + summary.images_without_captions
+    if not summary.usable or (strict and bad):
+        raise typer.Exit(1)
+
+
+@app.command("prepare")
+def prepare(
+    job: Annotated[str, typer.Argument(help="job spec YAML")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")] = None,
+) -> None:
+    """Materialise a job's data (generating the shapes dataset on first use) and summarise each split."""
+    spec = load_job(job, overrides or [])
+    results = {}
+    for split, paths in resolve_splits(spec.data).items():
+        summary = inspect_split(paths.captions, paths.images, paths.instances, spec.data.image_check)
+        _print_summary(f"{split}: {paths.captions}", summary)
+        results[split] = summary.as_dict()
+    typer.echo(json.dumps(results))
+    if not all(r["usable"] for r in results.values()):
+        raise typer.Exit(1)

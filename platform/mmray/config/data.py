@@ -1,0 +1,61 @@
+"""Config sections that describe where a job's image-text data comes from."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from mmray.config.base import Section
+
+BadRecordPolicy = Literal["skip", "error"]
+ImageCheck = Literal["decode", "exists", "none"]
+
+
+class CocoSplit(Section):
+    """One split of a COCO-format dataset: annotation files and the image directory or prefix."""
+
+    captions: str = Field(description="captions_*.json, a local path or s3:// URI")
+    instances: str | None = Field(None, description="instances_*.json (categories, boxes), optional")
+    images: str = Field(description="directory or s3:// prefix holding the split's image files")
+
+
+class _LoaderOptions(Section):
+    on_bad_record: BadRecordPolicy = Field(
+        "skip", description="skip (with a warning listing ids) or error on bad records"
+    )
+    image_check: ImageCheck = Field(
+        "exists", description="how images are checked while loading: decode, exists or none"
+    )
+
+
+class CocoData(_LoaderOptions):
+    """A COCO-format dataset on local disk or S3."""
+
+    source: Literal["coco"]
+    train: CocoSplit
+    val: CocoSplit | None = None
+
+
+class ShapesData(_LoaderOptions):
+    """The generated shapes dataset, written under `root` on first use."""
+
+    source: Literal["shapes"]
+    root: str = "data/shapes"
+    images: int = Field(11000, ge=2, description="total images, train + val")
+    val_images: int = Field(1000, ge=1)
+    seed: int = 0
+    image_size: int = Field(64, ge=32, le=512)
+    captions_per_image: int = Field(3, ge=1, le=10)
+    holdout_fraction: float = Field(
+        0.05, ge=0.0, le=0.5, description="share of object combinations kept out of training"
+    )
+
+    @model_validator(mode="after")
+    def _val_smaller_than_total(self) -> ShapesData:
+        if self.val_images >= self.images:
+            raise ValueError(f"val_images ({self.val_images}) must be smaller than images ({self.images})")
+        return self
+
+
+DataConfig = Annotated[CocoData | ShapesData, Field(discriminator="source")]

@@ -1,0 +1,1 @@
+"""Datasets: COCO-format loading, the generated shapes dataset, and their records."""

@@ -1,0 +1,227 @@
+"""The generated shapes dataset: real JPEGs and COCO JSON, deterministic for a seed."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmray import storage
+from mmray.config.data import CocoSplit, ShapesData
+from mmray.data.shapes_render import render_scene
+from mmray.data.shapes_scenes import SHAPES, Scene, captions_for, choose_holdout, sample_scene, scene_key
+from mmray.progress import track
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "shapes.json"
+SPLITS = ("train", "val")
+_MAX_TRIES_PER_SCENE = 1000
+
+
+@dataclass(frozen=True)
+class ShapesSummary:
+    """What a generated dataset holds; written to `shapes.json`, the last file written."""
+
+    root: str
+    params: dict[str, Any]
+    images: dict[str, int]
+    captions: dict[str, int]
+    objects_per_image: dict[str, dict[str, int]]
+    heldout_objects: int
+    val_captions_fitting_several_images: float
+    train_scenes_seen_in_val: int
+
+
+def dataset_dir(config: ShapesData) -> str:
+    """The directory of the dataset that `config` describes, below `config.root`."""
+    name = (
+        f"n{config.images}-v{config.val_images}-seed{config.seed}-{config.image_size}px"
+        f"-c{config.captions_per_image}-h{config.holdout_fraction:g}"
+    )
+    return storage.join(config.root, name)
+
+
+def split_paths(root: str, split: str) -> CocoSplit:
+    return CocoSplit(
+        captions=storage.join(root, "annotations", f"captions_{split}.json"),
+        instances=storage.join(root, "annotations", f"instances_{split}.json"),
+        images=storage.join(root, "images", split),
+    )
+
+
+def _sample_scenes(config: ShapesData, rng: np.random.Generator) -> tuple[dict[str, list[Scene]], int]:
+    """Validation scenes (distinct) and training scenes (none equal to a validation scene)."""
+    holdout = choose_holdout(rng, config.holdout_fraction)
+    val: list[Scene] = []
+    val_keys: set[Scene] = set()
+    for _ in range(config.val_images):
+        for _ in range(_MAX_TRIES_PER_SCENE):
+            scene = sample_scene(rng, holdout, for_validation=True)
+            if scene_key(scene) not in val_keys:
+                break
+        else:
+            raise ValueError(f"cannot find {config.val_images} distinct validation scenes; lower val_images")
+        val.append(scene)
+        val_keys.add(scene_key(scene))
+    train: list[Scene] = []
+    while len(train) < config.images - config.val_images:
+        scene = sample_scene(rng, holdout, for_validation=False)
+        if scene_key(scene) not in val_keys:
+            train.append(scene)
+    return {"train": train, "val": val}, len(holdout)
+
+
+def _categories() -> list[dict[str, Any]]:
+    return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)]
+
+
+def _write_split(
+    out: Path, split: str, scenes: list[Scene], first_id: int, config: ShapesData
+) -> dict[str, Any]:
+    image_dir = out / "images" / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+    images: list[dict[str, Any]] = []
+    captions: list[dict[str, Any]] = []
+    instances: list[dict[str, Any]] = []
+    category_id = {name: i + 1 for i, name in enumerate(SHAPES)}
+    for offset, scene in enumerate(track(scenes, f"drawing {split} images", total=len(scenes))):
+        image_id = first_id + offset
+        rng = np.random.default_rng([config.seed, image_id])
+        image, drawn = render_scene(scene, config.image_size, rng)
+        file_name = f"{image_id:012d}.jpg"
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=92)
+        (image_dir / file_name).write_bytes(buffer.getvalue())
+        size = config.image_size
+        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+        for text in captions_for(scene, rng, config.captions_per_image):
+            captions.append({"id": len(captions) + 1, "image_id": image_id, "caption": text})
+        for item in drawn:
+            instances.append(
+                {
+                    "id": len(instances) + 1,
+                    "image_id": image_id,
+                    "category_id": category_id[item.obj.shape],
+                    "bbox": list(item.bbox),
+                    "area": item.area,
+                    "segmentation": [list(item.polygon)],
+                    "iscrowd": 0,
+                    "attributes": {"colour": item.obj.colour, "size": item.obj.size, "cell": item.obj.cell},
+                }
+            )
+    info = {"description": f"mmray shapes dataset, {split} split", "version": "1"}
+    annotations = out / "annotations"
+    annotations.mkdir(parents=True, exist_ok=True)
+    caption_file = {"info": info, "images": images, "annotations": captions}
+    instance_file = {**caption_file, "annotations": instances, "categories": _categories()}
+    (annotations / f"captions_{split}.json").write_text(json.dumps(caption_file))
+    (annotations / f"instances_{split}.json").write_text(json.dumps(instance_file))
+    return {"images": len(images), "captions": len(captions)}
+
+
+def _share_fitting_several(scenes: list[Scene], captions_per_image: int) -> float:
+    counts = Counter(scene_key(s) for s in scenes)
+    several = sum(counts[scene_key(s)] > 1 for s in scenes) * captions_per_image
+    return several / max(1, len(scenes) * captions_per_image)
+
+
+def _generate_into(out: Path, config: ShapesData, root: str) -> ShapesSummary:
+    rng = np.random.default_rng(config.seed)
+    scenes, heldout_objects = _sample_scenes(config, rng)
+    written = {}
+    first_id = 1
+    for split in SPLITS:
+        written[split] = _write_split(out, split, scenes[split], first_id, config)
+        first_id += len(scenes[split])
+    train_keys = {scene_key(s) for s in scenes["train"]}
+    summary = ShapesSummary(
+        root=root,
+        params=_params(config),
+        images={s: written[s]["images"] for s in SPLITS},
+        captions={s: written[s]["captions"] for s in SPLITS},
+        objects_per_image={
+            s: {str(k): v for k, v in sorted(Counter(len(sc) for sc in scenes[s]).items())} for s in SPLITS
+        },
+        heldout_objects=heldout_objects,
+        val_captions_fitting_several_images=_share_fitting_several(scenes["val"], config.captions_per_image),
+        train_scenes_seen_in_val=sum(scene_key(s) in train_keys for s in scenes["val"]),
+    )
+    return summary
+
+
+def _manifest_text(summary: ShapesSummary) -> str:
+    return json.dumps(asdict(summary), indent=2)
+
+
+def _publish_local(staged: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(staged, target)
+    except OSError:
+        if not (target / MANIFEST).is_file():
+            raise
+        logger.info("%s was completed by another process; using it", target)
+
+
+def _params(config: ShapesData) -> dict[str, Any]:
+    return config.model_dump(exclude={"root", "source", "on_bad_record", "image_check"})
+
+
+def generate_shapes(config: ShapesData, target: str) -> ShapesSummary:
+    """Generate the dataset into `target`; it appears there only once complete.
+
+    A complete dataset with the same parameters already at `target` is reused; anything else
+    already there is an error, never overwritten.
+    """
+    existing = read_summary(target)
+    if existing is not None:
+        if existing.params == _params(config):
+            return existing
+        raise FileExistsError(
+            f"{target} holds a shapes dataset with other parameters ({existing.params}); "
+            "choose another output directory"
+        )
+    if storage.exists(target) and storage.list_files(target):
+        raise FileExistsError(f"{target} exists and is not a shapes dataset; choose another output")
+    logger.info("generating the shapes dataset at %s", target)
+    if storage.is_s3(target):
+        with tempfile.TemporaryDirectory(prefix="mmray-shapes-") as tmp:
+            summary = _generate_into(Path(tmp), config, target)
+            storage.upload_dir(tmp, target)
+        storage.write_text(storage.join(target, MANIFEST), _manifest_text(summary))
+        return summary
+    final = Path(target)
+    staging = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        summary = _generate_into(staging, config, target)
+        (staging / MANIFEST).write_text(_manifest_text(summary))
+        _publish_local(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return summary
+
+
+def read_summary(root: str) -> ShapesSummary | None:
+    """The manifest of a complete dataset at `root`, or None when there is none."""
+    uri = storage.join(root, MANIFEST)
+    if not storage.exists(uri):
+        return None
+    return ShapesSummary(**json.loads(storage.read_text(uri)))
+
+
+def ensure_shapes(config: ShapesData) -> tuple[ShapesSummary, dict[str, CocoSplit]]:
+    """Reuse the complete dataset that `config` describes, generating it first when missing."""
+    root = dataset_dir(config)
+    summary = generate_shapes(config, root)
+    return summary, {split: split_paths(root, split) for split in SPLITS}

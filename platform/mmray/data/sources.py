@@ -1,0 +1,34 @@
+"""Turning a job's data section into COCO splits on disk or S3, and loading them."""
+
+from __future__ import annotations
+
+from mmray.config.data import CocoData, CocoSplit, DataConfig
+from mmray.data.coco import CocoDataset, load_coco
+from mmray.data.shapes import ensure_shapes
+
+
+def resolve_splits(config: DataConfig) -> dict[str, CocoSplit]:
+    """The COCO files of each split; the shapes dataset is generated here on first use."""
+    if isinstance(config, CocoData):
+        splits = {"train": config.train}
+        if config.val is not None:
+            splits["val"] = config.val
+        return splits
+    _, splits = ensure_shapes(config)
+    return splits
+
+
+def load_split(config: DataConfig, split: str, progress: bool = True) -> CocoDataset:
+    """Load one split's records with the bad-record policy of the data section."""
+    splits = resolve_splits(config)
+    if split not in splits:
+        raise KeyError(f"data has no {split!r} split; available: {', '.join(splits)}")
+    paths = splits[split]
+    return load_coco(
+        captions=paths.captions,
+        images=paths.images,
+        instances=paths.instances,
+        on_bad_record=config.on_bad_record,
+        image_check=config.image_check,
+        progress=progress,
+    )

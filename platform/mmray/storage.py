@@ -1,0 +1,335 @@
+"""One interface over local paths and `s3://bucket/prefix` URIs; the only module that imports boto3.
+
+Writes are atomic: a local file is written to a temporary sibling and renamed into place; an S3 object
+becomes visible only when its (multipart) upload completes, which S3 guarantees to be all or nothing.
+The S3 endpoint comes from `AWS_ENDPOINT_URL`, credentials from the usual AWS variables or files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import boto3.exceptions
+import botocore.config
+import botocore.exceptions
+
+S3_SCHEME = "s3://"
+_TEMP_MARK = ".mmray-tmp-"
+_DENIED_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "403",
+}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI and the cause."""
+
+
+class StorageNotFoundError(StorageError, FileNotFoundError):
+    """The object, file or bucket does not exist."""
+
+
+class StorageAccessDeniedError(StorageError, PermissionError):
+    """The storage refused the request (wrong credentials or missing permission)."""
+
+
+def is_s3(uri: str | Path) -> bool:
+    return str(uri).startswith(S3_SCHEME)
+
+
+def join(base: str | Path, *parts: str) -> str:
+    """Join path components below a local path or an S3 URI."""
+    if is_s3(base):
+        return posixpath.join(str(base), *parts)
+    return os.path.join(str(base), *parts)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """`s3://bucket/a/b` -> (`bucket`, `a/b`)."""
+    if not is_s3(uri):
+        raise StorageError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
+    if not bucket:
+        raise StorageError(f"S3 URI {uri!r} names no bucket; expected s3://bucket/key")
+    return bucket, key
+
+
+@functools.lru_cache(maxsize=8)
+def _client_for(endpoint: str | None, region: str | None, credentials: tuple[str | None, ...]) -> Any:
+    config = botocore.config.Config(retries={"max_attempts": 3, "mode": "standard"})
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint or None, region_name=region or "us-east-1", config=config
+    )
+
+
+def _client() -> Any:
+    env = os.environ
+    credentials = tuple(
+        env.get(name)
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+    )
+    return _client_for(
+        env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+        env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        credentials,
+    )
+
+
+def _translate_client_error(uri: str, exc: botocore.exceptions.ClientError) -> StorageError:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    if code in _MISSING_CODES:
+        return StorageNotFoundError(f"{uri}: does not exist ({code})")
+    if code in _DENIED_CODES:
+        return StorageAccessDeniedError(
+            f"{uri}: S3 refused the request ({code}); check AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY and the bucket's permissions"
+        )
+    return StorageError(f"{uri}: S3 error {code}: {exc}")
+
+
+@contextlib.contextmanager
+def _s3_errors(uri: str) -> Iterator[None]:
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        raise _translate_client_error(uri, exc) from exc
+    except boto3.exceptions.S3UploadFailedError as exc:
+        cause = exc.__context__
+        if isinstance(cause, botocore.exceptions.ClientError):
+            raise _translate_client_error(uri, cause) from exc
+        raise StorageError(f"{uri}: upload failed: {exc}") from exc
+    except botocore.exceptions.NoCredentialsError as exc:
+        raise StorageAccessDeniedError(
+            f"{uri}: no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        ) from exc
+    except botocore.exceptions.EndpointConnectionError as exc:
+        raise StorageError(f"{uri}: cannot reach the S3 endpoint ({exc}); check AWS_ENDPOINT_URL") from exc
+
+
+def _temp_sibling(path: Path) -> Path:
+    return path.with_name(f"{_TEMP_MARK}{uuid.uuid4().hex}-{path.name}")
+
+
+def _is_temp(name: str) -> bool:
+    return posixpath.basename(name).startswith(_TEMP_MARK)
+
+
+@contextlib.contextmanager
+def atomic_output(uri: str | Path) -> Iterator[Path]:
+    """Yield a local file path to write; on success it appears at `uri` whole, else not at all."""
+    uri = str(uri)
+    if is_s3(uri):
+        with tempfile.TemporaryDirectory(prefix="mmray-upload-") as tmp:
+            staged = Path(tmp) / posixpath.basename(uri.rstrip("/"))
+            yield staged
+            upload_file(staged, uri)
+        return
+    target = Path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = _temp_sibling(target)
+    try:
+        yield staged
+        with open(staged, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staged, target)
+    finally:
+        staged.unlink(missing_ok=True)
+
+
+def write_bytes(uri: str | Path, data: bytes) -> None:
+    """Write `data` to `uri` atomically."""
+    with atomic_output(uri) as staged:
+        staged.write_bytes(data)
+
+
+def write_text(uri: str | Path, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def read_bytes(uri: str | Path) -> bytes:
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            body: bytes = _client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            return body
+    try:
+        return Path(uri).read_bytes()
+    except FileNotFoundError as exc:
+        raise StorageNotFoundError(f"{uri}: does not exist") from exc
+    except IsADirectoryError as exc:
+        raise StorageError(f"{uri}: is a directory, expected a file") from exc
+
+
+def read_text(uri: str | Path) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def exists(uri: str | Path) -> bool:
+    """True for an existing file/object, or a directory/prefix holding at least one object."""
+    uri = str(uri)
+    if not is_s3(uri):
+        return Path(uri).exists()
+    bucket, key = split_s3(uri)
+    with _s3_errors(uri):
+        try:
+            if key and not key.endswith("/"):
+                _client().head_object(Bucket=bucket, Key=key)
+                return True
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) not in _MISSING_CODES:
+                raise
+        prefix = key.rstrip("/") + "/" if key else ""
+        listing = _client().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        return bool(listing.get("KeyCount", 0))
+
+
+def list_files(uri: str | Path) -> list[str]:
+    """All files below a directory or prefix, as full paths/URIs, sorted."""
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        prefix = key.rstrip("/") + "/" if key else ""
+        found: list[str] = []
+        with _s3_errors(uri):
+            for page in _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                found.extend(
+                    f"{S3_SCHEME}{bucket}/{item['Key']}"
+                    for item in page.get("Contents", [])
+                    if not item["Key"].endswith("/") and not _is_temp(item["Key"])
+                )
+        return sorted(found)
+    root = Path(uri)
+    if not root.is_dir():
+        if root.exists():
+            raise StorageError(f"{uri}: is a file, expected a directory")
+        return []
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and not _is_temp(p.name))
+
+
+def relative_to(uri: str, base: str) -> str:
+    """The part of `uri` below `base`, with forward slashes."""
+    base_norm = str(base).rstrip("/") + "/"
+    if is_s3(uri):
+        if not uri.startswith(base_norm):
+            raise StorageError(f"{uri} is not below {base}")
+        return uri[len(base_norm) :]
+    return Path(uri).relative_to(Path(base)).as_posix()
+
+
+def delete(uri: str | Path) -> None:
+    """Delete one file or object; missing ones are ignored."""
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            _client().delete_object(Bucket=bucket, Key=key)
+        return
+    Path(uri).unlink(missing_ok=True)
+
+
+def delete_tree(uri: str | Path) -> None:
+    """Delete a directory or every object below a prefix."""
+    uri = str(uri)
+    if not is_s3(uri):
+        shutil.rmtree(uri, ignore_errors=True)
+        return
+    for item in list_files(uri):
+        delete(item)
+
+
+def upload_file(local_path: str | Path, uri: str | Path) -> None:
+    """Copy a local file to `uri` (local or S3) atomically."""
+    uri = str(uri)
+    if not Path(local_path).is_file():
+        raise StorageNotFoundError(f"{local_path}: no such local file to upload")
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            _client().upload_file(str(local_path), bucket, key)
+        return
+    with atomic_output(uri) as staged:
+        shutil.copyfile(local_path, staged)
+
+
+def download_file(uri: str | Path, local_path: str | Path) -> Path:
+    """Copy `uri` to a local file atomically and return its path."""
+    uri = str(uri)
+    target = Path(local_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = _temp_sibling(target)
+    try:
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            with _s3_errors(uri):
+                _client().download_file(bucket, key, str(staged))
+        else:
+            if not Path(uri).is_file():
+                raise StorageNotFoundError(f"{uri}: does not exist")
+            shutil.copyfile(uri, staged)
+        os.replace(staged, target)
+    finally:
+        staged.unlink(missing_ok=True)
+    return target
+
+
+def upload_dir(local_dir: str | Path, uri: str | Path) -> list[str]:
+    """Copy every file below `local_dir` to the same relative place below `uri`."""
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise StorageNotFoundError(f"{local_dir}: no such local directory to upload")
+    written = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not _is_temp(p.name)):
+        target = join(str(uri), path.relative_to(root).as_posix())
+        upload_file(path, target)
+        written.append(target)
+    return written
+
+
+def download_dir(uri: str | Path, local_dir: str | Path) -> list[Path]:
+    """Copy every file below `uri` to the same relative place below `local_dir`."""
+    files = list_files(uri)
+    if not files:
+        raise StorageNotFoundError(f"{uri}: no files to download")
+    return [download_file(item, Path(local_dir) / relative_to(item, str(uri))) for item in files]
+
+
+def ensure_bucket(uri: str) -> None:
+    """Create the bucket of an s3:// URI if it does not exist yet."""
+    bucket, _ = split_s3(uri)
+    client = _client()
+    with _s3_errors(f"{S3_SCHEME}{bucket}"):
+        try:
+            client.head_bucket(Bucket=bucket)
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) not in _MISSING_CODES:
+                raise
+            client.create_bucket(Bucket=bucket)
+
+
+@contextlib.contextmanager
+def local_copy(uri: str | Path) -> Iterator[Path]:
+    """Yield a local path holding the content of `uri` (the file itself when it is local)."""
+    uri = str(uri)
+    if not is_s3(uri):
+        if not Path(uri).exists():
+            raise StorageNotFoundError(f"{uri}: does not exist")
+        yield Path(uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="mmray-download-") as tmp:
+        yield download_file(uri, Path(tmp) / posixpath.basename(uri.rstrip("/")))

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_mmray(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).parent / "mmray"), *args]
+    return subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, timeout=300, env=os.environ.copy()
+    )
+
+
+def last_json(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_inspect_real_coco(coco_mini: Path) -> None:
+    result = run_mmray(
+        "data",
+        "inspect",
+        "--captions",
+        str(coco_mini / "annotations" / "captions_train2017.json"),
+        "--instances",
+        str(coco_mini / "annotations" / "instances_train2017.json"),
+        "--images",
+        str(coco_mini / "images"),
+    )
+    assert result.returncode == 0, result.stderr
+    counts = last_json(result.stdout)
+    assert counts["images"] == counts["usable_images"] == 80
+    assert counts["captions"] == 400
+    assert counts["captions_per_image_min"] == counts["captions_per_image_max"] == 5
+    assert counts["categories"] == 80
+    assert counts["missing_images"] == counts["unreadable_images"] == 0
+    assert "images:" in result.stdout
+
+
+def test_inspect_flags_bad_data(coco_mini: Path, tmp_path: Path) -> None:
+    raw = json.loads((coco_mini / "annotations" / "captions_train2017.json").read_text())
+    images = tmp_path / "images"
+    images.mkdir()
+    for entry in raw["images"][:3]:
+        shutil.copy(coco_mini / "images" / entry["file_name"], images / entry["file_name"])
+    captions = tmp_path / "captions.json"
+    captions.write_text(json.dumps(raw))
+    args = ("data", "inspect", "--captions", str(captions), "--images", str(images), "--no-decode")
+
+    lenient = run_mmray(*args)
+    assert lenient.returncode == 0
+    assert last_json(lenient.stdout)["missing_images"] == 77
+    assert run_mmray(*args, "--strict").returncode == 1
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    unusable = run_mmray("data", "inspect", "--captions", str(captions), "--images", str(empty))
+    assert unusable.returncode == 1
+    assert last_json(unusable.stdout)["usable"] is False
+
+
+def test_inspect_missing_annotation_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_mmray(
+        "data", "inspect", "--captions", str(tmp_path / "nope.json"), "--images", str(tmp_path)
+    )
+    assert result.returncode == 2
+    assert "nope.json: does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_shapes_command_writes_a_dataset(tmp_path: Path) -> None:
+    out = tmp_path / "shapes"
+    result = run_mmray("data", "shapes", "--out", str(out), "--images", "50", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    summary = last_json(result.stdout)
+    assert summary["images"] == {"train": 45, "val": 5}
+    assert (out / "annotations" / "captions_val.json").is_file()
+    assert len(list((out / "images" / "train").glob("*.jpg"))) == 45
+
+    bad = run_mmray("data", "shapes", "--out", str(tmp_path / "x"), "--images", "5", "--val-images", "9")
+    assert bad.returncode == 2
+    assert "val_images (9) must be smaller than images (5)" in bad.stderr
+
+
+def test_prepare_generates_a_jobs_data_then_reuses_it(tmp_path: Path) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "kind": "train",
+                "name": "t",
+                "data": {"source": "shapes", "root": str(tmp_path / "data"), "images": 40, "val_images": 10},
+            }
+        )
+    )
+    first = run_mmray("data", "prepare", str(spec))
+    assert first.returncode == 0, first.stderr
+    assert last_json(first.stdout)["val"]["images"] == 10
+    assert "generating the shapes dataset" in first.stderr
+    second = run_mmray("data", "prepare", str(spec), "data.image_check=decode")
+    assert second.returncode == 0
+    assert "generating" not in second.stderr
+    assert last_json(second.stdout)["train"]["usable_images"] == 30
+
+
+def test_config_show_and_errors(tmp_path: Path) -> None:
+    shown = run_mmray("config", "show", "jobs/shapes-clip.yaml", "data.seed=4")
+    assert shown.returncode == 0, shown.stderr
+    assert yaml.safe_load(shown.stdout)["data"]["seed"] == 4
+    wrong = run_mmray("config", "show", "jobs/shapes-clip.yaml", "data.sede=4")
+    assert wrong.returncode == 2
+    assert "unknown key 'sede' (did you mean 'seed'?)" in wrong.stderr

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmray.config import ConfigError, JobSpec, ShapesData, load_job, parse_overrides, to_yaml
+from mmray.config.data import CocoData
+
+SPEC = {
+    "kind": "train",
+    "name": "demo",
+    "storage_root": "runs",
+    "data": {"source": "shapes", "root": "data/shapes", "images": 200, "val_images": 50},
+}
+
+
+@pytest.fixture
+def spec_file(tmp_path: Path) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    return path
+
+
+def test_loads_typed_sections(spec_file: Path) -> None:
+    job = load_job(spec_file)
+    assert isinstance(job.data, ShapesData)
+    assert (job.kind, job.data.images, job.data.val_images, job.data.seed) == ("train", 200, 50, 0)
+
+
+def test_unknown_nested_key_names_key_place_and_valid_keys(spec_file: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_job(spec_file, ["data.imags=5"])
+    message = str(err.value)
+    assert "unknown key 'imags'" in message
+    assert "did you mean 'images'" in message
+    assert message.split(": ")[1] == "data"
+    for key in ("images", "val_images", "seed", "root", "holdout_fraction"):
+        assert key in message
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "trian": {}}))
+    with pytest.raises(ConfigError, match=r"<top level>: unknown key 'trian'; valid keys: data, kind, name"):
+        load_job(path)
+
+
+def test_coco_source_rejects_shapes_keys(spec_file: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data: unknown key '(images|root)'.*valid keys: image_check"):
+        load_job(spec_file, ["data.source=coco"])
+
+
+def test_wrong_type_and_range_name_the_value(spec_file: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.images: .*greater than or equal to 2 \(got 1\)"):
+        load_job(spec_file, ["data.images=1"])
+    with pytest.raises(
+        ConfigError, match=r"kind: Input should be 'train', 'tune', 'index' or 'evaluate' \(got 'fly'\)"
+    ):
+        load_job(spec_file, ["kind=fly"])
+    with pytest.raises(ConfigError, match=r"val_images \(500\) must be smaller than images \(200\)"):
+        load_job(spec_file, ["data.val_images=500"])
+
+
+def test_overrides_parse_yaml_scalars_and_nest() -> None:
+    tree = parse_overrides(["a.b=3", "a.c=0.5", "a.d=true", "e=[1, 2]", "f=hello", "a.g.h=null"])
+    assert tree == {"a": {"b": 3, "c": 0.5, "d": True, "g": {"h": None}}, "e": [1, 2], "f": "hello"}
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=3", "a..b=1", ".a=1"])
+def test_malformed_override(bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
+        parse_overrides([bad])
+
+
+def test_override_cannot_replace_a_section_with_a_scalar(spec_file: Path) -> None:
+    with pytest.raises(ConfigError, match="'data' is a section"):
+        load_job(spec_file, ["data=3"])
+
+
+def test_overrides_change_values(spec_file: Path) -> None:
+    job = load_job(spec_file, ["data.seed=9", "name=other", "storage_root=s3://bucket/runs"])
+    assert (job.data.seed, job.name, job.storage_root) == (9, "other", "s3://bucket/runs")
+
+
+def test_round_trip_through_yaml(spec_file: Path, tmp_path: Path) -> None:
+    job = load_job(spec_file, ["data.seed=3"])
+    dumped = tmp_path / "resolved.yaml"
+    dumped.write_text(to_yaml(job))
+    again = load_job(dumped)
+    assert again == job
+    assert yaml.safe_load(dumped.read_text())["data"]["holdout_fraction"] == 0.05
+
+
+def test_coco_data_round_trip(tmp_path: Path) -> None:
+    spec = {
+        "kind": "evaluate",
+        "name": "coco",
+        "data": {
+            "source": "coco",
+            "train": {"captions": "s3://b/c.json", "images": "s3://b/img"},
+            "val": {"captions": "v.json", "instances": "i.json", "images": "img"},
+            "on_bad_record": "error",
+        },
+    }
+    job = JobSpec.model_validate(spec)
+    assert isinstance(job.data, CocoData)
+    path = tmp_path / "job.yaml"
+    path.write_text(to_yaml(job))
+    assert load_job(path) == job
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_job(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_job(bad)
+    bad.write_text("- a list")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_job(bad)
+    bad.write_text(yaml.safe_dump({"name": "x"}))
+    with pytest.raises(ConfigError, match="missing top-level 'kind'"):
+        load_job(bad)
+
+
+def test_repository_job_specs_validate() -> None:
+    for path in sorted(Path(__file__).resolve().parents[2].glob("jobs/*.yaml")):
+        assert load_job(path).name

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmray import storage
+from tests.support.seaweedfs import ACCESS_KEY
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "local":
+        return str(tmp_path / "store")
+    bucket: str = request.getfixturevalue("s3_env")
+    return storage.join(bucket, "prefix")
+
+
+def test_put_get_exists_list(root: str) -> None:
+    storage.write_bytes(storage.join(root, "a", "one.bin"), b"\x00\x01")
+    storage.write_text(storage.join(root, "a", "b", "two.txt"), "zwei")
+    assert storage.read_bytes(storage.join(root, "a", "one.bin")) == b"\x00\x01"
+    assert storage.read_text(storage.join(root, "a", "b", "two.txt")) == "zwei"
+    assert storage.exists(storage.join(root, "a", "one.bin"))
+    assert storage.exists(storage.join(root, "a"))
+    assert not storage.exists(storage.join(root, "nothing"))
+    listed = [storage.relative_to(u, root) for u in storage.list_files(root)]
+    assert listed == ["a/b/two.txt", "a/one.bin"]
+    assert storage.list_files(storage.join(root, "empty")) == []
+
+
+def test_missing_object_is_a_clear_error(root: str) -> None:
+    with pytest.raises(storage.StorageNotFoundError, match=r"missing\.txt"):
+        storage.read_bytes(storage.join(root, "missing.txt"))
+
+
+def test_failed_atomic_write_leaves_nothing_and_keeps_old_content(root: str) -> None:
+    target = storage.join(root, "model.bin")
+    with pytest.raises(RuntimeError), storage.atomic_output(target) as staged:
+        staged.write_bytes(b"half")
+        raise RuntimeError("crash while writing")
+    assert not storage.exists(target)
+    assert storage.list_files(root) == []
+
+    storage.write_bytes(target, b"complete v1")
+    with pytest.raises(RuntimeError), storage.atomic_output(target) as staged:
+        staged.write_bytes(b"partial v2")
+        raise RuntimeError("crash while writing")
+    assert storage.read_bytes(target) == b"complete v1"
+    assert [storage.relative_to(u, root) for u in storage.list_files(root)] == ["model.bin"]
+
+
+def test_local_atomic_write_never_shows_a_partial_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    with storage.atomic_output(target) as staged:
+        staged.write_bytes(b"x" * 1000)
+        assert not target.exists()
+        assert staged.parent == target.parent
+    assert target.read_bytes() == b"x" * 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_directory_upload_download_round_trip(root: str, tmp_path: Path) -> None:
+    source = tmp_path / "bundle"
+    (source / "nested" / "deeper").mkdir(parents=True)
+    files = {
+        "weights.pt": b"w" * 5000,
+        "config.yaml": b"kind: train\n",
+        "nested/deeper/tokenizer.json": b"{}",
+    }
+    for name, content in files.items():
+        (source / name).write_bytes(content)
+    written = storage.upload_dir(source, storage.join(root, "bundle"))
+    assert len(written) == 3
+    back = tmp_path / "back"
+    storage.download_dir(storage.join(root, "bundle"), back)
+    assert {p.relative_to(back).as_posix(): p.read_bytes() for p in back.rglob("*") if p.is_file()} == files
+    with storage.local_copy(storage.join(root, "bundle", "config.yaml")) as local:
+        assert local.read_bytes() == b"kind: train\n"
+    storage.delete_tree(storage.join(root, "bundle"))
+    assert not storage.exists(storage.join(root, "bundle"))
+
+
+def test_download_of_missing_directory_fails(root: str, tmp_path: Path) -> None:
+    with pytest.raises(storage.StorageNotFoundError):
+        storage.download_dir(storage.join(root, "absent"), tmp_path / "x")
+
+
+def test_wrong_secret_is_refused(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = storage.join(s3_env, "secret.txt")
+    storage.write_text(uri, "classified")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(storage.StorageAccessDeniedError, match="S3 refused the request"):
+        storage.read_text(uri)
+    with pytest.raises(storage.StorageAccessDeniedError):
+        storage.write_text(storage.join(s3_env, "other.txt"), "x")
+
+
+def test_unknown_access_key_is_refused(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "X" + ACCESS_KEY)
+    with pytest.raises(storage.StorageAccessDeniedError, match="InvalidAccessKeyId"):
+        storage.list_files(s3_env)
+
+
+def test_missing_bucket(s3_env: str) -> None:
+    with pytest.raises(storage.StorageNotFoundError):
+        storage.read_bytes("s3://mmray-no-such-bucket-anywhere/x")
+
+
+def test_s3_uri_parsing() -> None:
+    assert storage.split_s3("s3://bucket/a/b.txt") == ("bucket", "a/b.txt")
+    assert storage.join("s3://bucket/a", "b", "c.txt") == "s3://bucket/a/b/c.txt"
+    with pytest.raises(storage.StorageError, match="names no bucket"):
+        storage.split_s3("s3:///key")
