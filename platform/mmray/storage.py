@@ -80,8 +80,7 @@ def _client_for(endpoint: str | None, region: str | None, credentials: tuple[str
 def _client() -> Any:
     env = os.environ
     credentials = tuple(
-        env.get(name)
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+        env.get(name) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
     )
     return _client_for(
         env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
@@ -320,6 +319,27 @@ def ensure_bucket(uri: str) -> None:
             if str(exc.response.get("Error", {}).get("Code")) not in _MISSING_CODES:
                 raise
             client.create_bucket(Bucket=bucket)
+
+
+def pyarrow_filesystem(uri: str) -> tuple[Any, str]:
+    """(pyarrow filesystem or None, path) for handing a storage root to Ray Train / Ray Data."""
+    if not is_s3(uri):
+        return None, os.path.abspath(uri)
+    from pyarrow import fs
+
+    env = os.environ
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    options: dict[str, Any] = {"region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        options.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+    if env.get("AWS_ACCESS_KEY_ID"):
+        options.update(
+            access_key=env["AWS_ACCESS_KEY_ID"],
+            secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=env.get("AWS_SESSION_TOKEN"),
+        )
+    return fs.S3FileSystem(**options), uri[len(S3_SCHEME) :].rstrip("/")
 
 
 @contextlib.contextmanager

@@ -14,9 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def run_mmray(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
     command = [str(Path(sys.executable).parent / "mmray"), *args]
-    return subprocess.run(
-        command, cwd=cwd, capture_output=True, text=True, timeout=300, env=os.environ.copy()
-    )
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=os.environ.copy())
 
 
 def last_json(output: str) -> dict:
@@ -67,9 +65,7 @@ def test_inspect_flags_bad_data(coco_mini: Path, tmp_path: Path) -> None:
 
 
 def test_inspect_missing_annotation_file_is_a_clear_error(tmp_path: Path) -> None:
-    result = run_mmray(
-        "data", "inspect", "--captions", str(tmp_path / "nope.json"), "--images", str(tmp_path)
-    )
+    result = run_mmray("data", "inspect", "--captions", str(tmp_path / "nope.json"), "--images", str(tmp_path))
     assert result.returncode == 2
     assert "nope.json: does not exist" in result.stderr
     assert "Traceback" not in result.stderr

@@ -43,7 +43,10 @@ def test_unknown_nested_key_names_key_place_and_valid_keys(spec_file: Path) -> N
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump({**SPEC, "trian": {}}))
-    with pytest.raises(ConfigError, match=r"<top level>: unknown key 'trian'; valid keys: data, kind, name"):
+    with pytest.raises(
+        ConfigError,
+        match=r"<top level>: unknown key 'trian' \(did you mean 'train'\?\); valid keys: checkpoint, data, kind, loss",
+    ):
         load_job(path)
 
 

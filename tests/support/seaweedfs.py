@@ -112,9 +112,7 @@ def start_seaweedfs(workdir: Path, timeout: float = 60.0) -> SeaweedServer:
     (workdir / "data").mkdir(exist_ok=True)
     log_path = workdir / "weed.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
-        )
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
     server = SeaweedServer(process, f"http://127.0.0.1:{ports['s3.port']}", log_path)
     try:
         _wait_for_port(ports["s3.port"], process, log_path, timeout)

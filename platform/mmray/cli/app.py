@@ -9,10 +9,12 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from mmray.cli import config_commands, data_commands
+from mmray.cli import config_commands, data_commands, train_commands
 from mmray.config import ConfigError
 from mmray.data.coco import DataError
+from mmray.models.weights import WeightsError
 from mmray.storage import StorageError
+from mmray.train.bundle import BundleError
 
 app = typer.Typer(
     name="mmray",
@@ -23,8 +25,18 @@ app = typer.Typer(
 )
 app.add_typer(data_commands.app, name="data")
 app.add_typer(config_commands.app, name="config")
+app.command("train")(train_commands.train)
+app.command("evaluate")(train_commands.evaluate)
 
-USER_ERRORS = (ConfigError, DataError, StorageError, FileExistsError, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError,
+    DataError,
+    StorageError,
+    WeightsError,
+    BundleError,
+    FileExistsError,
+    FileNotFoundError,
+)
 
 
 def _setup_logging() -> None:

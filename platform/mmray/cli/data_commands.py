@@ -66,9 +66,7 @@ def shapes(
     for split in ("train", "val"):
         typer.echo(f"  {split}: {summary.images[split]} images, {summary.captions[split]} captions")
     typer.echo(f"  held-out object combinations: {summary.heldout_objects}")
-    typer.echo(
-        f"  val captions fitting several val images: {summary.val_captions_fitting_several_images:.2%}"
-    )
+    typer.echo(f"  val captions fitting several val images: {summary.val_captions_fitting_several_images:.2%}")
     typer.echo(json.dumps(asdict(summary)))
 
 

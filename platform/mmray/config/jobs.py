@@ -17,17 +17,25 @@ from mmray.config.base import (
     validate,
 )
 from mmray.config.data import DataConfig
+from mmray.config.model import ModelConfig
+from mmray.config.training import InfoNceLossConfig, LossConfig, TrainSettings
 
 JobKind = Literal["train", "tune", "index", "evaluate"]
 
 
 class JobSpec(Section):
-    """A runnable job: what runs (`kind`), its name, where it writes and the data it reads."""
+    """A runnable job: what runs (`kind`), its name, where it writes, its data, model and training."""
 
     kind: JobKind
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     storage_root: str = Field("runs", description="local directory or s3:// prefix for all outputs")
     data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=lambda: InfoNceLossConfig(kind="infonce"))
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    checkpoint: str | None = Field(
+        None, description="model bundle (path or s3:// URI) to evaluate, or to start training from"
+    )
 
 
 def load_job(path: str | Path, overrides: Sequence[str] = ()) -> JobSpec:

@@ -97,9 +97,7 @@ def _find_bad_images(
     report.missing_images = sorted(img["id"] for img in images if img["file_name"] not in present)
     if check != "decode":
         return
-    by_uri = {
-        storage.join(images_uri, img["file_name"]): img["id"] for img in images if img["file_name"] in present
-    }
+    by_uri = {storage.join(images_uri, img["file_name"]): img["id"] for img in images if img["file_name"] in present}
     checked = track(check_decodable(by_uri), "checking images", total=len(by_uri), enabled=progress)
     report.unreadable_images = sorted(by_uri[uri] for uri, ok in checked if not ok)
 

@@ -86,9 +86,7 @@ def _categories() -> list[dict[str, Any]]:
     return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)]
 
 
-def _write_split(
-    out: Path, split: str, scenes: list[Scene], first_id: int, config: ShapesData
-) -> dict[str, Any]:
+def _write_split(out: Path, split: str, scenes: list[Scene], first_id: int, config: ShapesData) -> dict[str, Any]:
     image_dir = out / "images" / split
     image_dir.mkdir(parents=True, exist_ok=True)
     images: list[dict[str, Any]] = []

@@ -1,0 +1,94 @@
+"""Config sections of the dual encoder: image tower, text tower, shared embedding space."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from mmray.config.base import Section
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _ImageTower(Section):
+    image_size: int = Field(64, ge=16, le=1024, description="input side length after resizing")
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    weights: str | None = Field(
+        None,
+        description="state dict path or s3:// URI, or torchvision:<WEIGHTS_ENUM> to load by name",
+    )
+    trainable_blocks: int | None = Field(
+        None, ge=0, description="None: train everything; 0: freeze the tower; N: train its last N blocks"
+    )
+
+
+class SmallCnnConfig(_ImageTower):
+    """A 4-block CNN for CPU work; its pooled vector keeps where things are (flattened grid)."""
+
+    kind: Literal["small_cnn"]
+    width: int = Field(32, ge=4, description="channels of the first block, doubled per block")
+    blocks: int = Field(4, ge=1, le=6)
+
+
+class TorchvisionConfig(_ImageTower):
+    """A torchvision CNN by name with its classifier removed."""
+
+    kind: Literal["torchvision"]
+    name: str = Field("resnet50", description="resnet18/34/50/101, mobilenet_v2, mobilenet_v3_large, …")
+
+
+ImageEncoderConfig = Annotated[SmallCnnConfig | TorchvisionConfig, Field(discriminator="kind")]
+
+
+class _TextTower(Section):
+    max_length: int = Field(48, ge=4, le=512)
+    pooling: Literal["cls", "mean"] = "mean"
+    trainable_blocks: int | None = Field(None, ge=0)
+
+
+class SmallTransformerConfig(_TextTower):
+    """A small transformer with its own word-level tokenizer built from the training captions."""
+
+    kind: Literal["small_transformer"]
+    width: int = Field(128, ge=8)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    weights: str | None = None
+
+
+class GruConfig(_TextTower):
+    """A bidirectional GRU with the same word-level tokenizer."""
+
+    kind: Literal["gru"]
+    width: int = Field(128, ge=8)
+    layers: int = Field(1, ge=1)
+    weights: str | None = None
+
+
+class HuggingFaceConfig(_TextTower):
+    """A Hugging Face `AutoModel` encoder: pretrained from a folder / s3:// / hub name, or from a config."""
+
+    kind: Literal["huggingface"]
+    pretrained: str | None = Field(None, description="local folder, s3:// prefix or hub name (online only)")
+    tokenizer: str | None = Field(None, description="tokenizer folder / s3:// / hub name; default: pretrained")
+    architecture: dict[str, Any] | None = Field(
+        None, description="AutoConfig.for_model kwargs (model_type, hidden_size, …) for random init"
+    )
+    pooling: Literal["cls", "mean"] = "cls"
+
+
+TextEncoderConfig = Annotated[SmallTransformerConfig | GruConfig | HuggingFaceConfig, Field(discriminator="kind")]
+
+
+class ModelConfig(Section):
+    """Two towers projected into one L2-normalised embedding space."""
+
+    embed_dim: int = Field(128, ge=2)
+    projection: Literal["linear", "mlp"] = "linear"
+    image: ImageEncoderConfig = Field(default_factory=lambda: SmallCnnConfig(kind="small_cnn"))
+    text: TextEncoderConfig = Field(default_factory=lambda: SmallTransformerConfig(kind="small_transformer"))
+    init_temperature: float = Field(0.07, gt=0.0, le=1.0)
+    learn_temperature: bool = True

@@ -1,0 +1,76 @@
+"""Config sections of representation learning: the loss and the distributed training run."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from mmray.config.base import Section
+
+
+class InfoNceLossConfig(Section):
+    """Symmetric InfoNCE (CLIP) over the global batch, temperature from the model."""
+
+    kind: Literal["infonce"]
+
+
+class TripletLossConfig(Section):
+    """Bidirectional triplet loss on cosine similarity with in-batch negatives (VSE++)."""
+
+    kind: Literal["triplet"]
+    margin: float = Field(0.2, gt=0.0)
+    mining: Literal["hardest", "semi_hard", "all"] = "hardest"
+
+
+class ContrastiveLossConfig(Section):
+    """Margin contrastive loss on matching / non-matching pairs (Hadsell et al.), Euclidean distance."""
+
+    kind: Literal["contrastive"]
+    margin: float = Field(1.0, gt=0.0, description="on unit vectors distances lie in [0, 2]")
+    negatives_per_positive: int = Field(1, ge=1)
+
+
+LossConfig = Annotated[InfoNceLossConfig | TripletLossConfig | ContrastiveLossConfig, Field(discriminator="kind")]
+
+
+class CheckpointSettings(Section):
+    num_to_keep: int | None = Field(2, ge=1, description="None keeps every checkpoint")
+    score_attribute: str | None = Field("recall_mean", description="metric ranking checkpoints to keep")
+    score_order: Literal["max", "min"] = "max"
+
+
+class TrainSettings(Section):
+    """How the model is optimised and scaled across Ray Train workers."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(256, ge=2, description="global batch: split evenly across workers")
+    grad_accum_steps: int = Field(1, ge=1)
+    lr: float = Field(2e-3, gt=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps with linear warmup")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine decays to lr × this")
+    clip_grad_norm: float | None = Field(1.0, gt=0.0)
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    eval_every: int = Field(1, ge=1, description="evaluate every N epochs (and after the last)")
+    eval_batch_size: int = Field(512, ge=1)
+    log_every_steps: int = Field(20, ge=1)
+    seed: int = 0
+    loader: Literal["memory", "ray_data"] = Field(
+        "memory",
+        description="memory: each worker decodes its split once; ray_data: streamed by Ray Data",
+    )
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    threads_per_worker: int | None = Field(None, ge=1, description="torch threads; default cpus_per_worker")
+    max_failures: int = Field(2, ge=-1, description="worker failures to recover from (-1: unlimited)")
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> TrainSettings:
+        if self.batch_size % self.num_workers:
+            raise ValueError(f"batch_size ({self.batch_size}) must be divisible by num_workers ({self.num_workers})")
+        if self.precision == "fp16" and not self.use_gpu:
+            raise ValueError("precision fp16 needs use_gpu: true; use bf16 on CPUs")
+        return self

@@ -1,0 +1,74 @@
+"""COCO-protocol retrieval metrics: Recall@K both ways and median rank, in bounded memory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+DEFAULT_KS = (1, 5, 10)
+
+
+def text_to_image_ranks(
+    text_embeddings: torch.Tensor,  # (C, E)
+    image_embeddings: torch.Tensor,  # (N, E)
+    caption_image: torch.Tensor,  # (C,) index of each caption's image
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """1-based rank of each caption's own image among all images. -> (C,)"""
+    ranks = []
+    for start in range(0, text_embeddings.shape[0], chunk_size):
+        queries = text_embeddings[start : start + chunk_size]  # (c, E)
+        scores = queries @ image_embeddings.T  # (c, N)
+        own = caption_image[start : start + chunk_size]  # (c,)
+        positive = scores.gather(1, own.unsqueeze(1))  # (c, 1)
+        ranks.append((scores > positive).sum(dim=1) + 1)  # (c,)
+    return torch.cat(ranks)
+
+
+def image_to_text_ranks(
+    image_embeddings: torch.Tensor,  # (N, E)
+    text_embeddings: torch.Tensor,  # (C, E)
+    caption_image: torch.Tensor,  # (C,)
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """1-based rank of each image's best-ranked own caption among all captions. -> (N,)"""
+    ranks = []
+    for start in range(0, image_embeddings.shape[0], chunk_size):
+        queries = image_embeddings[start : start + chunk_size]  # (n, E)
+        scores = queries @ text_embeddings.T  # (n, C)
+        indices = torch.arange(start, start + queries.shape[0], device=caption_image.device)  # (n,)
+        own = caption_image.unsqueeze(0) == indices.unsqueeze(1)  # (n, C)
+        best_own = scores.masked_fill(~own, float("-inf")).max(dim=1, keepdim=True).values  # (n, 1)
+        ranks.append((scores > best_own).sum(dim=1) + 1)  # (n,)
+    return torch.cat(ranks)
+
+
+def recall_at(ranks: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:
+    return {k: float((ranks <= k).float().mean()) for k in ks}
+
+
+def retrieval_metrics(
+    image_embeddings: torch.Tensor,
+    text_embeddings: torch.Tensor,
+    caption_image: torch.Tensor,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> dict[str, float]:
+    """`i2t_R@K`, `t2i_R@K`, their mean `rsum_mean`, and `i2t_medr` / `t2i_medr`.
+
+    An image→text query hits at K when any of the image's captions is in the top K; a text→image
+    query ranks all images for one caption. Ties count in the query's favour.
+    """
+    images = image_embeddings.float()
+    texts = text_embeddings.float()
+    i2t = image_to_text_ranks(images, texts, caption_image)
+    t2i = text_to_image_ranks(texts, images, caption_image)
+    metrics: dict[str, float] = {}
+    for k, value in recall_at(i2t, ks).items():
+        metrics[f"i2t_R@{k}"] = value
+    for k, value in recall_at(t2i, ks).items():
+        metrics[f"t2i_R@{k}"] = value
+    metrics["i2t_medr"] = float(i2t.float().median())
+    metrics["t2i_medr"] = float(t2i.float().median())
+    metrics["recall_mean"] = sum(metrics[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks) / (2 * len(ks))
+    return metrics

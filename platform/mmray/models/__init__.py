@@ -1,0 +1,1 @@
+"""Encoders, projection heads and the composed dual-encoder model."""

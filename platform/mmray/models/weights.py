@@ -1,0 +1,67 @@
+"""Reading state dicts from local files or s3:// and loading them with clear mismatch errors."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from mmray import storage
+
+
+class WeightsError(ValueError):
+    """A weight file that does not fit the model: names the keys and shapes that differ."""
+
+
+def read_state_dict(uri: str) -> dict[str, torch.Tensor]:
+    """Load a state dict (a plain dict or one under `state_dict`/`model`) from a path or s3:// URI."""
+    try:
+        raw = storage.read_bytes(uri)
+    except storage.StorageNotFoundError as exc:
+        raise WeightsError(f"weight file {uri} does not exist") from exc
+    try:
+        loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{uri}: not a PyTorch state dict ({exc})") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise WeightsError(f"{uri}: expected a mapping of parameter names to tensors")
+    return dict(loaded)
+
+
+def _listing(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", … {len(items) - limit} more" if len(items) > limit else "")
+
+
+def load_state_dict_strictly(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    ignore_prefixes: tuple[str, ...] = (),
+) -> None:
+    """Load `state` into `model`; any missing, unexpected or mis-shaped key raises WeightsError."""
+    expected = model.state_dict()
+    wanted = {k for k in expected if not k.startswith(ignore_prefixes)}
+    given = {k for k in state if not k.startswith(ignore_prefixes)}
+    missing = sorted(wanted - given)
+    unexpected = sorted(given - wanted)
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(wanted & given)
+        if state[k].shape != expected[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {_listing(mismatched)}")
+    if problems:
+        raise WeightsError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=False)

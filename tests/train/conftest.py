@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_job(data_root: Path, storage_root: str | Path, name: str, **train: Any) -> dict[str, Any]:
+    """A job that trains in seconds: 480 train / 96 val shapes images, a narrow CNN, 2 workers."""
+    return {
+        "kind": "train",
+        "name": name,
+        "storage_root": str(storage_root),
+        "data": {"source": "shapes", "root": str(data_root), "images": 576, "val_images": 96, "seed": 1},
+        "model": {
+            "embed_dim": 32,
+            "image": {"kind": "small_cnn", "width": 8, "blocks": 4},
+            "text": {"kind": "small_transformer", "width": 32, "layers": 1, "heads": 2, "max_length": 40},
+        },
+        "train": {
+            "epochs": 2,
+            "batch_size": 32,
+            "lr": 0.003,
+            "num_workers": 2,
+            "log_every_steps": 5,
+            "eval_batch_size": 64,
+            **train,
+        },
+    }
+
+
+def write_job(path: Path, job: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def mmray_command(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "mmray"), *args]
+
+
+def run_mmray(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        mmray_command(*args),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
+
+
+def last_json(output: str) -> dict[str, Any]:
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("train-data")

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmray import storage
+from tests.support.processes import descendants_named
+from tests.train.conftest import REPO_ROOT, last_json, mmray_command, run_mmray, tiny_job, write_job
+
+pytestmark = pytest.mark.slow
+RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_medr", "t2i_medr")
+
+
+def test_two_workers_train_resume_and_evaluate(data_root: Path, tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "tiny"))
+    first = run_mmray("train", str(job), "train.epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    one = last_json(first.stdout)
+    assert one["epoch"] == 1 and Path(one["model_bundle"]).name == "checkpoint_epoch_0001"
+
+    second = run_mmray("train", str(job), "train.epochs=2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stdout + second.stderr
+    two = last_json(second.stdout)
+    assert two["epoch"] == 2 and two["step"] == 2 * one["step"]
+
+    run_dir = Path(two["run_dir"])
+    history = json.loads((Path(two["model_bundle"]) / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[0]["i2t_R@1"] == one["i2t_R@1"] and history[0]["train_loss"] == one["train_loss"]
+    assert json.loads((run_dir / "metrics.json").read_text())["epoch"] == 2
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    evaluated = run_mmray("evaluate", str(job), f"checkpoint={two['model_bundle']}")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = last_json(evaluated.stdout)
+    assert metrics["model_version"] == two["model_version"]
+    assert {k: metrics[k] for k in RECALL_KEYS} == {k: two[k] for k in RECALL_KEYS}
+    assert (metrics["images"], metrics["captions"]) == (96, 288)
+
+
+def _wait_for_registered_checkpoint(run_dir: Path, name: str, process: subprocess.Popen[str]) -> None:
+    """Until Ray Train's checkpoint manager has recorded checkpoint `name` (not merely written it)."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + 300
+    while not (snapshot.exists() and name in snapshot.read_text()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{name} was not registered (process exit code {process.poll()})")
+        time.sleep(0.5)
+
+
+def test_killed_worker_is_replaced_and_resumes_from_its_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "killed", epochs=4))
+    log = tmp_path / "train.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            mmray_command("train", str(job)),
+            cwd=REPO_ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=os.environ.copy(),
+        )
+        try:
+            _wait_for_registered_checkpoint(tmp_path / "runs" / "killed", "checkpoint_epoch_0001", process)
+            workers = descendants_named(process.pid, "RayTrainWorker")
+            assert workers, "no training worker process found"
+            os.kill(workers[-1], signal.SIGKILL)
+            assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
+        finally:
+            if process.poll() is None:
+                process.kill()
+    text = log.read_text()
+    assert re.search(r"resumed from .*checkpoint_epoch_000[1-3] after epoch [1-3]", text)
+    final = last_json(text)
+    assert final["epoch"] == 4
+    history = json.loads((Path(final["model_bundle"]) / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_checkpoints_go_to_s3(data_root: Path, tmp_path: Path, s3_env: str) -> None:
+    root = storage.join(s3_env, "runs")
+    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, root, "on-s3", epochs=1))
+    trained = run_mmray("train", str(job))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    final = last_json(trained.stdout)
+    bundle = final["model_bundle"]
+    assert bundle == storage.join(root, "on-s3", "checkpoint_epoch_0001")
+    names = {storage.relative_to(uri, bundle) for uri in storage.list_files(bundle)}
+    assert {"model.pt", "job.yaml", "bundle.json", "train_state.pt", "word_tokenizer.json"} <= names
+    assert storage.exists(storage.join(root, "on-s3", "metrics.json"))
+    evaluated = run_mmray("evaluate", str(job), f"checkpoint={bundle}")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert last_json(evaluated.stdout)["t2i_R@1"] == final["t2i_R@1"]
