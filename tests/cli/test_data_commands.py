@@ -113,3 +113,15 @@ def test_config_show_and_errors(tmp_path: Path) -> None:
     wrong = run_mmray("config", "show", "jobs/shapes-clip.yaml", "data.sede=4")
     assert wrong.returncode == 2
     assert "unknown key 'sede' (did you mean 'seed'?)" in wrong.stderr
+
+
+def test_evaluate_needs_a_checkpoint() -> None:
+    result = run_mmray("evaluate", "jobs/shapes-clip.yaml")
+    assert result.returncode == 2
+    assert "checkpoint=PATH_OR_URI" in result.stderr
+
+
+def test_evaluate_rejects_a_directory_that_is_not_a_bundle(tmp_path: Path) -> None:
+    result = run_mmray("evaluate", "jobs/shapes-clip.yaml", f"checkpoint={tmp_path}")
+    assert result.returncode == 2
+    assert "is not a model bundle" in result.stderr

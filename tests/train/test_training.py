@@ -89,10 +89,11 @@ def test_killed_worker_is_replaced_and_resumes_from_its_checkpoint(data_root: Pa
 
 def test_checkpoints_go_to_s3(data_root: Path, tmp_path: Path, s3_env: str) -> None:
     root = storage.join(s3_env, "runs")
-    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, root, "on-s3", epochs=1))
+    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, root, "on-s3", epochs=1, grad_accum_steps=2))
     trained = run_mmray("train", str(job))
     assert trained.returncode == 0, trained.stderr[-3000:]
     final = last_json(trained.stdout)
+    assert final["step"] == (480 // 32) // 2, "one optimizer step per two micro-batches"
     bundle = final["model_bundle"]
     assert bundle == storage.join(root, "on-s3", "checkpoint_epoch_0001")
     names = {storage.relative_to(uri, bundle) for uri in storage.list_files(bundle)}
@@ -101,3 +102,12 @@ def test_checkpoints_go_to_s3(data_root: Path, tmp_path: Path, s3_env: str) -> N
     evaluated = run_mmray("evaluate", str(job), f"checkpoint={bundle}")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert last_json(evaluated.stdout)["t2i_R@1"] == final["t2i_R@1"]
+
+
+def test_ray_data_loader_streams_training_batches(data_root: Path, tmp_path: Path) -> None:
+    job = tiny_job(data_root, tmp_path / "runs", "streamed", epochs=2, loader="ray_data", num_workers=1)
+    trained = run_mmray("train", str(write_job(tmp_path / "job.yaml", job)))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    final = last_json(trained.stdout)
+    assert final["epoch"] == 2 and final["step"] == 2 * (480 // 32)
+    assert final["t2i_R@10"] > 10 / 96

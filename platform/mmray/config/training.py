@@ -20,7 +20,9 @@ class TripletLossConfig(Section):
 
     kind: Literal["triplet"]
     margin: float = Field(0.2, gt=0.0)
-    mining: Literal["hardest", "semi_hard", "all"] = "hardest"
+    mining: Literal["hardest", "semi_hard", "all"] = Field(
+        "semi_hard", description="hardest (VSE++) tends to collapse from random init; use it on pretrained towers"
+    )
 
 
 class ContrastiveLossConfig(Section):

@@ -1,0 +1,120 @@
+"""Training throughput: the Ray Train loop against a plain PyTorch loop on the same model and data.
+
+Rows, all on the shapes-clip job's model, data, batch size and bf16 autocast, measured in one run:
+  plain PyTorch     one process, all threads, no Ray
+  Ray Train 1×N     one Ray Train worker with the same threads (the platform's overhead)
+  Ray Train N×1     N DDP workers with one thread each (the shapes-clip job's layout)
+Throughput is steady-state samples/s: the plain loop after 3 warm-up steps, Ray Train over its second
+epoch (the first pays for kernel warm-up). End-to-end wall time of `mmray train` (2 epochs, Ray start-up,
+data loading and evaluation included) is printed too.
+Usage: python benchmarks/train_throughput.py [--steps 30] [--images 6000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mmray.config import load_job
+from mmray.data.sources import load_split
+from mmray.data.tensors import split_to_tensors
+from mmray.data.transforms import normalize_images
+from mmray.losses import RepresentationLoss
+from mmray.models.factory import build_model, build_tokenizer
+from mmray.train.feeds import memory_batches
+
+ROOT = Path(__file__).resolve().parents[1]
+JOB = ROOT / "jobs" / "shapes-clip.yaml"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def plain_pytorch(overrides: list[str], steps: int, threads: int) -> float:
+    """Samples/s of a single-process loop: same model, feed, loss, optimizer and precision."""
+    spec = load_job(JOB, overrides)
+    torch.set_num_threads(threads)
+    train = load_split(spec.data, "train", progress=False)
+    tokenizer = build_tokenizer(spec.model, (c for r in train.records for c in r.captions))
+    tensors = split_to_tensors(train, tokenizer, spec.model.image.image_size, progress=False)
+    model = build_model(spec.model, tokenizer)
+    loss_fn = RepresentationLoss(spec.loss)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.train.lr, weight_decay=spec.train.weight_decay)
+    image = spec.model.image
+    batches = memory_batches(tensors, 0, 1, spec.train.batch_size, spec.train.seed, 0)
+    warmup = 3
+    for step, batch in enumerate(batches):
+        if step == warmup:
+            started = time.perf_counter()
+        if step == warmup + steps:
+            break
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = model(normalize_images(batch.images, image.mean, image.std), batch.ids, batch.mask)
+        loss = loss_fn(output).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    return steps * spec.train.batch_size / (time.perf_counter() - started)
+
+
+def ray_train(overrides: list[str], name: str) -> tuple[float, float]:
+    """(samples/s of the last training epoch, end-to-end seconds of `mmray train`)."""
+    command = [str(Path(sys.executable).parent / "mmray"), "train", str(JOB), f"name={name}", *overrides]
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=os.environ.copy())
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    final = json.loads(result.stdout.strip().splitlines()[-1])
+    return float(final["samples_per_s"]), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps of the plain loop")
+    parser.add_argument("--images", type=int, default=11000, help="shapes images (train + val)")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    threads = os.cpu_count() or 1
+    runs_root = ROOT / "runs" / "bench"
+    data = [f"data.images={args.images}", f"data.val_images={max(100, args.images // 11)}"]
+    common = [*data, "train.epochs=2", "train.eval_every=2", f"storage_root={runs_root}", "train.log_every_steps=1000"]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+
+    plain = plain_pytorch(data, args.steps, threads)
+    one_worker, one_wall = ray_train(
+        [*common, "train.num_workers=1", f"train.cpus_per_worker={threads}"], f"bench-1x{threads}-{stamp}"
+    )
+    ddp, ddp_wall = ray_train(
+        [*common, f"train.num_workers={threads}", "train.cpus_per_worker=1"], f"bench-{threads}x1-{stamp}"
+    )
+    rows = [
+        ("plain PyTorch", f"1 process × {threads} threads", plain, None),
+        ("Ray Train", f"1 worker × {threads} threads", one_worker, one_wall),
+        ("Ray Train DDP", f"{threads} workers × 1 thread", ddp, ddp_wall),
+    ]
+    print(f"\n{'loop':<16}{'layout':<26}{'samples/s':>11}{'vs plain':>10}{'wall s':>9}")
+    for name, layout, rate, wall in rows:
+        shown_wall = f"{wall:9.1f}" if wall is not None else f"{'-':>9}"
+        print(f"{name:<16}{layout:<26}{rate:>11.0f}{rate / plain:>9.2f}×{shown_wall}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {
+        "benchmark": "train_throughput",
+        "cpus": threads,
+        "batch_size": load_job(JOB).train.batch_size,
+        "rows": [
+            {"loop": n, "layout": lay, "samples_per_s": r, "ratio_vs_plain": r / plain, "wall_s": w}
+            for n, lay, r, w in rows
+        ],
+    }
+    (RESULTS / "train_throughput.json").write_text(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()
