@@ -13,10 +13,10 @@ from mmray.train.evaluation import evaluate_split
 
 def evaluate_bundle(spec: JobSpec, bundle_uri: str, split: str = "val") -> dict[str, Any]:
     """Recall@1/5/10 both ways and median ranks of the bundle's model on `split` of `spec.data`."""
-    if split not in resolve_splits(spec.data):
-        raise ValueError(f"the job's data has no {split!r} split to evaluate on")
     with local_bundle(bundle_uri) as directory:
         bundle = read_bundle(directory)
+    if split not in resolve_splits(spec.data):
+        raise ValueError(f"the job's data has no {split!r} split to evaluate on")
     image = bundle.spec.model.image
     dataset = load_split(spec.data, split)
     tensors = split_to_tensors(dataset, bundle.tokenizer, image.image_size)

@@ -54,7 +54,7 @@ def retrieval_metrics(
     caption_image: torch.Tensor,
     ks: Sequence[int] = DEFAULT_KS,
 ) -> dict[str, float]:
-    """`i2t_R@K`, `t2i_R@K`, their mean `rsum_mean`, and `i2t_medr` / `t2i_medr`.
+    """`i2t_R@K`, `t2i_R@K`, their mean `recall_mean`, and `i2t_medr` / `t2i_medr`.
 
     An image→text query hits at K when any of the image's captions is in the top K; a text→image
     query ranks all images for one caption. Ties count in the query's favour.
@@ -63,6 +63,11 @@ def retrieval_metrics(
     texts = text_embeddings.float()
     i2t = image_to_text_ranks(images, texts, caption_image)
     t2i = text_to_image_ranks(texts, images, caption_image)
+    return metrics_from_ranks(i2t, t2i, ks)
+
+
+def metrics_from_ranks(i2t: torch.Tensor, t2i: torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """Recall@K and median ranks from 1-based first-hit ranks (inf where a search returned no hit)."""
     metrics: dict[str, float] = {}
     for k, value in recall_at(i2t, ks).items():
         metrics[f"i2t_R@{k}"] = value

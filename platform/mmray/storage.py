@@ -242,6 +242,16 @@ def delete(uri: str | Path) -> None:
     Path(uri).unlink(missing_ok=True)
 
 
+def remove_temporary_files(uri: str | Path) -> int:
+    """Delete half-written temporary files a crashed writer left in a local directory."""
+    if is_s3(uri) or not Path(uri).is_dir():
+        return 0
+    stale = [p for p in Path(uri).rglob(f"{_TEMP_MARK}*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def delete_tree(uri: str | Path) -> None:
     """Delete a directory or every object below a prefix."""
     uri = str(uri)

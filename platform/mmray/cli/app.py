@@ -9,9 +9,10 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from mmray.cli import config_commands, data_commands, train_commands
+from mmray.cli import config_commands, data_commands, index_commands, train_commands
 from mmray.config import ConfigError
 from mmray.data.coco import DataError
+from mmray.index_bundle import IndexBundleError
 from mmray.models.weights import WeightsError
 from mmray.storage import StorageError
 from mmray.train.bundle import BundleError
@@ -27,6 +28,8 @@ app.add_typer(data_commands.app, name="data")
 app.add_typer(config_commands.app, name="config")
 app.command("train")(train_commands.train)
 app.command("evaluate")(train_commands.evaluate)
+app.command("index")(index_commands.index)
+app.command("search")(index_commands.search)
 
 USER_ERRORS = (
     ConfigError,
@@ -34,6 +37,7 @@ USER_ERRORS = (
     StorageError,
     WeightsError,
     BundleError,
+    IndexBundleError,
     FileExistsError,
     FileNotFoundError,
 )

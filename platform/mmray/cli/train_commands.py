@@ -23,10 +23,17 @@ def train(job: JOB, overrides: OVERRIDES = None) -> None:
 
 
 def evaluate(job: JOB, overrides: OVERRIDES = None) -> None:
-    """Evaluate `checkpoint=BUNDLE` on the job's validation split; the last line is JSON."""
+    """Evaluate `checkpoint=BUNDLE` on the job's validation split: a model bundle (or training run)
+    by exact search, an index bundle through its indexes. The last line is JSON."""
+    from mmray import storage
     from mmray.evaluate import evaluate_bundle
+    from mmray.index_bundle import MANIFEST
+    from mmray.retrieval_eval import evaluate_index_bundle
 
     spec = load_job(job, overrides or [])
     if not spec.checkpoint:
-        raise typer.BadParameter("name the model bundle to evaluate: checkpoint=PATH_OR_URI")
+        raise typer.BadParameter("name the model or index bundle to evaluate: checkpoint=PATH_OR_URI")
+    if storage.exists(storage.join(spec.checkpoint, MANIFEST)):
+        typer.echo(json.dumps(evaluate_index_bundle(spec, spec.checkpoint)))
+        return
     typer.echo(json.dumps(evaluate_bundle(spec, spec.checkpoint)))

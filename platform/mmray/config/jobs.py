@@ -17,6 +17,7 @@ from mmray.config.base import (
     validate,
 )
 from mmray.config.data import DataConfig
+from mmray.config.indexing import IndexSettings
 from mmray.config.model import ModelConfig
 from mmray.config.training import InfoNceLossConfig, LossConfig, TrainSettings
 
@@ -33,8 +34,11 @@ class JobSpec(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=lambda: InfoNceLossConfig(kind="infonce"))
     train: TrainSettings = Field(default_factory=TrainSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
     checkpoint: str | None = Field(
-        None, description="model bundle (path or s3:// URI) to evaluate, or to start training from"
+        None,
+        description="model bundle, or a training run directory (its final bundle), or for evaluate an "
+        "index bundle; path or s3:// URI",
     )
 
 

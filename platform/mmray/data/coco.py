@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -115,6 +116,8 @@ def load_coco(
     Images without captions, with a missing file or (with `image_check="decode"`) an undecodable
     file are reported: skipped with a warning naming their ids, or rejected with `DataError`.
     """
+    if not storage.is_s3(images):
+        images = os.path.abspath(images)
     caps = _read_coco(captions, ("images", "annotations"))
     inst = _read_coco(instances, ("images", "annotations", "categories")) if instances else None
     categories = _categories(inst)
@@ -122,10 +125,10 @@ def load_coco(
 
     image_entries = sorted(caps.dataset["images"], key=lambda img: img["id"])
     report = LoadReport(total_images=len(image_entries))
-    captions_of: dict[int, list[str]] = defaultdict(list)
+    captions_of: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for ann in caps.dataset["annotations"]:
         if ann["image_id"] in caps.imgs:
-            captions_of[ann["image_id"]].append(str(ann["caption"]).strip())
+            captions_of[ann["image_id"]].append((int(ann["id"]), str(ann["caption"]).strip()))
         else:
             report.orphan_captions += 1
     report.without_captions = [img["id"] for img in image_entries if not captions_of[img["id"]]]
@@ -155,7 +158,8 @@ def load_coco(
                 image_uri=storage.join(images, img["file_name"]),
                 width=int(img["width"]),
                 height=int(img["height"]),
-                captions=tuple(captions_of[img["id"]]),
+                captions=tuple(text for _, text in captions_of[img["id"]]),
+                caption_ids=tuple(caption_id for caption_id, _ in captions_of[img["id"]]),
                 labels=tuple(labels),
                 boxes=tuple(tuple(float(v) for v in ann["bbox"]) for ann in anns),  # type: ignore[misc]
                 box_categories=tuple(index_of[ann["category_id"]] for ann in anns),

@@ -25,6 +25,7 @@ class ImageRecord:
     width: int
     height: int
     captions: tuple[str, ...]
+    caption_ids: tuple[int, ...]
     labels: tuple[int, ...]
     boxes: tuple[tuple[float, float, float, float], ...]
     box_categories: tuple[int, ...]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,10 +12,12 @@ import torch
 
 from mmray import storage
 from mmray.data.coco import CocoDataset
-from mmray.data.image_files import decode_image
+from mmray.data.image_files import ImageDecodeError, decode_image
 from mmray.data.transforms import image_to_array
 from mmray.models.tokenizers import Tokenizer
 from mmray.progress import track
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,24 +36,41 @@ class SplitTensors:
         return int(self.images.shape[0])
 
 
-def _load_array(uri: str, size: int) -> np.ndarray:
-    return image_to_array(decode_image(storage.read_bytes(uri), uri), size)
+def _load_array(uri: str, size: int) -> np.ndarray | str:
+    """The resized image, or the reason it could not be read."""
+    try:
+        return image_to_array(decode_image(storage.read_bytes(uri), uri), size)
+    except (ImageDecodeError, storage.StorageError) as exc:
+        return str(exc)
 
 
 def split_to_tensors(
     dataset: CocoDataset, tokenizer: Tokenizer, image_size: int, progress: bool = True, threads: int = 4
 ) -> SplitTensors:
-    """Decode and resize every image and tokenise every caption of `dataset`."""
-    records = dataset.records
+    """Decode and resize every image and tokenise every caption of `dataset`.
+
+    Images that cannot be read are left out with a warning naming their ids.
+    """
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        arrays = list(
+        loaded = list(
             track(
-                pool.map(lambda r: _load_array(r.image_uri, image_size), records),
+                pool.map(lambda r: _load_array(r.image_uri, image_size), dataset.records),
                 "decoding images",
-                total=len(records),
+                total=len(dataset.records),
                 enabled=progress,
             )
         )
+    failed = [(r.image_id, item) for r, item in zip(dataset.records, loaded, strict=True) if isinstance(item, str)]
+    if failed:
+        logger.warning(
+            "%d images could not be read and are left out: %s",
+            len(failed),
+            "; ".join(f"{image_id}: {reason}" for image_id, reason in failed[:10]),
+        )
+    records = [r for r, item in zip(dataset.records, loaded, strict=True) if not isinstance(item, str)]
+    arrays = [item for item in loaded if not isinstance(item, str)]
+    if not records:
+        raise ValueError(f"none of the {len(dataset.records)} images of {dataset.captions_uri} could be read")
     texts = [caption for r in records for caption in r.captions]
     counts = torch.tensor([len(r.captions) for r in records], dtype=torch.long)  # (N,)
     tokens = tokenizer.encode(texts)

@@ -30,6 +30,7 @@ MANIFEST = "bundle.json"
 TRAIN_STATE = "train_state.pt"
 HISTORY = "history.json"
 FORMAT_VERSION = 1
+FINAL_MODEL = "final_model.json"
 
 
 class BundleError(ValueError):
@@ -70,18 +71,24 @@ def write_bundle(
     return version
 
 
+def resolve_model_bundle(uri: str) -> str:
+    """A model bundle's URI: `uri` itself, or the final bundle of the training run directory `uri`."""
+    if storage.exists(storage.join(uri, MANIFEST)):
+        return uri
+    pointer = storage.join(uri, FINAL_MODEL)
+    if storage.exists(pointer):
+        return str(json.loads(storage.read_text(pointer))["model_bundle"])
+    raise BundleError(f"{uri} is not a model bundle ({MANIFEST} is missing) nor a training run ({FINAL_MODEL})")
+
+
 @contextlib.contextmanager
 def local_bundle(uri: str) -> Iterator[Path]:
-    """A local directory holding the bundle at `uri` (downloaded first when it is on S3)."""
+    """A local directory holding the bundle at `uri` (or a run's final bundle), downloaded from S3."""
+    uri = resolve_model_bundle(uri)
     if not storage.is_s3(uri):
-        path = Path(uri)
-        if not (path / MANIFEST).is_file():
-            raise BundleError(f"{uri} is not a model bundle: {MANIFEST} is missing")
-        yield path
+        yield Path(uri)
         return
     with tempfile.TemporaryDirectory(prefix="mmray-bundle-") as tmp:
-        if not storage.exists(storage.join(uri, MANIFEST)):
-            raise BundleError(f"{uri} is not a model bundle: {MANIFEST} is missing")
         storage.download_dir(uri, tmp)
         yield Path(tmp)
 

@@ -19,7 +19,7 @@ from mmray.data.tensors import split_to_tensors, tensors_to_arrays
 from mmray.models.factory import build_tokenizer
 from mmray.plots import training_curves_png
 from mmray.raycluster import connect
-from mmray.train.bundle import MANIFEST
+from mmray.train.bundle import FINAL_MODEL, MANIFEST
 from mmray.train.loop import train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
 from mmray.train.state import read_history
@@ -123,10 +123,12 @@ def run_training(spec: JobSpec) -> TrainOutcome:
         history = read_history(Path(directory))
         manifest = json.loads((Path(directory) / MANIFEST).read_text())
     run_dir = storage.join(spec.storage_root, spec.name)
+    bundle_uri = _checkpoint_uri(result.checkpoint.path, spec.storage_root)
     _write_outputs(spec, run_dir, history)
+    storage.write_text(storage.join(run_dir, FINAL_MODEL), json.dumps({"model_bundle": bundle_uri}))
     return TrainOutcome(
         run_dir=run_dir if storage.is_s3(run_dir) else str(Path(run_dir).resolve()),
-        model_bundle=_checkpoint_uri(result.checkpoint.path, spec.storage_root),
+        model_bundle=bundle_uri,
         model_version=manifest["model_version"],
         metrics=history[-1] if history else {},
         history=history,

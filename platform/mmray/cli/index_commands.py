@@ -1,0 +1,56 @@
+"""`mmray index` and `mmray search`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mmray.cli.train_commands import JOB, OVERRIDES
+from mmray.config import load_job
+
+
+def index(job: JOB, overrides: OVERRIDES = None) -> None:
+    """Embed a split with Ray Data and build its faiss index bundle; the last line is JSON."""
+    from mmray.indexing import run_index_job
+
+    outcome = run_index_job(load_job(job, overrides or []))
+    typer.echo(json.dumps(outcome.summary()))
+
+
+def search(
+    bundle: Annotated[str, typer.Argument(help="index bundle directory or s3:// prefix")],
+    text: Annotated[str | None, typer.Option(help="query text")] = None,
+    image: Annotated[Path | None, typer.Option(help="query image file", exists=True, dir_okay=False)] = None,
+    k: Annotated[int, typer.Option(min=1, help="results to return")] = 10,
+    target: Annotated[
+        str | None, typer.Option(help="images or captions [default: captions for an image alone, else images]")
+    ] = None,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="image weight of a fused image + text query")] = 0.5,
+    nprobe: Annotated[int | None, typer.Option(help="IVF lists to probe")] = None,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW search breadth")] = None,
+    model: Annotated[str | None, typer.Option(help="model bundle [default: the one the index was built with]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+) -> None:
+    """Search an index bundle with a text, an image, or both (fused)."""
+    from PIL import Image
+
+    from mmray.search import Searcher
+
+    if target not in (None, "images", "captions"):
+        raise typer.BadParameter(f"--target must be images or captions, got {target!r}")
+    searcher = Searcher.open(bundle, model)
+    query_image = Image.open(image).convert("RGB") if image else None
+    hits = searcher.search(text, query_image, k, target, alpha, nprobe, ef_search)  # type: ignore[arg-type]
+    if as_json:
+        typer.echo(json.dumps({"query": {"text": text, "image": str(image) if image else None},
+                               "hits": [h.as_dict() for h in hits]}))  # fmt: skip
+        return
+    for hit in hits:
+        shown = hit.metadata.get("text") or hit.metadata.get("file_name", "")
+        extra = (
+            hit.metadata.get("captions", [""])[0] if hit.kind == "image" else f"image {hit.metadata.get('image_id')}"
+        )
+        typer.echo(f"{hit.rank:>3}  {hit.score:6.3f}  {hit.kind} {hit.id:<12} {shown}  ({extra})")

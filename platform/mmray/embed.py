@@ -1,0 +1,210 @@
+"""Batch embedding of a corpus with Ray Data: CPU decoding, model actors, resumable shards.
+
+The corpus (images or captions of a split) is cut into fixed shards of `shard_size` rows in id
+order. Each shard is written atomically as one `.npz` (ids, vectors, failed ids and reasons) once
+all its rows are embedded, so a killed job leaves only complete shards and a re-run embeds only
+the missing ones. Rows stream through Ray Data in order; the driver holds at most a few partial
+shards, never the corpus.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray.data
+import torch
+
+from mmray import storage
+from mmray.config.indexing import CorpusKind
+from mmray.data.coco import CocoDataset
+from mmray.data.image_files import ImageDecodeError, decode_image
+from mmray.data.transforms import image_to_array, normalize_images
+from mmray.train.bundle import local_bundle, read_bundle
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardPlan:
+    """Which rows make up each shard of a corpus."""
+
+    kind: CorpusKind
+    shard_size: int
+    rows: list[dict[str, Any]]
+
+    @property
+    def shard_count(self) -> int:
+        return -(-len(self.rows) // self.shard_size)
+
+    def shard_rows(self, shard: int) -> list[dict[str, Any]]:
+        return self.rows[shard * self.shard_size : (shard + 1) * self.shard_size]
+
+
+def corpus_plan(dataset: CocoDataset, kind: CorpusKind, shard_size: int) -> ShardPlan:
+    """Rows in id order: images carry their URI, captions their text."""
+    if kind == "images":
+        items = [(r.image_id, r.image_uri, "") for r in dataset.records]
+    else:
+        items = [(cid, "", text) for r in dataset.records for cid, text in zip(r.caption_ids, r.captions, strict=True)]
+    items.sort()
+    rows: list[dict[str, Any]] = [
+        {"id": row_id, "uri": uri, "text": text, "shard": position // shard_size}
+        for position, (row_id, uri, text) in enumerate(items)
+    ]
+    return ShardPlan(kind=kind, shard_size=shard_size, rows=rows)
+
+
+def shard_uri(directory: str, shard: int) -> str:
+    return storage.join(directory, f"shard-{shard:05d}.npz")
+
+
+def finished_shards(directory: str) -> set[int]:
+    """Shards already written completely (atomic writes: a listed shard is a whole shard)."""
+    done = set()
+    for uri in storage.list_files(directory):
+        name = uri.rsplit("/", 1)[-1]
+        if name.startswith("shard-") and name.endswith(".npz"):
+            done.add(int(name[len("shard-") : -len(".npz")]))
+    return done
+
+
+class DecodeImages:
+    """CPU batch task: read and decode each image; failures become an error string, not a crash."""
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pixels = np.zeros((len(batch["id"]), 3, self.image_size, self.image_size), dtype=np.uint8)
+        errors = []
+        for row, uri in enumerate(batch["uri"]):
+            try:
+                pixels[row] = image_to_array(decode_image(storage.read_bytes(str(uri)), str(uri)), self.image_size)
+                errors.append("")
+            except (ImageDecodeError, storage.StorageError) as exc:
+                errors.append(str(exc))
+        return {**batch, "pixels": pixels, "error": np.array(errors, dtype=object)}
+
+
+class EmbedRows:
+    """Model actor: embeds decoded images or caption texts with a model bundle (GPU when given)."""
+
+    def __init__(self, bundle_uri: str, kind: CorpusKind) -> None:
+        with local_bundle(bundle_uri) as directory:
+            self.bundle = read_bundle(directory)
+        self.kind = kind
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = self.bundle.model.to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        dim = self.model.embed_dim
+        vectors = np.zeros((len(batch["id"]), dim), dtype=np.float32)
+        if self.kind == "images":
+            ok = np.array([not e for e in batch["error"]], dtype=bool)
+            if ok.any():
+                image = self.bundle.spec.model.image
+                pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok])).to(self.device)
+                embedded = self.model.embed_images(normalize_images(pixels, image.mean, image.std))  # (b, E)
+                vectors[ok] = embedded.float().cpu().numpy()
+            errors = batch["error"]
+        else:
+            tokens = self.bundle.tokenizer.encode([str(t) for t in batch["text"]])
+            embedded = self.model.embed_texts(tokens.ids.to(self.device), tokens.mask.to(self.device))  # (b, E)
+            vectors = embedded.float().cpu().numpy()
+            errors = np.array([""] * len(batch["id"]), dtype=object)
+        return {"id": batch["id"], "shard": batch["shard"], "vector": vectors, "error": errors}
+
+
+@dataclass
+class _PendingShard:
+    expected: int
+    ids: list[int] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def received(self) -> int:
+        return len(self.ids) + len(self.failed)
+
+
+def _write_shard(uri: str, pending: _PendingShard, dim: int) -> None:
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        ids=np.array(pending.ids, dtype=np.int64),
+        vectors=np.stack(pending.vectors) if pending.vectors else np.zeros((0, dim), np.float32),
+        failed_ids=np.array([i for i, _ in pending.failed], dtype=np.int64),
+        failed_reasons=np.array([r for _, r in pending.failed], dtype=str),
+    )
+    storage.write_bytes(uri, buffer.getvalue())
+
+
+def _embedded_rows(plan: ShardPlan, todo: list[int], bundle_uri: str, settings: Any, image_size: int) -> Any:
+    rows = [row for shard in todo for row in plan.shard_rows(shard)]
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    dataset: Any = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // settings.batch_size))
+    if plan.kind == "images":
+        dataset = dataset.map_batches(DecodeImages, fn_constructor_args=(image_size,), batch_size=settings.batch_size)
+    return dataset.map_batches(
+        EmbedRows,
+        fn_constructor_args=(bundle_uri, plan.kind),
+        batch_size=settings.batch_size,
+        concurrency=settings.embed_actors,
+        num_gpus=settings.gpus_per_actor,
+    )
+
+
+def embed_corpus(plan: ShardPlan, directory: str, bundle_uri: str, settings: Any, image_size: int) -> int:
+    """Embed every shard of `plan` not yet in `directory`; returns how many shards were written."""
+    storage.write_text(
+        storage.join(directory, "plan.json"),
+        json.dumps({"kind": plan.kind, "shard_size": plan.shard_size, "rows": len(plan.rows)}),
+    )
+    storage.remove_temporary_files(directory)
+    done = finished_shards(directory)
+    todo = [shard for shard in range(plan.shard_count) if shard not in done]
+    if not todo:
+        return 0
+    logger.info("embedding %s: %d of %d shards to do", plan.kind, len(todo), plan.shard_count)
+    pending = {shard: _PendingShard(expected=len(plan.shard_rows(shard))) for shard in todo}
+    written = 0
+    dim = 0
+    for batch in _embedded_rows(plan, todo, bundle_uri, settings, image_size).iter_batches(batch_format="numpy"):
+        dim = batch["vector"].shape[1]
+        for row_id, shard, vector, error in zip(
+            batch["id"], batch["shard"], batch["vector"], batch["error"], strict=True
+        ):
+            target = pending[int(shard)]
+            if error:
+                target.failed.append((int(row_id), str(error)))
+                logger.warning("skipping %s %d: %s", plan.kind[:-1], int(row_id), error)
+            else:
+                target.ids.append(int(row_id))
+                target.vectors.append(np.asarray(vector, dtype=np.float32))
+            if target.received == target.expected:
+                _write_shard(shard_uri(directory, int(shard)), target, dim)
+                del pending[int(shard)]
+                written += 1
+    if pending:
+        raise RuntimeError(f"embedding stopped early: shards {sorted(pending)} of {plan.kind} are incomplete")
+    return written
+
+
+def read_shards(directory: str, shard_count: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """All shards of a corpus: ids (n,), vectors (n, E) and the failed rows with their reasons."""
+    ids: list[np.ndarray] = []
+    vectors: list[np.ndarray] = []
+    failed: list[tuple[int, str]] = []
+    for shard in range(shard_count):
+        with np.load(io.BytesIO(storage.read_bytes(shard_uri(directory, shard)))) as content:
+            ids.append(content["ids"])
+            vectors.append(content["vectors"])
+            failed.extend(zip(content["failed_ids"].tolist(), content["failed_reasons"].tolist(), strict=True))
+    return np.concatenate(ids), np.concatenate(vectors).astype(np.float32), failed

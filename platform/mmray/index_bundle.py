@@ -1,0 +1,117 @@
+"""Index bundles: faiss indexes of a split's images and captions, their id maps and metadata,
+stamped with the model version they were built with, written atomically under one prefix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmray import storage
+from mmray.data.coco import CocoDataset
+from mmray.index import VectorIndex
+
+MANIFEST = "index.json"
+METADATA = "metadata.json"
+FORMAT_VERSION = 1
+
+
+class IndexBundleError(ValueError):
+    """An index bundle that is missing, incomplete, or built with another model."""
+
+
+@dataclass
+class IndexBundle:
+    """Loaded indexes (by corpus kind), metadata and the manifest of an index bundle."""
+
+    indexes: dict[str, VectorIndex]
+    metadata: dict[str, dict[str, Any]]
+    manifest: dict[str, Any]
+    uri: str
+
+    @property
+    def model_version(self) -> str:
+        return str(self.manifest["model_version"])
+
+    def check_model(self, model_version: str) -> None:
+        """Refuse a model other than the one the index was built with."""
+        if model_version != self.model_version:
+            raise IndexBundleError(
+                f"index bundle {self.uri} was built with model version {self.model_version}, "
+                f"but the model given has version {model_version}; rebuild the index with this model"
+            )
+
+
+def corpus_metadata(dataset: CocoDataset) -> dict[str, dict[str, Any]]:
+    """Id -> metadata maps: images (file name, uri, captions) and captions (text, image id)."""
+    images = {
+        str(r.image_id): {"file_name": r.file_name, "uri": r.image_uri, "captions": list(r.captions)}
+        for r in dataset.records
+    }
+    captions = {
+        str(cid): {"text": text, "image_id": r.image_id, "file_name": r.file_name}
+        for r in dataset.records
+        for cid, text in zip(r.caption_ids, r.captions, strict=True)
+    }
+    return {"images": images, "captions": captions}
+
+
+def write_index_bundle(
+    uri: str, indexes: dict[str, VectorIndex], metadata: dict[str, dict[str, Any]], manifest: dict[str, Any]
+) -> None:
+    """Write the bundle into a staging area, then publish it whole; `index.json` is written last."""
+    with tempfile.TemporaryDirectory(prefix="mmray-index-") as tmp:
+        staging = Path(tmp)
+        for kind, index in indexes.items():
+            index.save(staging / f"{kind}.faiss")
+            np.save(staging / f"{kind}.ids.npy", index.ids)
+        (staging / METADATA).write_text(json.dumps(metadata))
+        content = {
+            "format_version": FORMAT_VERSION,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "indexes": {kind: {"type": idx.kind, "size": idx.size, "dim": idx.dim} for kind, idx in indexes.items()},
+            **manifest,
+        }
+        if storage.is_s3(uri):
+            storage.delete(storage.join(uri, MANIFEST))
+            storage.upload_dir(staging, uri)
+            storage.write_text(storage.join(uri, MANIFEST), json.dumps(content, indent=2))
+            return
+        (staging / MANIFEST).write_text(json.dumps(content, indent=2))
+        _publish_directory(staging, Path(uri))
+
+
+def _publish_directory(staging: Path, target: Path) -> None:
+    """Move a finished directory into place, replacing an older bundle only once the new one is whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    incoming = target.parent / f".{target.name}.incoming-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(staging, incoming)
+    retired = target.parent / f".{target.name}.retired-{uuid.uuid4().hex[:8]}"
+    if target.exists():
+        target.rename(retired)
+    incoming.rename(target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
+    """Load an index bundle from a directory or s3:// prefix."""
+    manifest_uri = storage.join(uri, MANIFEST)
+    if not storage.exists(manifest_uri):
+        raise IndexBundleError(f"{uri} is not a complete index bundle: {MANIFEST} is missing")
+    manifest = json.loads(storage.read_text(manifest_uri))
+    indexes = {}
+    with storage.local_copy(storage.join(uri, METADATA)) as metadata_path:
+        metadata = json.loads(metadata_path.read_text())
+    for kind, info in manifest["indexes"].items():
+        with storage.local_copy(storage.join(uri, f"{kind}.ids.npy")) as ids_path:
+            ids = np.load(ids_path)
+        with storage.local_copy(storage.join(uri, f"{kind}.faiss")) as index_path:
+            indexes[kind] = VectorIndex.load(index_path, ids, info["type"], use_gpu=use_gpu)
+    return IndexBundle(indexes=indexes, metadata=metadata, manifest=manifest, uri=uri)

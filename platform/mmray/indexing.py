@@ -1,0 +1,107 @@
+"""The index job: embed a split with Ray Data, build faiss indexes, publish an index bundle."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from mmray import storage
+from mmray.config import JobSpec
+from mmray.data.sources import load_split
+from mmray.embed import corpus_plan, embed_corpus, read_shards
+from mmray.index import IndexSpec, VectorIndex, build_index
+from mmray.index_bundle import corpus_metadata, write_index_bundle
+from mmray.raycluster import connect
+from mmray.retrieval_eval import evaluate_index_bundle
+from mmray.train.bundle import local_bundle, read_bundle, resolve_model_bundle
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexOutcome:
+    index_bundle: str
+    model_version: str
+    sizes: dict[str, int]
+    failed: dict[str, list[dict[str, Any]]]
+    metrics: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "index_bundle": self.index_bundle,
+            "model_version": self.model_version,
+            "sizes": self.sizes,
+            "failed": {kind: len(rows) for kind, rows in self.failed.items()},
+            **self.metrics,
+        }
+
+
+def index_spec(spec: JobSpec) -> IndexSpec:
+    settings = spec.index
+    return IndexSpec(
+        type=settings.type,
+        nlist=settings.nlist,
+        nprobe=settings.nprobe,
+        pq_m=settings.pq_m,
+        pq_bits=settings.pq_bits,
+        hnsw_m=settings.hnsw_m,
+        ef_construction=settings.ef_construction,
+        ef_search=settings.ef_search,
+        train_sample=settings.train_sample,
+        use_gpu=settings.use_gpu_index,
+        seed=spec.train.seed,
+    )
+
+
+def run_index_job(spec: JobSpec) -> IndexOutcome:
+    """Embed `spec.index.corpus` of split `spec.index.split` with the model bundle `spec.checkpoint`,
+    build one index per corpus and write the bundle to `<storage_root>/<name>/index`.
+    Finished embedding shards are kept under the run, so a re-run only embeds what is missing."""
+    if not spec.checkpoint:
+        raise ValueError("an index job needs the model bundle to embed with: checkpoint=PATH_OR_URI")
+    bundle_uri = resolve_model_bundle(spec.checkpoint)
+    if not storage.is_s3(bundle_uri):
+        bundle_uri = os.path.abspath(bundle_uri)
+    with local_bundle(bundle_uri) as directory:
+        bundle = read_bundle(directory)
+    version = str(bundle.manifest["model_version"])
+    settings = spec.index
+    dataset = load_split(spec.data, settings.split)
+    connect()
+    run_dir = storage.join(spec.storage_root, spec.name)
+    indexes: dict[str, VectorIndex] = {}
+    failed: dict[str, list[dict[str, Any]]] = {}
+    for kind in settings.corpus:
+        plan = corpus_plan(dataset, kind, settings.shard_size)
+        shards = storage.join(run_dir, "embeddings", version, kind)
+        embed_corpus(plan, shards, bundle_uri, settings, bundle.spec.model.image.image_size)
+        ids, vectors, failures = read_shards(shards, plan.shard_count)
+        failed[kind] = [{"id": row_id, "error": reason} for row_id, reason in failures]
+        if failures:
+            logger.warning("%d %s could not be embedded and are not indexed: ids %s", len(failures), kind,
+                           ", ".join(str(i) for i, _ in failures[:10]))  # fmt: skip
+        indexes[kind] = build_index(vectors, ids, index_spec(spec))
+        logger.info("%s: %s index over %d vectors", kind, indexes[kind].kind, indexes[kind].size)
+    index_uri = storage.join(run_dir, "index")
+    write_index_bundle(
+        index_uri,
+        indexes,
+        corpus_metadata(dataset),
+        {
+            "model_version": version,
+            "model_bundle": bundle_uri,
+            "split": settings.split,
+            "build": settings.model_dump(mode="json"),
+            "failed": failed,
+        },
+    )
+    metrics = evaluate_index_bundle(spec, index_uri) if set(settings.corpus) == {"images", "captions"} else {}
+    return IndexOutcome(
+        index_bundle=index_uri if storage.is_s3(index_uri) else os.path.abspath(index_uri),
+        model_version=version,
+        sizes={kind: index.size for kind, index in indexes.items()},
+        failed=failed,
+        metrics=metrics,
+    )

@@ -1,0 +1,66 @@
+"""COCO-protocol Recall@K measured through an index bundle, so approximate indexes count as served."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmray.config import JobSpec
+from mmray.data.sources import load_split
+from mmray.data.tensors import split_to_tensors
+from mmray.index_bundle import IndexBundleError, load_index_bundle
+from mmray.metrics import DEFAULT_KS, metrics_from_ranks
+from mmray.train.bundle import local_bundle, read_bundle
+from mmray.train.evaluation import embed_split
+
+
+def _first_hit_ranks(found: np.ndarray, wanted: np.ndarray) -> torch.Tensor:
+    """1-based position of `wanted[i]` in row `found[i]`, inf when absent. found: (q, k), wanted: (q,)"""
+    hits = found == wanted[:, None]  # (q, k)
+    positions = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, np.inf)  # (q,)
+    return torch.from_numpy(positions.astype(np.float64))
+
+
+SEARCH_DEPTH = 100
+
+
+def evaluate_index_bundle(
+    spec: JobSpec, index_uri: str, nprobe: int | None = None, ef_search: int | None = None
+) -> dict[str, Any]:
+    """Embed the indexed split's images and captions with the bundle's model and query the indexes.
+
+    Each query retrieves the top `SEARCH_DEPTH` results; a median rank beyond that depth is reported
+    as null, since an approximate index does not rank what it does not return.
+    """
+    bundle = load_index_bundle(index_uri)
+    if {"images", "captions"} - set(bundle.indexes):
+        raise IndexBundleError(f"{index_uri} needs both an images and a captions index to measure Recall@K")
+    with local_bundle(bundle.manifest["model_bundle"]) as directory:
+        model = read_bundle(directory)
+    bundle.check_model(str(model.manifest["model_version"]))
+    for index in bundle.indexes.values():
+        index.set_search_params(nprobe=nprobe, ef_search=ef_search)
+    dataset = load_split(spec.data, bundle.manifest["split"])
+    image = model.spec.model.image
+    tensors = split_to_tensors(dataset, model.tokenizer, image.image_size)
+    image_vectors, text_vectors = embed_split(model.model, tensors, image.mean, image.std, spec.train.eval_batch_size)
+    k = max(SEARCH_DEPTH, *DEFAULT_KS)
+    image_ids = tensors.image_ids.numpy()
+    _, found_images = bundle.indexes["images"].search(text_vectors.numpy(), k)  # (C, k)
+    t2i = _first_hit_ranks(found_images, image_ids[tensors.caption_image.numpy()])
+    _, found_captions = bundle.indexes["captions"].search(image_vectors.numpy(), k)  # (N, k)
+    owners = bundle.metadata["captions"]
+    found_owners = np.vectorize(lambda cid: owners.get(str(cid), {}).get("image_id", -1))(found_captions)
+    i2t = _first_hit_ranks(found_owners, image_ids)
+    metrics: dict[str, Any] = metrics_from_ranks(i2t, t2i)
+    for key in ("i2t_medr", "t2i_medr"):
+        metrics[key] = None if math.isinf(metrics[key]) else metrics[key]
+    return {
+        "index_bundle": index_uri,
+        "model_version": bundle.model_version,
+        "index_types": {kind: index.kind for kind, index in bundle.indexes.items()},
+        **metrics,
+    }

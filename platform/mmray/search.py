@@ -1,0 +1,98 @@
+"""Queries against an index bundle: text → images, image → captions or images, fused image + text."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mmray.data.transforms import image_to_array, normalize_images
+from mmray.index_bundle import IndexBundle, IndexBundleError, load_index_bundle
+from mmray.train.bundle import LoadedBundle, local_bundle, read_bundle
+
+Target = Literal["images", "captions"]
+
+
+@dataclass
+class Hit:
+    """One result: rank, id, score and the metadata of the image or caption found."""
+
+    rank: int
+    kind: str
+    id: int
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Searcher:
+    """A model bundle and the index bundle built with it; refuses a pair whose versions differ."""
+
+    def __init__(self, index: IndexBundle, model: LoadedBundle) -> None:
+        index.check_model(str(model.manifest["model_version"]))
+        self.index = index
+        self.model = model
+        self.device = torch.device("cpu")
+
+    @classmethod
+    def open(cls, index_uri: str, model_uri: str | None = None) -> Searcher:
+        index = load_index_bundle(index_uri)
+        with local_bundle(model_uri or index.manifest["model_bundle"]) as directory:
+            model = read_bundle(directory)
+        return cls(index, model)
+
+    @torch.no_grad()
+    def embed_text(self, text: str) -> torch.Tensor:
+        tokens = self.model.tokenizer.encode([text])
+        return self.model.model.embed_texts(tokens.ids, tokens.mask)[0]  # (E,)
+
+    @torch.no_grad()
+    def embed_image(self, image: Image.Image) -> torch.Tensor:
+        config = self.model.spec.model.image
+        pixels = torch.from_numpy(image_to_array(image, config.image_size)).unsqueeze(0)  # (1, 3, S, S)
+        return self.model.model.embed_images(normalize_images(pixels, config.mean, config.std))[0]  # (E,)
+
+    def query_vector(self, text: str | None, image: Image.Image | None, alpha: float) -> torch.Tensor:
+        """The query embedding: one modality, or normalize(α·z_image + (1 − α)·z_text) for both."""
+        if text is None and image is None:
+            raise ValueError("a query needs a text, an image, or both")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        if image is None:
+            return self.embed_text(str(text))
+        if text is None:
+            return self.embed_image(image)
+        fused = alpha * self.embed_image(image) + (1.0 - alpha) * self.embed_text(text)  # (E,)
+        return F.normalize(fused, dim=-1)
+
+    def search(
+        self,
+        text: str | None = None,
+        image: Image.Image | None = None,
+        k: int = 10,
+        target: Target | None = None,
+        alpha: float = 0.5,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> list[Hit]:
+        """Top-k of `target` (default: images for text or fused queries, captions for an image alone)."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        chosen: Target = target or ("captions" if text is None else "images")
+        if chosen not in self.index.indexes:
+            raise IndexBundleError(f"the index bundle has no {chosen!r} index; it has {sorted(self.index.indexes)}")
+        index = self.index.indexes[chosen]
+        index.set_search_params(nprobe=nprobe, ef_search=ef_search)
+        vector = self.query_vector(text, image, alpha).float().numpy()[None, :]  # (1, E)
+        scores, ids = index.search(vector, k)
+        metadata = self.index.metadata.get(chosen, {})
+        return [
+            Hit(rank=rank + 1, kind=chosen[:-1], id=int(i), score=float(s), metadata=metadata.get(str(int(i)), {}))
+            for rank, (s, i) in enumerate(zip(scores[0], ids[0], strict=True))
+            if i >= 0
+        ]

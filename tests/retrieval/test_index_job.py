@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mmray.config import JobSpec
+from mmray.data.sources import load_split
+from mmray.embed import finished_shards
+from mmray.evaluate import evaluate_bundle
+from mmray.models.factory import build_model, build_tokenizer
+from mmray.train.bundle import write_bundle
+from tests.train.conftest import last_json, run_mmray, tiny_job, write_job
+
+pytestmark = pytest.mark.slow
+RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_medr", "t2i_medr")
+
+
+def index_job(data_root: Path, runs: Path, bundle: Path, name: str, **index: Any) -> dict[str, Any]:
+    job = tiny_job(data_root, runs, name)
+    job.update(kind="index", checkpoint=str(bundle))
+    job["index"] = {"split": "val", "type": "flat", "shard_size": 32, "batch_size": 16, **index}
+    return job
+
+
+@pytest.fixture(scope="module")
+def model_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A randomly initialised model bundle for the tiny shapes data (indexing needs no training)."""
+    data_root = tmp_path_factory.mktemp("index-data")
+    spec = JobSpec.model_validate(tiny_job(data_root, tmp_path_factory.mktemp("runs"), "model"))
+    train = load_split(spec.data, "train", progress=False)
+    tokenizer = build_tokenizer(spec.model, (c for r in train.records for c in r.captions))
+    directory = tmp_path_factory.mktemp("bundle") / "model"
+    write_bundle(directory, build_model(spec.model, tokenizer), tokenizer, spec)
+    return data_root, directory
+
+
+def test_index_job_search_and_recall_equal_exact_evaluation(model_bundle: tuple[Path, Path], tmp_path: Path) -> None:
+    data_root, bundle = model_bundle
+    job = write_job(tmp_path / "index.yaml", index_job(data_root, tmp_path / "runs", bundle, "idx"))
+    result = run_mmray("index", str(job))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = last_json(result.stdout)
+    assert summary["sizes"] == {"images": 96, "captions": 288}
+    assert summary["failed"] == {"images": 0, "captions": 0}
+
+    exact = evaluate_bundle(JobSpec.model_validate(yaml.safe_load(job.read_text())), str(bundle))
+    assert {k: summary[k] for k in RECALL_KEYS} == {k: exact[k] for k in RECALL_KEYS}
+    evaluated = run_mmray("evaluate", str(job), f"checkpoint={summary['index_bundle']}")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert {k: last_json(evaluated.stdout)[k] for k in RECALL_KEYS} == {k: exact[k] for k in RECALL_KEYS}
+
+    index_dir = summary["index_bundle"]
+    found = run_mmray("search", index_dir, "--text", "a small red circle at the top left", "--k", "5", "--json")
+    assert found.returncode == 0, found.stderr[-3000:]
+    hits = last_json(found.stdout)["hits"]
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    assert all(h["kind"] == "image" and h["metadata"]["file_name"].endswith(".jpg") for h in hits)
+    assert hits[0]["score"] >= hits[-1]["score"]
+
+    image = Path(hits[0]["metadata"]["uri"])
+    by_image = last_json(run_mmray("search", index_dir, "--image", str(image), "--k", "3", "--json").stdout)["hits"]
+    assert all(h["kind"] == "caption" and "text" in h["metadata"] for h in by_image)
+    fused = run_mmray("search", index_dir, "--image", str(image), "--text", "but blue", "--alpha", "0.7", "--json")
+    assert last_json(fused.stdout)["hits"][0]["kind"] == "image"
+    table = run_mmray("search", index_dir, "--text", "a big green square", "--k", "2")
+    assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 2
+
+
+def test_search_refuses_a_model_of_another_version(model_bundle: tuple[Path, Path], tmp_path: Path) -> None:
+    data_root, bundle = model_bundle
+    job = write_job(tmp_path / "index.yaml", index_job(data_root, tmp_path / "runs", bundle, "ver", corpus=["images"]))
+    summary = last_json(run_mmray("index", str(job)).stdout)
+    other = tmp_path / "other-model"
+    shutil.copytree(bundle, other)
+    manifest = json.loads((other / "bundle.json").read_text())
+    (other / "bundle.json").write_text(json.dumps({**manifest, "model_version": "0" * 16}))
+    refused = run_mmray("search", summary["index_bundle"], "--text", "x", "--model", str(other))
+    assert refused.returncode == 2
+    assert "was built with model version" in refused.stderr and "0000000000000000" in refused.stderr
+
+
+def test_corrupt_image_is_reported_and_skipped(model_bundle: tuple[Path, Path], tmp_path: Path) -> None:
+    data_root, bundle = model_bundle
+    source = next(data_root.glob("n*"))
+    copy = tmp_path / "data"
+    shutil.copytree(source, copy)
+    victim = sorted((copy / "images" / "val").glob("*.jpg"))[5]
+    victim.write_bytes(victim.read_bytes()[:300])
+    job = index_job(data_root, tmp_path / "runs", bundle, "corrupt")
+    job["data"] = {
+        "source": "coco",
+        "val": {k: str(copy / v) for k, v in
+                {"captions": "annotations/captions_val.json", "images": "images/val"}.items()},
+        "train": {"captions": str(copy / "annotations/captions_train.json"), "images": str(copy / "images/train")},
+        "image_check": "exists",
+    }  # fmt: skip
+    result = run_mmray("index", str(write_job(tmp_path / "job.yaml", job)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = last_json(result.stdout)
+    assert summary["failed"] == {"images": 1, "captions": 0}
+    assert summary["sizes"]["images"] == 95
+    manifest = json.loads((Path(summary["index_bundle"]) / "index.json").read_text())
+    assert manifest["failed"]["images"][0]["id"] == int(victim.stem)
+    assert "cannot decode" in manifest["failed"]["images"][0]["error"]
+    assert f"skipping image {int(victim.stem)}" in result.stderr
+
+
+def test_interrupted_embedding_job_resumes_without_redoing_finished_shards(
+    model_bundle: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The state a killed job leaves: some complete shards and a half-written temporary file."""
+    data_root, bundle = model_bundle
+    job = write_job(tmp_path / "job.yaml", index_job(data_root, tmp_path / "runs", bundle, "resume", shard_size=16))
+    first = run_mmray("index", str(job))
+    assert first.returncode == 0, first.stderr[-3000:]
+    version = json.loads((bundle / "bundle.json").read_text())["model_version"]
+    shards = tmp_path / "runs" / "resume" / "embeddings" / version / "captions"
+    assert len(list(shards.glob("shard-*.npz"))) == 18
+    for shard in range(5, 18):
+        (shards / f"shard-{shard:05d}.npz").unlink()
+    partial = shards / ".mmray-tmp-0123abcd-shard-00005.npz"
+    partial.write_bytes(b"PK\x03\x04 half a shard")
+    kept = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*.npz")}
+    assert finished_shards(str(shards)) == set(range(5)), "a half-written file is never counted as done"
+
+    resumed = run_mmray("index", str(job))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "captions: 13 of 18 shards to do" in resumed.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*.npz")}
+    assert len(after) == 18 and not partial.exists()
+    assert all(after[name] == stamp for name, stamp in kept.items()), "finished shards are not re-embedded"
+    summary = last_json(resumed.stdout)
+    assert summary["sizes"] == {"images": 96, "captions": 288}
+    assert summary["t2i_R@1"] == last_json(first.stdout)["t2i_R@1"]

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmray import storage
+from mmray.index import IndexSpec, VectorIndex, build_index
+from mmray.index_bundle import IndexBundleError, load_index_bundle, write_index_bundle
+
+
+def clustered(count: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((50, dim))
+    vectors = centres[rng.integers(50, size=count)] + 0.5 * rng.standard_normal((count, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    base = clustered(6000, 64, seed=0)
+    queries = clustered(200, 64, seed=1)
+    ids = np.arange(6000, dtype=np.int64) * 7 + 1000
+    exact = ids[np.argsort(-(queries @ base.T), axis=1)[:, :10]]
+    return base, queries, ids, exact
+
+
+def recall(found: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact, strict=True)]))
+
+
+@pytest.mark.parametrize(("kind", "minimum"), [("flat", 1.0), ("ivf_flat", 0.95), ("hnsw", 0.95), ("ivf_pq", 0.5)])
+def test_index_types_against_brute_force(data: tuple, kind: str, minimum: float) -> None:
+    base, queries, ids, exact = data
+    index = build_index(base, ids, IndexSpec(type=kind, pq_m=16, train_sample=2000))
+    scores, found = index.search(queries, 10)
+    assert index.kind == kind and index.size == 6000
+    assert set(np.unique(found)) <= set(ids)
+    assert recall(found, exact) >= minimum
+    assert np.all(np.diff(scores, axis=1) <= 1e-5), "results come best first"
+    if kind == "flat":
+        np.testing.assert_array_equal(found, exact)
+        np.testing.assert_allclose(scores[:, 0], np.max(queries @ base.T, axis=1), rtol=1e-5)
+
+
+def test_query_time_parameters_trade_recall(data: tuple) -> None:
+    base, queries, ids, exact = data
+    index = build_index(base, ids, IndexSpec(type="ivf_flat", nlist=64))
+    index.set_search_params(nprobe=1)
+    narrow = recall(index.search(queries, 10)[1], exact)
+    index.set_search_params(nprobe=64)
+    assert recall(index.search(queries, 10)[1], exact) == 1.0 > narrow
+
+
+def test_auto_rule_and_errors(data: tuple) -> None:
+    assert IndexSpec().resolved_type(1000) == "flat"
+    assert IndexSpec().resolved_type(500_000) == "ivf_flat"
+    assert IndexSpec().resolved_type(5_000_000) == "ivf_pq"
+    base, queries, ids, _ = data
+    index = build_index(base[:100], ids[:100], IndexSpec())
+    assert index.kind == "flat"
+    assert index.search(queries[:2], 500)[1].shape == (2, 100)
+    with pytest.raises(ValueError, match="dimension 32, the index has 64"):
+        index.search(queries[:, :32], 5)
+    with pytest.raises(ValueError, match="pq_m=48 must divide"):
+        build_index(base, ids, IndexSpec(type="ivf_pq", pq_m=48))
+    with pytest.raises(ValueError, match="unknown index type"):
+        build_index(base, ids, IndexSpec(type="lsh"))
+
+
+def _bundle(base: np.ndarray, ids: np.ndarray) -> dict[str, VectorIndex]:
+    return {
+        "images": build_index(base[:300], ids[:300], IndexSpec(type="hnsw")),
+        "captions": build_index(base[300:900], ids[300:900], IndexSpec(type="flat")),
+    }
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_bundle_round_trip(data: tuple, where: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    base, queries, ids, _ = data
+    root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_env")
+    uri = storage.join(root, "bundles", "index")
+    indexes = _bundle(base, ids)
+    metadata = {"images": {str(ids[0]): {"file_name": "a.jpg"}}, "captions": {}}
+    write_index_bundle(uri, indexes, metadata, {"model_version": "v1", "model_bundle": "m", "split": "val"})
+    loaded = load_index_bundle(uri)
+    assert loaded.model_version == "v1" and loaded.metadata == metadata
+    assert {k: (v.kind, v.size) for k, v in loaded.indexes.items()} == {
+        "images": ("hnsw", 300),
+        "captions": ("flat", 600),
+    }
+    for kind, index in indexes.items():
+        np.testing.assert_array_equal(loaded.indexes[kind].search(queries, 5)[1], index.search(queries, 5)[1])
+    loaded.check_model("v1")
+    with pytest.raises(IndexBundleError, match="built with model version v1, but the model given has version v2"):
+        loaded.check_model("v2")
+
+    write_index_bundle(uri, indexes, metadata, {"model_version": "v3", "model_bundle": "m", "split": "val"})
+    assert load_index_bundle(uri).model_version == "v3"
+    if where == "local":
+        assert sorted(p.name for p in (tmp_path / "bundles").iterdir()) == ["index"], "no staging left behind"
+
+
+def test_incomplete_bundle_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "images.faiss").write_bytes(b"partial")
+    with pytest.raises(IndexBundleError, match=r"index\.json is missing"):
+        load_index_bundle(str(tmp_path / "half"))
