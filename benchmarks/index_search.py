@@ -95,9 +95,17 @@ def bench_size(count: int, dim: int, queries_count: int, singles: int, rng: np.r
             train_sample=defaults.train_sample,
         )
         index, build_s = timed(lambda spec=spec: build_index(base, ids, spec))
-        found, batch_s = timed(lambda index=index: index.search(queries, k)[1])
-        _, single_s = timed(lambda index=index: [index.search(queries[i : i + 1], k) for i in range(singles)])
-        rows.append((f"faiss {kind}", build_s, singles / single_s, queries_count / batch_s, recall_at_10(found, exact)))
+        sweep = {
+            "ivf_flat": [("nprobe", n) for n in (defaults.nprobe, 2 * defaults.nprobe, 4 * defaults.nprobe)],
+            "hnsw": [("ef_search", e) for e in (defaults.ef_search // 2, defaults.ef_search)],
+        }.get(kind, [(None, None)])
+        for parameter, value in sweep:
+            if parameter:
+                index.set_search_params(**{parameter: value})
+            found, batch_s = timed(lambda index=index: index.search(queries, k)[1])
+            _, single_s = timed(lambda index=index: [index.search(queries[i : i + 1], k) for i in range(singles)])
+            label = f"faiss {kind}" + (f" {parameter}={value}" if parameter else "")
+            rows.append((label, build_s, singles / single_s, queries_count / batch_s, recall_at_10(found, exact)))
         del index
     return [
         {
@@ -124,13 +132,13 @@ def main() -> None:
     rows = []
     for count in args.sizes:
         rows.extend(bench_size(count, args.dim, args.queries, args.singles, rng))
-    header = f"{'vectors':>9} {'method':<15}{'build s':>9}{'single q/s':>12}{'batched q/s':>13}"
+    header = f"{'vectors':>9} {'method':<28}{'build s':>9}{'single q/s':>12}{'batched q/s':>13}"
     print(f"\n{header}{'× exact':>9}{'recall@10':>11}")
     for row in rows:
         exact = next(r for r in rows if r["vectors"] == row["vectors"] and r["method"] == "exact NumPy")
         speedup = row["batched_qps"] / exact["batched_qps"]
         print(
-            f"{row['vectors']:>9} {row['method']:<15}{row['build_s']:>9.1f}{row['single_qps']:>12.0f}"
+            f"{row['vectors']:>9} {row['method']:<28}{row['build_s']:>9.1f}{row['single_qps']:>12.0f}"
             f"{row['batched_qps']:>13.0f}{speedup:>8.1f}×{row['recall_at_10']:>11.3f}"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 Rows, all on the shapes-clip job's model, data, batch size and bf16 autocast, measured in one run:
   plain PyTorch     one process, all threads, no Ray
+  plain DDP         N processes × 1 thread, torch.distributed (gloo), no Ray
   Ray Train 1×N     one Ray Train worker with the same threads (the platform's overhead)
   Ray Train N×1     N DDP workers with one thread each (the shapes-clip job's layout)
 Throughput is steady-state samples/s: the plain loop after 3 warm-up steps, Ray Train over its second
@@ -15,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,18 +38,21 @@ JOB = ROOT / "jobs" / "shapes-clip.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def plain_pytorch(overrides: list[str], steps: int, threads: int) -> float:
-    """Samples/s of a single-process loop: same model, feed, loss, optimizer and precision."""
+def plain_pytorch(overrides: list[str], steps: int, threads: int, rank: int = 0, world: int = 1) -> float:
+    """Samples/s of a loop without Ray: same model, feed, loss, optimizer and precision."""
     spec = load_job(JOB, overrides)
     torch.set_num_threads(threads)
     train = load_split(spec.data, "train", progress=False)
     tokenizer = build_tokenizer(spec.model, (c for r in train.records for c in r.captions))
     tensors = split_to_tensors(train, tokenizer, spec.model.image.image_size, progress=False)
-    model = build_model(spec.model, tokenizer)
+    torch.manual_seed(spec.train.seed)
+    model: torch.nn.Module = build_model(spec.model, tokenizer)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
     loss_fn = RepresentationLoss(spec.loss)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.train.lr, weight_decay=spec.train.weight_decay)
     image = spec.model.image
-    batches = memory_batches(tensors, 0, 1, spec.train.batch_size, spec.train.seed, 0)
+    batches = memory_batches(tensors, rank, world, spec.train.batch_size, spec.train.seed, 0)
     warmup = 3
     for step, batch in enumerate(batches):
         if step == warmup:
@@ -61,6 +67,27 @@ def plain_pytorch(overrides: list[str], steps: int, threads: int) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
     return steps * spec.train.batch_size / (time.perf_counter() - started)
+
+
+def _ddp_rank(rank: int, world: int, port: int, overrides: list[str], steps: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        rate = plain_pytorch(overrides, steps, threads=1, rank=rank, world=world)
+        Path(out, f"rank{rank}.txt").write_text(str(rate))
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def plain_ddp(overrides: list[str], steps: int, world: int) -> float:
+    """Samples/s of `world` gloo DDP processes with one thread each (rank 0's measurement)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as out:
+        torch.multiprocessing.spawn(_ddp_rank, args=(world, port, overrides, steps, out), nprocs=world, join=True)
+        return float(Path(out, "rank0.txt").read_text())
 
 
 def ray_train(overrides: list[str], name: str) -> tuple[float, float]:
@@ -88,6 +115,7 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
 
     plain = plain_pytorch(data, args.steps, threads)
+    ddp_plain = plain_ddp(data, args.steps, threads)
     one_worker, one_wall = ray_train(
         [*common, "train.num_workers=1", f"train.cpus_per_worker={threads}"], f"bench-1x{threads}-{stamp}"
     )
@@ -96,6 +124,7 @@ def main() -> None:
     )
     rows = [
         ("plain PyTorch", f"1 process × {threads} threads", plain, None),
+        ("plain DDP", f"{threads} processes × 1 thread", ddp_plain, None),
         ("Ray Train", f"1 worker × {threads} threads", one_worker, one_wall),
         ("Ray Train DDP", f"{threads} workers × 1 thread", ddp, ddp_wall),
     ]

@@ -156,7 +156,7 @@ def _embedded_rows(plan: ShardPlan, todo: list[int], bundle_uri: str, settings: 
         EmbedRows,
         fn_constructor_args=(bundle_uri, plan.kind),
         batch_size=settings.batch_size,
-        concurrency=settings.embed_actors,
+        compute=ray.data.ActorPoolStrategy(size=settings.embed_actors),
         num_gpus=settings.gpus_per_actor,
     )
 

@@ -25,7 +25,7 @@ class IndexSpec:
 
     type: str = "auto"
     nlist: int | None = None
-    nprobe: int = 32
+    nprobe: int = 8
     pq_m: int = 32
     pq_bits: int = 8
     hnsw_m: int = 32

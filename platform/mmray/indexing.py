@@ -30,11 +30,11 @@ class IndexOutcome:
 
     def summary(self) -> dict[str, Any]:
         return {
+            **self.metrics,
             "index_bundle": self.index_bundle,
             "model_version": self.model_version,
             "sizes": self.sizes,
             "failed": {kind: len(rows) for kind, rows in self.failed.items()},
-            **self.metrics,
         }
 
 

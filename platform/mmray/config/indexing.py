@@ -20,7 +20,7 @@ class IndexSettings(Section):
     corpus: list[CorpusKind] = Field(default_factory=lambda: list(CORPUS_KINDS))
     type: IndexType = Field("auto", description="auto: flat up to 50k vectors, ivf_flat up to 2M, else ivf_pq")
     nlist: int | None = Field(None, ge=1, description="IVF lists; default √n")
-    nprobe: int = Field(32, ge=1, description="IVF lists searched per query (changeable at query time)")
+    nprobe: int = Field(8, ge=1, description="IVF lists searched per query (changeable at query time)")
     pq_m: int = Field(32, ge=1, description="IVF-PQ sub-quantizers (must divide the dimension)")
     pq_bits: int = Field(8, ge=4, le=12)
     hnsw_m: int = Field(32, ge=4)

@@ -53,6 +53,6 @@ def training_dataset(dataset: CocoDataset, tokenizer: Tokenizer, image_size: int
             DecodeAndTokenize,
             fn_constructor_args=(tokenizer, image_size),
             batch_size=256,
-            concurrency=(1, 4),
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=4),
         )
     )
