@@ -12,6 +12,7 @@ Usage: python benchmarks/index_search.py [--sizes 100000 1000000] [--dim 256] [-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -21,7 +22,8 @@ import numpy as np
 import torch
 
 from mmray.config.indexing import IndexSettings
-from mmray.index import IndexSpec, build_index
+from mmray.index import build_index
+from mmray.indexing import index_spec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -85,15 +87,7 @@ def bench_size(count: int, dim: int, queries_count: int, singles: int, rng: np.r
     rows.append(("exact torch", 0.0, singles / single_s, queries_count / batch_s, recall_at_10(found, exact)))
     defaults = IndexSettings()
     for kind in ("flat", "ivf_flat", "ivf_pq", "hnsw"):
-        spec = IndexSpec(
-            type=kind,
-            nprobe=defaults.nprobe,
-            pq_m=defaults.pq_m,
-            hnsw_m=defaults.hnsw_m,
-            ef_construction=defaults.ef_construction,
-            ef_search=defaults.ef_search,
-            train_sample=defaults.train_sample,
-        )
+        spec = dataclasses.replace(index_spec(defaults), type=kind)
         index, build_s = timed(lambda spec=spec: build_index(base, ids, spec))
         sweep = {
             "ivf_flat": [("nprobe", n) for n in (defaults.nprobe, 2 * defaults.nprobe, 4 * defaults.nprobe)],

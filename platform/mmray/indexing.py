@@ -9,6 +9,7 @@ from typing import Any
 
 from mmray import storage
 from mmray.config import JobSpec
+from mmray.config.indexing import IndexSettings
 from mmray.data.sources import load_split
 from mmray.embed import corpus_plan, embed_corpus, read_shards
 from mmray.index import IndexSpec, VectorIndex, build_index
@@ -38,8 +39,8 @@ class IndexOutcome:
         }
 
 
-def index_spec(spec: JobSpec) -> IndexSpec:
-    settings = spec.index
+def index_spec(settings: IndexSettings, seed: int = 0) -> IndexSpec:
+    """The faiss build parameters of an `index` config section."""
     return IndexSpec(
         type=settings.type,
         nlist=settings.nlist,
@@ -51,7 +52,7 @@ def index_spec(spec: JobSpec) -> IndexSpec:
         ef_search=settings.ef_search,
         train_sample=settings.train_sample,
         use_gpu=settings.use_gpu_index,
-        seed=spec.train.seed,
+        seed=seed,
     )
 
 
@@ -82,7 +83,7 @@ def run_index_job(spec: JobSpec) -> IndexOutcome:
         if failures:
             logger.warning("%d %s could not be embedded and are not indexed: ids %s", len(failures), kind,
                            ", ".join(str(i) for i, _ in failures[:10]))  # fmt: skip
-        indexes[kind] = build_index(vectors, ids, index_spec(spec))
+        indexes[kind] = build_index(vectors, ids, index_spec(settings, spec.train.seed))
         logger.info("%s: %s index over %d vectors", kind, indexes[kind].kind, indexes[kind].size)
     index_uri = storage.join(run_dir, "index")
     write_index_bundle(
