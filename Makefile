@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml requirements-weights.txt
 demo: $(STAMP)
 	$(BIN)/mmray train jobs/shapes-clip.yaml
 	$(BIN)/mmray index jobs/shapes-index.yaml
-	$(BIN)/mmray search runs/shapes-index/index --k 3 --text "a small red circle in the top left corner"
-	$(BIN)/mmray search runs/shapes-index/index --k 3 --text "two shapes: a big blue square on the left and a little yellow triangle at the bottom"
+	$(BIN)/mmray search runs/shapes-index/index --k 3 --text "a large red square in the top right corner"
+	$(BIN)/mmray search runs/shapes-index/index --k 3 --text "a big green circle in the centre and a large yellow diamond at the bottom"
 	$(BIN)/mmray search runs/shapes-index/index --k 3 --image "$$(ls data/shapes/*/images/val/*.jpg | head -1)"
 
 test: $(STAMP)
