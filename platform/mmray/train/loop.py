@@ -21,7 +21,7 @@ from mmray.losses import RepresentationLoss
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.factory import build_model
 from mmray.models.tokenizers import Tokenizer
-from mmray.train.bundle import WEIGHTS, write_bundle
+from mmray.train.bundle import WEIGHTS, local_bundle, write_bundle
 from mmray.train.evaluation import evaluate_split
 from mmray.train.feeds import Batch, memory_batches, steps_per_epoch
 from mmray.train.schedule import warmup_cosine
@@ -93,8 +93,6 @@ class _Worker:
         self.model = ray.train.torch.prepare_model(model)
 
     def _warm_start(self, model: nn.Module, bundle_uri: str) -> None:
-        from mmray.train.bundle import local_bundle
-
         with local_bundle(bundle_uri) as directory:
             model.load_state_dict(torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True))
 
