@@ -45,7 +45,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({**SPEC, "trian": {}}))
     with pytest.raises(
         ConfigError,
-        match=r"<top level>: unknown key 'trian' \(did you mean 'train'\?\); valid keys: checkpoint, data, index, kind, loss",
+        match=r"<top level>: unknown key 'trian' \(did you mean 'train'\?\); valid keys: checkpoint, data, index, kind",
     ):
         load_job(path)
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from mmray import storage
@@ -102,6 +103,15 @@ def test_checkpoints_go_to_s3(data_root: Path, tmp_path: Path, s3_env: str) -> N
     evaluated = run_mmray("evaluate", str(job), f"checkpoint={bundle}")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert last_json(evaluated.stdout)["t2i_R@1"] == final["t2i_R@1"]
+
+    warm = run_mmray("train", str(job), "name=warm", f"checkpoint={bundle}", "train.lr=1e-12")
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    with storage.local_copy(storage.join(bundle, "model.pt")) as before_path:
+        before = torch.load(before_path, weights_only=True)
+    with storage.local_copy(storage.join(last_json(warm.stdout)["model_bundle"], "model.pt")) as after_path:
+        after = torch.load(after_path, weights_only=True)
+    weights = [name for name in before if name.endswith("weight") and "running" not in name]
+    assert weights and all(torch.allclose(before[n], after[n], atol=1e-6) for n in weights), "started from the bundle"
 
 
 def test_ray_data_loader_streams_training_batches(data_root: Path, tmp_path: Path) -> None:
