@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,3 +37,34 @@ def training_curves_png(history: Sequence[dict[str, Any]], title: str) -> bytes:
     figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
     return buffer.getvalue()
+
+
+def retrieval_sheet_png(
+    query_text: str | None, query_image: Any | None, results: Sequence[tuple[Any, str]], title: str
+) -> bytes:
+    """The query (image and/or text) followed by each result image with its label, in one row."""
+    panels = 1 + len(results)
+    figure, axes = plt.subplots(1, panels, figsize=(2.2 * panels, 2.8), squeeze=False)
+    query_axis = axes[0][0]
+    if query_image is not None:
+        query_axis.imshow(query_image)
+    query_axis.set_title("query", fontsize=9)
+    if query_text:
+        query_axis.text(
+            0.5, -0.08, _wrap(query_text), ha="center", va="top", fontsize=7, transform=query_axis.transAxes
+        )
+    for axis, (image, label) in zip(axes[0][1:], results, strict=True):
+        axis.imshow(image)
+        axis.text(0.5, -0.08, _wrap(label), ha="center", va="top", fontsize=7, transform=axis.transAxes)
+    for axis in axes[0]:
+        axis.axis("off")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _wrap(text: str, width: int = 30) -> str:
+    return "\n".join(textwrap.wrap(text, width)[:4])

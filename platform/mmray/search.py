@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from mmray import storage
+from mmray.data.image_files import decode_image
 from mmray.data.transforms import image_to_array, normalize_images
 from mmray.index_bundle import IndexBundle, IndexBundleError, load_index_bundle
 from mmray.train.bundle import LoadedBundle, local_bundle, read_bundle
@@ -56,6 +58,20 @@ class Searcher:
         config = self.model.spec.model.image
         pixels = torch.from_numpy(image_to_array(image, config.image_size)).unsqueeze(0)  # (1, 3, S, S)
         return self.model.model.embed_images(normalize_images(pixels, config.mean, config.std))[0]  # (E,)
+
+    def result_images(self, hits: list[Hit]) -> list[tuple[Image.Image, str]]:
+        """Each hit's image (a caption's own image) with a label: score and caption."""
+        images = self.index.metadata.get("images", {})
+        shown = []
+        for hit in hits:
+            image_id = hit.id if hit.kind == "image" else hit.metadata.get("image_id")
+            entry = images.get(str(image_id), {})
+            uri = hit.metadata.get("uri") or entry.get("uri")
+            if not uri:
+                continue
+            text = hit.metadata.get("text") or (entry.get("captions") or [""])[0]
+            shown.append((decode_image(storage.read_bytes(uri), uri), f"{hit.score:.3f} {text}"))
+        return shown
 
     def query_vector(self, text: str | None, image: Image.Image | None, alpha: float) -> torch.Tensor:
         """The query embedding: one modality, or normalize(α·z_image + (1 − α)·z_text) for both."""

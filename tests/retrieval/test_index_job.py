@@ -65,8 +65,11 @@ def test_index_job_search_and_recall_equal_exact_evaluation(model_bundle: tuple[
     image = Path(hits[0]["metadata"]["uri"])
     by_image = last_json(run_mmray("search", index_dir, "--image", str(image), "--k", "3", "--json").stdout)["hits"]
     assert all(h["kind"] == "caption" and "text" in h["metadata"] for h in by_image)
-    fused = run_mmray("search", index_dir, "--image", str(image), "--text", "but blue", "--alpha", "0.7", "--json")
+    sheet = tmp_path / "results.png"
+    fused_query = ("--image", str(image), "--text", "but blue", "--alpha", "0.7")
+    fused = run_mmray("search", index_dir, *fused_query, "--json", "--png", str(sheet))
     assert last_json(fused.stdout)["hits"][0]["kind"] == "image"
+    assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = run_mmray("search", index_dir, "--text", "a big green square", "--k", "2")
     assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 2
 

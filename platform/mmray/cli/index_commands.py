@@ -33,6 +33,7 @@ def search(
     ef_search: Annotated[int | None, typer.Option(help="HNSW search breadth")] = None,
     model: Annotated[str | None, typer.Option(help="model bundle [default: the one the index was built with]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
+    png: Annotated[str | None, typer.Option(help="also draw the query and its results into this PNG")] = None,
 ) -> None:
     """Search an index bundle with a text, an image, or both (fused)."""
     from PIL import Image
@@ -44,6 +45,12 @@ def search(
     searcher = Searcher.open(bundle, model)
     query_image = Image.open(image).convert("RGB") if image else None
     hits = searcher.search(text, query_image, k, target, alpha, nprobe, ef_search)  # type: ignore[arg-type]
+    if png:
+        from mmray import storage
+        from mmray.plots import retrieval_sheet_png
+
+        sheet = retrieval_sheet_png(text, query_image, searcher.result_images(hits), f"mmray search: top {len(hits)}")
+        storage.write_bytes(png, sheet)
     if as_json:
         typer.echo(json.dumps({"query": {"text": text, "image": str(image) if image else None},
                                "hits": [h.as_dict() for h in hits]}))  # fmt: skip
