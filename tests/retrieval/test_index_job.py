@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mmray import storage
 from mmray.config import JobSpec
 from mmray.data.sources import load_split
 from mmray.embed import finished_shards
@@ -140,3 +141,19 @@ def test_interrupted_embedding_job_resumes_without_redoing_finished_shards(
     summary = last_json(resumed.stdout)
     assert summary["sizes"] == {"images": 96, "captions": 288}
     assert summary["t2i_R@1"] == last_json(first.stdout)["t2i_R@1"]
+
+
+def test_index_bundle_on_s3_is_searchable(model_bundle: tuple[Path, Path], tmp_path: Path, s3_env: str) -> None:
+    data_root, bundle = model_bundle
+    job = index_job(data_root, tmp_path, bundle, "on-s3", corpus=["images"], type="hnsw")
+    job["storage_root"] = f"{s3_env}/runs"
+    result = run_mmray("index", str(write_job(tmp_path / "job.yaml", job)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = last_json(result.stdout)
+    assert summary["index_bundle"] == f"{s3_env}/runs/on-s3/index"
+    assert summary["sizes"] == {"images": 96}
+    shards = storage.list_files(f"{s3_env}/runs/on-s3/embeddings")
+    assert len(shards) == 4 and all(s.endswith((".npz", "plan.json")) for s in shards)
+    found = run_mmray("search", summary["index_bundle"], "--text", "a big green square", "--k", "4", "--json")
+    assert found.returncode == 0, found.stderr[-3000:]
+    assert len(last_json(found.stdout)["hits"]) == 4
