@@ -38,13 +38,12 @@ def memory_batches(
     global_batch: int,
     seed: int,
     epoch: int,
-    start_step: int = 0,
 ) -> Iterator[Batch]:
     """This rank's slice of each global batch of the epoch, one random caption per image."""
     order = epoch_order(tensors.num_images, seed, epoch)
     captions = sample_caption_per_image(tensors, torch.Generator().manual_seed(seed * 7919 + epoch))
     local = global_batch // world
-    for step in range(start_step, steps_per_epoch(tensors.num_images, global_batch)):
+    for step in range(steps_per_epoch(tensors.num_images, global_batch)):
         chosen = order[step * global_batch + rank * local : step * global_batch + (rank + 1) * local]  # (b,)
         picked = captions[chosen]  # (b,)
         yield Batch(
