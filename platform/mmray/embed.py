@@ -24,7 +24,7 @@ from mmray.config.indexing import CorpusKind
 from mmray.data.coco import CocoDataset
 from mmray.data.image_files import ImageDecodeError, decode_image
 from mmray.data.transforms import image_to_array, normalize_images
-from mmray.train.bundle import local_bundle, read_bundle
+from mmray.train.bundle import open_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ class EmbedRows:
     """Model actor: embeds decoded images or caption texts with a model bundle (GPU when given)."""
 
     def __init__(self, bundle_uri: str, kind: CorpusKind) -> None:
-        with local_bundle(bundle_uri) as directory:
-            self.bundle = read_bundle(directory)
+        self.bundle = open_bundle(bundle_uri)
         self.kind = kind
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = self.bundle.model.to(self.device).eval()

@@ -16,7 +16,7 @@ from mmray.index import IndexSpec, VectorIndex, build_index
 from mmray.index_bundle import corpus_metadata, write_index_bundle
 from mmray.raycluster import connect
 from mmray.retrieval_eval import evaluate_index_bundle
-from mmray.train.bundle import local_bundle, read_bundle, resolve_model_bundle
+from mmray.train.bundle import open_bundle, resolve_model_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ def run_index_job(spec: JobSpec) -> IndexOutcome:
     bundle_uri = resolve_model_bundle(spec.checkpoint)
     if not storage.is_s3(bundle_uri):
         bundle_uri = os.path.abspath(bundle_uri)
-    with local_bundle(bundle_uri) as directory:
-        bundle = read_bundle(directory)
+    bundle = open_bundle(bundle_uri)
     version = str(bundle.manifest["model_version"])
     settings = spec.index
     dataset = load_split(spec.data, settings.split)

@@ -9,12 +9,10 @@ import numpy as np
 import torch
 
 from mmray.config import JobSpec
-from mmray.data.sources import load_split
-from mmray.data.tensors import split_to_tensors
+from mmray.evaluate import embed_split_with_bundle
 from mmray.index_bundle import IndexBundleError, load_index_bundle
 from mmray.metrics import DEFAULT_KS, metrics_from_ranks
-from mmray.train.bundle import local_bundle, read_bundle
-from mmray.train.evaluation import embed_split
+from mmray.train.bundle import open_bundle
 
 
 def _first_hit_ranks(found: np.ndarray, wanted: np.ndarray) -> torch.Tensor:
@@ -38,15 +36,11 @@ def evaluate_index_bundle(
     bundle = load_index_bundle(index_uri)
     if {"images", "captions"} - set(bundle.indexes):
         raise IndexBundleError(f"{index_uri} needs both an images and a captions index to measure Recall@K")
-    with local_bundle(bundle.manifest["model_bundle"]) as directory:
-        model = read_bundle(directory)
+    model = open_bundle(bundle.manifest["model_bundle"])
     bundle.check_model(str(model.manifest["model_version"]))
     for index in bundle.indexes.values():
         index.set_search_params(nprobe=nprobe, ef_search=ef_search)
-    dataset = load_split(spec.data, bundle.manifest["split"])
-    image = model.spec.model.image
-    tensors = split_to_tensors(dataset, model.tokenizer, image.image_size)
-    image_vectors, text_vectors = embed_split(model.model, tensors, image.mean, image.std, spec.train.eval_batch_size)
+    tensors, image_vectors, text_vectors = embed_split_with_bundle(spec, model, bundle.manifest["split"])
     k = max(SEARCH_DEPTH, *DEFAULT_KS)
     image_ids = tensors.image_ids.numpy()
     _, found_images = bundle.indexes["images"].search(text_vectors.numpy(), k)  # (C, k)

@@ -13,7 +13,7 @@ from mmray import storage
 from mmray.data.image_files import decode_image
 from mmray.data.transforms import image_to_array, normalize_images
 from mmray.index_bundle import IndexBundle, IndexBundleError, load_index_bundle
-from mmray.train.bundle import LoadedBundle, local_bundle, read_bundle
+from mmray.train.bundle import LoadedBundle, open_bundle
 
 Target = Literal["images", "captions"]
 
@@ -44,9 +44,7 @@ class Searcher:
     @classmethod
     def open(cls, index_uri: str, model_uri: str | None = None) -> Searcher:
         index = load_index_bundle(index_uri)
-        with local_bundle(model_uri or index.manifest["model_bundle"]) as directory:
-            model = read_bundle(directory)
-        return cls(index, model)
+        return cls(index, open_bundle(model_uri or index.manifest["model_bundle"]))
 
     @torch.no_grad()
     def embed_text(self, text: str) -> torch.Tensor:

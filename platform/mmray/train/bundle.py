@@ -99,7 +99,6 @@ class LoadedBundle:
     tokenizer: Tokenizer
     spec: JobSpec
     manifest: dict[str, Any]
-    directory: Path
 
 
 def read_bundle(directory: Path) -> LoadedBundle:
@@ -114,7 +113,13 @@ def read_bundle(directory: Path) -> LoadedBundle:
     model.load_state_dict(state)
     model.eval()
     manifest = json.loads((directory / MANIFEST).read_text())
-    return LoadedBundle(model=model, tokenizer=tokenizer, spec=spec, manifest=manifest, directory=directory)
+    return LoadedBundle(model=model, tokenizer=tokenizer, spec=spec, manifest=manifest)
+
+
+def open_bundle(uri: str) -> LoadedBundle:
+    """Rebuild the model of a bundle (or a training run's final bundle) at a path or s3:// URI."""
+    with local_bundle(uri) as directory:
+        return read_bundle(directory)
 
 
 def _without_initial_weights(spec: JobSpec, directory: Path) -> ModelConfig:
