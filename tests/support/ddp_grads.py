@@ -72,13 +72,13 @@ def single_process_gradients(config: LossConfig) -> dict[str, torch.Tensor]:
 def ddp_worker(rank: int, world: int, port: int, config: LossConfig, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        model = nn.parallel.DistributedDataParallel(make_model(config))
-        images, ids, mask = make_batch()
-        rows = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
-        RepresentationLoss(config)(model(images[rows], ids[rows], mask[rows]), step=3).loss.backward()
-        torch.save(gradients(model), Path(out_dir) / f"rank{rank}.pt")
-        del model
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    model = nn.parallel.DistributedDataParallel(make_model(config))
+    images, ids, mask = make_batch()
+    rows = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
+    RepresentationLoss(config)(model(images[rows], ids[rows], mask[rows]), step=3).loss.backward()
+    torch.save(gradients(model), Path(out_dir) / f"rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+    # Leave without interpreter teardown: gloo's worker threads can abort it
+    # ("terminate called without an active exception") after the results are saved.
+    os._exit(0)
