@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast lint format bench clean
+.PHONY: venv demo test test-fast gpu-smoke lint format bench clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,9 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+gpu-smoke: $(STAMP)
+	$(BIN)/python -m pytest -m gpu -v
 
 lint: $(STAMP)
 	$(BIN)/ruff check platform tests

@@ -70,3 +70,31 @@ def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = ShapesData(source="shapes", root=str(root), images=160, val_images=40, seed=7)
     generate_shapes(config, str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One embedded local Ray for in-process tests; its workers can import `tests` (test-only tasks)."""
+    import ray
+
+    from mmray.raycluster import connect
+
+    paths = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    connect(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` run only where CUDA is available."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mmray import storage
-from mmray.index import IndexSpec, VectorIndex, build_index
-from mmray.index_bundle import IndexBundleError, load_index_bundle, write_index_bundle
+from mmray.artifacts.index_bundle import IndexBundleError, load_index_bundle, write_index_bundle
+from mmray.retrieval.faiss_index import IndexSpec, VectorIndex, build_index
 
 
 def clustered(count: int, dim: int, seed: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Evaluating a saved model bundle on a job's validation split (COCO protocol)."""
+"""Evaluating a model bundle on a split with the metrics of the task it was trained for."""
 
 from __future__ import annotations
 
@@ -6,35 +6,41 @@ from typing import Any
 
 import torch
 
-from mmray.config import JobSpec
+from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
+from mmray.config.data import DataConfig
 from mmray.data.sources import load_split, resolve_splits
 from mmray.data.tensors import SplitTensors, split_to_tensors
-from mmray.metrics import retrieval_metrics
-from mmray.train.bundle import LoadedBundle, open_bundle
-from mmray.train.evaluation import embed_split
+from mmray.errors import BundleError, ConfigError
+from mmray.tasks.base import EvalContext
+from mmray.tasks.registry import task_class
 
 
-def embed_split_with_bundle(
-    spec: JobSpec, bundle: LoadedBundle, split: str
-) -> tuple[SplitTensors, torch.Tensor, torch.Tensor]:
-    """A split of `spec.data` as tensors, with the bundle model's image (N, E) and caption (C, E) embeddings."""
-    if split not in resolve_splits(spec.data):
-        raise ValueError(f"the job's data has no {split!r} split to evaluate on")
-    image = bundle.spec.model.image
-    tensors = split_to_tensors(load_split(spec.data, split), bundle.tokenizer, image.image_size)
-    image_vectors, text_vectors = embed_split(bundle.model, tensors, image.mean, image.std, spec.train.eval_batch_size)
-    return tensors, image_vectors, text_vectors
+def load_split_tensors(data: DataConfig, split: str, bundle: LoadedBundle) -> SplitTensors:
+    """A split of `data` preprocessed by the bundle's own processor."""
+    available = resolve_splits(data)
+    if split not in available:
+        raise ConfigError(f"the data section has no {split!r} split to evaluate on; it has {', '.join(available)}")
+    return split_to_tensors(load_split(data, split), bundle.processor)
 
 
-def evaluate_bundle(spec: JobSpec, bundle_uri: str, split: str = "val") -> dict[str, Any]:
-    """Recall@1/5/10 both ways and median ranks of the bundle's model on `split` of `spec.data`."""
+def evaluation_context(bundle: LoadedBundle, batch_size: int) -> EvalContext:
+    return EvalContext(rank=0, world=1, device=torch.device("cpu"), batch_size=batch_size, processor=bundle.processor)
+
+
+def evaluate_bundle(data: DataConfig, bundle_uri: str, split: str = "val", batch_size: int = 512) -> dict[str, Any]:
+    """The task metrics of the bundle's model on `split` of `data` (e.g. Recall@K for retrieval)."""
     bundle = open_bundle(bundle_uri)
-    tensors, image_vectors, text_vectors = embed_split_with_bundle(spec, bundle, split)
+    if bundle.task_config is None:
+        raise BundleError(f"{bundle_uri} records no task, so mmray cannot tell which metrics to compute")
+    task = task_class(bundle.task_config.kind)(bundle.task_config, bundle.model_config, bundle.processor)
+    tensors = load_split_tensors(data, split, bundle)
+    metrics = task.evaluate(bundle.model, tensors, evaluation_context(bundle, batch_size))
     return {
-        "model_bundle": bundle_uri,
-        "model_version": bundle.manifest["model_version"],
+        "model_bundle": bundle.uri,
+        "model_version": bundle.version,
+        "task": bundle.task_config.kind,
         "split": split,
         "images": tensors.num_images,
-        "captions": int(tensors.caption_ids.shape[0]),
-        **retrieval_metrics(image_vectors, text_vectors, tensors.caption_image),
+        "captions": tensors.num_captions,
+        **metrics,
     }

@@ -3,45 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from mmray.config.training import ContrastiveLossConfig, InfoNceLossConfig, LossConfig, TripletLossConfig
+from mmray.distributed import gather_with_grad
 from mmray.models.outputs import DualEncoderOutput
-
-
-class _GatherRows(torch.autograd.Function):
-    """All-gather whose backward sums every rank's gradient and returns this rank's rows."""
-
-    @staticmethod
-    def forward(ctx: Any, local: torch.Tensor) -> torch.Tensor:  # local: (B, E)
-        ctx.rank, ctx.rows = dist.get_rank(), local.shape[0]
-        pieces = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-        dist.all_gather(pieces, local.contiguous())
-        return torch.cat(pieces, dim=0)  # (W·B, E)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # grad: (W·B, E)
-        total = grad.contiguous().clone()
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return total[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]  # (B, E)
-
-
-def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's rows (equal counts per rank), gradients flowing back to their owners.
-
-    Each rank then computes the loss of the global batch; DDP's gradient averaging over ranks turns
-    the summed per-rank gradients into exactly the single-process gradient of that loss.
-    (B, E) -> (W·B, E)
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return local
-    gathered: torch.Tensor = _GatherRows.apply(local)
-    return gathered
 
 
 def contrastive_pair_loss(

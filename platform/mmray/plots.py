@@ -12,25 +12,39 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+_BOOKKEEPING = {"epoch", "step", "samples_per_s", "epoch_seconds", "lr", "temperature", "checkpoint_score"}
+
+
+def _validation_keys(history: Sequence[dict[str, Any]]) -> list[str]:
+    """Validation metrics in [0, 1] (recalls, accuracies, F1, …) found in the history, in first-seen order."""
+    keys: dict[str, None] = {}
+    for entry in history:
+        for key, value in entry.items():
+            if key in _BOOKKEEPING or key.startswith("train_") or not isinstance(value, int | float):
+                continue
+            if 0.0 <= value <= 1.0:
+                keys.setdefault(key)
+    return list(keys)
+
 
 def training_curves_png(history: Sequence[dict[str, Any]], title: str) -> bytes:
-    """Training loss per epoch (left) and Recall@1/5/10 both ways per evaluated epoch (right)."""
-    figure, (loss_axis, recall_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    epochs = [h["epoch"] for h in history]
-    loss_axis.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    """Training losses per epoch (left) and validation metrics per evaluated epoch (right)."""
+    figure, (loss_axis, metric_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in sorted({k for h in history for k in h if k.startswith("train_")}):
+        points = [(h["epoch"], h[key]) for h in history if key in h]
+        loss_axis.plot(*zip(*points, strict=True), marker="o", label=key)
     loss_axis.set(xlabel="epoch", ylabel="training loss", title="loss")
     loss_axis.grid(alpha=0.3)
-    evaluated = {h["eval_epoch"]: h for h in history if "eval_epoch" in h}
-    for key, style in (("R@1", "-"), ("R@5", "--"), ("R@10", ":")):
-        for direction, colour in (("i2t", "tab:blue"), ("t2i", "tab:orange")):
-            name = f"{direction}_{key}"
-            points = [(e, h[name]) for e, h in sorted(evaluated.items()) if name in h]
-            if points:
-                recall_axis.plot(*zip(*points, strict=True), style, color=colour, marker="o", label=name)
-    recall_axis.set(xlabel="epoch", ylabel="recall", title="validation retrieval", ylim=(0, 1.02))
-    recall_axis.grid(alpha=0.3)
-    if evaluated:
-        recall_axis.legend(fontsize=8, ncol=2)
+    loss_axis.legend(fontsize=8)
+    keys = _validation_keys(history)
+    for key in keys:
+        points = [(h["epoch"], h[key]) for h in history if key in h]
+        style = ":" if key.endswith("@10") else "--" if key.endswith("@5") else "-"
+        metric_axis.plot(*zip(*points, strict=True), style, marker="o", label=key)
+    metric_axis.set(xlabel="epoch", ylabel="value", title="validation", ylim=(0, 1.02))
+    metric_axis.grid(alpha=0.3)
+    if keys:
+        metric_axis.legend(fontsize=8, ncol=2)
     figure.suptitle(title)
     figure.tight_layout()
     buffer = io.BytesIO()

@@ -23,6 +23,8 @@ import boto3.exceptions
 import botocore.config
 import botocore.exceptions
 
+from mmray.errors import StorageAccessDeniedError, StorageError, StorageNotFoundError
+
 S3_SCHEME = "s3://"
 _TEMP_MARK = ".mmray-tmp-"
 _DENIED_CODES = {
@@ -34,18 +36,6 @@ _DENIED_CODES = {
     "403",
 }
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
-
-
-class StorageError(RuntimeError):
-    """A storage operation failed; the message names the URI and the cause."""
-
-
-class StorageNotFoundError(StorageError, FileNotFoundError):
-    """The object, file or bucket does not exist."""
-
-
-class StorageAccessDeniedError(StorageError, PermissionError):
-    """The storage refused the request (wrong credentials or missing permission)."""
 
 
 def is_s3(uri: str | Path) -> bool:

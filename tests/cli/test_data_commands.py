@@ -93,6 +93,8 @@ def test_prepare_generates_a_jobs_data_then_reuses_it(tmp_path: Path) -> None:
                 "kind": "train",
                 "name": "t",
                 "data": {"source": "shapes", "root": str(tmp_path / "data"), "images": 40, "val_images": 10},
+                "model": {"kind": "dual_encoder"},
+                "task": {"kind": "retrieval"},
             }
         )
     )
@@ -115,13 +117,13 @@ def test_config_show_and_errors(tmp_path: Path) -> None:
     assert "unknown key 'sede' (did you mean 'seed'?)" in wrong.stderr
 
 
-def test_evaluate_needs_a_checkpoint() -> None:
-    result = run_mmray("evaluate", "jobs/shapes-clip.yaml")
+def test_evaluate_of_a_run_that_does_not_exist(tmp_path: Path) -> None:
+    result = run_mmray("evaluate", "jobs/shapes-clip.yaml", f"storage_root={tmp_path}")
     assert result.returncode == 2
-    assert "checkpoint=PATH_OR_URI" in result.stderr
+    assert f"{tmp_path}/shapes-clip is not a model bundle" in result.stderr
 
 
 def test_evaluate_rejects_a_directory_that_is_not_a_bundle(tmp_path: Path) -> None:
-    result = run_mmray("evaluate", "jobs/shapes-clip.yaml", f"checkpoint={tmp_path}")
+    result = run_mmray("evaluate", "jobs/shapes-clip.yaml", "--checkpoint", str(tmp_path))
     assert result.returncode == 2
     assert "is not a model bundle" in result.stderr

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmray.config import ConfigError, JobSpec, ShapesData, load_job, parse_overrides, to_yaml
+from mmray.config import ConfigError, ShapesData, load_job, parse_overrides, to_yaml, validate_job
 from mmray.config.data import CocoData
 
 SPEC = {
@@ -13,6 +13,8 @@ SPEC = {
     "name": "demo",
     "storage_root": "runs",
     "data": {"source": "shapes", "root": "data/shapes", "images": 200, "val_images": 50},
+    "model": {"kind": "dual_encoder"},
+    "task": {"kind": "retrieval"},
 }
 
 
@@ -45,7 +47,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({**SPEC, "trian": {}}))
     with pytest.raises(
         ConfigError,
-        match=r"<top level>: unknown key 'trian' \(did you mean 'train'\?\); valid keys: checkpoint, data, index, kind",
+        match=r"<top level>: unknown key 'trian' \(did you mean 'train'\?\); valid keys: data, init_from, kind, model",
     ):
         load_job(path)
 
@@ -58,9 +60,7 @@ def test_coco_source_rejects_shapes_keys(spec_file: Path) -> None:
 def test_wrong_type_and_range_name_the_value(spec_file: Path) -> None:
     with pytest.raises(ConfigError, match=r"data.images: .*greater than or equal to 2 \(got 1\)"):
         load_job(spec_file, ["data.images=1"])
-    with pytest.raises(
-        ConfigError, match=r"kind: Input should be 'train', 'tune', 'index' or 'evaluate' \(got 'fly'\)"
-    ):
+    with pytest.raises(ConfigError, match=r"top-level 'kind' is 'fly'; job kinds: train, index, evaluate"):
         load_job(spec_file, ["kind=fly"])
     with pytest.raises(ConfigError, match=r"val_images \(500\) must be smaller than images \(200\)"):
         load_job(spec_file, ["data.val_images=500"])
@@ -100,6 +100,7 @@ def test_coco_data_round_trip(tmp_path: Path) -> None:
     spec = {
         "kind": "evaluate",
         "name": "coco",
+        "checkpoint": "runs/coco-clip",
         "data": {
             "source": "coco",
             "train": {"captions": "s3://b/c.json", "images": "s3://b/img"},
@@ -107,7 +108,7 @@ def test_coco_data_round_trip(tmp_path: Path) -> None:
             "on_bad_record": "error",
         },
     }
-    job = JobSpec.model_validate(spec)
+    job = validate_job(spec, "inline")
     assert isinstance(job.data, CocoData)
     path = tmp_path / "job.yaml"
     path.write_text(to_yaml(job))
@@ -125,7 +126,7 @@ def test_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_job(bad)
     bad.write_text(yaml.safe_dump({"name": "x"}))
-    with pytest.raises(ConfigError, match="missing top-level 'kind'"):
+    with pytest.raises(ConfigError, match="top-level 'kind' is missing; job kinds: train, index, evaluate"):
         load_job(bad)
 
 

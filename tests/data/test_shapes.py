@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,15 @@ def test_generates_to_s3(s3_env: str) -> None:
     paths = split_paths(target, "val")
     dataset = load_coco(paths.captions, paths.images, paths.instances, image_check="decode")
     assert len(dataset.records) == 20
+
+
+def test_a_generated_dataset_can_be_moved(tmp_path: Path) -> None:
+    config = _config(tmp_path / "first")
+    summary, _ = ensure_shapes(config)
+    manifest = (Path(summary.root) / "shapes.json").read_text()
+    assert str(tmp_path) not in manifest, "the manifest records no absolute path"
+    moved = tmp_path / "second"
+    shutil.move(tmp_path / "first", moved)
+    again, splits = ensure_shapes(_config(moved))
+    assert again.root.startswith(str(moved)) and again.params == summary.params
+    assert load_coco(splits["val"].captions, splits["val"].images, splits["val"].instances).records

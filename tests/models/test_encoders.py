@@ -8,18 +8,18 @@ import torch
 
 from mmray import storage
 from mmray.config.model import (
+    DualEncoderConfig,
     GruConfig,
     HuggingFaceConfig,
-    ModelConfig,
     SmallCnnConfig,
     SmallTransformerConfig,
     TorchvisionConfig,
 )
-from mmray.models.factory import build_model, build_tokenizer
+from mmray.data.tokenizers import WordTokenizer
+from mmray.errors import WeightsError
+from mmray.models.factory import build_dual_encoder, build_dual_encoder_processor
 from mmray.models.image_encoders import SmallCnn, TorchvisionEncoder, build_image_encoder
 from mmray.models.text_encoders import GruEncoder, SmallTransformer
-from mmray.models.tokenizers import WordTokenizer
-from mmray.models.weights import WeightsError
 
 CAPTIONS = ["a small red circle in the top left", "two shapes: a big blue square and a green triangle"]
 
@@ -46,7 +46,7 @@ def test_small_cnn_shapes_and_freezing() -> None:
     assert out.tokens.shape == (2, 16, 32) and out.mask.shape == (2, 16) and out.mask.all()
     frozen = SmallCnn(SmallCnnConfig(kind="small_cnn", width=8, blocks=3, image_size=32, trainable_blocks=1))
     trainable = {n.split(".")[0] + "." + n.split(".")[1] for n, p in frozen.named_parameters() if p.requires_grad}
-    assert trainable == {"blocks.2"}
+    assert trainable == {"blocks.2", "pool.weight", "pool.bias"}, "the last block and the pooling after it train"
 
 
 def test_torchvision_resnet_without_classifier() -> None:
@@ -98,7 +98,7 @@ def test_wrong_keys_and_shapes_are_named(mobilenet_weights: Path, tmp_path: Path
 def test_small_text_towers_shapes() -> None:
     tokenizer = WordTokenizer.build(CAPTIONS, max_length=12)
     batch = tokenizer.encode([*CAPTIONS, "unseen words here"])
-    assert batch.ids.shape == (3, 12) and batch.ids[:, 0].eq(WordTokenizer.CLS).all()
+    assert batch.ids.shape == (3, 12) and batch.ids[:, 0].eq(WordTokenizer.BOS).all()
     assert batch.ids[2, 1:4].eq(WordTokenizer.UNK).all()
     for encoder in (
         SmallTransformer(
@@ -113,7 +113,7 @@ def test_small_text_towers_shapes() -> None:
 
 
 def test_huggingface_from_config_with_real_tokenizer(minilm_dir: Path) -> None:
-    config = ModelConfig(
+    config = DualEncoderConfig(
         embed_dim=8,
         image=SmallCnnConfig(kind="small_cnn", width=4, blocks=2, image_size=16),
         text=HuggingFaceConfig(
@@ -129,16 +129,17 @@ def test_huggingface_from_config_with_real_tokenizer(minilm_dir: Path) -> None:
             max_length=16,
         ),
     )
-    tokenizer = build_tokenizer(config)
-    model = build_model(config, tokenizer)
-    batch = tokenizer.encode(CAPTIONS)
+    processor = build_dual_encoder_processor(config)
+    model = build_dual_encoder(config, processor)
+    batch = processor.tokenize(CAPTIONS)
     out = model(torch.randn(2, 3, 16, 16), batch.ids, batch.mask)
     assert out.image_embeddings.shape == out.text_embeddings.shape == (2, 8)
     assert torch.allclose(out.text_embeddings.norm(dim=-1), torch.ones(2))
 
 
 def test_real_minilm_encoder_embeds_meaningfully(minilm_dir: Path) -> None:
-    from mmray.models.huggingface import HuggingFaceEncoder, load_hf_tokenizer
+    from mmray.data.hf_tokenizer import load_hf_tokenizer
+    from mmray.models.huggingface import HuggingFaceEncoder
 
     encoder = HuggingFaceEncoder(
         HuggingFaceConfig(kind="huggingface", pretrained=str(minilm_dir), pooling="mean", trainable_blocks=1)

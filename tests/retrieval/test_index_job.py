@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from mmray import storage
-from mmray.config import JobSpec
+from mmray.artifacts.model_bundle import write_bundle
+from mmray.config import IndexJob, TrainJob
 from mmray.data.sources import load_split
-from mmray.embed import finished_shards
 from mmray.evaluate import evaluate_bundle
-from mmray.models.factory import build_model, build_tokenizer
-from mmray.train.bundle import write_bundle
+from mmray.models.registry import build_model, build_processor
+from mmray.retrieval.embed import finished_shards
 from tests.train.conftest import last_json, run_mmray, tiny_job, write_job
 
 pytestmark = pytest.mark.slow
@@ -22,7 +22,9 @@ RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10
 
 
 def index_job(data_root: Path, runs: Path, bundle: Path, name: str, **index: Any) -> dict[str, Any]:
-    job = tiny_job(data_root, runs, name)
+    job = {
+        key: value for key, value in tiny_job(data_root, runs, name).items() if key not in ("model", "task", "train")
+    }
     job.update(kind="index", checkpoint=str(bundle))
     job["index"] = {"split": "val", "type": "flat", "shard_size": 32, "batch_size": 16, **index}
     return job
@@ -32,11 +34,11 @@ def index_job(data_root: Path, runs: Path, bundle: Path, name: str, **index: Any
 def model_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A randomly initialised model bundle for the tiny shapes data (indexing needs no training)."""
     data_root = tmp_path_factory.mktemp("index-data")
-    spec = JobSpec.model_validate(tiny_job(data_root, tmp_path_factory.mktemp("runs"), "model"))
+    spec = TrainJob.model_validate(tiny_job(data_root, tmp_path_factory.mktemp("runs"), "model"))
     train = load_split(spec.data, "train", progress=False)
-    tokenizer = build_tokenizer(spec.model, (c for r in train.records for c in r.captions))
+    processor = build_processor(spec.model, [c for r in train.records for c in r.captions])
     directory = tmp_path_factory.mktemp("bundle") / "model"
-    write_bundle(directory, build_model(spec.model, tokenizer), tokenizer, spec)
+    write_bundle(directory, build_model(spec.model, processor), spec.model, processor, spec.task)
     return data_root, directory
 
 
@@ -49,9 +51,9 @@ def test_index_job_search_and_recall_equal_exact_evaluation(model_bundle: tuple[
     assert summary["sizes"] == {"images": 96, "captions": 288}
     assert summary["failed"] == {"images": 0, "captions": 0}
 
-    exact = evaluate_bundle(JobSpec.model_validate(yaml.safe_load(job.read_text())), str(bundle))
+    exact = evaluate_bundle(IndexJob.model_validate(yaml.safe_load(job.read_text())).data, str(bundle))
     assert {k: summary[k] for k in RECALL_KEYS} == {k: exact[k] for k in RECALL_KEYS}
-    evaluated = run_mmray("evaluate", str(job), f"checkpoint={summary['index_bundle']}")
+    evaluated = run_mmray("evaluate", str(job), "--checkpoint", summary["index_bundle"])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert {k: last_json(evaluated.stdout)[k] for k in RECALL_KEYS} == {k: exact[k] for k in RECALL_KEYS}
 
@@ -123,7 +125,7 @@ def test_interrupted_embedding_job_resumes_without_redoing_finished_shards(
     first = run_mmray("index", str(job))
     assert first.returncode == 0, first.stderr[-3000:]
     version = json.loads((bundle / "bundle.json").read_text())["model_version"]
-    shards = tmp_path / "runs" / "resume" / "embeddings" / version / "captions"
+    (shards,) = (tmp_path / "runs" / "resume" / "embeddings" / version).glob("captions-*")
     assert len(list(shards.glob("shard-*.npz"))) == 18
     for shard in range(5, 18):
         (shards / f"shard-{shard:05d}.npz").unlink()

@@ -21,10 +21,12 @@ def tiny_job(data_root: Path, storage_root: str | Path, name: str, **train: Any)
         "storage_root": str(storage_root),
         "data": {"source": "shapes", "root": str(data_root), "images": 576, "val_images": 96, "seed": 1},
         "model": {
+            "kind": "dual_encoder",
             "embed_dim": 32,
             "image": {"kind": "small_cnn", "width": 8, "blocks": 4},
             "text": {"kind": "small_transformer", "width": 32, "layers": 1, "heads": 2, "max_length": 40},
         },
+        "task": {"kind": "retrieval", "loss": {"kind": "infonce"}},
         "train": {
             "epochs": 2,
             "batch_size": 32,

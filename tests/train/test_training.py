@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors.torch import load
 
 from mmray import storage
 from tests.support.processes import descendants_named
@@ -41,7 +42,7 @@ def test_two_workers_train_resume_and_evaluate(data_root: Path, tmp_path: Path) 
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    evaluated = run_mmray("evaluate", str(job), f"checkpoint={two['model_bundle']}")
+    evaluated = run_mmray("evaluate", str(job), "--checkpoint", two["model_bundle"])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     metrics = last_json(evaluated.stdout)
     assert metrics["model_version"] == two["model_version"]
@@ -98,18 +99,17 @@ def test_checkpoints_go_to_s3(data_root: Path, tmp_path: Path, s3_env: str) -> N
     bundle = final["model_bundle"]
     assert bundle == storage.join(root, "on-s3", "checkpoint_epoch_0001")
     names = {storage.relative_to(uri, bundle) for uri in storage.list_files(bundle)}
-    assert {"model.pt", "job.yaml", "bundle.json", "train_state.pt", "word_tokenizer.json"} <= names
+    assert {"model.safetensors", "model.yaml", "task.yaml", "processor.json", "bundle.json"} <= names
+    assert {"train_state.pt", "word_tokenizer.json"} <= names
     assert storage.exists(storage.join(root, "on-s3", "metrics.json"))
-    evaluated = run_mmray("evaluate", str(job), f"checkpoint={bundle}")
+    evaluated = run_mmray("evaluate", str(job), "--checkpoint", bundle)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert last_json(evaluated.stdout)["t2i_R@1"] == final["t2i_R@1"]
 
-    warm = run_mmray("train", str(job), "name=warm", f"checkpoint={bundle}", "train.lr=1e-12")
+    warm = run_mmray("train", str(job), "name=warm", f"init_from={bundle}", "train.lr=1e-12")
     assert warm.returncode == 0, warm.stderr[-3000:]
-    with storage.local_copy(storage.join(bundle, "model.pt")) as before_path:
-        before = torch.load(before_path, weights_only=True)
-    with storage.local_copy(storage.join(last_json(warm.stdout)["model_bundle"], "model.pt")) as after_path:
-        after = torch.load(after_path, weights_only=True)
+    before = load(storage.read_bytes(storage.join(bundle, "model.safetensors")))
+    after = load(storage.read_bytes(storage.join(last_json(warm.stdout)["model_bundle"], "model.safetensors")))
     weights = [name for name in before if name.endswith("weight") and "running" not in name]
     assert weights and all(torch.allclose(before[n], after[n], atol=1e-6) for n in weights), "started from the bundle"
 

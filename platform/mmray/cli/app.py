@@ -10,16 +10,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from mmray.cli import config_commands, data_commands, index_commands, train_commands
-from mmray.config import ConfigError
-from mmray.data.coco import DataError
-from mmray.index_bundle import IndexBundleError
-from mmray.models.weights import WeightsError
-from mmray.storage import StorageError
-from mmray.train.bundle import BundleError
+from mmray.errors import MmrayError
 
 app = typer.Typer(
     name="mmray",
-    help="Multimodal (image + text) learning on Ray: data, training, tuning, indexing and serving.",
+    help="Multimodal (image + text) learning on Ray: data, training, evaluation, indexing and search.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -31,16 +26,7 @@ app.command("evaluate")(train_commands.evaluate)
 app.command("index")(index_commands.index)
 app.command("search")(index_commands.search)
 
-USER_ERRORS = (
-    ConfigError,
-    DataError,
-    StorageError,
-    WeightsError,
-    BundleError,
-    IndexBundleError,
-    FileExistsError,
-    FileNotFoundError,
-)
+USER_ERRORS = (MmrayError, FileExistsError, FileNotFoundError)
 
 
 def _setup_logging() -> None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mmray.config import ShapesData, load_job
 from mmray.config.base import validate
-from mmray.data.inspect import InspectionSummary, inspect_split
-from mmray.data.shapes import generate_shapes
-from mmray.data.sources import resolve_splits
+
+if TYPE_CHECKING:
+    from mmray.data.inspect import InspectionSummary
 
 app = typer.Typer(help="Generate, inspect and prepare image-text datasets.", no_args_is_help=True)
 
@@ -61,6 +61,8 @@ def shapes(
         },
         "mmray data shapes",
     )
+    from mmray.data.shapes import generate_shapes
+
     summary = generate_shapes(config, out)
     typer.echo(f"shapes dataset at {summary.root}")
     for split in ("train", "val"):
@@ -79,6 +81,8 @@ def inspect(
     strict: Annotated[bool, typer.Option(help="exit non-zero on any bad record")] = False,
 ) -> None:
     """Validate a COCO-format split, print a summary and end with one JSON line of counts."""
+    from mmray.data.inspect import inspect_split
+
     summary = inspect_split(captions, images, instances, "decode" if decode else "exists")
     _print_summary(captions, summary)
     typer.echo(json.dumps(summary.as_dict()))
@@ -93,6 +97,9 @@ def prepare(
     overrides: Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")] = None,
 ) -> None:
     """Materialise a job's data (generating the shapes dataset on first use) and summarise each split."""
+    from mmray.data.inspect import inspect_split
+    from mmray.data.sources import resolve_splits
+
     spec = load_job(job, overrides or [])
     results = {}
     for split, paths in resolve_splits(spec.data).items():

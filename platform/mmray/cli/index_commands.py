@@ -8,15 +8,19 @@ from typing import Annotated
 
 import typer
 
-from mmray.cli.train_commands import JOB, OVERRIDES
-from mmray.config import load_job
+from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
+from mmray.config import IndexJob
 
 
 def index(job: JOB, overrides: OVERRIDES = None) -> None:
-    """Embed a split with Ray Data and build its faiss index bundle; the last line is JSON."""
-    from mmray.indexing import run_index_job
+    """Embed a split with Ray Data and build its faiss index bundle; the last line is JSON.
 
-    outcome = run_index_job(load_job(job, overrides or []))
+    Example: mmray index jobs/shapes-index.yaml checkpoint=runs/shapes-clip
+    """
+    spec = load_job_of_kind(job, overrides, IndexJob, "index")
+    from mmray.retrieval.indexing import run_index_job
+
+    outcome = run_index_job(spec)
     typer.echo(json.dumps(outcome.summary()))
 
 
@@ -38,7 +42,7 @@ def search(
     """Search an index bundle with a text, an image, or both (fused)."""
     from PIL import Image
 
-    from mmray.search import Searcher
+    from mmray.retrieval.search import Searcher
 
     if target not in (None, "images", "captions"):
         raise typer.BadParameter(f"--target must be images or captions, got {target!r}")

@@ -7,33 +7,63 @@ from typing import Annotated
 
 import typer
 
-from mmray.config import load_job
-
-JOB = Annotated[str, typer.Argument(help="job spec YAML, e.g. jobs/shapes-clip.yaml")]
-OVERRIDES = Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")]
+from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
+from mmray.config import EvaluateJob, IndexJob, TrainJob, load_job
 
 
 def train(job: JOB, overrides: OVERRIDES = None) -> None:
-    """Train a dual encoder on Ray Train; the last line printed is the final metrics as JSON."""
+    """Train the job's model for its task on Ray Train; the last line printed is the final metrics as JSON.
+
+    Example: mmray train jobs/shapes-clip.yaml train.epochs=4
+    """
+    spec = load_job_of_kind(job, overrides, TrainJob, "train")
     from mmray.train.trainer import run_training
 
-    spec = load_job(job, overrides or [])
     outcome = run_training(spec)
     typer.echo(json.dumps(outcome.summary()))
 
 
-def evaluate(job: JOB, overrides: OVERRIDES = None) -> None:
-    """Evaluate `checkpoint=BUNDLE` on the job's validation split: a model bundle (or training run)
-    by exact search, an index bundle through its indexes. The last line is JSON."""
+def _evaluation_of(spec: TrainJob | IndexJob | EvaluateJob, checkpoint: str | None) -> EvaluateJob:
+    """An evaluate job from any job: a train job's best model, an index job's index bundle, or as given."""
     from mmray import storage
-    from mmray.evaluate import evaluate_bundle
-    from mmray.index_bundle import MANIFEST
-    from mmray.retrieval_eval import evaluate_index_bundle
 
-    spec = load_job(job, overrides or [])
-    if not spec.checkpoint:
-        raise typer.BadParameter("name the model or index bundle to evaluate: checkpoint=PATH_OR_URI")
+    if isinstance(spec, EvaluateJob):
+        return spec if checkpoint is None else spec.model_copy(update={"checkpoint": checkpoint})
+    if isinstance(spec, TrainJob):
+        target = checkpoint or storage.join(spec.storage_root, spec.name)
+        return EvaluateJob(kind="evaluate", name=spec.name, data=spec.data, checkpoint=target)
+    target = checkpoint or storage.join(spec.storage_root, spec.name, "index")
+    settings = {"split": spec.index.split, "batch_size": spec.index.batch_size}
+    return EvaluateJob.model_validate(
+        {"kind": "evaluate", "name": spec.name, "data": spec.data, "checkpoint": target, "evaluate": settings}
+    )
+
+
+def evaluate(
+    job: JOB,
+    overrides: OVERRIDES = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(help="model bundle, training run or index bundle [default: the job's own output]"),
+    ] = None,
+) -> None:
+    """Evaluate a model bundle (its task's metrics) or an index bundle (Recall@K through its indexes)
+    on the job's data. JOB is an evaluate job, or a train / index job whose output is evaluated.
+    The last line is JSON.
+
+    Example: mmray evaluate jobs/shapes-clip.yaml --checkpoint runs/shapes-clip/checkpoint_epoch_0008
+    """
+    from mmray import storage
+    from mmray.artifacts.index_bundle import MANIFEST
+    from mmray.evaluate import evaluate_bundle
+    from mmray.retrieval.evaluate import evaluate_index_bundle
+
+    spec = _evaluation_of(load_job(job, overrides or []), checkpoint)
+    settings = spec.evaluate
     if storage.exists(storage.join(spec.checkpoint, MANIFEST)):
-        typer.echo(json.dumps(evaluate_index_bundle(spec, spec.checkpoint)))
-        return
-    typer.echo(json.dumps(evaluate_bundle(spec, spec.checkpoint)))
+        metrics = evaluate_index_bundle(
+            spec.data, spec.checkpoint, settings.nprobe, settings.ef_search, settings.batch_size
+        )
+    else:
+        metrics = evaluate_bundle(spec.data, spec.checkpoint, settings.split, settings.batch_size)
+    typer.echo(json.dumps(metrics))

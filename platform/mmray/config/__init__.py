@@ -1,18 +1,23 @@
 """Typed configs loaded from YAML job specs."""
 
-from mmray.config.base import ConfigError, Section, parse_overrides, to_yaml
+from mmray.config.base import Section, parse_overrides, to_yaml
 from mmray.config.data import CocoData, CocoSplit, DataConfig, ShapesData
-from mmray.config.jobs import JobSpec, load_job
+from mmray.config.jobs import EvaluateJob, IndexJob, JobSpec, TrainJob, load_job, validate_job
+from mmray.errors import ConfigError
 
 __all__ = [
     "CocoData",
     "CocoSplit",
     "ConfigError",
     "DataConfig",
+    "EvaluateJob",
+    "IndexJob",
     "JobSpec",
     "Section",
     "ShapesData",
+    "TrainJob",
     "load_job",
     "parse_overrides",
     "to_yaml",
+    "validate_job",
 ]

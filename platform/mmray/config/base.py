@@ -10,9 +10,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-
-class ConfigError(ValueError):
-    """A job spec or override that cannot be turned into a valid config."""
+from mmray.errors import ConfigError
 
 
 class Section(BaseModel):
@@ -41,23 +39,24 @@ def _format_location(loc: Sequence[int | str], data: Any) -> str:
     """Dotted path of an error; union tags that pydantic inserts (absent from the input) are dropped."""
     parts: list[str] = []
     node = data
-    for item in loc:
+    for position, item in enumerate(loc):
         if isinstance(item, int):
             parts.append(f"[{item}]")
             node = node[item] if isinstance(node, Sequence) and item < len(node) else None
             continue
-        if isinstance(node, Mapping) and item not in node and parts:
+        if isinstance(node, Mapping) and item not in node and (parts or position < len(loc) - 1):
             continue
         parts.append(f".{item}" if parts else item)
         node = node.get(item) if isinstance(node, Mapping) else None
     return "".join(parts).lstrip(".") or "<top level>"
 
 
-def format_validation_error(error: ValidationError, source: str, data: Any = None) -> str:
-    """Render pydantic errors as one line per problem: `source: where: what (got value)`."""
+def format_validation_error(error: ValidationError, source: str, data: Any = None, union_tag: bool = False) -> str:
+    """Render pydantic errors as one line per problem: `source: where: what (got value)`.
+    `union_tag`: the first location item is the tag of a discriminated union, not a key."""
     lines = []
     for item in error.errors():
-        where = _format_location(item["loc"], data)
+        where = _format_location(item["loc"][1:] if union_tag else item["loc"], data)
         message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
         shown = "" if isinstance(got, Mapping) or item["type"] == "missing" else f" (got {got!r})"

@@ -32,3 +32,4 @@ class IndexSettings(Section):
     embed_actors: int = Field(1, ge=1, description="embedding actors (one per GPU on a cluster)")
     gpus_per_actor: float = Field(0.0, ge=0.0)
     use_gpu_index: bool = Field(True, description="move flat / IVF indexes to GPUs when faiss has some")
+    seed: int = Field(0, description="seed of IVF / PQ training samples")

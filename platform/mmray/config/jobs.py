@@ -1,52 +1,89 @@
-"""Job specs: the typed content of a `jobs/*.yaml` file."""
+"""Job specs: the typed content of a `jobs/*.yaml` file, one schema per `kind`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter, ValidationError
 
 from mmray.config.base import (
-    ConfigError,
     Section,
     deep_merge,
+    format_validation_error,
     parse_overrides,
     read_yaml_mapping,
-    validate,
 )
 from mmray.config.data import DataConfig
+from mmray.config.evaluation import EvaluateSettings
 from mmray.config.indexing import IndexSettings
 from mmray.config.model import ModelConfig
-from mmray.config.training import InfoNceLossConfig, LossConfig, TrainSettings
+from mmray.config.tasks import TaskConfig
+from mmray.config.training import TrainSettings
+from mmray.errors import ConfigError
 
-JobKind = Literal["train", "tune", "index", "evaluate"]
+JobKind = Literal["train", "index", "evaluate"]
+JOB_KINDS: tuple[str, ...] = ("train", "index", "evaluate")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
-class JobSpec(Section):
-    """A runnable job: what runs (`kind`), its name, where it writes, its data, model and training."""
+class TrainJob(Section):
+    """Train a model (`model.kind`) for a task (`task.kind`) on Ray Train; re-running a name resumes it."""
 
-    kind: JobKind
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    kind: Literal["train"]
+    name: str = Field(pattern=NAME_PATTERN)
     storage_root: str = Field("runs", description="local directory or s3:// prefix for all outputs")
     data: DataConfig
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    loss: LossConfig = Field(default_factory=lambda: InfoNceLossConfig(kind="infonce"))
+    model: ModelConfig
+    task: TaskConfig
     train: TrainSettings = Field(default_factory=TrainSettings)
-    index: IndexSettings = Field(default_factory=IndexSettings)
-    checkpoint: str | None = Field(
+    init_from: str | None = Field(
         None,
-        description="model bundle, or a training run directory (its final bundle), or for evaluate an "
-        "index bundle; path or s3:// URI",
+        description="warm start: a model bundle (or training run) whose weights and processor the run starts from",
     )
 
 
-def load_job(path: str | Path, overrides: Sequence[str] = ()) -> JobSpec:
-    """Load a job spec from YAML, apply `section.key=value` overrides and validate it."""
+class IndexJob(Section):
+    """Embed a split with a model bundle on Ray Data and build faiss indexes over it."""
+
+    kind: Literal["index"]
+    name: str = Field(pattern=NAME_PATTERN)
+    storage_root: str = Field("runs", description="local directory or s3:// prefix for all outputs")
+    data: DataConfig
+    checkpoint: str = Field(description="model bundle, or a training run directory (its best bundle)")
+    index: IndexSettings = Field(default_factory=IndexSettings)
+
+
+class EvaluateJob(Section):
+    """Evaluate a model bundle with its task's metrics, or an index bundle through its indexes."""
+
+    kind: Literal["evaluate"]
+    name: str = Field("evaluate", pattern=NAME_PATTERN)
+    data: DataConfig
+    checkpoint: str = Field(description="model bundle, training run directory, or index bundle")
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+
+
+JobSpec = Annotated[TrainJob | IndexJob | EvaluateJob, Field(discriminator="kind")]
+_JOB_ADAPTER: TypeAdapter[TrainJob | IndexJob | EvaluateJob] = TypeAdapter(JobSpec)
+
+
+def validate_job(data: dict[str, object], source: str) -> TrainJob | IndexJob | EvaluateJob:
+    """Validate a job mapping by its `kind`, raising ConfigError with readable messages."""
+    kind = data.get("kind")
+    if kind not in JOB_KINDS:
+        got = "missing" if kind is None else f"{kind!r}"
+        raise ConfigError(f"{source}: top-level 'kind' is {got}; job kinds: {', '.join(JOB_KINDS)}")
+    try:
+        return _JOB_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, data, union_tag=True)) from None
+
+
+def load_job(path: str | Path, overrides: Sequence[str] = ()) -> TrainJob | IndexJob | EvaluateJob:
+    """Load a job spec from YAML, apply `section.key=value` overrides and validate it by its kind."""
     raw = read_yaml_mapping(path)
     merged = deep_merge(raw, parse_overrides(overrides))
     source = str(path) + (" (with overrides)" if overrides else "")
-    if "kind" not in merged:
-        raise ConfigError(f"{source}: missing top-level 'kind' (one of train, tune, index, evaluate)")
-    return validate(JobSpec, merged, source)
+    return validate_job(merged, source)

@@ -1,12 +1,13 @@
-"""Config sections of the dual encoder: image tower, text tower, shared embedding space."""
+"""Model configs, chosen by `model.kind`: the dual encoder (image tower, text tower, shared space)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field, SerializeAsAny
 
 from mmray.config.base import Section
+from mmray.config.registry import KindRegistry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -83,12 +84,26 @@ class HuggingFaceConfig(_TextTower):
 TextEncoderConfig = Annotated[SmallTransformerConfig | GruConfig | HuggingFaceConfig, Field(discriminator="kind")]
 
 
-class ModelConfig(Section):
-    """Two towers projected into one L2-normalised embedding space."""
+class ModelSection(Section):
+    """Base of every model config; `kind` selects the model in the registry."""
 
+    kind: str
+
+
+model_kinds: KindRegistry[ModelSection] = KindRegistry("model", ModelSection)
+
+
+@model_kinds.register
+class DualEncoderConfig(ModelSection):
+    """Two towers projected into one L2-normalised embedding space, with a learnable temperature."""
+
+    kind: Literal["dual_encoder"] = "dual_encoder"
     embed_dim: int = Field(128, ge=2)
     projection: Literal["linear", "mlp"] = "linear"
     image: ImageEncoderConfig = Field(default_factory=lambda: SmallCnnConfig(kind="small_cnn"))
     text: TextEncoderConfig = Field(default_factory=lambda: SmallTransformerConfig(kind="small_transformer"))
     init_temperature: float = Field(0.07, gt=0.0, le=1.0)
     learn_temperature: bool = True
+
+
+ModelConfig = Annotated[SerializeAsAny[ModelSection], BeforeValidator(model_kinds.validate)]

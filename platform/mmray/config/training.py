@@ -1,4 +1,4 @@
-"""Config sections of representation learning: the loss and the distributed training run."""
+"""Config sections of training runs: representation losses and the distributed training settings."""
 
 from __future__ import annotations
 
@@ -37,9 +37,13 @@ LossConfig = Annotated[InfoNceLossConfig | TripletLossConfig | ContrastiveLossCo
 
 
 class CheckpointSettings(Section):
+    """Which checkpoints a run keeps: the best `num_to_keep` by the task's score, and always the latest."""
+
     num_to_keep: int | None = Field(2, ge=1, description="None keeps every checkpoint")
-    score_attribute: str | None = Field("recall_mean", description="metric ranking checkpoints to keep")
-    score_order: Literal["max", "min"] = "max"
+    score_attribute: str | None = Field(
+        None, description="metric ranking checkpoints; default: the task's score (e.g. recall_mean)"
+    )
+    score_order: Literal["max", "min"] | None = Field(None, description="default: the task's")
 
 
 class TrainSettings(Section):
@@ -55,7 +59,7 @@ class TrainSettings(Section):
     clip_grad_norm: float | None = Field(1.0, gt=0.0)
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     eval_every: int = Field(1, ge=1, description="evaluate every N epochs (and after the last)")
-    eval_batch_size: int = Field(512, ge=1)
+    eval_batch_size: int = Field(512, ge=1, description="rows per batch when evaluating during training")
     log_every_steps: int = Field(20, ge=1)
     seed: int = 0
     loader: Literal["memory", "ray_data"] = Field(

@@ -17,17 +17,10 @@ from pycocotools.coco import COCO
 from mmray import storage
 from mmray.data.image_files import check_decodable, existing_files
 from mmray.data.records import Category, ImageRecord, LoadReport
+from mmray.errors import DataError
 from mmray.progress import track
 
 logger = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used as given; `report` says which images were bad, when known."""
-
-    def __init__(self, message: str, report: LoadReport | None = None) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from torchvision.transforms.v2 import functional as tvf
 
 from mmray import storage
-
-
-class ImageDecodeError(ValueError):
-    """An image file exists but cannot be decoded."""
+from mmray.data.images import decode_rgb
+from mmray.errors import ImageDecodeError, StorageError
 
 
 def decode_image(data: bytes, name: str = "<bytes>") -> Image.Image:
-    """Decode image bytes fully into an RGB PIL image; truncated or invalid files raise."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"{name}: cannot decode image: {exc}") from exc
+    """Decode image bytes fully into an RGB PIL image (for display); truncated or invalid files raise."""
+    image: Image.Image = tvf.to_pil_image(decode_rgb(data, name))
+    return image
 
 
 def existing_files(directory: str, names: Iterable[str]) -> set[str]:
@@ -37,8 +31,8 @@ def existing_files(directory: str, names: Iterable[str]) -> set[str]:
 
 def _decodes(uri: str) -> tuple[str, bool]:
     try:
-        decode_image(storage.read_bytes(uri), uri)
-    except (ImageDecodeError, storage.StorageError):
+        decode_rgb(storage.read_bytes(uri), uri)
+    except (ImageDecodeError, StorageError):
         return uri, False
     return uri, True
 

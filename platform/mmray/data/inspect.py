@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass
 from statistics import mean
 from typing import Any, Literal
 
-from mmray.data.coco import DataError, load_coco
+from mmray.data.coco import load_coco
 from mmray.data.records import LoadReport
+from mmray.errors import DataError
 
 
 @dataclass(frozen=True)

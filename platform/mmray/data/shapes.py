@@ -31,7 +31,8 @@ _MAX_TRIES_PER_SCENE = 1000
 
 @dataclass(frozen=True)
 class ShapesSummary:
-    """What a generated dataset holds; written to `shapes.json`, the last file written."""
+    """What a generated dataset holds; written to `shapes.json` (the last file written) without `root`,
+    which is wherever the dataset is found, so a dataset can be moved or copied."""
 
     root: str
     params: dict[str, Any]
@@ -159,7 +160,9 @@ def _generate_into(out: Path, config: ShapesData, root: str) -> ShapesSummary:
 
 
 def _manifest_text(summary: ShapesSummary) -> str:
-    return json.dumps(asdict(summary), indent=2)
+    content = asdict(summary)
+    del content["root"]
+    return json.dumps(content, indent=2)
 
 
 def _publish_local(staged: Path, target: Path) -> None:
@@ -215,7 +218,9 @@ def read_summary(root: str) -> ShapesSummary | None:
     uri = storage.join(root, MANIFEST)
     if not storage.exists(uri):
         return None
-    return ShapesSummary(**json.loads(storage.read_text(uri)))
+    content = json.loads(storage.read_text(uri))
+    content.pop("root", None)
+    return ShapesSummary(root=root, **content)
 
 
 def ensure_shapes(config: ShapesData) -> tuple[ShapesSummary, dict[str, CocoSplit]]:

@@ -1,20 +1,18 @@
-"""A split held in memory as tensors: decoded images and tokenised captions."""
+"""A split held in memory as tensors: decoded images, tokenised captions and per-image targets."""
 
 from __future__ import annotations
 
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 
-from mmray import storage
 from mmray.data.coco import CocoDataset
-from mmray.data.image_files import ImageDecodeError, decode_image
-from mmray.data.transforms import image_to_array
-from mmray.models.tokenizers import Tokenizer
+from mmray.data.processor import Processor
+from mmray.errors import DataError, ImageDecodeError, StorageError
 from mmray.progress import track
 
 logger = logging.getLogger(__name__)
@@ -22,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class SplitTensors:
-    """Images (uint8) and every caption (token ids) of a split, with caption -> image indices."""
+    """Images (uint8), every caption (token ids) with caption → image indices, and per-image targets."""
 
     image_ids: torch.Tensor  # (N,) int64, COCO image ids
     images: torch.Tensor  # (N, 3, S, S) uint8
@@ -30,31 +28,49 @@ class SplitTensors:
     caption_mask: torch.Tensor  # (C, L) bool
     caption_image: torch.Tensor  # (C,) int64 index into images
     caption_offsets: torch.Tensor  # (N + 1,) captions of image i are [offsets[i], offsets[i+1])
+    labels: torch.Tensor  # (N, K) float32 multi-hot over the split's categories (K may be 0)
+    object_count: torch.Tensor  # (N,) float32
+    covered_fraction: torch.Tensor  # (N,) float32
+    boxes: torch.Tensor  # (N, M, 4) float32 xywh, zero-padded to the most boxes of any image
+    box_count: torch.Tensor  # (N,) int64
 
     @property
     def num_images(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def num_captions(self) -> int:
+        return int(self.caption_ids.shape[0])
 
-def _load_array(uri: str, size: int) -> np.ndarray | str:
-    """The resized image, or the reason it could not be read."""
+
+def _load_pixels(processor: Processor, uri: str) -> torch.Tensor | str:
+    """The preprocessed image, or the reason it could not be read."""
     try:
-        return image_to_array(decode_image(storage.read_bytes(uri), uri), size)
-    except (ImageDecodeError, storage.StorageError) as exc:
+        return processor.pixels_from_uri(uri)
+    except (ImageDecodeError, StorageError) as exc:
         return str(exc)
 
 
+def _padded_boxes(boxes: list[tuple[tuple[float, float, float, float], ...]]) -> torch.Tensor:
+    most = max((len(b) for b in boxes), default=0)
+    padded = torch.zeros(len(boxes), most, 4, dtype=torch.float32)  # (N, M, 4)
+    for row, image_boxes in enumerate(boxes):
+        if image_boxes:
+            padded[row, : len(image_boxes)] = torch.tensor(image_boxes, dtype=torch.float32)
+    return padded
+
+
 def split_to_tensors(
-    dataset: CocoDataset, tokenizer: Tokenizer, image_size: int, progress: bool = True, threads: int = 4
+    dataset: CocoDataset, processor: Processor, progress: bool = True, threads: int = 4
 ) -> SplitTensors:
-    """Decode and resize every image and tokenise every caption of `dataset`.
+    """Decode and resize every image and tokenise every caption of `dataset` with `processor`.
 
     Images that cannot be read are left out with a warning naming their ids.
     """
     with ThreadPoolExecutor(max_workers=threads) as pool:
         loaded = list(
             track(
-                pool.map(lambda r: _load_array(r.image_uri, image_size), dataset.records),
+                pool.map(lambda r: _load_pixels(processor, r.image_uri), dataset.records),
                 "decoding images",
                 total=len(dataset.records),
                 enabled=progress,
@@ -68,33 +84,38 @@ def split_to_tensors(
             "; ".join(f"{image_id}: {reason}" for image_id, reason in failed[:10]),
         )
     records = [r for r, item in zip(dataset.records, loaded, strict=True) if not isinstance(item, str)]
-    arrays = [item for item in loaded if not isinstance(item, str)]
+    pixels = [item for item in loaded if not isinstance(item, str)]
     if not records:
-        raise ValueError(f"none of the {len(dataset.records)} images of {dataset.captions_uri} could be read")
+        raise DataError(f"none of the {len(dataset.records)} images of {dataset.captions_uri} could be read")
     texts = [caption for r in records for caption in r.captions]
     counts = torch.tensor([len(r.captions) for r in records], dtype=torch.long)  # (N,)
-    tokens = tokenizer.encode(texts)
+    tokens = processor.tokenize(texts)
     return SplitTensors(
         image_ids=torch.tensor([r.image_id for r in records], dtype=torch.long),
-        images=torch.from_numpy(np.stack(arrays)),
+        images=torch.stack(pixels),
         caption_ids=tokens.ids,
         caption_mask=tokens.mask,
         caption_image=torch.repeat_interleave(torch.arange(len(records)), counts),
         caption_offsets=torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]),
+        labels=torch.tensor([list(r.labels) for r in records], dtype=torch.float32).reshape(len(records), -1),
+        object_count=torch.tensor([r.object_count for r in records], dtype=torch.float32),
+        covered_fraction=torch.tensor([r.covered_fraction for r in records], dtype=torch.float32),
+        boxes=_padded_boxes([r.boxes for r in records]),
+        box_count=torch.tensor([len(r.boxes) for r in records], dtype=torch.long),
     )
 
 
-def sample_caption_per_image(tensors: SplitTensors, generator: torch.Generator) -> torch.Tensor:
-    """One caption index per image, drawn uniformly among the image's captions. -> (N,)"""
-    starts = tensors.caption_offsets[:-1]  # (N,)
-    counts = tensors.caption_offsets[1:] - starts  # (N,)
-    draws = torch.rand(tensors.num_images, generator=generator)  # (N,)
+def sample_caption_per_image(offsets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One caption index per image, drawn uniformly among the image's captions. offsets: (N + 1,) -> (N,)"""
+    starts = offsets[:-1]  # (N,)
+    counts = offsets[1:] - starts  # (N,)
+    draws = torch.rand(starts.shape[0], generator=generator)  # (N,)
     return starts + (draws * counts).long().clamp_max(counts - 1)  # (N,)
 
 
 def tensors_to_arrays(tensors: SplitTensors) -> dict[str, np.ndarray]:
     """NumPy arrays of a split, for zero-copy sharing through Ray's object store."""
-    return {name: getattr(tensors, name).numpy() for name in SplitTensors.__dataclass_fields__}
+    return {f.name: getattr(tensors, f.name).numpy() for f in fields(SplitTensors)}
 
 
 def tensors_from_arrays(arrays: dict[str, np.ndarray]) -> SplitTensors:

@@ -1,4 +1,4 @@
-"""Building the dual encoder and its tokenizer from a `ModelConfig`."""
+"""Building the dual encoder and its processor from a `DualEncoderConfig`; registered as `dual_encoder`."""
 
 from __future__ import annotations
 
@@ -6,22 +6,32 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mmray.config.model import GruConfig, HuggingFaceConfig, ModelConfig, SmallTransformerConfig
+from torch import nn
+
+from mmray.config.model import DualEncoderConfig, GruConfig, HuggingFaceConfig, ModelSection, SmallTransformerConfig
+from mmray.data.processor import ImageTransform, Processor
+from mmray.data.tokenizers import Tokenizer, WordTokenizer
 from mmray.models.dual_encoder import DualEncoder, projection_head
 from mmray.models.image_encoders import build_image_encoder
+from mmray.models.registry import ModelKind, register_model
 from mmray.models.text_encoders import GruEncoder, SmallTransformer
-from mmray.models.tokenizers import HuggingFaceTokenizer, Tokenizer, WordTokenizer
 from mmray.models.weights import load_state_dict_strictly, read_state_dict
 
 if TYPE_CHECKING:
     from mmray.models.huggingface import HuggingFaceEncoder
 
 
-def build_tokenizer(config: ModelConfig, training_texts: Iterable[str] = ()) -> Tokenizer:
+def _dual(config: ModelSection) -> DualEncoderConfig:
+    if not isinstance(config, DualEncoderConfig):
+        raise TypeError(f"expected a dual_encoder config, got kind {config.kind!r}")
+    return config
+
+
+def build_tokenizer(config: DualEncoderConfig, training_texts: Iterable[str] = ()) -> Tokenizer:
     """The text tower's tokenizer; the word-level one learns its vocabulary from `training_texts`."""
     text = config.text
     if isinstance(text, HuggingFaceConfig):
-        from mmray.models.huggingface import load_hf_tokenizer
+        from mmray.data.hf_tokenizer import load_hf_tokenizer
 
         location = text.tokenizer or text.pretrained
         if not location:
@@ -33,42 +43,70 @@ def build_tokenizer(config: ModelConfig, training_texts: Iterable[str] = ()) -> 
     return tokenizer
 
 
-def load_tokenizer(config: ModelConfig, directory: Path) -> Tokenizer:
-    """The tokenizer saved beside a model's weights."""
-    if isinstance(config.text, HuggingFaceConfig):
-        from mmray.models.huggingface import load_hf_tokenizer
-
-        return load_hf_tokenizer(str(directory / "hf_tokenizer"), config.text.max_length)
-    return WordTokenizer.load(directory)
+def build_dual_encoder_processor(config: ModelSection, training_texts: Iterable[str] = ()) -> Processor:
+    dual = _dual(config)
+    image = dual.image
+    return Processor(ImageTransform(image.image_size, image.mean, image.std), build_tokenizer(dual, training_texts))
 
 
-def _text_encoder(config: ModelConfig, tokenizer: Tokenizer) -> SmallTransformer | GruEncoder | HuggingFaceEncoder:
+def _text_encoder(config: DualEncoderConfig, vocab_size: int) -> SmallTransformer | GruEncoder | HuggingFaceEncoder:
     text = config.text
     if isinstance(text, HuggingFaceConfig):
         from mmray.models.huggingface import HuggingFaceEncoder
 
         return HuggingFaceEncoder(text)
-    if not isinstance(tokenizer, WordTokenizer | HuggingFaceTokenizer):
-        raise TypeError(f"unsupported tokenizer {type(tokenizer).__name__}")
     encoder: SmallTransformer | GruEncoder
     if isinstance(text, SmallTransformerConfig):
-        encoder = SmallTransformer(text, tokenizer.vocab_size)
+        encoder = SmallTransformer(text, vocab_size)
     elif isinstance(text, GruConfig):
-        encoder = GruEncoder(text, tokenizer.vocab_size)
+        encoder = GruEncoder(text, vocab_size)
     if text.weights:
         load_state_dict_strictly(encoder, read_state_dict(text.weights), source=text.weights)
     return encoder
 
 
-def build_model(config: ModelConfig, tokenizer: Tokenizer) -> DualEncoder:
+def build_dual_encoder(config: ModelSection, processor: Processor) -> DualEncoder:
     """A freshly initialised (or weight-loaded, per the config) dual encoder."""
-    image_encoder = build_image_encoder(config.image)
-    text_encoder = _text_encoder(config, tokenizer)
+    dual = _dual(config)
+    image_encoder = build_image_encoder(dual.image)
+    text_encoder = _text_encoder(dual, processor.tokenizer.vocab_size)
     return DualEncoder(
         image_encoder=image_encoder,
         text_encoder=text_encoder,
-        image_projection=projection_head(image_encoder.out_dim, config.embed_dim, config.projection),
-        text_projection=projection_head(text_encoder.out_dim, config.embed_dim, config.projection),
-        init_temperature=config.init_temperature,
-        learn_temperature=config.learn_temperature,
+        image_projection=projection_head(image_encoder.out_dim, dual.embed_dim, dual.projection),
+        text_projection=projection_head(text_encoder.out_dim, dual.embed_dim, dual.projection),
+        init_temperature=dual.init_temperature,
+        learn_temperature=dual.learn_temperature,
     )
+
+
+def _save_extras(model: nn.Module, config: ModelSection, directory: Path) -> None:
+    if isinstance(_dual(config).text, HuggingFaceConfig):
+        from mmray.models.huggingface import save_architecture
+
+        save_architecture(model, directory)
+
+
+def _rebuild_config(config: ModelSection, directory: Path) -> ModelSection:
+    """The config with initial weights removed (the bundle's weights replace them)."""
+    dual = _dual(config)
+    text = dual.text
+    if isinstance(text, HuggingFaceConfig):
+        from mmray.models.huggingface import saved_architecture
+
+        text = text.model_copy(update={"pretrained": None, "architecture": saved_architecture(directory)})
+    else:
+        text = text.model_copy(update={"weights": None})
+    image = dual.image.model_copy(update={"weights": None})
+    return dual.model_copy(update={"image": image, "text": text})
+
+
+register_model(
+    "dual_encoder",
+    ModelKind(
+        build=build_dual_encoder,
+        build_processor=build_dual_encoder_processor,
+        save_extras=_save_extras,
+        rebuild_config=_rebuild_config,
+    ),
+)

@@ -1,20 +1,54 @@
-"""Freezing a tower, or all of it but its last blocks."""
+"""Freezing a tower, or all of it but its last blocks. Frozen means frozen: no gradients, and frozen
+modules stay in eval mode, so batch-norm statistics and dropout do not change them either."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Self
 
 from torch import nn
 
 
-def freeze_all_but_last(tower: nn.Module, blocks: Sequence[nn.Module], trainable_blocks: int | None) -> None:
-    """`None`: everything trains; `0`: the tower is frozen; `N`: only the last N of `blocks` train."""
-    if trainable_blocks is None:
-        return
-    if trainable_blocks > len(blocks):
-        raise ValueError(f"trainable_blocks={trainable_blocks} but the tower has only {len(blocks)} blocks")
-    for parameter in tower.parameters():
-        parameter.requires_grad_(False)
-    for block in list(blocks)[len(blocks) - trainable_blocks :]:
-        for parameter in block.parameters():
-            parameter.requires_grad_(True)
+class FreezableTower(nn.Module):
+    """A tower whose frozen part stays in eval mode whatever `train()` is called with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._frozen_modules: list[nn.Module] = []
+
+    def freeze(
+        self,
+        blocks: Sequence[nn.Module],
+        trainable_blocks: int | None,
+        before: Sequence[nn.Module] = (),
+        after: Sequence[nn.Module] = (),
+    ) -> None:
+        """`None`: everything trains. `0`: the whole tower is frozen. `N`: the last N of `blocks` train,
+        with the modules `after` them (pooling, final norms); the modules `before` them (stems,
+        embeddings) and the earlier blocks are frozen, as are parameters held by the tower itself."""
+        if trainable_blocks is None:
+            return
+        if trainable_blocks > len(blocks):
+            raise ValueError(f"trainable_blocks={trainable_blocks} but the tower has only {len(blocks)} blocks")
+        for parameter in self.parameters():
+            parameter.requires_grad_(False)
+        if trainable_blocks == 0:
+            self._frozen_modules = [self]
+        else:
+            first_trained = len(blocks) - trainable_blocks
+            self._frozen_modules = [*before, *blocks[:first_trained]]
+            for module in [*blocks[first_trained:], *after]:
+                for parameter in module.parameters():
+                    parameter.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> Self:
+        super().train(mode)
+        for module in self._frozen_modules:
+            if module is self:
+                for child in self.children():
+                    child.train(False)
+                self.training = False
+            else:
+                module.train(False)
+        return self

@@ -1,34 +1,19 @@
-"""Hugging Face `AutoModel` text encoders and tokenizers, from a folder, s3://, the hub or a config."""
+"""Hugging Face `AutoModel` text encoders, from a folder, s3://, the hub or a config."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel
 
-from mmray import storage
 from mmray.config.model import HuggingFaceConfig
-from mmray.models.freezing import freeze_all_but_last
+from mmray.models.freezing import FreezableTower
 from mmray.models.outputs import EncoderOutput
 from mmray.models.text_encoders import pool_tokens
-from mmray.models.tokenizers import HuggingFaceTokenizer
-
-CACHE_DIR = Path(os.environ.get("MMRAY_CACHE", Path.home() / ".cache" / "mmray"))
-
-
-def local_model_dir(location: str) -> str:
-    """A local folder for `location`: itself, a cached download of an s3:// prefix, or a hub name."""
-    if not storage.is_s3(location):
-        return location
-    target = CACHE_DIR / "hf" / hashlib.sha256(location.encode()).hexdigest()[:16]
-    if not (target / "config.json").is_file() and not (target / "tokenizer_config.json").is_file():
-        storage.download_dir(location, target)
-    return str(target)
+from mmray.pretrained import local_model_dir
 
 
 def _encoder_blocks(model: nn.Module) -> list[nn.Module]:
@@ -39,27 +24,42 @@ def _encoder_blocks(model: nn.Module) -> list[nn.Module]:
     return list(layers)
 
 
-class HuggingFaceEncoder(nn.Module):
+def _from_pretrained(folder: str) -> Any:
+    """Without the unused pooler where the architecture has one (an untrained pooler breaks DDP)."""
+    try:
+        return AutoModel.from_pretrained(folder, add_pooling_layer=False)  # type: ignore[no-any-return]
+    except TypeError:
+        return AutoModel.from_pretrained(folder)  # type: ignore[no-any-return]
+
+
+def _from_config(config: Any) -> Any:
+    try:
+        return AutoModel.from_config(config, add_pooling_layer=False)  # type: ignore[no-untyped-call,no-any-return]
+    except TypeError:
+        return AutoModel.from_config(config)  # type: ignore[no-untyped-call,no-any-return]
+
+
+class HuggingFaceEncoder(FreezableTower):
     """An `AutoModel` whose last hidden states are the tokens, pooled by CLS or masked mean."""
 
     def __init__(self, config: HuggingFaceConfig) -> None:
         super().__init__()
         self.pooling = config.pooling
+        self.model: Any
         if config.pretrained:
-            self.model = AutoModel.from_pretrained(local_model_dir(config.pretrained))
+            self.model = _from_pretrained(local_model_dir(config.pretrained))
         elif config.architecture:
             arguments = dict(config.architecture)
             model_type = arguments.pop("model_type", None)
             if not model_type:
                 raise ValueError("text.architecture needs a model_type, e.g. bert")
-            self.model = AutoModel.from_config(  # type: ignore[no-untyped-call]
-                AutoConfig.for_model(model_type, **arguments)
-            )
+            self.model = _from_config(AutoConfig.for_model(model_type, **arguments))
         else:
             raise ValueError("a huggingface text tower needs text.pretrained or text.architecture")
         self.out_dim = int(self.model.config.hidden_size)
-        if config.trainable_blocks is not None:
-            freeze_all_but_last(self.model, _encoder_blocks(self.model), config.trainable_blocks)
+        before = [m for name, m in self.model.named_children() if name == "embeddings"]
+        after = [m for name, m in self.model.named_children() if name not in ("embeddings", "encoder")]
+        self.freeze(_encoder_blocks(self.model), config.trainable_blocks, before=before, after=after)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:  # ids, mask: (B, L)
         hidden = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, L, D)
@@ -84,8 +84,3 @@ def saved_architecture(directory: Path) -> dict[str, Any]:
     values.pop("transformers_version", None)
     values.pop("architectures", None)
     return {"model_type": config.model_type, **values}
-
-
-def load_hf_tokenizer(location: str, max_length: int) -> HuggingFaceTokenizer:
-    tokenizer: Any = AutoTokenizer.from_pretrained(local_model_dir(location))
-    return HuggingFaceTokenizer(tokenizer, max_length)

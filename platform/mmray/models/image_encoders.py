@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 from mmray.config.model import SmallCnnConfig, TorchvisionConfig
-from mmray.models.freezing import freeze_all_but_last
+from mmray.models.freezing import FreezableTower
 from mmray.models.outputs import EncoderOutput
 from mmray.models.weights import load_state_dict_strictly, read_state_dict
 
@@ -23,7 +23,7 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
     )
 
 
-class SmallCnn(nn.Module):
+class SmallCnn(FreezableTower):
     """Blocks of (stride-2 conv, conv), channels doubling; pooled = linear map of the flattened grid."""
 
     def __init__(self, config: SmallCnnConfig) -> None:
@@ -38,7 +38,7 @@ class SmallCnn(nn.Module):
         )
         self.out_dim = channels[-1]
         self.pool = nn.Linear(self.out_dim * grid * grid, self.out_dim)
-        freeze_all_but_last(self, list(self.blocks), config.trainable_blocks)
+        self.freeze(list(self.blocks), config.trainable_blocks, after=[self.pool])
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:  # images: (B, 3, H, W)
         features = images
@@ -66,7 +66,7 @@ def _split_torchvision(name: str, model: Any) -> tuple[nn.Module, list[nn.Module
     )
 
 
-class TorchvisionEncoder(nn.Module):
+class TorchvisionEncoder(FreezableTower):
     """A torchvision CNN by name; weights from a state dict file / s3:// or `torchvision:<ENUM>`."""
 
     def __init__(self, config: TorchvisionConfig) -> None:
@@ -81,7 +81,7 @@ class TorchvisionEncoder(nn.Module):
                 model, read_state_dict(weights), source=weights, ignore_prefixes=("fc.", "classifier.")
             )
         self.features, blocks, self.out_dim = _split_torchvision(config.name, model)
-        freeze_all_but_last(self.features, blocks, config.trainable_blocks)
+        self.freeze(blocks, config.trainable_blocks)
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:  # images: (B, 3, H, W)
         features = self.features(images)  # (B, C, h, w)

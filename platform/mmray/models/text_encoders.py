@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mmray.config.model import GruConfig, SmallTransformerConfig
-from mmray.models.freezing import freeze_all_but_last
+from mmray.models.freezing import FreezableTower
 from mmray.models.outputs import EncoderOutput
 
 
@@ -21,7 +21,7 @@ def pool_tokens(tokens: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch
     return tokens[:, 0] if pooling == "cls" else masked_mean(tokens, mask)
 
 
-class SmallTransformer(nn.Module):
+class SmallTransformer(FreezableTower):
     """Token + position embeddings, pre-norm transformer layers, final layer norm."""
 
     def __init__(self, config: SmallTransformerConfig, vocab_size: int) -> None:
@@ -41,7 +41,7 @@ class SmallTransformer(nn.Module):
         )
         self.layers = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.width)
-        freeze_all_but_last(self, list(self.layers.layers), config.trainable_blocks)
+        self.freeze(list(self.layers.layers), config.trainable_blocks, before=[self.embed], after=[self.norm])
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:  # ids, mask: (B, L)
         length = ids.shape[1]
@@ -51,7 +51,7 @@ class SmallTransformer(nn.Module):
         return EncoderOutput(pooled=pool_tokens(tokens, mask, self.pooling), tokens=tokens, mask=mask)
 
 
-class GruEncoder(nn.Module):
+class GruEncoder(FreezableTower):
     """A bidirectional GRU over word embeddings; `cls` pooling uses the final hidden states."""
 
     def __init__(self, config: GruConfig, vocab_size: int) -> None:
@@ -64,7 +64,7 @@ class GruEncoder(nn.Module):
         self.gru = nn.GRU(
             config.width, config.width // 2, num_layers=config.layers, batch_first=True, bidirectional=True
         )
-        freeze_all_but_last(self, [self.embed, self.gru], config.trainable_blocks)
+        self.freeze([self.embed, self.gru], config.trainable_blocks)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:  # ids, mask: (B, L)
         lengths = mask.sum(dim=1).clamp_min(1).cpu()  # (B,)

@@ -9,17 +9,14 @@ import torch
 from torch import nn
 
 from mmray import storage
-
-
-class WeightsError(ValueError):
-    """A weight file that does not fit the model: names the keys and shapes that differ."""
+from mmray.errors import StorageNotFoundError, WeightsError
 
 
 def read_state_dict(uri: str) -> dict[str, torch.Tensor]:
     """Load a state dict (a plain dict or one under `state_dict`/`model`) from a path or s3:// URI."""
     try:
         raw = storage.read_bytes(uri)
-    except storage.StorageNotFoundError as exc:
+    except StorageNotFoundError as exc:
         raise WeightsError(f"weight file {uri} does not exist") from exc
     try:
         loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)

@@ -1,26 +1,27 @@
-"""Batches for one worker: from a split held in memory, or from a Ray Data shard."""
+"""Batches for one worker: from a split held in memory, or from a Ray Data shard. Both yield dicts of
+the fields a task asks for, with one caption per image drawn from a generator seeded by (seed, epoch)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
 from mmray.data.tensors import SplitTensors, sample_caption_per_image
 
-
-@dataclass
-class Batch:
-    images: torch.Tensor  # (b, 3, S, S) uint8
-    ids: torch.Tensor  # (b, L) int64
-    mask: torch.Tensor  # (b, L) bool
+CAPTION_FIELDS = ("caption_ids", "caption_mask")
+PER_IMAGE_FIELDS = ("labels", "object_count", "covered_fraction", "boxes", "box_count")
 
 
 def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
     """The same permutation on every rank for a (seed, epoch). -> (N,)"""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(num_images, generator=generator)
+
+
+def caption_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 7919 + epoch * 104_729 + rank)
 
 
 def steps_per_epoch(num_images: int, global_batch: int) -> int:
@@ -33,21 +34,61 @@ def steps_per_epoch(num_images: int, global_batch: int) -> int:
 
 def memory_batches(
     tensors: SplitTensors,
+    fields: Sequence[str],
     rank: int,
     world: int,
     global_batch: int,
     seed: int,
     epoch: int,
-) -> Iterator[Batch]:
-    """This rank's slice of each global batch of the epoch, one random caption per image."""
+) -> Iterator[dict[str, torch.Tensor]]:
+    """This rank's slice of each global batch of the epoch, with the requested fields (images uint8)."""
     order = epoch_order(tensors.num_images, seed, epoch)
-    captions = sample_caption_per_image(tensors, torch.Generator().manual_seed(seed * 7919 + epoch))
+    captions = sample_caption_per_image(tensors.caption_offsets, caption_generator(seed, epoch))  # (N,)
     local = global_batch // world
     for step in range(steps_per_epoch(tensors.num_images, global_batch)):
         chosen = order[step * global_batch + rank * local : step * global_batch + (rank + 1) * local]  # (b,)
-        picked = captions[chosen]  # (b,)
-        yield Batch(
-            images=tensors.images[chosen],
-            ids=tensors.caption_ids[picked],
-            mask=tensors.caption_mask[picked],
-        )
+        batch: dict[str, torch.Tensor] = {}
+        if "images" in fields:
+            batch["images"] = tensors.images[chosen]  # (b, 3, S, S)
+        if any(name in fields for name in CAPTION_FIELDS):
+            picked = captions[chosen]  # (b,)
+            batch["caption_ids"] = tensors.caption_ids[picked]  # (b, L)
+            batch["caption_mask"] = tensors.caption_mask[picked]  # (b, L)
+        for name in PER_IMAGE_FIELDS:
+            if name in fields:
+                batch[name] = getattr(tensors, name)[chosen]
+        yield batch
+
+
+def stream_batches(
+    shard: Any,
+    fields: Sequence[str],
+    local_batch: int,
+    seed: int,
+    epoch: int,
+    rank: int,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of a Ray Data shard: rows shuffled within a local buffer, one caption per image drawn
+    among the row's captions, both seeded by (seed, epoch, rank)."""
+    generator = caption_generator(seed, epoch, rank)
+    rows = shard.iter_torch_batches(
+        batch_size=local_batch,
+        drop_last=True,
+        local_shuffle_buffer_size=4 * local_batch,
+        local_shuffle_seed=seed * 1_000_003 + epoch * 1_009 + rank,
+    )
+    for row_batch in rows:
+        batch: dict[str, torch.Tensor] = {}
+        if "images" in fields:
+            batch["images"] = row_batch["image"]  # (b, 3, S, S)
+        if any(name in fields for name in CAPTION_FIELDS):
+            counts = row_batch["caption_count"]  # (b,)
+            offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])  # (b + 1,)
+            picked = sample_caption_per_image(offsets, generator) - offsets[:-1]  # (b,) index among the row's
+            rows_index = torch.arange(counts.shape[0])
+            batch["caption_ids"] = row_batch["caption_ids"][rows_index, picked]  # (b, L)
+            batch["caption_mask"] = row_batch["caption_mask"][rows_index, picked]  # (b, L)
+        for name in PER_IMAGE_FIELDS:
+            if name in fields and name in row_batch:
+                batch[name] = row_batch[name]
+        yield batch

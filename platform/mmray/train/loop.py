@@ -1,10 +1,12 @@
-"""The per-worker training loop that Ray Train runs on every rank."""
+"""The per-worker training loop that Ray Train runs on every rank; it drives any Task."""
 
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -14,47 +16,39 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from mmray.config import JobSpec
+from mmray.artifacts.model_bundle import load_weights, local_bundle, write_bundle
+from mmray.config.jobs import TrainJob
+from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors, tensors_from_arrays
-from mmray.data.transforms import normalize_images
-from mmray.losses import RepresentationLoss
-from mmray.models.dual_encoder import DualEncoder
-from mmray.models.factory import build_model
-from mmray.models.tokenizers import Tokenizer
-from mmray.train.bundle import WEIGHTS, local_bundle, write_bundle
-from mmray.train.evaluation import evaluate_split
-from mmray.train.feeds import Batch, memory_batches, steps_per_epoch
+from mmray.tasks.base import Batch, EvalContext, StepContext, Task
+from mmray.train.feeds import memory_batches, steps_per_epoch, stream_batches
 from mmray.train.schedule import warmup_cosine
 from mmray.train.state import Progress, load_train_state, save_train_state
 
 logger = logging.getLogger("mmray.train")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+CHECKPOINT_SCORE = "checkpoint_score"
+"""Reported with every checkpoint: the task's score when it was measured that epoch, else NaN (ranked last)."""
 
 
-def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW; biases, norms and the temperature (1-D or scalar parameters) get no weight decay."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+def optimizer_for(parameters: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; biases, norms and scalars (1-D or 0-D parameters) get no weight decay."""
+    decay = [p for p in parameters if p.ndim >= 2]
+    no_decay = [p for p in parameters if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def _unwrap(model: nn.Module) -> DualEncoder:
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    assert isinstance(inner, DualEncoder)
-    return inner
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _dataset_batches(shard: Any, local_batch: int, device: torch.device) -> Any:
-    for batch in shard.iter_torch_batches(batch_size=local_batch, drop_last=True, device=device):
-        yield Batch(images=batch["image"], ids=batch["ids"], mask=batch["mask"].bool())
-
-
-class _Worker:
-    """One rank's state for a run: model, optimizer, data, progress."""
+class Worker:
+    """One rank's state for a run: task, model, optimizers, data, progress."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self.spec = JobSpec.model_validate(config["spec"])
+        self.spec: TrainJob = config["spec"]
+        self.processor: Processor = config["processor"]
         self.settings = self.spec.train
         threads = self.settings.threads_per_worker or max(1, int(self.settings.cpus_per_worker))
         torch.set_num_threads(threads)
@@ -62,123 +56,136 @@ class _Worker:
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
-        self.tokenizer: Tokenizer = config["tokenizer"]
-        self.train_data: SplitTensors | None = (
-            tensors_from_arrays(ray.get(config["train_arrays"])) if config.get("train_arrays") else None
+        self.task: Task = config["task_class"](self.spec.task, self.spec.model, self.processor)
+        self.train_data = tensors_from_arrays(ray.get(config["train_arrays"])) if "train_arrays" in config else None
+        self.val_data: SplitTensors | None = (
+            tensors_from_arrays(ray.get(config["val_arrays"])) if "val_arrays" in config else None
         )
-        self.val_data = tensors_from_arrays(ray.get(config["val_arrays"])) if config.get("val_arrays") else None
-        self.num_train_images: int = config["num_train_images"]
-        self.local_batch = self.settings.batch_size // self.world
-        self.micro_steps = steps_per_epoch(self.num_train_images, self.settings.batch_size)
+        self.micro_steps = steps_per_epoch(config["num_train_images"], self.settings.batch_size)
         self.steps_per_epoch = max(1, self.micro_steps // self.settings.grad_accum_steps)
 
-        model = build_model(self.spec.model, self.tokenizer)
-        self.loss = RepresentationLoss(self.spec.loss)
-        if not self.loss.uses_temperature:
-            model.log_logit_scale.requires_grad_(False)
-        if self.spec.checkpoint and ray.train.get_checkpoint() is None:
-            self._warm_start(model, self.spec.checkpoint)
-        self.optimizer = _optimizer(model, self.settings.lr, self.settings.weight_decay)
+        model = self.task.build_model()
+        checkpoint = ray.train.get_checkpoint()
+        if self.spec.init_from and checkpoint is None:
+            with local_bundle(self.spec.init_from) as directory:
+                load_weights(model, directory)
         total = self.steps_per_epoch * self.settings.epochs
         warmup = int(self.settings.warmup_fraction * total)
-        self.scheduler = warmup_cosine(self.optimizer, total, warmup, self.settings.min_lr_ratio)
+        self.optimizers: dict[str, torch.optim.Optimizer] = {
+            name: optimizer_for(list(self.task.parameters(model, name)), self.settings.lr, self.settings.weight_decay)
+            for name in self.task.optimizer_names
+        }
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {
+            name: warmup_cosine(optimizer, total, warmup, self.settings.min_lr_ratio)
+            for name, optimizer in self.optimizers.items()
+        }
         self.scaler = torch.amp.GradScaler(enabled=self.settings.precision == "fp16")
         self.progress = Progress()
-        checkpoint = ray.train.get_checkpoint()
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
-                model.load_state_dict(torch.load(Path(directory) / WEIGHTS, map_location="cpu", weights_only=True))
-                self.progress = load_train_state(Path(directory), self.optimizer, self.scheduler, self.scaler)
+                load_weights(model, Path(directory))
+                self.progress = load_train_state(Path(directory), self.optimizers, self.schedulers, self.scaler)
             self.say(f"resumed from {checkpoint.path} after epoch {self.progress.epochs_done}")
-        self.model = ray.train.torch.prepare_model(model)
-
-    def _warm_start(self, model: nn.Module, bundle_uri: str) -> None:
-        with local_bundle(bundle_uri) as directory:
-            model.load_state_dict(torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True))
+        self.model = ray.train.torch.prepare_model(
+            model, parallel_strategy_kwargs={"find_unused_parameters": self.task.find_unused_parameters}
+        )
 
     def say(self, message: str) -> None:
         if self.rank == 0:
             logger.info("[mmray] %s", message)
 
-    def _batches(self, epoch: int) -> Any:
+    def _autocast(self) -> AbstractContextManager[Any]:
+        precision = self.settings.precision
+        return torch.autocast(self.device.type, dtype=_AUTOCAST.get(precision), enabled=precision in _AUTOCAST)
+
+    def _batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        fields = self.task.batch_fields
         if self.train_data is not None:
             return memory_batches(
-                self.train_data, self.rank, self.world, self.settings.batch_size, self.settings.seed, epoch
+                self.train_data, fields, self.rank, self.world, self.settings.batch_size, self.settings.seed, epoch
             )
-        return _dataset_batches(ray.train.get_dataset_shard("train"), self.local_batch, self.device)
+        shard = ray.train.get_dataset_shard("train")
+        local_batch = self.settings.batch_size // self.world
+        return stream_batches(shard, fields, local_batch, self.settings.seed, epoch, self.rank)
 
-    def _step(self, batch: Batch, micro: int) -> float:
+    def _to_device(self, raw: dict[str, torch.Tensor]) -> Batch:
+        batch = {name: tensor.to(self.device, non_blocking=True) for name, tensor in raw.items()}
+        if "images" in batch:
+            batch["images"] = self.processor.normalize(batch["images"])  # (b, 3, S, S)
+        if "caption_mask" in batch:
+            batch["caption_mask"] = batch["caption_mask"].bool()
+        return batch
+
+    def _step(self, batch: Batch, micro: int) -> dict[str, float]:
         settings = self.settings
-        images = normalize_images(batch.images.to(self.device), self.spec.model.image.mean, self.spec.model.image.std)
-        ids, mask = batch.ids.to(self.device), batch.mask.to(self.device)
         last_micro = (micro + 1) % settings.grad_accum_steps == 0
-        model = self.model
-        if isinstance(model, nn.parallel.DistributedDataParallel) and not last_micro:
-            sync: AbstractContextManager[Any] = model.no_sync()
-        else:
-            sync = nullcontext()
-        autocast = torch.autocast(
-            self.device.type, dtype=_AUTOCAST.get(settings.precision), enabled=settings.precision in _AUTOCAST
-        )
-        with sync:
-            with autocast:
-                output = self.model(images, ids, mask)
-            loss = self.loss(output, step=self.progress.global_step).loss
-            self.scaler.scale(loss / settings.grad_accum_steps).backward()
+        context = StepContext(step=self.progress.global_step, autocast=self._autocast)
+        losses = {}
+        for name in self.task.optimizer_names:
+            sync: AbstractContextManager[Any] = nullcontext()
+            if isinstance(self.model, nn.parallel.DistributedDataParallel) and not last_micro:
+                sync = self.model.no_sync()
+            with sync:
+                output = self.task.training_step(self.model, batch, name, context)
+                self.scaler.scale(output.loss / settings.grad_accum_steps).backward()
+            if last_micro:
+                optimizer = self.optimizers[name]
+                if settings.clip_grad_norm:
+                    self.scaler.unscale_(optimizer)
+                    params = [p for group in optimizer.param_groups for p in group["params"]]
+                    nn.utils.clip_grad_norm_(params, settings.clip_grad_norm)
+                self.scaler.step(optimizer)
+                optimizer.zero_grad(set_to_none=True)
+                self.schedulers[name].step()
+            key = "loss" if len(self.task.optimizer_names) == 1 else f"loss_{name}"
+            losses[key] = float(output.loss.detach())
+            losses.update(output.logs)
         if last_micro:
-            if settings.clip_grad_norm:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), settings.clip_grad_norm)
-            self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
             self.progress.global_step += 1
-        return float(loss.detach())
+        return losses
 
     def run_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         started = time.perf_counter()
-        losses: list[float] = []
-        for micro, batch in enumerate(self._batches(epoch)):
-            if micro >= self.micro_steps:
+        totals: dict[str, float] = {}
+        done = 0
+        log_every = self.settings.log_every_steps * self.settings.grad_accum_steps
+        for raw in self._batches(epoch):
+            if done >= self.micro_steps:
                 break
-            losses.append(self._step(batch, micro))
-            step = (micro + 1) // self.settings.grad_accum_steps
-            if (micro + 1) % (self.settings.log_every_steps * self.settings.grad_accum_steps) == 0:
-                rate = (micro + 1) * self.settings.batch_size / (time.perf_counter() - started)
+            for key, value in self._step(self._to_device(raw), done).items():
+                totals[key] = totals.get(key, 0.0) + value
+            done += 1
+            if done % log_every == 0:
+                rate = done * self.settings.batch_size / (time.perf_counter() - started)
+                shown = " ".join(f"{k} {v / done:.4f}" for k, v in totals.items())
                 self.say(
-                    f"epoch {epoch + 1}/{self.settings.epochs} step {step}/{self.steps_per_epoch} "
-                    f"loss {sum(losses[-20:]) / len(losses[-20:]):.4f} "
-                    f"lr {self.scheduler.get_last_lr()[0]:.2e} {rate:.0f} samples/s"
+                    f"epoch {epoch + 1}/{self.settings.epochs} step {done // self.settings.grad_accum_steps}/"
+                    f"{self.steps_per_epoch} {shown} lr {self._lr():.2e} {rate:.0f} samples/s"
                 )
         elapsed = time.perf_counter() - started
         return {
-            "train_loss": sum(losses) / max(1, len(losses)),
-            "samples_per_s": len(losses) * self.settings.batch_size / elapsed,
+            **{f"train_{key}": value / max(1, done) for key, value in totals.items()},
+            "samples_per_s": done * self.settings.batch_size / elapsed,
             "epoch_seconds": elapsed,
-            "lr": float(self.scheduler.get_last_lr()[0]),
-            "temperature": float(1.0 / _unwrap(self.model).logit_scale.detach()),
+            "lr": self._lr(),
+            **self.task.epoch_logs(unwrap(self.model)),
         }
 
+    def _lr(self) -> float:
+        return float(next(iter(self.schedulers.values())).get_last_lr()[0])
+
     def evaluate(self) -> dict[str, float]:
-        """Metrics of the model as rank 0 will save it (its batch-norm statistics on every rank)."""
+        """Metrics of the model as rank 0 will save it (its buffers, e.g. batch-norm statistics, on every rank)."""
         if self.val_data is None:
             return {}
+        model = unwrap(self.model)
         if self.world > 1:
-            for buffer in _unwrap(self.model).buffers():
+            for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, src=0)
-        image = self.spec.model.image
-        return evaluate_split(
-            _unwrap(self.model),
-            self.val_data,
-            image.mean,
-            image.std,
-            self.settings.eval_batch_size,
-            self.rank,
-            self.world,
-            self.device,
-        )
+        context = EvalContext(self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor)
+        return self.task.evaluate(model, self.val_data, context)
 
     def report(self, metrics: dict[str, Any]) -> None:
         if self.rank != 0:
@@ -186,8 +193,15 @@ class _Worker:
             return
         with tempfile.TemporaryDirectory(prefix="mmray-ckpt-") as tmp:
             directory = Path(tmp)
-            write_bundle(directory, _unwrap(self.model), self.tokenizer, self.spec, extra={"metrics": metrics})
-            save_train_state(directory, self.progress, self.optimizer, self.scheduler, self.scaler)
+            write_bundle(
+                directory,
+                unwrap(self.model),
+                self.spec.model,
+                self.processor,
+                self.spec.task,
+                extra={"metrics": metrics, "run": self.spec.name},
+            )
+            save_train_state(directory, self.progress, self.optimizers, self.schedulers, self.scaler)
             ray.train.report(
                 metrics,
                 checkpoint=ray.train.Checkpoint.from_directory(tmp),
@@ -196,24 +210,27 @@ class _Worker:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Train, evaluate every `eval_every` epochs and after the last, checkpoint after every epoch."""
-    worker = _Worker(config)
+    """Train; evaluate every `eval_every` epochs and after the last; checkpoint after every epoch.
+
+    Every report carries `checkpoint_score`: the task's score when this epoch measured it, else NaN,
+    so checkpoints are ranked only on scores that were measured."""
+    worker = Worker(config)
     settings = worker.settings
+    score: str = config["score_metric"]
     for epoch in range(worker.progress.epochs_done, settings.epochs):
-        metrics = worker.run_epoch(epoch)
+        metrics: dict[str, Any] = {"epoch": epoch + 1, **worker.run_epoch(epoch)}
         worker.progress.epochs_done = epoch + 1
         if (epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs:
-            worker.progress.last_eval = {**worker.evaluate(), "eval_epoch": epoch + 1}
-        metrics = {
-            "epoch": epoch + 1,
-            "step": worker.progress.global_step,
-            **metrics,
-            **worker.progress.last_eval,
-        }
+            evaluation = worker.evaluate()
+            metrics.update(evaluation)
+            worker.progress.last_eval_epoch = epoch + 1 if evaluation else worker.progress.last_eval_epoch
+        metrics["step"] = worker.progress.global_step
+        metrics[CHECKPOINT_SCORE] = float(metrics[score]) if score in metrics else math.nan
         worker.progress.history.append(metrics)
-        fresh = metrics.get("eval_epoch") == epoch + 1
         shown = ", ".join(
-            f"{k} {v:.4g}" for k, v in metrics.items() if k.endswith(("loss", "per_s")) or (fresh and "R@" in k)
+            f"{k} {v:.4g}"
+            for k, v in metrics.items()
+            if isinstance(v, float) and (k.startswith("train_") or k == "samples_per_s" or "R@" in k or k == score)
         )
         worker.say(f"epoch {epoch + 1}/{settings.epochs} done: {shown}")
         worker.report(metrics)

@@ -1,57 +1,80 @@
-"""The streaming training feed on Ray Data: decode, resize and tokenise on CPU tasks."""
+"""The streaming training feed on Ray Data: read, decode, resize and tokenise on CPU actors."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import ray.data
 
-from mmray import storage
 from mmray.data.coco import CocoDataset
-from mmray.data.image_files import ImageDecodeError, decode_image
-from mmray.data.transforms import image_to_array
-from mmray.models.tokenizers import Tokenizer
+from mmray.data.processor import Processor
+from mmray.errors import ImageDecodeError, StorageError
+
+logger = logging.getLogger(__name__)
 
 
 class DecodeAndTokenize:
-    """Batch transform: image bytes -> uint8 (3, S, S); one random caption per image -> token ids."""
+    """Batch transform: image URI → uint8 (3, S, S) through the processor; every caption of the row →
+    token ids padded to the most captions of any image (`caption_count` says how many are real)."""
 
-    def __init__(self, tokenizer: Tokenizer, image_size: int) -> None:
-        self.tokenizer = tokenizer
-        self.image_size = image_size
-        self.rng = np.random.default_rng()
+    def __init__(self, processor: Processor, max_captions: int) -> None:
+        self.processor = processor
+        self.max_captions = max_captions
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images, texts, keep = [], [], []
-        for row, (uri, captions) in enumerate(zip(batch["image_uri"], batch["captions"], strict=True)):
+        size = self.processor.image.size
+        length = self.processor.tokenizer.max_length
+        images, keep = [], []
+        for row, uri in enumerate(batch["image_uri"]):
             try:
-                image = decode_image(storage.read_bytes(str(uri)), str(uri))
-            except (ImageDecodeError, storage.StorageError) as exc:
-                print(f"[mmray] skipping image {batch['image_id'][row]}: {exc}", flush=True)
-                continue
-            images.append(image_to_array(image, self.image_size))
-            texts.append(str(captions[self.rng.integers(len(captions))]))
-            keep.append(row)
-        tokens = self.tokenizer.encode(texts)
-        return {
+                images.append(self.processor.array_from_uri(str(uri)))
+                keep.append(row)
+            except (ImageDecodeError, StorageError) as exc:
+                logger.warning("skipping image %s: %s", batch["image_id"][row], exc)
+        ids = np.zeros((len(keep), self.max_captions, length), dtype=np.int64)
+        mask = np.zeros((len(keep), self.max_captions, length), dtype=bool)
+        counts = np.zeros(len(keep), dtype=np.int64)
+        for out, row in enumerate(keep):
+            captions = [str(c) for c in batch["captions"][row]][: self.max_captions]
+            tokens = self.processor.tokenize(captions)
+            ids[out, : len(captions)] = tokens.ids.numpy()
+            mask[out, : len(captions)] = tokens.mask.numpy()
+            counts[out] = len(captions)
+        result = {
             "image_id": batch["image_id"][keep],
-            "image": np.stack(images) if images else np.zeros((0, 3, self.image_size, self.image_size), np.uint8),
-            "ids": tokens.ids.numpy(),
-            "mask": tokens.mask.numpy(),
+            "image": np.stack(images) if images else np.zeros((0, 3, size, size), np.uint8),
+            "caption_ids": ids,
+            "caption_mask": mask,
+            "caption_count": counts,
         }
+        for name in ("labels", "object_count", "covered_fraction"):
+            result[name] = batch[name][keep]
+        return result
 
 
-def training_dataset(dataset: CocoDataset, tokenizer: Tokenizer, image_size: int) -> Any:
-    """A Ray Dataset of the split, block order shuffled, decoded lazily each epoch."""
-    items = [{"image_id": r.image_id, "image_uri": r.image_uri, "captions": list(r.captions)} for r in dataset.records]
+def training_dataset(dataset: CocoDataset, processor: Processor, seed: int) -> Any:
+    """A Ray Dataset of the split, block order shuffled with `seed`, decoded lazily each epoch."""
+    items = [
+        {
+            "image_id": r.image_id,
+            "image_uri": r.image_uri,
+            "captions": list(r.captions),
+            "labels": np.asarray(r.labels, dtype=np.float32),
+            "object_count": np.float32(r.object_count),
+            "covered_fraction": np.float32(r.covered_fraction),
+        }
+        for r in dataset.records
+    ]
+    max_captions = max(len(r.captions) for r in dataset.records)
     blocks = max(8, len(items) // 512)
     return (
         ray.data.from_items(items, override_num_blocks=blocks)
-        .randomize_block_order()
+        .randomize_block_order(seed=seed)
         .map_batches(
             DecodeAndTokenize,
-            fn_constructor_args=(tokenizer, image_size),
+            fn_constructor_args=(processor, max_captions),
             batch_size=256,
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=4),
         )

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmray.train.bundle import HISTORY, TRAIN_STATE
+TRAIN_STATE = "train_state.pt"
+HISTORY = "history.json"
 
 
 @dataclass
@@ -21,20 +22,21 @@ class Progress:
     epochs_done: int = 0
     global_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-    last_eval: dict[str, float] = field(default_factory=dict)
+    last_eval_epoch: int = 0
 
 
 def save_train_state(
     directory: Path,
     progress: Progress,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    optimizers: dict[str, torch.optim.Optimizer],
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler],
     scaler: torch.amp.GradScaler,
 ) -> None:
+    """Everything but the weights: progress, every optimizer and scheduler by name, scaler, RNG states."""
     state = {
         "progress": progress.__dict__,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
+        "schedulers": {name: scheduler.state_dict() for name, scheduler in schedulers.items()},
         "scaler": scaler.state_dict(),
         "rng": {
             "torch": torch.get_rng_state(),
@@ -48,13 +50,16 @@ def save_train_state(
 
 def load_train_state(
     directory: Path,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    optimizers: dict[str, torch.optim.Optimizer],
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler],
     scaler: torch.amp.GradScaler,
 ) -> Progress:
     state = torch.load(directory / TRAIN_STATE, map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+    if set(state["optimizers"]) != set(optimizers):
+        raise ValueError(f"checkpoint has optimizers {sorted(state['optimizers'])}, the task {sorted(optimizers)}")
+    for name, optimizer in optimizers.items():
+        optimizer.load_state_dict(state["optimizers"][name])
+        schedulers[name].load_state_dict(state["schedulers"][name])
     scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"]["torch"])
     np.random.set_state(state["rng"]["numpy"])

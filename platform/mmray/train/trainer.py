@@ -1,42 +1,46 @@
-"""Driver side of training: prepares data, runs the TorchTrainer, writes the run's outputs."""
+"""Driver side of training: prepares the processor and data once, builds the TorchTrainer for any task,
+and writes the run's outputs (config, metrics, curves, best and latest model pointers)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from mmray import storage
-from mmray.config import JobSpec, to_yaml
+from mmray.artifacts.model_bundle import BEST_MODEL, LATEST_MODEL, MANIFEST, read_processor
+from mmray.config import TrainJob, to_yaml
+from mmray.data.processor import Processor
 from mmray.data.sources import load_split, resolve_splits
 from mmray.data.tensors import split_to_tensors, tensors_to_arrays
-from mmray.models.factory import build_tokenizer
+from mmray.errors import ConfigError, TrainingError
+from mmray.models.registry import build_processor
 from mmray.plots import training_curves_png
 from mmray.raycluster import connect
-from mmray.train.bundle import FINAL_MODEL, MANIFEST
-from mmray.train.loop import train_loop_per_worker
+from mmray.tasks.base import Score
+from mmray.tasks.registry import task_class
+from mmray.train.loop import CHECKPOINT_SCORE, train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
 from mmray.train.state import read_history
 
 logger = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
-    """A training run that failed after exhausting its retries."""
-
-
 @dataclass
 class TrainOutcome:
-    """What a finished run leaves: its directory, final model bundle and final metrics."""
+    """What a finished run leaves: its directory, best and latest model bundles, final metrics."""
 
     run_dir: str
     model_bundle: str
+    latest_bundle: str
     model_version: str
     metrics: dict[str, Any]
     history: list[dict[str, Any]]
@@ -45,53 +49,84 @@ class TrainOutcome:
         return {
             "run_dir": self.run_dir,
             "model_bundle": self.model_bundle,
+            "latest_bundle": self.latest_bundle,
             "model_version": self.model_version,
-            **self.metrics,
+            **json_metrics(self.metrics),
         }
 
 
-def _checkpoint_uri(path: str, storage_root: str) -> str:
+def json_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as strict JSON values: an unmeasured (NaN) score becomes null."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}
+
+
+def _uri(path: str, storage_root: str) -> str:
     return f"{storage.S3_SCHEME}{path}" if storage.is_s3(storage_root) else path
 
 
-def _loop_config(spec: JobSpec) -> dict[str, Any]:
-    """Data and tokenizer prepared once on the driver and handed to every worker."""
+def run_processor(spec: TrainJob, training_texts: Sequence[str]) -> Processor:
+    """A new processor for the model, or for a warm start the bundle's own (its vocabulary, its transform)."""
+    if not spec.init_from:
+        return build_processor(spec.model, training_texts)
+    processor, model_config = read_processor(spec.init_from)
+    if model_config.kind != spec.model.kind:
+        raise ConfigError(
+            f"init_from {spec.init_from} holds a {model_config.kind!r} model; the job trains {spec.model.kind!r}"
+        )
+    wanted = build_processor(spec.model, training_texts).image
+    if wanted != processor.image:
+        raise ConfigError(
+            f"init_from {spec.init_from} preprocesses images as {processor.image}; the job's model config asks "
+            f"for {wanted}: warm starts keep the bundle's preprocessing, so set the model's image settings to match"
+        )
+    return processor
+
+
+def prepare_loop_config(spec: TrainJob) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Processor, task class and data prepared once on the driver for every worker; Ray datasets apart."""
     splits = resolve_splits(spec.data)
     train = load_split(spec.data, "train")
-    tokenizer = build_tokenizer(spec.model, (c for r in train.records for c in r.captions))
-    size = spec.model.image.image_size
+    processor = run_processor(spec, [c for r in train.records for c in r.captions])
+    cls = task_class(spec.task.kind)
+    task = cls(spec.task, spec.model, processor)
+    checkpoint = spec.train.checkpoint
+    score = Score(checkpoint.score_attribute or task.score.metric, checkpoint.score_order or task.score.mode)
     config: dict[str, Any] = {
-        "spec": spec.model_dump(mode="json"),
-        "tokenizer": tokenizer,
+        "spec": spec,
+        "processor": processor,
+        "task_class": cls,
+        "score_metric": score.metric,
+        "score_mode": score.mode,
         "num_train_images": len(train.records),
     }
+    datasets = None
     if spec.train.loader == "memory":
         logger.info("decoding %d training images into the object store", len(train.records))
-        config["train_arrays"] = ray.put(tensors_to_arrays(split_to_tensors(train, tokenizer, size)))
+        config["train_arrays"] = ray.put(tensors_to_arrays(split_to_tensors(train, processor)))
     else:
-        config["train_dataset"] = training_dataset(train, tokenizer, size)
+        datasets = {"train": training_dataset(train, processor, spec.train.seed)}
     if "val" in splits:
         val = load_split(spec.data, "val")
-        config["val_arrays"] = ray.put(tensors_to_arrays(split_to_tensors(val, tokenizer, size)))
-    return config
+        config["val_arrays"] = ray.put(tensors_to_arrays(split_to_tensors(val, processor)))
+    return config, datasets
 
 
-def _write_outputs(spec: JobSpec, run_dir: str, history: list[dict[str, Any]]) -> None:
-    storage.write_text(storage.join(run_dir, "config.yaml"), to_yaml(spec))
-    storage.write_text(storage.join(run_dir, "metrics.json"), json.dumps(history[-1] if history else {}, indent=2))
-    storage.write_bytes(storage.join(run_dir, "curves.png"), training_curves_png(history, spec.name))
+@dataclass
+class PreparedRun:
+    """A train job's TorchTrainer and the score that ranks its checkpoints."""
+
+    trainer: TorchTrainer
+    score: Score
 
 
-def run_training(spec: JobSpec) -> TrainOutcome:
-    """Train `spec` on Ray Train; re-running the same name under the same root resumes the run."""
-    if spec.kind != "train":
-        raise ValueError(f"run_training needs a job of kind 'train', got {spec.kind!r}")
+def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: str | None = None) -> PreparedRun:
+    """The TorchTrainer of a train job, with extra Ray Train callbacks (e.g. Tune's report callback)."""
     connect()
-    if storage.is_s3(spec.storage_root):
-        storage.ensure_bucket(spec.storage_root)
-    filesystem, storage_path = storage.pyarrow_filesystem(spec.storage_root)
-    loop_config = _loop_config(spec)
-    datasets = {"train": loop_config.pop("train_dataset")} if "train_dataset" in loop_config else None
+    root = storage_root or spec.storage_root
+    if storage.is_s3(root):
+        storage.ensure_bucket(root)
+    filesystem, storage_path = storage.pyarrow_filesystem(root)
+    loop_config, datasets = prepare_loop_config(spec)
     settings = spec.train
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -107,29 +142,71 @@ def run_training(spec: JobSpec) -> TrainOutcome:
             storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=settings.checkpoint.num_to_keep,
-                checkpoint_score_attribute=settings.checkpoint.score_attribute,
-                checkpoint_score_order=settings.checkpoint.score_order,
+                checkpoint_score_attribute=CHECKPOINT_SCORE,
+                checkpoint_score_order=loop_config["score_mode"],
             ),
             failure_config=FailureConfig(max_failures=settings.max_failures),
+            callbacks=list(callbacks) or None,
         ),
         datasets=datasets,
+        dataset_config=DataConfig(execution_options=ordered_ingest()) if datasets else None,
     )
-    result = trainer.fit()
-    if result.error is not None:
-        raise TrainingError(f"training run {spec.name} failed: {result.error}") from result.error
+    return PreparedRun(trainer, Score(loop_config["score_metric"], loop_config["score_mode"]))
+
+
+def ordered_ingest() -> Any:
+    """Ray Train's ingest options with order preserved, so a seeded stream repeats for a (seed, epoch)."""
+    options = DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
+
+
+def _best(result: Any, latest: Any, mode: str) -> Any:
+    """The kept checkpoint with the best measured score; the latest when none was measured."""
+    measured = [
+        (checkpoint, metrics[CHECKPOINT_SCORE])
+        for checkpoint, metrics in (result.best_checkpoints or [])
+        if not math.isnan(metrics.get(CHECKPOINT_SCORE, math.nan))
+    ]
+    if not measured:
+        return latest
+    pick = max if mode == "max" else min
+    return pick(measured, key=lambda item: item[1])[0]
+
+
+def write_outputs(spec: TrainJob, result: Any, score_mode: str) -> TrainOutcome:
+    """config.yaml, metrics.json, curves.png and the best / latest model pointers of a finished run."""
     if result.checkpoint is None:
         raise TrainingError(f"training run {spec.name} finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
         history = read_history(Path(directory))
         manifest = json.loads((Path(directory) / MANIFEST).read_text())
+    best = _best(result, result.checkpoint, score_mode)
     run_dir = storage.join(spec.storage_root, spec.name)
-    bundle_uri = _checkpoint_uri(result.checkpoint.path, spec.storage_root)
-    _write_outputs(spec, run_dir, history)
-    storage.write_text(storage.join(run_dir, FINAL_MODEL), json.dumps({"model_bundle": bundle_uri}))
+    latest_uri, best_uri = _uri(result.checkpoint.path, spec.storage_root), _uri(best.path, spec.storage_root)
+    storage.write_text(storage.join(run_dir, "config.yaml"), to_yaml(spec))
+    final = json_metrics(history[-1]) if history else {}
+    storage.write_text(storage.join(run_dir, "metrics.json"), json.dumps(final, indent=2))
+    storage.write_bytes(storage.join(run_dir, "curves.png"), training_curves_png(history, spec.name))
+    storage.write_text(storage.join(run_dir, LATEST_MODEL), json.dumps({"model_bundle": latest_uri}))
+    storage.write_text(storage.join(run_dir, BEST_MODEL), json.dumps({"model_bundle": best_uri}))
+    if best is not result.checkpoint:
+        with best.as_directory() as directory:
+            manifest = json.loads((Path(directory) / MANIFEST).read_text())
     return TrainOutcome(
         run_dir=run_dir if storage.is_s3(run_dir) else str(Path(run_dir).resolve()),
-        model_bundle=bundle_uri,
+        model_bundle=best_uri,
+        latest_bundle=latest_uri,
         model_version=manifest["model_version"],
         metrics=history[-1] if history else {},
         history=history,
     )
+
+
+def run_training(spec: TrainJob, callbacks: Sequence[Any] = ()) -> TrainOutcome:
+    """Train `spec` on Ray Train; re-running the same name under the same root resumes the run."""
+    prepared = build_trainer(spec, callbacks)
+    result = prepared.trainer.fit()
+    if result.error is not None:
+        raise TrainingError(f"training run {spec.name} failed: {result.error}") from result.error
+    return write_outputs(spec, result, prepared.score.mode)

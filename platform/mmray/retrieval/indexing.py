@@ -8,15 +8,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmray import storage
-from mmray.config import JobSpec
+from mmray.artifacts.index_bundle import corpus_metadata, write_index_bundle
+from mmray.artifacts.model_bundle import open_bundle, resolve_model_bundle
+from mmray.config import IndexJob
 from mmray.config.indexing import IndexSettings
 from mmray.data.sources import load_split
-from mmray.embed import corpus_plan, embed_corpus, read_shards
-from mmray.index import IndexSpec, VectorIndex, build_index
-from mmray.index_bundle import corpus_metadata, write_index_bundle
+from mmray.models.embedding import as_embedding_model
 from mmray.raycluster import connect
-from mmray.retrieval_eval import evaluate_index_bundle
-from mmray.train.bundle import open_bundle, resolve_model_bundle
+from mmray.retrieval.embed import corpus_plan, embed_corpus, read_shards
+from mmray.retrieval.evaluate import evaluate_index_bundle
+from mmray.retrieval.faiss_index import IndexSpec, VectorIndex, build_index
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class IndexOutcome:
         }
 
 
-def index_spec(settings: IndexSettings, seed: int = 0) -> IndexSpec:
+def index_spec(settings: IndexSettings) -> IndexSpec:
     """The faiss build parameters of an `index` config section."""
     return IndexSpec(
         type=settings.type,
@@ -52,21 +53,20 @@ def index_spec(settings: IndexSettings, seed: int = 0) -> IndexSpec:
         ef_search=settings.ef_search,
         train_sample=settings.train_sample,
         use_gpu=settings.use_gpu_index,
-        seed=seed,
+        seed=settings.seed,
     )
 
 
-def run_index_job(spec: JobSpec) -> IndexOutcome:
+def run_index_job(spec: IndexJob) -> IndexOutcome:
     """Embed `spec.index.corpus` of split `spec.index.split` with the model bundle `spec.checkpoint`,
     build one index per corpus and write the bundle to `<storage_root>/<name>/index`.
     Finished embedding shards are kept under the run, so a re-run only embeds what is missing."""
-    if not spec.checkpoint:
-        raise ValueError("an index job needs the model bundle to embed with: checkpoint=PATH_OR_URI")
     bundle_uri = resolve_model_bundle(spec.checkpoint)
     if not storage.is_s3(bundle_uri):
         bundle_uri = os.path.abspath(bundle_uri)
     bundle = open_bundle(bundle_uri)
-    version = str(bundle.manifest["model_version"])
+    as_embedding_model(bundle.model, bundle_uri)
+    version = bundle.version
     settings = spec.index
     dataset = load_split(spec.data, settings.split)
     connect()
@@ -74,15 +74,15 @@ def run_index_job(spec: JobSpec) -> IndexOutcome:
     indexes: dict[str, VectorIndex] = {}
     failed: dict[str, list[dict[str, Any]]] = {}
     for kind in settings.corpus:
-        plan = corpus_plan(dataset, kind, settings.shard_size)
-        shards = storage.join(run_dir, "embeddings", version, kind)
-        embed_corpus(plan, shards, bundle_uri, settings, bundle.spec.model.image.image_size)
+        plan = corpus_plan(dataset, kind, settings.shard_size, version)
+        shards = plan.directory(storage.join(run_dir, "embeddings"))
+        embed_corpus(plan, shards, bundle_uri, settings, bundle.processor)
         ids, vectors, failures = read_shards(shards, plan.shard_count)
         failed[kind] = [{"id": row_id, "error": reason} for row_id, reason in failures]
         if failures:
             logger.warning("%d %s could not be embedded and are not indexed: ids %s", len(failures), kind,
                            ", ".join(str(i) for i, _ in failures[:10]))  # fmt: skip
-        indexes[kind] = build_index(vectors, ids, index_spec(settings, spec.train.seed))
+        indexes[kind] = build_index(vectors, ids, index_spec(settings))
         logger.info("%s: %s index over %d vectors", kind, indexes[kind].kind, indexes[kind].size)
     index_uri = storage.join(run_dir, "index")
     write_index_bundle(
@@ -97,7 +97,8 @@ def run_index_job(spec: JobSpec) -> IndexOutcome:
             "failed": failed,
         },
     )
-    metrics = evaluate_index_bundle(spec, index_uri) if set(settings.corpus) == {"images", "captions"} else {}
+    complete = set(settings.corpus) == {"images", "captions"}
+    metrics = evaluate_index_bundle(spec.data, index_uri, batch_size=settings.batch_size) if complete else {}
     return IndexOutcome(
         index_bundle=index_uri if storage.is_s3(index_uri) else os.path.abspath(index_uri),
         model_version=version,

@@ -16,15 +16,12 @@ import numpy as np
 
 from mmray import storage
 from mmray.data.coco import CocoDataset
-from mmray.index import VectorIndex
+from mmray.errors import IndexBundleError
+from mmray.retrieval.faiss_index import VectorIndex
 
 MANIFEST = "index.json"
 METADATA = "metadata.json"
 FORMAT_VERSION = 1
-
-
-class IndexBundleError(ValueError):
-    """An index bundle that is missing, incomplete, or built with another model."""
 
 
 @dataclass

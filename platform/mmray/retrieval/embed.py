@@ -1,7 +1,9 @@
 """Batch embedding of a corpus with Ray Data: CPU decoding, model actors, resumable shards.
 
 The corpus (images or captions of a split) is cut into fixed shards of `shard_size` rows in id
-order. Each shard is written atomically as one `.npz` (ids, vectors, failed ids and reasons) once
+order. Shards live under a directory keyed by the embedding plan (model version, corpus, rows and
+their contents, shard size), so another split, other data or another model never reuses them.
+Each shard is written atomically as one `.npz` (ids, vectors, failed ids and reasons) once
 all its rows are embedded, so a killed job leaves only complete shards and a re-run embeds only
 the missing ones. Rows stream through Ray Data in order; the driver holds at most a few partial
 shards, never the corpus.
@@ -9,6 +11,7 @@ shards, never the corpus.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -20,11 +23,12 @@ import ray.data
 import torch
 
 from mmray import storage
-from mmray.config.indexing import CorpusKind
+from mmray.artifacts.model_bundle import open_bundle
+from mmray.config.indexing import CorpusKind, IndexSettings
 from mmray.data.coco import CocoDataset
-from mmray.data.image_files import ImageDecodeError, decode_image
-from mmray.data.transforms import image_to_array, normalize_images
-from mmray.train.bundle import open_bundle
+from mmray.data.processor import Processor
+from mmray.errors import ImageDecodeError, IndexBundleError, StorageError
+from mmray.models.embedding import as_embedding_model
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,19 @@ class ShardPlan:
     kind: CorpusKind
     shard_size: int
     rows: list[dict[str, Any]]
+    model_version: str
+
+    @property
+    def digest(self) -> str:
+        """Hash of everything the shards' contents depend on."""
+        content = hashlib.sha256(f"{self.model_version}|{self.kind}|{self.shard_size}".encode())
+        for row in self.rows:
+            content.update(f"\n{row['id']}|{row['uri']}|{row['text']}".encode())
+        return content.hexdigest()
+
+    def directory(self, embeddings_root: str) -> str:
+        """Where this plan's shards live: `<root>/<model_version>/<kind>-<plan digest>`."""
+        return storage.join(embeddings_root, self.model_version, f"{self.kind}-{self.digest[:16]}")
 
     @property
     def shard_count(self) -> int:
@@ -45,7 +62,7 @@ class ShardPlan:
         return self.rows[shard * self.shard_size : (shard + 1) * self.shard_size]
 
 
-def corpus_plan(dataset: CocoDataset, kind: CorpusKind, shard_size: int) -> ShardPlan:
+def corpus_plan(dataset: CocoDataset, kind: CorpusKind, shard_size: int, model_version: str) -> ShardPlan:
     """Rows in id order: images carry their URI, captions their text."""
     if kind == "images":
         items = [(r.image_id, r.image_uri, "") for r in dataset.records]
@@ -56,7 +73,7 @@ def corpus_plan(dataset: CocoDataset, kind: CorpusKind, shard_size: int) -> Shar
         {"id": row_id, "uri": uri, "text": text, "shard": position // shard_size}
         for position, (row_id, uri, text) in enumerate(items)
     ]
-    return ShardPlan(kind=kind, shard_size=shard_size, rows=rows)
+    return ShardPlan(kind=kind, shard_size=shard_size, rows=rows, model_version=model_version)
 
 
 def shard_uri(directory: str, shard: int) -> str:
@@ -74,19 +91,20 @@ def finished_shards(directory: str) -> set[int]:
 
 
 class DecodeImages:
-    """CPU batch task: read and decode each image; failures become an error string, not a crash."""
+    """CPU batch task: read and preprocess each image; failures become an error string, not a crash."""
 
-    def __init__(self, image_size: int) -> None:
-        self.image_size = image_size
+    def __init__(self, processor: Processor) -> None:
+        self.processor = processor
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        pixels = np.zeros((len(batch["id"]), 3, self.image_size, self.image_size), dtype=np.uint8)
+        size = self.processor.image.size
+        pixels = np.zeros((len(batch["id"]), 3, size, size), dtype=np.uint8)
         errors = []
         for row, uri in enumerate(batch["uri"]):
             try:
-                pixels[row] = image_to_array(decode_image(storage.read_bytes(str(uri)), str(uri)), self.image_size)
+                pixels[row] = self.processor.array_from_uri(str(uri))
                 errors.append("")
-            except (ImageDecodeError, storage.StorageError) as exc:
+            except (ImageDecodeError, StorageError) as exc:
                 errors.append(str(exc))
         return {**batch, "pixels": pixels, "error": np.array(errors, dtype=object)}
 
@@ -95,25 +113,24 @@ class EmbedRows:
     """Model actor: embeds decoded images or caption texts with a model bundle (GPU when given)."""
 
     def __init__(self, bundle_uri: str, kind: CorpusKind) -> None:
-        self.bundle = open_bundle(bundle_uri)
+        bundle = open_bundle(bundle_uri)
+        self.processor = bundle.processor
         self.kind = kind
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = self.bundle.model.to(self.device).eval()
+        self.model = as_embedding_model(bundle.model.to(self.device).eval(), bundle_uri)
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        dim = self.model.embed_dim
-        vectors = np.zeros((len(batch["id"]), dim), dtype=np.float32)
+        vectors = np.zeros((len(batch["id"]), self.model.embed_dim), dtype=np.float32)
         if self.kind == "images":
             ok = np.array([not e for e in batch["error"]], dtype=bool)
             if ok.any():
-                image = self.bundle.spec.model.image
-                pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok])).to(self.device)
-                embedded = self.model.embed_images(normalize_images(pixels, image.mean, image.std))  # (b, E)
+                pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok])).to(self.device)  # (b, 3, S, S)
+                embedded = self.model.embed_images(self.processor.normalize(pixels))  # (b, E)
                 vectors[ok] = embedded.float().cpu().numpy()
             errors = batch["error"]
         else:
-            tokens = self.bundle.tokenizer.encode([str(t) for t in batch["text"]])
+            tokens = self.processor.tokenize([str(t) for t in batch["text"]])
             embedded = self.model.embed_texts(tokens.ids.to(self.device), tokens.mask.to(self.device))  # (b, E)
             vectors = embedded.float().cpu().numpy()
             errors = np.array([""] * len(batch["id"]), dtype=object)
@@ -144,13 +161,15 @@ def _write_shard(uri: str, pending: _PendingShard, dim: int) -> None:
     storage.write_bytes(uri, buffer.getvalue())
 
 
-def _embedded_rows(plan: ShardPlan, todo: list[int], bundle_uri: str, settings: Any, image_size: int) -> Any:
+def _embedded_rows(
+    plan: ShardPlan, todo: list[int], bundle_uri: str, settings: IndexSettings, processor: Processor
+) -> Any:
     rows = [row for shard in todo for row in plan.shard_rows(shard)]
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     dataset: Any = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // settings.batch_size))
     if plan.kind == "images":
-        dataset = dataset.map_batches(DecodeImages, fn_constructor_args=(image_size,), batch_size=settings.batch_size)
+        dataset = dataset.map_batches(DecodeImages, fn_constructor_args=(processor,), batch_size=settings.batch_size)
     return dataset.map_batches(
         EmbedRows,
         fn_constructor_args=(bundle_uri, plan.kind),
@@ -160,12 +179,33 @@ def _embedded_rows(plan: ShardPlan, todo: list[int], bundle_uri: str, settings: 
     )
 
 
-def embed_corpus(plan: ShardPlan, directory: str, bundle_uri: str, settings: Any, image_size: int) -> int:
+def _check_plan(plan: ShardPlan, directory: str) -> None:
+    """Record the plan beside its shards; refuse a directory whose shards were embedded for another plan."""
+    uri = storage.join(directory, "plan.json")
+    description = {
+        "digest": plan.digest,
+        "model_version": plan.model_version,
+        "kind": plan.kind,
+        "shard_size": plan.shard_size,
+        "rows": len(plan.rows),
+    }
+    if storage.exists(uri):
+        recorded = json.loads(storage.read_text(uri))
+        if recorded.get("digest") != plan.digest:
+            differing = sorted(k for k in description if recorded.get(k) != description[k])
+            raise IndexBundleError(
+                f"{directory} holds embeddings of another plan (differing: {', '.join(differing)}); "
+                "they cannot be reused for this one"
+            )
+        return
+    storage.write_text(uri, json.dumps(description))
+
+
+def embed_corpus(
+    plan: ShardPlan, directory: str, bundle_uri: str, settings: IndexSettings, processor: Processor
+) -> int:
     """Embed every shard of `plan` not yet in `directory`; returns how many shards were written."""
-    storage.write_text(
-        storage.join(directory, "plan.json"),
-        json.dumps({"kind": plan.kind, "shard_size": plan.shard_size, "rows": len(plan.rows)}),
-    )
+    _check_plan(plan, directory)
     storage.remove_temporary_files(directory)
     done = finished_shards(directory)
     todo = [shard for shard in range(plan.shard_count) if shard not in done]
@@ -175,7 +215,7 @@ def embed_corpus(plan: ShardPlan, directory: str, bundle_uri: str, settings: Any
     pending = {shard: _PendingShard(expected=len(plan.shard_rows(shard))) for shard in todo}
     written = 0
     dim = 0
-    for batch in _embedded_rows(plan, todo, bundle_uri, settings, image_size).iter_batches(batch_format="numpy"):
+    for batch in _embedded_rows(plan, todo, bundle_uri, settings, processor).iter_batches(batch_format="numpy"):
         dim = batch["vector"].shape[1]
         for row_id, shard, vector, error in zip(
             batch["id"], batch["shard"], batch["vector"], batch["error"], strict=True

@@ -8,11 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmray.config import JobSpec
-from mmray.evaluate import embed_split_with_bundle
-from mmray.index_bundle import IndexBundleError, load_index_bundle
+from mmray.artifacts.index_bundle import load_index_bundle
+from mmray.artifacts.model_bundle import open_bundle
+from mmray.config.data import DataConfig
+from mmray.errors import IndexBundleError
+from mmray.evaluate import evaluation_context, load_split_tensors
 from mmray.metrics import DEFAULT_KS, metrics_from_ranks
-from mmray.train.bundle import open_bundle
+from mmray.retrieval.split_embedding import embed_split
 
 
 def _first_hit_ranks(found: np.ndarray, wanted: np.ndarray) -> torch.Tensor:
@@ -26,7 +28,11 @@ SEARCH_DEPTH = 100
 
 
 def evaluate_index_bundle(
-    spec: JobSpec, index_uri: str, nprobe: int | None = None, ef_search: int | None = None
+    data: DataConfig,
+    index_uri: str,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+    batch_size: int = 512,
 ) -> dict[str, Any]:
     """Embed the indexed split's images and captions with the bundle's model and query the indexes.
 
@@ -37,10 +43,11 @@ def evaluate_index_bundle(
     if {"images", "captions"} - set(bundle.indexes):
         raise IndexBundleError(f"{index_uri} needs both an images and a captions index to measure Recall@K")
     model = open_bundle(bundle.manifest["model_bundle"])
-    bundle.check_model(str(model.manifest["model_version"]))
+    bundle.check_model(model.version)
     for index in bundle.indexes.values():
         index.set_search_params(nprobe=nprobe, ef_search=ef_search)
-    tensors, image_vectors, text_vectors = embed_split_with_bundle(spec, model, bundle.manifest["split"])
+    tensors = load_split_tensors(data, bundle.manifest["split"], model)
+    image_vectors, text_vectors = embed_split(model.model, tensors, evaluation_context(model, batch_size))
     k = max(SEARCH_DEPTH, *DEFAULT_KS)
     image_ids = tensors.image_ids.numpy()
     _, found_images = bundle.indexes["images"].search(text_vectors.numpy(), k)  # (C, k)

@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mmray import storage
+from mmray.artifacts.index_bundle import IndexBundle, load_index_bundle
+from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
 from mmray.data.image_files import decode_image
-from mmray.data.transforms import image_to_array, normalize_images
-from mmray.index_bundle import IndexBundle, IndexBundleError, load_index_bundle
-from mmray.train.bundle import LoadedBundle, open_bundle
+from mmray.errors import IndexBundleError
+from mmray.models.embedding import EmbeddingModel, as_embedding_model
 
 Target = Literal["images", "captions"]
 
@@ -36,10 +37,10 @@ class Searcher:
     """A model bundle and the index bundle built with it; refuses a pair whose versions differ."""
 
     def __init__(self, index: IndexBundle, model: LoadedBundle) -> None:
-        index.check_model(str(model.manifest["model_version"]))
+        index.check_model(model.version)
         self.index = index
         self.model = model
-        self.device = torch.device("cpu")
+        self.embedder: EmbeddingModel = as_embedding_model(model.model, model.uri)
 
     @classmethod
     def open(cls, index_uri: str, model_uri: str | None = None) -> Searcher:
@@ -48,14 +49,14 @@ class Searcher:
 
     @torch.no_grad()
     def embed_text(self, text: str) -> torch.Tensor:
-        tokens = self.model.tokenizer.encode([text])
-        return self.model.model.embed_texts(tokens.ids, tokens.mask)[0]  # (E,)
+        tokens = self.model.processor.tokenize([text])
+        return self.embedder.embed_texts(tokens.ids, tokens.mask)[0]  # (E,)
 
     @torch.no_grad()
     def embed_image(self, image: Image.Image) -> torch.Tensor:
-        config = self.model.spec.model.image
-        pixels = torch.from_numpy(image_to_array(image, config.image_size)).unsqueeze(0)  # (1, 3, S, S)
-        return self.model.model.embed_images(normalize_images(pixels, config.mean, config.std))[0]  # (E,)
+        processor = self.model.processor
+        pixels = processor.pixels_from_pil(image).unsqueeze(0)  # (1, 3, S, S)
+        return self.embedder.embed_images(processor.normalize(pixels))[0]  # (E,)
 
     def result_images(self, hits: list[Hit]) -> list[tuple[Image.Image, str]]:
         """Each hit's image (a caption's own image) with a label: score and caption."""

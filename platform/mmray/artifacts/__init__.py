@@ -1,0 +1,1 @@
+"""Artifacts a job publishes and others consume: model bundles and index bundles."""

@@ -1,0 +1,202 @@
+"""Model bundles: everything needed to rebuild and run a model anywhere, in a checked format.
+
+A bundle is a directory (or s3:// prefix) holding
+- `bundle.json`: the manifest (`format_version`, `model_version`, model and task kinds, metrics);
+- `model.yaml`: the model config with its `kind`; `task.yaml`: the task it was trained for;
+- the processor (`processor.json` and its tokenizer files);
+- `model.safetensors`: the weights; plus whatever the model kind saves beside them.
+`model_version` hashes the weights, the model config and the processor (tokenizer included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from pydantic import TypeAdapter, ValidationError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from mmray import storage
+from mmray.config.base import format_validation_error
+from mmray.config.model import ModelConfig, ModelSection
+from mmray.config.tasks import TaskConfig, TaskSection
+from mmray.data.processor import Processor
+from mmray.errors import BundleError
+from mmray.models.registry import model_kind
+from mmray.models.weights import load_state_dict_strictly
+
+MANIFEST = "bundle.json"
+MODEL_CONFIG = "model.yaml"
+TASK_CONFIG = "task.yaml"
+WEIGHTS = "model.safetensors"
+FORMAT_VERSION = 2
+BEST_MODEL = "best_model.json"
+LATEST_MODEL = "latest_model.json"
+_REFUSED_FORMATS = {
+    1: "format 1 (mmray 0.1) pickled the weights and stored the whole job instead of the model config; "
+    "retrain the model with this version",
+}
+
+
+def weights_bytes(model: nn.Module) -> bytes:
+    """The model's state dict as safetensors bytes (tensors copied to contiguous CPU memory)."""
+    state = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
+    return save_safetensors(state)
+
+
+def model_version(weights: bytes, model_config: ModelSection, processor: Processor) -> str:
+    """Content hash of weights, model config and processor: equal versions mean identical models."""
+    digest = hashlib.sha256(weights)
+    digest.update(yaml.safe_dump(model_config.model_dump(mode="json"), sort_keys=True).encode())
+    digest.update(processor.fingerprint().encode())
+    return digest.hexdigest()[:16]
+
+
+def write_bundle(
+    directory: Path,
+    model: nn.Module,
+    model_config: ModelSection,
+    processor: Processor,
+    task_config: TaskSection | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Write a complete bundle into the local `directory`; returns the model version."""
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = weights_bytes(model)
+    (directory / WEIGHTS).write_bytes(weights)
+    (directory / MODEL_CONFIG).write_text(yaml.safe_dump(model_config.model_dump(mode="json"), sort_keys=False))
+    if task_config is not None:
+        (directory / TASK_CONFIG).write_text(yaml.safe_dump(task_config.model_dump(mode="json"), sort_keys=False))
+    processor.save(directory)
+    model_kind(model_config.kind).save_extras(model, model_config, directory)
+    version = model_version(weights, model_config, processor)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "model_version": version,
+        "model_kind": model_config.kind,
+        "task_kind": task_config.kind if task_config is not None else None,
+        **(extra or {}),
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return version
+
+
+def check_format(manifest: dict[str, Any], where: str) -> None:
+    """Refuse a manifest whose format this version cannot read, saying why."""
+    version = manifest.get("format_version")
+    if not isinstance(version, int):
+        raise BundleError(f"{where}: {MANIFEST} has no integer format_version (got {version!r})")
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"{where} has bundle format_version {version}, newer than this mmray reads ({FORMAT_VERSION}); "
+            "upgrade mmray to load it"
+        )
+    if version in _REFUSED_FORMATS:
+        raise BundleError(f"{where} has bundle format_version {version}: {_REFUSED_FORMATS[version]}")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{where} has unknown bundle format_version {version}; this mmray reads {FORMAT_VERSION}")
+
+
+def resolve_model_bundle(uri: str) -> str:
+    """A model bundle's URI: `uri` itself, or the best bundle of the training run directory `uri`."""
+    if storage.exists(storage.join(uri, MANIFEST)):
+        return uri
+    pointer = storage.join(uri, BEST_MODEL)
+    if storage.exists(pointer):
+        return str(json.loads(storage.read_text(pointer))["model_bundle"])
+    raise BundleError(f"{uri} is not a model bundle ({MANIFEST} is missing) nor a training run ({BEST_MODEL})")
+
+
+@contextlib.contextmanager
+def local_bundle(uri: str) -> Iterator[Path]:
+    """A local directory holding the bundle at `uri` (or a run's best bundle), downloaded from S3."""
+    uri = resolve_model_bundle(uri)
+    if not storage.is_s3(uri):
+        yield Path(uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="mmray-bundle-") as tmp:
+        storage.download_dir(uri, tmp)
+        yield Path(tmp)
+
+
+@dataclass
+class LoadedBundle:
+    """A rebuilt model (eval mode) with its processor, configs and manifest."""
+
+    model: nn.Module
+    processor: Processor
+    model_config: ModelSection
+    task_config: TaskSection | None
+    manifest: dict[str, Any]
+    uri: str
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["model_version"])
+
+
+def _read_config(path: Path, annotation: Any) -> Any:
+    data = yaml.safe_load(path.read_text())
+    try:
+        return TypeAdapter(annotation).validate_python(data)
+    except ValidationError as exc:
+        raise BundleError(f"cannot read {path}: {format_validation_error(exc, str(path), data)}") from None
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise BundleError(f"{directory} is not a model bundle: {MANIFEST} is missing")
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    check_format(manifest, str(directory))
+    return manifest
+
+
+def load_weights(model: nn.Module, directory: Path) -> None:
+    """Load a bundle's (or checkpoint's) weights into `model`; any mismatch names the keys."""
+    path = directory / WEIGHTS
+    if not path.is_file():
+        raise BundleError(f"{directory} is not a complete model bundle: {WEIGHTS} is missing")
+    state: dict[str, torch.Tensor] = load_safetensors(path.read_bytes())
+    load_state_dict_strictly(model, state, source=str(path))
+
+
+def read_bundle(directory: Path, uri: str | None = None) -> LoadedBundle:
+    """Rebuild the model and processor of a local bundle directory, weights loaded, in eval mode."""
+    manifest = read_manifest(directory)
+    for name in (MODEL_CONFIG, WEIGHTS):
+        if not (directory / name).is_file():
+            raise BundleError(f"{directory} is not a complete model bundle: {name} is missing")
+    model_config: ModelSection = _read_config(directory / MODEL_CONFIG, ModelConfig)
+    task_path = directory / TASK_CONFIG
+    task_config: TaskSection | None = _read_config(task_path, TaskConfig) if task_path.is_file() else None
+    processor = Processor.load(directory)
+    kind = model_kind(model_config.kind)
+    model = kind.build(kind.rebuild_config(model_config, directory), processor)
+    load_weights(model, directory)
+    model.eval()
+    return LoadedBundle(model, processor, model_config, task_config, manifest, uri or str(directory))
+
+
+def open_bundle(uri: str) -> LoadedBundle:
+    """Rebuild the model of a bundle (or a training run's best bundle) at a path or s3:// URI."""
+    resolved = resolve_model_bundle(uri)
+    with local_bundle(resolved) as directory:
+        return read_bundle(directory, resolved)
+
+
+def read_processor(uri: str) -> tuple[Processor, ModelSection]:
+    """The processor and model config of a bundle, without building the model."""
+    with local_bundle(uri) as directory:
+        read_manifest(directory)
+        return Processor.load(directory), _read_config(directory / MODEL_CONFIG, ModelConfig)

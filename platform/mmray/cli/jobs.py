@@ -1,0 +1,25 @@
+"""Loading the job a command needs, with a clear error when a job of another kind is given."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+import typer
+
+from mmray.config import load_job
+from mmray.config.jobs import EvaluateJob, IndexJob, TrainJob
+from mmray.errors import ConfigError
+
+JOB = Annotated[str, typer.Argument(help="job spec YAML, e.g. jobs/shapes-clip.yaml")]
+OVERRIDES = Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")]
+
+JobT = TypeVar("JobT", TrainJob, IndexJob, EvaluateJob)
+
+
+def load_job_of_kind(path: str, overrides: list[str] | None, expected: type[JobT], command: str) -> JobT:
+    """The job at `path` (with overrides) when it is of the kind `command` runs."""
+    spec = load_job(path, overrides or [])
+    if not isinstance(spec, expected):
+        wanted = expected.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
+        raise ConfigError(f"{path} is a {spec.kind!r} job; `mmray {command}` runs {wanted!r} jobs")
+    return spec

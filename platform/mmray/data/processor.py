@@ -1,0 +1,99 @@
+"""The Processor: one preprocessing path (read → decode → resize → normalise; tokenise) for training,
+evaluation, indexing and serving, saved in every model bundle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import functional as tvf
+
+from mmray import storage
+from mmray.data.images import decode_rgb, resize_square
+from mmray.data.tokenizers import HF_TOKENIZER_DIR, WORD_TOKENIZER_FILE, TokenBatch, Tokenizer, WordTokenizer
+from mmray.errors import BundleError
+
+PROCESSOR_FILE = "processor.json"
+
+
+@dataclass(frozen=True)
+class ImageTransform:
+    """Square resize to `size`, then per-channel standardisation with `mean` / `std` on [0, 1] values."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class Processor:
+    """Turns raw images and texts into model inputs: uint8 pixels, normalised floats, token ids."""
+
+    def __init__(self, image: ImageTransform, tokenizer: Tokenizer) -> None:
+        self.image = image
+        self.tokenizer = tokenizer
+
+    def pixels_from_bytes(self, data: bytes, name: str = "<bytes>") -> torch.Tensor:
+        """Encoded image bytes → uint8 (3, S, S); raises ImageDecodeError naming `name`."""
+        return resize_square(decode_rgb(data, name), self.image.size)
+
+    def pixels_from_uri(self, uri: str) -> torch.Tensor:
+        """A stored image (path or s3:// URI) → uint8 (3, S, S)."""
+        return self.pixels_from_bytes(storage.read_bytes(uri), uri)
+
+    def pixels_from_pil(self, image: Image.Image) -> torch.Tensor:
+        """A PIL image → uint8 (3, S, S)."""
+        return resize_square(tvf.pil_to_tensor(image.convert("RGB")), self.image.size)
+
+    def array_from_uri(self, uri: str) -> np.ndarray:
+        """`pixels_from_uri` as a NumPy array, for Ray Data and the object store. -> (3, S, S) uint8"""
+        return self.pixels_from_uri(uri).numpy()
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, S, S) → float32 (B, 3, S, S) on the same device, standardised per channel."""
+        mean = torch.tensor(self.image.mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.image.std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
+        return (pixels.float() / 255.0 - mean) / std  # (B, 3, S, S)
+
+    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
+        return self.tokenizer.encode(texts)
+
+    def fingerprint(self) -> str:
+        """Hash of the image transform and the tokenizer: equal fingerprints preprocess identically."""
+        content = json.dumps(asdict(self.image), sort_keys=True) + "|" + self.tokenizer.fingerprint()
+        return hashlib.sha256(content.encode()).hexdigest()
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        description = {"image": asdict(self.image), "tokenizer": self.tokenizer.kind}
+        (directory / PROCESSOR_FILE).write_text(json.dumps(description, indent=2))
+        self.tokenizer.save(directory)
+
+    @classmethod
+    def load(cls, directory: Path) -> Processor:
+        path = directory / PROCESSOR_FILE
+        if not path.is_file():
+            raise BundleError(f"{directory} has no {PROCESSOR_FILE}")
+        description: dict[str, Any] = json.loads(path.read_text())
+        image = description["image"]
+        transform = ImageTransform(size=int(image["size"]), mean=tuple(image["mean"]), std=tuple(image["std"]))
+        return cls(transform, load_tokenizer(directory, description["tokenizer"]))
+
+
+def load_tokenizer(directory: Path, kind: str) -> Tokenizer:
+    """The tokenizer saved in `directory` by `Tokenizer.save`."""
+    if kind == WordTokenizer.kind:
+        if not (directory / WORD_TOKENIZER_FILE).is_file():
+            raise BundleError(f"{directory} has no {WORD_TOKENIZER_FILE}")
+        return WordTokenizer.load(directory)
+    if kind == "huggingface":
+        from mmray.data.hf_tokenizer import load_hf_tokenizer
+
+        return load_hf_tokenizer(str(directory / HF_TOKENIZER_DIR))
+    raise BundleError(f"{directory}: unknown tokenizer kind {kind!r}")

@@ -1,0 +1,174 @@
+"""Tokenizers with one interface: a word-level tokenizer for the small towers, and Hugging Face's.
+
+Every sequence starts with BOS (the pooled "CLS" position of encoders) and ends with EOS when it
+fits; `decode` turns ids back into text, stopping at EOS, so a caption decoder can share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+WORD_TOKENIZER_FILE = "word_tokenizer.json"
+HF_TOKENIZER_DIR = "hf_tokenizer"
+_WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+
+
+@dataclass
+class TokenBatch:
+    ids: torch.Tensor  # (B, L) int64
+    mask: torch.Tensor  # (B, L) bool, True where a token is real
+    truncated: torch.Tensor  # (B,) bool, True where the text did not fit in max_length
+
+
+class Tokenizer(Protocol):
+    kind: str
+    max_length: int
+    pad_id: int
+    bos_id: int
+    eos_id: int
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, texts: Sequence[str]) -> TokenBatch: ...
+
+    def decode(self, ids: torch.Tensor) -> list[str]: ...
+
+    def save(self, directory: Path) -> None: ...
+
+    def fingerprint(self) -> str: ...
+
+
+class WordTokenizer:
+    """Lower-cased words and punctuation; a vocabulary built from training captions."""
+
+    kind = "word"
+    SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
+    PAD, UNK, BOS, EOS = 0, 1, 2, 3
+    pad_id, bos_id, eos_id = PAD, BOS, EOS
+
+    def __init__(self, vocabulary: Sequence[str], max_length: int) -> None:
+        if tuple(vocabulary[: len(self.SPECIALS)]) != self.SPECIALS:
+            raise ValueError(f"vocabulary must start with {self.SPECIALS}")
+        if max_length < 2:
+            raise ValueError(f"max_length must leave room for BOS and EOS, got {max_length}")
+        self.vocabulary = list(vocabulary)
+        self.index = {word: i for i, word in enumerate(self.vocabulary)}
+        self.max_length = max_length
+
+    @classmethod
+    def build(cls, texts: Iterable[str], max_length: int, min_count: int = 1) -> WordTokenizer:
+        """A vocabulary of every word seen `min_count` times, sorted, so every process builds the same."""
+        counts = Counter(word for text in texts for word in _WORD.findall(text.lower()))
+        words = sorted(w for w, n in counts.items() if n >= min_count and w not in cls.SPECIALS)
+        return cls([*cls.SPECIALS, *words], max_length)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
+
+    def encode(self, texts: Sequence[str]) -> TokenBatch:
+        ids = torch.full((len(texts), self.max_length), self.PAD, dtype=torch.long)  # (B, L)
+        truncated = torch.zeros(len(texts), dtype=torch.bool)  # (B,)
+        for row, text in enumerate(texts):
+            words = [self.index.get(w, self.UNK) for w in _WORD.findall(text.lower())]
+            tokens = [self.BOS, *words, self.EOS]
+            if len(tokens) > self.max_length:
+                tokens = tokens[: self.max_length]
+                truncated[row] = True
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+        return TokenBatch(ids=ids, mask=ids != self.PAD, truncated=truncated)
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """Text of each row (B, L): specials skipped, stopping at the first EOS."""
+        texts = []
+        for row in ids.tolist():
+            words: list[str] = []
+            for token in row:
+                if token == self.EOS:
+                    break
+                if token >= len(self.SPECIALS):
+                    words.append(self.vocabulary[token])
+            texts.append(_join_words(words))
+        return texts
+
+    def save(self, directory: Path) -> None:
+        content = {"vocabulary": self.vocabulary, "max_length": self.max_length}
+        (directory / WORD_TOKENIZER_FILE).write_text(json.dumps(content))
+
+    def fingerprint(self) -> str:
+        content = json.dumps({"vocabulary": self.vocabulary, "max_length": self.max_length})
+        return hashlib.sha256(content.encode()).hexdigest()
+
+    @classmethod
+    def load(cls, directory: Path) -> WordTokenizer:
+        content = json.loads((directory / WORD_TOKENIZER_FILE).read_text())
+        return cls(content["vocabulary"], int(content["max_length"]))
+
+
+def _join_words(words: list[str]) -> str:
+    """Words and punctuation back into text: no space before punctuation."""
+    text = ""
+    for word in words:
+        glue = "" if not text or not word[0].isalnum() else " "
+        text += glue + word
+    return text
+
+
+class HuggingFaceTokenizer:
+    """A Hugging Face fast tokenizer padded/truncated to `max_length`; BOS/EOS are its CLS/SEP (or BOS/EOS)."""
+
+    kind = "huggingface"
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.pad_id = int(tokenizer.pad_token_id or 0)
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+        if bos is None or eos is None:
+            raise ValueError("the Hugging Face tokenizer has neither BOS/EOS nor CLS/SEP tokens")
+        self.bos_id, self.eos_id = int(bos), int(eos)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def encode(self, texts: Sequence[str]) -> TokenBatch:
+        """Special tokens added by the tokenizer; a text too long keeps its first tokens and ends with EOS."""
+        rows = self.tokenizer(list(texts), truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
+        ids = torch.full((len(rows), self.max_length), self.pad_id, dtype=torch.long)  # (B, L)
+        mask = torch.zeros((len(rows), self.max_length), dtype=torch.bool)  # (B, L)
+        truncated = torch.zeros(len(rows), dtype=torch.bool)  # (B,)
+        for index, row in enumerate(rows):
+            if len(row) > self.max_length:
+                row = [*row[: self.max_length - 1], self.eos_id]
+                truncated[index] = True
+            ids[index, : len(row)] = torch.tensor(row)
+            mask[index, : len(row)] = True
+        return TokenBatch(ids=ids, mask=mask, truncated=truncated)
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        texts = []
+        for row in ids.tolist():
+            if self.eos_id in row[1:]:
+                row = row[: row.index(self.eos_id, 1)]
+            texts.append(str(self.tokenizer.decode(row, skip_special_tokens=True)).strip())
+        return texts
+
+    def save(self, directory: Path) -> None:
+        self.tokenizer.save_pretrained(directory / HF_TOKENIZER_DIR)
+        (directory / HF_TOKENIZER_DIR / "mmray_max_length.json").write_text(json.dumps({"max_length": self.max_length}))
+
+    def fingerprint(self) -> str:
+        vocabulary = json.dumps(sorted(self.tokenizer.get_vocab().items()))
+        return hashlib.sha256(f"{vocabulary}|{self.max_length}".encode()).hexdigest()

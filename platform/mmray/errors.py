@@ -1,0 +1,53 @@
+"""User-facing exceptions. The CLI names these without importing torch, faiss or boto3."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MmrayError(Exception):
+    """Base of every error a user can cause and fix: the message says what was wrong."""
+
+
+class ConfigError(MmrayError, ValueError):
+    """A job spec or override that cannot be turned into a valid config."""
+
+
+class DataError(MmrayError, ValueError):
+    """A dataset that cannot be used as given; `report` says which images were bad, when known."""
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class ImageDecodeError(DataError):
+    """An image file exists but cannot be decoded."""
+
+
+class StorageError(MmrayError, RuntimeError):
+    """A storage operation failed; the message names the URI and the cause."""
+
+
+class StorageNotFoundError(StorageError, FileNotFoundError):
+    """The object, file or bucket does not exist."""
+
+
+class StorageAccessDeniedError(StorageError, PermissionError):
+    """The storage refused the request (wrong credentials or missing permission)."""
+
+
+class WeightsError(MmrayError, ValueError):
+    """A weight file that does not fit the model: names the keys and shapes that differ."""
+
+
+class BundleError(MmrayError, ValueError):
+    """A model bundle that is missing, incomplete, or of a format this version cannot read."""
+
+
+class IndexBundleError(MmrayError, ValueError):
+    """An index bundle that is missing, incomplete, or built with another model."""
+
+
+class TrainingError(MmrayError, RuntimeError):
+    """A training run that failed after exhausting its retries."""

@@ -1,0 +1,114 @@
+"""The Task interface that the training loop drives, knowing no task by name."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from mmray.config.model import ModelSection
+from mmray.config.tasks import TaskSection
+from mmray.data.processor import Processor
+from mmray.data.tensors import SplitTensors
+from mmray.models.registry import build_model
+
+Batch = dict[str, torch.Tensor]
+"""A batch: field name → tensor on the training device; `images` already normalised float (B, 3, S, S)."""
+
+BATCH_FIELDS = (
+    "images",  # (B, 3, S, S)
+    "caption_ids",  # (B, L) one caption per image
+    "caption_mask",  # (B, L)
+    "labels",  # (B, K) multi-hot
+    "object_count",  # (B,)
+    "covered_fraction",  # (B,)
+    "boxes",  # (B, M, 4)
+    "box_count",  # (B,)
+)
+
+
+@dataclass(frozen=True)
+class Score:
+    """The metric that ranks a task's checkpoints, and whether higher or lower is better."""
+
+    metric: str
+    mode: Literal["max", "min"]
+
+
+@dataclass
+class StepContext:
+    """What a training step may use besides the batch: the global step and the loop's autocast."""
+
+    step: int
+    autocast: Callable[[], AbstractContextManager[Any]]
+
+
+@dataclass
+class StepOutput:
+    """The loss to back-propagate for one optimizer, and scalars to log."""
+
+    loss: torch.Tensor  # ()
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EvalContext:
+    """Where an evaluation runs: this rank's place in the group, its device, the batch size."""
+
+    rank: int
+    world: int
+    device: torch.device
+    batch_size: int
+    processor: Processor
+
+    def normalized_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, S, S) on any device → normalised float on this context's device."""
+        return self.processor.normalize(pixels.to(self.device))
+
+
+class Task(ABC):
+    """One kind of training: its model, batch fields, training step(s), evaluation and checkpoint score.
+
+    The loop calls `training_step` once per name in `optimizer_names`, in order, and steps that
+    optimizer after each (so a GAN alternates discriminator and generator). Evaluation runs on
+    every rank with the unwrapped model and must return the same metrics on every rank.
+    """
+
+    batch_fields: ClassVar[tuple[str, ...]]
+    optimizer_names: ClassVar[tuple[str, ...]] = ("model",)
+    find_unused_parameters: ClassVar[bool] = False
+
+    def __init__(self, config: TaskSection, model_config: ModelSection, processor: Processor) -> None:
+        self.config = config
+        self.model_config = model_config
+        self.processor = processor
+
+    def build_model(self) -> nn.Module:
+        """The model this task trains (by default the registered model of `model.kind`)."""
+        return build_model(self.model_config, self.processor)
+
+    def parameters(self, model: nn.Module, optimizer_name: str) -> Iterator[nn.Parameter]:
+        """The trainable parameters that optimizer `optimizer_name` updates."""
+        return (p for p in model.parameters() if p.requires_grad)
+
+    @abstractmethod
+    def training_step(self, model: nn.Module, batch: Batch, optimizer_name: str, context: StepContext) -> StepOutput:
+        """The loss of one (micro-)batch for optimizer `optimizer_name`; `model` may be DDP-wrapped."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, split: SplitTensors, context: EvalContext) -> dict[str, float]:
+        """Metrics of `model` on a split; must include `score.metric`."""
+
+    @property
+    @abstractmethod
+    def score(self) -> Score:
+        """The metric ranking checkpoints."""
+
+    def epoch_logs(self, model: nn.Module) -> dict[str, float]:
+        """Scalars of the model reported after each epoch (e.g. a learned temperature)."""
+        return {}

@@ -1,0 +1,50 @@
+"""The Ray Data training stream is seeded: the same (seed, epoch) gives the same batches, another epoch
+another order and other captions, and rows are shuffled within blocks, not only block by block."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray.data
+import torch
+
+from mmray.data.coco import load_coco
+from mmray.data.processor import ImageTransform, Processor
+from mmray.data.shapes import split_paths
+from mmray.data.tokenizers import WordTokenizer
+from mmray.train.feeds import stream_batches
+from mmray.train.ray_data_feed import training_dataset
+from mmray.train.trainer import ordered_ingest
+
+pytestmark = pytest.mark.slow
+FIELDS = ("images", "caption_ids", "caption_mask", "object_count")
+
+
+def _epoch(dataset: ray.data.Dataset, seed: int, epoch: int) -> list[dict[str, torch.Tensor]]:
+    return list(stream_batches(dataset, FIELDS, local_batch=16, seed=seed, epoch=epoch, rank=0))
+
+
+def test_stream_is_seeded_per_epoch_and_shuffled_within_blocks(ray_session: None, tiny_shapes: Path) -> None:
+    paths = split_paths(str(tiny_shapes), "train")
+    split = load_coco(paths.captions, paths.images, paths.instances, progress=False)
+    processor = Processor(
+        ImageTransform(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        WordTokenizer.build([c for r in split.records for c in r.captions], 40),
+    )
+    ray.data.DataContext.get_current().execution_options = ordered_ingest()
+    dataset = training_dataset(split, processor, seed=3)
+
+    first, again, other = _epoch(dataset, 3, 0), _epoch(dataset, 3, 0), _epoch(dataset, 3, 1)
+    assert len(first) == len(split.records) // 16
+    for a, b in zip(first, again, strict=True):
+        assert all(torch.equal(a[name], b[name]) for name in FIELDS), "same seed and epoch: same batches"
+    assert not torch.equal(first[0]["images"], other[0]["images"]), "another epoch: another order"
+
+    counts = torch.cat([b["object_count"] for b in first])  # (n,)
+    in_file_order = torch.tensor([r.object_count for r in split.records], dtype=torch.float32)
+    block_runs = [in_file_order[i : i + 16] for i in range(0, len(in_file_order), 16)]
+    assert not any(torch.equal(counts[:16], run) for run in block_runs), "rows are shuffled inside blocks"
+
+    captions = {tuple(b["caption_ids"][0].tolist()) for b in first}
+    assert len(captions) > 1 and all(b["caption_mask"][:, 0].all() for b in first), "every row has a caption"
