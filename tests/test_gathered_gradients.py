@@ -22,9 +22,11 @@ def _free_port() -> int:
     [
         InfoNceLossConfig(kind="infonce"),
         TripletLossConfig(kind="triplet", mining="hardest"),
-        ContrastiveLossConfig(kind="contrastive", negatives_per_positive=2),
+        ContrastiveLossConfig(kind="contrastive", negatives="sampled", negatives_per_positive=2),
+        ContrastiveLossConfig(kind="contrastive"),
+        ContrastiveLossConfig(kind="contrastive", negatives="semi_hard", margin=1.5),
     ],
-    ids=["infonce", "triplet", "contrastive"],
+    ids=["infonce", "triplet", "contrastive-sampled", "contrastive-weighted", "contrastive-semi-hard"],
 )
 def test_two_rank_gradients_equal_single_process_on_the_global_batch(config: object, tmp_path: Path) -> None:
     mp.spawn(ddp_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2, join=True)

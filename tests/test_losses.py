@@ -7,7 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from mmray.config.training import ContrastiveLossConfig, InfoNceLossConfig, TripletLossConfig
-from mmray.losses import RepresentationLoss, contrastive_pair_loss, info_nce_loss, triplet_loss
+from mmray.losses import (
+    RepresentationLoss,
+    contrastive_batch_loss,
+    contrastive_pair_loss,
+    info_nce_loss,
+    triplet_loss,
+)
 from mmray.models.outputs import DualEncoderOutput
 
 
@@ -86,7 +92,9 @@ def test_info_nce_matches_the_formula() -> None:
     [
         InfoNceLossConfig(kind="infonce"),
         TripletLossConfig(kind="triplet", mining="semi_hard"),
-        ContrastiveLossConfig(kind="contrastive", negatives_per_positive=2),
+        ContrastiveLossConfig(kind="contrastive", negatives="sampled", negatives_per_positive=2),
+        ContrastiveLossConfig(kind="contrastive"),
+        ContrastiveLossConfig(kind="contrastive", negatives="hardest"),
     ],
 )
 def test_matched_pairs_score_lower_than_shuffled(config: object) -> None:
@@ -97,3 +105,32 @@ def test_matched_pairs_score_lower_than_shuffled(config: object) -> None:
     shuffled = DualEncoderOutput(image, matched.text_embeddings[torch.randperm(16)], torch.tensor(20.0))
     loss = RepresentationLoss(config)  # type: ignore[arg-type]
     assert loss(matched).loss.item() < loss(shuffled).loss.item()
+
+
+@pytest.mark.parametrize(
+    ("negatives", "expected"),
+    [("all", 0.5625), ("active", 0.78125), ("weighted", 0.833275), ("hardest", 0.833333), ("semi_hard", 0.5625)],
+)
+def test_contrastive_batch_options_match_hand_computed_values(negatives: str, expected: float) -> None:
+    """1-D points: images 0, 1, 3 and captions 0.5, 1, 2 (matches on the diagonal), margin 2.
+
+    Matching terms 0.5·d² = 0.125, 0, 0.5 (mean 0.2083). Non-matching hinges 0.5·max(0, 2 − d)², per
+    image row (t1: 0.5 | t0: 1.125, t2: 0.5 | none) and per caption row (i1: 1.125 | i0: 0.5 | i1: 0.5):
+    all divides each row's sum by its 2 negatives, active by the negatives inside the margin, hardest
+    takes the closest negative, semi_hard the closest one farther than the row's match, weighted
+    weighs them by softmax(−d²/0.1): image 1's row (d² 0.25 and 1) gives 0.999447·1.125 + 0.000553·0.5,
+    the other rows' weights are within 1e-13 of the hardest's."""
+    image = torch.tensor([[0.0], [1.0], [3.0]])
+    text = torch.tensor([[0.5], [1.0], [2.0]])
+    loss = contrastive_batch_loss(image, text, margin=2.0, negatives=negatives)
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_contrastive_batch_loss_keeps_the_pair_formula() -> None:
+    """With one negative per anchor, `all` is exactly the pair loss of the matches plus the mismatches."""
+    torch.manual_seed(0)
+    image, text = F.normalize(torch.randn(2, 8), dim=-1), F.normalize(torch.randn(2, 8), dim=-1)
+    batch = contrastive_batch_loss(image, text, margin=1.5, negatives="all")
+    positives = contrastive_pair_loss(image, text, torch.tensor([True, True]), 1.5)
+    mismatched = contrastive_pair_loss(image, text.flip(0), torch.tensor([False, False]), 1.5)
+    assert batch.item() == pytest.approx(positives.item() + mismatched.item(), abs=1e-6)

@@ -26,6 +26,60 @@ def contrastive_pair_loss(
     return torch.where(is_match, matching, non_matching).mean()
 
 
+HARDNESS_TEMPERATURE = 0.1
+"""`weighted` negatives: softmax(−d²/τ) weights, so closer negatives count more (τ → 0: the hardest only)."""
+
+
+def pairwise_distances(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances between every row of `first` (N, E) and of `second` (M, E). -> (N, M)"""
+    squared = first.pow(2).sum(-1, keepdim=True) + second.pow(2).sum(-1).unsqueeze(0) - 2 * first @ second.T
+    return squared.clamp_min(1e-12).sqrt()  # (N, M)
+
+
+def _negative_term(distances: torch.Tensor, positive: torch.Tensor, margin: float, negatives: str) -> torch.Tensor:
+    """Per anchor (row), the non-matching part of the loss over its in-batch negatives. -> (B,)
+
+    distances: (B, B) with matches on the diagonal; positive: (B,) the diagonal."""
+    eye = torch.eye(distances.shape[0], dtype=torch.bool, device=distances.device)  # (B, B)
+    hinge = 0.5 * F.relu(margin - distances).pow(2)  # (B, B)
+    if negatives == "weighted":
+        weights = torch.softmax((-distances.pow(2) / HARDNESS_TEMPERATURE).masked_fill(eye, float("-inf")), dim=1)
+        return (weights * hinge).sum(dim=1)  # (B,)
+    if negatives in ("all", "active"):
+        hinge = hinge.masked_fill(eye, 0.0)  # (B, B)
+        if negatives == "all":
+            return hinge.sum(dim=1) / max(1, distances.shape[1] - 1)  # (B,)
+        active = (hinge > 0).sum(dim=1).clamp_min(1)  # (B,)
+        return hinge.sum(dim=1) / active  # (B,)
+    others = distances.masked_fill(eye, float("inf"))  # (B, B)
+    hardest = others.min(dim=1).values  # (B,)
+    if negatives == "semi_hard":
+        farther = others.masked_fill(others <= positive.unsqueeze(1), float("inf"))  # (B, B)
+        semi = farther.min(dim=1).values  # (B,)
+        hardest = torch.where(torch.isinf(semi), hardest, semi)  # (B,)
+    return 0.5 * F.relu(margin - hardest).pow(2)  # (B,)
+
+
+def contrastive_batch_loss(
+    image: torch.Tensor,  # (B, E)
+    text: torch.Tensor,  # (B, E)
+    margin: float,
+    negatives: str,
+) -> torch.Tensor:
+    """The margin contrastive loss over a batch: 0.5·d² on each matching pair (the diagonal), plus
+    0.5·max(0, margin − d)² on its in-batch non-matching pairs in both directions, selected by
+    `negatives`: `all` (the mean over every other pair), `active` (the mean over pairs still inside
+    the margin), `weighted` (every other pair weighted by softmax(−d²/τ), the closest counting most),
+    `hardest` (the closest non-matching pair), `semi_hard` (the closest one farther than the match,
+    else the closest)."""
+    distances = pairwise_distances(image, text)  # (B, B)
+    positive = distances.diagonal()  # (B,)
+    matching = 0.5 * positive.pow(2)  # (B,)
+    image_to_text = _negative_term(distances, positive, margin, negatives)  # (B,)
+    text_to_image = _negative_term(distances.T, positive, margin, negatives)  # (B,)
+    return matching.mean() + (image_to_text.mean() + text_to_image.mean()) / 2
+
+
 def triplet_loss(
     image: torch.Tensor,  # (B, E)
     text: torch.Tensor,  # (B, E)
@@ -100,6 +154,8 @@ class RepresentationLoss(nn.Module):
         config = self.config
         if isinstance(config, TripletLossConfig):
             loss = triplet_loss(image, text, config.margin, config.mining)
+        elif isinstance(config, ContrastiveLossConfig) and config.negatives != "sampled":
+            loss = contrastive_batch_loss(image, text, config.margin, config.negatives)
         elif isinstance(config, ContrastiveLossConfig):
             negatives = self._negative_pairs(batch, image.device, seed=step)  # (N·k,)
             repeats = config.negatives_per_positive

@@ -127,3 +127,13 @@ def test_evaluate_rejects_a_directory_that_is_not_a_bundle(tmp_path: Path) -> No
     result = run_mmray("evaluate", "jobs/shapes-clip.yaml", "--checkpoint", str(tmp_path))
     assert result.returncode == 2
     assert "is not a model bundle" in result.stderr
+
+
+def test_commands_refuse_jobs_of_another_kind() -> None:
+    for command, job, message in (
+        ("index", "jobs/shapes-clip.yaml", "is a 'train' job; `mmray index` runs 'index' jobs"),
+        ("train", "jobs/shapes-index.yaml", "is an 'index' job; `mmray train` runs 'train' jobs"),
+    ):
+        result = run_mmray(command, job)
+        assert result.returncode == 2 and message in result.stderr
+        assert "Traceback" not in result.stderr

@@ -21,5 +21,6 @@ def load_job_of_kind(path: str, overrides: list[str] | None, expected: type[JobT
     spec = load_job(path, overrides or [])
     if not isinstance(spec, expected):
         wanted = expected.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
-        raise ConfigError(f"{path} is a {spec.kind!r} job; `mmray {command}` runs {wanted!r} jobs")
+        article = "an" if spec.kind[0] in "aeiou" else "a"
+        raise ConfigError(f"{path} is {article} {spec.kind!r} job; `mmray {command}` runs {wanted!r} jobs")
     return spec

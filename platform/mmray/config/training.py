@@ -8,6 +8,10 @@ from pydantic import Field, model_validator
 
 from mmray.config.base import Section
 
+ContrastiveNegatives = Literal["active", "all", "weighted", "semi_hard", "hardest", "sampled"]
+MARGIN_DEFAULT = 1.6
+NEGATIVES_DEFAULT: ContrastiveNegatives = "weighted"
+
 
 class InfoNceLossConfig(Section):
     """Symmetric InfoNCE (CLIP) over the global batch, temperature from the model."""
@@ -26,11 +30,26 @@ class TripletLossConfig(Section):
 
 
 class ContrastiveLossConfig(Section):
-    """Margin contrastive loss on matching / non-matching pairs (Hadsell et al.), Euclidean distance."""
+    """The margin contrastive loss (Hadsell et al.) on L2-normalised embeddings, so distances lie in
+    [0, 2] and random pairs start about √2 apart: 0.5·d² on each matching pair, 0.5·max(0, margin − d)²
+    on non-matching pairs: every other pair of the global batch, in both directions, chosen or
+    averaged by `negatives`."""
 
     kind: Literal["contrastive"]
-    margin: float = Field(1.0, gt=0.0, description="on unit vectors distances lie in [0, 2]")
-    negatives_per_positive: int = Field(1, ge=1)
+    margin: float = Field(
+        MARGIN_DEFAULT,
+        gt=0.0,
+        le=2.0,
+        description="distance non-matching pairs are pushed beyond; above √2, random pairs start inside it",
+    )
+    negatives: ContrastiveNegatives = Field(
+        NEGATIVES_DEFAULT,
+        description="weighted: every non-matching pair, weighted by softmax(-d²/0.1) so the closest count most; "
+        "active: mean over the pairs still inside the margin; all: mean over every non-matching pair; "
+        "semi_hard: per anchor the closest negative farther than its match; hardest: per anchor the closest "
+        "negative (collapses from random init); sampled: negatives_per_positive random pairs per match",
+    )
+    negatives_per_positive: int = Field(1, ge=1, description="random non-matching pairs per match (sampled only)")
 
 
 LossConfig = Annotated[InfoNceLossConfig | TripletLossConfig | ContrastiveLossConfig, Field(discriminator="kind")]
