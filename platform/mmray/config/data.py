@@ -10,6 +10,7 @@ from mmray.config.base import Section
 
 BadRecordPolicy = Literal["skip", "error"]
 ImageCheck = Literal["decode", "exists", "none"]
+ShapesText = Literal["captions", "questions"]
 
 
 class CocoSplit(Section):
@@ -50,11 +51,21 @@ class ShapesData(_LoaderOptions):
     holdout_fraction: float = Field(
         0.05, ge=0.0, le=0.5, description="share of object combinations kept out of training"
     )
+    presence_questions_per_image: int = Field(
+        2, ge=0, le=20, description="yes/no questions per image in questions_*.json (balanced)"
+    )
+    count_questions_per_image: int = Field(2, ge=0, le=20, description="how-many questions per image")
+    text: ShapesText = Field(
+        "captions",
+        description="the text of each example: captions (describe the scene) or questions (with answers as targets)",
+    )
 
     @model_validator(mode="after")
     def _val_smaller_than_total(self) -> ShapesData:
         if self.val_images >= self.images:
             raise ValueError(f"val_images ({self.val_images}) must be smaller than images ({self.images})")
+        if self.text == "questions" and not self.presence_questions_per_image + self.count_questions_per_image:
+            raise ValueError("text=questions needs presence_questions_per_image or count_questions_per_image above 0")
         return self
 
 

@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 
 from mmray import storage
 from mmray.data.image_files import check_decodable, existing_files
-from mmray.data.records import Category, ImageRecord, LoadReport
+from mmray.data.records import IMAGE_TARGETS, Category, ImageRecord, LoadReport
 from mmray.errors import DataError
 from mmray.progress import track
 
@@ -72,6 +72,23 @@ def _covered_fraction(annotations: list[dict[str, Any]], height: int, width: int
     return float(mask_utils.area(union)) / float(height * width)
 
 
+def caption_targets(annotation: dict[str, Any], uri: str) -> dict[str, float]:
+    """The `targets` mapping of a caption annotation (name → number), checked."""
+    targets = annotation.get("targets", {})
+    if not isinstance(targets, dict):
+        raise DataError(f"{uri}: annotation {annotation.get('id')}: 'targets' must be a mapping, got {targets!r}")
+    checked = {}
+    for name, value in targets.items():
+        if name in IMAGE_TARGETS:
+            raise DataError(f"{uri}: annotation {annotation.get('id')}: target name {name!r} is reserved for images")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise DataError(
+                f"{uri}: annotation {annotation.get('id')}: target {name!r} must be a number, got {value!r}"
+            )
+        checked[str(name)] = float(value)
+    return checked
+
+
 def _categories(instances: COCO | None) -> list[Category]:
     if instances is None:
         return []
@@ -118,10 +135,12 @@ def load_coco(
 
     image_entries = sorted(caps.dataset["images"], key=lambda img: img["id"])
     report = LoadReport(total_images=len(image_entries))
-    captions_of: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    captions_of: dict[int, list[tuple[int, str, dict[str, float]]]] = defaultdict(list)
     for ann in caps.dataset["annotations"]:
         if ann["image_id"] in caps.imgs:
-            captions_of[ann["image_id"]].append((int(ann["id"]), str(ann["caption"]).strip()))
+            captions_of[ann["image_id"]].append(
+                (int(ann["id"]), str(ann["caption"]).strip(), caption_targets(ann, captions))
+            )
         else:
             report.orphan_captions += 1
     report.without_captions = [img["id"] for img in image_entries if not captions_of[img["id"]]]
@@ -151,8 +170,9 @@ def load_coco(
                 image_uri=storage.join(images, img["file_name"]),
                 width=int(img["width"]),
                 height=int(img["height"]),
-                captions=tuple(text for _, text in captions_of[img["id"]]),
-                caption_ids=tuple(caption_id for caption_id, _ in captions_of[img["id"]]),
+                captions=tuple(text for _, text, _ in captions_of[img["id"]]),
+                caption_ids=tuple(caption_id for caption_id, _, _ in captions_of[img["id"]]),
+                caption_targets=tuple(targets for _, _, targets in captions_of[img["id"]]),
                 labels=tuple(labels),
                 boxes=tuple(tuple(float(v) for v in ann["bbox"]) for ann in anns),  # type: ignore[misc]
                 box_categories=tuple(index_of[ann["category_id"]] for ann in anns),

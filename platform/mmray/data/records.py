@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+IMAGE_TARGETS = ("labels", "object_count", "covered_fraction")
+"""Targets every image record has; caption targets may not reuse these names."""
+
 
 @dataclass(frozen=True)
 class Category:
@@ -31,6 +34,8 @@ class ImageRecord:
     box_categories: tuple[int, ...]
     object_count: int
     covered_fraction: float
+    caption_targets: tuple[dict[str, float], ...] = ()
+    """Per caption, the numeric targets its annotation carries (e.g. a question's answer); may be empty."""
 
 
 @dataclass

@@ -18,6 +18,7 @@ import numpy as np
 
 from mmray import storage
 from mmray.config.data import CocoSplit, ShapesData
+from mmray.data.shapes_questions import Question, chance_levels, questions_for
 from mmray.data.shapes_render import render_scene
 from mmray.data.shapes_scenes import SHAPES, Scene, captions_for, choose_holdout, sample_scene, scene_key
 from mmray.progress import track
@@ -42,6 +43,8 @@ class ShapesSummary:
     heldout_objects: int
     val_captions_fitting_several_images: float
     train_scenes_seen_in_val: int
+    questions: dict[str, int]
+    question_chance: dict[str, dict[str, dict[str, float]]]
 
 
 def dataset_dir(config: ShapesData) -> str:
@@ -49,13 +52,15 @@ def dataset_dir(config: ShapesData) -> str:
     name = (
         f"n{config.images}-v{config.val_images}-seed{config.seed}-{config.image_size}px"
         f"-c{config.captions_per_image}-h{config.holdout_fraction:g}"
+        f"-q{config.presence_questions_per_image}x{config.count_questions_per_image}"
     )
     return storage.join(config.root, name)
 
 
-def split_paths(root: str, split: str) -> CocoSplit:
+def split_paths(root: str, split: str, text: str = "captions") -> CocoSplit:
+    """The COCO files of a split; `text` picks captions_*.json or questions_*.json as its texts."""
     return CocoSplit(
-        captions=storage.join(root, "annotations", f"captions_{split}.json"),
+        captions=storage.join(root, "annotations", f"{text}_{split}.json"),
         instances=storage.join(root, "annotations", f"instances_{split}.json"),
         images=storage.join(root, "images", split),
     )
@@ -85,6 +90,18 @@ def _sample_scenes(config: ShapesData, rng: np.random.Generator) -> tuple[dict[s
 
 def _categories() -> list[dict[str, Any]]:
     return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)]
+
+
+def _questions(scenes: list[Scene], first_id: int, config: ShapesData) -> list[tuple[int, Question]]:
+    pool = [obj for scene in scenes for obj in scene]
+    asked = []
+    for offset, scene in enumerate(scenes):
+        rng = np.random.default_rng([config.seed, first_id + offset, 1])
+        for question in questions_for(
+            scene, pool, rng, config.presence_questions_per_image, config.count_questions_per_image
+        ):
+            asked.append((first_id + offset, question))
+    return asked
 
 
 def _write_split(out: Path, split: str, scenes: list[Scene], first_id: int, config: ShapesData) -> dict[str, Any]:
@@ -126,7 +143,18 @@ def _write_split(out: Path, split: str, scenes: list[Scene], first_id: int, conf
     instance_file = {**caption_file, "annotations": instances, "categories": _categories()}
     (annotations / f"captions_{split}.json").write_text(json.dumps(caption_file))
     (annotations / f"instances_{split}.json").write_text(json.dumps(instance_file))
-    return {"images": len(images), "captions": len(captions)}
+    asked = _questions(scenes, first_id, config)
+    questions = [
+        {"id": number + 1, "image_id": image_id, "caption": q.text, **q.annotation()}
+        for number, (image_id, q) in enumerate(asked)
+    ]
+    (annotations / f"questions_{split}.json").write_text(json.dumps({**caption_file, "annotations": questions}))
+    return {
+        "images": len(images),
+        "captions": len(captions),
+        "questions": len(questions),
+        "chance": chance_levels([q for _, q in asked]),
+    }
 
 
 def _share_fitting_several(scenes: list[Scene], captions_per_image: int) -> float:
@@ -155,6 +183,8 @@ def _generate_into(out: Path, config: ShapesData, root: str) -> ShapesSummary:
         heldout_objects=heldout_objects,
         val_captions_fitting_several_images=_share_fitting_several(scenes["val"], config.captions_per_image),
         train_scenes_seen_in_val=sum(scene_key(s) in train_keys for s in scenes["val"]),
+        questions={s: written[s]["questions"] for s in SPLITS},
+        question_chance={s: written[s]["chance"] for s in SPLITS},
     )
     return summary
 
@@ -176,7 +206,7 @@ def _publish_local(staged: Path, target: Path) -> None:
 
 
 def _params(config: ShapesData) -> dict[str, Any]:
-    return config.model_dump(exclude={"root", "source", "on_bad_record", "image_check"})
+    return config.model_dump(exclude={"root", "source", "on_bad_record", "image_check", "text"})
 
 
 def generate_shapes(config: ShapesData, target: str) -> ShapesSummary:
@@ -227,4 +257,4 @@ def ensure_shapes(config: ShapesData) -> tuple[ShapesSummary, dict[str, CocoSpli
     """Reuse the complete dataset that `config` describes, generating it first when missing."""
     root = dataset_dir(config)
     summary = generate_shapes(config, root)
-    return summary, {split: split_paths(root, split) for split in SPLITS}
+    return summary, {split: split_paths(root, split, config.text) for split in SPLITS}

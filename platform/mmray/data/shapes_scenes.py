@@ -106,7 +106,7 @@ _PLACE_WORDS = {
 }
 
 
-def _place(cell: int, rng: np.random.Generator) -> str:
+def place_phrase(cell: int, rng: np.random.Generator) -> str:
     name = CELLS[cell]
     choices = _PLACE_WORDS.get(name, (f"in the {name}", f"at the {name}", f"in the {name} corner"))
     return str(rng.choice(choices))
@@ -114,12 +114,12 @@ def _place(cell: int, rng: np.random.Generator) -> str:
 
 def _object_phrase(obj: ShapeObject, rng: np.random.Generator) -> str:
     size = str(rng.choice(_SIZE_WORDS[obj.size]))
-    return f"a {size} {obj.colour} {obj.shape} {_place(obj.cell, rng)}"
+    return f"a {size} {obj.colour} {obj.shape} {place_phrase(obj.cell, rng)}"
 
 
 def _located_phrase(obj: ShapeObject, rng: np.random.Generator) -> str:
     size = str(rng.choice(_SIZE_WORDS[obj.size]))
-    return f"{_place(obj.cell, rng)} there is a {size} {obj.colour} {obj.shape}"
+    return f"{place_phrase(obj.cell, rng)} there is a {size} {obj.colour} {obj.shape}"
 
 
 def _join(phrases: list[str]) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 
 from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
+from mmray.data.records import ImageRecord
 from mmray.errors import DataError, ImageDecodeError, StorageError
 from mmray.progress import track
 
@@ -33,6 +34,7 @@ class SplitTensors:
     covered_fraction: torch.Tensor  # (N,) float32
     boxes: torch.Tensor  # (N, M, 4) float32 xywh, zero-padded to the most boxes of any image
     box_count: torch.Tensor  # (N,) int64
+    caption_targets: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (C,) float32, NaN if absent
 
     @property
     def num_images(self) -> int:
@@ -49,6 +51,13 @@ def _load_pixels(processor: Processor, uri: str) -> torch.Tensor | str:
         return processor.pixels_from_uri(uri)
     except (ImageDecodeError, StorageError) as exc:
         return str(exc)
+
+
+def _caption_targets(records: list[ImageRecord]) -> dict[str, torch.Tensor]:
+    """Each target name any caption carries -> (C,) float32 over all captions, NaN where a caption lacks it."""
+    per_caption = [targets for r in records for targets in (r.caption_targets or ({},) * len(r.captions))]
+    names = sorted({name for targets in per_caption for name in targets})
+    return {name: torch.tensor([t.get(name, float("nan")) for t in per_caption], dtype=torch.float32) for name in names}
 
 
 def _padded_boxes(boxes: list[tuple[tuple[float, float, float, float], ...]]) -> torch.Tensor:
@@ -102,6 +111,7 @@ def split_to_tensors(
         covered_fraction=torch.tensor([r.covered_fraction for r in records], dtype=torch.float32),
         boxes=_padded_boxes([r.boxes for r in records]),
         box_count=torch.tensor([len(r.boxes) for r in records], dtype=torch.long),
+        caption_targets=_caption_targets(records),
     )
 
 
@@ -113,13 +123,24 @@ def sample_caption_per_image(offsets: torch.Tensor, generator: torch.Generator) 
     return starts + (draws * counts).long().clamp_max(counts - 1)  # (N,)
 
 
+_TARGET_PREFIX = "caption_targets/"
+
+
 def tensors_to_arrays(tensors: SplitTensors) -> dict[str, np.ndarray]:
     """NumPy arrays of a split, for zero-copy sharing through Ray's object store."""
-    return {f.name: getattr(tensors, f.name).numpy() for f in fields(SplitTensors)}
+    arrays = {f.name: getattr(tensors, f.name).numpy() for f in fields(SplitTensors) if f.name != "caption_targets"}
+    arrays.update({_TARGET_PREFIX + name: values.numpy() for name, values in tensors.caption_targets.items()})
+    return arrays
 
 
 def tensors_from_arrays(arrays: dict[str, np.ndarray]) -> SplitTensors:
     """The inverse of `tensors_to_arrays`; shares memory with the (read-only) arrays."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return SplitTensors(**{name: torch.from_numpy(array) for name, array in arrays.items()})
+        plain = {name: torch.from_numpy(a) for name, a in arrays.items() if not name.startswith(_TARGET_PREFIX)}
+        targets = {
+            name.removeprefix(_TARGET_PREFIX): torch.from_numpy(a)
+            for name, a in arrays.items()
+            if name.startswith(_TARGET_PREFIX)
+        }
+        return SplitTensors(**plain, caption_targets=targets)
