@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo test test-fast gpu-smoke lint format bench clean
+.PHONY: venv demo demo-fusion test test-fast gpu-smoke lint format bench clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,12 @@ demo: $(STAMP)
 	$(BIN)/mmray search runs/shapes-index/index --k 3 --text "a large red square in the top right corner"
 	$(BIN)/mmray search runs/shapes-index/index --k 3 --text "a big green circle in the centre and a large yellow diamond at the bottom"
 	$(BIN)/mmray search runs/shapes-index/index --k 3 --image "$$(ls data/shapes/*/images/val/*.jpg | head -1)"
+
+demo-fusion: $(STAMP)
+	test -f runs/shapes-clip/best_model.json || $(BIN)/mmray train jobs/shapes-clip.yaml
+	$(BIN)/mmray train jobs/shapes-classify.yaml
+	$(BIN)/mmray train jobs/shapes-regress.yaml
+	$(BIN)/mmray evaluate jobs/shapes-classify.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -51,3 +51,7 @@ class IndexBundleError(MmrayError, ValueError):
 
 class TrainingError(MmrayError, RuntimeError):
     """A training run that failed after exhausting its retries."""
+
+
+class MissingModalityError(MmrayError, ValueError):
+    """A model was asked to fuse inputs with a modality it needs left out."""

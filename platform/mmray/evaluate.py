@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from mmray import storage
 from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
 from mmray.config.data import DataConfig
 from mmray.data.sources import load_split, resolve_splits
@@ -27,14 +28,29 @@ def evaluation_context(bundle: LoadedBundle, batch_size: int) -> EvalContext:
     return EvalContext(rank=0, world=1, device=torch.device("cpu"), batch_size=batch_size, processor=bundle.processor)
 
 
-def evaluate_bundle(data: DataConfig, bundle_uri: str, split: str = "val", batch_size: int = 512) -> dict[str, Any]:
-    """The task metrics of the bundle's model on `split` of `data` (e.g. Recall@K for retrieval)."""
+def default_figures_dir(bundle_uri: str, split: str) -> str:
+    """evaluation/<split> in the directory holding the bundle (a training run's, for its checkpoints)."""
+    parent = bundle_uri.rstrip("/").rsplit("/", 1)[0] if "/" in bundle_uri.rstrip("/") else "."
+    return storage.join(parent, "evaluation", split)
+
+
+def evaluate_bundle(
+    data: DataConfig, bundle_uri: str, split: str = "val", batch_size: int = 512, figures_dir: str | None = None
+) -> dict[str, Any]:
+    """The task metrics of the bundle's model on `split` of `data` (e.g. Recall@K for retrieval); the
+    task's figures (confusion matrices, scatter plots) are written to `figures_dir` and listed."""
     bundle = open_bundle(bundle_uri)
     if bundle.task_config is None:
         raise BundleError(f"{bundle_uri} records no task, so mmray cannot tell which metrics to compute")
     task = task_class(bundle.task_config.kind)(bundle.task_config, bundle.model_config, bundle.processor)
     tensors = load_split_tensors(data, split, bundle)
-    metrics = task.evaluate(bundle.model, tensors, evaluation_context(bundle, batch_size))
+    metrics, figures = task.evaluation_report(bundle.model, tensors, evaluation_context(bundle, batch_size))
+    written = []
+    if figures:
+        directory = figures_dir or default_figures_dir(bundle.uri, split)
+        for name, png in figures.items():
+            written.append(storage.join(directory, name))
+            storage.write_bytes(written[-1], png)
     return {
         "model_bundle": bundle.uri,
         "model_version": bundle.version,
@@ -43,4 +59,5 @@ def evaluate_bundle(data: DataConfig, bundle_uri: str, split: str = "val", batch
         "images": tensors.num_images,
         "captions": tensors.num_captions,
         **metrics,
+        **({"figures": written} if written else {}),
     }

@@ -1,18 +1,44 @@
-"""Where pretrained files come from: a local folder, a cached download of an s3:// prefix, or a hub name."""
+"""Where pretrained files come from: a local folder, an installed package (`pkg:`), a cached download of
+an s3:// prefix, or a hub name."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
 from mmray import storage
+from mmray.errors import WeightsError
 
 CACHE_DIR = Path(os.environ.get("MMRAY_CACHE", Path.home() / ".cache" / "mmray"))
 
 
+PACKAGE_SCHEME = "pkg:"
+
+
+def package_path(location: str) -> str:
+    """`pkg:<module>/<path>`: the file or folder <path> inside the installed Python package <module>
+    (offline weights shipped as packages); any other location is returned unchanged."""
+    if not location.startswith(PACKAGE_SCHEME):
+        return location
+    module, _, relative = location.removeprefix(PACKAGE_SCHEME).partition("/")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(f"{location}: no installed package named {module!r}")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise WeightsError(f"{location}: {path} does not exist in the installed package")
+    return str(path)
+
+
 def local_model_dir(location: str) -> str:
-    """A local folder for `location`: itself, a cached download of an s3:// prefix, or a hub name."""
+    """A local folder for `location`: itself, a package folder (`pkg:`), a cached download of an s3://
+    prefix, or a hub name."""
+    location = package_path(location)
     if not storage.is_s3(location):
         return location
     target = CACHE_DIR / "hf" / hashlib.sha256(location.encode()).hexdigest()[:16]

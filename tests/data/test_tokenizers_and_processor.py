@@ -72,3 +72,13 @@ def test_processor_decodes_resizes_and_normalises() -> None:
     for broken, reason in ((data[: len(data) // 2], "truncated"), (b"", "empty"), (b"not an image", "cannot decode")):
         with pytest.raises(ImageDecodeError, match=rf"bad.jpg: cannot decode image: .*{reason}|bad.jpg: .*{reason}"):
             processor.pixels_from_bytes(broken, "bad.jpg")
+
+
+def test_extending_a_vocabulary_keeps_every_existing_id() -> None:
+    tokenizer = WordTokenizer.build(["a red circle", "a blue square"], max_length=12)
+    extended, added = tokenizer.extended(["how many red circles?", "a red circle"])
+    assert added == ["?", "circles", "how", "many"]
+    assert extended.vocabulary[: tokenizer.vocab_size] == tokenizer.vocabulary
+    assert torch.equal(extended.encode(["a red circle"]).ids, tokenizer.encode(["a red circle"]).ids)
+    assert int(extended.encode(["circles"]).ids[0, 1]) == extended.index["circles"] != WordTokenizer.UNK
+    assert tokenizer.extended(["a red square"]) == (tokenizer, [])

@@ -33,7 +33,7 @@ from mmray.config.tasks import TaskConfig, TaskSection
 from mmray.data.processor import Processor
 from mmray.errors import BundleError
 from mmray.models.registry import model_kind
-from mmray.models.weights import load_state_dict_strictly
+from mmray.models.weights import grow_token_embeddings, load_state_dict_strictly
 
 MANIFEST = "bundle.json"
 MODEL_CONFIG = "model.yaml"
@@ -162,13 +162,35 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def load_weights(model: nn.Module, directory: Path) -> None:
-    """Load a bundle's (or checkpoint's) weights into `model`; any mismatch names the keys."""
+def load_weights(model: nn.Module, directory: Path, grow_vocabulary: bool = False) -> None:
+    """Load a bundle's (or checkpoint's) weights into `model`; any mismatch names the keys.
+    `grow_vocabulary`: token-embedding tables may have fewer rows than the model's (warm starts)."""
     path = directory / WEIGHTS
     if not path.is_file():
         raise BundleError(f"{directory} is not a complete model bundle: {WEIGHTS} is missing")
     state: dict[str, torch.Tensor] = load_safetensors(path.read_bytes())
+    if grow_vocabulary:
+        state = grow_token_embeddings(state, model)
     load_state_dict_strictly(model, state, source=str(path))
+
+
+def warm_start_compatible(job_kind: str, bundle_kind: str) -> bool:
+    """Whether a bundle of `bundle_kind` can initialise a model of `job_kind` (whole or a sub-module)."""
+    return bundle_kind == job_kind or bundle_kind in model_kind(job_kind).warm_starts_from
+
+
+def load_initial_weights(model: nn.Module, job_kind: str, directory: Path) -> None:
+    """Warm start: a bundle of the model's own kind loads whole; a bundle of a kind the model warm-starts
+    from (e.g. a dual encoder into a fusion model) loads into that sub-module. Words added to the
+    bundle's vocabulary keep the model's fresh embedding rows."""
+    bundle_kind = str(read_manifest(directory).get("model_kind"))
+    if bundle_kind == job_kind:
+        load_weights(model, directory, grow_vocabulary=True)
+        return
+    prefix = model_kind(job_kind).warm_starts_from.get(bundle_kind)
+    if prefix is None:
+        raise BundleError(f"{directory} holds a {bundle_kind!r} model, which cannot initialise a {job_kind!r} model")
+    load_weights(model.get_submodule(prefix.rstrip(".")), directory, grow_vocabulary=True)
 
 
 def read_bundle(directory: Path, uri: str | None = None) -> LoadedBundle:

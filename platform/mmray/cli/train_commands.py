@@ -65,5 +65,5 @@ def evaluate(
             spec.data, spec.checkpoint, settings.nprobe, settings.ef_search, settings.batch_size
         )
     else:
-        metrics = evaluate_bundle(spec.data, spec.checkpoint, settings.split, settings.batch_size)
+        metrics = evaluate_bundle(spec.data, spec.checkpoint, settings.split, settings.batch_size, settings.figures)
     typer.echo(json.dumps(metrics))

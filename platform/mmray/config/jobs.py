@@ -17,8 +17,10 @@ from mmray.config.base import (
 )
 from mmray.config.data import DataConfig
 from mmray.config.evaluation import EvaluateSettings
+from mmray.config.fusion import FusionModelConfig
 from mmray.config.indexing import IndexSettings
 from mmray.config.model import ModelConfig
+from mmray.config.prediction import PredictTaskConfig
 from mmray.config.tasks import TaskConfig
 from mmray.config.training import TrainSettings
 from mmray.errors import ConfigError
@@ -26,6 +28,8 @@ from mmray.errors import ConfigError
 JobKind = Literal["train", "index", "evaluate"]
 JOB_KINDS: tuple[str, ...] = ("train", "index", "evaluate")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+REGISTERED_KINDS = (FusionModelConfig, PredictTaskConfig)
+"""Config kinds registered by importing their modules; named so the imports are kept."""
 
 
 class TrainJob(Section):

@@ -72,6 +72,15 @@ class WordTokenizer:
         words = sorted(w for w, n in counts.items() if n >= min_count and w not in cls.SPECIALS)
         return cls([*cls.SPECIALS, *words], max_length)
 
+    def extended(self, texts: Iterable[str]) -> tuple[WordTokenizer, list[str]]:
+        """This vocabulary with the unknown words of `texts` appended (existing ids unchanged), and those
+        words in order; for fine-tuning a trained text tower on texts with new words."""
+        known = set(self.index)
+        added = sorted({w for text in texts for w in _WORD.findall(text.lower())} - known)
+        if not added:
+            return self, []
+        return WordTokenizer([*self.vocabulary, *added], self.max_length), added
+
     @property
     def vocab_size(self) -> int:
         return len(self.vocabulary)

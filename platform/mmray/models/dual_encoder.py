@@ -48,13 +48,19 @@ class DualEncoder(nn.Module):
     def encode_text_features(self, ids: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:
         return self.text_encoder(ids, mask)  # type: ignore[no-any-return]
 
+    def project_image(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The image tower's pooled vector (B, D_img) in the shared space, L2-normalised. -> (B, E)"""
+        return F.normalize(self.image_projection(pooled).float(), dim=-1)
+
+    def project_text(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The text tower's pooled vector (B, D_txt) in the shared space, L2-normalised. -> (B, E)"""
+        return F.normalize(self.text_projection(pooled).float(), dim=-1)
+
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
-        pooled = self.encode_image_features(images).pooled  # (B, D_img)
-        return F.normalize(self.image_projection(pooled).float(), dim=-1)  # (B, E)
+        return self.project_image(self.encode_image_features(images).pooled)  # (B, E)
 
     def embed_texts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        pooled = self.encode_text_features(ids, mask).pooled  # (B, D_txt)
-        return F.normalize(self.text_projection(pooled).float(), dim=-1)  # (B, E)
+        return self.project_text(self.encode_text_features(ids, mask).pooled)  # (B, E)
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> DualEncoderOutput:
         return DualEncoderOutput(

@@ -101,12 +101,10 @@ def _rebuild_config(config: ModelSection, directory: Path) -> ModelSection:
     return dual.model_copy(update={"image": image, "text": text})
 
 
-register_model(
-    "dual_encoder",
-    ModelKind(
-        build=build_dual_encoder,
-        build_processor=build_dual_encoder_processor,
-        save_extras=_save_extras,
-        rebuild_config=_rebuild_config,
-    ),
+DUAL_ENCODER = ModelKind(
+    build=build_dual_encoder,
+    build_processor=build_dual_encoder_processor,
+    save_extras=_save_extras,
+    rebuild_config=_rebuild_config,
 )
+register_model("dual_encoder", DUAL_ENCODER)

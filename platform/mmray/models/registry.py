@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -13,7 +13,7 @@ from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
 from mmray.errors import ConfigError
 
-BUILTIN_MODULES = ("mmray.models.factory",)
+BUILTIN_MODULES = ("mmray.models.factory", "mmray.models.fusion_model")
 
 
 @dataclass(frozen=True)
@@ -23,13 +23,16 @@ class ModelKind:
     - `build`: a fresh model (initial weights loaded as the config names them) for a processor;
     - `build_processor`: the processor, learning a word vocabulary from training texts where needed;
     - `save_extras` / `rebuild_config`: what a bundle stores beside the weights, and the config that
-      rebuilds the architecture from it without reading any initial weights.
+      rebuilds the architecture from it without reading any initial weights;
+    - `warm_starts_from`: other kinds whose bundles initialise a sub-module (kind → parameter prefix),
+      e.g. a fusion model's `encoder.` from a dual-encoder bundle.
     """
 
     build: Callable[[ModelSection, Processor], nn.Module]
     build_processor: Callable[[ModelSection, Iterable[str]], Processor]
     save_extras: Callable[[nn.Module, ModelSection, Path], None]
     rebuild_config: Callable[[ModelSection, Path], ModelSection]
+    warm_starts_from: dict[str, str] = field(default_factory=dict)
 
 
 _KINDS: dict[str, ModelKind] = {}

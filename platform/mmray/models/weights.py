@@ -10,10 +10,12 @@ from torch import nn
 
 from mmray import storage
 from mmray.errors import StorageNotFoundError, WeightsError
+from mmray.pretrained import package_path
 
 
 def read_state_dict(uri: str) -> dict[str, torch.Tensor]:
-    """Load a state dict (a plain dict or one under `state_dict`/`model`) from a path or s3:// URI."""
+    """Load a state dict (a plain dict or one under `state_dict`/`model`) from a path, `pkg:` path or s3:// URI."""
+    uri = package_path(uri)
     try:
         raw = storage.read_bytes(uri)
     except StorageNotFoundError as exc:
@@ -62,3 +64,22 @@ def load_state_dict_strictly(
     if problems:
         raise WeightsError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
     model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=False)
+
+
+def grow_token_embeddings(
+    state: Mapping[str, torch.Tensor], model: nn.Module, suffix: str = "embed.weight"
+) -> dict[str, torch.Tensor]:
+    """`state` with each token-embedding table (keys ending in `suffix`) that has fewer rows than the
+    model's extended by the model's own (freshly initialised) rows, for a vocabulary grown on warm start."""
+    current = model.state_dict()
+    grown = dict(state)
+    for key, table in state.items():
+        mine = current.get(key)
+        if (
+            key.endswith(suffix)
+            and mine is not None
+            and mine.shape[1:] == table.shape[1:]
+            and mine.shape[0] > table.shape[0]
+        ):
+            grown[key] = torch.cat([table, mine[table.shape[0] :].to(table.dtype)])
+    return grown

@@ -13,6 +13,7 @@ from torch import nn
 
 from mmray.config.model import ModelSection
 from mmray.config.tasks import TaskSection
+from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
 from mmray.models.registry import build_model
@@ -79,7 +80,8 @@ class Task(ABC):
     every rank with the unwrapped model and must return the same metrics on every rank.
     """
 
-    batch_fields: ClassVar[tuple[str, ...]]
+    batch_fields: tuple[str, ...]
+    example_unit: Literal["image", "caption"] = "image"
     optimizer_names: ClassVar[tuple[str, ...]] = ("model",)
     find_unused_parameters: ClassVar[bool] = False
 
@@ -103,6 +105,22 @@ class Task(ABC):
     @abstractmethod
     def evaluate(self, model: nn.Module, split: SplitTensors, context: EvalContext) -> dict[str, float]:
         """Metrics of `model` on a split; must include `score.metric`."""
+
+    def evaluation_report(
+        self, model: nn.Module, split: SplitTensors, context: EvalContext
+    ) -> tuple[dict[str, float], dict[str, bytes]]:
+        """Metrics and figures (PNG bytes by file name) of an evaluation; by default no figures."""
+        return self.evaluate(model, split, context), {}
+
+    def bind(self, train: CocoDataset) -> tuple[TaskSection, ModelSection]:
+        """Task and model configs with what the training data decides filled in (class counts, names,
+        weights); run once on the driver before training, so bundles record the resolved configs."""
+        return self.config, self.model_config
+
+    def example_captions(self, split: SplitTensors) -> torch.Tensor | None:
+        """For tasks whose examples are captions, the caption indices that are examples (E,); None
+        for one example per image with a caption drawn each epoch."""
+        return None
 
     @property
     @abstractmethod

@@ -10,7 +10,7 @@ from mmray.errors import ConfigError
 if TYPE_CHECKING:
     from mmray.tasks.base import Task
 
-BUILTIN_MODULES = ("mmray.tasks.retrieval",)
+BUILTIN_MODULES = ("mmray.tasks.retrieval", "mmray.tasks.prediction")
 _TASKS: dict[str, type[Task]] = {}
 
 

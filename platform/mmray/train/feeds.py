@@ -24,11 +24,11 @@ def caption_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 7919 + epoch * 104_729 + rank)
 
 
-def steps_per_epoch(num_images: int, global_batch: int) -> int:
+def steps_per_epoch(num_examples: int, global_batch: int) -> int:
     """Full global batches per epoch (the remainder is dropped, a new order each epoch)."""
-    steps = num_images // global_batch
+    steps = num_examples // global_batch
     if steps < 1:
-        raise ValueError(f"the split has {num_images} images, fewer than one global batch of {global_batch}")
+        raise ValueError(f"the split has {num_examples} examples, fewer than one global batch of {global_batch}")
     return steps
 
 
@@ -40,23 +40,34 @@ def memory_batches(
     global_batch: int,
     seed: int,
     epoch: int,
+    example_captions: torch.Tensor | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """This rank's slice of each global batch of the epoch, with the requested fields (images uint8)."""
-    order = epoch_order(tensors.num_images, seed, epoch)
-    captions = sample_caption_per_image(tensors.caption_offsets, caption_generator(seed, epoch))  # (N,)
+    """This rank's slice of each global batch of the epoch, with the requested fields (images uint8).
+
+    Examples are the images, each with a caption drawn per epoch, or, given `example_captions` (E,),
+    those captions, each with its image; caption targets are batch fields under their own names."""
+    if example_captions is None:
+        images = torch.arange(tensors.num_images)  # (N,)
+        captions = sample_caption_per_image(tensors.caption_offsets, caption_generator(seed, epoch))  # (N,)
+    else:
+        images, captions = tensors.caption_image[example_captions], example_captions  # (E,), (E,)
+    order = epoch_order(images.shape[0], seed, epoch)
     local = global_batch // world
-    for step in range(steps_per_epoch(tensors.num_images, global_batch)):
+    for step in range(steps_per_epoch(images.shape[0], global_batch)):
         chosen = order[step * global_batch + rank * local : step * global_batch + (rank + 1) * local]  # (b,)
+        image_rows, caption_rows = images[chosen], captions[chosen]  # (b,), (b,)
         batch: dict[str, torch.Tensor] = {}
         if "images" in fields:
-            batch["images"] = tensors.images[chosen]  # (b, 3, S, S)
+            batch["images"] = tensors.images[image_rows]  # (b, 3, S, S)
         if any(name in fields for name in CAPTION_FIELDS):
-            picked = captions[chosen]  # (b,)
-            batch["caption_ids"] = tensors.caption_ids[picked]  # (b, L)
-            batch["caption_mask"] = tensors.caption_mask[picked]  # (b, L)
+            batch["caption_ids"] = tensors.caption_ids[caption_rows]  # (b, L)
+            batch["caption_mask"] = tensors.caption_mask[caption_rows]  # (b, L)
         for name in PER_IMAGE_FIELDS:
             if name in fields:
-                batch[name] = getattr(tensors, name)[chosen]
+                batch[name] = getattr(tensors, name)[image_rows]
+        for name, values in tensors.caption_targets.items():
+            if name in fields:
+                batch[name] = values[caption_rows]  # (b,)
         yield batch
 
 

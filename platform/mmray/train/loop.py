@@ -16,7 +16,7 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from mmray.artifacts.model_bundle import load_weights, local_bundle, write_bundle
+from mmray.artifacts.model_bundle import load_initial_weights, load_weights, local_bundle, write_bundle
 from mmray.config.jobs import TrainJob
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors, tensors_from_arrays
@@ -61,14 +61,15 @@ class Worker:
         self.val_data: SplitTensors | None = (
             tensors_from_arrays(ray.get(config["val_arrays"])) if "val_arrays" in config else None
         )
-        self.micro_steps = steps_per_epoch(config["num_train_images"], self.settings.batch_size)
+        self.example_captions = self.task.example_captions(self.train_data) if self.train_data is not None else None
+        self.micro_steps = steps_per_epoch(config["num_train_examples"], self.settings.batch_size)
         self.steps_per_epoch = max(1, self.micro_steps // self.settings.grad_accum_steps)
 
         model = self.task.build_model()
         checkpoint = ray.train.get_checkpoint()
         if self.spec.init_from and checkpoint is None:
             with local_bundle(self.spec.init_from) as directory:
-                load_weights(model, directory)
+                load_initial_weights(model, self.spec.model.kind, directory)
         total = self.steps_per_epoch * self.settings.epochs
         warmup = int(self.settings.warmup_fraction * total)
         self.optimizers: dict[str, torch.optim.Optimizer] = {
@@ -102,7 +103,14 @@ class Worker:
         fields = self.task.batch_fields
         if self.train_data is not None:
             return memory_batches(
-                self.train_data, fields, self.rank, self.world, self.settings.batch_size, self.settings.seed, epoch
+                self.train_data,
+                fields,
+                self.rank,
+                self.world,
+                self.settings.batch_size,
+                self.settings.seed,
+                epoch,
+                self.example_captions,
             )
         shard = ray.train.get_dataset_shard("train")
         local_batch = self.settings.batch_size // self.world

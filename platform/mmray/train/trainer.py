@@ -16,11 +16,19 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from mmray import storage
-from mmray.artifacts.model_bundle import BEST_MODEL, LATEST_MODEL, MANIFEST, read_processor
+from mmray.artifacts.model_bundle import (
+    BEST_MODEL,
+    LATEST_MODEL,
+    MANIFEST,
+    read_processor,
+    resolve_model_bundle,
+    warm_start_compatible,
+)
 from mmray.config import TrainJob, to_yaml
 from mmray.data.processor import Processor
 from mmray.data.sources import load_split, resolve_splits
 from mmray.data.tensors import split_to_tensors, tensors_to_arrays
+from mmray.data.tokenizers import WordTokenizer
 from mmray.errors import ConfigError, TrainingError
 from mmray.models.registry import build_processor
 from mmray.plots import training_curves_png
@@ -64,14 +72,20 @@ def _uri(path: str, storage_root: str) -> str:
     return f"{storage.S3_SCHEME}{path}" if storage.is_s3(storage_root) else path
 
 
+def absolute_uri(uri: str) -> str:
+    """A local path made absolute (workers run in other directories); s3:// URIs unchanged."""
+    return uri if storage.is_s3(uri) else str(Path(uri).resolve())
+
+
 def run_processor(spec: TrainJob, training_texts: Sequence[str]) -> Processor:
     """A new processor for the model, or for a warm start the bundle's own (its vocabulary, its transform)."""
     if not spec.init_from:
         return build_processor(spec.model, training_texts)
     processor, model_config = read_processor(spec.init_from)
-    if model_config.kind != spec.model.kind:
+    if not warm_start_compatible(spec.model.kind, model_config.kind):
         raise ConfigError(
-            f"init_from {spec.init_from} holds a {model_config.kind!r} model; the job trains {spec.model.kind!r}"
+            f"init_from {spec.init_from} holds a {model_config.kind!r} model, which cannot initialise the "
+            f"job's {spec.model.kind!r} model"
         )
     wanted = build_processor(spec.model, training_texts).image
     if wanted != processor.image:
@@ -79,15 +93,31 @@ def run_processor(spec: TrainJob, training_texts: Sequence[str]) -> Processor:
             f"init_from {spec.init_from} preprocesses images as {processor.image}; the job's model config asks "
             f"for {wanted}: warm starts keep the bundle's preprocessing, so set the model's image settings to match"
         )
+    if isinstance(processor.tokenizer, WordTokenizer):
+        tokenizer, added = processor.tokenizer.extended(training_texts)
+        if added:
+            shown = ", ".join(added[:12]) + (", …" if len(added) > 12 else "")
+            logger.warning(
+                "the training texts have %d words that init_from's vocabulary lacks (%s); they are added, "
+                "their embeddings start random",
+                len(added),
+                shown,
+            )
+            processor = Processor(processor.image, tokenizer)
     return processor
 
 
 def prepare_loop_config(spec: TrainJob) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Processor, task class and data prepared once on the driver for every worker; Ray datasets apart."""
+    """Processor, task class, the data-bound spec and the data prepared once on the driver for every
+    worker; Ray datasets apart. `config["spec"]` is the spec with the task bound to its training data."""
+    if spec.init_from:
+        spec = spec.model_copy(update={"init_from": absolute_uri(resolve_model_bundle(spec.init_from))})
     splits = resolve_splits(spec.data)
     train = load_split(spec.data, "train")
     processor = run_processor(spec, [c for r in train.records for c in r.captions])
     cls = task_class(spec.task.kind)
+    task_config, model_config = cls(spec.task, spec.model, processor).bind(train)
+    spec = spec.model_copy(update={"task": task_config, "model": model_config})
     task = cls(spec.task, spec.model, processor)
     checkpoint = spec.train.checkpoint
     score = Score(checkpoint.score_attribute or task.score.metric, checkpoint.score_order or task.score.mode)
@@ -97,13 +127,21 @@ def prepare_loop_config(spec: TrainJob) -> tuple[dict[str, Any], dict[str, Any] 
         "task_class": cls,
         "score_metric": score.metric,
         "score_mode": score.mode,
-        "num_train_images": len(train.records),
     }
     datasets = None
     if spec.train.loader == "memory":
         logger.info("decoding %d training images into the object store", len(train.records))
-        config["train_arrays"] = ray.put(tensors_to_arrays(split_to_tensors(train, processor)))
+        tensors = split_to_tensors(train, processor)
+        captions = task.example_captions(tensors)
+        config["num_train_examples"] = tensors.num_images if captions is None else int(captions.shape[0])
+        config["train_arrays"] = ray.put(tensors_to_arrays(tensors))
+    elif task.example_unit == "caption":
+        raise ConfigError(
+            f"task {spec.task.kind!r} trains on every caption (its targets belong to captions); "
+            "train.loader=ray_data draws one caption per image, so use train.loader=memory"
+        )
     else:
+        config["num_train_examples"] = len(train.records)
         datasets = {"train": training_dataset(train, processor, spec.train.seed)}
     if "val" in splits:
         val = load_split(spec.data, "val")
@@ -113,10 +151,11 @@ def prepare_loop_config(spec: TrainJob) -> tuple[dict[str, Any], dict[str, Any] 
 
 @dataclass
 class PreparedRun:
-    """A train job's TorchTrainer and the score that ranks its checkpoints."""
+    """A train job's TorchTrainer, the score that ranks its checkpoints, and the spec bound to its data."""
 
     trainer: TorchTrainer
     score: Score
+    spec: TrainJob
 
 
 def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: str | None = None) -> PreparedRun:
@@ -151,7 +190,7 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: s
         datasets=datasets,
         dataset_config=DataConfig(execution_options=ordered_ingest()) if datasets else None,
     )
-    return PreparedRun(trainer, Score(loop_config["score_metric"], loop_config["score_mode"]))
+    return PreparedRun(trainer, Score(loop_config["score_metric"], loop_config["score_mode"]), loop_config["spec"])
 
 
 def ordered_ingest() -> Any:
@@ -209,4 +248,4 @@ def run_training(spec: TrainJob, callbacks: Sequence[Any] = ()) -> TrainOutcome:
     result = prepared.trainer.fit()
     if result.error is not None:
         raise TrainingError(f"training run {spec.name} failed: {result.error}") from result.error
-    return write_outputs(spec, result, prepared.score.mode)
+    return write_outputs(prepared.spec, result, prepared.score.mode)

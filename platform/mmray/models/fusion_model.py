@@ -1,0 +1,135 @@
+"""The fusion model: a dual encoder, a fusion of its two towers and named prediction heads;
+registered as model kind `fusion`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mmray.config.fusion import FusionModelConfig, HeadConfig
+from mmray.config.model import ModelSection
+from mmray.data.processor import Processor
+from mmray.errors import ConfigError
+from mmray.models.dual_encoder import DualEncoder
+from mmray.models.factory import DUAL_ENCODER, build_dual_encoder, build_dual_encoder_processor
+from mmray.models.fusion import Fusion, FusionDims, Modality, build_fusion
+from mmray.models.outputs import DualEncoderOutput
+from mmray.models.registry import ModelKind, register_model
+
+
+@dataclass
+class FusionOutput:
+    """Each head's raw outputs (logits or values), the fused vector, and the encoder's embeddings
+    (for a contrastive term) where both modalities were given."""
+
+    predictions: dict[str, torch.Tensor]  # name -> (B, outputs)
+    fused: torch.Tensor  # (B, F)
+    embeddings: DualEncoderOutput | None
+
+
+def head(in_dim: int, config: HeadConfig) -> nn.Module:
+    """LayerNorm (fused vectors come at any scale, e.g. unit-length sums), then a linear layer or an MLP."""
+    if config.outputs is None:
+        raise ConfigError("a fusion model head needs `outputs`; the predict task sets it from its heads")
+    norm = nn.LayerNorm(in_dim)
+    if config.hidden is None:
+        return nn.Sequential(norm, nn.Linear(in_dim, config.outputs))
+    return nn.Sequential(
+        norm,
+        nn.Linear(in_dim, config.hidden),
+        nn.GELU(),
+        nn.Dropout(config.dropout),
+        nn.Linear(config.hidden, config.outputs),
+    )
+
+
+class FusionModel(nn.Module):
+    """`encoder` is a complete dual encoder (so a retrieval bundle's weights load into it); the fusion
+    reads its embeddings (and token features where it attends); heads read the fused vector."""
+
+    def __init__(self, encoder: DualEncoder, fusion: Fusion, heads: dict[str, HeadConfig]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.fusion = fusion
+        self.heads = nn.ModuleDict({name: head(fusion.out_dim, config) for name, config in heads.items()})
+
+    def modalities(
+        self, images: torch.Tensor | None, ids: torch.Tensor | None, mask: torch.Tensor | None
+    ) -> tuple[Modality | None, Modality | None]:
+        """Each given modality's embedding and tokens; the ones the fusion does not read are skipped."""
+        image = text = None
+        if images is not None and "image" in self.fusion.modalities:
+            features = self.encoder.encode_image_features(images)
+            embedding = self.encoder.project_image(features.pooled)  # (B, E)
+            image = Modality(embedding, features.tokens, features.mask)
+        if ids is not None and mask is not None and "text" in self.fusion.modalities:
+            features = self.encoder.encode_text_features(ids, mask)
+            embedding = self.encoder.project_text(features.pooled)  # (B, E)
+            text = Modality(embedding, features.tokens, features.mask)
+        return image, text
+
+    def forward(
+        self, images: torch.Tensor | None, ids: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> FusionOutput:
+        """images: (B, 3, S, S) normalised, ids/mask: (B, L); either modality may be None."""
+        image, text = self.modalities(images, ids, mask)
+        fused = self.fusion(image, text)  # (B, F)
+        embeddings = None
+        if image is not None and text is not None:
+            embeddings = DualEncoderOutput(image.embedding, text.embedding, self.encoder.logit_scale)
+        return FusionOutput({name: module(fused) for name, module in self.heads.items()}, fused, embeddings)
+
+
+def _fusion_config(config: ModelSection) -> FusionModelConfig:
+    if not isinstance(config, FusionModelConfig):
+        raise TypeError(f"expected a fusion config, got kind {config.kind!r}")
+    return config
+
+
+def build_fusion_model(config: ModelSection, processor: Processor) -> FusionModel:
+    """A fusion model; a tower the fusion does not read is frozen (DDP needs a gradient for every
+    trainable parameter)."""
+    fusion_config = _fusion_config(config)
+    encoder = build_dual_encoder(fusion_config.encoder, processor)
+    dims = FusionDims(
+        embed_dim=encoder.embed_dim,
+        image_token_dim=int(encoder.image_encoder.out_dim),  # type: ignore[arg-type]
+        text_token_dim=int(encoder.text_encoder.out_dim),  # type: ignore[arg-type]
+    )
+    fusion = build_fusion(fusion_config.fusion, dims)
+    for name, tower in (("image", encoder.image_encoder), ("text", encoder.text_encoder)):
+        if name not in fusion.modalities:
+            tower.requires_grad_(False)
+            getattr(encoder, f"{name}_projection").requires_grad_(False)
+    return FusionModel(encoder, fusion, fusion_config.heads)
+
+
+def _build_processor(config: ModelSection, training_texts: Iterable[str]) -> Processor:
+    return build_dual_encoder_processor(_fusion_config(config).encoder, training_texts)
+
+
+def _save_extras(model: nn.Module, config: ModelSection, directory: Path) -> None:
+    assert isinstance(model, FusionModel)
+    DUAL_ENCODER.save_extras(model.encoder, _fusion_config(config).encoder, directory)
+
+
+def _rebuild_config(config: ModelSection, directory: Path) -> ModelSection:
+    fusion_config = _fusion_config(config)
+    encoder = DUAL_ENCODER.rebuild_config(fusion_config.encoder, directory)
+    return fusion_config.model_copy(update={"encoder": encoder})
+
+
+register_model(
+    "fusion",
+    ModelKind(
+        build=build_fusion_model,
+        build_processor=_build_processor,
+        save_extras=_save_extras,
+        rebuild_config=_rebuild_config,
+        warm_starts_from={"dual_encoder": "encoder."},
+    ),
+)

@@ -1,0 +1,77 @@
+"""Metrics of prediction heads through torchmetrics (the only module that imports it).
+
+Macro averages over labels (multi-label F1 and mAP) count only the labels that occur in the
+split's targets: a label with no positive example has no defined average precision.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multilabel_average_precision,
+    multilabel_f1_score,
+)
+from torchmetrics.functional.regression import mean_absolute_error, mean_squared_error, r2_score
+
+
+def multiclass_metrics(logits: torch.Tensor, target: torch.Tensor, classes: int) -> dict[str, float]:
+    """accuracy, macro F1 (over classes that occur in target or prediction) and micro F1.
+    logits: (N, C); target: (N,) class indices."""
+    target = target.long()
+    per_class = multiclass_f1_score(logits, target, num_classes=classes, average="none")  # (C,)
+    occurring = (
+        torch.bincount(target, minlength=classes).bool() | torch.bincount(logits.argmax(-1), minlength=classes).bool()
+    )  # (C,)
+    return {
+        "accuracy": float(multiclass_accuracy(logits, target, num_classes=classes, average="micro")),
+        "f1_macro": float(per_class[occurring].mean()),
+        "f1_micro": float(multiclass_f1_score(logits, target, num_classes=classes, average="micro")),
+    }
+
+
+def confusion_matrix(logits: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
+    """Counts of (true class, predicted class). -> (C, C) int64"""
+    return multiclass_confusion_matrix(logits, target.long(), num_classes=classes).long()
+
+
+def multilabel_per_label_f1(logits: torch.Tensor, target: torch.Tensor, threshold: float) -> torch.Tensor:
+    """F1 of each label at a probability threshold. logits, target: (N, K) -> (K,)"""
+    probabilities = torch.sigmoid(logits.float())
+    return multilabel_f1_score(
+        probabilities, target.long(), num_labels=target.shape[1], threshold=threshold, average="none"
+    )
+
+
+def multilabel_metrics(logits: torch.Tensor, target: torch.Tensor, threshold: float) -> dict[str, float]:
+    """mAP and macro F1 over the labels with a positive example, micro F1 over all.
+    logits, target: (N, K) multi-hot."""
+    labels = target.shape[1]
+    probabilities = torch.sigmoid(logits.float())  # (N, K)
+    occurring = target.sum(dim=0) > 0  # (K,)
+    if not bool(occurring.any()):
+        return {"mAP": float("nan"), "f1_macro": float("nan"), "f1_micro": float("nan"), "labels_present": 0.0}
+    present = int(occurring.sum())
+    precision = multilabel_average_precision(
+        probabilities[:, occurring], target[:, occurring].long(), num_labels=present, average="none"
+    )  # (K_present,)
+    per_label = multilabel_per_label_f1(logits, target, threshold)  # (K,)
+    micro = multilabel_f1_score(probabilities, target.long(), num_labels=labels, threshold=threshold, average="micro")
+    return {
+        "mAP": float(precision.mean()),
+        "f1_macro": float(per_label[occurring].mean()),
+        "f1_micro": float(micro),
+        "labels_present": float(present),
+    }
+
+
+def regression_metrics(values: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """MAE, RMSE and R² (1 − residual / total sum of squares). values, target: (N,)"""
+    values, target = values.float(), target.float()
+    return {
+        "mae": float(mean_absolute_error(values, target)),
+        "rmse": float(mean_squared_error(values, target, squared=False)),
+        "r2": float(r2_score(values, target)) if target.numel() > 1 else float("nan"),
+    }

@@ -1,0 +1,89 @@
+"""Resolving a predict task against its training data: class counts and names, balanced positive
+weights, and checks that every head's target exists with values its loss accepts."""
+
+from __future__ import annotations
+
+import math
+
+from mmray.config.fusion import FusionModelConfig, HeadConfig
+from mmray.config.prediction import HeadTaskConfig, MulticlassHeadConfig, MultilabelHeadConfig, PredictTaskConfig
+from mmray.data.coco import CocoDataset
+from mmray.data.records import IMAGE_TARGETS
+from mmray.errors import ConfigError, DataError
+
+
+def caption_target_values(train: CocoDataset, target: str) -> list[float]:
+    """The values of a caption target over the split (captions without it skipped)."""
+    values = [t[target] for r in train.records for t in r.caption_targets if target in t]
+    if not values:
+        names = sorted({name for r in train.records for t in r.caption_targets for name in t})
+        raise DataError(
+            f"{train.captions_uri}: no caption has a target {target!r}; caption targets: {', '.join(names) or 'none'}"
+            f"; image targets: {', '.join(IMAGE_TARGETS)}"
+        )
+    return values
+
+
+def _check_classes(name: str, head: MulticlassHeadConfig, values: list[float]) -> None:
+    bad = sorted({v for v in values if not (v.is_integer() and 0 <= v < head.classes)})
+    if bad:
+        raise DataError(
+            f"head {name!r}: target {head.target!r} must be class indices 0..{head.classes - 1}, got {bad[:5]}"
+        )
+
+
+def _balanced_pos_weight(train: CocoDataset) -> list[float]:
+    """Negatives ÷ positives per label over the training images (1 for a label never positive)."""
+    images = len(train.records)
+    positives = [sum(r.labels[k] for r in train.records) for k in range(len(train.categories))]
+    return [(images - p) / p if p else 1.0 for p in positives]
+
+
+def _bind_multilabel(name: str, head: MultilabelHeadConfig, train: CocoDataset) -> MultilabelHeadConfig:
+    if head.target != "labels":
+        raise ConfigError(f"head {name!r}: a multilabel head's target is the image labels, not {head.target!r}")
+    labels = len(train.categories)
+    if not labels:
+        raise ConfigError(f"head {name!r} predicts category labels, but the data has no instances file with categories")
+    if head.classes is not None and head.classes != labels:
+        raise ConfigError(f"head {name!r}: classes is {head.classes}, the data has {labels} categories")
+    update: dict[str, object] = {"classes": labels}
+    if head.class_names is None:
+        update["class_names"] = [c.name for c in train.categories]
+    if head.pos_weight == "balanced":
+        update["pos_weight"] = _balanced_pos_weight(train)
+    elif isinstance(head.pos_weight, list) and len(head.pos_weight) != labels:
+        raise ConfigError(f"head {name!r}: pos_weight has {len(head.pos_weight)} values for {labels} labels")
+    return head.model_copy(update=update)
+
+
+def _bind_head(name: str, head: HeadTaskConfig, train: CocoDataset) -> HeadTaskConfig:
+    if isinstance(head, MultilabelHeadConfig):
+        return _bind_multilabel(name, head, train)
+    if head.target == "labels":
+        raise ConfigError(f"head {name!r}: the multi-hot labels need a multilabel head, not {head.kind}")
+    if head.target in IMAGE_TARGETS:
+        return head
+    values = caption_target_values(train, head.target)
+    if any(math.isnan(v) for v in values):
+        raise DataError(f"head {name!r}: target {head.target!r} has NaN values in {train.captions_uri}")
+    if isinstance(head, MulticlassHeadConfig):
+        _check_classes(name, head, values)
+    return head
+
+
+def bind_predict_task(
+    config: PredictTaskConfig, model_config: FusionModelConfig, train: CocoDataset
+) -> tuple[PredictTaskConfig, FusionModelConfig]:
+    """The task with every head resolved against `train`, and the model with a head per task head."""
+    heads = {name: _bind_head(name, head, train) for name, head in config.heads.items()}
+    model_heads = {
+        name: model_config.heads.get(name, HeadConfig()).model_copy(
+            update={"outputs": 1 if head.kind == "regression" else head.classes}
+        )
+        for name, head in heads.items()
+    }
+    return (
+        config.model_copy(update={"heads": heads}),
+        model_config.model_copy(update={"heads": model_heads}),
+    )
