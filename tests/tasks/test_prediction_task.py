@@ -154,7 +154,7 @@ def test_streaming_loader_is_refused_for_per_caption_targets(shapes_root: Path, 
 
 
 def test_a_contrastive_term_needs_both_towers() -> None:
-    with pytest.raises(ConfigError, match="task.contrastive needs both towers"):
+    with pytest.raises(ConfigError, match=r"task\.contrastive needs both towers"):
         model_config = FusionModelConfig.model_validate({"encoder": ENCODER, "fusion": {"kind": "image_only"}})
         task_config = PredictTaskConfig.model_validate(
             {"heads": QUESTION_HEADS, "contrastive": {"loss": {"kind": "infonce"}}}

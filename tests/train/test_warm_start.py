@@ -45,23 +45,30 @@ def _coco_job(coco_mini: Path, runs: Path, bundle: Path, **model: object) -> Tra
     )
 
 
-def test_warm_start_on_other_captions_keeps_the_bundles_vocabulary(
+def test_warm_start_on_other_captions_keeps_the_bundles_vocabulary_and_adds_new_words(
     ray_session: None, coco_mini: Path, tmp_path: Path
 ) -> None:
     config = DualEncoderConfig.model_validate(MODEL)
     processor = build_processor(config, SHAPES_CAPTIONS)
     write_bundle(tmp_path / "start", build_model(config, processor), config, processor)
     assert isinstance(processor.tokenizer, WordTokenizer) and processor.tokenizer.vocab_size < 20
+    known = processor.tokenizer.vocabulary
 
     job = _coco_job(coco_mini, tmp_path / "runs", tmp_path / "start")
-    assert run_processor(job, ["an entirely different caption set"]).fingerprint() == processor.fingerprint()
+    grown = run_processor(job, ["an entirely different caption set"]).tokenizer
+    assert isinstance(grown, WordTokenizer) and grown.vocabulary[: len(known)] == known, "existing ids unchanged"
+    assert grown.vocabulary[len(known) :] == ["an", "caption", "different", "entirely", "set"]
     outcome = run_training(job)
-    warmed = read_bundle(Path(outcome.model_bundle))
-    assert warmed.processor.fingerprint() == processor.fingerprint(), "the bundle's tokenizer, not a new one"
+    warmed = read_bundle(Path(outcome.model_bundle)).processor.tokenizer
+    assert isinstance(warmed, WordTokenizer) and warmed.vocabulary[: len(known)] == known
     before = load_file(tmp_path / "start" / "model.safetensors")
     after = load_file(Path(outcome.model_bundle) / "model.safetensors")
     weights = [name for name in before if name.endswith("weight") and "running" not in name]
-    assert all(torch.allclose(before[n], after[n], atol=1e-6) for n in weights), "started from the bundle"
+    rows = {n: before[n].shape[0] for n in weights if n.endswith("embed.weight")}
+    assert rows and all(after[n].shape[0] > count for n, count in rows.items()), "coco words were added"
+    assert all(torch.allclose(before[n], after[n][: rows[n]] if n in rows else after[n], atol=1e-6) for n in weights), (
+        "started from the bundle"
+    )
 
 
 def test_warm_start_refuses_other_preprocessing(coco_mini: Path, tmp_path: Path) -> None:
