@@ -6,7 +6,13 @@ from __future__ import annotations
 import math
 
 from mmray.config.fusion import FusionModelConfig, HeadConfig
-from mmray.config.prediction import HeadTaskConfig, MulticlassHeadConfig, MultilabelHeadConfig, PredictTaskConfig
+from mmray.config.prediction import (
+    HeadTaskConfig,
+    MulticlassHeadConfig,
+    MultilabelHeadConfig,
+    PredictTaskConfig,
+    RegressionHeadConfig,
+)
 from mmray.data.coco import CocoDataset
 from mmray.data.records import IMAGE_TARGETS
 from mmray.errors import ConfigError, DataError
@@ -72,18 +78,31 @@ def _bind_head(name: str, head: HeadTaskConfig, train: CocoDataset) -> HeadTaskC
     return head
 
 
+def head_outputs(config: HeadTaskConfig) -> int:
+    """The width of a head's output: 1 value for regression, one logit per class otherwise."""
+    if isinstance(config, RegressionHeadConfig):
+        return 1
+    if config.classes is None:
+        raise ConfigError(f"head on {config.target!r} has no class count yet; it is taken from the training data")
+    return config.classes
+
+
+def sized_heads(config: PredictTaskConfig, model_config: FusionModelConfig) -> dict[str, HeadConfig]:
+    """One model head per task head, sized from it (hidden width and dropout from `model.heads`)."""
+    unknown = sorted(set(model_config.heads) - set(config.heads))
+    if unknown:
+        raise ConfigError(
+            f"model.heads names {unknown}, which the task does not define; task heads: {sorted(config.heads)}"
+        )
+    return {
+        name: model_config.heads.get(name, HeadConfig()).model_copy(update={"outputs": head_outputs(head)})
+        for name, head in config.heads.items()
+    }
+
+
 def bind_predict_task(
     config: PredictTaskConfig, model_config: FusionModelConfig, train: CocoDataset
 ) -> tuple[PredictTaskConfig, FusionModelConfig]:
     """The task with every head resolved against `train`, and the model with a head per task head."""
-    heads = {name: _bind_head(name, head, train) for name, head in config.heads.items()}
-    model_heads = {
-        name: model_config.heads.get(name, HeadConfig()).model_copy(
-            update={"outputs": 1 if head.kind == "regression" else head.classes}
-        )
-        for name, head in heads.items()
-    }
-    return (
-        config.model_copy(update={"heads": heads}),
-        model_config.model_copy(update={"heads": model_heads}),
-    )
+    bound = config.model_copy(update={"heads": {name: _bind_head(name, h, train) for name, h in config.heads.items()}})
+    return bound, model_config.model_copy(update={"heads": sized_heads(bound, model_config)})

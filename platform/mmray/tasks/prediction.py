@@ -10,14 +10,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mmray.config.fusion import FusionModelConfig, HeadConfig
+from mmray.config.fusion import FusionModelConfig
 from mmray.config.model import ModelSection
 from mmray.config.prediction import (
-    HeadTaskConfig,
     MulticlassHeadConfig,
     MultilabelHeadConfig,
     PredictTaskConfig,
-    RegressionHeadConfig,
 )
 from mmray.config.tasks import TaskSection
 from mmray.data.coco import CocoDataset
@@ -39,7 +37,7 @@ from mmray.prediction_metrics import (
     regression_metrics,
 )
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task
-from mmray.tasks.binding import bind_predict_task
+from mmray.tasks.binding import bind_predict_task, head_outputs, sized_heads
 from mmray.tasks.examples import example_targets, split_examples
 from mmray.tasks.registry import register_task
 
@@ -52,14 +50,6 @@ def as_fusion_model(model: nn.Module) -> FusionModel:
     if not isinstance(inner, FusionModel):
         raise TypeError(f"the predict task needs a fusion model, got {type(inner).__name__}")
     return inner
-
-
-def head_outputs(config: HeadTaskConfig) -> int:
-    if isinstance(config, RegressionHeadConfig):
-        return 1
-    if config.classes is None:
-        raise ConfigError(f"head on {config.target!r} has no class count yet; it is taken from the training data")
-    return config.classes
 
 
 @dataclass
@@ -103,15 +93,7 @@ class PredictTask(Task):
     def build_model(self) -> nn.Module:
         """The fusion model with one head per task head (sized from it; hidden width from model.heads)."""
         assert isinstance(self.model_config, FusionModelConfig)
-        heads = {
-            name: self.model_config.heads.get(name, HeadConfig()).model_copy(update={"outputs": head_outputs(head)})
-            for name, head in self.predict_config.heads.items()
-        }
-        unknown = sorted(set(self.model_config.heads) - set(heads))
-        if unknown:
-            raise ConfigError(
-                f"model.heads names {unknown}, which the task does not define; task heads: {sorted(heads)}"
-            )
+        heads = sized_heads(self.predict_config, self.model_config)
         model = as_fusion_model(build_model(self.model_config.model_copy(update={"heads": heads}), self.processor))
         if self.contrastive is None or not self.contrastive.uses_temperature:
             model.encoder.log_logit_scale.requires_grad_(False)
