@@ -94,10 +94,11 @@ def bench_size(count: int, dim: int, queries_count: int, singles: int, rng: np.r
             "hnsw": [("ef_search", e) for e in (defaults.ef_search // 2, defaults.ef_search)],
         }.get(kind, [(None, None)])
         for parameter, value in sweep:
-            if parameter:
-                index.set_search_params(**{parameter: value})
-            found, batch_s = timed(lambda index=index: index.search(queries, k)[1])
-            _, single_s = timed(lambda index=index: [index.search(queries[i : i + 1], k) for i in range(singles)])
+            params = {parameter: value} if parameter else {}
+            found, batch_s = timed(lambda index=index, p=params: index.search(queries, k, **p)[1])
+            _, single_s = timed(
+                lambda index=index, p=params: [index.search(queries[i : i + 1], k, **p) for i in range(singles)]
+            )
             label = f"faiss {kind}" + (f" {parameter}={value}" if parameter else "")
             rows.append((label, build_s, singles / single_s, queries_count / batch_s, recall_at_10(found, exact)))
         del index

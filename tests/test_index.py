@@ -47,10 +47,12 @@ def test_index_types_against_brute_force(data: tuple, kind: str, minimum: float)
 def test_query_time_parameters_trade_recall(data: tuple) -> None:
     base, queries, ids, exact = data
     index = build_index(base, ids, IndexSpec(type="ivf_flat", nlist=64))
-    index.set_search_params(nprobe=1)
-    narrow = recall(index.search(queries, 10)[1], exact)
-    index.set_search_params(nprobe=64)
-    assert recall(index.search(queries, 10)[1], exact) == 1.0 > narrow
+    default = recall(index.search(queries, 10)[1], exact)
+    narrow = recall(index.search(queries, 10, nprobe=1)[1], exact)
+    assert recall(index.search(queries, 10, nprobe=64)[1], exact) == 1.0 > narrow
+    assert recall(index.search(queries, 10)[1], exact) == default, "a per-call nprobe leaves the index as it was"
+    with pytest.raises(ValueError, match="nprobe must be at least 1, got -3"):
+        index.search(queries, 10, nprobe=-3)
 
 
 def test_auto_rule_and_errors(data: tuple) -> None:

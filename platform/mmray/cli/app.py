@@ -9,12 +9,12 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from mmray.cli import config_commands, data_commands, index_commands, train_commands
+from mmray.cli import config_commands, data_commands, index_commands, serve_commands, train_commands
 from mmray.errors import MmrayError
 
 app = typer.Typer(
     name="mmray",
-    help="Multimodal (image + text) learning on Ray: data, training, evaluation, indexing and search.",
+    help="Multimodal (image + text) learning on Ray: data, training, evaluation, indexing, search and serving.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -25,11 +25,15 @@ app.command("train")(train_commands.train)
 app.command("evaluate")(train_commands.evaluate)
 app.command("index")(index_commands.index)
 app.command("search")(index_commands.search)
+app.command("serve")(serve_commands.serve)
+app.command("query")(serve_commands.query)
+app.command("api-key")(serve_commands.api_key)
 
 USER_ERRORS = (MmrayError, FileExistsError, FileNotFoundError)
 
 
 def _setup_logging() -> None:
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.INFO,
         format="%(message)s",

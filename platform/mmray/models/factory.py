@@ -106,5 +106,6 @@ DUAL_ENCODER = ModelKind(
     build_processor=build_dual_encoder_processor,
     save_extras=_save_extras,
     rebuild_config=_rebuild_config,
+    serves=("embed",),
 )
 register_model("dual_encoder", DUAL_ENCODER)

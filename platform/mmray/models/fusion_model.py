@@ -131,5 +131,6 @@ register_model(
         save_extras=_save_extras,
         rebuild_config=_rebuild_config,
         warm_starts_from={"dual_encoder": "encoder."},
+        serves=("classify",),
     ),
 )

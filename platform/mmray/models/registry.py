@@ -25,7 +25,8 @@ class ModelKind:
     - `save_extras` / `rebuild_config`: what a bundle stores beside the weights, and the config that
       rebuilds the architecture from it without reading any initial weights;
     - `warm_starts_from`: other kinds whose bundles initialise a sub-module (kind → parameter prefix),
-      e.g. a fusion model's `encoder.` from a dual-encoder bundle.
+      e.g. a fusion model's `encoder.` from a dual-encoder bundle;
+    - `serves`: the endpoint groups a served bundle of this kind answers (embed, classify, ...).
     """
 
     build: Callable[[ModelSection, Processor], nn.Module]
@@ -33,6 +34,7 @@ class ModelKind:
     save_extras: Callable[[nn.Module, ModelSection, Path], None]
     rebuild_config: Callable[[ModelSection, Path], ModelSection]
     warm_starts_from: dict[str, str] = field(default_factory=dict)
+    serves: tuple[str, ...] = ()
 
 
 _KINDS: dict[str, ModelKind] = {}

@@ -44,15 +44,13 @@ def evaluate_index_bundle(
         raise IndexBundleError(f"{index_uri} needs both an images and a captions index to measure Recall@K")
     model = open_bundle(bundle.manifest["model_bundle"])
     bundle.check_model(model.version)
-    for index in bundle.indexes.values():
-        index.set_search_params(nprobe=nprobe, ef_search=ef_search)
     tensors = load_split_tensors(data, bundle.manifest["split"], model)
     image_vectors, text_vectors = embed_split(model.model, tensors, evaluation_context(model, batch_size))
     k = max(SEARCH_DEPTH, *DEFAULT_KS)
     image_ids = tensors.image_ids.numpy()
-    _, found_images = bundle.indexes["images"].search(text_vectors.numpy(), k)  # (C, k)
+    _, found_images = bundle.indexes["images"].search(text_vectors.numpy(), k, nprobe, ef_search)  # (C, k)
     t2i = _first_hit_ranks(found_images, image_ids[tensors.caption_image.numpy()])
-    _, found_captions = bundle.indexes["captions"].search(image_vectors.numpy(), k)  # (N, k)
+    _, found_captions = bundle.indexes["captions"].search(image_vectors.numpy(), k, nprobe, ef_search)  # (N, k)
     owners = bundle.metadata["captions"]
     found_owners = np.vectorize(lambda cid: owners.get(str(cid), {}).get("image_id", -1))(found_captions)
     i2t = _first_hit_ranks(found_owners, image_ids)

@@ -67,20 +67,39 @@ class VectorIndex:
     def dim(self) -> int:
         return int(self.index.d)
 
-    def set_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Change IVF `nprobe` or HNSW `efSearch` for later searches."""
+    def set_default_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
+        """The IVF `nprobe` / HNSW `efSearch` saved with the index (set while building, before sharing it)."""
         if nprobe is not None and self.kind.startswith("ivf"):
             faiss.extract_index_ivf(self.index).nprobe = nprobe
         if ef_search is not None and self.kind == "hnsw":
             self.index.hnsw.efSearch = ef_search
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k rows per query: scores (q, k) and ids (q, k); missing results have id -1."""
+    def search_parameters(self, nprobe: int | None = None, ef_search: int | None = None) -> Any:
+        """Per-call faiss SearchParameters (None: the index's saved defaults); the shared index is
+        never changed, so concurrent searches with different settings cannot race."""
+        for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if nprobe is not None and self.kind.startswith("ivf"):
+            return faiss.SearchParametersIVF(nprobe=int(nprobe))  # type: ignore[call-arg]
+        if ef_search is not None and self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(efSearch=int(ef_search))  # type: ignore[attr-defined]
+        return None
+
+    def search(
+        self, queries: np.ndarray, k: int, nprobe: int | None = None, ef_search: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows per query: scores (q, k) and ids (q, k); missing results have id -1.
+        `nprobe` (IVF) and `ef_search` (HNSW) apply to this call only."""
         matrix = _as_matrix(queries)
         if matrix.shape[1] != self.dim:
             raise ValueError(f"queries have dimension {matrix.shape[1]}, the index has {self.dim}")
         k = min(k, self.size)
-        scores, rows = self.index.search(matrix, k)
+        params = self.search_parameters(nprobe, ef_search)
+        if params is None:
+            scores, rows = self.index.search(matrix, k)
+        else:
+            scores, rows = self.index.search(matrix, k, params=params)
         ids = np.where(rows >= 0, self.ids[np.clip(rows, 0, None)], -1)
         return scores, ids
 
@@ -139,5 +158,5 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, spec: IndexSpec) -> Vector
     index = _maybe_to_gpu(index, kind, spec.use_gpu)
     index.add(matrix)
     built = VectorIndex(index, ids, kind)
-    built.set_search_params(nprobe=spec.nprobe, ef_search=spec.ef_search)
+    built.set_default_search_params(nprobe=spec.nprobe, ef_search=spec.ef_search)
     return built

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -60,30 +61,23 @@ class Searcher:
 
     def result_images(self, hits: list[Hit]) -> list[tuple[Image.Image, str]]:
         """Each hit's image (a caption's own image) with a label: score and caption."""
-        images = self.index.metadata.get("images", {})
         shown = []
         for hit in hits:
-            image_id = hit.id if hit.kind == "image" else hit.metadata.get("image_id")
-            entry = images.get(str(image_id), {})
-            uri = hit.metadata.get("uri") or entry.get("uri")
-            if not uri:
-                continue
-            text = hit.metadata.get("text") or (entry.get("captions") or [""])[0]
-            shown.append((decode_image(storage.read_bytes(uri), uri), f"{hit.score:.3f} {text}"))
+            uri, text = hit_image(self.index, hit)
+            if uri:
+                shown.append((decode_image(storage.read_bytes(uri), uri), f"{hit.score:.3f} {text}"))
         return shown
 
     def query_vector(self, text: str | None, image: Image.Image | None, alpha: float) -> torch.Tensor:
         """The query embedding: one modality, or normalize(α·z_image + (1 − α)·z_text) for both."""
         if text is None and image is None:
             raise ValueError("a query needs a text, an image, or both")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-        if image is None:
-            return self.embed_text(str(text))
-        if text is None:
-            return self.embed_image(image)
-        fused = alpha * self.embed_image(image) + (1.0 - alpha) * self.embed_text(text)  # (E,)
-        return F.normalize(fused, dim=-1)
+        check_alpha(alpha)
+        return fuse_query(
+            self.embed_image(image) if image is not None else None,
+            self.embed_text(text) if text is not None else None,
+            alpha,
+        )
 
     def search(
         self,
@@ -96,18 +90,58 @@ class Searcher:
         ef_search: int | None = None,
     ) -> list[Hit]:
         """Top-k of `target` (default: images for text or fused queries, captions for an image alone)."""
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        chosen: Target = target or ("captions" if text is None else "images")
-        if chosen not in self.index.indexes:
-            raise IndexBundleError(f"the index bundle has no {chosen!r} index; it has {sorted(self.index.indexes)}")
-        index = self.index.indexes[chosen]
-        index.set_search_params(nprobe=nprobe, ef_search=ef_search)
-        vector = self.query_vector(text, image, alpha).float().numpy()[None, :]  # (1, E)
-        scores, ids = index.search(vector, k)
-        metadata = self.index.metadata.get(chosen, {})
-        return [
-            Hit(rank=rank + 1, kind=chosen[:-1], id=int(i), score=float(s), metadata=metadata.get(str(int(i)), {}))
-            for rank, (s, i) in enumerate(zip(scores[0], ids[0], strict=True))
-            if i >= 0
-        ]
+        chosen = default_target(text is not None, target)
+        vector = self.query_vector(text, image, alpha).float().numpy()  # (E,)
+        return find(self.index, vector, k, chosen, nprobe, ef_search)
+
+
+def hit_image(bundle: IndexBundle, hit: Hit) -> tuple[str | None, str]:
+    """The URI of a hit's image (a caption's own image) and the caption to show with it."""
+    entry = bundle.metadata.get("images", {}).get(
+        str(hit.id if hit.kind == "image" else hit.metadata.get("image_id")), {}
+    )
+    uri = hit.metadata.get("uri") or entry.get("uri")
+    return uri, str(hit.metadata.get("text") or (entry.get("captions") or [""])[0])
+
+
+def check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+
+
+def fuse_query(image: torch.Tensor | None, text: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """One modality's embedding (E,) as it is, or normalize(α·z_image + (1 − α)·z_text) for both."""
+    if image is None and text is None:
+        raise ValueError("a query needs a text, an image, or both")
+    if image is None:
+        return text  # type: ignore[return-value]
+    if text is None:
+        return image
+    return F.normalize(alpha * image + (1.0 - alpha) * text, dim=-1)  # (E,)
+
+
+def default_target(has_text: bool, target: Target | None) -> Target:
+    """Images for text or fused queries, captions for an image alone, unless `target` says."""
+    return target or ("images" if has_text else "captions")
+
+
+def find(
+    bundle: IndexBundle,
+    vector: np.ndarray,
+    k: int,
+    target: Target,
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+) -> list[Hit]:
+    """Top-k of the bundle's `target` index for one query vector (E,), with the hits' metadata."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if target not in bundle.indexes:
+        raise IndexBundleError(f"the index bundle has no {target!r} index; it has {sorted(bundle.indexes)}")
+    scores, ids = bundle.indexes[target].search(vector[None, :], k, nprobe=nprobe, ef_search=ef_search)
+    metadata = bundle.metadata.get(target, {})
+    return [
+        Hit(rank=rank + 1, kind=target[:-1], id=int(i), score=float(s), metadata=metadata.get(str(int(i)), {}))
+        for rank, (s, i) in enumerate(zip(scores[0], ids[0], strict=True))
+        if i >= 0
+    ]

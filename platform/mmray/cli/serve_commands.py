@@ -1,0 +1,126 @@
+"""`mmray serve`, `mmray query` and `mmray api-key`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+DEFAULT_CONFIG = "serve/local.yaml"
+QUERY_ENDPOINTS = ("search", "embed", "classify", "models", "health", "reload")
+
+
+def serve(
+    config: Annotated[str, typer.Argument(help="Serve config YAML (the file `serve run` takes)")] = DEFAULT_CONFIG,
+    port: Annotated[int | None, typer.Option(help="HTTP port [default: the config's http_options.port]")] = None,
+) -> None:
+    """Start the Serve application(s) of CONFIG in the foreground; Ctrl-C stops them.
+
+    Example: mmray serve serve/local.yaml
+    """
+    from mmray.serving.runner import read_serve_config, start_serving, stop_serving
+
+    checked = read_serve_config(config)
+    if port is not None:
+        checked["http_options"] = {**dict(checked.get("http_options") or {}), "port": port}
+    address = start_serving(checked)
+    typer.echo(f"mmray is serving at {address}/ (search page), {address}/docs (API); Ctrl-C stops it", err=True)
+    stopping = {"now": False}
+
+    def _stop(*_: Any) -> None:
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping["now"]:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    typer.echo("stopping", err=True)
+    stop_serving()
+
+
+def _print_hits(body: dict[str, Any]) -> None:
+    for hit in body["hits"]:
+        meta = hit["metadata"]
+        shown = meta.get("text") or (meta.get("captions") or [""])[0]
+        typer.echo(f"{hit['rank']:>3}  {hit['score']:6.3f}  {hit['kind']} {hit['id']:<8} {meta.get('file_name', '')}")
+        typer.echo(f"     {shown}")
+
+
+def query(
+    url: Annotated[str, typer.Argument(help="address of the app, e.g. http://127.0.0.1:8000")],
+    endpoint: Annotated[str, typer.Argument(help=f"one of {', '.join(QUERY_ENDPOINTS)}")] = "search",
+    text: Annotated[list[str] | None, typer.Option(help="query or input text (repeat for several)")] = None,
+    image: Annotated[list[Path] | None, typer.Option(help="image file (repeat for several)")] = None,
+    k: Annotated[int, typer.Option(help="search: results to return")] = 10,
+    target: Annotated[str | None, typer.Option(help="search: images or captions")] = None,
+    alpha: Annotated[float, typer.Option(help="search: image weight of a fused query")] = 0.5,
+    top_k: Annotated[int, typer.Option(help="classify: classes listed per multi-class head")] = 3,
+    model: Annotated[list[str] | None, typer.Option(help="served model name; reload: name=bundle")] = None,
+    index: Annotated[str | None, typer.Option(help="reload: index bundle")] = None,
+    key: Annotated[str | None, typer.Option(help="API key [default: $MMRAY_API_KEY]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON answer")] = False,
+) -> None:
+    """Call a served mmray app.
+
+    Examples: mmray query http://127.0.0.1:8000 search --text "a red circle" --k 5;
+    mmray query http://127.0.0.1:8000 reload --model retrieval=runs/new-clip --index runs/new-index/index
+    """
+    from mmray.errors import ConfigError
+    from mmray.serving.client import ApiClient, encode_image
+
+    if endpoint not in QUERY_ENDPOINTS:
+        raise ConfigError(f"endpoint {endpoint!r}: choose one of {', '.join(QUERY_ENDPOINTS)}")
+    client = ApiClient(url, key)
+    texts, images = list(text or []), [encode_image(path) for path in image or []]
+    chosen = model[0] if model else None
+    body: Any
+    if endpoint == "health":
+        body = client.get("/healthz")
+    elif endpoint == "models":
+        body = client.get("/v1/models")
+    elif endpoint == "embed":
+        body = client.post("/v1/embed", {"texts": texts, "images": images, "model": chosen})
+    elif endpoint == "classify":
+        items = [{"image": img} for img in images] if len(texts) <= 1 else [{"text": t} for t in texts]
+        if len(texts) == 1:
+            items = [{**item, "text": texts[0]} for item in items] or [{"text": texts[0]}]
+        body = client.post("/v1/classify", {"items": items, "top_k": top_k, "model": chosen})
+    elif endpoint == "reload":
+        pairs = dict(entry.split("=", 1) for entry in model or [] if "=" in entry)
+        if len(pairs) != len(model or []):
+            raise ConfigError("reload: give models as --model name=bundle")
+        body = client.post("/v1/admin/reload", {"models": pairs, "index": index})
+    else:
+        if len(texts) > 1 or len(images) > 1:
+            raise ConfigError("search takes one --text and/or one --image")
+        query_body = {"text": texts[0] if texts else None, "image": images[0] if images else None, "k": k,
+                      "target": target, "alpha": alpha}  # fmt: skip
+        body = client.post("/v1/search", query_body)
+        if not as_json:
+            _print_hits(body)
+            return
+    typer.echo(json.dumps(body, indent=None if endpoint == "embed" else 2))
+
+
+def api_key(
+    keys_file: Annotated[Path | None, typer.Option(help="append the key's hash to this keys file")] = None,
+) -> None:
+    """Make a new API key: prints the key (shown once) and the `sha256:` line a keys file holds.
+
+    Example: mmray api-key --keys-file serve/api-keys.txt
+    """
+    from mmray.serving.auth import new_key
+
+    key, hashed = new_key()
+    if keys_file is not None:
+        with keys_file.open("a") as handle:
+            handle.write(hashed + "\n")
+        typer.echo(f"added its hash to {keys_file}", err=True)
+    typer.echo(f"key:  {key}")
+    typer.echo(f"hash: {hashed}")

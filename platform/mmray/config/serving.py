@@ -1,0 +1,78 @@
+"""Arguments of mmray's Serve application: the bundles it serves, request limits, batching, access."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from mmray.config.base import Section
+
+EndpointGroup = Literal["embed", "classify", "generate", "caption", "search"]
+ENDPOINT_GROUPS: tuple[EndpointGroup, ...] = ("embed", "classify", "generate", "caption", "search")
+
+
+class RequestLimits(Section):
+    """What one request may hold; anything beyond gets a 4xx naming the field."""
+
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest request body (413 beyond)")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="largest decoded image, width × height")
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest encoded image")
+    max_items: int = Field(64, ge=1, description="most texts or images in one embed / classify request")
+    max_text_chars: int = Field(2000, ge=1, description="longest text, in characters")
+    max_k: int = Field(1000, ge=1, description="most results one search may ask for")
+
+
+class BatchSettings(Section):
+    """`@serve.batch` settings of the model deployments (a deployment's `user_config` can change them)."""
+
+    max_batch_size: int = Field(32, ge=1, description="requests gathered into one model call (1: no batching)")
+    batch_wait_timeout_s: float = Field(0.005, ge=0.0, description="how long a batch waits to fill up")
+
+
+class AuthSettings(Section):
+    """Optional API keys: with any key set, every /v1 route needs `Authorization: Bearer <key>`.
+    Keys are kept as SHA-256 hashes only. `mmray serve` turns the variable's keys into hashes before
+    deploying; never pass keys through a runtime_env (Ray logs its env_vars)."""
+
+    keys_env: str = Field("MMRAY_API_KEYS", description="environment variable holding comma-separated keys")
+    keys_file: str | None = Field(None, description="file of `sha256:<hex>` lines (`mmray api-key` makes one)")
+    key_hashes: list[str] = Field(default_factory=list, description="`sha256:<hex>` hashes of accepted keys")
+
+    @model_validator(mode="after")
+    def _check_hashes(self) -> AuthSettings:
+        for value in self.key_hashes:
+            digest = value.removeprefix("sha256:")
+            if not value.startswith("sha256:") or len(digest) != 64 or set(digest) - set("0123456789abcdef"):
+                raise ValueError(f"key_hashes: {value[:12]}… is not 'sha256:<64 hex digits>'")
+        return self
+
+
+class ServeAppConfig(Section):
+    """The Serve application: named model bundles, an optional index bundle searched with the model
+    whose version it carries, the endpoint groups to open, limits, batching and access control."""
+
+    models: dict[str, str] = Field(
+        description="name → model bundle (directory, s3:// prefix or training run); one deployment each"
+    )
+    index: str | None = Field(None, description="index bundle for /v1/search (directory or s3:// prefix)")
+    endpoints: list[EndpointGroup] | None = Field(
+        None, description="endpoint groups to open; default: every group some served model supports"
+    )
+    limits: RequestLimits = RequestLimits()
+    batching: BatchSettings = BatchSettings()
+    auth: AuthSettings = AuthSettings()
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: the replica's GPU when it has one")
+    thumbnail_size: int = Field(160, ge=16, le=1024, description="longest side of result thumbnails")
+    reload_timeout_s: float = Field(300.0, gt=0, description="how long a reload waits for every replica")
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeAppConfig:
+        if not self.models:
+            raise ValueError("models: name at least one model bundle, e.g. {retrieval: runs/shapes-clip}")
+        for name in self.models:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"models: name {name!r} must be letters, digits, '-' or '_'")
+        if self.endpoints is not None and "search" in self.endpoints and self.index is None:
+            raise ValueError("endpoints: 'search' needs an index bundle (set index)")
+        return self

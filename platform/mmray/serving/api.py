@@ -1,0 +1,297 @@
+"""The HTTP API (FastAPI) over a Backend: routes, body parsing (JSON or multipart), limits, API keys,
+and JSON errors. Bad input always gets a 4xx naming the field; nothing a client sends yields a 500."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from mmray.config.serving import ServeAppConfig
+from mmray.errors import MmrayError
+from mmray.serving.auth import KeyChecker
+from mmray.serving.calls import (
+    ClassifyCall,
+    ClassifyItem,
+    ClassifyResult,
+    EmbedCall,
+    EmbedResult,
+    RequestError,
+    SearchCall,
+    SearchResult,
+)
+from mmray.serving.model_service import as_numpy_rows
+from mmray.serving.page import search_page
+from mmray.serving.schemas import (
+    ApiBody,
+    CaptionBody,
+    ClassifyBody,
+    EmbedBody,
+    GenerateImageBody,
+    ReloadBody,
+    SearchBody,
+    check_count,
+    check_text,
+    check_texts,
+    inline_schema,
+    parse_body,
+)
+from mmray.serving.state import ServingState, model_for
+from mmray.serving.uploads import check_image, from_base64
+
+logger = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    """Where the API sends its calls: Serve deployment handles, or services in this process."""
+
+    async def state(self) -> ServingState: ...
+
+    async def embed(self, model: str, call: EmbedCall) -> EmbedResult | RequestError: ...
+
+    async def classify(self, model: str, call: ClassifyCall) -> ClassifyResult | RequestError: ...
+
+    async def search(self, call: SearchCall) -> SearchResult | RequestError: ...
+
+    async def describe(self) -> dict[str, Any]: ...
+
+    async def reload(self, models: dict[str, str], index: str | None) -> dict[str, Any]: ...
+
+
+def _error(exc: RequestError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.as_body(), status_code=exc.status, headers=headers)
+
+
+def _answer(result: Any) -> Any:
+    if isinstance(result, RequestError):
+        raise result
+    return result
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(f"the body is {declared} bytes; the limit is {limit}", "body", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(f"the body is over the limit of {limit} bytes", "body", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _form_fields(request: Request, body: bytes, list_fields: tuple[str, ...]) -> dict[str, Any]:
+    """A multipart form as a body dict: files become their bytes, repeated or listed fields lists."""
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, stream(), max_part_size=len(body) + 1).parse()
+    except MultiPartException as exc:
+        raise RequestError(f"malformed multipart body: {exc.message}", "body", 400) from None
+    data: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        content: Any = await value.read() if isinstance(value, UploadFile) else value
+        if key in list_fields:
+            data.setdefault(key, []).append(content)
+        elif key in data:
+            raise RequestError("is given more than once", key)
+        else:
+            data[key] = content
+    return data
+
+
+async def parse_request(
+    request: Request, model: type[ApiBody], limits_bytes: int, list_fields: tuple[str, ...] = ()
+) -> tuple[Any, dict[str, bytes]]:
+    """The validated body and the uploads it carried as files (multipart) by field path."""
+    body = await _read_body(request, limits_bytes)
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        data = await _form_fields(request, body, list_fields)
+        files: dict[str, bytes] = {}
+        for key, value in list(data.items()):
+            if isinstance(value, bytes):
+                files[key], data[key] = value, ""
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    if isinstance(item, bytes):
+                        files[f"{key}[{i}]"], value[i] = item, ""
+        return parse_body(model, {k: v for k, v in data.items() if v != "" or k in files}, strict=False), files
+    if content_type and not content_type.startswith("application/json"):
+        raise RequestError(f"content type {content_type!r}; send application/json or multipart/form-data", "body", 415)
+    if not body:
+        raise RequestError("the body is empty; send a JSON object", "body", 400)
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(f"the body is not valid JSON: {exc}", "body", 400) from None
+    if not isinstance(data, dict):
+        raise RequestError("the body must be a JSON object", "body", 400)
+    return parse_body(model, data), {}
+
+
+def _image_bytes(value: str | None, files: dict[str, bytes], field: str, config: ServeAppConfig) -> bytes | None:
+    """An image given as base64 in JSON or as a file part, checked (size, header, pixels)."""
+    if field in files:
+        data = files[field]
+    elif value:
+        data = from_base64(value, field)
+    else:
+        return None
+    check_image(data, field, config.limits)
+    return data
+
+
+def build_api(backend: Backend, config: ServeAppConfig, keys: KeyChecker) -> FastAPI:
+    """The FastAPI app: the search page at `/`, `/healthz`, and the `/v1` routes."""
+    api = FastAPI(
+        title="mmray",
+        description="Multimodal embedding, classification, generation, captioning and search.",
+        version="1",
+    )
+    limits = config.limits
+    enabled = set(config.endpoints) if config.endpoints is not None else None
+
+    @api.exception_handler(RequestError)
+    async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
+        return _error(exc)
+
+    @api.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail), "field": None}, status_code=exc.status_code)
+
+    @api.exception_handler(MmrayError)
+    async def _user_error(_: Request, exc: MmrayError) -> JSONResponse:
+        return JSONResponse({"error": str(exc), "field": None}, status_code=409)
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}", "field": None}, status_code=500)
+
+    @api.middleware("http")
+    async def _require_key(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path, root = request.scope["path"], request.scope.get("root_path", "")
+        route = path[len(root) :] if root and path.startswith(root) else path
+        if route.startswith("/v1/") and not keys.allows(request.headers.get("authorization")):
+            return _error(RequestError("a valid API key is needed: Authorization: Bearer <key>", "Authorization", 401))
+        return await call_next(request)
+
+    def opened(group: str) -> None:
+        if enabled is not None and group not in enabled:
+            raise RequestError(f"the {group} endpoints are not opened on this app (endpoints: {sorted(enabled)})",
+                               None, 404)  # fmt: skip
+
+    async def served_model(group: str, name: str | None) -> str:
+        opened(group)
+        try:
+            return model_for(await backend.state(), group, name)
+        except MmrayError as exc:
+            raise RequestError(str(exc), "model", 404) from None
+
+    def body_of(model: type[ApiBody]) -> dict[str, Any]:
+        schema = inline_schema(model)
+        return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(search_page(keys.enabled))
+
+    @api.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        state = await backend.state()
+        return {"status": "ok", "generation": state.generation}
+
+    @api.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return await backend.describe()
+
+    @api.post("/v1/embed", openapi_extra=body_of(EmbedBody))
+    async def embed(request: Request) -> dict[str, Any]:
+        body, files = await parse_request(request, EmbedBody, limits.max_body_bytes, ("texts", "images"))
+        images = [_image_bytes(v, files, f"images[{i}]", config) for i, v in enumerate(body.images)]
+        check_count(len(body.texts) + len(images), "texts", limits)
+        check_texts(body.texts, "texts", limits)
+        name = await served_model("embed", body.model)
+        result = _answer(await backend.embed(name, EmbedCall(list(body.texts), [i for i in images if i])))
+        return {
+            "model": name,
+            "model_version": result.model_version,
+            "dim": int(result.text_vectors.shape[1] if len(body.texts) else result.image_vectors.shape[1]),
+            "text_embeddings": as_numpy_rows(result.text_vectors),
+            "image_embeddings": as_numpy_rows(result.image_vectors),
+            "truncated_texts": result.truncated,
+        }
+
+    @api.post("/v1/classify", openapi_extra=body_of(ClassifyBody))
+    async def classify(request: Request) -> dict[str, Any]:
+        body, files = await parse_request(request, ClassifyBody, limits.max_body_bytes)
+        check_count(len(body.items), "items", limits)
+        items = []
+        for i, item in enumerate(body.items):
+            if item.text is not None:
+                check_text(item.text, f"items.{i}.text", limits)
+            items.append(ClassifyItem(_image_bytes(item.image, files, f"items.{i}.image", config), item.text))
+        name = await served_model("classify", body.model)
+        result = _answer(await backend.classify(name, ClassifyCall(items, body.top_k, body.threshold)))
+        return {"model": name, "model_version": result.model_version, "predictions": result.predictions}
+
+    @api.post("/v1/search", openapi_extra=body_of(SearchBody))
+    async def search(request: Request) -> dict[str, Any]:
+        opened("search")
+        body, files = await parse_request(request, SearchBody, limits.max_body_bytes)
+        if not 1 <= body.k <= limits.max_k:
+            raise RequestError(f"must lie in 1..{limits.max_k}, got {body.k}", "k")
+        if body.text is not None:
+            check_text(body.text, "text", limits)
+        image = _image_bytes(body.image, files, "image", config)
+        if body.text is None and image is None:
+            raise RequestError("a search needs a text, an image, or both", "text")
+        call = SearchCall(body.text, image, body.k, body.target, body.alpha, body.nprobe, body.ef_search,
+                          body.thumbnails)  # fmt: skip
+        result = _answer(await backend.search(call))
+        return {
+            "target": result.target,
+            "model_version": result.model_version,
+            "index": result.index_uri,
+            "query_truncated": result.truncated,
+            "hits": result.hits,
+        }
+
+    @api.post("/v1/generate/image", openapi_extra=body_of(GenerateImageBody))
+    async def generate_image(request: Request) -> dict[str, Any]:
+        body, _ = await parse_request(request, GenerateImageBody, limits.max_body_bytes)
+        check_text(body.text, "text", limits)
+        await served_model("generate", body.model)
+        raise RequestError("no generation backend is wired to this route yet", "model", 404)
+
+    @api.post("/v1/caption", openapi_extra=body_of(CaptionBody))
+    async def caption(request: Request) -> dict[str, Any]:
+        body, files = await parse_request(request, CaptionBody, limits.max_body_bytes, ("images",))
+        check_count(len(body.images), "images", limits)
+        for i, value in enumerate(body.images):
+            _image_bytes(value, files, f"images[{i}]", config)
+        await served_model("caption", body.model)
+        raise RequestError("no captioning backend is wired to this route yet", "model", 404)
+
+    @api.post("/v1/admin/reload", openapi_extra=body_of(ReloadBody))
+    async def reload(request: Request) -> dict[str, Any]:
+        if not keys.enabled:
+            raise RequestError("reload needs API keys to be configured on this app", "Authorization", 403)
+        body, _ = await parse_request(request, ReloadBody, limits.max_body_bytes)
+        if not body.models and body.index is None:
+            raise RequestError("name models and/or an index to load", "models")
+        return await backend.reload(dict(body.models), body.index)
+
+    return api

@@ -1,0 +1,70 @@
+"""The Serve application builder: `serve run` / `serve deploy` name `mmray.serving.app:build_app`
+with the arguments of `ServeAppConfig`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from ray.serve import Application, Deployment
+
+from mmray.config.base import format_validation_error
+from mmray.config.serving import ENDPOINT_GROUPS, ServeAppConfig
+from mmray.errors import ConfigError
+from mmray.serving.auth import read_key_hashes
+from mmray.serving.deployments import Ingress, ModelDeployment, RetrieverDeployment, StateKeeper
+from mmray.serving.state import ServingState, resolve_state
+
+logger = logging.getLogger(__name__)
+IMPORT_PATH = "mmray.serving.app:build_app"
+
+
+def app_config(args: dict[str, Any] | ServeAppConfig) -> ServeAppConfig:
+    if isinstance(args, ServeAppConfig):
+        return args
+    try:
+        return ServeAppConfig.model_validate(args)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "serve app args", args)) from None
+
+
+def check_endpoints(config: ServeAppConfig, state: ServingState) -> None:
+    """Every endpoint group asked for must be answered by some served model (or the index)."""
+    for group in config.endpoints or ():
+        if group == "search" or any(group in model.serves for model in state.models.values()):
+            continue
+        served = ", ".join(f"{name} ({model.kind}: {', '.join(model.serves) or 'nothing'})"
+                           for name, model in state.models.items())  # fmt: skip
+        raise ConfigError(f"endpoints: no served model answers {group!r}; served: {served}")
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Check the bundles from their manifests (the index must carry a served model's version) and
+    bind the deployments: a state keeper, one model deployment per model (named `model_<name>`),
+    a retriever when there is an index, and the FastAPI ingress."""
+    config = app_config(args)
+    state = resolve_state(config.models, config.index)
+    check_endpoints(config, state)
+    hashes = read_key_hashes(config.auth)
+    if not hashes:
+        logger.warning("mmray serve: no API keys are set (%s or auth.keys_file); the API is open", config.auth.keys_env)
+    keeper = _deployment(StateKeeper).bind(state)
+    model = _deployment(ModelDeployment)
+    models = {
+        name: model.options(name=f"model_{name}", user_config=config.batching.model_dump()).bind(
+            name, keeper, config.device
+        )
+        for name in state.models
+    }
+    retriever = _deployment(RetrieverDeployment).bind(keeper, models, config.thumbnail_size) if state.index else None
+    return _deployment(Ingress).bind(config.model_dump(mode="json"), hashes, keeper, models, retriever)
+
+
+def _deployment(decorated: Any) -> Deployment:
+    """A class decorated with `@serve.deployment` (typed as the class by the decorator's stubs)."""
+    assert isinstance(decorated, Deployment)
+    return decorated
+
+
+__all__ = ["ENDPOINT_GROUPS", "IMPORT_PATH", "build_app"]

@@ -1,0 +1,71 @@
+"""API keys: kept only as SHA-256 hashes, compared in constant time, never logged."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from mmray.config.serving import AuthSettings
+from mmray.errors import ConfigError
+
+HASH_PREFIX = "sha256:"
+
+
+def hash_key(key: str) -> str:
+    return HASH_PREFIX + hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    """A fresh random key and the line to put in a keys file."""
+    key = "mmr_" + secrets.token_urlsafe(32)
+    return key, hash_key(key)
+
+
+def env_key_hashes(variable: str) -> list[str]:
+    """Hashes of the comma-separated keys in the environment variable (none when it is unset)."""
+    return [hash_key(k.strip()) for k in os.environ.get(variable, "").split(",") if k.strip()]
+
+
+def read_key_hashes(settings: AuthSettings) -> list[str]:
+    """Hashes of the keys in the environment variable and the keys file (either may be absent)."""
+    hashes = [*settings.key_hashes, *env_key_hashes(settings.keys_env)]
+    if settings.keys_file:
+        path = Path(settings.keys_file)
+        if not path.is_file():
+            raise ConfigError(f"auth.keys_file: {path} does not exist")
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            digest = line.removeprefix(HASH_PREFIX)
+            if (
+                not line.startswith(HASH_PREFIX)
+                or len(digest) != 64
+                or any(c not in "0123456789abcdef" for c in digest)
+            ):
+                raise ConfigError(f"auth.keys_file: {path} line {number} is not 'sha256:<64 hex digits>'")
+            hashes.append(line)
+    return hashes
+
+
+class KeyChecker:
+    """Whether a request's `Authorization` header carries one of the keys; open when there are none."""
+
+    def __init__(self, hashes: list[str]) -> None:
+        self.hashes = [h.encode() for h in hashes]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.hashes)
+
+    def allows(self, authorization: str | None) -> bool:
+        if not self.enabled:
+            return True
+        scheme, _, key = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return False
+        presented = hash_key(key.strip()).encode()
+        return any(hmac.compare_digest(presented, known) for known in self.hashes)

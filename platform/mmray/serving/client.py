@@ -1,0 +1,64 @@
+"""A small HTTP client of the API, for `mmray query`, the demo and the benchmark."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from mmray.errors import MmrayError
+
+KEY_ENV = "MMRAY_API_KEY"
+
+
+class ApiError(MmrayError, RuntimeError):
+    """The server answered with an error: its status, message and field."""
+
+    def __init__(self, status: int, error: str, field: str | None) -> None:
+        super().__init__(f"HTTP {status}: {error}" + (f" (field {field})" if field else ""))
+        self.status, self.error, self.field = status, error, field
+
+
+def encode_image(path: str | Path) -> str:
+    file = Path(path)
+    if not file.is_file():
+        raise MmrayError(f"{path}: no such image file" + (" (it is a directory)" if file.is_dir() else ""))
+    return base64.b64encode(file.read_bytes()).decode()
+
+
+class ApiClient:
+    """JSON calls to a served mmray app; the API key comes from `key` or MMRAY_API_KEY."""
+
+    def __init__(self, url: str, key: str | None = None, timeout_s: float = 60.0) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise MmrayError(f"{url!r} is not an http:// or https:// address")
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        self.timeout_s = timeout_s
+        key = key or os.environ.get(KEY_ENV)
+        if key:
+            self.session.headers["Authorization"] = f"Bearer {key}"
+
+    def _answer(self, response: requests.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": response.text[:200] or response.reason}
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, str(body.get("error", body)), body.get("field"))
+        return body
+
+    def get(self, path: str) -> Any:
+        try:
+            return self._answer(self.session.get(self.url + path, timeout=self.timeout_s))
+        except requests.RequestException as exc:
+            raise MmrayError(f"cannot reach {self.url}: {exc}") from None
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        try:
+            return self._answer(self.session.post(self.url + path, json=body, timeout=self.timeout_s))
+        except requests.RequestException as exc:
+            raise MmrayError(f"cannot reach {self.url}: {exc}") from None

@@ -1,0 +1,221 @@
+"""One model bundle on its device, answering batches of embed and classify calls; no Serve in here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
+from mmray.data.images import resize_square
+from mmray.errors import MissingModalityError
+from mmray.models.embedding import EmbeddingModel
+from mmray.models.fusion_model import FusionModel
+from mmray.models.registry import model_kind
+from mmray.serving.calls import (
+    ClassifyCall,
+    ClassifyResult,
+    EmbedCall,
+    EmbedResult,
+    RequestError,
+)
+from mmray.serving.predictions import describe_predictions
+from mmray.serving.uploads import decode_upload
+
+CallT = TypeVar("CallT")
+ResultT = TypeVar("ResultT")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """`auto`: the replica's GPU when it has one (Serve sets CUDA_VISIBLE_DEVICES), else the CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RequestError("device 'cuda' was asked for, but this replica has no GPU", "device", 400)
+    return torch.device(device)
+
+
+def answer_each(calls: Sequence[CallT], answer: Callable[[CallT], ResultT]) -> list[ResultT | RequestError]:
+    """Answer calls one by one; a call's own bad input becomes its RequestError, not the batch's."""
+    results: list[ResultT | RequestError] = []
+    for call in calls:
+        try:
+            results.append(answer(call))
+        except RequestError as exc:
+            results.append(exc)
+    return results
+
+
+class ModelService:
+    """A loaded bundle and what it can do (`capabilities`): `embed` for models with one embedding space,
+    `classify` for fusion models with prediction heads. Batched methods take many calls at once and
+    run the model over all their inputs together, in chunks of `max_rows`."""
+
+    def __init__(self, bundle: LoadedBundle, device: str = "auto", max_rows: int = 256) -> None:
+        self.bundle = bundle
+        self.device = pick_device(device)
+        self.model = bundle.model.to(self.device).eval()
+        self.max_rows = max_rows
+        self.capabilities = set(model_kind(bundle.model_config.kind).serves)
+
+    @classmethod
+    def open(cls, uri: str, device: str = "auto") -> ModelService:
+        return cls(open_bundle(uri), device)
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+    def info(self) -> dict[str, Any]:
+        """What /v1/models shows of this model."""
+        manifest = self.bundle.manifest
+        return {
+            "uri": self.bundle.uri,
+            "model_version": self.version,
+            "model_kind": manifest.get("model_kind"),
+            "task_kind": manifest.get("task_kind"),
+            "capabilities": sorted(self.capabilities),
+            "device": str(self.device),
+            "image_size": self.bundle.processor.image.size,
+            "max_text_tokens": self.bundle.processor.tokenizer.max_length,
+        }
+
+    def require(self, capability: str) -> None:
+        if capability not in self.capabilities:
+            kind = self.bundle.manifest.get("model_kind")
+            raise RequestError(
+                f"model {self.bundle.uri} (kind {kind!r}) cannot {capability}; it can: "
+                f"{', '.join(sorted(self.capabilities)) or 'nothing served'}",
+                "model",
+                404,
+            )
+
+    def pixels(self, images: Sequence[bytes], field: str) -> torch.Tensor:
+        """Decode and resize uploads -> uint8 (N, 3, S, S); a bad one is a RequestError naming it."""
+        size = self.bundle.processor.image.size
+        decoded = [resize_square(decode_upload(data, f"{field}[{i}]"), size) for i, data in enumerate(images)]
+        return torch.stack(decoded) if decoded else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+
+    def _chunks(self, rows: int) -> list[slice]:
+        return [slice(start, min(start + self.max_rows, rows)) for start in range(0, rows, self.max_rows)]
+
+    @torch.inference_mode()
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, S, S) -> L2-normalised float32 (N, E) on the CPU."""
+        assert isinstance(self.model, EmbeddingModel)
+        out = []
+        for rows in self._chunks(pixels.shape[0]):
+            images = self.bundle.processor.normalize(pixels[rows].to(self.device))  # (b, 3, S, S)
+            out.append(self.model.embed_images(images).float().cpu())  # (b, E)
+        return torch.cat(out) if out else torch.zeros(0, self.model.embed_dim)
+
+    @torch.inference_mode()
+    def embed_text_batch(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[bool]]:
+        """Texts -> L2-normalised float32 (T, E) on the CPU, and which texts were truncated."""
+        assert isinstance(self.model, EmbeddingModel)
+        if not texts:
+            return torch.zeros(0, self.model.embed_dim), []
+        tokens = self.bundle.processor.tokenize(list(texts))
+        out = []
+        for rows in self._chunks(len(texts)):
+            ids, mask = tokens.ids[rows].to(self.device), tokens.mask[rows].to(self.device)  # (b, L)
+            out.append(self.model.embed_texts(ids, mask).float().cpu())  # (b, E)
+        return torch.cat(out), [bool(t) for t in tokens.truncated]
+
+    def embed_many(self, calls: Sequence[EmbedCall]) -> list[EmbedResult | RequestError]:
+        """Every call's texts and images embedded in one pass; each call gets its own rows back."""
+        self.require("embed")
+        checked = answer_each(calls, lambda call: (call, self.pixels(call.images, "images")))
+        good = [entry for entry in checked if not isinstance(entry, RequestError)]
+        all_texts = [text for call, _ in good for text in call.texts]
+        text_vectors, truncated = self.embed_text_batch(all_texts)
+        image_vectors = self.embed_pixels(torch.cat([pixels for _, pixels in good])) if good else None
+        results: list[EmbedResult | RequestError] = []
+        text_at = image_at = 0
+        for entry in checked:
+            if isinstance(entry, RequestError):
+                results.append(entry)
+                continue
+            call, pixels = entry
+            texts, images = len(call.texts), pixels.shape[0]
+            assert image_vectors is not None
+            results.append(
+                EmbedResult(
+                    text_vectors=text_vectors[text_at : text_at + texts].numpy(),
+                    image_vectors=image_vectors[image_at : image_at + images].numpy(),
+                    truncated=[i for i, cut in enumerate(truncated[text_at : text_at + texts]) if cut],
+                    model_version=self.version,
+                )
+            )
+            text_at, image_at = text_at + texts, image_at + images
+        return results
+
+    @torch.inference_mode()
+    def _predict(self, pixels: torch.Tensor | None, texts: list[str] | None) -> dict[str, torch.Tensor]:
+        """Head outputs for rows that all have the same modalities -> name: (N, O) on the CPU."""
+        assert isinstance(self.model, FusionModel)
+        rows = pixels.shape[0] if pixels is not None else len(texts or [])
+        tokens = self.bundle.processor.tokenize(texts) if texts is not None else None
+        chunks: dict[str, list[torch.Tensor]] = {}
+        for part in self._chunks(rows):
+            images = self.bundle.processor.normalize(pixels[part].to(self.device)) if pixels is not None else None
+            ids = tokens.ids[part].to(self.device) if tokens is not None else None  # (b, L)
+            mask = tokens.mask[part].to(self.device) if tokens is not None else None  # (b, L)
+            for name, values in self.model(images, ids, mask).predictions.items():
+                chunks.setdefault(name, []).append(values.float().cpu())  # (b, O)
+        return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+    def classify_many(self, calls: Sequence[ClassifyCall]) -> list[ClassifyResult | RequestError]:
+        """Rows of all calls grouped by the modalities they carry, predicted together, and described
+        per call with that call's `top_k` and `threshold`."""
+        self.require("classify")
+        assert self.bundle.task_config is not None
+        decoded = answer_each(calls, self._decode_items)
+        groups: dict[tuple[bool, bool], list[tuple[int, int]]] = {}
+        for call_index, entry in enumerate(decoded):
+            if isinstance(entry, RequestError):
+                continue
+            for item_index, (pixels, text) in enumerate(entry):
+                groups.setdefault((pixels is not None, text is not None), []).append((call_index, item_index))
+        outputs: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        failed: dict[int, RequestError] = {}
+        for (has_image, has_text), members in groups.items():
+            rows = [decoded[c][i] for c, i in members]  # type: ignore[index]
+            pixels = torch.stack([p for p, _ in rows if p is not None]) if has_image else None
+            texts = [str(t) for _, t in rows] if has_text else None
+            try:
+                predicted = self._predict(pixels, texts)
+            except MissingModalityError as exc:
+                for c, i in members:
+                    failed.setdefault(c, RequestError(str(exc), f"items[{i}]"))
+                continue
+            for row, key in enumerate(members):
+                outputs[key] = {name: values[row] for name, values in predicted.items()}
+        results: list[ClassifyResult | RequestError] = []
+        for call_index, (call, entry) in enumerate(zip(calls, decoded, strict=True)):
+            if isinstance(entry, RequestError) or call_index in failed:
+                results.append(entry if isinstance(entry, RequestError) else failed[call_index])
+                continue
+            described = [
+                describe_predictions(self.bundle.task_config, outputs[(call_index, i)], call.top_k, call.threshold)
+                for i in range(len(call.items))
+            ]
+            results.append(ClassifyResult(described, self.version))
+        return results
+
+    def _decode_items(self, call: ClassifyCall) -> list[tuple[torch.Tensor | None, str | None]]:
+        size = self.bundle.processor.image.size
+        rows = []
+        for i, item in enumerate(call.items):
+            if item.image is None and item.text is None:
+                raise RequestError("needs an image, a text, or both", f"items[{i}]")
+            pixels = resize_square(decode_upload(item.image, f"items[{i}].image"), size) if item.image else None
+            rows.append((pixels, item.text))
+        return rows
+
+
+def as_numpy_rows(vectors: np.ndarray) -> list[list[float]]:
+    """(N, E) float32 -> JSON-ready lists."""
+    return [[float(v) for v in row] for row in vectors]
