@@ -1,0 +1,74 @@
+"""`mmray serve` in the foreground, called with `mmray query`, stopped by SIGTERM; `mmray api-key`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmray.serving.auth import KeyChecker, read_key_hashes
+from mmray.config.serving import AuthSettings
+from tests.serving.conftest import Bundles, free_port
+from tests.serving.helpers import image_id, val_images
+from tests.train.conftest import REPO_ROOT, mmray_command, run_mmray
+
+pytestmark = pytest.mark.slow
+
+
+def test_serve_in_the_foreground_query_it_and_stop_it(bundles: Bundles, tmp_path: Path) -> None:
+    port = free_port()
+    config = yaml.safe_load((REPO_ROOT / "serve" / "local.yaml").read_text())
+    application = config["applications"][0]
+    application["args"]["models"] = {"retrieval": str(bundles.clip)}
+    application["args"]["index"] = str(bundles.index)
+    for deployment in application["deployments"]:
+        deployment["ray_actor_options"] = {"num_cpus": 0.1}
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "MMRAY_API_KEYS": "cli-test-key"}
+    server = subprocess.Popen(
+        mmray_command("serve", str(path), "--port", str(port)),
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while run_mmray("query", url, "health", timeout=30).returncode != 0:
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            assert time.monotonic() < deadline, "the app did not answer within 180 s"
+            time.sleep(1)
+        image = val_images(bundles.shapes, 1)[0]
+        refused = run_mmray("query", url, "search", "--text", "a red circle")
+        assert refused.returncode == 2 and "HTTP 401" in refused.stderr and "Traceback" not in refused.stderr
+        found = run_mmray("query", url, "search", "--image", str(image), "--target", "images", "--k", "3", "--json",
+                          "--key", "cli-test-key")  # fmt: skip
+        assert found.returncode == 0, found.stderr
+        assert json.loads(found.stdout)["hits"][0]["id"] == image_id(image)
+        table = run_mmray("query", url, "search", "--text", "a red circle", "--k", "2", "--key", "cli-test-key")
+        assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 4, table.stdout
+        bad = run_mmray("query", url, "search", "--text", "a red circle", "--k", "0", "--key", "cli-test-key")
+        assert bad.returncode == 2 and "HTTP 422" in bad.stderr and "(field k)" in bad.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=120)
+    assert server.returncode == 0, output[-3000:]
+    assert f"mmray is serving at {url}/" in output and "cli-test-key" not in output
+
+
+def test_a_new_api_key_is_added_to_a_keys_file_as_its_hash(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.txt"
+    made = run_mmray("api-key", "--keys-file", str(keys_file))
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.split("key:")[1].split()[0]
+    assert key not in keys_file.read_text()
+    assert KeyChecker(read_key_hashes(AuthSettings(keys_file=str(keys_file)))).allows(f"Bearer {key}")
