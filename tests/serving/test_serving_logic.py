@@ -98,7 +98,11 @@ def test_predictions_are_described_with_names_and_each_calls_parameters() -> Non
             }
         }
     )
-    outputs = {"colour": torch.tensor([0.0, 2.0, 1.0]), "shapes": torch.tensor([0.0, 3.0]), "count": torch.tensor([2.5])}
+    outputs = {
+        "colour": torch.tensor([0.0, 2.0, 1.0]),
+        "shapes": torch.tensor([0.0, 3.0]),
+        "count": torch.tensor([2.5]),
+    }
     described = describe_predictions(task, outputs, top_k=2, threshold=None)
     assert described["colour"]["label"] == "green" and [t["label"] for t in described["colour"]["top"]] == [
         "green",
@@ -182,7 +186,7 @@ def test_the_serve_configs_validate_and_their_import_paths_resolve(name: str) ->
 def test_a_serve_config_with_mistakes_is_refused_naming_them(tmp_path: Path) -> None:
     base = yaml.safe_load((REPO_ROOT / "serve" / "local.yaml").read_text())
     wrong_name = {**base, "applications": [{**base["applications"][0], "deployments": [{"name": "model_clip"}]}]}
-    with pytest.raises(ConfigError, match="no deployment is named 'model_clip'; this app has .*model_retrieval"):
+    with pytest.raises(ConfigError, match=r"no deployment is named 'model_clip'; this app has .*model_retrieval"):
         check_serve_config(wrong_name, "cfg")
     bad_args = {**base, "applications": [{**base["applications"][0], "args": {"models": {}, "idx": "x"}}]}
     with pytest.raises(ConfigError, match="idx"):

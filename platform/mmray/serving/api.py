@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mmray.config.serving import ServeAppConfig
 from mmray.errors import MmrayError
@@ -63,6 +64,24 @@ class Backend(Protocol):
     async def describe(self) -> dict[str, Any]: ...
 
     async def reload(self, models: dict[str, str], index: str | None) -> dict[str, Any]: ...
+
+
+class RequireApiKey:
+    """ASGI middleware: /v1 routes answer 401 without a valid `Authorization: Bearer <key>`."""
+
+    def __init__(self, app: ASGIApp, keys: KeyChecker) -> None:
+        self.app, self.keys = app, keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.keys.enabled:
+            path, root = scope["path"], scope.get("root_path", "")
+            route = path[len(root) :] if root and path.startswith(root) else path
+            authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            if route.startswith("/v1/") and not self.keys.allows(authorization):
+                error = RequestError("a valid API key is needed: Authorization: Bearer <key>", "Authorization", 401)
+                await _error(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _error(exc: RequestError) -> JSONResponse:
@@ -180,13 +199,7 @@ def build_api(backend: Backend, config: ServeAppConfig, keys: KeyChecker) -> Fas
         logger.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"internal error: {type(exc).__name__}", "field": None}, status_code=500)
 
-    @api.middleware("http")
-    async def _require_key(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        path, root = request.scope["path"], request.scope.get("root_path", "")
-        route = path[len(root) :] if root and path.startswith(root) else path
-        if route.startswith("/v1/") and not keys.allows(request.headers.get("authorization")):
-            return _error(RequestError("a valid API key is needed: Authorization: Bearer <key>", "Authorization", 401))
-        return await call_next(request)
+    api.add_middleware(RequireApiKey, keys=keys)
 
     def opened(group: str) -> None:
         if enabled is not None and group not in enabled:
