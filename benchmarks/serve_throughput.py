@@ -3,10 +3,13 @@
 In one run, for text and for image requests (one text or one JPEG per request): requests/s and
 p50 / p99 latency at each concurrency (default 1, 8, 64) with `@serve.batch` on (max_batch_size 64)
 and off (max_batch_size 1), and the same `ModelService` called in this process with batches of 64
-calls and one call at a time. Ratios printed: Serve + HTTP ÷ direct batched, batching on ÷ off (at
-the highest concurrency). The model is `--model` (default runs/shapes-clip, after `make demo`), or a
-randomly initialised model of jobs/shapes-clip.yaml's architecture when that is missing (the compute
-is the same). Load comes from an aiohttp client in this process, on the same machine.
+calls and one call at a time. A bare Serve app of the same shape (a FastAPI ingress calling a second
+deployment through a handle, which echoes the body: no model, no checks) measures what Serve and HTTP
+themselves cost per request on this machine. Ratios printed (at the highest concurrency): Serve + HTTP
+÷ direct batched, batching on ÷ off, and mmray's app ÷ the bare Serve app. The model is `--model`
+(default runs/shapes-clip, after `make demo`), or a randomly initialised model of
+jobs/shapes-clip.yaml's architecture when that is missing (the compute is the same). Load comes from
+an aiohttp client in this process, on the same machine.
 Usage: python benchmarks/serve_throughput.py [--model runs/shapes-clip] [--seconds 6] [--concurrency 1 8 64]
 """
 
@@ -29,14 +32,14 @@ import yaml
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-from mmray import storage  # noqa: E402
-from mmray.artifacts.model_bundle import write_bundle  # noqa: E402
-from mmray.config import ShapesData, TrainJob  # noqa: E402
-from mmray.data.coco import load_coco  # noqa: E402
-from mmray.data.shapes import generate_shapes, split_paths  # noqa: E402
-from mmray.models.registry import build_model, build_processor  # noqa: E402
-from mmray.serving.calls import EmbedCall  # noqa: E402
-from mmray.serving.model_service import ModelService  # noqa: E402
+from mmray import storage
+from mmray.artifacts.model_bundle import write_bundle
+from mmray.config import ShapesData, TrainJob
+from mmray.data.coco import load_coco
+from mmray.data.shapes import generate_shapes, split_paths
+from mmray.models.registry import build_model, build_processor
+from mmray.serving.calls import EmbedCall
+from mmray.serving.model_service import ModelService
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,6 +74,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def bare_serve_app() -> Any:
+    """Proxy → FastAPI ingress → second deployment (echo) → back: Serve's own per-request floor."""
+    from fastapi import Body, FastAPI
+    from ray import serve
+
+    api = FastAPI()
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1000)
+    class Echo:
+        async def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
+            return body
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1000)
+    @serve.ingress(api)
+    class BareIngress:
+        def __init__(self, echo: Any) -> None:
+            self.echo = echo
+
+        @api.post("/v1/embed")
+        async def embed(self, body: dict = Body(...)) -> dict:  # type: ignore[type-arg]  # noqa: B008
+            # Plain `dict`: the class is pickled by value, and string annotations resolve in its globals.
+            return {"echo": await self.echo.remote(body)}
+
+    return BareIngress.bind(Echo.bind())  # type: ignore[attr-defined]
+
+
 def start_apps(model: str, port: int) -> str:
     from ray import serve
 
@@ -83,6 +112,7 @@ def start_apps(model: str, port: int) -> str:
         args = {"models": {"clip": model}, "batching": {"max_batch_size": size, "batch_wait_timeout_s": 0.005},
                 "auth": {"keys_env": "MMRAY_BENCH_NO_KEYS"}}  # fmt: skip
         serve.run(build_app(args), name=name, route_prefix=f"/{name}")
+    serve.run(bare_serve_app(), name="bare", route_prefix="/bare")
     return f"http://127.0.0.1:{port}"
 
 
@@ -111,6 +141,8 @@ async def http_load(url: str, bodies: list[dict[str, Any]], concurrency: int, se
 
         await asyncio.gather(*(client(i) for i in range(concurrency)))
     latencies.sort()
+    if not latencies:
+        raise RuntimeError(f"{url}: every request failed ({failures})")
     return {
         "requests_per_s": len(latencies) / seconds,
         "p50_ms": 1000 * statistics.median(latencies),
@@ -154,7 +186,7 @@ def main() -> None:
         del service
         base = start_apps(model, free_port())
         for kind in ("text", "image"):
-            for app in ("batched", "unbatched"):
+            for app in ("batched", "unbatched", "bare"):
                 for concurrency in args.concurrency:
                     url = f"{base}/{app}/v1/embed"
                     measured = asyncio.run(http_load(url, bodies[kind], concurrency, args.seconds))
@@ -174,6 +206,7 @@ def main() -> None:
             f"serve_batched_c{top}_over_direct_batched": rate(kind, "serve batched", top)
             / rate(kind, "direct batched", BATCH),
             f"batching_on_over_off_c{top}": rate(kind, "serve batched", top) / rate(kind, "serve unbatched", top),
+            f"serve_batched_c{top}_over_bare_serve": rate(kind, "serve batched", top) / rate(kind, "serve bare", top),
         }
         for kind in ("text", "image")
     }
