@@ -195,3 +195,14 @@ def test_a_serve_config_with_mistakes_is_refused_naming_them(tmp_path: Path) -> 
         check_serve_config({**base, "http_options": {"port": "eighty"}}, "cfg")
     with pytest.raises(ConfigError, match="it is a directory"):
         read_serve_config(str(tmp_path))
+
+
+def test_query_pairs_classify_texts_with_images() -> None:
+    from mmray.cli.serve_commands import classify_items
+
+    assert classify_items(["a"], ["I1", "I2"]) == [{"image": "I1", "text": "a"}, {"image": "I2", "text": "a"}]
+    assert classify_items(["a", "b"], ["I1", "I2"]) == [{"image": "I1", "text": "a"}, {"image": "I2", "text": "b"}]
+    assert classify_items(["a", "b"], []) == [{"text": "a"}, {"text": "b"}]
+    assert classify_items([], ["I1"]) == [{"image": "I1"}]
+    with pytest.raises(ConfigError, match="one --text per --image"):
+        classify_items(["a", "b"], ["I1", "I2", "I3"])

@@ -52,6 +52,20 @@ def _print_hits(body: dict[str, Any]) -> None:
         typer.echo(f"     {shown}")
 
 
+def classify_items(texts: list[str], images: list[str]) -> list[dict[str, str]]:
+    """Items from --text / --image: paired in order when both counts match, one text with each image,
+    or one modality alone."""
+    from mmray.errors import ConfigError
+
+    if texts and images and len(texts) != len(images) and len(texts) != 1:
+        raise ConfigError(f"classify: give one --text per --image, or one --text for all ({len(texts)} texts, "
+                          f"{len(images)} images)")  # fmt: skip
+    if not images:
+        return [{"text": text} for text in texts]
+    paired = texts if len(texts) == len(images) else texts * len(images)
+    return [{"image": image, **({"text": paired[i]} if paired else {})} for i, image in enumerate(images)]
+
+
 def query(
     url: Annotated[str, typer.Argument(help="address of the app, e.g. http://127.0.0.1:8000")],
     endpoint: Annotated[str, typer.Argument(help=f"one of {', '.join(QUERY_ENDPOINTS)}")] = "search",
@@ -87,10 +101,7 @@ def query(
     elif endpoint == "embed":
         body = client.post("/v1/embed", {"texts": texts, "images": images, "model": chosen})
     elif endpoint == "classify":
-        items = [{"image": img} for img in images] if len(texts) <= 1 else [{"text": t} for t in texts]
-        if len(texts) == 1:
-            items = [{**item, "text": texts[0]} for item in items] or [{"text": texts[0]}]
-        body = client.post("/v1/classify", {"items": items, "top_k": top_k, "model": chosen})
+        body = client.post("/v1/classify", {"items": classify_items(texts, images), "top_k": top_k, "model": chosen})
     elif endpoint == "reload":
         pairs = dict(entry.split("=", 1) for entry in model or [] if "=" in entry)
         if len(pairs) != len(model or []):
