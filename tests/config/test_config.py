@@ -133,3 +133,25 @@ def test_file_errors(tmp_path: Path) -> None:
 def test_repository_job_specs_validate() -> None:
     for path in sorted(Path(__file__).resolve().parents[2].glob("jobs/*.yaml")):
         assert load_job(path).name
+
+
+REPO_JOBS = Path(__file__).resolve().parents[2] / "jobs"
+
+
+def test_an_override_that_changes_a_kind_keeps_only_the_keys_the_new_kind_takes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = load_job(REPO_JOBS / "shapes-clip.yaml", ["model.image.kind=torchvision", "model.image.name=mobilenet_v2"])
+    image = spec.model.image  # type: ignore[attr-defined]
+    assert image.kind == "torchvision" and image.name == "mobilenet_v2" and image.image_size == 64
+    assert "model.image.width, model.image.blocks" in caplog.text
+    loss = load_job(REPO_JOBS / "shapes-clip.yaml", ["task.loss.kind=triplet", "task.loss.margin=0.3"]).task.loss
+    assert loss.kind == "triplet" and loss.margin == 0.3  # type: ignore[attr-defined]
+
+
+def test_a_whole_section_can_be_set_on_the_command_line() -> None:
+    spec = load_job(REPO_JOBS / "shapes-classify.yaml", ["model.fusion={kind: gated, hidden: 64}"])
+    fusion = spec.model.fusion  # type: ignore[attr-defined]
+    assert fusion.kind == "gated" and fusion.hidden == 64
+    with pytest.raises(ConfigError, match="hiden"):
+        load_job(REPO_JOBS / "shapes-classify.yaml", ["model.fusion={kind: gated, hiden: 64}"])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -19,12 +20,14 @@ from mmray.config.data import DataConfig
 from mmray.config.evaluation import EvaluateSettings
 from mmray.config.fusion import FusionModelConfig
 from mmray.config.indexing import IndexSettings
+from mmray.config.kind_switch import merge_switching_kinds
 from mmray.config.model import ModelConfig
 from mmray.config.prediction import PredictTaskConfig
 from mmray.config.tasks import TaskConfig
 from mmray.config.training import TrainSettings
 from mmray.errors import ConfigError
 
+logger = logging.getLogger(__name__)
 JobKind = Literal["train", "index", "evaluate"]
 JOB_KINDS: tuple[str, ...] = ("train", "index", "evaluate")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -85,9 +88,24 @@ def validate_job(data: dict[str, object], source: str) -> TrainJob | IndexJob | 
         raise ConfigError(format_validation_error(exc, source, data, union_tag=True)) from None
 
 
+JOB_CLASSES: dict[str, type[Section]] = {"train": TrainJob, "index": IndexJob, "evaluate": EvaluateJob}
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Merge nested overrides into a job mapping; an override that changes a section's `kind` keeps
+    only the keys the new kind accepts, and says which it dropped."""
+    job_class = JOB_CLASSES.get(str(overrides.get("kind", raw.get("kind"))))
+    if job_class is None:
+        return deep_merge(raw, overrides)
+    merged, dropped = merge_switching_kinds(raw, overrides, job_class)
+    if dropped:
+        logger.warning("a section's kind changed; keys the new kind does not take were dropped: %s", ", ".join(dropped))
+    return merged
+
+
 def load_job(path: str | Path, overrides: Sequence[str] = ()) -> TrainJob | IndexJob | EvaluateJob:
     """Load a job spec from YAML, apply `section.key=value` overrides and validate it by its kind."""
     raw = read_yaml_mapping(path)
-    merged = deep_merge(raw, parse_overrides(overrides))
+    merged = apply_overrides(raw, parse_overrides(overrides))
     source = str(path) + (" (with overrides)" if overrides else "")
     return validate_job(merged, source)

@@ -1,0 +1,77 @@
+"""Merging overrides into a job where an override changes a section's `kind`: that section keeps only
+the keys its new kind accepts, and the keys dropped are named. Whole sections may be given as
+mappings (`model.fusion={kind: gated, hidden: 64}`)."""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel
+
+from mmray.config.base import deep_merge
+
+
+def _section_classes(annotation: Any, metadata: list[Any]) -> list[type[BaseModel]]:
+    """The config classes a field may hold: members of a union, or a kind registry's classes."""
+    for item in metadata:
+        registry = getattr(getattr(item, "func", None), "__self__", None)
+        if registry is not None and hasattr(registry, "classes"):
+            return list(registry.classes.values())
+    found: list[type[BaseModel]] = []
+    pending = [annotation]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            found.append(current)
+        elif typing.get_origin(current) in (typing.Union, types.UnionType, typing.Annotated):
+            pending.extend(typing.get_args(current))
+    return found
+
+
+def _kinds_of(cls: type[BaseModel]) -> tuple[str, ...]:
+    field = cls.model_fields.get("kind")
+    if field is None:
+        return ()
+    literal = typing.get_args(field.annotation)
+    return tuple(str(value) for value in literal) or ((str(field.default),) if field.default else ())
+
+
+def _class_for(model: type[BaseModel], key: str, kind: Any) -> type[BaseModel] | None:
+    """The class of field `key` of `model` for a section of `kind` (None when it has no kinds)."""
+    field = model.model_fields.get(key)
+    if field is None:
+        return None
+    candidates = _section_classes(field.annotation, list(field.metadata))
+    if kind is None:
+        return candidates[0] if len(candidates) == 1 else None
+    return next((cls for cls in candidates if str(kind) in _kinds_of(cls)), None)
+
+
+def merge_switching_kinds(
+    base: Mapping[str, Any], updates: Mapping[str, Any], model: type[BaseModel], path: str = ""
+) -> tuple[dict[str, Any], list[str]]:
+    """`deep_merge(base, updates)`, except that a section whose `kind` changes keeps only the keys its
+    new kind's class accepts; returns the merged mapping and the dropped keys (dotted)."""
+    merged = dict(base)
+    dropped: list[str] = []
+    for key, value in updates.items():
+        where = f"{path}.{key}" if path else key
+        current = merged.get(key)
+        if not (isinstance(value, Mapping) and isinstance(current, Mapping)):
+            merged.update(deep_merge(merged, {key: value}, path))
+            continue
+        old_kind, new_kind = current.get("kind"), value.get("kind", current.get("kind"))
+        cls = _class_for(model, key, new_kind)
+        if new_kind != old_kind and cls is not None:
+            kept = {name: item for name, item in current.items() if name in cls.model_fields}
+            dropped.extend(f"{where}.{name}" for name in current if name not in cls.model_fields)
+            current = kept
+        if cls is None:
+            merged[key] = deep_merge(current, value, where)
+            continue
+        merged[key], inner = merge_switching_kinds(current, value, cls, where)
+        dropped.extend(inner)
+    return merged, dropped
