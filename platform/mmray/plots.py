@@ -46,7 +46,7 @@ def training_curves_png(history: Sequence[dict[str, Any]], title: str) -> bytes:
     if keys:
         metric_axis.legend(fontsize=8, ncol=2)
     figure.suptitle(title)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def retrieval_sheet_png(
@@ -69,10 +69,10 @@ def retrieval_sheet_png(
     for axis in axes[0]:
         axis.axis("off")
     figure.suptitle(title, fontsize=10)
-    return _png(figure)
+    return png_bytes(figure)
 
 
-def _png(figure: Any) -> bytes:
+def png_bytes(figure: Any) -> bytes:
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
@@ -99,7 +99,7 @@ def confusion_matrix_png(matrix: Any, class_names: Sequence[str], title: str) ->
             colour = "white" if shares[row, col] > 0.5 else "black"
             axis.text(col, row, f"{int(counts[row, col])}", ha="center", va="center", color=colour, fontsize=8)
     axis.set(xlabel="predicted", ylabel="true", title=f"{title}: confusion matrix")
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def per_label_f1_png(f1: Any, support: Any, label_names: Sequence[str], title: str) -> bytes:
@@ -113,7 +113,7 @@ def per_label_f1_png(f1: Any, support: Any, label_names: Sequence[str], title: s
     axis.barh([f"{name} ({count})" for name, _, count in rows], [score for _, score, _ in rows], color="tab:blue")
     axis.set(xlim=(0, 1), xlabel="F1", title=f"{title}: F1 per label (positives in brackets)")
     axis.tick_params(axis="y", labelsize=7)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def predicted_vs_true_png(predicted: Any, true: Any, title: str) -> bytes:
@@ -125,4 +125,4 @@ def predicted_vs_true_png(predicted: Any, true: Any, title: str) -> bytes:
     axis.plot([low, high], [low, high], color="tab:red", linewidth=1)
     axis.set(xlabel="true", ylabel="predicted", title=f"{title}: predicted vs true")
     axis.grid(alpha=0.3)
-    return _png(figure)
+    return png_bytes(figure)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from mmray.cli import config_commands, data_commands, index_commands, serve_commands, train_commands
+from mmray.cli import config_commands, data_commands, index_commands, serve_commands, train_commands, tune_commands
 from mmray.errors import MmrayError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("train")(train_commands.train)
 app.command("evaluate")(train_commands.evaluate)
 app.command("index")(index_commands.index)
 app.command("search")(index_commands.search)
+app.command("tune")(tune_commands.tune)
 app.command("serve")(serve_commands.serve)
 app.command("query")(serve_commands.query)
 app.command("api-key")(serve_commands.api_key)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mmray.config import ShapesData, load_job
+from mmray.config import DataConfig, ShapesData, TuneJob, load_job
 from mmray.config.base import validate
 
 if TYPE_CHECKING:
@@ -92,6 +92,15 @@ def inspect(
 
 
 @app.command("prepare")
+def trial_data(spec: TuneJob) -> DataConfig:
+    """The data section of a tune job's trials (its base job with its overrides)."""
+    from mmray.config import TrainJob
+    from mmray.tune.space import base_mapping, trial_mapping
+
+    mapping, _ = trial_mapping(base_mapping(spec), spec.overrides, {})
+    return TrainJob.model_validate(mapping).data
+
+
 def prepare(
     job: Annotated[str, typer.Argument(help="job spec YAML")],
     overrides: Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")] = None,
@@ -101,9 +110,10 @@ def prepare(
     from mmray.data.sources import resolve_splits
 
     spec = load_job(job, overrides or [])
+    data = trial_data(spec) if isinstance(spec, TuneJob) else spec.data
     results = {}
-    for split, paths in resolve_splits(spec.data).items():
-        summary = inspect_split(paths.captions, paths.images, paths.instances, spec.data.image_check)
+    for split, paths in resolve_splits(data).items():
+        summary = inspect_split(paths.captions, paths.images, paths.instances, data.image_check)
         _print_summary(f"{split}: {paths.captions}", summary)
         results[split] = summary.as_dict()
     typer.echo(json.dumps(results))

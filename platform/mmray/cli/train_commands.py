@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
-from mmray.config import EvaluateJob, IndexJob, TrainJob, load_job
+from mmray.config import ConfigError, EvaluateJob, IndexJob, TrainJob, TuneJob, load_job
 
 
 def train(job: JOB, overrides: OVERRIDES = None) -> None:
@@ -23,10 +23,15 @@ def train(job: JOB, overrides: OVERRIDES = None) -> None:
     typer.echo(json.dumps(outcome.summary()))
 
 
-def _evaluation_of(spec: TrainJob | IndexJob | EvaluateJob, checkpoint: str | None) -> EvaluateJob:
+def _evaluation_of(spec: TrainJob | IndexJob | EvaluateJob | TuneJob, checkpoint: str | None) -> EvaluateJob:
     """An evaluate job from any job: a train job's best model, an index job's index bundle, or as given."""
     from mmray import storage
 
+    if isinstance(spec, TuneJob):
+        raise ConfigError(
+            f"{spec.name} is a 'tune' job; evaluate its best trial with the job it exports "
+            f"({spec.storage_root}/{spec.name}/best_job.yaml)"
+        )
     if isinstance(spec, EvaluateJob):
         return spec if checkpoint is None else spec.model_copy(update={"checkpoint": checkpoint})
     if isinstance(spec, TrainJob):

@@ -3,6 +3,7 @@
 from mmray.config.base import Section, parse_overrides, to_yaml
 from mmray.config.data import CocoData, CocoSplit, DataConfig, ShapesData
 from mmray.config.jobs import EvaluateJob, IndexJob, JobSpec, TrainJob, load_job, validate_job
+from mmray.config.tuning import TuneJob
 from mmray.errors import ConfigError
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Section",
     "ShapesData",
     "TrainJob",
+    "TuneJob",
     "load_job",
     "parse_overrides",
     "to_yaml",

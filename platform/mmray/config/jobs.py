@@ -25,11 +25,12 @@ from mmray.config.model import ModelConfig
 from mmray.config.prediction import PredictTaskConfig
 from mmray.config.tasks import TaskConfig
 from mmray.config.training import TrainSettings
+from mmray.config.tuning import TuneJob
 from mmray.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-JobKind = Literal["train", "index", "evaluate"]
-JOB_KINDS: tuple[str, ...] = ("train", "index", "evaluate")
+JobKind = Literal["train", "index", "evaluate", "tune"]
+JOB_KINDS: tuple[str, ...] = ("train", "index", "evaluate", "tune")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 REGISTERED_KINDS = (FusionModelConfig, PredictTaskConfig)
 """Config kinds registered by importing their modules; named so the imports are kept."""
@@ -72,11 +73,12 @@ class EvaluateJob(Section):
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
 
 
-JobSpec = Annotated[TrainJob | IndexJob | EvaluateJob, Field(discriminator="kind")]
-_JOB_ADAPTER: TypeAdapter[TrainJob | IndexJob | EvaluateJob] = TypeAdapter(JobSpec)
+AnyJob = TrainJob | IndexJob | EvaluateJob | TuneJob
+JobSpec = Annotated[AnyJob, Field(discriminator="kind")]
+_JOB_ADAPTER: TypeAdapter[AnyJob] = TypeAdapter(JobSpec)
 
 
-def validate_job(data: dict[str, object], source: str) -> TrainJob | IndexJob | EvaluateJob:
+def validate_job(data: dict[str, object], source: str) -> AnyJob:
     """Validate a job mapping by its `kind`, raising ConfigError with readable messages."""
     kind = data.get("kind")
     if kind not in JOB_KINDS:
@@ -88,7 +90,7 @@ def validate_job(data: dict[str, object], source: str) -> TrainJob | IndexJob | 
         raise ConfigError(format_validation_error(exc, source, data, union_tag=True)) from None
 
 
-JOB_CLASSES: dict[str, type[Section]] = {"train": TrainJob, "index": IndexJob, "evaluate": EvaluateJob}
+JOB_CLASSES: dict[str, type[Section]] = {"train": TrainJob, "index": IndexJob, "evaluate": EvaluateJob, "tune": TuneJob}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +105,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
     return merged
 
 
-def load_job(path: str | Path, overrides: Sequence[str] = ()) -> TrainJob | IndexJob | EvaluateJob:
+def load_job(path: str | Path, overrides: Sequence[str] = ()) -> AnyJob:
     """Load a job spec from YAML, apply `section.key=value` overrides and validate it by its kind."""
     raw = read_yaml_mapping(path)
     merged = apply_overrides(raw, parse_overrides(overrides))

@@ -75,3 +75,17 @@ def merge_switching_kinds(
         merged[key], inner = merge_switching_kinds(current, value, cls, where)
         dropped.extend(inner)
     return merged, dropped
+
+
+def field_accepted(model: type[BaseModel], data: Mapping[str, Any], dotted: str) -> bool:
+    """Whether the section holding `dotted` (its class chosen by the data's kinds) has that field;
+    True where the schema cannot tell (free-form mappings)."""
+    *parents, leaf = dotted.split(".")
+    cls: type[BaseModel] | None = model
+    node: Any = data
+    for part in parents:
+        if cls is None or part not in cls.model_fields:
+            return cls is None
+        node = node.get(part, {}) if isinstance(node, Mapping) else {}
+        cls = _class_for(cls, part, node.get("kind") if isinstance(node, Mapping) else None)
+    return cls is None or leaf in cls.model_fields

@@ -1,0 +1,83 @@
+"""The tune job: a base training job, a search space over its dotted keys, and how Ray Tune searches."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from mmray.config.base import Section
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class AshaScheduler(Section):
+    """Asynchronous successive halving: trials behind at a rung (1, 2, 4, ... epochs) stop early."""
+
+    kind: Literal["asha"]
+    grace_period: int = Field(1, ge=1, description="epochs every trial runs before it may be stopped")
+    reduction_factor: float = Field(2.0, gt=1.0, description="keep the best 1/η of trials at each rung")
+
+
+class FifoScheduler(Section):
+    """Every trial runs to the end."""
+
+    kind: Literal["fifo"]
+
+
+SchedulerConfig = Annotated[AshaScheduler | FifoScheduler, Field(discriminator="kind")]
+
+
+class SearchAlgorithm(Section):
+    """random: samples the space (grid(...) keys are crossed); optuna: TPE, guided by finished trials."""
+
+    kind: Literal["random", "optuna"] = "random"
+    seed: int | None = Field(0, description="seed of the sampler (None: a new search each time)")
+
+
+class TrialResources(Section):
+    """Each trial is a Ray Train run with these workers; its Tune driver takes `driver_cpus`."""
+
+    num_workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    use_gpu: bool = False
+    driver_cpus: float = Field(0.01, gt=0.0, description="CPUs reserved for each trial's driver process")
+
+
+class TuneSettings(Section):
+    """What to optimise and how many trials to run."""
+
+    metric: str | None = Field(None, description="a reported metric; default: the task's score (e.g. recall_mean)")
+    mode: Literal["max", "min"] | None = Field(None, description="default: the task's (or max)")
+    num_samples: int = Field(8, ge=1, description="trials (each grid(...) combination counts once per sample)")
+    max_concurrent_trials: int = Field(1, ge=1, description="Train runs in flight at once")
+    scheduler: SchedulerConfig = Field(default_factory=lambda: AshaScheduler(kind="asha"))
+    search: SearchAlgorithm = Field(default_factory=SearchAlgorithm)
+    trial: TrialResources = Field(default_factory=TrialResources)
+    max_failures: int = Field(1, ge=0, description="restarts of a trial whose driver fails")
+
+
+class TuneJob(Section):
+    """Search a training job's hyperparameters with Ray Tune: each trial is a Ray Train run of `base`
+    with `overrides` and the trial's values of `space` applied."""
+
+    kind: Literal["tune"]
+    name: str = Field(pattern=NAME_PATTERN)
+    storage_root: str = Field("runs", description="local directory or s3:// prefix for trials and Tune's state")
+    base: str | dict[str, Any] = Field(description="the training job: a YAML file, or the job inline")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="dotted keys set in every trial (e.g. fewer epochs, smaller data)"
+    )
+    space: dict[str, str] = Field(
+        description="dotted key → uniform(a, b) | loguniform(a, b) | randint(a, b) | choice([...]) | grid([...])"
+    )
+    tune: TuneSettings = Field(default_factory=TuneSettings)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TuneJob:
+        if not self.space:
+            raise ValueError("space: name at least one key to search, e.g. train.lr: loguniform(1e-4, 3e-3)")
+        overlap = sorted(set(self.space) & set(self.overrides))
+        if overlap:
+            raise ValueError(f"space and overrides both set {', '.join(overlap)}; keep each key in one of them")
+        return self

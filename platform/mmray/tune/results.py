@@ -1,0 +1,153 @@
+"""A finished search's results: the trials table (printed and saved as CSV), PNGs, and the best trial
+exported as a ready-to-run training job with its model bundle."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mmray import storage
+from mmray.artifacts.model_bundle import BEST_MODEL, MANIFEST
+from mmray.config.base import to_yaml
+from mmray.errors import TrainingError
+from mmray.tune.plots import objective_vs_key_png, trial_curves_png
+from mmray.tune.trial import trial_job
+
+if TYPE_CHECKING:
+    from mmray.tune.search import PreparedSearch
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    status: str  # completed | stopped early | error
+    iterations: int
+    objective: float  # at the trial's last epoch
+    best: float  # over its epochs
+    values: dict[str, Any]
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class SearchOutcome:
+    metric: str
+    mode: str
+    rows: list[TrialRow]
+    best: TrialRow
+    best_job: str
+    model_bundle: str
+    results_csv: str
+    figures: list[str]
+
+    def table(self) -> str:
+        keys = list(self.best.values)
+        header = ["trial", "status", "epochs", self.metric, *keys]
+        lines = [header]
+        for row in self.rows:
+            shown = [f"{row.values.get(k):.4g}" if isinstance(row.values.get(k), float) else str(row.values.get(k))
+                     for k in keys]  # fmt: skip
+            lines.append([row.trial_id, row.status, str(row.iterations), f"{row.objective:.4f}", *shown])
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "best_job": self.best_job,
+            "model_bundle": self.model_bundle,
+            "results_csv": self.results_csv,
+            "figures": self.figures,
+            "metric": self.metric,
+            "mode": self.mode,
+            "best_objective": self.best.objective,
+            "best_trial": self.best.trial_id,
+            "best_values": self.best.values,
+            "trials": len(self.rows),
+            "stopped_early": sum(1 for r in self.rows if r.status == "stopped early"),
+            "errors": sum(1 for r in self.rows if r.status == "error"),
+        }
+
+
+def _row(result: Any, metric: str, mode: str, epochs: int) -> TrialRow:
+    frame = result.metrics_dataframe
+    curve: list[tuple[int, float]] = []
+    if frame is not None and metric in frame:
+        curve = [(int(i), float(v)) for i, v in zip(frame["training_iteration"], frame[metric], strict=True)
+                 if isinstance(v, int | float) and not math.isnan(v)]  # fmt: skip
+    trial_id = str((result.metrics or {}).get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1])
+    iterations = curve[-1][0] if curve else 0
+    status = "error" if result.error else ("completed" if iterations >= epochs else "stopped early")
+    values = [v for _, v in curve]
+    best = (max(values) if mode == "max" else min(values)) if values else math.nan
+    objective = values[-1] if values else math.nan
+    return TrialRow(trial_id, status, iterations, objective, best, dict(result.config["values"]), curve)
+
+
+def best_trial_bundle(run_dir: str, metric: str, mode: str) -> str:
+    """The trial's best model bundle: its run's pointer when the run wrote one, else its kept
+    checkpoint (each a model bundle) with the best reported `metric` (a scheduler may stop a trial
+    after its last report, before the run writes its pointers)."""
+    pointer = storage.join(run_dir, BEST_MODEL)
+    if storage.exists(pointer):
+        return str(json.loads(storage.read_text(pointer))["model_bundle"])
+    scored = []
+    for manifest in storage.list_files(run_dir):
+        if manifest.endswith("/" + MANIFEST) and "/checkpoint_" in manifest:
+            value = json.loads(storage.read_text(manifest)).get("metrics", {}).get(metric)
+            if isinstance(value, int | float) and not math.isnan(value):
+                scored.append((float(value), manifest.rsplit("/", 1)[0]))
+    if not scored:
+        return ""
+    return (max(scored) if mode == "max" else min(scored))[1]
+
+
+def _csv(rows: list[TrialRow], metric: str) -> str:
+    keys = sorted({k for row in rows for k in row.values})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["trial_id", "status", "iterations", metric, f"best_{metric}", *keys])
+    for row in rows:
+        writer.writerow([row.trial_id, row.status, row.iterations, row.objective, row.best,
+                         *(row.values.get(k) for k in keys)])  # fmt: skip
+    return buffer.getvalue()
+
+
+def summarise(prepared: PreparedSearch, grid: Any) -> SearchOutcome:
+    """Write results.csv, trials.png, objective_vs_<key>.png and best_job.yaml under the experiment."""
+    metric, mode = prepared.metric, prepared.mode
+    rows = sorted((_row(r, metric, prepared.mode, prepared.epochs) for r in grid), key=lambda r: r.trial_id)
+    completed = [r for r in rows if r.status == "completed" and not math.isnan(r.objective)]
+    if not completed:
+        errors = [str(r.error).splitlines()[0] for r in grid if r.error][:3]
+        raise TrainingError(f"search {prepared.job.name}: no trial completed; errors: {errors or 'none reported'}")
+    pick = max if mode == "max" else min
+    best = pick(completed, key=lambda r: r.objective)
+    root = prepared.experiment_uri
+    results_csv = storage.join(root, "results.csv")
+    storage.write_text(results_csv, _csv(rows, metric))
+    figures = [storage.join(root, "trials.png")]
+    stopped = {r.trial_id for r in rows if r.status == "stopped early"}
+    storage.write_bytes(figures[0], trial_curves_png({r.trial_id: r.curve for r in rows}, metric, stopped))
+    for key in prepared.space:
+        measured = [r for r in rows if key in r.values and not math.isnan(r.objective)]
+        figure = storage.join(root, f"objective_vs_{key.replace('.', '_')}.png")
+        png = objective_vs_key_png(key, [r.values[key] for r in measured], [r.objective for r in measured], metric)
+        storage.write_bytes(figure, png)
+        figures.append(figure)
+    exported = trial_job(prepared.plan, best.values, f"{prepared.job.name}-best")
+    exported = exported.model_copy(update={"storage_root": prepared.job.storage_root})
+    best_job = storage.join(root, "best_job.yaml")
+    storage.write_text(best_job, f"# best trial {best.trial_id} of tune job {prepared.job.name}: "
+                                 f"{metric} {best.objective:.4f}\n" + to_yaml(exported))  # fmt: skip
+    model_bundle = best_trial_bundle(storage.join(prepared.plan.trials_root, f"trial-{best.trial_id}"), metric, mode)
+    return SearchOutcome(metric, mode, rows, best, _absolute(best_job), model_bundle, _absolute(results_csv),
+                         [_absolute(f) for f in figures])  # fmt: skip
+
+
+def _absolute(uri: str) -> str:
+    import os
+
+    return uri if storage.is_s3(uri) else os.path.abspath(uri)

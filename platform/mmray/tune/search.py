@@ -1,0 +1,163 @@
+"""Running a tune job: the Tuner (ASHA or FIFO; random, grid or Optuna search), progress lines,
+resume of an interrupted search, and the results (table, CSV, PNGs, the best trial as a train job)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, cast
+
+from ray.tune import Callback
+
+from mmray import storage
+from mmray.config.jobs import TrainJob
+from mmray.config.tuning import AshaScheduler, TuneJob
+from mmray.data.processor import Processor
+from mmray.errors import ConfigError, TrainingError
+from mmray.raycluster import connect
+from mmray.tasks.registry import task_class
+from mmray.tune.results import SearchOutcome, summarise
+from mmray.tune.space import Distribution, base_mapping, check_space, parse_space
+from mmray.tune.trial import TrialPlan, run_trial, trial_job
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedSearch:
+    """A checked tune job: its trials' plan, the space, the objective and where it is stored."""
+
+    job: TuneJob
+    plan: TrialPlan
+    space: dict[str, Distribution]
+    metric: str
+    mode: str
+    epochs: int
+    experiment_uri: str
+
+
+def objective(job: TuneJob, example: TrainJob) -> tuple[str, str]:
+    """The metric and mode: the tune job's, else the checkpoint score the training job ranks by."""
+    checkpoint = example.train.checkpoint
+    # A task's score depends on its config alone; no processor is needed to read it.
+    score = task_class(example.task.kind)(example.task, example.model, cast(Processor, None)).score
+    metric = job.tune.metric or checkpoint.score_attribute or score.metric
+    default_mode = score.mode if metric == score.metric else (checkpoint.score_order or "max")
+    return metric, job.tune.mode or default_mode
+
+
+def prepare_search(job: TuneJob, base_directory: Path | None = None) -> PreparedSearch:
+    """Parse and check the space against the base job's schema before anything runs."""
+    base = base_mapping(job, base_directory)
+    space = parse_space(job.space)
+    check_space(base, job.overrides, space)
+    if job.tune.search.kind == "optuna" and any(d.form == "grid" for d in space.values()):
+        raise ConfigError("space: grid(...) needs tune.search.kind=random; Optuna samples, use choice(...)")
+    experiment_uri = storage.join(job.storage_root, job.name)
+    plan = TrialPlan(base, dict(job.overrides), job.tune.trial, storage.join(experiment_uri, "trials"))
+    example = trial_job(plan, {key: d.candidates()[0] for key, d in space.items()}, "trial-check")
+    metric, mode = objective(job, example)
+    return PreparedSearch(job, plan, space, metric, mode, example.train.epochs, experiment_uri)
+
+
+class ProgressLines(Callback):  # type: ignore[misc]
+    """One line per reported epoch and per finished trial, with the best objective so far."""
+
+    def __init__(self, metric: str, mode: str) -> None:
+        self.metric, self.mode = metric, mode
+        self.best: float | None = None
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, int | float):
+            better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+            self.best = float(value) if better else self.best
+        running = sum(1 for t in trials if t.status == "RUNNING")
+        epoch = result.get("training_iteration")
+        logger.info("trial %s epoch %s: %s %s | %d running, best so far %s", trial.trial_id, epoch, self.metric,
+                    _shown(value), running, _shown(self.best))  # fmt: skip
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        done = 1 + sum(1 for t in trials if t is not trial and t.status in ("TERMINATED", "ERROR"))
+        logger.info("trial %s finished (%d of %d trials done)", trial.trial_id, done, len(trials))
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    job, settings = prepared.job, prepared.job.tune
+    trainable = tune.with_resources(partial(run_trial, plan=prepared.plan), {"CPU": settings.trial.driver_cpus})
+    filesystem, storage_path = storage.pyarrow_filesystem(job.storage_root)
+    experiment_path = storage.join(storage_path, job.name)
+    if resume:
+        if not tune.Tuner.can_restore(experiment_path, storage_filesystem=filesystem):
+            raise ConfigError(f"--resume: no search to resume at {prepared.experiment_uri}")
+        return tune.Tuner.restore(
+            experiment_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=filesystem
+        )
+    if storage.exists(storage.join(prepared.experiment_uri, "tuner.pkl")):
+        raise ConfigError(
+            f"a search named {job.name!r} exists at {prepared.experiment_uri}; "
+            "`mmray tune JOB --resume` continues it, or choose another name"
+        )
+    scheduler_config = settings.scheduler
+    if isinstance(scheduler_config, AshaScheduler):
+        scheduler: Any = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=prepared.epochs,
+            grace_period=min(scheduler_config.grace_period, prepared.epochs),
+            reduction_factor=scheduler_config.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()  # type: ignore[no-untyped-call]
+    seed = settings.search.seed
+    limit: int | None = settings.max_concurrent_trials
+    if settings.search.kind == "optuna":
+        search: Any = OptunaSearch(seed=seed)
+    else:
+        search, limit = BasicVariantGenerator(random_state=seed, max_concurrent=settings.max_concurrent_trials), None
+    return tune.Tuner(
+        trainable,
+        param_space={"values": {key: d.to_tune() for key, d in prepared.space.items()}},
+        tune_config=tune.TuneConfig(
+            metric=prepared.metric,
+            mode=prepared.mode,
+            num_samples=settings.num_samples,
+            max_concurrent_trials=limit,
+            scheduler=scheduler,
+            search_alg=search,
+        ),
+        run_config=tune.RunConfig(
+            name=job.name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            callbacks=[ProgressLines(prepared.metric, prepared.mode)],
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            verbose=0,
+        ),
+    )
+
+
+def run_tune(job: TuneJob, resume: bool = False, base_directory: Path | None = None) -> SearchOutcome:
+    """Check the job, run (or resume) the search, and write its results under the experiment."""
+    prepared = prepare_search(job, base_directory)
+    connect()
+    if storage.is_s3(job.storage_root):
+        storage.ensure_bucket(job.storage_root)
+    logger.info("searching %d keys for the %s of %s (%s); trials under %s", len(prepared.space), prepared.mode,
+                prepared.metric, job.tune.scheduler.kind, prepared.plan.trials_root)  # fmt: skip
+    grid = _tuner(prepared, resume).fit()
+    if len(grid) == 0:
+        raise TrainingError(f"search {job.name} ran no trials")
+    return summarise(prepared, grid)
