@@ -53,5 +53,9 @@ class TrainingError(MmrayError, RuntimeError):
     """A training run that failed after exhausting its retries."""
 
 
+class QueryError(MmrayError, ValueError):
+    """A search query that cannot be answered as given (no text or image, empty text, bad settings)."""
+
+
 class MissingModalityError(MmrayError, ValueError):
     """A model was asked to fuse inputs with a modality it needs left out."""

@@ -33,28 +33,39 @@ def search(
         str | None, typer.Option(help="images or captions [default: captions for an image alone, else images]")
     ] = None,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="image weight of a fused image + text query")] = 0.5,
-    nprobe: Annotated[int | None, typer.Option(help="IVF lists to probe")] = None,
-    ef_search: Annotated[int | None, typer.Option(help="HNSW search breadth")] = None,
+    nprobe: Annotated[int | None, typer.Option(min=1, help="IVF lists to probe")] = None,
+    ef_search: Annotated[int | None, typer.Option(min=1, help="HNSW search breadth")] = None,
     model: Annotated[str | None, typer.Option(help="model bundle [default: the one the index was built with]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
     png: Annotated[str | None, typer.Option(help="also draw the query and its results into this PNG")] = None,
 ) -> None:
     """Search an index bundle with a text, an image, or both (fused)."""
-    from PIL import Image
-
+    from mmray.data.image_files import decode_image
+    from mmray.errors import QueryError
     from mmray.retrieval.search import Searcher
 
     if target not in (None, "images", "captions"):
-        raise typer.BadParameter(f"--target must be images or captions, got {target!r}")
+        raise QueryError(f"--target must be images or captions, got {target!r}")
+    if text is None and image is None:
+        raise QueryError("a search needs --text, --image, or both")
+    if text is not None and not text.strip():
+        raise QueryError("--text is empty")
+    if png and not png.startswith("s3://") and Path(png).is_dir():
+        raise QueryError(f"--png {png} is a directory; name the PNG file to write")
     searcher = Searcher.open(bundle, model)
-    query_image = Image.open(image).convert("RGB") if image else None
+    query_image = decode_image(image.read_bytes(), str(image)) if image else None
     hits = searcher.search(text, query_image, k, target, alpha, nprobe, ef_search)  # type: ignore[arg-type]
+    chosen = target or ("images" if text is not None else "captions")
+    if len(hits) < k:
+        held = searcher.index.indexes[chosen].size
+        typer.echo(f"note: --k {k}: the {chosen} index holds {held}; showing all {len(hits)}", err=True)
     if png:
         from mmray import storage
         from mmray.plots import retrieval_sheet_png
 
         sheet = retrieval_sheet_png(text, query_image, searcher.result_images(hits), f"mmray search: top {len(hits)}")
         storage.write_bytes(png, sheet)
+        typer.echo(f"wrote {png}", err=True)
     if as_json:
         typer.echo(json.dumps({"query": {"text": text, "image": str(image) if image else None},
                                "hits": [h.as_dict() for h in hits]}))  # fmt: skip

@@ -10,6 +10,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from mmray.errors import QueryError
+
 AUTO_FLAT_LIMIT = 50_000
 AUTO_IVF_FLAT_LIMIT = 2_000_000
 
@@ -79,7 +81,7 @@ class VectorIndex:
         never changed, so concurrent searches with different settings cannot race."""
         for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
             if value is not None and value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+                raise QueryError(f"{name} must be at least 1, got {value}")
         if nprobe is not None and self.kind.startswith("ivf"):
             return faiss.SearchParametersIVF(nprobe=int(nprobe))  # type: ignore[call-arg]
         if ef_search is not None and self.kind == "hnsw":

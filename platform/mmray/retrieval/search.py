@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -14,10 +15,11 @@ from mmray import storage
 from mmray.artifacts.index_bundle import IndexBundle, load_index_bundle
 from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
 from mmray.data.image_files import decode_image
-from mmray.errors import IndexBundleError
+from mmray.errors import IndexBundleError, QueryError
 from mmray.models.embedding import EmbeddingModel, as_embedding_model
 
 Target = Literal["images", "captions"]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,7 +52,12 @@ class Searcher:
 
     @torch.no_grad()
     def embed_text(self, text: str) -> torch.Tensor:
+        """The text's embedding (E,); a text longer than the tokenizer's length is cut, with a warning."""
+        if not text.strip():
+            raise QueryError("the query text is empty")
         tokens = self.model.processor.tokenize([text])
+        if bool(tokens.truncated[0]):
+            logger.warning("the query was cut to %d tokens (the model reads no more)", tokens.ids.shape[1])
         return self.embedder.embed_texts(tokens.ids, tokens.mask)[0]  # (E,)
 
     @torch.no_grad()
@@ -71,7 +78,7 @@ class Searcher:
     def query_vector(self, text: str | None, image: Image.Image | None, alpha: float) -> torch.Tensor:
         """The query embedding: one modality, or normalize(α·z_image + (1 − α)·z_text) for both."""
         if text is None and image is None:
-            raise ValueError("a query needs a text, an image, or both")
+            raise QueryError("a query needs a text, an image, or both")
         check_alpha(alpha)
         return fuse_query(
             self.embed_image(image) if image is not None else None,
@@ -106,13 +113,13 @@ def hit_image(bundle: IndexBundle, hit: Hit) -> tuple[str | None, str]:
 
 def check_alpha(alpha: float) -> None:
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        raise QueryError(f"alpha must lie in [0, 1], got {alpha}")
 
 
 def fuse_query(image: torch.Tensor | None, text: torch.Tensor | None, alpha: float) -> torch.Tensor:
     """One modality's embedding (E,) as it is, or normalize(α·z_image + (1 − α)·z_text) for both."""
     if image is None and text is None:
-        raise ValueError("a query needs a text, an image, or both")
+        raise QueryError("a query needs a text, an image, or both")
     if image is None:
         return text  # type: ignore[return-value]
     if text is None:
@@ -135,7 +142,7 @@ def find(
 ) -> list[Hit]:
     """Top-k of the bundle's `target` index for one query vector (E,), with the hits' metadata."""
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise QueryError(f"k must be at least 1, got {k}")
     if target not in bundle.indexes:
         raise IndexBundleError(f"the index bundle has no {target!r} index; it has {sorted(bundle.indexes)}")
     scores, ids = bundle.indexes[target].search(vector[None, :], k, nprobe=nprobe, ef_search=ef_search)

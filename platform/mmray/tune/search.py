@@ -4,6 +4,8 @@ resume of an interrupted search, and the results (table, CSV, PNGs, the best tri
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -15,6 +17,7 @@ from mmray import storage
 from mmray.config.jobs import TrainJob
 from mmray.config.tuning import AshaScheduler, TuneJob
 from mmray.data.processor import Processor
+from mmray.data.sources import resolve_splits
 from mmray.errors import ConfigError, TrainingError
 from mmray.raycluster import connect
 from mmray.tasks.registry import task_class
@@ -36,6 +39,12 @@ class PreparedSearch:
     mode: str
     epochs: int
     experiment_uri: str
+    example: TrainJob
+
+    @property
+    def trial_count(self) -> int:
+        grid = [len(d.candidates()) for d in self.space.values() if d.form == "grid"]
+        return self.job.tune.num_samples * math.prod(grid)
 
 
 def objective(job: TuneJob, example: TrainJob) -> tuple[str, str]:
@@ -55,18 +64,19 @@ def prepare_search(job: TuneJob, base_directory: Path | None = None) -> Prepared
     check_space(base, job.overrides, space)
     if job.tune.search.kind == "optuna" and any(d.form == "grid" for d in space.values()):
         raise ConfigError("space: grid(...) needs tune.search.kind=random; Optuna samples, use choice(...)")
-    experiment_uri = storage.join(job.storage_root, job.name)
+    root = job.storage_root if storage.is_s3(job.storage_root) else os.path.abspath(job.storage_root)
+    experiment_uri = storage.join(root, job.name)
     plan = TrialPlan(base, dict(job.overrides), job.tune.trial, storage.join(experiment_uri, "trials"))
     example = trial_job(plan, {key: d.candidates()[0] for key, d in space.items()}, "trial-check")
     metric, mode = objective(job, example)
-    return PreparedSearch(job, plan, space, metric, mode, example.train.epochs, experiment_uri)
+    return PreparedSearch(job, plan, space, metric, mode, example.train.epochs, experiment_uri, example)
 
 
 class ProgressLines(Callback):  # type: ignore[misc]
     """One line per reported epoch and per finished trial, with the best objective so far."""
 
-    def __init__(self, metric: str, mode: str) -> None:
-        self.metric, self.mode = metric, mode
+    def __init__(self, metric: str, mode: str, total: int) -> None:
+        self.metric, self.mode, self.total = metric, mode, total
         self.best: float | None = None
 
     def on_trial_result(
@@ -83,7 +93,7 @@ class ProgressLines(Callback):  # type: ignore[misc]
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         done = 1 + sum(1 for t in trials if t is not trial and t.status in ("TERMINATED", "ERROR"))
-        logger.info("trial %s finished (%d of %d trials done)", trial.trial_id, done, len(trials))
+        logger.info("trial %s finished (%d of %d trials done)", trial.trial_id, done, self.total)
 
 
 def _shown(value: Any) -> str:
@@ -98,7 +108,7 @@ def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
 
     job, settings = prepared.job, prepared.job.tune
     trainable = tune.with_resources(partial(run_trial, plan=prepared.plan), {"CPU": settings.trial.driver_cpus})
-    filesystem, storage_path = storage.pyarrow_filesystem(job.storage_root)
+    filesystem, storage_path = storage.pyarrow_filesystem(prepared.experiment_uri.rsplit("/", 1)[0])
     experiment_path = storage.join(storage_path, job.name)
     if resume:
         if not tune.Tuner.can_restore(experiment_path, storage_filesystem=filesystem):
@@ -142,7 +152,7 @@ def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
             name=job.name,
             storage_path=storage_path,
             storage_filesystem=filesystem,
-            callbacks=[ProgressLines(prepared.metric, prepared.mode)],
+            callbacks=[ProgressLines(prepared.metric, prepared.mode, prepared.trial_count)],
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             verbose=0,
         ),
@@ -152,6 +162,9 @@ def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
 def run_tune(job: TuneJob, resume: bool = False, base_directory: Path | None = None) -> SearchOutcome:
     """Check the job, run (or resume) the search, and write its results under the experiment."""
     prepared = prepare_search(job, base_directory)
+    # Trials keep the driver's working directory (relative paths in the base job mean the same there).
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    resolve_splits(prepared.example.data)  # generated data is made once here, not by every trial
     connect()
     if storage.is_s3(job.storage_root):
         storage.ensure_bucket(job.storage_root)

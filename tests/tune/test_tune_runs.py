@@ -1,0 +1,123 @@
+"""`mmray tune` end to end on a real local Ray with real Train trials: ASHA stopping trials, results
+and the exported best job; resume after the driver is killed; results on the S3 server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mmray import storage
+from mmray.artifacts.model_bundle import open_bundle
+from mmray.config import TrainJob, load_job
+from tests.train.conftest import REPO_ROOT, last_json, mmray_command, run_mmray, tiny_job
+
+pytestmark = pytest.mark.slow
+
+
+def tune_job(data_root: Path, storage_root: str, name: str, samples: int, epochs: int = 3) -> dict[str, Any]:
+    base = tiny_job(data_root, "unused", "base")
+    return {
+        "kind": "tune",
+        "name": name,
+        "storage_root": storage_root,
+        "base": base,
+        "overrides": {"train.epochs": epochs},
+        "space": {
+            "train.lr": "loguniform(1e-4, 1e-2)",
+            "task.loss.kind": "choice([infonce, triplet])",
+            "task.loss.margin": "uniform(0.1, 0.5)",
+        },
+        "tune": {"num_samples": samples, "max_concurrent_trials": 2, "trial": {"num_workers": 1}},
+    }
+
+
+def write(path: Path, job: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def test_a_search_stops_trials_early_and_exports_the_best_as_a_train_job(data_root: Path, tmp_path: Path) -> None:
+    job = write(tmp_path / "tune.yaml", tune_job(data_root, str(tmp_path / "runs"), "search", samples=5))
+    result = run_mmray("tune", str(job), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = last_json(result.stdout)
+    assert summary["trials"] == 5 and summary["errors"] == 0
+    assert summary["stopped_early"] >= 1, result.stdout
+    table = result.stdout.strip().splitlines()[:-1]
+    assert table[0].split()[:4] == ["trial", "status", "epochs", "recall_mean"] and len(table) == 6
+    assert any("stopped early" in line for line in table) and any("completed" in line for line in table)
+    assert "best so far" in result.stderr
+
+    rows = storage.read_text(summary["results_csv"]).strip().splitlines()
+    assert len(rows) == 6 and rows[0].startswith("trial_id,status,iterations,recall_mean")
+    for figure in summary["figures"]:
+        assert Path(figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    exported = load_job(summary["best_job"])
+    assert isinstance(exported, TrainJob) and exported.name == "search-best"
+    assert exported.train.lr == pytest.approx(summary["best_values"]["train.lr"])
+    assert exported.task.loss.kind == summary["best_values"]["task.loss.kind"]  # type: ignore[attr-defined]
+    bundle = open_bundle(summary["model_bundle"])
+    assert bundle.manifest["metrics"]["recall_mean"] == pytest.approx(summary["best_objective"])
+
+    again = run_mmray("tune", str(job))
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+
+
+def _finished(stderr: str) -> list[str]:
+    return [line.split()[2] for line in stderr.splitlines() if line.startswith("INFO") and " finished (" in line]
+
+
+def test_an_interrupted_search_resumes_without_rerunning_finished_trials(data_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    job = write(tmp_path / "tune.yaml", tune_job(data_root, str(runs), "resumed", samples=4, epochs=2))
+    log = tmp_path / "first.log"
+    with log.open("w") as stderr:
+        driver = subprocess.Popen(mmray_command("tune", str(job)), cwd=REPO_ROOT, env=os.environ.copy(),
+                                  stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 600
+        while not _finished(log.read_text()):
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no trial finished within 600 s"
+            time.sleep(1)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finished = _finished(log.read_text())
+    results = {trial: _result_lines(runs / "resumed", trial) for trial in finished}
+    assert all(count > 0 for count in results.values())
+
+    resumed = run_mmray("tune", str(job), "--resume", timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = last_json(resumed.stdout)
+    assert summary["trials"] == 4
+    for trial, count in results.items():
+        assert _result_lines(runs / "resumed", trial) == count, f"finished trial {trial} ran again"
+        assert trial not in _finished(resumed.stderr)
+
+
+def _result_lines(experiment: Path, trial: str) -> int:
+    (directory,) = [d for d in experiment.iterdir() if d.is_dir() and f"_{trial}_" in d.name]
+    result = directory / "result.json"
+    return len(result.read_text().splitlines()) if result.exists() else 0
+
+
+def test_a_search_keeps_its_trials_and_results_on_s3(data_root: Path, tmp_path: Path, s3_env: str) -> None:
+    root = storage.join(s3_env, "tuning")
+    job = write(tmp_path / "tune.yaml", tune_job(data_root, root, "on-s3", samples=2, epochs=2))
+    result = run_mmray("tune", str(job), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = last_json(result.stdout)
+    assert summary["results_csv"] == storage.join(root, "on-s3", "results.csv")
+    assert len(storage.read_text(summary["results_csv"]).strip().splitlines()) == 3
+    assert summary["model_bundle"].startswith(storage.join(root, "on-s3", "trials"))
+    exported = yaml.safe_load(storage.read_text(summary["best_job"]))
+    assert exported["kind"] == "train" and exported["storage_root"] == root
+    assert storage.exists(storage.join(summary["model_bundle"], "bundle.json"))
+    assert json.loads(storage.read_text(storage.join(summary["model_bundle"], "bundle.json")))["metrics"]
