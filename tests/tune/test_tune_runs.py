@@ -75,6 +75,24 @@ def _finished(stderr: str) -> list[str]:
     return [line.split()[2] for line in stderr.splitlines() if line.startswith("INFO") and " finished (" in line]
 
 
+def _saved_as_finished(experiment: Path) -> list[str]:
+    """Trials that Tune's saved experiment state records as finished."""
+    finished = []
+    for state in experiment.glob("experiment_state-*.json"):
+        try:
+            trials = json.loads(state.read_text())["trial_data"]
+        except (ValueError, KeyError):
+            continue
+        finished += [json.loads(t[0])["trial_id"] for t in trials if json.loads(t[0]).get("status") == "TERMINATED"]
+    return finished
+
+
+def _result_lines(experiment: Path, trial: str) -> int:
+    (directory,) = [d for d in experiment.iterdir() if d.is_dir() and f"_{trial}_" in d.name]
+    result = directory / "result.json"
+    return len(result.read_text().splitlines()) if result.exists() else 0
+
+
 def test_an_interrupted_search_resumes_without_rerunning_finished_trials(data_root: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     job = write(tmp_path / "tune.yaml", tune_job(data_root, str(runs), "resumed", samples=4, epochs=2))
@@ -83,29 +101,28 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(data_ro
         driver = subprocess.Popen(mmray_command("tune", str(job)), cwd=REPO_ROOT, env=os.environ.copy(),
                                   stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + 600
-        while not _finished(log.read_text()):
+        while not _saved_as_finished(runs / "resumed"):
             assert driver.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "no trial finished within 600 s"
-            time.sleep(1)
+            assert time.monotonic() < deadline, "no trial was saved as finished within 600 s"
+            time.sleep(0.5)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    finished = _finished(log.read_text())
-    results = {trial: _result_lines(runs / "resumed", trial) for trial in finished}
-    assert all(count > 0 for count in results.values())
+    finished = _saved_as_finished(runs / "resumed")
+    lines = {trial: _result_lines(runs / "resumed", trial) for trial in finished}
+    assert len(finished) < 4, "the search was killed before it ended"
 
     resumed = run_mmray("tune", str(job), "--resume", timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = last_json(resumed.stdout)
-    assert summary["trials"] == 4
-    for trial, count in results.items():
+    assert summary["trials"] == 4 and summary["errors"] == 0
+    for trial, count in lines.items():
         assert _result_lines(runs / "resumed", trial) == count, f"finished trial {trial} ran again"
         assert trial not in _finished(resumed.stderr)
+    assert set(_finished(resumed.stderr)) | set(finished) >= {row for row in _trial_ids(summary["results_csv"])}
 
 
-def _result_lines(experiment: Path, trial: str) -> int:
-    (directory,) = [d for d in experiment.iterdir() if d.is_dir() and f"_{trial}_" in d.name]
-    result = directory / "result.json"
-    return len(result.read_text().splitlines()) if result.exists() else 0
+def _trial_ids(results_csv: str) -> list[str]:
+    return [line.split(",")[0] for line in storage.read_text(results_csv).strip().splitlines()[1:]]
 
 
 def test_a_search_keeps_its_trials_and_results_on_s3(data_root: Path, tmp_path: Path, s3_env: str) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 from mmray.plots import png_bytes
 
@@ -17,6 +18,7 @@ def trial_curves_png(curves: dict[str, Sequence[tuple[int, float]]], metric: str
         if points:
             axis.plot(*zip(*points, strict=True), marker="o", linestyle="--" if trial in stopped else "-", label=trial)
     axis.set(xlabel="epoch (training_iteration)", ylabel=metric, title=f"{metric} per epoch (dashed: stopped early)")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, ncol=2)
     return png_bytes(figure)

@@ -15,6 +15,7 @@ from mmray.artifacts.model_bundle import BEST_MODEL, MANIFEST
 from mmray.config.base import to_yaml
 from mmray.errors import TrainingError
 from mmray.tune.plots import objective_vs_key_png, trial_curves_png
+from mmray.tune.space import trial_mapping
 from mmray.tune.trial import trial_job
 
 if TYPE_CHECKING:
@@ -44,12 +45,11 @@ class SearchOutcome:
     figures: list[str]
 
     def table(self) -> str:
-        keys = list(self.best.values)
+        keys = list(dict.fromkeys(k for row in self.rows for k in row.values))
         header = ["trial", "status", "epochs", self.metric, *keys]
         lines = [header]
         for row in self.rows:
-            shown = [f"{row.values.get(k):.4g}" if isinstance(row.values.get(k), float) else str(row.values.get(k))
-                     for k in keys]  # fmt: skip
+            shown = [_cell(row.values.get(k, "-")) for k in keys]
             lines.append([row.trial_id, row.status, str(row.iterations), f"{row.objective:.4f}", *shown])
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
@@ -71,7 +71,13 @@ class SearchOutcome:
         }
 
 
-def _row(result: Any, metric: str, mode: str, epochs: int) -> TrialRow:
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _row(result: Any, prepared: PreparedSearch) -> TrialRow:
+    """A trial's row; values its trial did not use (a key of a kind it did not pick) are left out."""
+    metric, mode, epochs = prepared.metric, prepared.mode, prepared.epochs
     frame = result.metrics_dataframe
     curve: list[tuple[int, float]] = []
     if frame is not None and metric in frame:
@@ -80,10 +86,13 @@ def _row(result: Any, metric: str, mode: str, epochs: int) -> TrialRow:
     trial_id = str((result.metrics or {}).get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1])
     iterations = curve[-1][0] if curve else 0
     status = "error" if result.error else ("completed" if iterations >= epochs else "stopped early")
-    values = [v for _, v in curve]
-    best = (max(values) if mode == "max" else min(values)) if values else math.nan
-    objective = values[-1] if values else math.nan
-    return TrialRow(trial_id, status, iterations, objective, best, dict(result.config["values"]), curve)
+    measured = [v for _, v in curve]
+    best = (max(measured) if mode == "max" else min(measured)) if measured else math.nan
+    objective = measured[-1] if measured else math.nan
+    sampled = dict(result.config["values"])
+    unused = set(trial_mapping(prepared.plan.base, prepared.plan.fixed, sampled)[1])
+    values = {key: value for key, value in sampled.items() if key not in unused}
+    return TrialRow(trial_id, status, iterations, objective, best, values, curve)
 
 
 def best_trial_bundle(run_dir: str, metric: str, mode: str) -> str:
@@ -118,7 +127,7 @@ def _csv(rows: list[TrialRow], metric: str) -> str:
 def summarise(prepared: PreparedSearch, grid: Any) -> SearchOutcome:
     """Write results.csv, trials.png, objective_vs_<key>.png and best_job.yaml under the experiment."""
     metric, mode = prepared.metric, prepared.mode
-    rows = sorted((_row(r, metric, prepared.mode, prepared.epochs) for r in grid), key=lambda r: r.trial_id)
+    rows = sorted((_row(r, prepared) for r in grid), key=lambda r: r.trial_id)
     completed = [r for r in rows if r.status == "completed" and not math.isnan(r.objective)]
     if not completed:
         errors = [str(r.error).splitlines()[0] for r in grid if r.error][:3]

@@ -3,9 +3,11 @@ resume of an interrupted search, and the results (table, CSV, PNGs, the best tri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -170,7 +172,8 @@ def run_tune(job: TuneJob, resume: bool = False, base_directory: Path | None = N
         storage.ensure_bucket(job.storage_root)
     logger.info("searching %d keys for the %s of %s (%s); trials under %s", len(prepared.space), prepared.mode,
                 prepared.metric, job.tune.scheduler.kind, prepared.plan.trials_root)  # fmt: skip
-    grid = _tuner(prepared, resume).fit()
+    with contextlib.redirect_stdout(sys.stderr):  # Tune's own console output; stdout keeps the results
+        grid = _tuner(prepared, resume).fit()
     if len(grid) == 0:
         raise TrainingError(f"search {job.name} ran no trials")
     return summarise(prepared, grid)
