@@ -112,3 +112,43 @@ def test_s3_uri_parsing() -> None:
     assert storage.join("s3://bucket/a", "b", "c.txt") == "s3://bucket/a/b/c.txt"
     with pytest.raises(storage.StorageError, match="names no bucket"):
         storage.split_s3("s3:///key")
+
+
+def test_an_endpoint_that_never_answers_fails_within_the_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import threading
+    import time
+
+    from mmray.errors import StorageError
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_stay_silent() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    thread.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("MMRAY_S3_READ_TIMEOUT", "0.5")
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageError, match=r"did not answer \(ReadTimeoutError; 3 tries.*0.5 s to read"):
+            storage.read_text("s3://silent-bucket/any.json")
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        server.close()
+    assert time.monotonic() - started < 20

@@ -27,3 +27,23 @@ def connect(num_cpus: int | None = None) -> None:
         dashboard_host="127.0.0.1",
         log_to_driver=True,
     )
+
+
+def check_worker_resources(workers: int, cpus_per_worker: float, use_gpu: bool, what: str) -> None:
+    """Refuse at once what the connected cluster can never give; on a cluster (RAY_ADDRESS), which
+    may add nodes, say what the run waits for instead."""
+    from mmray.errors import ConfigError
+
+    available: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    needs = {"CPU": workers * cpus_per_worker, **({"GPU": float(workers)} if use_gpu else {})}
+    short = {
+        name: (amount, available.get(name, 0.0)) for name, amount in needs.items() if available.get(name, 0.0) < amount
+    }
+    if not short:
+        return
+    shown = ", ".join(f"{amount:g} {name} (the cluster has {have:g})" for name, (amount, have) in short.items())
+    if os.environ.get("RAY_ADDRESS"):
+        logger.warning("%s needs %s; it waits until the cluster adds them (an autoscaling cluster can)", what, shown)
+        return
+    hint = "set train.use_gpu=false, or run on a cluster with GPUs" if "GPU" in short else "use fewer workers or CPUs"
+    raise ConfigError(f"{what} needs {shown}, which this local Ray can never provide; {hint}")

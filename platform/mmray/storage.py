@@ -35,6 +35,7 @@ _DENIED_CODES = {
     "ExpiredToken",
     "403",
 }
+S3_ATTEMPTS = 3
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 
@@ -60,8 +61,14 @@ def split_s3(uri: str) -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _client_for(endpoint: str | None, region: str | None, credentials: tuple[str | None, ...]) -> Any:
-    config = botocore.config.Config(retries={"max_attempts": 3, "mode": "standard"})
+def _client_for(
+    endpoint: str | None, region: str | None, credentials: tuple[str | None, ...], timeouts: tuple[float, float]
+) -> Any:
+    config = botocore.config.Config(
+        retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"},
+        connect_timeout=timeouts[0],
+        read_timeout=timeouts[1],
+    )
     return boto3.session.Session().client(
         "s3", endpoint_url=endpoint or None, region_name=region or "us-east-1", config=config
     )
@@ -76,7 +83,21 @@ def _client() -> Any:
         env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
         env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
         credentials,
+        s3_timeouts(),
     )
+
+
+def s3_timeouts() -> tuple[float, float]:
+    """(connect, read) timeouts of S3 calls in seconds: MMRAY_S3_CONNECT_TIMEOUT (10) and
+    MMRAY_S3_READ_TIMEOUT (60); each call is tried S3_ATTEMPTS times."""
+    values = []
+    for name, default in (("MMRAY_S3_CONNECT_TIMEOUT", 10.0), ("MMRAY_S3_READ_TIMEOUT", 60.0)):
+        raw = os.environ.get(name, "")
+        try:
+            values.append(float(raw) if raw else default)
+        except ValueError:
+            raise StorageError(f"{name}={raw!r} is not a number of seconds") from None
+    return values[0], values[1]
 
 
 def _translate_client_error(uri: str, exc: botocore.exceptions.ClientError) -> StorageError:
@@ -108,6 +129,14 @@ def _s3_errors(uri: str) -> Iterator[None]:
         ) from exc
     except botocore.exceptions.EndpointConnectionError as exc:
         raise StorageError(f"{uri}: cannot reach the S3 endpoint ({exc}); check AWS_ENDPOINT_URL") from exc
+    except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError,
+            botocore.exceptions.ConnectionClosedError) as exc:  # fmt: skip
+        connect, read = s3_timeouts()
+        raise StorageError(
+            f"{uri}: the S3 endpoint did not answer ({type(exc).__name__}; {S3_ATTEMPTS} tries, timeouts "
+            f"{connect:g} s to connect and {read:g} s to read); check AWS_ENDPOINT_URL, or raise "
+            "MMRAY_S3_READ_TIMEOUT"
+        ) from exc
 
 
 def _temp_sibling(path: Path) -> Path:

@@ -32,7 +32,7 @@ from mmray.data.tokenizers import WordTokenizer
 from mmray.errors import ConfigError, TrainingError
 from mmray.models.registry import build_processor
 from mmray.plots import training_curves_png
-from mmray.raycluster import connect
+from mmray.raycluster import check_worker_resources, connect
 from mmray.tasks.base import Score
 from mmray.tasks.registry import task_class
 from mmray.train.loop import CHECKPOINT_SCORE, train_loop_per_worker
@@ -161,12 +161,15 @@ class PreparedRun:
 def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: str | None = None) -> PreparedRun:
     """The TorchTrainer of a train job, with extra Ray Train callbacks (e.g. Tune's report callback)."""
     connect()
+    settings = spec.train
+    check_worker_resources(
+        settings.num_workers, settings.cpus_per_worker, settings.use_gpu, f"training run {spec.name}"
+    )
     root = storage_root or spec.storage_root
     if storage.is_s3(root):
         storage.ensure_bucket(root)
     filesystem, storage_path = storage.pyarrow_filesystem(root)
     loop_config, datasets = prepare_loop_config(spec)
-    settings = spec.train
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
