@@ -48,3 +48,13 @@ def test_fewer_hits_than_asked_and_cut_queries_are_reported(bundles: Bundles) ->
     assert cut.returncode == 0 and "the query was cut to 16 tokens" in cut.stderr
     image = val_images(bundles.shapes, 1)[0]
     assert run_mmray("search", str(bundles.index), "--image", str(image), "--k", "1").returncode == 0
+
+
+def test_an_index_is_not_evaluated_on_data_it_was_not_built_from(bundles: Bundles, tmp_path: Path) -> None:
+    from mmray.config import ShapesData
+    from mmray.errors import IndexBundleError
+    from mmray.retrieval.evaluate import evaluate_index_bundle
+
+    other = ShapesData(source="shapes", root=str(tmp_path / "other"), images=160, val_images=40, seed=99)
+    with pytest.raises(IndexBundleError, match=r"indexes 40 images of split 'val', but the job's data has 40 images"):
+        evaluate_index_bundle(other, str(bundles.index))

@@ -108,6 +108,8 @@ def deep_merge(base: Mapping[str, Any], updates: Mapping[str, Any], path: str = 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """Read a YAML file whose top level must be a mapping."""
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"{str(file)!r} is a directory; name a job spec YAML file in it")
     if not file.is_file():
         raise ConfigError(f"config file {str(file)!r} does not exist")
     try:

@@ -11,8 +11,10 @@ import torch
 from mmray.artifacts.index_bundle import load_index_bundle
 from mmray.artifacts.model_bundle import open_bundle
 from mmray.config.data import DataConfig
+from mmray.data.sources import load_split, resolve_splits
+from mmray.data.tensors import split_to_tensors
 from mmray.errors import IndexBundleError
-from mmray.evaluate import evaluation_context, load_split_tensors
+from mmray.evaluate import evaluation_context
 from mmray.metrics import DEFAULT_KS, metrics_from_ranks
 from mmray.retrieval.split_embedding import embed_split
 
@@ -44,7 +46,20 @@ def evaluate_index_bundle(
         raise IndexBundleError(f"{index_uri} needs both an images and a captions index to measure Recall@K")
     model = open_bundle(bundle.manifest["model_bundle"])
     bundle.check_model(model.version)
-    tensors = load_split_tensors(data, bundle.manifest["split"], model)
+    split = bundle.manifest["split"]
+    dataset = load_split(data, split) if split in resolve_splits(data) else None
+    if dataset is None:
+        raise IndexBundleError(f"{index_uri} indexes split {split!r}, which the job's data section does not have")
+    indexed = {key: tuple(entry.get("captions", ())) for key, entry in bundle.metadata.get("images", {}).items()}
+    given = {str(r.image_id): tuple(r.captions) for r in dataset.records}
+    if indexed != given:
+        same = sum(1 for key, captions in given.items() if indexed.get(key) == captions)
+        raise IndexBundleError(
+            f"{index_uri} indexes {len(indexed)} images of split {split!r}, but the job's data has {len(given)} "
+            f"images in that split, {same} of them the same (id and captions); evaluate it on the data it was "
+            "built from, or rebuild the index from this data"
+        )
+    tensors = split_to_tensors(dataset, model.processor)
     image_vectors, text_vectors = embed_split(model.model, tensors, evaluation_context(model, batch_size))
     k = max(SEARCH_DEPTH, *DEFAULT_KS)
     image_ids = tensors.image_ids.numpy()
