@@ -47,3 +47,17 @@ def check_worker_resources(workers: int, cpus_per_worker: float, use_gpu: bool, 
         return
     hint = "set train.use_gpu=false, or run on a cluster with GPUs" if "GPU" in short else "use fewer workers or CPUs"
     raise ConfigError(f"{what} needs {shown}, which this local Ray can never provide; {hint}")
+
+
+def warn_if_other_local_ray(what: str) -> None:
+    """With an embedded Ray, a second Ray instance on the same machine confuses Ray Train's cleanup
+    of stopped runs (its state API finds two clusters), so resources of stopped trials stay reserved."""
+    if os.environ.get("RAY_ADDRESS"):
+        return
+    from ray._private.services import find_gcs_addresses
+
+    others = len(find_gcs_addresses()) - 1  # type: ignore[no-untyped-call]
+    if others > 0:
+        logger.warning("%d other Ray instance(s) run on this machine; %s may wait forever for the resources "
+                       "of stopped trials: stop them, or start one cluster (`ray start --head`) and set "
+                       "RAY_ADDRESS", others, what)  # fmt: skip

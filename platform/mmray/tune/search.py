@@ -21,7 +21,7 @@ from mmray.config.tuning import AshaScheduler, TuneJob
 from mmray.data.processor import Processor
 from mmray.data.sources import resolve_splits
 from mmray.errors import ConfigError, TrainingError
-from mmray.raycluster import check_worker_resources, connect
+from mmray.raycluster import check_worker_resources, connect, warn_if_other_local_ray
 from mmray.tasks.registry import task_class
 from mmray.tune.results import SearchOutcome, summarise
 from mmray.tune.space import Distribution, base_mapping, check_space, parse_space
@@ -168,6 +168,7 @@ def run_tune(job: TuneJob, resume: bool = False, base_directory: Path | None = N
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     resolve_splits(prepared.example.data)  # generated data is made once here, not by every trial
     connect()
+    warn_if_other_local_ray(f"search {job.name}")
     trial = job.tune.trial
     check_worker_resources(trial.num_workers, trial.cpus_per_worker, trial.use_gpu, f"each trial of {job.name}")
     if storage.is_s3(job.storage_root):
