@@ -132,3 +132,12 @@ def test_the_repository_tune_jobs_are_valid_searches(name: str) -> None:
     assert isinstance(job, TuneJob)
     prepared = prepare_search(job)
     assert prepared.metric == "recall_mean" and prepared.trial_count == job.tune.num_samples
+
+
+def test_data_prepare_of_a_tune_job_prepares_its_trials_data() -> None:
+    from mmray.cli.data_commands import trial_data
+
+    job = load_job(REPO / "jobs" / "shapes-tune.yaml")
+    assert isinstance(job, TuneJob)
+    data = trial_data(job)
+    assert (data.images, data.val_images) == (3000, 500)  # type: ignore[union-attr]

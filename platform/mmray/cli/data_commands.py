@@ -91,7 +91,6 @@ def inspect(
         raise typer.Exit(1)
 
 
-@app.command("prepare")
 def trial_data(spec: TuneJob) -> DataConfig:
     """The data section of a tune job's trials (its base job with its overrides)."""
     from mmray.config import TrainJob
@@ -101,6 +100,7 @@ def trial_data(spec: TuneJob) -> DataConfig:
     return TrainJob.model_validate(mapping).data
 
 
+@app.command("prepare")
 def prepare(
     job: Annotated[str, typer.Argument(help="job spec YAML")],
     overrides: Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")] = None,
