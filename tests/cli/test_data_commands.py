@@ -137,3 +137,11 @@ def test_commands_refuse_jobs_of_another_kind() -> None:
         result = run_mmray(command, job)
         assert result.returncode == 2 and message in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_inspect_names_a_missing_image_directory_once(tiny_shapes: Path, tmp_path: Path) -> None:
+    captions = tiny_shapes / "annotations" / "captions_val.json"
+    result = run_mmray("data", "inspect", "--captions", str(captions), "--images", str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"image directory {tmp_path / 'nowhere'} does not exist" in result.stderr
+    assert "missing" not in result.stdout

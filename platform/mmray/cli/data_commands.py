@@ -81,8 +81,10 @@ def inspect(
     strict: Annotated[bool, typer.Option(help="exit non-zero on any bad record")] = False,
 ) -> None:
     """Validate a COCO-format split, print a summary and end with one JSON line of counts."""
+    from mmray.data.coco import check_image_directory
     from mmray.data.inspect import inspect_split
 
+    check_image_directory(images, "decode" if decode else "exists")
     summary = inspect_split(captions, images, instances, "decode" if decode else "exists")
     _print_summary(captions, summary)
     typer.echo(json.dumps(summary.as_dict()))

@@ -113,6 +113,13 @@ def _find_bad_images(
     report.unreadable_images = sorted(by_uri[uri] for uri, ok in checked if not ok)
 
 
+def check_image_directory(images: str, image_check: str) -> None:
+    """A local image directory that does not exist is one error, not every image reported missing."""
+    if image_check != "none" and not storage.is_s3(images) and not os.path.isdir(images):
+        what = "is a file, not a directory" if os.path.exists(images) else "does not exist"
+        raise DataError(f"image directory {images} {what}")
+
+
 def load_coco(
     captions: str,
     images: str,
@@ -144,6 +151,7 @@ def load_coco(
         else:
             report.orphan_captions += 1
     report.without_captions = [img["id"] for img in image_entries if not captions_of[img["id"]]]
+    check_image_directory(images, image_check)
     _find_bad_images(image_entries, images, image_check, report, progress)
 
     if report.bad_ids:
