@@ -42,7 +42,7 @@ def search(
     """Search an index bundle with a text, an image, or both (fused)."""
     from mmray.data.image_files import decode_image
     from mmray.errors import QueryError
-    from mmray.retrieval.search import Searcher
+    from mmray.retrieval.search import Searcher, default_target
 
     if target not in (None, "images", "captions"):
         raise QueryError(f"--target must be images or captions, got {target!r}")
@@ -55,7 +55,7 @@ def search(
     searcher = Searcher.open(bundle, model)
     query_image = decode_image(image.read_bytes(), str(image)) if image else None
     hits = searcher.search(text, query_image, k, target, alpha, nprobe, ef_search)  # type: ignore[arg-type]
-    chosen = target or ("images" if text is not None else "captions")
+    chosen = default_target(text is not None, target)  # type: ignore[arg-type]
     if len(hits) < k:
         held = searcher.index.indexes[chosen].size
         typer.echo(f"note: --k {k}: the {chosen} index holds {held}; showing all {len(hits)}", err=True)

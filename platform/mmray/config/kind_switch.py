@@ -61,7 +61,7 @@ def merge_switching_kinds(
         where = f"{path}.{key}" if path else key
         current = merged.get(key)
         if not (isinstance(value, Mapping) and isinstance(current, Mapping)):
-            merged.update(deep_merge(merged, {key: value}, path))
+            merged = deep_merge(merged, {key: value}, path)
             continue
         old_kind, new_kind = current.get("kind"), value.get("kind", current.get("kind"))
         cls = _class_for(model, key, new_kind)

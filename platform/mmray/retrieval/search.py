@@ -77,8 +77,6 @@ class Searcher:
 
     def query_vector(self, text: str | None, image: Image.Image | None, alpha: float) -> torch.Tensor:
         """The query embedding: one modality, or normalize(α·z_image + (1 − α)·z_text) for both."""
-        if text is None and image is None:
-            raise QueryError("a query needs a text, an image, or both")
         check_alpha(alpha)
         return fuse_query(
             self.embed_image(image) if image is not None else None,

@@ -218,4 +218,5 @@ class ModelService:
 
 def as_numpy_rows(vectors: np.ndarray) -> list[list[float]]:
     """(N, E) float32 -> JSON-ready lists."""
-    return [[float(v) for v in row] for row in vectors]
+    rows: list[list[float]] = vectors.astype(np.float64).tolist()
+    return rows

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -157,6 +158,4 @@ def summarise(prepared: PreparedSearch, grid: Any) -> SearchOutcome:
 
 
 def _absolute(uri: str) -> str:
-    import os
-
     return uri if storage.is_s3(uri) else os.path.abspath(uri)
