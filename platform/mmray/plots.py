@@ -1,4 +1,5 @@
-"""PNG figures: training curves, retrieval sheets, confusion matrices, per-label F1, predicted vs true."""
+"""PNG figures: training curves, retrieval sheets, confusion matrices, per-label F1, predicted vs true,
+sample grids of text → image models."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -61,11 +63,11 @@ def retrieval_sheet_png(
     query_axis.set_title("query", fontsize=9)
     if query_text:
         query_axis.text(
-            0.5, -0.08, _wrap(query_text), ha="center", va="top", fontsize=7, transform=query_axis.transAxes
+            0.5, -0.08, wrap_text(query_text), ha="center", va="top", fontsize=7, transform=query_axis.transAxes
         )
     for axis, (image, label) in zip(axes[0][1:], results, strict=True):
         axis.imshow(image)
-        axis.text(0.5, -0.08, _wrap(label), ha="center", va="top", fontsize=7, transform=axis.transAxes)
+        axis.text(0.5, -0.08, wrap_text(label), ha="center", va="top", fontsize=7, transform=axis.transAxes)
     for axis in axes[0]:
         axis.axis("off")
     figure.suptitle(title, fontsize=10)
@@ -80,7 +82,7 @@ def png_bytes(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _wrap(text: str, width: int = 30) -> str:
+def wrap_text(text: str, width: int = 30) -> str:
     return "\n".join(textwrap.wrap(text, width)[:4])
 
 
@@ -125,4 +127,25 @@ def predicted_vs_true_png(predicted: Any, true: Any, title: str) -> bytes:
     axis.plot([low, high], [low, high], color="tab:red", linewidth=1)
     axis.set(xlabel="true", ylabel="predicted", title=f"{title}: predicted vs true")
     axis.grid(alpha=0.3)
+    return png_bytes(figure)
+
+
+def sample_grid_png(captions: Sequence[str], samples: torch.Tensor, real: torch.Tensor | None = None) -> bytes:
+    """captions: N texts; samples: (N, M, 3, S, S) in [0, 1]; real: (N, 3, S, S) in [0, 1] or None."""
+    rows, per_row = samples.shape[0], samples.shape[1]
+    if len(captions) != rows:
+        raise ValueError(f"{len(captions)} captions for {rows} rows of samples")
+    columns = per_row + (real is not None)
+    figure, axes = plt.subplots(rows, columns + 2, figsize=(1.3 * (columns + 2), 1.3 * rows + 0.4), squeeze=False)
+    for row in range(rows):
+        axes[row][0].text(0.0, 0.5, wrap_text(captions[row], 36), fontsize=6.5, va="center", clip_on=False)
+        images = ([real[row]] if real is not None else []) + list(samples[row])
+        for column in range(columns + 2):
+            axes[row][column].set_axis_off()
+        for column, image in enumerate(images):
+            axis = axes[row][column + 2]
+            axis.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().float().numpy(), interpolation="nearest")
+            if row == 0:
+                axis.set_title("real" if real is not None and column == 0 else "sample", fontsize=7)
+    figure.subplots_adjust(left=0.01, right=0.99, top=0.97, bottom=0.01, wspace=0.05, hspace=0.08)
     return png_bytes(figure)

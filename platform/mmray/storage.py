@@ -43,6 +43,11 @@ def is_s3(uri: str | Path) -> bool:
     return str(uri).startswith(S3_SCHEME)
 
 
+def absolute_uri(uri: str) -> str:
+    """A local path made absolute (Ray workers run in other directories); s3:// URIs unchanged."""
+    return uri if is_s3(uri) else str(Path(uri).resolve())
+
+
 def join(base: str | Path, *parts: str) -> str:
     """Join path components below a local path or an S3 URI."""
     if is_s3(base):

@@ -10,12 +10,21 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from mmray.cli import config_commands, data_commands, index_commands, serve_commands, train_commands, tune_commands
+from mmray.cli import (
+    config_commands,
+    data_commands,
+    generation_commands,
+    index_commands,
+    serve_commands,
+    train_commands,
+    tune_commands,
+)
 from mmray.errors import MmrayError
 
 app = typer.Typer(
     name="mmray",
-    help="Multimodal (image + text) learning on Ray: data, training, evaluation, indexing, search and serving.",
+    help="Multimodal (image + text) learning on Ray: data, training, evaluation, indexing, search, generation, "
+    "captioning, tuning and serving.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -46,6 +55,8 @@ app.command("train")(train_commands.train)
 app.command("evaluate")(train_commands.evaluate)
 app.command("index")(index_commands.index)
 app.command("search")(index_commands.search)
+app.command("generate")(generation_commands.generate)
+app.command("caption")(generation_commands.caption)
 app.command("tune")(tune_commands.tune)
 app.command("serve")(serve_commands.serve)
 app.command("query")(serve_commands.query)

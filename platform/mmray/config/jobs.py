@@ -19,6 +19,7 @@ from mmray.config.base import (
 from mmray.config.data import DataConfig
 from mmray.config.evaluation import EvaluateSettings
 from mmray.config.fusion import FusionModelConfig
+from mmray.config.generation import CaptionTaskConfig, GanTaskConfig, VaeTaskConfig
 from mmray.config.indexing import IndexSettings
 from mmray.config.kind_switch import merge_switching_kinds
 from mmray.config.model import ModelConfig
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 JobKind = Literal["train", "index", "evaluate", "tune"]
 JOB_KINDS: tuple[str, ...] = ("train", "index", "evaluate", "tune")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-REGISTERED_KINDS = (FusionModelConfig, PredictTaskConfig)
+REGISTERED_KINDS = (FusionModelConfig, PredictTaskConfig, VaeTaskConfig, GanTaskConfig, CaptionTaskConfig)
 """Config kinds registered by importing their modules; named so the imports are kept."""
 
 

@@ -61,6 +61,16 @@ class Processor:
         std = torch.tensor(self.image.std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
         return (pixels.float() / 255.0 - mean) / std  # (B, 3, S, S)
 
+    def unit_pixels(self, normalized: torch.Tensor) -> torch.Tensor:
+        """The inverse of `normalize`, as floats in [0, 1]: (B, 3, S, S) → (B, 3, S, S)."""
+        mean = torch.tensor(self.image.mean, dtype=torch.float32, device=normalized.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.image.std, dtype=torch.float32, device=normalized.device).view(1, 3, 1, 1)
+        return (normalized.float() * std + mean).clamp(0.0, 1.0)
+
+    def normalize_unit(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Floats in [0, 1] (B, 3, S, S), e.g. generated images → standardised like `normalize`."""
+        return self.normalize(pixels * 255.0)
+
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         return self.tokenizer.encode(texts)
 

@@ -13,7 +13,13 @@ from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
 from mmray.errors import ConfigError
 
-BUILTIN_MODULES = ("mmray.models.factory", "mmray.models.fusion_model")
+BUILTIN_MODULES = (
+    "mmray.models.factory",
+    "mmray.models.fusion_model",
+    "mmray.models.conditional_vae",
+    "mmray.models.conditional_gan",
+    "mmray.models.caption_decoder",
+)
 
 
 @dataclass(frozen=True)

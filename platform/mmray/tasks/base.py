@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -17,6 +17,8 @@ from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
 from mmray.models.registry import build_model
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
 
 Batch = dict[str, torch.Tensor]
 """A batch: field name → tensor on the training device; `images` already normalised float (B, 3, S, S)."""
@@ -31,6 +33,14 @@ BATCH_FIELDS = (
     "boxes",  # (B, M, 4)
     "box_count",  # (B,)
 )
+
+
+def task_model(model: nn.Module, expected: type[ModelT], task: str) -> ModelT:
+    """The model inside a DDP wrapper (or `model` itself), checked to be what task `task` trains."""
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if not isinstance(inner, expected):
+        raise TypeError(f"the {task} task needs a {expected.__name__} model, got {type(inner).__name__}")
+    return inner
 
 
 @dataclass(frozen=True)
@@ -66,10 +76,20 @@ class EvalContext:
     device: torch.device
     batch_size: int
     processor: Processor
+    reference: SplitTensors | None = None
+    """The training split, for baselines that look things up in it (held in memory only)."""
 
     def normalized_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, S, S) on any device → normalised float on this context's device."""
         return self.processor.normalize(pixels.to(self.device))
+
+
+@dataclass(frozen=True)
+class OptimizerOptions:
+    """How one of a task's optimizers differs from the job's `train` settings."""
+
+    lr_scale: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.999)
 
 
 class Task(ABC):
@@ -97,6 +117,10 @@ class Task(ABC):
     def parameters(self, model: nn.Module, optimizer_name: str) -> Iterator[nn.Parameter]:
         """The trainable parameters that optimizer `optimizer_name` updates."""
         return (p for p in model.parameters() if p.requires_grad)
+
+    def optimizer_options(self, optimizer_name: str) -> OptimizerOptions:
+        """Learning-rate scale and Adam betas of optimizer `optimizer_name`."""
+        return OptimizerOptions()
 
     @abstractmethod
     def training_step(self, model: nn.Module, batch: Batch, optimizer_name: str, context: StepContext) -> StepOutput:

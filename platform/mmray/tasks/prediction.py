@@ -36,7 +36,7 @@ from mmray.prediction_metrics import (
     multilabel_per_label_f1,
     regression_metrics,
 )
-from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task
+from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
 from mmray.tasks.binding import bind_predict_task, head_outputs, sized_heads
 from mmray.tasks.examples import example_targets, split_examples
 from mmray.tasks.registry import register_task
@@ -46,10 +46,7 @@ LOWER_IS_BETTER = ("mae", "rmse", "loss")
 
 
 def as_fusion_model(model: nn.Module) -> FusionModel:
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    if not isinstance(inner, FusionModel):
-        raise TypeError(f"the predict task needs a fusion model, got {type(inner).__name__}")
-    return inner
+    return task_model(model, FusionModel, "predict")
 
 
 @dataclass

@@ -10,7 +10,13 @@ from mmray.errors import ConfigError
 if TYPE_CHECKING:
     from mmray.tasks.base import Task
 
-BUILTIN_MODULES = ("mmray.tasks.retrieval", "mmray.tasks.prediction")
+BUILTIN_MODULES = (
+    "mmray.tasks.retrieval",
+    "mmray.tasks.prediction",
+    "mmray.tasks.vae",
+    "mmray.tasks.gan",
+    "mmray.tasks.captioning",
+)
 _TASKS: dict[str, type[Task]] = {}
 
 

@@ -13,15 +13,12 @@ from mmray.losses import RepresentationLoss
 from mmray.metrics import retrieval_metrics
 from mmray.models.dual_encoder import DualEncoder
 from mmray.retrieval.split_embedding import embed_split
-from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task
+from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
 from mmray.tasks.registry import register_task
 
 
 def as_dual_encoder(model: nn.Module) -> DualEncoder:
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    if not isinstance(inner, DualEncoder):
-        raise TypeError(f"the retrieval task needs a dual_encoder model, got {type(inner).__name__}")
-    return inner
+    return task_model(model, DualEncoder, "retrieval")
 
 
 class RetrievalTask(Task):

@@ -27,16 +27,20 @@ from mmray.train.state import Progress, load_train_state, save_train_state
 
 logger = logging.getLogger("mmray.train")
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+FIGURES = "figures"
+"""A checkpoint's folder of the figures its epoch's evaluation drew (e.g. a generator's sample grid)."""
 CHECKPOINT_SCORE = "checkpoint_score"
 """Reported with every checkpoint: the task's score when it was measured that epoch, else NaN (ranked last)."""
 
 
-def optimizer_for(parameters: list[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+def optimizer_for(
+    parameters: list[nn.Parameter], lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)
+) -> torch.optim.AdamW:
     """AdamW; biases, norms and scalars (1-D or 0-D parameters) get no weight decay."""
     decay = [p for p in parameters if p.ndim >= 2]
     no_decay = [p for p in parameters if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -72,16 +76,19 @@ class Worker:
                 load_initial_weights(model, self.spec.model.kind, directory)
         total = self.steps_per_epoch * self.settings.epochs
         warmup = int(self.settings.warmup_fraction * total)
-        self.optimizers: dict[str, torch.optim.Optimizer] = {
-            name: optimizer_for(list(self.task.parameters(model, name)), self.settings.lr, self.settings.weight_decay)
-            for name in self.task.optimizer_names
-        }
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        for name in self.task.optimizer_names:
+            options = self.task.optimizer_options(name)
+            lr = self.settings.lr * options.lr_scale
+            parameters = list(self.task.parameters(model, name))
+            self.optimizers[name] = optimizer_for(parameters, lr, self.settings.weight_decay, options.betas)
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {
             name: warmup_cosine(optimizer, total, warmup, self.settings.min_lr_ratio)
             for name, optimizer in self.optimizers.items()
         }
         self.scaler = torch.amp.GradScaler(enabled=self.settings.precision == "fp16")
         self.progress = Progress()
+        self.figures: dict[str, bytes] = {}
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
                 load_weights(model, Path(directory))
@@ -185,15 +192,19 @@ class Worker:
         return float(next(iter(self.schedulers.values())).get_last_lr()[0])
 
     def evaluate(self) -> dict[str, float]:
-        """Metrics of the model as rank 0 will save it (its buffers, e.g. batch-norm statistics, on every rank)."""
+        """Metrics of the model as rank 0 will save it (its buffers, e.g. batch-norm statistics, on every
+        rank); the evaluation's figures are kept for the next checkpoint."""
         if self.val_data is None:
             return {}
         model = unwrap(self.model)
         if self.world > 1:
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, src=0)
-        context = EvalContext(self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor)
-        return self.task.evaluate(model, self.val_data, context)
+        context = EvalContext(
+            self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor, self.train_data
+        )
+        metrics, self.figures = self.task.evaluation_report(model, self.val_data, context)
+        return metrics
 
     def report(self, metrics: dict[str, Any]) -> None:
         if self.rank != 0:
@@ -210,6 +221,10 @@ class Worker:
                 extra={"metrics": metrics, "run": self.spec.name},
             )
             save_train_state(directory, self.progress, self.optimizers, self.schedulers, self.scaler)
+            for name, content in self.figures.items():
+                (directory / FIGURES / name).parent.mkdir(parents=True, exist_ok=True)
+                (directory / FIGURES / name).write_bytes(content)
+            self.figures = {}
             ray.train.report(
                 metrics,
                 checkpoint=ray.train.Checkpoint.from_directory(tmp),

@@ -72,11 +72,6 @@ def _uri(path: str, storage_root: str) -> str:
     return f"{storage.S3_SCHEME}{path}" if storage.is_s3(storage_root) else path
 
 
-def absolute_uri(uri: str) -> str:
-    """A local path made absolute (workers run in other directories); s3:// URIs unchanged."""
-    return uri if storage.is_s3(uri) else str(Path(uri).resolve())
-
-
 def run_processor(spec: TrainJob, training_texts: Sequence[str]) -> Processor:
     """A new processor for the model, or for a warm start the bundle's own (its vocabulary, its transform)."""
     if not spec.init_from:
@@ -111,7 +106,7 @@ def prepare_loop_config(spec: TrainJob) -> tuple[dict[str, Any], dict[str, Any] 
     """Processor, task class, the data-bound spec and the data prepared once on the driver for every
     worker; Ray datasets apart. `config["spec"]` is the spec with the task bound to its training data."""
     if spec.init_from:
-        spec = spec.model_copy(update={"init_from": absolute_uri(resolve_model_bundle(spec.init_from))})
+        spec = spec.model_copy(update={"init_from": storage.absolute_uri(resolve_model_bundle(spec.init_from))})
     splits = resolve_splits(spec.data)
     train = load_split(spec.data, "train")
     processor = run_processor(spec, [c for r in train.records for c in r.captions])

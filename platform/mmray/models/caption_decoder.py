@@ -1,0 +1,127 @@
+"""The caption decoder (image → text): a causal transformer over caption tokens that cross-attends to the
+image tower's feature-map cells (with learned 2-D cell positions) and its pooled vector; registered as
+model kind `caption_decoder`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmray.config.generation import CaptionDecoderConfig
+from mmray.config.model import ModelSection
+from mmray.data.processor import Processor
+from mmray.models.conditioning import (
+    encoder_processor,
+    image_feature_encoder,
+    rebuild_with_encoder,
+    save_encoder_extras,
+)
+from mmray.models.dual_encoder import DualEncoder
+from mmray.models.registry import ModelKind, register_model
+
+
+def causal_mask(length: int, device: torch.device) -> torch.Tensor:
+    """(L, L) bool, True above the diagonal: position i attends to positions ≤ i only."""
+    return torch.triu(torch.ones(length, length, dtype=torch.bool, device=device), diagonal=1)
+
+
+class CaptionDecoder(nn.Module):
+    """Memory: the image's cells and pooled vector projected to `width`; tokens: embeddings + positions;
+    pre-norm transformer decoder layers; output logits tied to the token embeddings."""
+
+    def __init__(
+        self,
+        encoder: DualEncoder,
+        vocab_size: int,
+        max_length: int,
+        image_size: int,
+        width: int,
+        layers: int,
+        heads: int,
+        dropout: float,
+        bos_id: int,
+        eos_id: int,
+        pad_id: int,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.max_length = max_length
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        with torch.no_grad():
+            probe = encoder.image_encoder.eval()(torch.zeros(1, 3, image_size, image_size))
+        encoder.image_encoder.train()
+        cells, cell_dim, pooled_dim = probe.tokens.shape[1], probe.tokens.shape[2], probe.pooled.shape[1]
+        self.cell_projection = nn.Linear(cell_dim, width)
+        self.pooled_projection = nn.Linear(pooled_dim, width)
+        self.cell_positions = nn.Parameter(torch.randn(1, cells + 1, width) * 0.02)
+        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.token_positions = nn.Parameter(torch.randn(1, max_length, width) * 0.02)
+        layer = nn.TransformerDecoderLayer(
+            width, heads, 4 * width, dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.decoder = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(width))
+        self.output = nn.Linear(width, vocab_size, bias=False)
+        self.output.weight = self.token_embedding.weight
+
+    def memory(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, S, S) → memory (B, N + 1, W): the pooled slot, then the cells."""
+        features = self.encoder.encode_image_features(images)
+        cells = self.cell_projection(features.tokens)  # (B, N, W)
+        pooled = self.pooled_projection(features.pooled).unsqueeze(1)  # (B, 1, W)
+        return torch.cat([pooled, cells], dim=1) + self.cell_positions
+
+    def decode(self, memory: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Memory (B, M, W) and token prefixes (B, T) → next-token logits at every position (B, T, V)."""
+        length = ids.shape[1]
+        tokens = self.token_embedding(ids) + self.token_positions[:, :length]  # (B, T, W)
+        hidden = self.decoder(
+            tokens,
+            memory.to(tokens.dtype),
+            tgt_mask=causal_mask(length, ids.device),
+            tgt_key_padding_mask=ids == self.pad_id,
+            tgt_is_causal=True,
+        )
+        return self.output(hidden)  # type: ignore[no-any-return]
+
+    def forward(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: images (B, 3, S, S), captions (B, L) starting with BOS → logits (B, L - 1, V)
+        predicting ids[:, 1:]."""
+        return self.decode(self.memory(images), ids[:, :-1])
+
+
+def _config(config: ModelSection) -> CaptionDecoderConfig:
+    if not isinstance(config, CaptionDecoderConfig):
+        raise TypeError(f"expected a caption_decoder config, got kind {config.kind!r}")
+    return config
+
+
+def build_caption_decoder(config: ModelSection, processor: Processor) -> CaptionDecoder:
+    caption = _config(config)
+    tokenizer = processor.tokenizer
+    encoder = image_feature_encoder(caption.encoder, processor, caption.train_image_tower)
+    return CaptionDecoder(
+        encoder,
+        vocab_size=tokenizer.vocab_size,
+        max_length=caption.encoder.text.max_length,
+        image_size=caption.encoder.image.image_size,
+        width=caption.width,
+        layers=caption.layers,
+        heads=caption.heads,
+        dropout=caption.dropout,
+        bos_id=tokenizer.bos_id,
+        eos_id=tokenizer.eos_id,
+        pad_id=tokenizer.pad_id,
+    )
+
+
+register_model(
+    "caption_decoder",
+    ModelKind(
+        build=build_caption_decoder,
+        build_processor=encoder_processor,
+        save_extras=save_encoder_extras,
+        rebuild_config=rebuild_with_encoder,
+        warm_starts_from={"dual_encoder": "encoder."},
+        serves=("caption",),
+    ),
+)

@@ -1,0 +1,137 @@
+"""Measuring a text → image model on a validation split: samples for the first caption of the first images,
+their R-precision under a trained retrieval model beside the real images' (the ceiling), how much samples
+of one caption differ, and a grid of samples for fixed captions.
+
+Every rank computes the same figures (noise and candidate draws are seeded), so no gathering is needed."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mmray import storage
+from mmray.artifacts.model_bundle import LoadedBundle, open_bundle, read_processor, resolve_model_bundle
+from mmray.config.generation import SampleEvaluationConfig
+from mmray.data.processor import Processor
+from mmray.data.tensors import SplitTensors
+from mmray.errors import BundleError
+from mmray.models.embedding import as_embedding_model
+from mmray.models.registry import model_kind
+from mmray.models.text_to_image import TextToImageModel
+from mmray.plots import sample_grid_png
+from mmray.sample_metrics import r_precision, sample_diversity
+from mmray.tasks.base import EvalContext
+
+GRID_FILE = "samples.png"
+
+
+def first_captions(split: SplitTensors, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and masks (n, L) of the first caption of each of the first `count` images."""
+    first = split.caption_offsets[: min(count, split.num_images)]
+    return split.caption_ids[first], split.caption_mask[first]
+
+
+@torch.no_grad()
+def generate(
+    model: TextToImageModel,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    context: EvalContext,
+    temperature: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """One sample per caption (n, L) → [0, 1] images (n, 3, S, S) on the CPU."""
+    samples = []
+    for start in range(0, ids.shape[0], context.batch_size):
+        stop = start + context.batch_size
+        condition = model.condition(ids[start:stop].to(context.device), mask[start:stop].to(context.device))
+        samples.append(model.sample(condition, temperature, generator).float().cpu())
+    return torch.cat(samples)
+
+
+def bound_evaluation(config: SampleEvaluationConfig) -> SampleEvaluationConfig:
+    """The config with its evaluator resolved to an absolute bundle URI (workers run elsewhere), after
+    checking on the driver that it is a bundle whose model embeds images and texts."""
+    if config.evaluator is None:
+        return config
+    uri = storage.absolute_uri(resolve_model_bundle(config.evaluator))
+    _, model_config = read_processor(uri)
+    if "embed" not in model_kind(model_config.kind).serves:
+        raise BundleError(
+            f"evaluation.evaluator {config.evaluator} holds a {model_config.kind!r} model; R-precision needs a "
+            "model that embeds images and texts into one space (a retrieval run's dual_encoder bundle)"
+        )
+    return config.model_copy(update={"evaluator": uri})
+
+
+class SampleEvaluation:
+    """The evaluation of one task's samples; the evaluator bundle is opened once per process."""
+
+    def __init__(self, config: SampleEvaluationConfig, processor: Processor) -> None:
+        self.config = config
+        self.processor = processor
+        self._evaluator: LoadedBundle | None = None
+
+    def evaluator(self) -> LoadedBundle | None:
+        if self.config.evaluator is None:
+            return None
+        if self._evaluator is None:
+            self._evaluator = open_bundle(self.config.evaluator)
+            as_embedding_model(self._evaluator.model, f"the evaluator {self.config.evaluator}")
+        return self._evaluator
+
+    @torch.no_grad()
+    def _embed_images(self, evaluator: LoadedBundle, images: torch.Tensor, context: EvalContext) -> torch.Tensor:
+        """[0, 1] images (n, 3, S, S) → the evaluator's embeddings (n, E), at the evaluator's image size."""
+        model = as_embedding_model(evaluator.model)
+        size = evaluator.processor.image.size
+        vectors = []
+        for start in range(0, images.shape[0], context.batch_size):
+            batch = images[start : start + context.batch_size].to(context.device)
+            if batch.shape[-1] != size:
+                batch = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            vectors.append(model.embed_images(evaluator.processor.normalize_unit(batch)).float().cpu())
+        return torch.cat(vectors)
+
+    @torch.no_grad()
+    def _embed_texts(self, evaluator: LoadedBundle, texts: list[str], context: EvalContext) -> torch.Tensor:
+        model = as_embedding_model(evaluator.model)
+        vectors = []
+        for start in range(0, len(texts), context.batch_size):
+            tokens = evaluator.processor.tokenize(texts[start : start + context.batch_size])
+            vectors.append(model.embed_texts(tokens.ids.to(context.device), tokens.mask.to(context.device)).cpu())
+        return torch.cat(vectors)
+
+    def evaluate(
+        self, model: TextToImageModel, split: SplitTensors, context: EvalContext
+    ) -> tuple[dict[str, float], dict[str, bytes]]:
+        """R-precision of samples and of the real images (with an evaluator), sample diversity, the grid."""
+        config = self.config
+        generator = torch.Generator().manual_seed(config.seed)
+        metrics: dict[str, float] = {}
+        ids, mask = first_captions(split, config.images)
+        texts = self.processor.tokenizer.decode(ids)
+        evaluator = self.evaluator()
+        if evaluator is not None:
+            evaluator.model.to(context.device)
+            samples = generate(model, ids, mask, context, config.temperature, generator)
+            real = split.images[: ids.shape[0]].float() / 255.0
+            text_vectors = self._embed_texts(evaluator, texts, context)
+            candidates = min(config.candidates, ids.shape[0])
+            sample_vectors = self._embed_images(evaluator, samples, context)
+            real_vectors = self._embed_images(evaluator, real, context)
+            metrics["r_precision"] = r_precision(sample_vectors, text_vectors, candidates, config.seed)
+            metrics["real_r_precision"] = r_precision(real_vectors, text_vectors, candidates, config.seed)
+            metrics["r_precision_candidates"] = float(candidates)
+        rows = min(config.grid_captions, ids.shape[0])
+        grid_ids = ids[:rows].repeat_interleave(config.grid_samples, dim=0)
+        grid_mask = mask[:rows].repeat_interleave(config.grid_samples, dim=0)
+        grid = generate(model, grid_ids, grid_mask, context, config.temperature, generator)
+        grid = grid.view(rows, config.grid_samples, *grid.shape[1:])  # (rows, M, 3, S, S)
+        if config.grid_samples >= 2:
+            metrics["sample_diversity"] = sample_diversity(grid)
+        real_rows = split.images[:rows].float() / 255.0
+        if real_rows.shape[-1] != grid.shape[-1]:
+            real_rows = F.interpolate(real_rows, size=grid.shape[-2:], mode="bilinear", antialias=True)
+        figure = sample_grid_png(texts[:rows], grid, real_rows)
+        return metrics, {GRID_FILE: figure}
