@@ -1,5 +1,5 @@
 """Serving fixtures: small bundles, and a real Serve instance with two apps over HTTP: `open`
-(no keys; a retrieval model, a classifier and an index) and `locked` (API keys required)."""
+(no keys; a retrieval model, a classifier, a generator, a captioner and an index) and `locked` (API keys required)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mmray.serving.auth import hash_key
-from tests.support.serving_bundles import dual_encoder_bundle, fusion_bundle, index_bundle
+from tests.support.serving_bundles import dual_encoder_bundle, fusion_bundle, generation_bundle, index_bundle
 
 API_KEY = "test-key-3f9a1c"
 ENV_KEY = "env-key-77d2"
@@ -29,6 +29,8 @@ class Bundles:
     classifier: Path
     clip_b: Path
     index_b: Path
+    painter: Path
+    captioner: Path
 
 
 @dataclass
@@ -50,6 +52,8 @@ def bundles(tiny_shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> Bund
         classifier=fusion_bundle(tiny_shapes, root / "classifier"),
         clip_b=clip_b,
         index_b=index_bundle(tiny_shapes, clip_b, root / "index-b"),
+        painter=generation_bundle(tiny_shapes, root / "painter", "vae"),
+        captioner=generation_bundle(tiny_shapes, root / "captioner", "caption"),
     )
 
 
@@ -75,13 +79,18 @@ def serve_config(port: int, bundles: Bundles, keys_file: Path) -> dict[str, Any]
                 "route_prefix": "/",
                 "import_path": "mmray.serving.app:build_app",
                 "args": {
-                    "models": {"retrieval": str(bundles.clip), "classifier": str(bundles.classifier)},
+                    "models": {
+                        "retrieval": str(bundles.clip),
+                        "classifier": str(bundles.classifier),
+                        "painter": str(bundles.painter),
+                        "captioner": str(bundles.captioner),
+                    },
                     "index": str(bundles.index),
                     "limits": LIMITS,
                     "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05},
                     "auth": {"keys_env": "MMRAY_TEST_NO_KEYS"},
                 },
-                "deployments": small_deployments(["retrieval", "classifier"]),
+                "deployments": small_deployments(["retrieval", "classifier", "painter", "captioner"]),
             },
             {
                 "name": "locked",

@@ -3,16 +3,22 @@ naming the field, and concurrent requests batched together that each get their o
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+from PIL import Image
 
-from mmray.serving.calls import ClassifyCall, ClassifyItem, EmbedCall
+from mmray.serving.calls import CaptionCall, ClassifyCall, ClassifyItem, EmbedCall, GenerateCall
 from mmray.serving.model_service import ModelService
-from tests.serving.conftest import LIMITS, ServedApps
+from tests.serving.conftest import API_KEY, LIMITS, ServedApps
 from tests.serving.helpers import assert_error, b64, image_id, png_bytes, post, val_images
+from tests.train.conftest import run_mmray
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +30,8 @@ def test_health_models_and_openapi(served: ServedApps) -> None:
     assert models["models"]["retrieval"]["model_version"] == direct.version
     assert models["models"]["retrieval"]["capabilities"] == ["embed"]
     assert models["models"]["classifier"]["capabilities"] == ["classify"]
+    assert models["models"]["painter"]["capabilities"] == ["generate"]
+    assert models["models"]["captioner"]["capabilities"] == ["caption"]
     assert models["index"]["model_version"] == direct.version
     spec = requests.get(served.open_url + "/openapi.json", timeout=30).json()
     for route in ("/v1/embed", "/v1/classify", "/v1/search", "/v1/generate/image", "/v1/caption", "/v1/models"):
@@ -92,11 +100,50 @@ def test_classify_honours_each_requests_own_parameters(served: ServedApps) -> No
     assert nothing["predictions"][0]["shapes"]["labels"] == []
 
 
-def test_generation_and_captioning_say_no_served_model_answers(served: ServedApps) -> None:
+def _pixels(data_url: str) -> np.ndarray:
+    assert data_url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))))
+
+
+def test_generated_images_follow_the_seed_and_equal_the_model_called_directly(served: ServedApps) -> None:
+    body = {"text": "a small red circle at the top", "n": 3, "seed": 11}
+    response = post(served.open_url, "/v1/generate/image", body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model"] == "painter" and answer["seed"] == 11 and len(answer["images"]) == 3
+    direct = ModelService.open(str(served.bundles.painter))
+    expected = direct.generate_many([GenerateCall(body["text"], 3, 1.0, 11)])[0]
+    assert not isinstance(expected, Exception) and answer["model_version"] == direct.version
+    for served_image, direct_png in zip(answer["images"], expected.images, strict=True):
+        assert _pixels(served_image).shape == (32, 32, 3)
+        np.testing.assert_array_equal(_pixels(served_image), np.asarray(Image.open(io.BytesIO(direct_png))))
+    again = post(served.open_url, "/v1/generate/image", body).json()
+    assert again["images"] == answer["images"]
+    unseeded = post(served.open_url, "/v1/generate/image", {"text": "a blue square"}).json()
+    assert isinstance(unseeded["seed"], int) and len(unseeded["images"]) == 1
+
+
+def test_captions_equal_the_model_called_directly(served: ServedApps) -> None:
+    paths = val_images(served.bundles.shapes, 3)
+    response = post(served.open_url, "/v1/caption", {"images": [b64(p.read_bytes()) for p in paths], "beam": 2})
+    assert response.status_code == 200, response.text
+    direct = ModelService.open(str(served.bundles.captioner))
+    expected = direct.caption_many([CaptionCall([p.read_bytes() for p in paths], beam=2)])[0]
+    assert not isinstance(expected, Exception)
+    assert response.json()["captions"] == expected.captions and response.json()["model"] == "captioner"
+    files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in paths]
+    multipart = requests.post(served.open_url + "/v1/caption", files=files, data={"beam": "2"}, timeout=60)
+    assert multipart.status_code == 200, multipart.text
+    assert multipart.json()["captions"] == expected.captions
+
+
+def test_generation_and_captioning_name_what_the_served_models_can_do(served: ServedApps) -> None:
     image = b64(val_images(served.bundles.shapes, 1)[0].read_bytes())
-    message = assert_error(post(served.open_url, "/v1/generate/image", {"text": "a red circle"}), 404, "model")
-    assert "no served model answers generate" in message and "retrieval (dual_encoder: embed)" in message
-    assert_error(post(served.open_url, "/v1/caption", {"images": [image]}), 404, "model")
+    message = assert_error(post(served.open_url, "/v1/caption", {"images": [image], "model": "retrieval"}), 404,
+                           "model")  # fmt: skip
+    assert "does not serve caption" in message
+    locked = post(served.locked_url, "/v1/generate/image", {"text": "a red circle"}, key=API_KEY)
+    assert "no served model answers generate" in assert_error(locked, 404, "model")
 
 
 def _bad_requests(served: ServedApps) -> list[tuple[str, dict | None, dict, int, str | None, str]]:
@@ -153,6 +200,15 @@ def _bad_requests(served: ServedApps) -> list[tuple[str, dict | None, dict, int,
         ("/v1/classify", {"items": [{}]}, {}, 422, "items[0]", "image, a text, or both"),
         ("/v1/classify", {"items": []}, {}, 422, "items", "at least one"),
         ("/v1/classify", {"items": [{"text": "x"}], "top_k": 0}, {}, 422, "top_k", "greater than or equal"),
+        ("/v1/generate/image", {"text": "a red circle", "n": 0}, {}, 422, "n", "greater than or equal"),
+        ("/v1/generate/image", {"text": "a red circle", "n": 65}, {}, 422, "n", "less than or equal"),
+        ("/v1/generate/image", {"text": "a red circle", "temperature": 0}, {}, 422, "temperature", "greater than"),
+        ("/v1/generate/image", {"text": "  "}, {}, 422, "text", "empty"),
+        ("/v1/generate/image", {"text": "a red circle", "seed": -1}, {}, 422, "seed", "greater than or equal"),
+        ("/v1/caption", {"images": []}, {}, 422, "images", "at least one"),
+        ("/v1/caption", {"images": ["not base64!!"]}, {}, 422, "images[0]", "base64"),
+        ("/v1/caption", {"images": [b64(jpeg)], "max_length": 1}, {}, 422, "max_length", "greater than or equal"),
+        ("/v1/caption", {"images": [b64(jpeg)], "beam": 17}, {}, 422, "beam", "less than or equal"),
         ("/v1/admin/reload", {"index": "/nowhere"}, {}, 403, "Authorization", "API keys"),
     ]
 
@@ -197,3 +253,18 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(served: Se
     stats = requests.get(served.open_url + "/v1/models", timeout=30).json()["models"]
     assert stats["retrieval"]["batching"]["largest"] > 1, stats["retrieval"]["batching"]
     assert stats["classifier"]["batching"]["largest"] > 1, stats["classifier"]["batching"]
+
+
+def test_query_command_generates_into_files_and_captions(served: ServedApps, tmp_path: Path) -> None:
+    out = tmp_path / "samples"
+    generated = run_mmray("query", served.open_url, "generate", "--text", "a red circle", "--n", "2", "--seed", "3",
+                          "--out", str(out), timeout=120)  # fmt: skip
+    assert generated.returncode == 0, generated.stderr[-2000:]
+    answer = json.loads(generated.stdout)
+    assert answer["seed"] == 3 and answer["images"] == [str(out / "000.png"), str(out / "001.png")]
+    assert all(Image.open(path).size == (32, 32) for path in answer["images"])
+    image = val_images(served.bundles.shapes, 1)[0]
+    captioned = run_mmray("query", served.open_url, "caption", "--image", str(image), "--beam", "2", timeout=120)
+    assert captioned.returncode == 0, captioned.stderr[-2000:]
+    path, caption = captioned.stdout.strip().split("\t")
+    assert path == str(image) and caption

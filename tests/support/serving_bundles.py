@@ -1,5 +1,6 @@
 """Small randomly initialised bundles for serving tests: a dual encoder with an index bundle over a
-generated shapes split (embedded in-process, no Ray), and a fusion classifier bound to the data."""
+generated shapes split (embedded in-process, no Ray), a fusion classifier bound to the data, a
+conditional VAE and a caption decoder."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import torch
 from mmray.artifacts.index_bundle import corpus_metadata, write_index_bundle
 from mmray.artifacts.model_bundle import open_bundle, write_bundle
 from mmray.config.fusion import FusionModelConfig
-from mmray.config.model import DualEncoderConfig, SmallCnnConfig, SmallTransformerConfig
+from mmray.config.generation import CaptionDecoderConfig, CaptionTaskConfig, ConditionalVaeConfig, VaeTaskConfig
+from mmray.config.model import DualEncoderConfig, ModelSection, SmallCnnConfig, SmallTransformerConfig
 from mmray.config.prediction import PredictTaskConfig
-from mmray.config.tasks import RetrievalTaskConfig
+from mmray.config.tasks import RetrievalTaskConfig, TaskSection
 from mmray.data.coco import load_coco
 from mmray.data.shapes import split_paths
 from mmray.data.tensors import split_to_tensors
@@ -72,4 +74,19 @@ def fusion_bundle(shapes_root: Path, directory: Path, fusion: dict | None = None
     bound = PredictTask(task_config, bound_model, processor)
     torch.manual_seed(0)
     write_bundle(directory, bound.build_model().eval(), bound_model, processor, task_config)
+    return directory
+
+
+def generation_bundle(shapes_root: Path, directory: Path, kind: str) -> Path:
+    """A conditional VAE (`vae`) or a caption decoder (`caption`) over the shapes vocabulary."""
+    train = split_paths(str(shapes_root), "train")
+    dataset = load_coco(train.captions, train.images, train.instances, progress=False)
+    if kind == "vae":
+        config: ModelSection = ConditionalVaeConfig(encoder=encoder_config(), latent_dim=4, width=8)
+        task: TaskSection = VaeTaskConfig()
+    else:
+        config, task = CaptionDecoderConfig(encoder=encoder_config(), width=16, layers=1, heads=2), CaptionTaskConfig()
+    processor = build_processor(config, [c for r in dataset.records for c in r.captions])
+    torch.manual_seed(0)
+    write_bundle(directory, build_model(config, processor).eval(), config, processor, task)
     return directory

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 DEFAULT_CONFIG = "serve/local.yaml"
-QUERY_ENDPOINTS = ("search", "embed", "classify", "models", "health", "reload")
+QUERY_ENDPOINTS = ("search", "embed", "classify", "generate", "caption", "models", "health", "reload")
 
 
 def serve(
@@ -75,6 +75,10 @@ def query(
     target: Annotated[str | None, typer.Option(help="search: images or captions")] = None,
     alpha: Annotated[float, typer.Option(help="search: image weight of a fused query")] = 0.5,
     top_k: Annotated[int, typer.Option(help="classify: classes listed per multi-class head")] = 3,
+    n: Annotated[int, typer.Option(help="generate: images to draw")] = 4,
+    seed: Annotated[int | None, typer.Option(help="generate: noise seed [default: the server draws one]")] = None,
+    beam: Annotated[int, typer.Option(help="caption: beam width (1 is greedy)")] = 1,
+    out: Annotated[Path | None, typer.Option(help="generate: directory to write the PNG files to")] = None,
     model: Annotated[list[str] | None, typer.Option(help="served model name; reload: name=bundle")] = None,
     index: Annotated[str | None, typer.Option(help="reload: index bundle")] = None,
     key: Annotated[str | None, typer.Option(help="API key [default: $MMRAY_API_KEY]")] = None,
@@ -83,10 +87,11 @@ def query(
     """Call a served mmray app.
 
     Examples: mmray query http://127.0.0.1:8000 search --text "a red circle" --k 5;
+    mmray query http://127.0.0.1:8000 generate --text "a red circle" --n 4 --out samples/;
     mmray query http://127.0.0.1:8000 reload --model retrieval=runs/new-clip --index runs/new-index/index
     """
     from mmray.errors import ConfigError
-    from mmray.serving.client import ApiClient, encode_image
+    from mmray.serving.client import ApiClient, encode_image, write_data_urls
 
     if endpoint not in QUERY_ENDPOINTS:
         raise ConfigError(f"endpoint {endpoint!r}: choose one of {', '.join(QUERY_ENDPOINTS)}")
@@ -102,6 +107,18 @@ def query(
         body = client.post("/v1/embed", {"texts": texts, "images": images, "model": chosen})
     elif endpoint == "classify":
         body = client.post("/v1/classify", {"items": classify_items(texts, images), "top_k": top_k, "model": chosen})
+    elif endpoint == "generate":
+        if len(texts) != 1:
+            raise ConfigError("generate takes one --text")
+        body = client.post("/v1/generate/image", {"text": texts[0], "n": n, "seed": seed, "model": chosen})
+        if out is not None:
+            body["images"] = write_data_urls(body["images"], out)
+    elif endpoint == "caption":
+        body = client.post("/v1/caption", {"images": images, "beam": beam, "model": chosen})
+        if not as_json:
+            for path, caption in zip(image or [], body["captions"], strict=True):
+                typer.echo(f"{path}\t{caption}")
+            return
     elif endpoint == "reload":
         pairs = dict(entry.split("=", 1) for entry in model or [] if "=" in entry)
         if len(pairs) != len(model or []):

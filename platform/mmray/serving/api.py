@@ -3,8 +3,10 @@ and JSON errors. Bad input always gets a 4xx naming the field; nothing a client 
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import secrets
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
@@ -19,11 +21,15 @@ from mmray.config.serving import ServeAppConfig
 from mmray.errors import MmrayError
 from mmray.serving.auth import KeyChecker
 from mmray.serving.calls import (
+    CaptionCall,
+    CaptionResult,
     ClassifyCall,
     ClassifyItem,
     ClassifyResult,
     EmbedCall,
     EmbedResult,
+    GenerateCall,
+    GenerateResult,
     RequestError,
     SearchCall,
     SearchResult,
@@ -58,6 +64,10 @@ class Backend(Protocol):
     async def embed(self, model: str, call: EmbedCall) -> EmbedResult | RequestError: ...
 
     async def classify(self, model: str, call: ClassifyCall) -> ClassifyResult | RequestError: ...
+
+    async def generate(self, model: str, call: GenerateCall) -> GenerateResult | RequestError: ...
+
+    async def caption(self, model: str, call: CaptionCall) -> CaptionResult | RequestError: ...
 
     async def search(self, call: SearchCall) -> SearchResult | RequestError: ...
 
@@ -286,17 +296,29 @@ def build_api(backend: Backend, config: ServeAppConfig, keys: KeyChecker) -> Fas
     async def generate_image(request: Request) -> dict[str, Any]:
         body, _ = await parse_request(request, GenerateImageBody, limits.max_body_bytes)
         check_text(body.text, "text", limits)
-        await served_model("generate", body.model)
-        raise RequestError("no generation backend is wired to this route yet", "model", 404)
+        name = await served_model("generate", body.model)
+        seed = body.seed if body.seed is not None else secrets.randbits(31)
+        result = _answer(await backend.generate(name, GenerateCall(body.text, body.n, body.temperature, seed)))
+        return {
+            "model": name,
+            "model_version": result.model_version,
+            "seed": result.seed,
+            "text_truncated": result.truncated,
+            "images": [f"data:image/png;base64,{base64.b64encode(png).decode()}" for png in result.images],
+        }
 
     @api.post("/v1/caption", openapi_extra=body_of(CaptionBody))
     async def caption(request: Request) -> dict[str, Any]:
         body, files = await parse_request(request, CaptionBody, limits.max_body_bytes, ("images",))
-        check_count(len(body.images), "images", limits)
-        for i, value in enumerate(body.images):
-            _image_bytes(value, files, f"images[{i}]", config)
-        await served_model("caption", body.model)
-        raise RequestError("no captioning backend is wired to this route yet", "model", 404)
+        images = [_image_bytes(value, files, f"images[{i}]", config) for i, value in enumerate(body.images)]
+        check_count(len(images), "images", limits)
+        missing = [i for i, image in enumerate(images) if image is None]
+        if missing:
+            raise RequestError("is empty", f"images[{missing[0]}]")
+        name = await served_model("caption", body.model)
+        call = CaptionCall([image for image in images if image], body.beam, body.max_length)
+        result = _answer(await backend.caption(name, call))
+        return {"model": name, "model_version": result.model_version, "captions": result.captions}
 
     @api.post("/v1/admin/reload", openapi_extra=body_of(ReloadBody))
     async def reload(request: Request) -> dict[str, Any]:

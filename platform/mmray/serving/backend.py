@@ -11,10 +11,14 @@ from ray.serve.handle import DeploymentHandle
 
 from mmray.errors import IndexBundleError, MmrayError
 from mmray.serving.calls import (
+    CaptionCall,
+    CaptionResult,
     ClassifyCall,
     ClassifyResult,
     EmbedCall,
     EmbedResult,
+    GenerateCall,
+    GenerateResult,
     RequestError,
     SearchCall,
     SearchResult,
@@ -50,6 +54,14 @@ class ServeBackend:
 
     async def classify(self, model: str, call: ClassifyCall) -> ClassifyResult | RequestError:
         result: ClassifyResult | RequestError = await self.models[model].classify.remote(call)
+        return result
+
+    async def generate(self, model: str, call: GenerateCall) -> GenerateResult | RequestError:
+        result: GenerateResult | RequestError = await self.models[model].generate.remote(call)
+        return result
+
+    async def caption(self, model: str, call: CaptionCall) -> CaptionResult | RequestError:
+        result: CaptionResult | RequestError = await self.models[model].caption.remote(call)
         return result
 
     async def search(self, call: SearchCall) -> SearchResult | RequestError:

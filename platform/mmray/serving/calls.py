@@ -89,3 +89,36 @@ class SearchResult:
     model_version: str
     index_uri: str
     truncated: bool = False
+
+
+@dataclass
+class GenerateCall:
+    """Images of one caption: `n` samples at `temperature`, with noise from `seed`."""
+
+    text: str
+    n: int = 1
+    temperature: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class GenerateResult:
+    images: list[bytes]  # PNG files
+    seed: int
+    model_version: str
+    truncated: bool = False
+
+
+@dataclass
+class CaptionCall:
+    """Encoded images to caption with this request's own beam width and length limit."""
+
+    images: list[bytes]
+    beam: int = 1
+    max_length: int | None = None
+
+
+@dataclass
+class CaptionResult:
+    captions: list[str]
+    model_version: str

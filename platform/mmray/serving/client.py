@@ -29,6 +29,17 @@ def encode_image(path: str | Path) -> str:
     return base64.b64encode(file.read_bytes()).decode()
 
 
+def write_data_urls(data_urls: list[str], directory: Path) -> list[str]:
+    """Write `data:image/png;base64,...` answers as numbered PNG files; returns their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, url in enumerate(data_urls):
+        path = directory / f"{i:03d}.png"
+        path.write_bytes(base64.b64decode(url.split(",", 1)[1]))
+        paths.append(str(path))
+    return paths
+
+
 class ApiClient:
     """JSON calls to a served mmray app; the API key comes from `key` or MMRAY_API_KEY."""
 

@@ -26,10 +26,14 @@ from mmray.serving.api import build_api
 from mmray.serving.auth import KeyChecker
 from mmray.serving.backend import ServeBackend
 from mmray.serving.calls import (
+    CaptionCall,
+    CaptionResult,
     ClassifyCall,
     ClassifyResult,
     EmbedCall,
     EmbedResult,
+    GenerateCall,
+    GenerateResult,
     RequestError,
     SearchCall,
     SearchResult,
@@ -104,7 +108,7 @@ class _Follower:
 
 @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.5})
 class ModelDeployment(_Follower):
-    """One served model on the replica's device; embed and classify calls are batched with
+    """One served model on the replica's device; embed, classify, generate and caption calls are batched with
     `@serve.batch` (sizes from `user_config`: max_batch_size, batch_wait_timeout_s)."""
 
     role = "model"
@@ -123,7 +127,7 @@ class ModelDeployment(_Follower):
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         settings = BatchSettings.model_validate(user_config)
         self._batch_settings = settings
-        for method in (self._embed_batch, self._classify_batch):
+        for method in (self._embed_batch, self._classify_batch, self._generate_batch, self._caption_batch):
             batched: Any = method
             batched.set_max_batch_size(settings.max_batch_size)
             batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
@@ -186,6 +190,22 @@ class ModelDeployment(_Follower):
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _classify_batch(self, calls: list[ClassifyCall]) -> list[ClassifyResult | RequestError]:
         return await asyncio.to_thread(self._run_grouped, calls, "classify_many")
+
+    async def generate(self, call: GenerateCall) -> GenerateResult | RequestError:
+        result: GenerateResult | RequestError = await self._generate_batch(call)
+        return result
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _generate_batch(self, calls: list[GenerateCall]) -> list[GenerateResult | RequestError]:
+        return await asyncio.to_thread(self._run_grouped, calls, "generate_many")
+
+    async def caption(self, call: CaptionCall) -> CaptionResult | RequestError:
+        result: CaptionResult | RequestError = await self._caption_batch(call)
+        return result
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _caption_batch(self, calls: list[CaptionCall]) -> list[CaptionResult | RequestError]:
+        return await asyncio.to_thread(self._run_grouped, calls, "caption_many")
 
     def info(self) -> dict[str, Any]:
         batching = {**self._batch_settings.model_dump(), **self._batches}

@@ -15,10 +15,14 @@ from mmray.models.embedding import EmbeddingModel
 from mmray.models.fusion_model import FusionModel
 from mmray.models.registry import model_kind
 from mmray.serving.calls import (
+    CaptionCall,
+    CaptionResult,
     ClassifyCall,
     ClassifyResult,
     EmbedCall,
     EmbedResult,
+    GenerateCall,
+    GenerateResult,
     RequestError,
 )
 from mmray.serving.predictions import describe_predictions
@@ -50,7 +54,8 @@ def answer_each(calls: Sequence[CallT], answer: Callable[[CallT], ResultT]) -> l
 
 class ModelService:
     """A loaded bundle and what it can do (`capabilities`): `embed` for models with one embedding space,
-    `classify` for fusion models with prediction heads. Batched methods take many calls at once and
+    `classify` for fusion models with prediction heads, `generate` for text → image models, `caption`
+    for caption decoders. Batched methods take many calls at once and
     run the model over all their inputs together, in chunks of `max_rows`."""
 
     def __init__(self, bundle: LoadedBundle, device: str = "auto", max_rows: int = 256) -> None:
@@ -204,6 +209,16 @@ class ModelService:
             ]
             results.append(ClassifyResult(described, self.version))
         return results
+
+    def generate_many(self, calls: Sequence[GenerateCall]) -> list[GenerateResult | RequestError]:
+        from mmray.serving.generation_service import generate_many
+
+        return generate_many(self, calls)
+
+    def caption_many(self, calls: Sequence[CaptionCall]) -> list[CaptionResult | RequestError]:
+        from mmray.serving.generation_service import caption_many
+
+        return caption_many(self, calls)
 
     def _decode_items(self, call: ClassifyCall) -> list[tuple[torch.Tensor | None, str | None]]:
         size = self.bundle.processor.image.size

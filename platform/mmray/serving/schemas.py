@@ -55,14 +55,16 @@ class GenerateImageBody(ApiBody):
     text: str = Field(description="the caption to draw")
     n: int = Field(1, ge=1, le=64, description="images to sample")
     temperature: float = Field(1.0, gt=0.0, le=10.0)
-    seed: int | None = None
+    seed: int | None = Field(
+        None, ge=0, description="noise seed (equal seeds, equal images); default: a random one, returned"
+    )
     model: str | None = None
 
 
 class CaptionBody(ApiBody):
     images: list[str] = Field(description="base64-encoded images")
     beam: int = Field(1, ge=1, le=16)
-    max_length: int | None = Field(None, ge=1, le=512)
+    max_length: int | None = Field(None, ge=2, le=512, description="most tokens per caption, BOS and EOS included")
     model: str | None = None
 
 
