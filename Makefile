@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
-.PHONY: venv demo demo-fusion demo-serve serve browser test test-fast gpu-smoke lint format bench clean
+.PHONY: demo-generation venv demo demo-fusion demo-serve serve browser test test-fast gpu-smoke lint format bench clean
 
 venv: $(STAMP)
 
@@ -57,6 +57,19 @@ demo-fusion: $(STAMP)
 	$(BIN)/mmray train jobs/shapes-classify.yaml
 	$(BIN)/mmray train jobs/shapes-regress.yaml
 	$(BIN)/mmray evaluate jobs/shapes-classify.yaml
+
+demo-generation: $(STAMP)
+	test -f runs/shapes-clip/best_model.json || $(BIN)/mmray train jobs/shapes-clip.yaml
+	$(BIN)/mmray train jobs/shapes-vae.yaml
+	$(BIN)/mmray train jobs/shapes-gan.yaml
+	$(BIN)/mmray train jobs/shapes-caption.yaml
+	$(BIN)/mmray generate runs/shapes-vae --text "a big red circle in the top left corner" \
+		--text "two shapes: a small blue square at the bottom and a large yellow triangle in the centre" --n 8 \
+		--out runs/shapes-vae/generated.png
+	$(BIN)/mmray generate runs/shapes-gan --text "a big red circle in the top left corner" \
+		--text "two shapes: a small blue square at the bottom and a large yellow triangle in the centre" --n 8 \
+		--out runs/shapes-gan/generated.png
+	$(BIN)/mmray caption runs/shapes-caption $$(ls data/shapes/n11000-*/images/val/*.jpg | head -3) --beam 3
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest

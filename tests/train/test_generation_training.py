@@ -13,6 +13,7 @@ import torch
 
 from mmray.artifacts.model_bundle import open_bundle
 from mmray.config import TrainJob
+from mmray.evaluate import evaluate_bundle
 from mmray.train.trainer import run_training
 from tests.train.conftest import last_json, run_mmray, write_job
 
@@ -66,6 +67,10 @@ def test_vae_trains_with_r_precision_and_its_bundle_generates(
     assert metrics["checkpoint_score"] == metrics["r_precision"]
     grid = Path(outcome.model_bundle) / "figures" / "samples.png"
     assert grid.read_bytes().startswith(b"\x89PNG")
+    evaluation = evaluate_bundle(TrainJob.model_validate(job).data, outcome.model_bundle, batch_size=64)
+    assert evaluation["r_precision"] == pytest.approx(metrics["r_precision"])
+    assert evaluation["elbo"] == pytest.approx(metrics["elbo"], rel=1e-4)
+    assert [Path(p).name for p in evaluation["figures"]] == ["samples.png"]
 
     out = tmp_path / "grid.png"
     texts = ["--text", "a red circle on the left", "--text", "a big blue square"]

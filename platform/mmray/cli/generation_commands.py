@@ -43,7 +43,8 @@ def generate(
     else:
         grid = sample_grid_png(text, generator.sample(text, n, seed, temperature))
     storage.write_bytes(out, grid)
-    typer.echo(json.dumps({"out": out, "captions": text, "samples_per_caption": n, "seed": seed,
+    count = {"interpolation_steps": max(n, 2)} if interpolate else {"samples_per_caption": n}
+    typer.echo(json.dumps({"out": out, "captions": text, **count, "seed": seed,
                            "model_version": generator.bundle.version}))  # fmt: skip
 
 

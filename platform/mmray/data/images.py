@@ -36,7 +36,12 @@ def decode_rgb(data: bytes, name: str = "<bytes>") -> torch.Tensor:
     except RuntimeError as first:
         try:
             return _decode_with_pil(data)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        except UnidentifiedImageError:
+            raise ImageDecodeError(
+                f"{name}: cannot decode image: not an image file mmray can read (JPEG, PNG, WebP, GIF, or another "
+                "format Pillow opens)"
+            ) from first
+        except (OSError, SyntaxError, ValueError):
             reason = str(first).rsplit(", ", 1)[-1]
             raise ImageDecodeError(f"{name}: cannot decode image: {reason}") from first
 

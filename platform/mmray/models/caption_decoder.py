@@ -55,6 +55,7 @@ class CaptionDecoder(nn.Module):
         self.pooled_projection = nn.Linear(pooled_dim, width)
         self.cell_positions = nn.Parameter(torch.randn(1, cells + 1, width) * 0.02)
         self.token_embedding = nn.Embedding(vocab_size, width)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)  # tied to the output: logits start near 0
         self.token_positions = nn.Parameter(torch.randn(1, max_length, width) * 0.02)
         layer = nn.TransformerDecoderLayer(
             width, heads, 4 * width, dropout, activation="gelu", batch_first=True, norm_first=True
