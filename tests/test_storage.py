@@ -152,3 +152,18 @@ def test_an_endpoint_that_never_answers_fails_within_the_timeouts(monkeypatch: p
             connection.close()
         server.close()
     assert time.monotonic() - started < 20
+
+
+def test_a_file_above_the_multipart_threshold_uploads_in_parts_and_reads_back(s3_env: str, tmp_path: Path) -> None:
+    import hashlib
+
+    size = storage.MULTIPART_THRESHOLD_BYTES * 2 + 12345
+    data = hashlib.sha256(b"seed").digest() * (size // 32 + 1)
+    local = tmp_path / "big.bin"
+    local.write_bytes(data[:size])
+    uri = f"{s3_env}/big/weights.bin"
+    storage.upload_file(local, uri)
+    info = storage.s3_object_info(uri)
+    assert info["size"] == size
+    assert info["etag"].endswith("-3"), "uploaded in 3 parts: a multipart ETag ends in -<parts>"
+    assert storage.read_bytes(uri) == data[:size]

@@ -20,6 +20,7 @@ from typing import Any
 
 import boto3
 import boto3.exceptions
+import boto3.s3.transfer
 import botocore.config
 import botocore.exceptions
 
@@ -36,11 +37,24 @@ _DENIED_CODES = {
     "403",
 }
 S3_ATTEMPTS = 3
+MULTIPART_THRESHOLD_BYTES = 16 * 1024 * 1024
+"""Files above this upload in parts of this size, several at once (checkpoints, weights, index files)."""
+_TRANSFER = boto3.s3.transfer.TransferConfig(
+    multipart_threshold=MULTIPART_THRESHOLD_BYTES, multipart_chunksize=MULTIPART_THRESHOLD_BYTES, max_concurrency=8
+)
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 
 def is_s3(uri: str | Path) -> bool:
     return str(uri).startswith(S3_SCHEME)
+
+
+def s3_object_info(uri: str) -> dict[str, Any]:
+    """Size and ETag of an S3 object (the ETag of a multipart upload ends in -<parts>)."""
+    bucket, key = split_s3(uri)
+    with _s3_errors(uri):
+        head = _client().head_object(Bucket=bucket, Key=key)
+    return {"size": int(head["ContentLength"]), "etag": str(head["ETag"]).strip('"')}
 
 
 def absolute_uri(uri: str) -> str:
@@ -294,7 +308,7 @@ def upload_file(local_path: str | Path, uri: str | Path) -> None:
     if is_s3(uri):
         bucket, key = split_s3(uri)
         with _s3_errors(uri):
-            _client().upload_file(str(local_path), bucket, key)
+            _client().upload_file(str(local_path), bucket, key, Config=_TRANSFER)
         return
     with atomic_output(uri) as staged:
         shutil.copyfile(local_path, staged)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from mmray.cli import (
+    cluster_commands,
     config_commands,
     data_commands,
     generation_commands,
@@ -55,6 +57,8 @@ app.command("train")(train_commands.train)
 app.command("evaluate")(train_commands.evaluate)
 app.command("index")(index_commands.index)
 app.command("search")(index_commands.search)
+app.command("submit")(cluster_commands.submit)
+app.add_typer(cluster_commands.app, name="jobs")
 app.command("generate")(generation_commands.generate)
 app.command("caption")(generation_commands.caption)
 app.command("tune")(tune_commands.tune)
@@ -63,6 +67,8 @@ app.command("query")(serve_commands.query)
 app.command("api-key")(serve_commands.api_key)
 
 USER_ERRORS = (MmrayError, FileExistsError, FileNotFoundError)
+DEBUG_ENV = "MMRAY_DEBUG"
+"""Set (to anything) to get the traceback of a user error too."""
 
 
 def _setup_logging() -> None:
@@ -80,5 +86,7 @@ def main() -> None:
     try:
         app()
     except USER_ERRORS as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

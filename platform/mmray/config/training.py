@@ -88,6 +88,9 @@ class TrainSettings(Section):
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="how workers are placed on nodes (SPREAD: one per node where possible)"
+    )
     threads_per_worker: int | None = Field(None, ge=1, description="torch threads; default cpus_per_worker")
     max_failures: int = Field(2, ge=-1, description="worker failures to recover from (-1: unlimited)")
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)

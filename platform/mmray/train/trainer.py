@@ -172,6 +172,7 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: s
             num_workers=settings.num_workers,
             use_gpu=settings.use_gpu,
             resources_per_worker={"CPU": settings.cpus_per_worker},
+            placement_strategy=settings.placement_strategy,
         ),
         run_config=RunConfig(
             name=spec.name,
