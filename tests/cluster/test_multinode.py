@@ -34,7 +34,8 @@ WORKER_PID = re.compile(r"\(RayTrainWorker pid=(\d+)")
 def cluster(seaweedfs: SeaweedServer) -> Iterator[LocalCluster]:
     import ray
 
-    if ray.is_initialized():  # one Ray per machine at a time: Train's placement-group cleaner cannot tell two apart
+    in_process = ray.is_initialized()
+    if in_process:  # one Ray per machine at a time: Train's placement-group cleaner cannot tell two apart
         ray.shutdown()
     env = {
         **os.environ,
@@ -56,6 +57,10 @@ def cluster(seaweedfs: SeaweedServer) -> Iterator[LocalCluster]:
     finally:
         local.stop_all()
         shutil.rmtree(root, ignore_errors=True)
+        if in_process:  # later test modules share the session's in-process Ray
+            from mmray.raycluster import connect
+
+            connect(num_cpus=2)
 
 
 @pytest.fixture
