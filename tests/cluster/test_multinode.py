@@ -1,6 +1,6 @@
 """mmray on a real two-node Ray cluster on this machine: jobs submitted through the Jobs API with
 `mmray submit`, two training workers spread one per node, checkpoints on the S3 server; a failing job
-whose error, logs and exit code reach the user; `mmray jobs`; a stopped node replaced mid-run."""
+whose error, logs and exit code reach the user; `mmray jobs`; a crashed node replaced mid-run."""
 
 from __future__ import annotations
 
@@ -156,8 +156,9 @@ def test_a_failing_job_reports_its_error_logs_and_exit_code(cluster: LocalCluste
     assert unreachable.returncode == 2 and "127.0.0.1:9" in unreachable.stderr
 
 
-def test_a_stopped_node_is_replaced_and_the_run_resumes(cluster: LocalCluster, bucket: str, tmp_path: Path) -> None:
-    job = _job(tmp_path / "work", tmp_path / "data", f"{bucket}/runs", "recover", epochs=4, max_failures=3)
+def test_a_crashed_node_is_replaced_and_the_run_resumes(cluster: LocalCluster, bucket: str, tmp_path: Path) -> None:
+    job = _job(tmp_path / "work", tmp_path / "data", f"{bucket}/runs", "recover", epochs=10, eval_every=5,
+               max_failures=3)  # fmt: skip
     submitted = _mmray(cluster, "submit", str(job), "--address", cluster.address, "--working-dir", str(job.parent),
                        "--no-wait")  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr[-3000:]
@@ -166,13 +167,18 @@ def test_a_stopped_node_is_replaced_and_the_run_resumes(cluster: LocalCluster, b
     deadline = time.monotonic() + 300
     while not storage.exists(first_checkpoint):
         assert time.monotonic() < deadline, "no first checkpoint within 5 minutes"
-        time.sleep(1.0)
-    cluster.stop("node_b")  # its training worker dies with it; the run cannot place 2 workers until a node joins
-    time.sleep(5.0)
-    cluster.start_worker("node_c")
+        time.sleep(0.5)
+    cluster.stop("node_b", crash=True)  # its training worker dies with it
+    running = _mmray(cluster, "jobs", "status", submission, "--address", cluster.address)
+    assert json.loads(running.stdout)["status"] == "RUNNING", "the node went down while the run was training"
+    assert not storage.exists(f"{bucket}/runs/recover/checkpoint_epoch_0010/bundle.json")
+    time.sleep(3.0)
+    cluster.start_worker("node_c")  # two SPREAD workers need two nodes again
     followed = _mmray(cluster, "jobs", "logs", submission, "--follow", "--address", cluster.address)
     status = _mmray(cluster, "jobs", "status", submission, "--address", cluster.address)
     assert json.loads(status.stdout)["status"] == "SUCCEEDED", followed.stdout[-4000:]
+    workers = {int(pid) for pid in WORKER_PID.findall(followed.stdout)}
+    assert workers & cluster.worker_pids_on("node_c"), "a replacement worker ran on the new node"
     assert "resumed from" in followed.stdout
-    history = json.loads(storage.read_text(f"{bucket}/runs/recover/checkpoint_epoch_0004/history.json"))
-    assert [entry["epoch"] for entry in history] == [1, 2, 3, 4]
+    history = json.loads(storage.read_text(f"{bucket}/runs/recover/checkpoint_epoch_0010/history.json"))
+    assert [entry["epoch"] for entry in history] == list(range(1, 11))

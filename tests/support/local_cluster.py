@@ -38,9 +38,10 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def stop_group(pgid: int, grace_s: float = 10.0) -> None:
-    """SIGTERM to every process of the group `ray start` began, then SIGKILL to what is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+def stop_group(pgid: int, grace_s: float = 10.0, crash: bool = False) -> None:
+    """SIGTERM to every process of the group `ray start` began, then SIGKILL to what is left; `crash`:
+    SIGKILL at once, as when a machine dies."""
+    for sig in (signal.SIGKILL,) if crash else (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
@@ -99,9 +100,9 @@ class LocalCluster:
     def start_worker(self, name: str = "node_b") -> None:
         self._ray_start(name, [f"--address=127.0.0.1:{self.gcs_port}"])
 
-    def stop(self, name: str) -> None:
+    def stop(self, name: str, crash: bool = False) -> None:
         if name in self.groups:
-            stop_group(self.groups.pop(name))
+            stop_group(self.groups.pop(name), crash=crash)
 
     def stop_all(self) -> None:
         for name in [n for n in self.groups if n != "head"] + ["head"]:
