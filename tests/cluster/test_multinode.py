@@ -24,7 +24,7 @@ from mmray import storage
 from mmray.artifacts.model_bundle import open_bundle
 from tests.support.local_cluster import LocalCluster
 from tests.support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedServer
-from tests.train.conftest import last_json, mmray_command
+from tests.train.conftest import last_json, mmray_command, tiny_job
 
 pytestmark = pytest.mark.slow
 WORKER_PID = re.compile(r"\(RayTrainWorker pid=(\d+)")
@@ -73,28 +73,8 @@ def bucket(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def _job(workdir: Path, data_root: Path, storage_root: str, name: str, **train: Any) -> Path:
-    spec = {
-        "kind": "train",
-        "name": name,
-        "storage_root": storage_root,
-        "data": {"source": "shapes", "root": str(data_root), "images": 576, "val_images": 96, "seed": 1},
-        "model": {
-            "kind": "dual_encoder",
-            "embed_dim": 32,
-            "image": {"kind": "small_cnn", "width": 8, "blocks": 4},
-            "text": {"kind": "small_transformer", "width": 32, "layers": 1, "heads": 2, "max_length": 40},
-        },
-        "task": {"kind": "retrieval"},
-        "train": {
-            "epochs": 1,
-            "batch_size": 32,
-            "lr": 0.003,
-            "num_workers": 2,
-            "placement_strategy": "SPREAD",
-            "eval_batch_size": 64,
-            **train,
-        },
-    }
+    """The training tests' tiny job, its two workers spread one per node."""
+    spec = tiny_job(data_root, storage_root, name, **{"epochs": 1, "placement_strategy": "SPREAD", **train})
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))

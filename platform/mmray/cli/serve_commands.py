@@ -82,6 +82,7 @@ def query(
     model: Annotated[list[str] | None, typer.Option(help="served model name; reload: name=bundle")] = None,
     index: Annotated[str | None, typer.Option(help="reload: index bundle")] = None,
     key: Annotated[str | None, typer.Option(help="API key [default: $MMRAY_API_KEY]")] = None,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for the answer")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON answer")] = False,
 ) -> None:
     """Call a served mmray app.
@@ -95,7 +96,7 @@ def query(
 
     if endpoint not in QUERY_ENDPOINTS:
         raise ConfigError(f"endpoint {endpoint!r}: choose one of {', '.join(QUERY_ENDPOINTS)}")
-    client = ApiClient(url, key)
+    client = ApiClient(url, key, timeout_s=timeout)
     texts, images = list(text or []), [encode_image(path) for path in image or []]
     chosen = model[0] if model else None
     body: Any
