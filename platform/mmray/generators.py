@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
+from mmray.data.processor import Processor
 from mmray.errors import BundleError, QueryError
 from mmray.models.caption_decoder import CaptionDecoder
 from mmray.models.caption_search import decode_captions
@@ -76,6 +77,26 @@ class ImageGenerator:
         return torch.cat(images)
 
 
+@torch.no_grad()
+def caption_pixels(
+    model: CaptionDecoder,
+    processor: Processor,
+    pixels: torch.Tensor,
+    device: torch.device,
+    beam: int = 1,
+    length_penalty: float = 0.6,
+    max_length: int | None = None,
+    chunk_rows: int = 256,
+) -> list[str]:
+    """uint8 images (N, 3, S, S) → one caption each, decoded `chunk_rows` images at a time."""
+    texts: list[str] = []
+    for start in range(0, pixels.shape[0], chunk_rows):
+        images = processor.normalize(pixels[start : start + chunk_rows].to(device))  # (b, 3, S, S)
+        ids = decode_captions(model, images, beam, length_penalty, max_length)
+        texts += processor.tokenizer.decode(ids.cpu())
+    return texts
+
+
 @dataclass
 class Captioner:
     """An image → text bundle on a device."""
@@ -105,5 +126,4 @@ class Captioner:
             raise QueryError(f"max_length must be at least 2 (BOS and one token), got {max_length}")
         processor = self.bundle.processor
         pixels = torch.stack([processor.pixels_from_pil(image) for image in images])  # (B, 3, S, S)
-        ids = decode_captions(self.model, processor.normalize(pixels.to(self.device)), beam, length_penalty, max_length)
-        return processor.tokenizer.decode(ids.cpu())
+        return caption_pixels(self.model, processor, pixels, self.device, beam, length_penalty, max_length)

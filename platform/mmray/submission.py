@@ -117,17 +117,9 @@ def follow_job(address: str | None, submission_id: str, out: TextIO = sys.stdout
 
     try:
         asyncio.run(tail())
-    except (ConnectionError, RuntimeError) as exc:
-        raise SubmissionError(f"lost the logs of {submission_id}: {exc}") from None
-    return job_status(address, submission_id)
-
-
-def job_status(address: str | None, submission_id: str) -> str:
-    client = jobs_client(address)
-    try:
         return str(client.get_job_status(submission_id).value)
     except (ConnectionError, RuntimeError) as exc:
-        raise SubmissionError(f"no job {submission_id} at {dashboard_address(address)}: {exc}") from None
+        raise SubmissionError(f"lost the job {submission_id} at {dashboard_address(address)}: {exc}") from None
 
 
 def exit_code(status: str) -> int:

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from mmray.data.images import resize_square
+from mmray.generators import caption_pixels
 from mmray.models.caption_decoder import CaptionDecoder
-from mmray.models.caption_search import decode_captions
 from mmray.models.text_to_image import as_text_to_image
 from mmray.serving.calls import CaptionCall, CaptionResult, GenerateCall, GenerateResult, RequestError
 from mmray.serving.model_service import ModelService, answer_each
@@ -66,10 +66,8 @@ def caption_many(service: ModelService, calls: Sequence[CaptionCall]) -> list[Ca
     captions: dict[int, list[str]] = {}
     for (beam, max_length), members in groups.items():
         pixels = torch.cat([decoded[i] for i in members])  # type: ignore[misc]
-        texts: list[str] = []
-        for start in range(0, pixels.shape[0], service.max_rows):
-            images = processor.normalize(pixels[start : start + service.max_rows].to(service.device))
-            texts += processor.tokenizer.decode(decode_captions(model, images, beam, max_length=max_length).cpu())
+        texts = caption_pixels(model, processor, pixels, service.device, beam, max_length=max_length,
+                               chunk_rows=service.max_rows)  # fmt: skip
         at = 0
         for i in members:
             count = len(calls[i].images)
