@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mmray.config import ConfigError, ShapesData, load_job, parse_overrides, to_yaml, validate_job
+from mmray.config import ConfigError, ShapesData, TrainJob, load_job, parse_overrides, to_yaml, validate_job
 from mmray.config.data import CocoData
 
 SPEC = {
@@ -155,3 +155,14 @@ def test_a_whole_section_can_be_set_on_the_command_line() -> None:
     assert fusion.kind == "gated" and fusion.hidden == 64
     with pytest.raises(ConfigError, match="hiden"):
         load_job(REPO_JOBS / "shapes-classify.yaml", ["model.fusion={kind: gated, hiden: 64}"])
+
+
+def test_a_train_job_starts_from_weights_or_from_a_whole_training_state_not_both(tmp_path: Path) -> None:
+    from mmray.train.trainer import resolve_training_checkpoint
+
+    job = load_job(REPO_JOBS / "shapes-clip.yaml", [f"continue_from={tmp_path}"])
+    assert isinstance(job, TrainJob) and job.continue_from == str(tmp_path)
+    with pytest.raises(ConfigError, match="init_from .* or continue_from"):
+        load_job(REPO_JOBS / "shapes-clip.yaml", [f"continue_from={tmp_path}", f"init_from={tmp_path}"])
+    with pytest.raises(ConfigError, match="train_state.pt is missing"):
+        resolve_training_checkpoint(str(tmp_path))

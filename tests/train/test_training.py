@@ -22,7 +22,7 @@ RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10
 
 
 def test_two_workers_train_resume_and_evaluate(data_root: Path, tmp_path: Path) -> None:
-    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "tiny"))
+    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "tiny", min_lr_ratio=0.1))
     first = run_mmray("train", str(job), "train.epochs=1")
     assert first.returncode == 0, first.stderr[-3000:]
     one = last_json(first.stdout)
@@ -41,6 +41,17 @@ def test_two_workers_train_resume_and_evaluate(data_root: Path, tmp_path: Path) 
     assert json.loads((run_dir / "metrics.json").read_text())["epoch"] == 2
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    continued = run_mmray(
+        "train", str(job), "name=tiny-continued", "train.lr=0.0003", f"continue_from={one['model_bundle']}"
+    )
+    assert continued.returncode == 0, continued.stderr[-3000:]
+    assert "continues" in continued.stdout + continued.stderr
+    other = last_json(continued.stdout)
+    assert other["epoch"] == 2 and other["step"] == two["step"], "the epoch count and steps carry on"
+    assert abs(other["lr"] / two["lr"] - 0.1) < 1e-6, "the new lr at the same point of the schedule"
+    other_history = json.loads((Path(other["model_bundle"]) / "history.json").read_text())
+    assert other_history[0] == history[0] and other_history[1]["train_loss"] != history[1]["train_loss"]
 
     evaluated = run_mmray("evaluate", str(job), "--checkpoint", two["model_bundle"])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]

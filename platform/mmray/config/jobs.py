@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from mmray.config.base import (
     Section,
@@ -51,6 +51,17 @@ class TrainJob(Section):
         None,
         description="warm start: a model bundle (or training run) whose weights and processor the run starts from",
     )
+    continue_from: str | None = Field(
+        None,
+        description="a checkpoint of another run (or a run: its latest) to continue from: weights, optimizer "
+        "state, epochs done and processor; this job's training settings (lr, weight decay, ...) apply from there",
+    )
+
+    @model_validator(mode="after")
+    def _one_start(self) -> TrainJob:
+        if self.init_from and self.continue_from:
+            raise ValueError("set init_from (weights only) or continue_from (the whole training state), not both")
+        return self
 
 
 class IndexJob(Section):

@@ -22,7 +22,7 @@ from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors, tensors_from_arrays
 from mmray.tasks.base import Batch, EvalContext, StepContext, Task
 from mmray.train.feeds import memory_batches, steps_per_epoch, stream_batches
-from mmray.train.schedule import warmup_cosine
+from mmray.train.schedule import group_settings, retarget, warmup_cosine
 from mmray.train.state import Progress, load_train_state, save_train_state
 
 logger = logging.getLogger("mmray.train")
@@ -94,9 +94,21 @@ class Worker:
                 load_weights(model, Path(directory))
                 self.progress = load_train_state(Path(directory), self.optimizers, self.schedulers, self.scaler)
             self.say(f"resumed from {checkpoint.path} after epoch {self.progress.epochs_done}")
+        elif self.spec.continue_from:
+            self._continue(model, self.spec.continue_from)
         self.model = ray.train.torch.prepare_model(
             model, parallel_strategy_kwargs={"find_unused_parameters": self.task.find_unused_parameters}
         )
+
+    def _continue(self, model: nn.Module, uri: str) -> None:
+        """Another run's weights and training state, under this run's optimizer settings."""
+        settings = {name: group_settings(optimizer) for name, optimizer in self.optimizers.items()}
+        with local_bundle(uri) as directory:
+            load_weights(model, directory)
+            self.progress = load_train_state(directory, self.optimizers, self.schedulers, self.scaler)
+        for name, optimizer in self.optimizers.items():
+            retarget(optimizer, self.schedulers[name], settings[name])
+        self.say(f"continues {uri} after epoch {self.progress.epochs_done} with this run's settings")
 
     def say(self, message: str) -> None:
         if self.rank == 0:

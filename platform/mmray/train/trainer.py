@@ -37,7 +37,7 @@ from mmray.tasks.base import Score
 from mmray.tasks.registry import task_class
 from mmray.train.loop import CHECKPOINT_SCORE, train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
-from mmray.train.state import read_history
+from mmray.train.state import TRAIN_STATE, read_history
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,30 @@ def _uri(path: str, storage_root: str) -> str:
     return f"{storage.S3_SCHEME}{path}" if storage.is_s3(storage_root) else path
 
 
+def resolve_training_checkpoint(uri: str) -> str:
+    """A checkpoint holding training state: `uri` itself, or the latest checkpoint of the run `uri`."""
+    if storage.exists(storage.join(uri, TRAIN_STATE)):
+        return uri
+    pointer = storage.join(uri, LATEST_MODEL)
+    if storage.exists(pointer):
+        return str(json.loads(storage.read_text(pointer))["model_bundle"])
+    raise ConfigError(
+        f"continue_from {uri}: neither a training checkpoint ({TRAIN_STATE} is missing) nor a finished "
+        f"training run ({LATEST_MODEL} is missing)"
+    )
+
+
 def run_processor(spec: TrainJob, training_texts: Sequence[str]) -> Processor:
-    """A new processor for the model, or for a warm start the bundle's own (its vocabulary, its transform)."""
+    """A new processor for the model, or for a warm start the bundle's own (its vocabulary, its transform);
+    a continued run keeps its checkpoint's processor as it is (the weights depend on it)."""
+    if spec.continue_from:
+        processor, model_config = read_processor(spec.continue_from)
+        if model_config.kind != spec.model.kind:
+            raise ConfigError(
+                f"continue_from {spec.continue_from} holds a {model_config.kind!r} model; the job trains a "
+                f"{spec.model.kind!r} model"
+            )
+        return processor
     if not spec.init_from:
         return build_processor(spec.model, training_texts)
     processor, model_config = read_processor(spec.init_from)
@@ -107,6 +129,9 @@ def prepare_loop_config(spec: TrainJob) -> tuple[dict[str, Any], dict[str, Any] 
     worker; Ray datasets apart. `config["spec"]` is the spec with the task bound to its training data."""
     if spec.init_from:
         spec = spec.model_copy(update={"init_from": storage.absolute_uri(resolve_model_bundle(spec.init_from))})
+    if spec.continue_from:
+        checkpoint_uri = storage.absolute_uri(resolve_training_checkpoint(spec.continue_from))
+        spec = spec.model_copy(update={"continue_from": checkpoint_uri})
     splits = resolve_splits(spec.data)
     train = load_split(spec.data, "train")
     processor = run_processor(spec, [c for r in train.records for c in r.captions])
