@@ -162,7 +162,7 @@ def test_a_train_job_starts_from_weights_or_from_a_whole_training_state_not_both
 
     job = load_job(REPO_JOBS / "shapes-clip.yaml", [f"continue_from={tmp_path}"])
     assert isinstance(job, TrainJob) and job.continue_from == str(tmp_path)
-    with pytest.raises(ConfigError, match="init_from .* or continue_from"):
+    with pytest.raises(ConfigError, match=r"init_from .* or continue_from"):
         load_job(REPO_JOBS / "shapes-clip.yaml", [f"continue_from={tmp_path}", f"init_from={tmp_path}"])
-    with pytest.raises(ConfigError, match="train_state.pt is missing"):
+    with pytest.raises(ConfigError, match=r"train_state\.pt is missing"):
         resolve_training_checkpoint(str(tmp_path))
