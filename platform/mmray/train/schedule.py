@@ -28,10 +28,12 @@ def group_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
 
 
 def retarget(
-    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LambdaLR, settings: list[dict[str, Any]]
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, settings: list[dict[str, Any]]
 ) -> None:
     """Give a restored optimizer and schedule other settings (from `group_settings` of a freshly built
     pair), keeping their moments and step count: the multiplier at the current step applies to the new lr."""
+    if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        raise TypeError(f"retarget needs a LambdaLR schedule, got {type(scheduler).__name__}")
     for group, fresh in zip(optimizer.param_groups, settings, strict=True):
         group.update(fresh)
     scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
