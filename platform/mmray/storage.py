@@ -62,6 +62,11 @@ def absolute_uri(uri: str) -> str:
     return uri if is_s3(uri) else str(Path(uri).resolve())
 
 
+def uri_under(path: str, root: str) -> str:
+    """A path that pyarrow reported under `root` as a URI (its S3 paths come without the scheme)."""
+    return f"{S3_SCHEME}{path}" if is_s3(root) and not is_s3(path) else path
+
+
 def join(base: str | Path, *parts: str) -> str:
     """Join path components below a local path or an S3 URI."""
     if is_s3(base):

@@ -9,12 +9,15 @@ import pytest
 import yaml
 
 from mmray.config import ConfigError, TrainJob, TuneJob, load_job
+from mmray.tune.reporting import TrainPointer
+from mmray.tune.schedulers import keep_inside_space
 from mmray.tune.search import objective, prepare_search
 from mmray.tune.space import check_space, parse_distribution, parse_space, trial_mapping
-from mmray.tune.trial import TrialPlan, trial_job
+from mmray.tune.trial import Segment, TrialPlan, next_segment, trial_job
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = yaml.safe_load((REPO / "jobs" / "shapes-clip.yaml").read_text())
+TRIPLET = {**BASE, "task": {**BASE["task"], "loss": {"kind": "triplet"}}}
 
 
 def _job(space: dict[str, str], **extra: Any) -> TuneJob:
@@ -141,3 +144,64 @@ def test_data_prepare_of_a_tune_job_prepares_its_trials_data() -> None:
     assert isinstance(job, TuneJob)
     data = trial_data(job)
     assert (data.images, data.val_images) == (3000, 500)  # type: ignore[union-attr]
+
+
+def test_population_based_training_refuses_what_cannot_change_while_a_trial_trains() -> None:
+    def pbt(space: dict[str, str], base: dict[str, Any] = BASE, **tune: Any) -> None:
+        scheduler = {"kind": "pbt", "perturbation_interval": 1, **tune.pop("scheduler", {})}
+        prepare_search(_job(space, base=base, overrides={"train.epochs": 3}, tune={"scheduler": scheduler, **tune}))
+
+    pbt({"train.lr": "loguniform(1e-4, 3e-3)", "task.loss.margin": "uniform(0.1, 0.5)"}, base=TRIPLET)
+    with pytest.raises(ConfigError, match=r"space.task.loss.kind: a kind decides which parameters train"):
+        pbt({"train.lr": "loguniform(1e-4, 3e-3)", "task.loss.kind": "choice([infonce, triplet])"})
+    classify = yaml.safe_load((REPO / "jobs" / "shapes-classify.yaml").read_text())
+    classify["model"]["fusion"] = {"kind": "weighted_sum"}
+    pbt({"model.fusion.alpha": "uniform(0, 1)", "train.weight_decay": "uniform(0, 0.1)"}, base=classify)
+    with pytest.raises(ConfigError, match=r"space.model.init_temperature: .*continues another trial's weights"):
+        pbt({"model.init_temperature": "loguniform(0.02, 0.2)"})
+    with pytest.raises(ConfigError, match=r"space.train.batch_size: .*search it with scheduler asha or fifo"):
+        pbt({"train.batch_size": "choice([64, 128])"})
+    with pytest.raises(ConfigError, match=r"space.data.images: "):
+        pbt({"data.images": "choice([500, 1000])"})
+    with pytest.raises(ConfigError, match=r"space.train.lr: grid\(...\) cannot be perturbed"):
+        pbt({"train.lr": "grid([0.001, 0.002])"})
+    with pytest.raises(ConfigError, match=r"perturbation_interval: 3 epochs is not less than the trials' 3"):
+        pbt({"train.lr": "uniform(0.001, 0.002)"}, scheduler={"perturbation_interval": 3})
+    with pytest.raises(ConfigError, match=r"population of at least 2"):
+        pbt({"train.lr": "uniform(0.001, 0.002)"}, num_samples=1)
+    with pytest.raises(ConfigError, match=r"tune.search.kind: population-based training explores by itself"):
+        pbt({"train.lr": "uniform(0.001, 0.002)"}, search={"kind": "optuna"})
+    with pytest.raises(ValueError, match=r"perturbation_factors must be positive"):
+        pbt({"train.lr": "uniform(0.001, 0.002)"}, scheduler={"perturbation_factors": [1.2, -0.8]})
+
+
+def test_perturbed_values_stay_inside_the_space() -> None:
+    space = parse_space(
+        {
+            "train.lr": "loguniform(1e-4, 1e-3)",
+            "train.warmup_fraction": "uniform(0, 0.5)",
+            "task.loss.kind": "choice([infonce, triplet])",
+            "train.log_every_steps": "randint(1, 4)",
+        }
+    )
+    perturbed = {
+        "train.lr": 1.2e-3,
+        "train.warmup_fraction": -0.1,
+        "task.loss.kind": "triplet",
+        "train.log_every_steps": 4.8,
+    }
+    kept = keep_inside_space({"values": perturbed}, space)["values"]
+    expected = {"train.lr": 1e-3, "train.warmup_fraction": 0.0, "task.loss.kind": "triplet", "train.log_every_steps": 4}
+    assert kept == expected
+    assert isinstance(kept["train.log_every_steps"], int)
+
+
+def test_a_restored_trial_continues_its_own_run_or_starts_a_run_from_another_trials_checkpoint() -> None:
+    assert next_segment("a1", None) == Segment("trial-a1", None)
+    own = TrainPointer("a1", "trial-a1", "/runs/t/trials/trial-a1/checkpoint_epoch_0002", 2)
+    assert next_segment("a1", own) == Segment("trial-a1", None), "Train resumes the run from its latest"
+    donor = TrainPointer("b2", "trial-b2", "/runs/t/trials/trial-b2/checkpoint_epoch_0004", 4)
+    continued = next_segment("a1", donor)
+    assert continued == Segment("trial-a1-from-b2-e4", donor.checkpoint, "b2@4")
+    again = TrainPointer("a1", continued.run, continued.run + "/checkpoint_epoch_0005", 5)
+    assert next_segment("a1", again).run == "trial-a1-from-b2-e4"

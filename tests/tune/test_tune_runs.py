@@ -125,16 +125,53 @@ def _trial_ids(results_csv: str) -> list[str]:
     return [line.split(",")[0] for line in storage.read_text(results_csv).strip().splitlines()[1:]]
 
 
-def test_a_search_keeps_its_trials_and_results_on_s3(data_root: Path, tmp_path: Path, s3_env: str) -> None:
+def pbt_job(data_root: Path, storage_root: str, name: str) -> dict[str, Any]:
+    """Two trials in step (synch): at epoch 2 the worse continues the better's checkpoint."""
+    job = tune_job(data_root, storage_root, name, samples=2, epochs=4)
+    job["space"] = {"train.lr": "loguniform(1e-4, 1e-2)", "train.weight_decay": "uniform(0.0, 0.2)"}
+    scheduler = {"kind": "pbt", "perturbation_interval": 2, "quantile_fraction": 0.5, "synch": True}
+    job["tune"] = {**job["tune"], "scheduler": scheduler}
+    return job
+
+
+def test_population_based_training_on_s3_continues_the_better_trials_checkpoint(
+    data_root: Path, tmp_path: Path, s3_env: str
+) -> None:
     root = storage.join(s3_env, "tuning")
-    job = write(tmp_path / "tune.yaml", tune_job(data_root, root, "on-s3", samples=2, epochs=2))
+    job = write(tmp_path / "tune.yaml", pbt_job(data_root, root, "pbt"))
     result = run_mmray("tune", str(job), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = last_json(result.stdout)
-    assert summary["results_csv"] == storage.join(root, "on-s3", "results.csv")
+    assert (summary["trials"], summary["errors"], summary["stopped_early"]) == (2, 0, 0)
+    table = result.stdout.strip().splitlines()[:-1]
+    assert table[0].split()[-2:] == ["continued", "from"] and all("completed" in line for line in table[1:])
+    rows = [line.split() for line in table[1:]]
+    continued = [row for row in rows if row[-1] != "-"]
+    assert len(continued) == 1, table
+    trial, donor = continued[0][0], continued[0][-1].split("@")[0]
+    assert continued[0][-1] == f"{donor}@2" and donor != trial and donor in {row[0] for row in rows}
+
+    trials = storage.join(root, "pbt", "trials")
+    run = storage.join(trials, f"trial-{trial}-from-{donor}-e2")
+    config = yaml.safe_load(storage.read_text(storage.join(run, "config.yaml")))
+    assert config["continue_from"] == storage.join(trials, f"trial-{donor}", "checkpoint_epoch_0002")
+    assert config["train"]["checkpoint"]["num_to_keep"] is None, "a PBT trial keeps every checkpoint"
+    values = {key: float(value) for key, value in zip(table[0].split()[4:6], continued[0][4:6], strict=True)}
+    assert config["train"]["lr"] == pytest.approx(values["train.lr"], rel=1e-3)
+    donor_history = json.loads(
+        storage.read_text(storage.join(trials, f"trial-{donor}", "checkpoint_epoch_0002", "history.json"))
+    )
+    history = json.loads(storage.read_text(storage.join(run, "checkpoint_epoch_0004", "history.json")))
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and history[:2] == donor_history
+    assert history[2]["step"] == 3 * history[0]["step"], "the step count carries on from the donor's"
+
+    assert summary["results_csv"] == storage.join(root, "pbt", "results.csv")
     assert len(storage.read_text(summary["results_csv"]).strip().splitlines()) == 3
-    assert summary["model_bundle"].startswith(storage.join(root, "on-s3", "trials"))
-    exported = yaml.safe_load(storage.read_text(summary["best_job"]))
-    assert exported["kind"] == "train" and exported["storage_root"] == root
-    assert storage.exists(storage.join(summary["model_bundle"], "bundle.json"))
-    assert json.loads(storage.read_text(storage.join(summary["model_bundle"], "bundle.json")))["metrics"]
+    best_run = run if summary["best_trial"] == trial else storage.join(trials, f"trial-{donor}")
+    assert summary["model_bundle"].startswith(best_run + "/checkpoint_epoch_")
+    bundle_metrics = json.loads(storage.read_text(storage.join(summary["model_bundle"], "bundle.json")))["metrics"]
+    assert bundle_metrics["recall_mean"] == pytest.approx(summary["best_objective"])
+    exported_text = storage.read_text(summary["best_job"])
+    exported = yaml.safe_load(exported_text)
+    assert exported["kind"] == "train" and exported["storage_root"] == root and exported.get("continue_from") is None
+    assert (summary["best_trial"] == trial) == ("population-based training" in exported_text)

@@ -25,7 +25,27 @@ class FifoScheduler(Section):
     kind: Literal["fifo"]
 
 
-SchedulerConfig = Annotated[AshaScheduler | FifoScheduler, Field(discriminator="kind")]
+class PbtScheduler(Section):
+    """Population-based training: every `perturbation_interval` epochs a trial in the bottom quantile
+    continues from a top trial's checkpoint with that trial's values perturbed (continuous values × 0.8
+    or × 1.2, kept inside their range; choices moved to a neighbouring value) or, with
+    `resample_probability`, drawn anew. Trials keep every checkpoint (a lagging trial may copy any)."""
+
+    kind: Literal["pbt"]
+    perturbation_interval: int = Field(2, ge=1, description="epochs between exploit/explore steps of a trial")
+    quantile_fraction: float = Field(0.25, gt=0.0, le=0.5, description="share of trials copied, and copied from")
+    resample_probability: float = Field(0.25, ge=0.0, le=1.0, description="chance a value is drawn anew")
+    perturbation_factors: tuple[float, float] = Field((1.2, 0.8), description="factors for continuous values")
+    synch: bool = Field(False, description="wait for every trial to reach the interval before exploiting")
+
+    @model_validator(mode="after")
+    def _factors(self) -> PbtScheduler:
+        if any(factor <= 0.0 for factor in self.perturbation_factors):
+            raise ValueError(f"perturbation_factors must be positive, got {list(self.perturbation_factors)}")
+        return self
+
+
+SchedulerConfig = Annotated[AshaScheduler | FifoScheduler | PbtScheduler, Field(discriminator="kind")]
 
 
 class SearchAlgorithm(Section):

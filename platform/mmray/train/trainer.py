@@ -68,10 +68,6 @@ def json_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}
 
 
-def _uri(path: str, storage_root: str) -> str:
-    return f"{storage.S3_SCHEME}{path}" if storage.is_s3(storage_root) else path
-
-
 def resolve_training_checkpoint(uri: str) -> str:
     """A checkpoint holding training state: `uri` itself, or the latest checkpoint of the run `uri`."""
     if storage.exists(storage.join(uri, TRAIN_STATE)):
@@ -246,7 +242,8 @@ def write_outputs(spec: TrainJob, result: Any, score_mode: str) -> TrainOutcome:
         manifest = json.loads((Path(directory) / MANIFEST).read_text())
     best = _best(result, result.checkpoint, score_mode)
     run_dir = storage.join(spec.storage_root, spec.name)
-    latest_uri, best_uri = _uri(result.checkpoint.path, spec.storage_root), _uri(best.path, spec.storage_root)
+    latest_uri = storage.uri_under(result.checkpoint.path, spec.storage_root)
+    best_uri = storage.uri_under(best.path, spec.storage_root)
     storage.write_text(storage.join(run_dir, "config.yaml"), to_yaml(spec))
     final = json_metrics(history[-1]) if history else {}
     storage.write_text(storage.join(run_dir, "metrics.json"), json.dumps(final, indent=2))

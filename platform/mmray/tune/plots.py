@@ -17,7 +17,7 @@ def trial_curves_png(curves: dict[str, Sequence[tuple[int, float]]], metric: str
     for trial, points in sorted(curves.items()):
         if points:
             axis.plot(*zip(*points, strict=True), marker="o", linestyle="--" if trial in stopped else "-", label=trial)
-    axis.set(xlabel="epoch (training_iteration)", ylabel=metric, title=f"{metric} per epoch (dashed: stopped early)")
+    axis.set(xlabel="epoch", ylabel=metric, title=f"{metric} per epoch (dashed: stopped early)")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, ncol=2)

@@ -16,6 +16,7 @@ from mmray.artifacts.model_bundle import BEST_MODEL, MANIFEST
 from mmray.config.base import to_yaml
 from mmray.errors import TrainingError
 from mmray.tune.plots import objective_vs_key_png, trial_curves_png
+from mmray.tune.schedulers import TIME_ATTR
 from mmray.tune.space import trial_mapping
 from mmray.tune.trial import trial_job
 
@@ -32,6 +33,8 @@ class TrialRow:
     best: float  # over its epochs
     values: dict[str, Any]
     curve: list[tuple[int, float]] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)  # its Train runs in order (more than one under PBT)
+    origins: list[str] = field(default_factory=list)  # "<trial>@<epoch>" each continued run started from
 
 
 @dataclass
@@ -47,11 +50,13 @@ class SearchOutcome:
 
     def table(self) -> str:
         keys = list(dict.fromkeys(k for row in self.rows for k in row.values))
-        header = ["trial", "status", "epochs", self.metric, *keys]
+        lineage = any(row.origins for row in self.rows)
+        header = ["trial", "status", "epochs", self.metric, *keys, *(["continued from"] if lineage else [])]
         lines = [header]
         for row in self.rows:
             shown = [_cell(row.values.get(k, "-")) for k in keys]
-            lines.append([row.trial_id, row.status, str(row.iterations), f"{row.objective:.4f}", *shown])
+            origins = [" > ".join(row.origins) or "-"] if lineage else []
+            lines.append([row.trial_id, row.status, str(row.iterations), f"{row.objective:.4f}", *shown, *origins])
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
 
@@ -66,6 +71,7 @@ class SearchOutcome:
             "best_objective": self.best.objective,
             "best_trial": self.best.trial_id,
             "best_values": self.best.values,
+            "best_continued_from": self.best.origins,
             "trials": len(self.rows),
             "stopped_early": sum(1 for r in self.rows if r.status == "stopped early"),
             "errors": sum(1 for r in self.rows if r.status == "error"),
@@ -81,10 +87,14 @@ def _row(result: Any, prepared: PreparedSearch) -> TrialRow:
     metric, mode, epochs = prepared.metric, prepared.mode, prepared.epochs
     frame = result.metrics_dataframe
     curve: list[tuple[int, float]] = []
-    if frame is not None and metric in frame:
-        curve = [(int(i), float(v)) for i, v in zip(frame["training_iteration"], frame[metric], strict=True)
+    if frame is not None and metric in frame and TIME_ATTR in frame:
+        curve = [(int(i), float(v)) for i, v in zip(frame[TIME_ATTR], frame[metric], strict=True)
                  if isinstance(v, int | float) and not math.isnan(v)]  # fmt: skip
-    trial_id = str((result.metrics or {}).get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1])
+    # The trial's own reports name it; a trial restored from another's checkpoint has that trial's last metrics.
+    own_ids = _distinct(frame, "trial_id")
+    trial_id = own_ids[-1] if own_ids else str(result.path.rstrip("/").rsplit("/", 1)[-1])
+    runs = _distinct(frame, "train_run") or [f"trial-{trial_id}"]
+    origins = [origin for origin in _distinct(frame, "continued_from") if origin]
     iterations = curve[-1][0] if curve else 0
     status = "error" if result.error else ("completed" if iterations >= epochs else "stopped early")
     measured = [v for _, v in curve]
@@ -93,7 +103,14 @@ def _row(result: Any, prepared: PreparedSearch) -> TrialRow:
     sampled = dict(result.config["values"])
     unused = set(trial_mapping(prepared.plan.base, prepared.plan.fixed, sampled)[1])
     values = {key: value for key, value in sampled.items() if key not in unused}
-    return TrialRow(trial_id, status, iterations, objective, best, values, curve)
+    return TrialRow(trial_id, status, iterations, objective, best, values, curve, runs, origins)
+
+
+def _distinct(frame: Any, column: str) -> list[str]:
+    """A text column's values in the order they first appear."""
+    if frame is None or column not in frame:
+        return []
+    return list(dict.fromkeys(str(v) for v in frame[column] if isinstance(v, str)))
 
 
 def best_trial_bundle(run_dir: str, metric: str, mode: str) -> str:
@@ -150,9 +167,12 @@ def summarise(prepared: PreparedSearch, grid: Any) -> SearchOutcome:
     exported = trial_job(prepared.plan, best.values, f"{prepared.job.name}-best")
     exported = exported.model_copy(update={"storage_root": prepared.job.storage_root})
     best_job = storage.join(root, "best_job.yaml")
-    storage.write_text(best_job, f"# best trial {best.trial_id} of tune job {prepared.job.name}: "
-                                 f"{metric} {best.objective:.4f}\n" + to_yaml(exported))  # fmt: skip
-    model_bundle = best_trial_bundle(storage.join(prepared.plan.trials_root, f"trial-{best.trial_id}"), metric, mode)
+    header = f"# best trial {best.trial_id} of tune job {prepared.job.name}: {metric} {best.objective:.4f}\n"
+    if best.origins:
+        header += (f"# its values changed as it trained (population-based training): these are its last; it "
+                   f"continued from {' > '.join(best.origins)} (trial@epoch)\n")  # fmt: skip
+    storage.write_text(best_job, header + to_yaml(exported))
+    model_bundle = best_trial_bundle(storage.join(prepared.plan.trials_root, best.runs[-1]), metric, mode)
     return SearchOutcome(metric, mode, rows, best, _absolute(best_job), model_bundle, _absolute(results_csv),
                          [_absolute(f) for f in figures])  # fmt: skip
 

@@ -17,13 +17,14 @@ from ray.tune import Callback
 
 from mmray import storage
 from mmray.config.jobs import TrainJob
-from mmray.config.tuning import AshaScheduler, TuneJob
+from mmray.config.tuning import PbtScheduler, TuneJob
 from mmray.data.processor import Processor
 from mmray.data.sources import resolve_splits
 from mmray.errors import ConfigError, TrainingError
 from mmray.raycluster import check_worker_resources, connect, warn_if_other_local_ray
 from mmray.tasks.registry import task_class
 from mmray.tune.results import SearchOutcome, summarise
+from mmray.tune.schedulers import TIME_ATTR, build_scheduler, check_pbt
 from mmray.tune.space import Distribution, base_mapping, check_space, parse_space
 from mmray.tune.trial import TrialPlan, run_trial, trial_job
 
@@ -68,8 +69,11 @@ def prepare_search(job: TuneJob, base_directory: Path | None = None) -> Prepared
         raise ConfigError("space: grid(...) needs tune.search.kind=random; Optuna samples, use choice(...)")
     root = job.storage_root if storage.is_s3(job.storage_root) else os.path.abspath(job.storage_root)
     experiment_uri = storage.join(root, job.name)
-    plan = TrialPlan(base, dict(job.overrides), job.tune.trial, storage.join(experiment_uri, "trials"))
+    keep_every_checkpoint = isinstance(job.tune.scheduler, PbtScheduler)
+    trials_root = storage.join(experiment_uri, "trials")
+    plan = TrialPlan(base, dict(job.overrides), job.tune.trial, trials_root, keep_every_checkpoint)
     example = trial_job(plan, {key: d.candidates()[0] for key, d in space.items()}, "trial-check")
+    check_pbt(job, space, example.train.epochs)
     metric, mode = objective(job, example)
     return PreparedSearch(job, plan, space, metric, mode, example.train.epochs, experiment_uri, example)
 
@@ -89,7 +93,7 @@ class ProgressLines(Callback):  # type: ignore[misc]
             better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
             self.best = float(value) if better else self.best
         running = sum(1 for t in trials if t.status == "RUNNING")
-        epoch = result.get("training_iteration")
+        epoch = result.get(TIME_ATTR)
         logger.info("trial %s epoch %s: %s %s | %d running, best so far %s", trial.trial_id, epoch, self.metric,
                     _shown(value), running, _shown(self.best))  # fmt: skip
 
@@ -104,7 +108,6 @@ def _shown(value: Any) -> str:
 
 def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
@@ -123,16 +126,7 @@ def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
             f"a search named {job.name!r} exists at {prepared.experiment_uri}; "
             "`mmray tune JOB --resume` continues it, or choose another name"
         )
-    scheduler_config = settings.scheduler
-    if isinstance(scheduler_config, AshaScheduler):
-        scheduler: Any = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=prepared.epochs,
-            grace_period=min(scheduler_config.grace_period, prepared.epochs),
-            reduction_factor=scheduler_config.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()  # type: ignore[no-untyped-call]
+    scheduler = build_scheduler(job, prepared.space, prepared.epochs)
     seed = settings.search.seed
     limit: int | None = settings.max_concurrent_trials
     if settings.search.kind == "optuna":
@@ -156,6 +150,8 @@ def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
             storage_filesystem=filesystem,
             callbacks=[ProgressLines(prepared.metric, prepared.mode, prepared.trial_count)],
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            # A trial at its last epoch is done: stopped before a scheduler could perturb or pause it.
+            stop={TIME_ATTR: prepared.epochs},
             verbose=0,
         ),
     )

@@ -1,13 +1,19 @@
 """One Tune trial: a small driver that builds the trial's training job and runs it on Ray Train,
-reporting every evaluation to Tune through Ray Train's `TuneReportCallback`."""
+reporting every evaluation to Tune with a pointer to its Train checkpoint. A trial that Tune restores
+(its own pointer after a failure or an interrupted search, or another trial's under population-based
+training) continues from the Train checkpoint the pointer names."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Any
 
+from mmray import storage
 from mmray.config.jobs import TrainJob, validate_job
 from mmray.config.tuning import TrialResources
+from mmray.tune.reporting import ReportThroughQueue, TrainPointer, report_to_tune
 from mmray.tune.space import trial_mapping
 
 
@@ -20,9 +26,10 @@ class TrialPlan:
     fixed: dict[str, Any]
     resources: TrialResources
     trials_root: str
+    keep_every_checkpoint: bool = False
 
 
-def trial_job(plan: TrialPlan, values: dict[str, Any], name: str) -> TrainJob:
+def trial_job(plan: TrialPlan, values: dict[str, Any], name: str, continue_from: str | None = None) -> TrainJob:
     """The training job of a trial: the base, the fixed overrides, the trial's values, its resources;
     evaluated every epoch (the scheduler compares trials epoch by epoch)."""
     resources = plan.resources
@@ -35,19 +42,80 @@ def trial_job(plan: TrialPlan, values: dict[str, Any], name: str) -> TrainJob:
         "name": name,
         "storage_root": plan.trials_root,
     }
+    if plan.keep_every_checkpoint:
+        fixed["train.checkpoint.num_to_keep"] = None
+    if continue_from:
+        fixed["continue_from"] = continue_from
     mapping, _ = trial_mapping(plan.base, fixed, values)
     spec = validate_job(mapping, f"trial {name}")
     assert isinstance(spec, TrainJob)
     return spec
 
 
+@dataclass(frozen=True)
+class Segment:
+    """The Train run a trial runs now: `trial-<id>` from scratch, the same run again (Train resumes it
+    from its own latest checkpoint), or a new run continuing another trial's checkpoint."""
+
+    run: str
+    continue_from: str | None
+    origin: str = ""  # "<trial>@<epoch>" of the checkpoint a continued run starts from
+
+
+def next_segment(trial_id: str, restored: TrainPointer | None) -> Segment:
+    if restored is None:
+        return Segment(f"trial-{trial_id}", None)
+    if restored.trial_id == trial_id:
+        return Segment(restored.run, None)
+    run = f"trial-{trial_id}-from-{restored.trial_id}-e{restored.epoch}"
+    return Segment(run, restored.checkpoint, f"{restored.trial_id}@{restored.epoch}")
+
+
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
-    """Tune's trainable: `config["values"]` holds this trial's sample of the space."""
+    """Tune's trainable: `config["values"]` holds this trial's values of the space. The Train run
+    runs in a thread; this thread reports each of its epochs to Tune as it arrives, the last one
+    once the run has finished and written its outputs (Tune stops a trial at its last epoch)."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from ray.exceptions import RayError
+    from ray.util.queue import Queue
 
     from mmray.train.trainer import run_training
 
-    name = f"trial-{tune.get_context().get_trial_id()}"
-    report = TuneReportCallback()  # type: ignore[no-untyped-call]
-    run_training(trial_job(plan, dict(config["values"]), name), callbacks=[report])
+    trial_id = tune.get_context().get_trial_id()
+    segment = next_segment(trial_id, TrainPointer.of(tune.get_checkpoint()))
+    job = trial_job(plan, dict(config["values"]), segment.run, segment.continue_from)
+    reports = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    acknowledgements = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    failure: list[BaseException] = []
+
+    def train() -> None:
+        try:
+            run_training(job, callbacks=[ReportThroughQueue(reports, acknowledgements)])
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            with contextlib.suppress(RayError):  # the queue is gone when Tune stopped this trial
+                reports.put(None)
+
+    def to_tune(item: dict[str, Any]) -> None:
+        metrics = {**item["metrics"], "train_run": segment.run, "continued_from": segment.origin}
+        pointer = None
+        if item["checkpoint"]:
+            checkpoint = storage.absolute_uri(storage.uri_under(item["checkpoint"], plan.trials_root))
+            pointer = TrainPointer(trial_id, segment.run, checkpoint, int(metrics.get("epoch", 0)))
+        report_to_tune(metrics, pointer)
+
+    thread = threading.Thread(target=train, name=f"train-{segment.run}", daemon=True)
+    thread.start()
+    last: dict[str, Any] | None = None
+    while (item := reports.get()) is not None:
+        if int(item["metrics"].get("epoch", 0)) >= job.train.epochs:
+            last = item
+        else:
+            to_tune(item)
+        acknowledgements.put(True)
+    thread.join()
+    if failure:
+        raise failure[0]
+    if last is not None:
+        to_tune(last)

@@ -1,0 +1,70 @@
+"""How a trial's Train run reports to Tune: rank 0's metrics and checkpoint pass from Ray Train's
+controller through a queue to the trial's driver, which reports them to Tune with a small checkpoint
+that points at the Train checkpoint (Tune keeps the pointer; the weights stay where Train wrote them)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ray.exceptions import RayError
+from ray.train.v2.api.callback import UserCallback
+
+logger = logging.getLogger(__name__)
+POINTER = "train_checkpoint.json"
+DRIVER_GONE_WAIT_S = 300.0
+
+
+class ReportThroughQueue(UserCallback):  # type: ignore[misc]
+    """Ray Train callback (runs in the Train controller): every report goes into `reports`, then the
+    controller waits for the driver's acknowledgement that Tune took it, so the run never registers a
+    checkpoint ahead of the one Tune holds (Tune may pause or stop the trial at each report)."""
+
+    def __init__(self, reports: Any, acknowledgements: Any) -> None:
+        self.reports, self.acknowledgements = reports, acknowledgements
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        try:
+            self.reports.put({"metrics": dict(metrics[0]), "checkpoint": checkpoint.path if checkpoint else None})
+            self.acknowledgements.get()
+        except RayError:
+            # The queues die with the trial's driver when Tune pauses or stops the trial; this controller
+            # is owned by the same process and is stopped with it. Wait for that instead of failing loudly.
+            logger.info("the trial was paused or stopped by Tune; this Train run stops with it")
+            time.sleep(DRIVER_GONE_WAIT_S)
+            raise
+
+
+@dataclass(frozen=True)
+class TrainPointer:
+    """Which Train checkpoint a Tune checkpoint stands for: the trial and Train run that wrote it."""
+
+    trial_id: str
+    run: str
+    checkpoint: str
+    epoch: int
+
+    @classmethod
+    def of(cls, tune_checkpoint: Any) -> TrainPointer | None:
+        if tune_checkpoint is None:
+            return None
+        with tune_checkpoint.as_directory() as directory:
+            path = Path(directory) / POINTER
+            return cls(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def report_to_tune(metrics: dict[str, Any], pointer: TrainPointer | None) -> None:
+    """`tune.report` of one epoch, with a pointer checkpoint when Train checkpointed it."""
+    from ray import tune
+
+    if pointer is None:
+        tune.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="mmray-pointer-") as tmp:
+        (Path(tmp) / POINTER).write_text(json.dumps(asdict(pointer)))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
