@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.logging import RichHandler
 
@@ -22,6 +23,16 @@ from mmray.cli import (
     tune_commands,
 )
 from mmray.errors import MmrayError
+
+_typed_display = typer.core.TyperOption.display_type_rich
+
+
+def _flags_without_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """Help shows an option's value type (`<int>`); a flag takes no value, so it shows none."""
+    return None if self.is_flag else _typed_display(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flags_without_type  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="mmray",
@@ -73,6 +84,8 @@ DEBUG_ENV = "MMRAY_DEBUG"
 
 def _setup_logging() -> None:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    # Tune's TensorBoard logger renames metric keys such as `i2t_R@1`, announcing each rename every epoch.
+    logging.getLogger("tensorboardX.summary").setLevel(logging.WARNING)
     logging.basicConfig(
         level=logging.INFO,
         format="%(message)s",

@@ -59,7 +59,10 @@ def submit(
 
 @app.command("list")
 def list_jobs(address: ADDRESS = None) -> None:
-    """Jobs on the cluster, newest first: id, status, entrypoint."""
+    """Jobs on the cluster, newest first: id, status, entrypoint.
+
+    Example: mmray jobs list --address http://HEAD:8265
+    """
     from mmray.submission import jobs_client
 
     details = sorted(jobs_client(address).list_jobs(), key=lambda job: job.start_time or 0, reverse=True)
@@ -70,7 +73,10 @@ def list_jobs(address: ADDRESS = None) -> None:
 @app.command("status")
 def status(submission_id: SUBMISSION, address: ADDRESS = None) -> None:
     """The job's status and message; the exit code follows the status (0 succeeded, 1 failed, 3 stopped,
-    4 not ended)."""
+    4 not ended).
+
+    Example: mmray jobs status mmray-train-shapes-clip-1a2b3c4d --address http://HEAD:8265
+    """
     from mmray.submission import exit_code, jobs_client
 
     info = jobs_client(address).get_job_info(submission_id)
@@ -84,7 +90,10 @@ def logs(
     address: ADDRESS = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the job ends")] = False,
 ) -> None:
-    """The job's logs so far (or followed to its end)."""
+    """The job's logs so far (or followed to its end).
+
+    Example: mmray jobs logs mmray-train-shapes-clip-1a2b3c4d -f
+    """
     from mmray.submission import follow_job, jobs_client
 
     if follow:
@@ -95,7 +104,10 @@ def logs(
 
 @app.command("stop")
 def stop(submission_id: SUBMISSION, address: ADDRESS = None) -> None:
-    """Ask the cluster to stop the job."""
+    """Ask the cluster to stop the job.
+
+    Example: mmray jobs stop mmray-train-shapes-clip-1a2b3c4d
+    """
     from mmray.submission import jobs_client
 
     stopped = jobs_client(address).stop_job(submission_id)

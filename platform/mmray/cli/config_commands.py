@@ -16,5 +16,8 @@ def show(
     job: Annotated[str, typer.Argument(help="job spec YAML, e.g. jobs/shapes-clip.yaml")],
     overrides: Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")] = None,
 ) -> None:
-    """Validate a job spec with overrides and print the exact config it resolves to."""
+    """Validate a job spec with overrides and print the exact config it resolves to.
+
+    Example: mmray config show jobs/shapes-clip.yaml model.image.kind=torchvision model.image.name=resnet18
+    """
     typer.echo(to_yaml(load_job(job, overrides or [])), nl=False)

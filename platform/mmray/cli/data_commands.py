@@ -46,7 +46,10 @@ def shapes(
         float, typer.Option(help="share of shape/colour/size/cell combinations kept out of training")
     ] = 0.05,
 ) -> None:
-    """Write the synthetic shapes dataset (JPEGs + COCO captions/instances JSON) to OUT."""
+    """Write the synthetic shapes dataset (JPEGs + COCO captions/instances JSON) to OUT.
+
+    Example: mmray data shapes --out data/shapes-small --images 2000
+    """
     config = validate(
         ShapesData,
         {
@@ -80,7 +83,10 @@ def inspect(
     decode: Annotated[bool, typer.Option(help="decode every image (else only check it exists)")] = True,
     strict: Annotated[bool, typer.Option(help="exit non-zero on any bad record")] = False,
 ) -> None:
-    """Validate a COCO-format split, print a summary and end with one JSON line of counts."""
+    """Validate a COCO-format split, print a summary and end with one JSON line of counts.
+
+    Example: mmray data inspect --captions coco/annotations/captions_val2017.json --images coco/val2017 --strict
+    """
     from mmray.data.coco import check_image_directory
     from mmray.data.inspect import inspect_split
 
@@ -107,7 +113,10 @@ def prepare(
     job: Annotated[str, typer.Argument(help="job spec YAML")],
     overrides: Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")] = None,
 ) -> None:
-    """Materialise a job's data (generating the shapes dataset on first use) and summarise each split."""
+    """Materialise a job's data (generating the shapes dataset on first use) and summarise each split.
+
+    Example: mmray data prepare jobs/coco-clip.yaml data.image_check=decode data.on_bad_record=error
+    """
     from mmray.data.inspect import inspect_split
     from mmray.data.sources import resolve_splits
 

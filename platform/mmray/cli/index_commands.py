@@ -39,7 +39,11 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of a table")] = False,
     png: Annotated[str | None, typer.Option(help="also draw the query and its results into this PNG")] = None,
 ) -> None:
-    """Search an index bundle with a text, an image, or both (fused)."""
+    """Search an index bundle with a text, an image, or both (fused).
+
+    Examples: mmray search runs/shapes-index/index --text "a small red circle in the top left corner" --k 5;
+    mmray search runs/shapes-index/index --image photo.jpg --text "but blue" --alpha 0.6 --png hits.png
+    """
     from mmray.data.image_files import decode_image
     from mmray.errors import QueryError
     from mmray.retrieval.search import Searcher, default_target
