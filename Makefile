@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo-generation venv demo demo-fusion demo-serve serve browser test test-fast gpu-smoke lint format bench clean
+.PHONY: docs demo-generation venv demo demo-fusion demo-serve serve browser test test-fast gpu-smoke lint format bench clean
 
 venv: $(STAMP)
 
@@ -84,6 +84,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check platform tests
 	$(BIN)/ruff format --check platform tests
 	$(BIN)/mypy
+
+docs: $(STAMP)
+	$(BIN)/mmray config schema > docs/CONFIG.md
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix platform tests

@@ -166,3 +166,23 @@ def test_a_train_job_starts_from_weights_or_from_a_whole_training_state_not_both
         load_job(REPO_JOBS / "shapes-clip.yaml", [f"continue_from={tmp_path}", f"init_from={tmp_path}"])
     with pytest.raises(ConfigError, match=r"train_state\.pt is missing"):
         resolve_training_checkpoint(str(tmp_path))
+
+
+def test_the_config_reference_in_docs_is_current_and_lists_every_section() -> None:
+    from typer.testing import CliRunner
+
+    from mmray.cli.app import app
+    from mmray.config.jobs import JOB_CLASSES
+    from mmray.config.reference import reference_markdown, sections_below
+
+    generated = reference_markdown(list(JOB_CLASSES.values()))
+    assert (REPO_JOBS.parent / "docs" / "CONFIG.md").read_text() == generated, "run `make docs`"
+    for job in JOB_CLASSES.values():
+        for section in sections_below(job):
+            assert f'<a id="{section.__name__.lower()}"></a>' in generated
+            assert all(f"| `{key}` |" in generated for key in section.model_fields)
+    assert "[kind: pbt](#pbtscheduler)" in generated and "| `continue_from` |" in generated
+    runner = CliRunner()
+    train_only = runner.invoke(app, ["config", "schema", "train"])
+    assert train_only.exit_code == 0 and "TrainJob" in train_only.output and "TuneJob" not in train_only.output
+    assert runner.invoke(app, ["config", "schema", "trian"]).exit_code != 0

@@ -61,7 +61,15 @@ class TrialResources(Section):
     num_workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0.0)
     use_gpu: bool = False
-    driver_cpus: float = Field(0.01, gt=0.0, description="CPUs reserved for each trial's driver process")
+    driver_cpus: float = Field(
+        0.0, ge=0.0, description="CPUs reserved for each trial's driver process (it mostly waits on its Train run)"
+    )
+    driver_memory_mb: int = Field(256, ge=1, description="memory reserved for each trial's driver process")
+
+    def driver_resources(self) -> dict[str, float]:
+        """The trial driver's Ray resources: memory, and CPUs only when asked for, so that trials whose
+        workers fill every core still run side by side."""
+        return {"memory": self.driver_memory_mb * 2**20, **({"CPU": self.driver_cpus} if self.driver_cpus else {})}
 
 
 class TuneSettings(Section):

@@ -112,7 +112,7 @@ def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
     from ray.tune.search.optuna import OptunaSearch
 
     job, settings = prepared.job, prepared.job.tune
-    trainable = tune.with_resources(partial(run_trial, plan=prepared.plan), {"CPU": settings.trial.driver_cpus})
+    trainable = tune.with_resources(partial(run_trial, plan=prepared.plan), settings.trial.driver_resources())
     filesystem, storage_path = storage.pyarrow_filesystem(prepared.experiment_uri.rsplit("/", 1)[0])
     experiment_path = storage.join(storage_path, job.name)
     if resume:
