@@ -145,3 +145,35 @@ def test_inspect_names_a_missing_image_directory_once(tiny_shapes: Path, tmp_pat
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"image directory {tmp_path / 'nowhere'} does not exist" in result.stderr
     assert "missing" not in result.stdout
+
+
+def test_prepare_with_decode_checks_refuses_bad_images_when_told_to(coco_mini: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(coco_mini / "images", images)
+    raw = json.loads((coco_mini / "annotations" / "captions_train2017.json").read_text())
+    empty, text = raw["images"][0], raw["images"][1]
+    (images / empty["file_name"]).write_bytes(b"")
+    (images / text["file_name"]).write_text("a text file named .jpg")
+    job = {
+        "kind": "train",
+        "name": "bad-images",
+        "storage_root": str(tmp_path / "runs"),
+        "data": {
+            "source": "coco",
+            "train": {"captions": str(coco_mini / "annotations" / "captions_train2017.json"), "images": str(images)},
+        },
+        "model": {"kind": "dual_encoder"},
+        "task": {"kind": "retrieval"},
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    ids = f"ids {min(empty['id'], text['id'])}, {max(empty['id'], text['id'])}"
+
+    strict = run_mmray("data", "prepare", str(path), "data.image_check=decode", "data.on_bad_record=error")
+    assert strict.returncode == 1 and "Traceback" not in strict.stderr
+    assert f"2 with unreadable image ({ids}) (data.on_bad_record=error)" in strict.stdout
+    assert last_json(strict.stdout)["train"]["usable"] is False
+
+    lenient = run_mmray("data", "prepare", str(path), "data.image_check=decode")
+    assert lenient.returncode == 0 and f"({ids}); skipping them" in " ".join(lenient.stderr.split())
+    assert last_json(lenient.stdout)["train"]["unreadable_images"] == 2

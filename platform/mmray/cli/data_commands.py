@@ -124,7 +124,9 @@ def prepare(
     data = trial_data(spec) if isinstance(spec, TuneJob) else spec.data
     results = {}
     for split, paths in resolve_splits(data).items():
-        summary = inspect_split(paths.captions, paths.images, paths.instances, data.image_check)
+        summary = inspect_split(
+            paths.captions, paths.images, paths.instances, data.image_check, on_bad_record=data.on_bad_record
+        )
         _print_summary(f"{split}: {paths.captions}", summary)
         results[split] = summary.as_dict()
     typer.echo(json.dumps(results))

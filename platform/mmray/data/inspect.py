@@ -60,11 +60,13 @@ def inspect_split(
     instances: str | None = None,
     image_check: Literal["decode", "exists", "none"] = "decode",
     progress: bool = True,
+    on_bad_record: Literal["skip", "error"] = "skip",
 ) -> InspectionSummary:
-    """Load a split with bad records skipped and count what is there and what is wrong."""
+    """Load a split and count what is there and what is wrong; bad records are skipped, or with
+    `on_bad_record="error"` make the split unusable (as they make a job using it fail)."""
     try:
         dataset = load_coco(
-            captions, images, instances, on_bad_record="skip", image_check=image_check, progress=progress
+            captions, images, instances, on_bad_record=on_bad_record, image_check=image_check, progress=progress
         )
     except DataError as exc:
         return _summary_of_failure(exc)
