@@ -80,6 +80,17 @@ def test_shapes_command_writes_a_dataset(tmp_path: Path) -> None:
     assert (out / "annotations" / "captions_val.json").is_file()
     assert len(list((out / "images" / "train").glob("*.jpg"))) == 45
 
+    hint = next(line for line in result.stdout.splitlines() if "a job uses it with:" in line)
+    overrides = hint.split("a job uses it with:")[1].split()
+    assert f"data.root={out}" in overrides and "data.images=50" in overrides
+    prepared = run_mmray("data", "prepare", "jobs/shapes-clip.yaml", *overrides)
+    assert prepared.returncode == 0, prepared.stderr
+    assert "generating" not in prepared.stderr and sorted(p.name for p in out.iterdir()) == sorted(
+        ["annotations", "images", "shapes.json"]
+    ), "the job reads the dataset in place, nothing nested"
+    other = run_mmray("data", "prepare", "jobs/shapes-clip.yaml", *overrides, "data.seed=2")
+    assert other.returncode == 2 and "data.seed: 1 there, 2 asked" in other.stderr
+
     bad = run_mmray("data", "shapes", "--out", str(tmp_path / "x"), "--images", "5", "--val-images", "9")
     assert bad.returncode == 2
     assert "val_images (9) must be smaller than images (5)" in bad.stderr

@@ -72,6 +72,8 @@ def shapes(
         typer.echo(f"  {split}: {summary.images[split]} images, {summary.captions[split]} captions")
     typer.echo(f"  held-out object combinations: {summary.heldout_objects}")
     typer.echo(f"  val captions fitting several val images: {summary.val_captions_fitting_several_images:.2%}")
+    job_keys = " ".join(f"data.{key}={value}" for key, value in summary.params.items())
+    typer.echo(f"  a job uses it with: data.source=shapes data.root={out} {job_keys}")
     typer.echo(json.dumps(asdict(summary)))
 
 

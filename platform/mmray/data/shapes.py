@@ -18,6 +18,7 @@ import numpy as np
 
 from mmray import storage
 from mmray.config.data import CocoSplit, ShapesData
+from mmray.errors import DataError
 from mmray.data.shapes_questions import Question, chance_levels, questions_for
 from mmray.data.shapes_render import render_scene
 from mmray.data.shapes_scenes import SHAPES, Scene, captions_for, choose_holdout, sample_scene, scene_key
@@ -254,7 +255,20 @@ def read_summary(root: str) -> ShapesSummary | None:
 
 
 def ensure_shapes(config: ShapesData) -> tuple[ShapesSummary, dict[str, CocoSplit]]:
-    """Reuse the complete dataset that `config` describes, generating it first when missing."""
+    """Reuse the complete dataset that `config` describes, generating it first when missing. `root`
+    is either a dataset itself (as `mmray data shapes --out` writes), which must have the job's
+    parameters, or the parent of one dataset per parameter set."""
+    own = read_summary(config.root)
+    if own is not None:
+        wanted = _params(config)
+        changed = {key: (own.params.get(key), value) for key, value in wanted.items() if own.params.get(key) != value}
+        if changed:
+            shown = ", ".join(f"data.{key}: {value!r} there, {asked!r} asked" for key, (value, asked) in changed.items())
+            raise DataError(
+                f"data.root {config.root} is a shapes dataset with other parameters ({shown}); set the job's "
+                "data parameters to match, or point data.root at another directory"
+            )
+        return own, {split: split_paths(config.root, split, config.text) for split in SPLITS}
     root = dataset_dir(config)
     summary = generate_shapes(config, root)
     return summary, {split: split_paths(root, split, config.text) for split in SPLITS}
