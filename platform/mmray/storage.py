@@ -305,6 +305,20 @@ def delete_tree(uri: str | Path) -> None:
         delete(item)
 
 
+def move_tree(source: str | Path, target: str | Path) -> None:
+    """Move a directory (a rename) or every object below a prefix (copied, then deleted) to `target`."""
+    source, target = str(source), str(target)
+    if not is_s3(source):
+        Path(source).rename(target)
+        return
+    for item in list_files(source):
+        bucket, key = split_s3(item)
+        target_bucket, target_key = split_s3(join(target, relative_to(item, source)))
+        with _s3_errors(item):
+            _client().copy_object(Bucket=target_bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key})
+        delete(item)
+
+
 def upload_file(local_path: str | Path, uri: str | Path) -> None:
     """Copy a local file to `uri` (local or S3) atomically."""
     uri = str(uri)

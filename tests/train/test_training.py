@@ -100,6 +100,36 @@ def test_killed_worker_is_replaced_and_resumes_from_its_checkpoint(data_root: Pa
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
 
 
+def test_ctrl_c_says_what_is_checkpointed_and_a_rerun_under_other_settings_is_refused(
+    data_root: Path, tmp_path: Path
+) -> None:
+    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "stopped", epochs=3))
+    log = tmp_path / "stopped.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(mmray_command("train", str(job)), cwd=REPO_ROOT, stdout=output, stderr=output,
+                                   text=True, env=os.environ.copy(), start_new_session=True)  # fmt: skip
+        try:
+            _wait_for_registered_checkpoint(tmp_path / "runs" / "stopped", "checkpoint_epoch_0001", process)
+            os.kill(process.pid, signal.SIGINT)
+            process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    stderr = log.read_text()
+    assert process.returncode == 130, stderr[-3000:]
+    said = re.search(r"interrupted: run stopped: epoch (\d) is checkpointed; `mmray train (\S+)` resumes it", stderr)
+    assert said and said.group(2) == str(job) and "Traceback" not in stderr, stderr[-3000:]
+
+    other = run_mmray("train", str(job), "train.lr=0.001")
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert "train.lr: 0.003 → 0.001" in other.stderr and "--force-new" in other.stderr
+
+    resumed = run_mmray("train", str(job))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"after epoch {said.group(1)}" in resumed.stdout + resumed.stderr
+    assert last_json(resumed.stdout)["epoch"] == 3
+
+
 def test_checkpoints_go_to_s3(data_root: Path, tmp_path: Path, s3_env: str) -> None:
     root = storage.join(s3_env, "runs")
     job = write_job(tmp_path / "job.yaml", tiny_job(data_root, root, "on-s3", epochs=1, grad_accum_steps=2))

@@ -22,7 +22,7 @@ from mmray.cli import (
     train_commands,
     tune_commands,
 )
-from mmray.errors import MmrayError
+from mmray.errors import MmrayError, TrainingError
 
 _typed_display = typer.core.TyperOption.display_type_rich
 
@@ -94,10 +94,19 @@ def _setup_logging() -> None:
 
 
 def main() -> None:
-    """Console-script entry: user errors print one clear message and exit 2, not a traceback."""
+    """Console-script entry: errors print one clear line, not a traceback: exit 2 for bad input or
+    anything refused before the work started, 1 for work that started and failed, 130 for Ctrl-C."""
     _setup_logging()
     try:
         app()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except TrainingError as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     except USER_ERRORS as exc:
         if os.environ.get(DEBUG_ENV):
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Annotated
 
 import typer
@@ -11,15 +12,36 @@ from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
 from mmray.config import ConfigError, EvaluateJob, IndexJob, TrainJob, TuneJob, load_job
 
 
-def train(job: JOB, overrides: OVERRIDES = None) -> None:
+def train(
+    job: JOB,
+    overrides: OVERRIDES = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue a run of this name even though its settings differ")
+    ] = False,
+    force_new: Annotated[
+        bool, typer.Option("--force-new", help="move a run of this name aside and start afresh")
+    ] = False,
+) -> None:
     """Train the job's model for its task on Ray Train; the last line printed is the final metrics as JSON.
+    Re-running a name resumes its run (more epochs: raise train.epochs); other settings are refused unless
+    --resume or --force-new. Ctrl-C stops it, saying which epoch is checkpointed.
 
     Example: mmray train jobs/shapes-clip.yaml train.epochs=4
     """
+    if resume and force_new:
+        raise ConfigError("--resume and --force-new exclude each other")
     spec = load_job_of_kind(job, overrides, TrainJob, "train")
+    from mmray.train.run_record import latest_checkpointed_epoch, run_directory
     from mmray.train.trainer import run_training
 
-    outcome = run_training(spec)
+    try:
+        outcome = run_training(spec, rerun="resume" if resume else "new" if force_new else "check")
+    except KeyboardInterrupt:
+        epoch = latest_checkpointed_epoch(run_directory(spec))
+        saved = f"epoch {epoch} is checkpointed" if epoch else "no epoch was checkpointed yet"
+        command = shlex.join(["mmray", "train", job, *(overrides or [])])
+        typer.echo(f"interrupted: run {spec.name}: {saved}; `{command}` resumes it", err=True)
+        raise typer.Exit(130) from None
     typer.echo(json.dumps(outcome.summary()))
 
 

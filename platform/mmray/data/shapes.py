@@ -18,10 +18,10 @@ import numpy as np
 
 from mmray import storage
 from mmray.config.data import CocoSplit, ShapesData
-from mmray.errors import DataError
 from mmray.data.shapes_questions import Question, chance_levels, questions_for
 from mmray.data.shapes_render import render_scene
 from mmray.data.shapes_scenes import SHAPES, Scene, captions_for, choose_holdout, sample_scene, scene_key
+from mmray.errors import DataError
 from mmray.progress import track
 
 logger = logging.getLogger(__name__)
@@ -263,7 +263,9 @@ def ensure_shapes(config: ShapesData) -> tuple[ShapesSummary, dict[str, CocoSpli
         wanted = _params(config)
         changed = {key: (own.params.get(key), value) for key, value in wanted.items() if own.params.get(key) != value}
         if changed:
-            shown = ", ".join(f"data.{key}: {value!r} there, {asked!r} asked" for key, (value, asked) in changed.items())
+            shown = ", ".join(
+                f"data.{key}: {value!r} there, {asked!r} asked" for key, (value, asked) in changed.items()
+            )
             raise DataError(
                 f"data.root {config.root} is a shapes dataset with other parameters ({shown}); set the job's "
                 "data parameters to match, or point data.root at another directory"

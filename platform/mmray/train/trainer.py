@@ -37,6 +37,7 @@ from mmray.tasks.base import Score
 from mmray.tasks.registry import task_class
 from mmray.train.loop import CHECKPOINT_SCORE, train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
+from mmray.train.run_record import Rerun, prepare_run_directory
 from mmray.train.state import TRAIN_STATE, read_history
 
 logger = logging.getLogger(__name__)
@@ -263,8 +264,12 @@ def write_outputs(spec: TrainJob, result: Any, score_mode: str) -> TrainOutcome:
     )
 
 
-def run_training(spec: TrainJob, callbacks: Sequence[Any] = ()) -> TrainOutcome:
-    """Train `spec` on Ray Train; re-running the same name under the same root resumes the run."""
+def run_training(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check") -> TrainOutcome:
+    """Train `spec` on Ray Train; re-running the same name under the same root resumes the run (see
+    `prepare_run_directory` for a name whose run was started with other settings)."""
+    if storage.is_s3(spec.storage_root):
+        storage.ensure_bucket(spec.storage_root)
+    prepare_run_directory(spec, rerun)
     prepared = build_trainer(spec, callbacks)
     result = prepared.trainer.fit()
     if result.error is not None:

@@ -90,7 +90,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 
     def train() -> None:
         try:
-            run_training(job, callbacks=[ReportThroughQueue(reports, acknowledgements)])
+            run_training(job, callbacks=[ReportThroughQueue(reports, acknowledgements)], rerun="resume")
         except BaseException as exc:
             failure.append(exc)
         finally:

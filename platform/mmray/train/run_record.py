@@ -1,0 +1,99 @@
+"""A training run's record of the job it was started with (`job.yaml` in its run directory), so that
+re-running a name under other settings is caught before Ray Train silently resumes the old run."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import yaml
+
+from mmray import storage
+from mmray.config import TrainJob, to_yaml
+from mmray.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+JOB_RECORD = "job.yaml"
+TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
+# Keys a run can be resumed under: how long it trains, how often it evaluates and logs, the
+# resources it runs on; the others would mix two experiments in one run.
+RESUMABLE = frozenset(
+    {
+        "train.epochs",
+        "train.eval_every",
+        "train.eval_batch_size",
+        "train.log_every_steps",
+        "train.max_failures",
+        "train.num_workers",
+        "train.cpus_per_worker",
+        "train.use_gpu",
+        "train.placement_strategy",
+        "train.threads_per_worker",
+        "train.checkpoint.num_to_keep",
+    }
+)
+_CHECKPOINT = re.compile(r"/checkpoint_epoch_(\d+)/train_state\.pt$")
+
+Rerun = Literal["check", "resume", "new"]
+
+
+def _flat(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differences(recorded: Mapping[str, Any], requested: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, recorded value, requested value) for every key that differs and cannot change on resume."""
+    old, new = _flat(recorded), _flat(requested)
+    return [
+        (key, old.get(key), new.get(key))
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key) and key not in RESUMABLE
+    ]
+
+
+def run_directory(spec: TrainJob) -> str:
+    return storage.join(spec.storage_root, spec.name)
+
+
+def run_exists(run_dir: str) -> bool:
+    return storage.exists(storage.join(run_dir, JOB_RECORD)) or storage.exists(storage.join(run_dir, TRAIN_SNAPSHOT))
+
+
+def latest_checkpointed_epoch(run_dir: str) -> int | None:
+    """The highest epoch whose checkpoint holds its training state, if any."""
+    epochs = [int(m.group(1)) for f in storage.list_files(run_dir) if (m := _CHECKPOINT.search(f))]
+    return max(epochs) if epochs else None
+
+
+def prepare_run_directory(spec: TrainJob, rerun: Rerun = "check") -> None:
+    """Before a run starts: refuse to resume a run of the same name started with other settings
+    (`check`), resume it anyway (`resume`), or move it aside and start afresh (`new`); then record
+    the job."""
+    run_dir = run_directory(spec)
+    if run_exists(run_dir):
+        if rerun == "new":
+            aside = f"{run_dir.rstrip('/')}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+            storage.move_tree(run_dir, aside)
+            logger.warning("moved the earlier run %s aside to %s; starting afresh", run_dir, aside)
+        elif rerun == "check" and storage.exists(storage.join(run_dir, JOB_RECORD)):
+            recorded = yaml.safe_load(storage.read_text(storage.join(run_dir, JOB_RECORD)))
+            changed = differences(recorded, yaml.safe_load(to_yaml(spec)))
+            if changed:
+                shown = "; ".join(f"{key}: {old!r} → {new!r}" for key, old, new in changed[:8])
+                more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
+                raise ConfigError(
+                    f"run {spec.name} exists at {run_dir} with other settings: {shown}{more}. Re-running a name "
+                    "resumes its run: --resume continues it under the new settings, --force-new moves it aside "
+                    "and starts afresh, or give the job another name=..."
+                )
+    storage.write_text(storage.join(run_dir, JOB_RECORD), to_yaml(spec))
