@@ -52,23 +52,29 @@ def training_curves_png(history: Sequence[dict[str, Any]], title: str) -> bytes:
 
 
 def retrieval_sheet_png(
-    query_text: str | None, query_image: Any | None, results: Sequence[tuple[Any, str]], title: str
+    query_text: str | None, query_image: Any | None, results: Sequence[tuple[Any, str, str]], title: str
 ) -> bytes:
-    """The query (image and/or text) followed by each result image with its label, in one row."""
-    panels = 1 + len(results)
-    figure, axes = plt.subplots(1, panels, figsize=(2.2 * panels, 2.8), squeeze=False)
-    query_axis = axes[0][0]
+    """The query (image and/or text), then each result in its own cell: the heading (rank, id, score)
+    above the image, the caption wrapped to the cell's width below it; up to 5 cells a row."""
+    columns = min(5, 1 + len(results))
+    rows = -(-(1 + len(results)) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 3.3 * rows), squeeze=False)
+    cells = [axis for row in axes for axis in row]
+    query_axis = cells[0]
     if query_image is not None:
         query_axis.imshow(query_image)
-    query_axis.set_title("query", fontsize=9)
+    query_axis.set_title("query", fontsize=9, fontweight="bold")
     if query_text:
+        # Below the query image, or in the middle of the cell when the query is text alone.
+        y, align = (-0.05, "top") if query_image is not None else (0.5, "center")
         query_axis.text(
-            0.5, -0.08, wrap_text(query_text), ha="center", va="top", fontsize=7, transform=query_axis.transAxes
+            0.5, y, wrap_text(query_text), ha="center", va=align, fontsize=8, transform=query_axis.transAxes
         )
-    for axis, (image, label) in zip(axes[0][1:], results, strict=True):
+    for axis, (image, heading, caption) in zip(cells[1:], results, strict=False):
         axis.imshow(image)
-        axis.text(0.5, -0.08, wrap_text(label), ha="center", va="top", fontsize=7, transform=axis.transAxes)
-    for axis in axes[0]:
+        axis.set_title(heading, fontsize=8)
+        axis.text(0.5, -0.05, wrap_text(caption), ha="center", va="top", fontsize=7, transform=axis.transAxes)
+    for axis in cells:
         axis.axis("off")
     figure.suptitle(title, fontsize=10)
     return png_bytes(figure)
@@ -77,13 +83,15 @@ def retrieval_sheet_png(
 def png_bytes(figure: Any) -> bytes:
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")  # text outside the axes is kept
     plt.close(figure)
     return buffer.getvalue()
 
 
-def wrap_text(text: str, width: int = 30) -> str:
-    return "\n".join(textwrap.wrap(text, width)[:4])
+def wrap_text(text: str, width: int = 34, lines: int = 5) -> str:
+    """At most `lines` lines of `width` characters; a longer text ends in an ellipsis."""
+    wrapped = textwrap.wrap(text, width)
+    return "\n".join(wrapped[:lines]) + ("…" if len(wrapped) > lines else "")
 
 
 def confusion_matrix_png(matrix: Any, class_names: Sequence[str], title: str) -> bytes:

@@ -72,7 +72,7 @@ def test_index_job_search_and_recall_equal_exact_evaluation(model_bundle: tuple[
     fused_query = ("--image", str(image), "--text", "but blue", "--alpha", "0.7")
     fused = run_mmray("search", index_dir, *fused_query, "--json", "--png", str(sheet))
     assert last_json(fused.stdout)["hits"][0]["kind"] == "image"
-    assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {sheet}" in fused.stderr
     table = run_mmray("search", index_dir, "--text", "a big green square", "--k", "2")
     assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 2
 

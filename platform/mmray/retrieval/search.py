@@ -66,13 +66,14 @@ class Searcher:
         pixels = processor.pixels_from_pil(image).unsqueeze(0)  # (1, 3, S, S)
         return self.embedder.embed_images(processor.normalize(pixels))[0]  # (E,)
 
-    def result_images(self, hits: list[Hit]) -> list[tuple[Image.Image, str]]:
-        """Each hit's image (a caption's own image) with a label: score and caption."""
+    def result_images(self, hits: list[Hit]) -> list[tuple[Image.Image, str, str]]:
+        """Each hit's image (a caption's own image), a heading (rank, id, score) and its caption."""
         shown = []
         for hit in hits:
             uri, text = hit_image(self.index, hit)
             if uri:
-                shown.append((decode_image(storage.read_bytes(uri), uri), f"{hit.score:.3f} {text}"))
+                heading = f"#{hit.rank}  {hit.kind} {hit.id}  {hit.score:.3f}"
+                shown.append((decode_image(storage.read_bytes(uri), uri), heading, text))
         return shown
 
     def query_vector(self, text: str | None, image: Image.Image | None, alpha: float) -> torch.Tensor:
