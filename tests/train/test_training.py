@@ -103,7 +103,7 @@ def test_killed_worker_is_replaced_and_resumes_from_its_checkpoint(data_root: Pa
 def test_ctrl_c_says_what_is_checkpointed_and_a_rerun_under_other_settings_is_refused(
     data_root: Path, tmp_path: Path
 ) -> None:
-    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "stopped", epochs=3))
+    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "stopped", epochs=10))
     log = tmp_path / "stopped.log"
     with log.open("w") as output:
         process = subprocess.Popen(mmray_command("train", str(job)), cwd=REPO_ROOT, stdout=output, stderr=output,
@@ -127,7 +127,7 @@ def test_ctrl_c_says_what_is_checkpointed_and_a_rerun_under_other_settings_is_re
     resumed = run_mmray("train", str(job))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"after epoch {said.group(1)}" in resumed.stdout + resumed.stderr
-    assert last_json(resumed.stdout)["epoch"] == 3
+    assert last_json(resumed.stdout)["epoch"] == 10
 
 
 def test_checkpoints_go_to_s3(data_root: Path, tmp_path: Path, s3_env: str) -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import shlex
-from typing import Annotated
+import threading
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 
 from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
 from mmray.config import ConfigError, EvaluateJob, IndexJob, TrainJob, TuneJob, load_job
+
+T = TypeVar("T")
 
 
 def train(
@@ -31,11 +35,12 @@ def train(
     if resume and force_new:
         raise ConfigError("--resume and --force-new exclude each other")
     spec = load_job_of_kind(job, overrides, TrainJob, "train")
-    from mmray.train.run_record import latest_checkpointed_epoch, run_directory
+    from mmray.train.run_record import Rerun, latest_checkpointed_epoch, run_directory
     from mmray.train.trainer import run_training
 
+    rerun: Rerun = "resume" if resume else "new" if force_new else "check"
     try:
-        outcome = run_training(spec, rerun="resume" if resume else "new" if force_new else "check")
+        outcome = in_background(lambda: run_training(spec, rerun=rerun))
     except KeyboardInterrupt:
         epoch = latest_checkpointed_epoch(run_directory(spec))
         saved = f"epoch {epoch} is checkpointed" if epoch else "no epoch was checkpointed yet"
@@ -43,6 +48,27 @@ def train(
         typer.echo(f"interrupted: run {spec.name}: {saved}; `{command}` resumes it", err=True)
         raise typer.Exit(130) from None
     typer.echo(json.dumps(outcome.summary()))
+
+
+def in_background(work: Callable[[], T]) -> T:
+    """Run `work` in a thread while this (main) thread waits, so Ctrl-C reaches mmray as a
+    KeyboardInterrupt (Ray Train installs its own SIGINT handler only in the main thread, and exits)."""
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="mmray-work", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+    if failed:
+        raise failed[0]
+    return done[0]
 
 
 def _evaluation_of(spec: TrainJob | IndexJob | EvaluateJob | TuneJob, checkpoint: str | None) -> EvaluateJob:

@@ -3,6 +3,7 @@ re-running a name under other settings is caught before Ray Train silently resum
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -37,6 +38,7 @@ RESUMABLE = frozenset(
     }
 )
 _CHECKPOINT = re.compile(r"/checkpoint_epoch_(\d+)/train_state\.pt$")
+_REGISTERED = re.compile(r"^checkpoint_epoch_(\d+)$")
 
 Rerun = Literal["check", "resume", "new"]
 
@@ -70,8 +72,14 @@ def run_exists(run_dir: str) -> bool:
 
 
 def latest_checkpointed_epoch(run_dir: str) -> int | None:
-    """The highest epoch whose checkpoint holds its training state, if any."""
-    epochs = [int(m.group(1)) for f in storage.list_files(run_dir) if (m := _CHECKPOINT.search(f))]
+    """The highest epoch a resume would start after: Ray Train's registered checkpoints when its
+    snapshot is there (a checkpoint still being written is not one), else the complete ones on disk."""
+    snapshot = storage.join(run_dir, TRAIN_SNAPSHOT)
+    if storage.exists(snapshot):
+        results = json.loads(storage.read_text(snapshot)).get("checkpoint_results", [])
+        epochs = [int(m.group(1)) for r in results if (m := _REGISTERED.search(str(r.get("checkpoint_dir_name"))))]
+    else:
+        epochs = [int(m.group(1)) for f in storage.list_files(run_dir) if (m := _CHECKPOINT.search(f))]
     return max(epochs) if epochs else None
 
 
