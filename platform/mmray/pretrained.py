@@ -8,6 +8,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from mmray import storage
 from mmray.errors import WeightsError
 
@@ -45,3 +47,38 @@ def local_model_dir(location: str) -> str:
     if not (target / "config.json").is_file() and not (target / "tokenizer_config.json").is_file():
         storage.download_dir(location, target)
     return str(target)
+
+
+PRETRAINED_FIELDS = ("weights", "pretrained", "tokenizer")
+
+
+def _looks_like_a_path(location: str) -> bool:
+    """A hub name ("org/model") cannot be told from a relative folder; only paths that say so are checked."""
+    return location.startswith(("/", "./", "../", "~", PACKAGE_SCHEME)) or storage.is_s3(location)
+
+
+def check_pretrained_files(section: BaseModel, where: str = "model") -> None:
+    """Every weights file or pretrained folder a model config names must exist: checked on the driver,
+    before any worker starts, naming the key (`torchvision:<ENUM>` names and hub names are not files)."""
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        key = f"{where}.{name}"
+        if isinstance(value, BaseModel):
+            check_pretrained_files(value, key)
+        elif (
+            name in PRETRAINED_FIELDS
+            and isinstance(value, str)
+            and not value.startswith("torchvision:")
+            and (name == "weights" or _looks_like_a_path(value))
+        ):
+            _check_exists(key, value)
+
+
+def _check_exists(key: str, location: str) -> None:
+    resolved = package_path(os.path.expanduser(location))  # a missing package file is refused here already
+    if storage.is_s3(resolved):
+        if storage.exists(resolved) or storage.list_files(resolved):
+            return
+    elif Path(resolved).exists():
+        return
+    raise WeightsError(f"{key}: {location} does not exist (weights are read from local paths, pkg: or s3://)")

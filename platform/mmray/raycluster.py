@@ -8,6 +8,21 @@ import os
 import ray
 
 logger = logging.getLogger(__name__)
+VERBOSE_ENV = "MMRAY_VERBOSE"
+"""Set (by `mmray -v`) to show Ray's own INFO logs (Ray Train's reports, checkpoints, worker groups)."""
+
+
+def ray_log_level() -> str:
+    """The level of Ray Train's own logs on the console: WARNING unless verbose."""
+    return "INFO" if os.environ.get(VERBOSE_ENV) else "WARNING"
+
+
+def _say_where_logs_go() -> None:
+    node = getattr(ray._private.worker.global_worker, "node", None)
+    if node is None:
+        return
+    logs = node.get_logs_dir_path()
+    logger.info("Ray's logs (every process, at every level): %s", logs)
 
 
 def connect(num_cpus: int | None = None) -> None:
@@ -27,6 +42,7 @@ def connect(num_cpus: int | None = None) -> None:
         dashboard_host="127.0.0.1",
         log_to_driver=True,
     )
+    _say_where_logs_go()
 
 
 def check_worker_resources(workers: int, cpus_per_worker: float, use_gpu: bool, what: str) -> None:

@@ -47,14 +47,18 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({**SPEC, "trian": {}}))
     with pytest.raises(
         ConfigError,
-        match=r"<top level>: unknown key 'trian' \(did you mean 'train'\?\); valid keys: data, init_from, kind, model",
+        match=r"<top level>: unknown key 'trian' \(did you mean 'train'\?\); valid keys: continue_from, data, ",
     ):
         load_job(path)
 
 
-def test_coco_source_rejects_shapes_keys(spec_file: Path) -> None:
-    with pytest.raises(ConfigError, match=r"data: unknown key '(images|root)'.*valid keys: image_check"):
+def test_switching_the_data_source_drops_the_other_sources_keys(spec_file: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data.train: Field required"):
         load_job(spec_file, ["data.source=coco"])
+    with pytest.raises(ConfigError, match=r"data: unknown key 'images'.*valid keys: image_check"):
+        load_job(spec_file, ["data={source: coco, train: {captions: c.json, images: i}, images: 3}"])
+    job = load_job(spec_file, ["data.source=coco", "data.train.captions=c.json", "data.train.images=i"])
+    assert job.data.source == "coco" and job.data.train.captions == "c.json"  # type: ignore[union-attr]
 
 
 def test_wrong_type_and_range_name_the_value(spec_file: Path) -> None:

@@ -21,7 +21,7 @@ from mmray.data.shapes import generate_shapes, split_paths
 from mmray.errors import ConfigError, DataError, WeightsError
 from mmray.models.registry import build_model, build_processor
 from mmray.tasks.prediction import PredictTask
-from mmray.train.trainer import prepare_loop_config
+from mmray.train.trainer import prepare_driver_data
 
 ENCODER = DualEncoderConfig(
     embed_dim=16,
@@ -150,7 +150,7 @@ def test_streaming_loader_is_refused_for_per_caption_targets(shapes_root: Path, 
         }
     )
     with pytest.raises(ConfigError, match=r"use train\.loader=memory"):
-        prepare_loop_config(job)
+        prepare_driver_data(job)
 
 
 def test_a_contrastive_term_needs_both_towers() -> None:

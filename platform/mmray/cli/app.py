@@ -58,8 +58,15 @@ def _options(
     show_version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also show Ray's own progress logs (reports, checkpoints)")
+    ] = False,
 ) -> None:
     """Multimodal (image + text) learning on Ray."""
+    if verbose:
+        from mmray.raycluster import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
 
 
 app.add_typer(data_commands.app, name="data")

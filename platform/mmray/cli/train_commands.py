@@ -36,11 +36,12 @@ def train(
         raise ConfigError("--resume and --force-new exclude each other")
     spec = load_job_of_kind(job, overrides, TrainJob, "train")
     from mmray.train.run_record import Rerun, latest_checkpointed_epoch, run_directory
-    from mmray.train.trainer import run_training
+    from mmray.train.trainer import finish_run, start_run
 
     rerun: Rerun = "resume" if resume else "new" if force_new else "check"
+    prepared = start_run(spec, rerun=rerun)  # Ray starts in this (main) thread
     try:
-        outcome = in_background(lambda: run_training(spec, rerun=rerun))
+        outcome = finish_run(prepared, in_background(prepared.trainer.fit))
     except KeyboardInterrupt:
         epoch = latest_checkpointed_epoch(run_directory(spec))
         saved = f"epoch {epoch} is checkpointed" if epoch else "no epoch was checkpointed yet"

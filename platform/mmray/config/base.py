@@ -35,8 +35,9 @@ class Section(BaseModel):
 SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
-def _format_location(loc: Sequence[int | str], data: Any) -> str:
-    """Dotted path of an error; union tags that pydantic inserts (absent from the input) are dropped."""
+def _format_location(loc: Sequence[int | str], data: Any, missing: bool = False) -> str:
+    """Dotted path of an error; union tags that pydantic inserts (absent from the input) are dropped.
+    `missing`: the last item is a required key the input lacks, kept."""
     parts: list[str] = []
     node = data
     for position, item in enumerate(loc):
@@ -44,7 +45,8 @@ def _format_location(loc: Sequence[int | str], data: Any) -> str:
             parts.append(f"[{item}]")
             node = node[item] if isinstance(node, Sequence) and item < len(node) else None
             continue
-        if isinstance(node, Mapping) and item not in node and (parts or position < len(loc) - 1):
+        last = position == len(loc) - 1
+        if isinstance(node, Mapping) and item not in node and (parts or not last) and not (missing and last):
             continue
         parts.append(f".{item}" if parts else item)
         node = node.get(item) if isinstance(node, Mapping) else None
@@ -56,7 +58,7 @@ def format_validation_error(error: ValidationError, source: str, data: Any = Non
     `union_tag`: the first location item is the tag of a discriminated union, not a key."""
     lines = []
     for item in error.errors():
-        where = _format_location(item["loc"][1:] if union_tag else item["loc"], data)
+        where = _format_location(item["loc"][1:] if union_tag else item["loc"], data, item["type"] == "missing")
         message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
         shown = "" if isinstance(got, Mapping) or item["type"] == "missing" else f" (got {got!r})"

@@ -1,6 +1,6 @@
-"""Merging overrides into a job where an override changes a section's `kind`: that section keeps only
-the keys its new kind accepts, and the keys dropped are named. Whole sections may be given as
-mappings (`model.fusion={kind: gated, hidden: 64}`)."""
+"""Merging overrides into a job where an override changes a section's `kind` (or a data section's
+`source`): that section keeps only the keys its new kind accepts, and the keys dropped are named.
+Whole sections may be given as mappings (`model.fusion={kind: gated, hidden: 64}`)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,16 @@ def _section_classes(annotation: Any, metadata: list[Any]) -> list[type[BaseMode
     return found
 
 
-def _kinds_of(cls: type[BaseModel]) -> tuple[str, ...]:
-    field = cls.model_fields.get("kind")
+TAGS = ("kind", "source")
+
+
+def _tag_of(classes: list[type[BaseModel]]) -> str:
+    """The key that tells a section's classes apart: `kind`, or `source` for data sections."""
+    return next((tag for tag in TAGS if classes and all(tag in c.model_fields for c in classes)), "kind")
+
+
+def _kinds_of(cls: type[BaseModel], tag: str = "kind") -> tuple[str, ...]:
+    field = cls.model_fields.get(tag)
     if field is None:
         return ()
     literal = typing.get_args(field.annotation)
@@ -47,7 +55,13 @@ def _class_for(model: type[BaseModel], key: str, kind: Any) -> type[BaseModel] |
     candidates = _section_classes(field.annotation, list(field.metadata))
     if kind is None:
         return candidates[0] if len(candidates) == 1 else None
-    return next((cls for cls in candidates if str(kind) in _kinds_of(cls)), None)
+    tag = _tag_of(candidates)
+    return next((cls for cls in candidates if str(kind) in _kinds_of(cls, tag)), None)
+
+
+def _tag_for(model: type[BaseModel], key: str) -> str:
+    field = model.model_fields.get(key)
+    return _tag_of(_section_classes(field.annotation, list(field.metadata))) if field is not None else "kind"
 
 
 def merge_switching_kinds(
@@ -63,7 +77,8 @@ def merge_switching_kinds(
         if not (isinstance(value, Mapping) and isinstance(current, Mapping)):
             merged = deep_merge(merged, {key: value}, path)
             continue
-        old_kind, new_kind = current.get("kind"), value.get("kind", current.get("kind"))
+        tag = _tag_for(model, key)
+        old_kind, new_kind = current.get(tag), value.get(tag, current.get(tag))
         cls = _class_for(model, key, new_kind)
         if new_kind != old_kind and cls is not None:
             kept = {name: item for name, item in current.items() if name in cls.model_fields}
@@ -87,5 +102,6 @@ def field_accepted(model: type[BaseModel], data: Mapping[str, Any], dotted: str)
         if cls is None or part not in cls.model_fields:
             return cls is None
         node = node.get(part, {}) if isinstance(node, Mapping) else {}
-        cls = _class_for(cls, part, node.get("kind") if isinstance(node, Mapping) else None)
+        tag = _tag_for(cls, part)
+        cls = _class_for(cls, part, node.get(tag) if isinstance(node, Mapping) else None)
     return cls is None or leaf in cls.model_fields

@@ -244,11 +244,22 @@ class Worker:
             )
 
 
+def _set_report_log_level(level: str) -> None:
+    """Ray Train 2.60 logs every report ("Reporting training result N: TrainingReport(...)") from a logger
+    named after its file, which its own log level (RunConfig.logging_config) does not reach."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:
+        return
+    logging.getLogger(train_context.__file__).setLevel(level)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Train; evaluate every `eval_every` epochs and after the last; checkpoint after every epoch.
 
     Every report carries `checkpoint_score`: the task's score when this epoch measured it, else NaN,
     so checkpoints are ranked only on scores that were measured."""
+    _set_report_log_level(config.get("ray_log_level", "WARNING"))
     worker = Worker(config)
     settings = worker.settings
     score: str = config["score_metric"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from mmray import storage
@@ -27,13 +27,14 @@ from mmray.artifacts.model_bundle import (
 from mmray.config import TrainJob, to_yaml
 from mmray.data.processor import Processor
 from mmray.data.sources import load_split, resolve_splits
-from mmray.data.tensors import split_to_tensors, tensors_to_arrays
+from mmray.data.tensors import SplitTensors, split_to_tensors, tensors_to_arrays
 from mmray.data.tokenizers import WordTokenizer
 from mmray.errors import ConfigError, TrainingError
 from mmray.models.registry import build_processor
 from mmray.plots import training_curves_png
-from mmray.raycluster import check_worker_resources, connect
-from mmray.tasks.base import Score
+from mmray.pretrained import check_pretrained_files
+from mmray.raycluster import check_worker_resources, connect, ray_log_level
+from mmray.tasks.base import Score, Task
 from mmray.tasks.registry import task_class
 from mmray.train.loop import CHECKPOINT_SCORE, train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
@@ -121,14 +122,30 @@ def run_processor(spec: TrainJob, training_texts: Sequence[str]) -> Processor:
     return processor
 
 
-def prepare_loop_config(spec: TrainJob) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Processor, task class, the data-bound spec and the data prepared once on the driver for every
-    worker; Ray datasets apart. `config["spec"]` is the spec with the task bound to its training data."""
+@dataclass
+class DriverData:
+    """What the driver prepares before Ray starts: the spec bound to its data, processor, task class and
+    checkpoint score, the training records, and the decoded splits when the memory loader is used."""
+
+    spec: TrainJob
+    processor: Processor
+    task_class: type[Task]
+    score: Score
+    train: Any
+    num_train_examples: int
+    train_tensors: SplitTensors | None
+    val_tensors: SplitTensors | None
+
+
+def prepare_driver_data(spec: TrainJob) -> DriverData:
+    """Everything the driver can do and check without Ray: warm-start bundles, data files and records,
+    the processor, the task bound to its data, the batch against the split, decoded splits."""
     if spec.init_from:
         spec = spec.model_copy(update={"init_from": storage.absolute_uri(resolve_model_bundle(spec.init_from))})
     if spec.continue_from:
         checkpoint_uri = storage.absolute_uri(resolve_training_checkpoint(spec.continue_from))
         spec = spec.model_copy(update={"continue_from": checkpoint_uri})
+    check_pretrained_files(spec.model)
     splits = resolve_splits(spec.data)
     train = load_split(spec.data, "train")
     processor = run_processor(spec, [c for r in train.records for c in r.captions])
@@ -138,31 +155,46 @@ def prepare_loop_config(spec: TrainJob) -> tuple[dict[str, Any], dict[str, Any] 
     task = cls(spec.task, spec.model, processor)
     checkpoint = spec.train.checkpoint
     score = Score(checkpoint.score_attribute or task.score.metric, checkpoint.score_order or task.score.mode)
-    config: dict[str, Any] = {
-        "spec": spec,
-        "processor": processor,
-        "task_class": cls,
-        "score_metric": score.metric,
-        "score_mode": score.mode,
-    }
-    datasets = None
+    train_tensors = None
     if spec.train.loader == "memory":
-        logger.info("decoding %d training images into the object store", len(train.records))
-        tensors = split_to_tensors(train, processor)
-        captions = task.example_captions(tensors)
-        config["num_train_examples"] = tensors.num_images if captions is None else int(captions.shape[0])
-        config["train_arrays"] = ray.put(tensors_to_arrays(tensors))
+        logger.info("decoding %d training images", len(train.records))
+        train_tensors = split_to_tensors(train, processor)
+        captions = task.example_captions(train_tensors)
+        examples = train_tensors.num_images if captions is None else int(captions.shape[0])
     elif task.example_unit == "caption":
         raise ConfigError(
             f"task {spec.task.kind!r} trains on every caption (its targets belong to captions); "
             "train.loader=ray_data draws one caption per image, so use train.loader=memory"
         )
     else:
-        config["num_train_examples"] = len(train.records)
-        datasets = {"train": training_dataset(train, processor, spec.train.seed)}
-    if "val" in splits:
-        val = load_split(spec.data, "val")
-        config["val_arrays"] = ray.put(tensors_to_arrays(split_to_tensors(val, processor)))
+        examples = len(train.records)
+    if examples < spec.train.batch_size:
+        raise ConfigError(
+            f"train.batch_size {spec.train.batch_size} is larger than the training split ({examples} examples): "
+            "no full batch; lower train.batch_size or use more data"
+        )
+    val_tensors = split_to_tensors(load_split(spec.data, "val"), processor) if "val" in splits else None
+    return DriverData(spec, processor, cls, score, train, examples, train_tensors, val_tensors)
+
+
+def loop_config_of(data: DriverData) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The workers' loop config (splits put into Ray's object store once) and the Ray datasets."""
+    config: dict[str, Any] = {
+        "spec": data.spec,
+        "processor": data.processor,
+        "task_class": data.task_class,
+        "score_metric": data.score.metric,
+        "score_mode": data.score.mode,
+        "num_train_examples": data.num_train_examples,
+        "ray_log_level": ray_log_level(),
+    }
+    datasets = None
+    if data.train_tensors is not None:
+        config["train_arrays"] = ray.put(tensors_to_arrays(data.train_tensors))
+    else:
+        datasets = {"train": training_dataset(data.train, data.processor, data.spec.train.seed)}
+    if data.val_tensors is not None:
+        config["val_arrays"] = ray.put(tensors_to_arrays(data.val_tensors))
     return config, datasets
 
 
@@ -176,17 +208,19 @@ class PreparedRun:
 
 
 def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: str | None = None) -> PreparedRun:
-    """The TorchTrainer of a train job, with extra Ray Train callbacks (e.g. Tune's report callback)."""
-    connect()
+    """The TorchTrainer of a train job, with extra Ray Train callbacks (e.g. Tune's report callback).
+    Data, files and weights are checked before Ray starts; resources right after."""
     settings = spec.train
-    check_worker_resources(
-        settings.num_workers, settings.cpus_per_worker, settings.use_gpu, f"training run {spec.name}"
-    )
     root = storage_root or spec.storage_root
     if storage.is_s3(root):
         storage.ensure_bucket(root)
+    data = prepare_driver_data(spec)
+    connect()
+    check_worker_resources(
+        settings.num_workers, settings.cpus_per_worker, settings.use_gpu, f"training run {spec.name}"
+    )
     filesystem, storage_path = storage.pyarrow_filesystem(root)
-    loop_config, datasets = prepare_loop_config(spec)
+    loop_config, datasets = loop_config_of(data)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -198,12 +232,13 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: s
         ),
         run_config=RunConfig(
             name=spec.name,
+            logging_config=LoggingConfig(log_level=ray_log_level()),  # type: ignore[call-arg]  # Train V2's
             storage_path=storage_path,
             storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=settings.checkpoint.num_to_keep,
                 checkpoint_score_attribute=CHECKPOINT_SCORE,
-                checkpoint_score_order=loop_config["score_mode"],
+                checkpoint_score_order=data.score.mode,
             ),
             failure_config=FailureConfig(max_failures=settings.max_failures),
             callbacks=list(callbacks) or None,
@@ -211,7 +246,7 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: s
         datasets=datasets,
         dataset_config=DataConfig(execution_options=ordered_ingest()) if datasets else None,
     )
-    return PreparedRun(trainer, Score(loop_config["score_metric"], loop_config["score_mode"]), loop_config["spec"])
+    return PreparedRun(trainer, data.score, data.spec)
 
 
 def ordered_ingest() -> Any:
@@ -264,14 +299,22 @@ def write_outputs(spec: TrainJob, result: Any, score_mode: str) -> TrainOutcome:
     )
 
 
-def run_training(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check") -> TrainOutcome:
-    """Train `spec` on Ray Train; re-running the same name under the same root resumes the run (see
-    `prepare_run_directory` for a name whose run was started with other settings)."""
+def start_run(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check") -> PreparedRun:
+    """Everything before `fit`: the run directory (see `prepare_run_directory` for a name whose run was
+    started with other settings), the driver's checks and data, Ray, the trainer."""
     if storage.is_s3(spec.storage_root):
         storage.ensure_bucket(spec.storage_root)
     prepare_run_directory(spec, rerun)
-    prepared = build_trainer(spec, callbacks)
-    result = prepared.trainer.fit()
+    return build_trainer(spec, callbacks)
+
+
+def finish_run(prepared: PreparedRun, result: Any) -> TrainOutcome:
     if result.error is not None:
-        raise TrainingError(f"training run {spec.name} failed: {result.error}") from result.error
+        raise TrainingError(f"training run {prepared.spec.name} failed: {result.error}") from result.error
     return write_outputs(prepared.spec, result, prepared.score.mode)
+
+
+def run_training(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check") -> TrainOutcome:
+    """Train `spec` on Ray Train; re-running the same name under the same root resumes the run."""
+    prepared = start_run(spec, callbacks, rerun)
+    return finish_run(prepared, prepared.trainer.fit())
