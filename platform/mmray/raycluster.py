@@ -45,6 +45,13 @@ def connect(num_cpus: int | None = None) -> None:
     _say_where_logs_go()
 
 
+def disconnect() -> None:
+    """Shut this process's Ray down (an embedded local Ray stops), so no late log line of Ray's can
+    follow a command's final output."""
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def check_worker_resources(workers: int, cpus_per_worker: float, use_gpu: bool, what: str) -> None:
     """Refuse at once what the connected cluster can never give; on a cluster (RAY_ADDRESS), which
     may add nodes, say what the run waits for instead."""

@@ -18,9 +18,11 @@ def index(job: JOB, overrides: OVERRIDES = None) -> None:
     Example: mmray index jobs/shapes-index.yaml checkpoint=runs/shapes-clip
     """
     spec = load_job_of_kind(job, overrides, IndexJob, "index")
+    from mmray.raycluster import disconnect
     from mmray.retrieval.indexing import run_index_job
 
     outcome = run_index_job(spec)
+    disconnect()
     typer.echo(json.dumps(outcome.summary()))
 
 

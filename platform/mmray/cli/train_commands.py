@@ -35,6 +35,7 @@ def train(
     if resume and force_new:
         raise ConfigError("--resume and --force-new exclude each other")
     spec = load_job_of_kind(job, overrides, TrainJob, "train")
+    from mmray.raycluster import disconnect
     from mmray.train.run_record import Rerun, latest_checkpointed_epoch, run_directory
     from mmray.train.trainer import finish_run, start_run
 
@@ -48,6 +49,7 @@ def train(
         command = shlex.join(["mmray", "train", job, *(overrides or [])])
         typer.echo(f"interrupted: run {spec.name}: {saved}; `{command}` resumes it", err=True)
         raise typer.Exit(130) from None
+    disconnect()
     typer.echo(json.dumps(outcome.summary()))
 
 
@@ -110,6 +112,7 @@ def evaluate(
     from mmray import storage
     from mmray.artifacts.index_bundle import MANIFEST
     from mmray.evaluate import evaluate_bundle
+    from mmray.raycluster import disconnect
     from mmray.retrieval.evaluate import evaluate_index_bundle
 
     spec = _evaluation_of(load_job(job, overrides or []), checkpoint)
@@ -120,4 +123,5 @@ def evaluate(
         )
     else:
         metrics = evaluate_bundle(spec.data, spec.checkpoint, settings.split, settings.batch_size, settings.figures)
+    disconnect()
     typer.echo(json.dumps(metrics))

@@ -22,8 +22,10 @@ def tune(
     Example: mmray tune jobs/shapes-tune.yaml tune.num_samples=4
     """
     spec = load_job_of_kind(job, overrides, TuneJob, "tune")
+    from mmray.raycluster import disconnect
     from mmray.tune.search import run_tune
 
     outcome = run_tune(spec, resume=resume)
+    disconnect()
     typer.echo(outcome.table())
     typer.echo(json.dumps(outcome.summary()))

@@ -13,7 +13,7 @@ from typing import Any
 from mmray import storage
 from mmray.config.jobs import TrainJob, validate_job
 from mmray.config.tuning import TrialResources
-from mmray.tune.reporting import ReportThroughQueue, TrainPointer, report_to_tune
+from mmray.tune.reporting import ReportThroughChannel, TrainPointer, open_channel, report_to_tune
 from mmray.tune.space import trial_mapping
 
 
@@ -75,27 +75,26 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """Tune's trainable: `config["values"]` holds this trial's values of the space. The Train run
     runs in a thread; this thread reports each of its epochs to Tune as it arrives, the last one
     once the run has finished and written its outputs (Tune stops a trial at its last epoch)."""
+    import ray
     from ray import tune
     from ray.exceptions import RayError
-    from ray.util.queue import Queue
 
     from mmray.train.trainer import run_training
 
     trial_id = tune.get_context().get_trial_id()
     segment = next_segment(trial_id, TrainPointer.of(tune.get_checkpoint()))
     job = trial_job(plan, dict(config["values"]), segment.run, segment.continue_from)
-    reports = Queue(maxsize=1, actor_options={"num_cpus": 0})
-    acknowledgements = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    channel = open_channel()
     failure: list[BaseException] = []
 
     def train() -> None:
         try:
-            run_training(job, callbacks=[ReportThroughQueue(reports, acknowledgements)], rerun="resume")
+            run_training(job, callbacks=[ReportThroughChannel(channel)], rerun="resume")
         except BaseException as exc:
             failure.append(exc)
         finally:
-            with contextlib.suppress(RayError):  # the queue is gone when Tune stopped this trial
-                reports.put(None)
+            with contextlib.suppress(RayError):  # the channel is gone when Tune stopped this trial
+                ray.get(channel.put_report.remote(None))
 
     def to_tune(item: dict[str, Any]) -> None:
         metrics = {**item["metrics"], "train_run": segment.run, "continued_from": segment.origin}
@@ -108,12 +107,12 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     thread = threading.Thread(target=train, name=f"train-{segment.run}", daemon=True)
     thread.start()
     last: dict[str, Any] | None = None
-    while (item := reports.get()) is not None:
+    while (item := ray.get(channel.next_report.remote())) is not None:
         if int(item["metrics"].get("epoch", 0)) >= job.train.epochs:
             last = item
         else:
             to_tune(item)
-        acknowledgements.put(True)
+        ray.get(channel.acknowledge.remote())
     thread.join()
     if failure:
         raise failure[0]
