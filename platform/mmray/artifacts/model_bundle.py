@@ -107,13 +107,19 @@ def check_format(manifest: dict[str, Any], where: str) -> None:
         raise BundleError(f"{where} has unknown bundle format_version {version}; this mmray reads {FORMAT_VERSION}")
 
 
+def run_pointer(run_dir: str, name: str) -> str | None:
+    """The bundle a training run's pointer file (`best_model.json`, `latest_model.json`) names, if any."""
+    pointer = storage.join(run_dir, name)
+    return str(json.loads(storage.read_text(pointer))["model_bundle"]) if storage.exists(pointer) else None
+
+
 def resolve_model_bundle(uri: str) -> str:
     """A model bundle's URI: `uri` itself, or the best bundle of the training run directory `uri`."""
     if storage.exists(storage.join(uri, MANIFEST)):
         return uri
-    pointer = storage.join(uri, BEST_MODEL)
-    if storage.exists(pointer):
-        return str(json.loads(storage.read_text(pointer))["model_bundle"])
+    best = run_pointer(uri, BEST_MODEL)
+    if best is not None:
+        return best
     raise BundleError(f"{uri} is not a model bundle ({MANIFEST} is missing) nor a training run ({BEST_MODEL})")
 
 

@@ -22,6 +22,7 @@ from mmray.artifacts.model_bundle import (
     MANIFEST,
     read_processor,
     resolve_model_bundle,
+    run_pointer,
     warm_start_compatible,
 )
 from mmray.config import TrainJob, to_yaml
@@ -74,9 +75,9 @@ def resolve_training_checkpoint(uri: str) -> str:
     """A checkpoint holding training state: `uri` itself, or the latest checkpoint of the run `uri`."""
     if storage.exists(storage.join(uri, TRAIN_STATE)):
         return uri
-    pointer = storage.join(uri, LATEST_MODEL)
-    if storage.exists(pointer):
-        return str(json.loads(storage.read_text(pointer))["model_bundle"])
+    latest = run_pointer(uri, LATEST_MODEL)
+    if latest is not None:
+        return latest
     raise ConfigError(
         f"continue_from {uri}: neither a training checkpoint ({TRAIN_STATE} is missing) nor a finished "
         f"training run ({LATEST_MODEL} is missing)"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mmray import storage
-from mmray.artifacts.model_bundle import BEST_MODEL, MANIFEST
+from mmray.artifacts.model_bundle import BEST_MODEL, MANIFEST, run_pointer
 from mmray.config.base import to_yaml
 from mmray.errors import TrainingError
 from mmray.tune.plots import objective_vs_key_png, trial_curves_png
@@ -117,9 +117,9 @@ def best_trial_bundle(run_dir: str, metric: str, mode: str) -> str:
     """The trial's best model bundle: its run's pointer when the run wrote one, else its kept
     checkpoint (each a model bundle) with the best reported `metric` (a scheduler may stop a trial
     after its last report, before the run writes its pointers)."""
-    pointer = storage.join(run_dir, BEST_MODEL)
-    if storage.exists(pointer):
-        return str(json.loads(storage.read_text(pointer))["model_bundle"])
+    best = run_pointer(run_dir, BEST_MODEL)
+    if best is not None:
+        return best
     scored = []
     for manifest in storage.list_files(run_dir):
         if manifest.endswith("/" + MANIFEST) and "/checkpoint_" in manifest:
