@@ -48,14 +48,14 @@ def mmray_command(*args: str) -> list[str]:
     return [str(Path(sys.executable).parent / "mmray"), *args]
 
 
-def run_mmray(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_mmray(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         mmray_command(*args),
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=os.environ.copy(),
+        env={**os.environ, **(env or {})},
     )
 
 

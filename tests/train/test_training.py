@@ -23,13 +23,16 @@ RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10
 
 def test_two_workers_train_resume_and_evaluate(data_root: Path, tmp_path: Path) -> None:
     job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "tiny", min_lr_ratio=0.1))
-    first = run_mmray("train", str(job), "train.epochs=1")
+    first = run_mmray("train", str(job), "train.epochs=1", env={"MMRAY_PROGRESS": "bar"})
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "epoch 1/1" in first.stderr and "15/15" in first.stderr, "the progress bar, drawn to its end"
+    assert " step 5/15 " not in first.stderr, "the bar replaces the periodic step lines"
     one = last_json(first.stdout)
     assert one["epoch"] == 1 and Path(one["model_bundle"]).name == "checkpoint_epoch_0001"
 
-    second = run_mmray("train", str(job), "train.epochs=2")
+    second = run_mmray("train", str(job), "train.epochs=2", env={"MMRAY_PROGRESS": "lines"})
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "epoch 2/2 step 5/15 " in second.stderr and "━" not in second.stderr, "plain lines, no bar"
     assert "resumed from" in second.stdout + second.stderr
     two = last_json(second.stdout)
     assert two["epoch"] == 2 and two["step"] == 2 * one["step"]

@@ -36,13 +36,16 @@ def train(
         raise ConfigError("--resume and --force-new exclude each other")
     spec = load_job_of_kind(job, overrides, TrainJob, "train")
     from mmray.raycluster import disconnect
+    from mmray.train.live import draw_until_done, wants_bar
     from mmray.train.run_record import Rerun, latest_checkpointed_epoch, run_directory
     from mmray.train.trainer import finish_run, start_run
 
     rerun: Rerun = "resume" if resume else "new" if force_new else "check"
-    prepared = start_run(spec, rerun=rerun)  # Ray starts in this (main) thread
+    prepared = start_run(spec, rerun=rerun, live=wants_bar())  # Ray starts in this (main) thread
+    board = prepared.board
+    draw = (lambda thread: draw_until_done(board, thread)) if board is not None else None
     try:
-        outcome = finish_run(prepared, in_background(prepared.trainer.fit))
+        outcome = finish_run(prepared, in_background(prepared.trainer.fit, draw))
     except KeyboardInterrupt:
         epoch = latest_checkpointed_epoch(run_directory(spec))
         saved = f"epoch {epoch} is checkpointed" if epoch else "no epoch was checkpointed yet"
@@ -53,9 +56,10 @@ def train(
     typer.echo(json.dumps(outcome.summary()))
 
 
-def in_background(work: Callable[[], T]) -> T:
-    """Run `work` in a thread while this (main) thread waits, so Ctrl-C reaches mmray as a
-    KeyboardInterrupt (Ray Train installs its own SIGINT handler only in the main thread, and exits)."""
+def in_background(work: Callable[[], T], while_waiting: Callable[[threading.Thread], None] | None = None) -> T:
+    """Run `work` in a thread while this (main) thread waits (or runs `while_waiting`, e.g. drawing
+    progress), so Ctrl-C reaches mmray as a KeyboardInterrupt (Ray Train installs its own SIGINT
+    handler only in the main thread, and exits)."""
     done: list[T] = []
     failed: list[BaseException] = []
 
@@ -67,6 +71,8 @@ def in_background(work: Callable[[], T]) -> T:
 
     thread = threading.Thread(target=run, name="mmray-work", daemon=True)
     thread.start()
+    if while_waiting is not None:
+        while_waiting(thread)
     while thread.is_alive():
         thread.join(0.5)
     if failed:

@@ -43,6 +43,9 @@ def optimizer_for(
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
 
 
+POST_EVERY_S = 0.5
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -89,6 +92,8 @@ class Worker:
         self.scaler = torch.amp.GradScaler(enabled=self.settings.precision == "fp16")
         self.progress = Progress()
         self.figures: dict[str, bytes] = {}
+        self.board: Any = config.get("progress_board")  # the driver's progress bar, when it draws one
+        self._posted = 0.0
         if checkpoint is not None:
             with checkpoint.as_directory() as directory:
                 load_weights(model, Path(directory))
@@ -184,7 +189,9 @@ class Worker:
             for key, value in self._step(self._to_device(raw), done).items():
                 totals[key] = totals.get(key, 0.0) + value
             done += 1
-            if done % log_every == 0:
+            if self.board is not None and self.rank == 0 and time.perf_counter() - self._posted >= POST_EVERY_S:
+                self._post(epoch, done, totals, started)
+            elif self.board is None and done % log_every == 0:
                 rate = done * self.settings.batch_size / (time.perf_counter() - started)
                 shown = " ".join(f"{k} {v / done:.4f}" for k, v in totals.items())
                 self.say(
@@ -199,6 +206,16 @@ class Worker:
             "lr": self._lr(),
             **self.task.epoch_logs(unwrap(self.model)),
         }
+
+    def _post(self, epoch: int, done: int, totals: dict[str, float], started: float) -> None:
+        """Where the run is, for the driver's progress bar (a fire-and-forget call)."""
+        assert self.board is not None
+        loss = totals.get("loss", next(iter(totals.values()), math.nan)) / max(1, done)
+        rate = done * self.settings.batch_size / (time.perf_counter() - started)
+        state = {"epoch": epoch + 1, "epochs": self.settings.epochs, "step": done // self.settings.grad_accum_steps,
+                 "steps": self.steps_per_epoch, "loss": loss, "samples_per_s": rate}  # fmt: skip
+        self.board.post.remote(state)
+        self._posted = time.perf_counter()
 
     def _lr(self) -> float:
         return float(next(iter(self.schedulers.values())).get_last_lr()[0])

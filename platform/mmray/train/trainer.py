@@ -37,6 +37,7 @@ from mmray.pretrained import check_pretrained_files
 from mmray.raycluster import check_worker_resources, connect, ray_log_level
 from mmray.tasks.base import Score, Task
 from mmray.tasks.registry import task_class
+from mmray.train.live import open_board
 from mmray.train.loop import CHECKPOINT_SCORE, train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
 from mmray.train.run_record import Rerun, prepare_run_directory
@@ -206,9 +207,12 @@ class PreparedRun:
     trainer: TorchTrainer
     score: Score
     spec: TrainJob
+    board: Any = None  # where rank 0 posts progress for the driver's bar, when one is drawn
 
 
-def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: str | None = None) -> PreparedRun:
+def build_trainer(
+    spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: str | None = None, live: bool = False
+) -> PreparedRun:
     """The TorchTrainer of a train job, with extra Ray Train callbacks (e.g. Tune's report callback).
     Data, files and weights are checked before Ray starts; resources right after."""
     settings = spec.train
@@ -222,6 +226,8 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: s
     )
     filesystem, storage_path = storage.pyarrow_filesystem(root)
     loop_config, datasets = loop_config_of(data)
+    board = open_board() if live else None
+    loop_config["progress_board"] = board
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,
@@ -247,7 +253,7 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: s
         datasets=datasets,
         dataset_config=DataConfig(execution_options=ordered_ingest()) if datasets else None,
     )
-    return PreparedRun(trainer, data.score, data.spec)
+    return PreparedRun(trainer, data.score, data.spec, board)
 
 
 def ordered_ingest() -> Any:
@@ -300,13 +306,13 @@ def write_outputs(spec: TrainJob, result: Any, score_mode: str) -> TrainOutcome:
     )
 
 
-def start_run(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check") -> PreparedRun:
+def start_run(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check", live: bool = False) -> PreparedRun:
     """Everything before `fit`: the run directory (see `prepare_run_directory` for a name whose run was
     started with other settings), the driver's checks and data, Ray, the trainer."""
     if storage.is_s3(spec.storage_root):
         storage.ensure_bucket(spec.storage_root)
     prepare_run_directory(spec, rerun)
-    return build_trainer(spec, callbacks)
+    return build_trainer(spec, callbacks, live=live)
 
 
 def finish_run(prepared: PreparedRun, result: Any) -> TrainOutcome:
