@@ -63,6 +63,8 @@ class Worker:
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
+        node = ray.get_runtime_context().get_node_id()[:8]
+        logger.info("[mmray] rank %d of %d on node %s, %s", self.rank, self.world, node, self.device)
         self.task: Task = config["task_class"](self.spec.task, self.spec.model, self.processor)
         self.train_data = tensors_from_arrays(ray.get(config["train_arrays"])) if "train_arrays" in config else None
         self.val_data: SplitTensors | None = (
