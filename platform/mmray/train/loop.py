@@ -200,6 +200,8 @@ class Worker:
                     f"epoch {epoch + 1}/{self.settings.epochs} step {done // self.settings.grad_accum_steps}/"
                     f"{self.steps_per_epoch} {shown} lr {self._lr():.2e} {rate:.0f} samples/s"
                 )
+        if self.board is not None and self.rank == 0:
+            self._post(epoch, done, totals, started)  # the epoch's end, whatever the throttle
         elapsed = time.perf_counter() - started
         return {
             **{f"train_{key}": value / max(1, done) for key, value in totals.items()},
