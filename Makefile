@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
-.PHONY: docs demo-generation venv demo demo-fusion demo-serve serve browser test test-fast gpu-smoke lint format bench clean
+.PHONY: docs demo-coco demo-generation venv demo demo-fusion demo-serve serve browser test test-fast gpu-smoke lint format bench clean
 
 venv: $(STAMP)
 
@@ -57,6 +57,12 @@ demo-fusion: $(STAMP)
 	$(BIN)/mmray train jobs/shapes-classify.yaml
 	$(BIN)/mmray train jobs/shapes-regress.yaml
 	$(BIN)/mmray evaluate jobs/shapes-classify.yaml
+
+# Real photos: coco-mini with the offline pretrained towers frozen, then its index and one query.
+demo-coco: $(STAMP)
+	$(BIN)/mmray train jobs/coco-mini-clip.yaml
+	$(BIN)/mmray index jobs/coco-mini-index.yaml
+	$(BIN)/mmray search runs/coco-mini-index/index --k 3 --text "a dog playing with a frisbee in the park"
 
 demo-generation: $(STAMP)
 	test -f runs/shapes-clip/best_model.json || $(BIN)/mmray train jobs/shapes-clip.yaml
