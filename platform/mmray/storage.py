@@ -25,8 +25,16 @@ import botocore.config
 import botocore.exceptions
 
 from mmray.errors import StorageAccessDeniedError, StorageError, StorageNotFoundError
+from mmray.uris import (  # re-exported: storage.join etc. are the callers' names
+    S3_SCHEME as S3_SCHEME,
+    absolute_uri as absolute_uri,
+    is_s3 as is_s3,
+    join as join,
+    relative_to as relative_to,
+    split_s3 as split_s3,
+    uri_under as uri_under,
+)
 
-S3_SCHEME = "s3://"
 _TEMP_MARK = ".mmray-tmp-"
 _DENIED_CODES = {
     "AccessDenied",
@@ -45,43 +53,12 @@ _TRANSFER = boto3.s3.transfer.TransferConfig(
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 
-def is_s3(uri: str | Path) -> bool:
-    return str(uri).startswith(S3_SCHEME)
-
-
 def s3_object_info(uri: str) -> dict[str, Any]:
     """Size and ETag of an S3 object (the ETag of a multipart upload ends in -<parts>)."""
     bucket, key = split_s3(uri)
     with _s3_errors(uri):
         head = _client().head_object(Bucket=bucket, Key=key)
     return {"size": int(head["ContentLength"]), "etag": str(head["ETag"]).strip('"')}
-
-
-def absolute_uri(uri: str) -> str:
-    """A local path made absolute (Ray workers run in other directories); s3:// URIs unchanged."""
-    return uri if is_s3(uri) else str(Path(uri).resolve())
-
-
-def uri_under(path: str, root: str) -> str:
-    """A path that pyarrow reported under `root` as a URI (its S3 paths come without the scheme)."""
-    return f"{S3_SCHEME}{path}" if is_s3(root) and not is_s3(path) else path
-
-
-def join(base: str | Path, *parts: str) -> str:
-    """Join path components below a local path or an S3 URI."""
-    if is_s3(base):
-        return posixpath.join(str(base), *parts)
-    return os.path.join(str(base), *parts)
-
-
-def split_s3(uri: str) -> tuple[str, str]:
-    """`s3://bucket/a/b` -> (`bucket`, `a/b`)."""
-    if not is_s3(uri):
-        raise StorageError(f"not an s3:// URI: {uri!r}")
-    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
-    if not bucket:
-        raise StorageError(f"S3 URI {uri!r} names no bucket; expected s3://bucket/key")
-    return bucket, key
 
 
 @functools.lru_cache(maxsize=8)
@@ -262,16 +239,6 @@ def list_files(uri: str | Path) -> list[str]:
             raise StorageError(f"{uri}: is a file, expected a directory")
         return []
     return sorted(str(p) for p in root.rglob("*") if p.is_file() and not _is_temp(p.name))
-
-
-def relative_to(uri: str, base: str) -> str:
-    """The part of `uri` below `base`, with forward slashes."""
-    base_norm = str(base).rstrip("/") + "/"
-    if is_s3(uri):
-        if not uri.startswith(base_norm):
-            raise StorageError(f"{uri} is not below {base}")
-        return uri[len(base_norm) :]
-    return Path(uri).relative_to(Path(base)).as_posix()
 
 
 def delete(uri: str | Path) -> None:

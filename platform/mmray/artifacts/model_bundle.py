@@ -22,8 +22,7 @@ from typing import Any
 import torch
 import yaml
 from pydantic import TypeAdapter, ValidationError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
+from safetensors.torch import load as load_safetensors, save as save_safetensors
 from torch import nn
 
 from mmray import storage

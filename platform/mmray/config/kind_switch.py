@@ -47,21 +47,20 @@ def _kinds_of(cls: type[BaseModel], tag: str = "kind") -> tuple[str, ...]:
     return tuple(str(value) for value in literal) or ((str(field.default),) if field.default else ())
 
 
-def _class_for(model: type[BaseModel], key: str, kind: Any) -> type[BaseModel] | None:
-    """The class of field `key` of `model` for a section of `kind` (None when it has no kinds)."""
+def _field_classes(model: type[BaseModel], key: str) -> tuple[list[type[BaseModel]], str]:
+    """The config classes field `key` of `model` may hold, and the key that tells them apart."""
     field = model.model_fields.get(key)
     if field is None:
-        return None
+        return [], "kind"
     candidates = _section_classes(field.annotation, list(field.metadata))
+    return candidates, _tag_of(candidates)
+
+
+def _class_for(candidates: list[type[BaseModel]], tag: str, kind: Any) -> type[BaseModel] | None:
+    """The class among `candidates` for a section of `kind` (None when it has no kinds)."""
     if kind is None:
         return candidates[0] if len(candidates) == 1 else None
-    tag = _tag_of(candidates)
     return next((cls for cls in candidates if str(kind) in _kinds_of(cls, tag)), None)
-
-
-def _tag_for(model: type[BaseModel], key: str) -> str:
-    field = model.model_fields.get(key)
-    return _tag_of(_section_classes(field.annotation, list(field.metadata))) if field is not None else "kind"
 
 
 def merge_switching_kinds(
@@ -77,9 +76,9 @@ def merge_switching_kinds(
         if not (isinstance(value, Mapping) and isinstance(current, Mapping)):
             merged = deep_merge(merged, {key: value}, path)
             continue
-        tag = _tag_for(model, key)
+        candidates, tag = _field_classes(model, key)
         old_kind, new_kind = current.get(tag), value.get(tag, current.get(tag))
-        cls = _class_for(model, key, new_kind)
+        cls = _class_for(candidates, tag, new_kind)
         if new_kind != old_kind and cls is not None:
             kept = {name: item for name, item in current.items() if name in cls.model_fields}
             dropped.extend(f"{where}.{name}" for name in current if name not in cls.model_fields)
@@ -102,6 +101,6 @@ def field_accepted(model: type[BaseModel], data: Mapping[str, Any], dotted: str)
         if cls is None or part not in cls.model_fields:
             return cls is None
         node = node.get(part, {}) if isinstance(node, Mapping) else {}
-        tag = _tag_for(cls, part)
-        cls = _class_for(cls, part, node.get(tag) if isinstance(node, Mapping) else None)
+        candidates, tag = _field_classes(cls, part)
+        cls = _class_for(candidates, tag, node.get(tag) if isinstance(node, Mapping) else None)
     return cls is None or leaf in cls.model_fields

@@ -210,15 +210,11 @@ class PreparedRun:
     board: Any = None  # where rank 0 posts progress for the driver's bar, when one is drawn
 
 
-def build_trainer(
-    spec: TrainJob, callbacks: Sequence[Any] = (), storage_root: str | None = None, live: bool = False
-) -> PreparedRun:
+def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), live: bool = False) -> PreparedRun:
     """The TorchTrainer of a train job, with extra Ray Train callbacks (e.g. Tune's report callback).
     Data, files and weights are checked before Ray starts; resources right after."""
     settings = spec.train
-    root = storage_root or spec.storage_root
-    if storage.is_s3(root):
-        storage.ensure_bucket(root)
+    root = spec.storage_root
     data = prepare_driver_data(spec)
     connect()
     check_worker_resources(
