@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
-.PHONY: docs demo-coco demo-generation venv demo demo-fusion demo-serve serve browser test test-fast gpu-smoke lint format bench clean
+.PHONY: docs test-readme demo-coco demo-generation venv demo demo-fusion demo-serve serve browser test test-fast gpu-smoke lint format bench clean
 
 venv: $(STAMP)
 
@@ -82,6 +82,10 @@ test: $(STAMP) browser
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# Every command in the README, as written, in order, in a scratch copy (about 80 minutes on 2 cores).
+test-readme: $(STAMP)
+	MMRAY_README_WALK=1 $(BIN)/python -m pytest tests/readme -m readme
 
 gpu-smoke: $(STAMP)
 	$(BIN)/python -m pytest -m gpu -v

@@ -18,6 +18,8 @@ from mmray.data.shapes import generate_shapes
 from tests.support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedServer, start_seaweedfs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The README walk (tests/readme) runs only under `make test-readme`, which sets MMRAY_README_WALK=1.
+collect_ignore_glob = [] if os.environ.get("MMRAY_README_WALK") else ["readme/*"]
 COCO_MINI = Path(os.environ.get("MMRAY_COCO_MINI", REPO_ROOT.parent / "shared" / "data" / "coco-mini"))
 
 

@@ -16,25 +16,18 @@ import typer.main
 
 from mmray.cli.app import app
 from mmray.config import load_job
+from tests.support.readme import readme_steps
 
 REPO = Path(__file__).resolve().parents[1]
 JOB_COMMANDS = {"train", "evaluate", "index", "tune", "submit", ("config", "show"), ("data", "prepare")}
-# Lines that are synopses, not commands: alternatives (`a | b`) and optional parts (`[--strict]`).
-SYNOPSIS = re.compile(r"\s\|\s|\[--")
 # Image files the README's commands read that earlier commands (or the reader) make: an existing
 # image stands in for them, since the CLI checks that image files exist while parsing.
 MADE_ELSEWHERE = re.compile(r"^(photo\.jpg|data/shapes/\*/images/.*)$")
 
 
 def readme_commands() -> list[str]:
-    text = (REPO / "README.md").read_text()
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.strip()
-            if line.startswith("mmray ") and not SYNOPSIS.search(line.split("#")[0]):
-                commands.append(line)
-    return commands
+    """The README's mmray command lines, synopses left out."""
+    return [step.line for step in readme_steps() if step.line.startswith("mmray ") and "synopsis" not in step.reason]
 
 
 def _parsed(args: list[str]) -> tuple[list[str], dict[str, Any]]:
@@ -69,6 +62,18 @@ def test_the_readme_lists_the_commands_this_test_checks() -> None:
     commands = readme_commands()
     assert len(commands) >= 40
     assert any("model.image.kind=torchvision" in line for line in commands), "the pretrained-encoders command"
+
+
+def test_every_readme_line_is_walked_or_says_why_not() -> None:
+    """A new kind of line in the README needs a decision: run by `make test-readme`, or a reason."""
+    steps = readme_steps()
+    unexplained = [step.line for step in steps if step.action == "skip" and not step.reason]
+    assert not unexplained, f"README lines the walk neither runs nor explains: {unexplained}"
+    walked = [step for step in steps if step.action != "skip"]
+    assert len(walked) >= 40
+    assert sum(step.action == "serve" for step in walked) == 2
+    assert any(step.line.startswith("curl ") for step in walked)
+    assert any(step.prelude and "$W" in step.line for step in walked), "the pretrained command keeps W= and M="
 
 
 def test_the_quick_readme_commands_run() -> None:

@@ -170,7 +170,7 @@ def test_bodies_refuse_unknown_fields_and_wrong_types() -> None:
     assert parse_body(SearchBody, {"text": "a", "k": "3"}, strict=False).k == 3, "form fields arrive as text"
 
 
-@pytest.mark.parametrize("name", ["local.yaml", "config.yaml"])
+@pytest.mark.parametrize("name", ["local.yaml", "local-all.yaml", "config.yaml"])
 def test_the_serve_configs_validate_and_their_import_paths_resolve(name: str) -> None:
     from ray._common.utils import import_attr
     from ray.serve.schema import ServeDeploySchema
