@@ -168,3 +168,16 @@ def test_ray_data_loader_streams_training_batches(data_root: Path, tmp_path: Pat
     final = last_json(trained.stdout)
     assert final["epoch"] == 2 and final["step"] == 2 * (480 // 32)
     assert final["t2i_R@10"] > 10 / 96
+
+
+def test_every_caption_per_epoch_trains_on_each_caption_once(data_root: Path, tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "every-caption", epochs=1))
+    result = run_mmray("train", str(job), "data.captions_per_epoch=all")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert last_json(result.stdout)["step"] == 480 * 3 // 32, "an epoch is a pass over the 1440 captions"
+
+    streamed = run_mmray("train", str(job), "data.captions_per_epoch=all", "train.loader=ray_data", "name=x")
+    assert streamed.returncode == 2 and "use train.loader=memory or captions_per_epoch=one" in streamed.stderr
+    too_big = run_mmray("train", str(job), "data.captions_per_epoch=all", "train.batch_size=512", "name=y")
+    assert too_big.returncode == 2, too_big.stderr[-2000:]
+    assert "the training split has 480 images, fewer than train.batch_size 512" in too_big.stderr

@@ -22,10 +22,17 @@ from typing import Any
 import torch
 import yaml
 from pydantic import TypeAdapter, ValidationError
-from safetensors.torch import load as load_safetensors, save as save_safetensors
+from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from mmray import storage
+from mmray.artifacts.frozen_weights import (
+    MANIFEST_KEY as FROZEN_KEY,
+    FrozenPart,
+    fetch_beside,
+    frozen_state,
+    state_bytes,
+)
 from mmray.config.base import format_validation_error
 from mmray.config.model import ModelConfig, ModelSection
 from mmray.config.tasks import TaskConfig, TaskSection
@@ -47,15 +54,19 @@ _REFUSED_FORMATS = {
 }
 
 
-def weights_bytes(model: nn.Module) -> bytes:
-    """The model's state dict as safetensors bytes (tensors copied to contiguous CPU memory)."""
-    state = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in model.state_dict().items()}
-    return save_safetensors(state)
+def weights_bytes(model: nn.Module, leave_out: frozenset[str] = frozenset()) -> bytes:
+    """The model's state dict, but the keys in `leave_out`, as safetensors bytes."""
+    return state_bytes({name: tensor for name, tensor in model.state_dict().items() if name not in leave_out})
 
 
-def model_version(weights: bytes, model_config: ModelSection, processor: Processor) -> str:
-    """Content hash of weights, model config and processor: equal versions mean identical models."""
+def model_version(
+    weights: bytes, model_config: ModelSection, processor: Processor, frozen_sha256: str | None = None
+) -> str:
+    """Content hash of weights (and the frozen part's hash), model config and processor: equal
+    versions mean identical models."""
     digest = hashlib.sha256(weights)
+    if frozen_sha256 is not None:
+        digest.update(frozen_sha256.encode())
     digest.update(yaml.safe_dump(model_config.model_dump(mode="json"), sort_keys=True).encode())
     digest.update(processor.fingerprint().encode())
     return digest.hexdigest()[:16]
@@ -68,22 +79,25 @@ def write_bundle(
     processor: Processor,
     task_config: TaskSection | None = None,
     extra: dict[str, Any] | None = None,
+    frozen: FrozenPart | None = None,
 ) -> str:
-    """Write a complete bundle into the local `directory`; returns the model version."""
+    """Write a bundle into the local `directory`; returns the model version. With `frozen`, its
+    tensors are left out and referenced (a checkpoint of a run that stores them once)."""
     directory.mkdir(parents=True, exist_ok=True)
-    weights = weights_bytes(model)
+    weights = weights_bytes(model, frozen.names if frozen is not None else frozenset())
     (directory / WEIGHTS).write_bytes(weights)
     (directory / MODEL_CONFIG).write_text(yaml.safe_dump(model_config.model_dump(mode="json"), sort_keys=False))
     if task_config is not None:
         (directory / TASK_CONFIG).write_text(yaml.safe_dump(task_config.model_dump(mode="json"), sort_keys=False))
     processor.save(directory)
     model_kind(model_config.kind).save_extras(model, model_config, directory)
-    version = model_version(weights, model_config, processor)
+    version = model_version(weights, model_config, processor, frozen.sha256 if frozen is not None else None)
     manifest = {
         "format_version": FORMAT_VERSION,
         "model_version": version,
         "model_kind": model_config.kind,
         "task_kind": task_config.kind if task_config is not None else None,
+        **({FROZEN_KEY: frozen.reference()} if frozen is not None else {}),
         **(extra or {}),
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -131,6 +145,9 @@ def local_bundle(uri: str) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="mmray-bundle-") as tmp:
         storage.download_dir(uri, tmp)
+        reference = read_manifest(Path(tmp)).get(FROZEN_KEY)
+        if reference is not None:
+            fetch_beside(uri, Path(tmp), reference)
         yield Path(tmp)
 
 
@@ -174,6 +191,9 @@ def load_weights(model: nn.Module, directory: Path, grow_vocabulary: bool = Fals
     if not path.is_file():
         raise BundleError(f"{directory} is not a complete model bundle: {WEIGHTS} is missing")
     state: dict[str, torch.Tensor] = load_safetensors(path.read_bytes())
+    reference = read_manifest(directory).get(FROZEN_KEY) if (directory / MANIFEST).is_file() else None
+    if reference is not None:
+        state = {**frozen_state(directory, reference, model), **state}
     if grow_vocabulary:
         state = grow_token_embeddings(state, model)
     load_state_dict_strictly(model, state, source=str(path))

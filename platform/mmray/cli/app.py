@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from mmray.cli import (
+    bundle_commands,
     cluster_commands,
     config_commands,
     data_commands,
@@ -79,6 +80,7 @@ app.command("submit")(cluster_commands.submit)
 app.add_typer(cluster_commands.app, name="jobs")
 app.command("generate")(generation_commands.generate)
 app.command("caption")(generation_commands.caption)
+app.command("export")(bundle_commands.export)
 app.command("tune")(tune_commands.tune)
 app.command("serve")(serve_commands.serve)
 app.command("query")(serve_commands.query)

@@ -11,6 +11,7 @@ from mmray.config.base import Section
 BadRecordPolicy = Literal["skip", "error"]
 ImageCheck = Literal["decode", "exists", "none"]
 ShapesText = Literal["captions", "questions"]
+CaptionsPerEpoch = Literal["one", "all"]
 
 
 class CocoSplit(Section):
@@ -27,6 +28,12 @@ class _LoaderOptions(Section):
     )
     image_check: ImageCheck = Field(
         "exists", description="how images are checked while loading: decode, exists or none"
+    )
+    captions_per_epoch: CaptionsPerEpoch = Field(
+        "one",
+        description="training pairs per image and epoch: one (a caption drawn anew each epoch; an epoch is "
+        "one pass over the images) or all (every caption is a pair, no image twice in a batch; "
+        "train.loader=memory)",
     )
 
 

@@ -1,5 +1,6 @@
 """Batches for one worker: from a split held in memory, or from a Ray Data shard. Both yield dicts of
-the fields a task asks for, with one caption per image drawn from a generator seeded by (seed, epoch)."""
+the fields a task asks for, with one caption per image drawn from a generator seeded by (seed, epoch),
+or (in memory) every caption, no image twice in a global batch."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 
 from mmray.data.tensors import SplitTensors, sample_caption_per_image
+from mmray.train.caption_packing import pack_distinct_images
 
 CAPTION_FIELDS = ("caption_ids", "caption_mask")
 PER_IMAGE_FIELDS = ("labels", "object_count", "covered_fraction", "boxes", "box_count")
@@ -41,19 +43,30 @@ def memory_batches(
     seed: int,
     epoch: int,
     example_captions: torch.Tensor | None = None,
+    every_caption: bool = False,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """This rank's slice of each global batch of the epoch, with the requested fields (images uint8).
 
-    Examples are the images, each with a caption drawn per epoch, or, given `example_captions` (E,),
-    those captions, each with its image; caption targets are batch fields under their own names."""
-    if example_captions is None:
-        images = torch.arange(tensors.num_images)  # (N,)
-        captions = sample_caption_per_image(tensors.caption_offsets, caption_generator(seed, epoch))  # (N,)
-    else:
-        images, captions = tensors.caption_image[example_captions], example_captions  # (E,), (E,)
-    order = epoch_order(images.shape[0], seed, epoch)
+    Examples are the images, each with a caption drawn per epoch; with `every_caption`, every caption
+    with its image, packed so that no global batch holds an image twice; or, given `example_captions`
+    (E,), those captions, each with its image. Caption targets are batch fields under their own names."""
     local = global_batch // world
-    for step in range(steps_per_epoch(images.shape[0], global_batch)):
+    if every_caption and example_captions is None:
+        steps = steps_per_epoch(tensors.num_captions, global_batch)
+        packed = pack_distinct_images(
+            tensors.caption_image, tensors.num_images, global_batch, steps, caption_generator(seed, epoch)
+        )  # (steps, G)
+        images, captions = tensors.caption_image, torch.arange(tensors.num_captions)  # (C,), (C,)
+        order = packed.reshape(-1)  # (steps * G,)
+    else:
+        if example_captions is None:
+            images = torch.arange(tensors.num_images)  # (N,)
+            captions = sample_caption_per_image(tensors.caption_offsets, caption_generator(seed, epoch))  # (N,)
+        else:
+            images, captions = tensors.caption_image[example_captions], example_captions  # (E,), (E,)
+        order = epoch_order(images.shape[0], seed, epoch)
+        steps = steps_per_epoch(images.shape[0], global_batch)
+    for step in range(steps):
         chosen = order[step * global_batch + rank * local : step * global_batch + (rank + 1) * local]  # (b,)
         image_rows, caption_rows = images[chosen], captions[chosen]  # (b,), (b,)
         batch: dict[str, torch.Tensor] = {}

@@ -16,6 +16,7 @@ import ray.train.torch
 import torch
 from torch import nn
 
+from mmray.artifacts.frozen_weights import FrozenPart, frozen_part, write_once
 from mmray.artifacts.model_bundle import load_initial_weights, load_weights, local_bundle, write_bundle
 from mmray.config.jobs import TrainJob
 from mmray.data.processor import Processor
@@ -103,9 +104,21 @@ class Worker:
             self.say(f"resumed from {checkpoint.path} after epoch {self.progress.epochs_done}")
         elif self.spec.continue_from:
             self._continue(model, self.spec.continue_from)
+        self.frozen = self._store_frozen_part(model, config.get("run_dir"))
         self.model = ray.train.torch.prepare_model(
             model, parallel_strategy_kwargs={"find_unused_parameters": self.task.find_unused_parameters}
         )
+
+    def _store_frozen_part(self, model: nn.Module, run_dir: str | None) -> FrozenPart | None:
+        """What of the model never trains, written once to the run's `frozen/` by rank 0; checkpoints
+        then hold only the rest."""
+        found = frozen_part(model) if run_dir and self.rank == 0 else None
+        if found is None or run_dir is None:
+            return None
+        part, data = found
+        uri = write_once(run_dir, part, data)
+        self.say(f"frozen weights ({len(part.names)} tensors, {len(data) / 2**20:.0f} MiB) stored once: {uri}")
+        return part
 
     def _continue(self, model: nn.Module, uri: str) -> None:
         """Another run's weights and training state, under this run's optimizer settings."""
@@ -137,6 +150,7 @@ class Worker:
                 self.settings.seed,
                 epoch,
                 self.example_captions,
+                every_caption=self.spec.data.captions_per_epoch == "all",
             )
         shard = ray.train.get_dataset_shard("train")
         local_batch = self.settings.batch_size // self.world
@@ -252,6 +266,7 @@ class Worker:
                 self.processor,
                 self.spec.task,
                 extra={"metrics": metrics, "run": self.spec.name},
+                frozen=self.frozen,
             )
             save_train_state(directory, self.progress, self.optimizers, self.schedulers, self.scaler)
             for name, content in self.figures.items():

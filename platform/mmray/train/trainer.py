@@ -161,12 +161,16 @@ def prepare_driver_data(spec: TrainJob) -> DriverData:
     if spec.train.loader == "memory":
         logger.info("decoding %d training images", len(train.records))
         train_tensors = split_to_tensors(train, processor)
-        captions = task.example_captions(train_tensors)
-        examples = train_tensors.num_images if captions is None else int(captions.shape[0])
+        examples = _train_examples(spec, task, train_tensors)
     elif task.example_unit == "caption":
         raise ConfigError(
             f"task {spec.task.kind!r} trains on every caption (its targets belong to captions); "
             "train.loader=ray_data draws one caption per image, so use train.loader=memory"
+        )
+    elif spec.data.captions_per_epoch == "all":
+        raise ConfigError(
+            "data.captions_per_epoch=all packs every caption into batches held in memory; "
+            "train.loader=ray_data draws one caption per image, so use train.loader=memory or captions_per_epoch=one"
         )
     else:
         examples = len(train.records)
@@ -179,6 +183,22 @@ def prepare_driver_data(spec: TrainJob) -> DriverData:
     return DriverData(spec, processor, cls, score, train, examples, train_tensors, val_tensors)
 
 
+def _train_examples(spec: TrainJob, task: Task, tensors: SplitTensors) -> int:
+    """Training examples per epoch: the task's own (captions with targets), every caption
+    (`data.captions_per_epoch: all`, which needs a batch of distinct images), or one per image."""
+    captions = task.example_captions(tensors)
+    if captions is not None:
+        return int(captions.shape[0])
+    if spec.data.captions_per_epoch == "all":
+        if tensors.num_images < spec.train.batch_size:
+            raise ConfigError(
+                f"data.captions_per_epoch=all keeps each batch's images distinct, but the training split has "
+                f"{tensors.num_images} images, fewer than train.batch_size {spec.train.batch_size}"
+            )
+        return tensors.num_captions
+    return tensors.num_images
+
+
 def loop_config_of(data: DriverData) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The workers' loop config (splits put into Ray's object store once) and the Ray datasets."""
     config: dict[str, Any] = {
@@ -188,6 +208,7 @@ def loop_config_of(data: DriverData) -> tuple[dict[str, Any], dict[str, Any] | N
         "score_metric": data.score.metric,
         "score_mode": data.score.mode,
         "num_train_examples": data.num_train_examples,
+        "run_dir": storage.absolute_uri(storage.join(data.spec.storage_root, data.spec.name)),
         "ray_log_level": ray_log_level(),
     }
     datasets = None
