@@ -51,8 +51,9 @@ def test_index_job_search_and_recall_equal_exact_evaluation(model_bundle: tuple[
     assert summary["sizes"] == {"images": 96, "captions": 288}
     assert summary["failed"] == {"images": 0, "captions": 0}
 
+    assert "Recall@K: the 96 images and 288 captions just embedded, queried through" in result.stderr
     exact = evaluate_bundle(IndexJob.model_validate(yaml.safe_load(job.read_text())).data, str(bundle))
-    assert {k: summary[k] for k in RECALL_KEYS} == {k: exact[k] for k in RECALL_KEYS}
+    assert {k: summary[k] for k in RECALL_KEYS} == {k: exact[k] for k in RECALL_KEYS}, "from the shards, as exact"
     evaluated = run_mmray("evaluate", str(job), "--checkpoint", summary["index_bundle"])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert {k: last_json(evaluated.stdout)[k] for k in RECALL_KEYS} == {k: exact[k] for k in RECALL_KEYS}

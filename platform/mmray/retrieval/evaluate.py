@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,36 @@ def _first_hit_ranks(found: np.ndarray, wanted: np.ndarray) -> torch.Tensor:
 
 
 SEARCH_DEPTH = 100
+
+
+def recall_through_indexes(
+    indexes: Mapping[str, Any],
+    caption_owners: Mapping[str, Mapping[str, Any]],
+    image_queries: tuple[np.ndarray, np.ndarray],
+    caption_queries: tuple[np.ndarray, np.ndarray],
+    missing: tuple[int, int] = (0, 0),
+    nprobe: int | None = None,
+    ef_search: int | None = None,
+) -> dict[str, Any]:
+    """COCO-protocol Recall@K with each image and caption of a split as a query of the other corpus's
+    index. image_queries: (image ids (N,), vectors (N, E)); caption_queries: (owning image ids (C,),
+    vectors (C, E)); `missing`: images and captions that have no vector (failed), counted as misses."""
+    k = max(SEARCH_DEPTH, *DEFAULT_KS)
+    image_ids, image_vectors = image_queries
+    owner_ids, text_vectors = caption_queries
+    _, found_images = indexes["images"].search(text_vectors, k, nprobe, ef_search)  # (C, k)
+    t2i = _first_hit_ranks(found_images, owner_ids)
+    _, found_captions = indexes["captions"].search(image_vectors, k, nprobe, ef_search)  # (N, k)
+    found_owners = np.vectorize(lambda cid: caption_owners.get(str(cid), {}).get("image_id", -1))(found_captions)
+    i2t = _first_hit_ranks(found_owners, image_ids)
+    unanswered = (
+        torch.full((missing[0],), math.inf, dtype=torch.float64),
+        torch.full((missing[1],), math.inf, dtype=torch.float64),
+    )
+    metrics: dict[str, Any] = metrics_from_ranks(torch.cat([i2t, unanswered[0]]), torch.cat([t2i, unanswered[1]]))
+    for key in ("i2t_medr", "t2i_medr"):
+        metrics[key] = None if math.isinf(metrics[key]) else metrics[key]
+    return metrics
 
 
 def evaluate_index_bundle(
@@ -61,17 +92,15 @@ def evaluate_index_bundle(
         )
     tensors = split_to_tensors(dataset, model.processor)
     image_vectors, text_vectors = embed_split(model.model, tensors, evaluation_context(model, batch_size))
-    k = max(SEARCH_DEPTH, *DEFAULT_KS)
     image_ids = tensors.image_ids.numpy()
-    _, found_images = bundle.indexes["images"].search(text_vectors.numpy(), k, nprobe, ef_search)  # (C, k)
-    t2i = _first_hit_ranks(found_images, image_ids[tensors.caption_image.numpy()])
-    _, found_captions = bundle.indexes["captions"].search(image_vectors.numpy(), k, nprobe, ef_search)  # (N, k)
-    owners = bundle.metadata["captions"]
-    found_owners = np.vectorize(lambda cid: owners.get(str(cid), {}).get("image_id", -1))(found_captions)
-    i2t = _first_hit_ranks(found_owners, image_ids)
-    metrics: dict[str, Any] = metrics_from_ranks(i2t, t2i)
-    for key in ("i2t_medr", "t2i_medr"):
-        metrics[key] = None if math.isinf(metrics[key]) else metrics[key]
+    metrics = recall_through_indexes(
+        bundle.indexes,
+        bundle.metadata["captions"],
+        (image_ids, image_vectors.numpy()),
+        (image_ids[tensors.caption_image.numpy()], text_vectors.numpy()),
+        nprobe=nprobe,
+        ef_search=ef_search,
+    )
     return {
         "index_bundle": index_uri,
         "model_version": bundle.model_version,
