@@ -94,6 +94,12 @@ class TrainSettings(Section):
     threads_per_worker: int | None = Field(None, ge=1, description="torch threads; default cpus_per_worker")
     max_failures: int = Field(2, ge=-1, description="worker failures to recover from (-1: unlimited)")
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    feature_cache: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: a tower that never trains (trainable_blocks: 0) runs once per image and caption, its "
+        "features kept under <storage_root>/feature-cache/ and the heads trained from them (train.loader=memory); "
+        "off: it runs at every step",
+    )
 
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainSettings:

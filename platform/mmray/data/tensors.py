@@ -19,6 +19,12 @@ from mmray.progress import track
 logger = logging.getLogger(__name__)
 
 
+IMAGE_FEATURES = "image_features"
+"""Image extra: a frozen image tower's pooled output per image (N, D_img)."""
+TEXT_FEATURES = "text_features"
+"""Caption extra: a frozen text tower's pooled output per caption (C, D_txt)."""
+
+
 @dataclass
 class SplitTensors:
     """Images (uint8), every caption (token ids) with caption → image indices, and per-image targets."""
@@ -35,6 +41,10 @@ class SplitTensors:
     boxes: torch.Tensor  # (N, M, 4) float32 xywh, zero-padded to the most boxes of any image
     box_count: torch.Tensor  # (N,) int64
     caption_targets: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (C,) float32, NaN if absent
+    # Tensors a task derived on the workers, one row per image (N, ...) or per caption (C, ...),
+    # e.g. a frozen tower's features; batches carry them under their names when a task asks.
+    image_extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    caption_extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def num_images(self) -> int:
@@ -143,4 +153,4 @@ def tensors_from_arrays(arrays: dict[str, np.ndarray]) -> SplitTensors:
             for name, a in arrays.items()
             if name.startswith(_TARGET_PREFIX)
         }
-        return SplitTensors(**plain, caption_targets=targets)
+        return SplitTensors(**plain, caption_targets=targets)  # type: ignore[arg-type]  # plain: the tensor fields

@@ -62,9 +62,22 @@ class DualEncoder(nn.Module):
     def embed_texts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.project_text(self.encode_text_features(ids, mask).pooled)  # (B, E)
 
-    def forward(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> DualEncoderOutput:
+    def forward(
+        self,
+        images: torch.Tensor | None,  # (B, 3, S, S), or None given image_features
+        ids: torch.Tensor | None,  # (B, L), or None given text_features
+        mask: torch.Tensor | None,  # (B, L)
+        image_features: torch.Tensor | None = None,  # (B, D_img): a frozen image tower's pooled output
+        text_features: torch.Tensor | None = None,  # (B, D_txt): a frozen text tower's pooled output
+    ) -> DualEncoderOutput:
+        if image_features is None:
+            assert images is not None, "images or image_features"
+            image_features = self.encode_image_features(images).pooled
+        if text_features is None:
+            assert ids is not None and mask is not None, "ids and mask, or text_features"
+            text_features = self.encode_text_features(ids, mask).pooled
         return DualEncoderOutput(
-            image_embeddings=self.embed_images(images),
-            text_embeddings=self.embed_texts(ids, mask),
+            image_embeddings=self.project_image(image_features),
+            text_embeddings=self.project_text(text_features),
             logit_scale=self.logit_scale,
         )

@@ -141,6 +141,13 @@ class Task(ABC):
         weights); run once on the driver before training, so bundles record the resolved configs."""
         return self.config, self.model_config
 
+    def with_frozen_features(
+        self, model: nn.Module, splits: dict[str, SplitTensors], context: EvalContext, cache_root: str | None
+    ) -> dict[str, SplitTensors]:
+        """The splits with what the task computes once from the model's frozen parts added (as image or
+        caption extras, which its batches and evaluation then read); by default unchanged."""
+        return splits
+
     def example_captions(self, split: SplitTensors) -> torch.Tensor | None:
         """For tasks whose examples are captions, the caption indices that are examples (E,); None
         for one example per image with a caption drawn each epoch."""

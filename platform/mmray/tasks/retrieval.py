@@ -3,28 +3,53 @@ evaluated by COCO-protocol Recall@K both ways and ranked by its mean."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import partial
+
+import torch
 from torch import nn
 
-from mmray.config.model import ModelSection
+from mmray.config.model import DualEncoderConfig, ModelSection
 from mmray.config.tasks import RetrievalTaskConfig, TaskSection
 from mmray.data.processor import Processor
-from mmray.data.tensors import SplitTensors
+from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES, SplitTensors
 from mmray.losses import RepresentationLoss
 from mmray.metrics import retrieval_metrics
 from mmray.models.dual_encoder import DualEncoder
 from mmray.retrieval.split_embedding import embed_split
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
 from mmray.tasks.registry import register_task
+from mmray.train.feature_cache import cached_features, compute_rows, features_key, is_frozen
 
 
 def as_dual_encoder(model: nn.Module) -> DualEncoder:
     return task_model(model, DualEncoder, "retrieval")
 
 
-class RetrievalTask(Task):
-    """Contrastive / triplet / InfoNCE training of a dual encoder."""
+def _image_rows(model: DualEncoder, split: SplitTensors, context: EvalContext) -> torch.Tensor:
+    """The image tower's pooled output for every image of the split (rows shared by the ranks). -> (N, D)"""
 
-    batch_fields = ("images", "caption_ids", "caption_mask")
+    def encode(start: int, stop: int) -> torch.Tensor:
+        return model.encode_image_features(context.normalized_images(split.images[start:stop])).pooled
+
+    return compute_rows(encode, split.num_images, context.batch_size, context.rank, context.world)
+
+
+def _text_rows(model: DualEncoder, split: SplitTensors, context: EvalContext) -> torch.Tensor:
+    """The text tower's pooled output for every caption of the split. -> (C, D)"""
+
+    def encode(start: int, stop: int) -> torch.Tensor:
+        ids = split.caption_ids[start:stop].to(context.device)  # (b, L)
+        return model.encode_text_features(ids, split.caption_mask[start:stop].to(context.device).bool()).pooled
+
+    return compute_rows(encode, split.num_captions, context.batch_size, context.rank, context.world)
+
+
+class RetrievalTask(Task):
+    """Contrastive / triplet / InfoNCE training of a dual encoder; a frozen tower's features are
+    computed once (`with_frozen_features`) and its batches then carry them instead of its inputs."""
+
+    batch_fields: tuple[str, ...] = ("images", "caption_ids", "caption_mask")
 
     def __init__(self, config: TaskSection, model_config: ModelSection, processor: Processor) -> None:
         super().__init__(config, model_config, processor)
@@ -40,9 +65,56 @@ class RetrievalTask(Task):
             model.log_logit_scale.requires_grad_(False)
         return model
 
+    def with_frozen_features(
+        self, model: nn.Module, splits: dict[str, SplitTensors], context: EvalContext, cache_root: str | None
+    ) -> dict[str, SplitTensors]:
+        dual = as_dual_encoder(model)
+        image_frozen, text_frozen = is_frozen(dual.image_encoder), is_frozen(dual.text_encoder)
+        if not (image_frozen or text_frozen):
+            return splits
+        fingerprint = self.processor.fingerprint()
+        model_config = self.model_config
+        assert isinstance(model_config, DualEncoderConfig)
+        done: dict[str, SplitTensors] = {}
+        for name, split in splits.items():
+            image_extras, caption_extras = dict(split.image_extras), dict(split.caption_extras)
+            if image_frozen:
+                key = features_key(
+                    dual.image_encoder, model_config.image.model_dump_json(), fingerprint, [split.images]
+                )
+                image_extras[IMAGE_FEATURES] = cached_features(
+                    cache_root,
+                    key,
+                    f"{name} images",
+                    partial(_image_rows, dual, split, context),
+                    context.rank,
+                )
+            if text_frozen:
+                inputs = [split.caption_ids, split.caption_mask]
+                key = features_key(dual.text_encoder, model_config.text.model_dump_json(), fingerprint, inputs)
+                caption_extras[TEXT_FEATURES] = cached_features(
+                    cache_root,
+                    key,
+                    f"{name} captions",
+                    partial(_text_rows, dual, split, context),
+                    context.rank,
+                )
+            done[name] = replace(split, image_extras=image_extras, caption_extras=caption_extras)
+        self.batch_fields = (
+            *((IMAGE_FEATURES,) if image_frozen else ("images",)),
+            *((TEXT_FEATURES,) if text_frozen else ("caption_ids", "caption_mask")),
+        )
+        return done
+
     def training_step(self, model: nn.Module, batch: Batch, optimizer_name: str, context: StepContext) -> StepOutput:
         with context.autocast():
-            output = model(batch["images"], batch["caption_ids"], batch["caption_mask"])
+            output = model(
+                batch.get("images"),
+                batch.get("caption_ids"),
+                batch.get("caption_mask"),
+                image_features=batch.get(IMAGE_FEATURES),
+                text_features=batch.get(TEXT_FEATURES),
+            )
         return StepOutput(loss=self.loss(output, step=context.step).loss)
 
     def evaluate(self, model: nn.Module, split: SplitTensors, context: EvalContext) -> dict[str, float]:

@@ -81,6 +81,12 @@ def memory_batches(
         for name, values in tensors.caption_targets.items():
             if name in fields:
                 batch[name] = values[caption_rows]  # (b,)
+        for name, values in tensors.image_extras.items():
+            if name in fields:
+                batch[name] = values[image_rows]  # (b, ...)
+        for name, values in tensors.caption_extras.items():
+            if name in fields:
+                batch[name] = values[caption_rows]  # (b, ...)
         yield batch
 
 

@@ -108,6 +108,8 @@ class Worker:
         self.model = ray.train.torch.prepare_model(
             model, parallel_strategy_kwargs={"find_unused_parameters": self.task.find_unused_parameters}
         )
+        if self.settings.feature_cache == "auto" and self.train_data is not None:
+            self._use_frozen_features(config.get("storage_root"))
 
     def _store_frozen_part(self, model: nn.Module, run_dir: str | None) -> FrozenPart | None:
         """What of the model never trains, written once to the run's `frozen/` by rank 0; checkpoints
@@ -119,6 +121,14 @@ class Worker:
         uri = write_once(run_dir, part, data)
         self.say(f"frozen weights ({len(part.names)} tensors, {len(data) / 2**20:.0f} MiB) stored once: {uri}")
         return part
+
+    def _use_frozen_features(self, cache_root: str | None) -> None:
+        """Splits carrying what the task computes once from frozen towers (read from the cache when there)."""
+        assert self.train_data is not None
+        splits = {"train": self.train_data, **({"val": self.val_data} if self.val_data is not None else {})}
+        context = EvalContext(self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor, None)
+        prepared = self.task.with_frozen_features(unwrap(self.model), splits, context, cache_root)
+        self.train_data, self.val_data = prepared["train"], prepared.get("val", self.val_data)
 
     def _continue(self, model: nn.Module, uri: str) -> None:
         """Another run's weights and training state, under this run's optimizer settings."""

@@ -35,6 +35,7 @@ RESUMABLE = frozenset(
         "train.placement_strategy",
         "train.threads_per_worker",
         "train.checkpoint.num_to_keep",
+        "train.feature_cache",
     }
 )
 _CHECKPOINT = re.compile(r"/checkpoint_epoch_(\d+)/train_state\.pt$")

@@ -209,6 +209,7 @@ def loop_config_of(data: DriverData) -> tuple[dict[str, Any], dict[str, Any] | N
         "score_mode": data.score.mode,
         "num_train_examples": data.num_train_examples,
         "run_dir": storage.absolute_uri(storage.join(data.spec.storage_root, data.spec.name)),
+        "storage_root": storage.absolute_uri(data.spec.storage_root),
         "ray_log_level": ray_log_level(),
     }
     datasets = None

@@ -1,0 +1,83 @@
+"""Features of frozen towers computed once: a tower that never trains maps each image (or caption) to
+the same pooled vector every epoch, so a run computes those vectors once, keeps them on its storage
+root under a key of everything they depend on, and trains the heads from them.
+
+The key hashes the tower's weights and config, the processor and the split's inputs (pixels or token
+ids): change any of them and the features are computed anew."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load as load_safetensors, save as save_safetensors
+from torch import nn
+
+from mmray import storage
+from mmray.artifacts.frozen_weights import state_bytes
+from mmray.distributed import gather_rows, shard_range
+
+logger = logging.getLogger(__name__)
+CACHE_DIR = "feature-cache"
+
+
+def is_frozen(tower: nn.Module) -> bool:
+    """Whether a tower never changes in training: no parameter trains and it stays in eval mode."""
+    return not tower.training and not any(p.requires_grad for p in tower.parameters())
+
+
+def features_key(tower: nn.Module, tower_config: str, processor_fingerprint: str, inputs: list[torch.Tensor]) -> str:
+    """A hash of everything a tower's features depend on."""
+    digest = hashlib.sha256(state_bytes(tower.state_dict()))
+    digest.update(tower_config.encode())
+    digest.update(processor_fingerprint.encode())
+    for tensor in inputs:
+        digest.update(json.dumps([str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _decided_by_rank_zero(value: bool) -> bool:
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+@torch.no_grad()
+def compute_rows(
+    encode: Callable[[int, int], torch.Tensor], count: int, batch_size: int, rank: int, world: int
+) -> torch.Tensor:
+    """`encode(start, stop)` over this rank's share of `count` rows, gathered from every rank. -> (count, D)"""
+    rows = shard_range(count, rank, world)
+    pieces = [
+        encode(start, min(start + batch_size, rows.stop)).float() for start in range(rows.start, rows.stop, batch_size)
+    ]
+    local = torch.cat(pieces) if pieces else encode(0, 1).float()[:0]  # (n_r, D)
+    return gather_rows(local, count, world).cpu()
+
+
+def cached_features(
+    cache_root: str | None,
+    key: str,
+    what: str,
+    compute: Callable[[], torch.Tensor],
+    rank: int,
+) -> torch.Tensor:
+    """The features under `key` in the cache, or computed (by every rank together) and stored by rank 0."""
+    uri = storage.join(cache_root, CACHE_DIR, f"{key}.safetensors") if cache_root else None
+    if uri is not None and _decided_by_rank_zero(storage.exists(uri) if rank == 0 else False):
+        features = load_safetensors(storage.read_bytes(uri))["features"]
+        if rank == 0:
+            logger.info("[mmray] %s: %d cached features read from %s", what, features.shape[0], uri)
+        return features
+    features = compute()
+    if uri is not None and rank == 0:
+        storage.write_bytes(uri, save_safetensors({"features": features.contiguous()}))
+        logger.info("[mmray] %s: %d features computed once, kept at %s", what, features.shape[0], uri)
+    return features
