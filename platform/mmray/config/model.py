@@ -15,6 +15,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class _ImageTower(Section):
     image_size: int = Field(64, ge=16, le=1024, description="input side length after resizing")
+    resize: Literal["stretch", "center_crop"] = Field(
+        "stretch",
+        description="how images become image_size squares everywhere (training, evaluation, indexing, serving): "
+        "stretch the whole image, or center_crop (short side to image_size, aspect kept, the centre cut out)",
+    )
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     weights: str | None = Field(

@@ -55,6 +55,34 @@ class ContrastiveLossConfig(Section):
 LossConfig = Annotated[InfoNceLossConfig | TripletLossConfig | ContrastiveLossConfig, Field(discriminator="kind")]
 
 
+class AugmentSettings(Section):
+    """Image augmentations drawn anew for every training batch (evaluation never augments)."""
+
+    crop: Literal["none", "random_resized"] = Field(
+        "none", description="random_resized: a random part of the image (area and aspect below) resized back"
+    )
+    crop_scale: tuple[float, float] = Field((0.35, 1.0), description="share of the image's area a crop keeps")
+    crop_ratio: tuple[float, float] = Field((0.75, 4 / 3), description="aspect ratios (width / height) of crops")
+    flip: Literal["none", "unless_sides"] = Field(
+        "none",
+        description="unless_sides: mirror half of the images whose caption names no side (left, right); "
+        "a caption that does keeps its image as it is",
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentSettings:
+        low, high = self.crop_scale
+        if not 0.0 < low <= high <= 1.0:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+        if not 0.0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must satisfy 0 < low <= high, got {self.crop_ratio}")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.crop != "none" or self.flip != "none"
+
+
 class CheckpointSettings(Section):
     """Which checkpoints a run keeps: the best `num_to_keep` by the task's score, and always the latest."""
 
@@ -94,6 +122,7 @@ class TrainSettings(Section):
     threads_per_worker: int | None = Field(None, ge=1, description="torch threads; default cpus_per_worker")
     max_failures: int = Field(2, ge=-1, description="worker failures to recover from (-1: unlimited)")
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
     feature_cache: Literal["auto", "off"] = Field(
         "auto",
         description="auto: a tower that never trains (trainable_blocks: 0) runs once per image and caption, its "

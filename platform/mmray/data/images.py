@@ -46,9 +46,14 @@ def decode_rgb(data: bytes, name: str = "<bytes>") -> torch.Tensor:
             raise ImageDecodeError(f"{name}: cannot decode image: {reason}") from first
 
 
-def resize_square(pixels: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize uint8 (3, H, W) to (3, size, size), bilinear with antialiasing; no flips (captions name sides)."""
+def resize_square(pixels: torch.Tensor, size: int, mode: str = "stretch") -> torch.Tensor:
+    """uint8 (3, H, W) → (3, size, size), bilinear with antialiasing; no flips (captions name sides).
+    `stretch`: the whole image, its aspect changed; `center_crop`: the short side resized to `size`
+    (aspect kept), then the centre `size` × `size` cut out."""
     if pixels.shape[-2:] == (size, size):
         return pixels.contiguous()
+    if mode == "center_crop":
+        shorter: torch.Tensor = tvf.resize(pixels, size, antialias=True)  # (3, ≥S, ≥S), short side S
+        return tvf.center_crop(shorter, [size, size]).contiguous()  # type: ignore[no-any-return]
     resized: torch.Tensor = tvf.resize(pixels, [size, size], antialias=True)  # (3, S, S)
     return resized.contiguous()

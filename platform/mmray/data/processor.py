@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,13 +23,25 @@ from mmray.errors import BundleError
 PROCESSOR_FILE = "processor.json"
 
 
+ResizeMode = Literal["stretch", "center_crop"]
+
+
 @dataclass(frozen=True)
 class ImageTransform:
-    """Square resize to `size`, then per-channel standardisation with `mean` / `std` on [0, 1] values."""
+    """Square resize to `size` (`resize`: stretch the whole image, or keep its aspect and cut out the
+    centre), then per-channel standardisation with `mean` / `std` on [0, 1] values."""
 
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resize: ResizeMode = "stretch"
+
+    def description(self) -> dict[str, Any]:
+        """What preprocessing depends on (the default resize left out, as bundles before it had)."""
+        content = asdict(self)
+        if self.resize == "stretch":
+            content.pop("resize")
+        return content
 
 
 class Processor:
@@ -41,7 +53,7 @@ class Processor:
 
     def pixels_from_bytes(self, data: bytes, name: str = "<bytes>") -> torch.Tensor:
         """Encoded image bytes → uint8 (3, S, S); raises ImageDecodeError naming `name`."""
-        return resize_square(decode_rgb(data, name), self.image.size)
+        return resize_square(decode_rgb(data, name), self.image.size, self.image.resize)
 
     def pixels_from_uri(self, uri: str) -> torch.Tensor:
         """A stored image (path or s3:// URI) → uint8 (3, S, S)."""
@@ -49,7 +61,7 @@ class Processor:
 
     def pixels_from_pil(self, image: Image.Image) -> torch.Tensor:
         """A PIL image → uint8 (3, S, S)."""
-        return resize_square(tvf.pil_to_tensor(image.convert("RGB")), self.image.size)
+        return resize_square(tvf.pil_to_tensor(image.convert("RGB")), self.image.size, self.image.resize)
 
     def array_from_uri(self, uri: str) -> np.ndarray:
         """`pixels_from_uri` as a NumPy array, for Ray Data and the object store. -> (3, S, S) uint8"""
@@ -76,12 +88,12 @@ class Processor:
 
     def fingerprint(self) -> str:
         """Hash of the image transform and the tokenizer: equal fingerprints preprocess identically."""
-        content = json.dumps(asdict(self.image), sort_keys=True) + "|" + self.tokenizer.fingerprint()
+        content = json.dumps(self.image.description(), sort_keys=True) + "|" + self.tokenizer.fingerprint()
         return hashlib.sha256(content.encode()).hexdigest()
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        description = {"image": asdict(self.image), "tokenizer": self.tokenizer.kind}
+        description = {"image": self.image.description(), "tokenizer": self.tokenizer.kind}
         (directory / PROCESSOR_FILE).write_text(json.dumps(description, indent=2))
         self.tokenizer.save(directory)
 
@@ -92,7 +104,12 @@ class Processor:
             raise BundleError(f"{directory} has no {PROCESSOR_FILE}")
         description: dict[str, Any] = json.loads(path.read_text())
         image = description["image"]
-        transform = ImageTransform(size=int(image["size"]), mean=tuple(image["mean"]), std=tuple(image["std"]))
+        transform = ImageTransform(
+            size=int(image["size"]),
+            mean=tuple(image["mean"]),
+            std=tuple(image["std"]),
+            resize=image.get("resize", "stretch"),
+        )
         return cls(transform, load_tokenizer(directory, description["tokenizer"]))
 
 

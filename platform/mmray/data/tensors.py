@@ -133,13 +133,15 @@ def sample_caption_per_image(offsets: torch.Tensor, generator: torch.Generator) 
     return starts + (draws * counts).long().clamp_max(counts - 1)  # (N,)
 
 
-_TARGET_PREFIX = "caption_targets/"
+_NAMED_FIELDS = ("caption_targets", "image_extras", "caption_extras")
+"""Fields holding name → tensor maps; their arrays are stored as `<field>/<name>`."""
 
 
 def tensors_to_arrays(tensors: SplitTensors) -> dict[str, np.ndarray]:
     """NumPy arrays of a split, for zero-copy sharing through Ray's object store."""
-    arrays = {f.name: getattr(tensors, f.name).numpy() for f in fields(SplitTensors) if f.name != "caption_targets"}
-    arrays.update({_TARGET_PREFIX + name: values.numpy() for name, values in tensors.caption_targets.items()})
+    arrays = {f.name: getattr(tensors, f.name).numpy() for f in fields(SplitTensors) if f.name not in _NAMED_FIELDS}
+    for group in _NAMED_FIELDS:
+        arrays.update({f"{group}/{name}": values.numpy() for name, values in getattr(tensors, group).items()})
     return arrays
 
 
@@ -147,10 +149,10 @@ def tensors_from_arrays(arrays: dict[str, np.ndarray]) -> SplitTensors:
     """The inverse of `tensors_to_arrays`; shares memory with the (read-only) arrays."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        plain = {name: torch.from_numpy(a) for name, a in arrays.items() if not name.startswith(_TARGET_PREFIX)}
-        targets = {
-            name.removeprefix(_TARGET_PREFIX): torch.from_numpy(a)
-            for name, a in arrays.items()
-            if name.startswith(_TARGET_PREFIX)
-        }
-        return SplitTensors(**plain, caption_targets=targets)  # type: ignore[arg-type]  # plain: the tensor fields
+        plain = {name: torch.from_numpy(a) for name, a in arrays.items() if "/" not in name}
+        named: dict[str, dict[str, torch.Tensor]] = {group: {} for group in _NAMED_FIELDS}
+        for key, array in arrays.items():
+            if "/" in key:
+                group, name = key.split("/", 1)
+                named[group][name] = torch.from_numpy(array)
+        return SplitTensors(**plain, **named)  # type: ignore[arg-type]  # plain: the tensor fields

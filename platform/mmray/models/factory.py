@@ -46,7 +46,8 @@ def build_tokenizer(config: DualEncoderConfig, training_texts: Iterable[str] = (
 def build_dual_encoder_processor(config: ModelSection, training_texts: Iterable[str] = ()) -> Processor:
     dual = _dual(config)
     image = dual.image
-    return Processor(ImageTransform(image.image_size, image.mean, image.std), build_tokenizer(dual, training_texts))
+    transform = ImageTransform(image.image_size, image.mean, image.std, image.resize)
+    return Processor(transform, build_tokenizer(dual, training_texts))
 
 
 def _text_encoder(config: DualEncoderConfig, vocab_size: int) -> SmallTransformer | GruEncoder | HuggingFaceEncoder:

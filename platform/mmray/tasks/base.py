@@ -142,10 +142,16 @@ class Task(ABC):
         return self.config, self.model_config
 
     def with_frozen_features(
-        self, model: nn.Module, splits: dict[str, SplitTensors], context: EvalContext, cache_root: str | None
+        self,
+        model: nn.Module,
+        splits: dict[str, SplitTensors],
+        context: EvalContext,
+        cache_root: str | None,
+        cache_images: bool = True,
     ) -> dict[str, SplitTensors]:
         """The splits with what the task computes once from the model's frozen parts added (as image or
-        caption extras, which its batches and evaluation then read); by default unchanged."""
+        caption extras, which its batches and evaluation then read); by default unchanged.
+        `cache_images` False: training batches augment the images, so image features are not fixed."""
         return splits
 
     def example_captions(self, split: SplitTensors) -> torch.Tensor | None:

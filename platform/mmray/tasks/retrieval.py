@@ -66,11 +66,17 @@ class RetrievalTask(Task):
         return model
 
     def with_frozen_features(
-        self, model: nn.Module, splits: dict[str, SplitTensors], context: EvalContext, cache_root: str | None
+        self,
+        model: nn.Module,
+        splits: dict[str, SplitTensors],
+        context: EvalContext,
+        cache_root: str | None,
+        cache_images: bool = True,
     ) -> dict[str, SplitTensors]:
         dual = as_dual_encoder(model)
-        image_frozen, text_frozen = is_frozen(dual.image_encoder), is_frozen(dual.text_encoder)
-        if not (image_frozen or text_frozen):
+        image_cached = cache_images and is_frozen(dual.image_encoder)
+        text_cached = is_frozen(dual.text_encoder)
+        if not (image_cached or text_cached):
             return splits
         fingerprint = self.processor.fingerprint()
         model_config = self.model_config
@@ -78,7 +84,7 @@ class RetrievalTask(Task):
         done: dict[str, SplitTensors] = {}
         for name, split in splits.items():
             image_extras, caption_extras = dict(split.image_extras), dict(split.caption_extras)
-            if image_frozen:
+            if image_cached:
                 key = features_key(
                     dual.image_encoder, model_config.image.model_dump_json(), fingerprint, [split.images]
                 )
@@ -89,7 +95,7 @@ class RetrievalTask(Task):
                     partial(_image_rows, dual, split, context),
                     context.rank,
                 )
-            if text_frozen:
+            if text_cached:
                 inputs = [split.caption_ids, split.caption_mask]
                 key = features_key(dual.text_encoder, model_config.text.model_dump_json(), fingerprint, inputs)
                 caption_extras[TEXT_FEATURES] = cached_features(
@@ -101,8 +107,8 @@ class RetrievalTask(Task):
                 )
             done[name] = replace(split, image_extras=image_extras, caption_extras=caption_extras)
         self.batch_fields = (
-            *((IMAGE_FEATURES,) if image_frozen else ("images",)),
-            *((TEXT_FEATURES,) if text_frozen else ("caption_ids", "caption_mask")),
+            *((IMAGE_FEATURES,) if image_cached else ("images",)),
+            *((TEXT_FEATURES,) if text_cached else ("caption_ids", "caption_mask")),
         )
         return done
 

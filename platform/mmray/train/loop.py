@@ -22,6 +22,7 @@ from mmray.config.jobs import TrainJob
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors, tensors_from_arrays
 from mmray.tasks.base import Batch, EvalContext, StepContext, Task
+from mmray.train.augment import NAMES_SIDE, augment_images
 from mmray.train.feeds import memory_batches, steps_per_epoch, stream_batches
 from mmray.train.schedule import group_settings, retarget, warmup_cosine
 from mmray.train.state import Progress, load_train_state, save_train_state
@@ -127,7 +128,9 @@ class Worker:
         assert self.train_data is not None
         splits = {"train": self.train_data, **({"val": self.val_data} if self.val_data is not None else {})}
         context = EvalContext(self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor, None)
-        prepared = self.task.with_frozen_features(unwrap(self.model), splits, context, cache_root)
+        prepared = self.task.with_frozen_features(
+            unwrap(self.model), splits, context, cache_root, cache_images=not self.settings.augment.active
+        )
         self.train_data, self.val_data = prepared["train"], prepared.get("val", self.val_data)
 
     def _continue(self, model: nn.Module, uri: str) -> None:
@@ -150,6 +153,8 @@ class Worker:
 
     def _batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         fields = self.task.batch_fields
+        if self.settings.augment.flip != "none" and "images" in fields:
+            fields = (*fields, NAMES_SIDE)
         if self.train_data is not None:
             return memory_batches(
                 self.train_data,
@@ -209,9 +214,13 @@ class Worker:
         totals: dict[str, float] = {}
         done = 0
         log_every = self.settings.log_every_steps * self.settings.grad_accum_steps
+        augment = self.settings.augment
+        draws = torch.Generator().manual_seed(self.settings.seed * 7_368_787 + epoch * 1_009 + self.rank)
         for raw in self._batches(epoch):
             if done >= self.micro_steps:
                 break
+            if augment.active and "images" in raw:
+                raw["images"] = augment_images(raw["images"], augment, draws, raw.pop(NAMES_SIDE, None))
             for key, value in self._step(self._to_device(raw), done).items():
                 totals[key] = totals.get(key, 0.0) + value
             done += 1

@@ -37,6 +37,7 @@ from mmray.pretrained import check_pretrained_files
 from mmray.raycluster import check_worker_resources, connect, ray_log_level
 from mmray.tasks.base import Score, Task
 from mmray.tasks.registry import task_class
+from mmray.train.augment import NAMES_SIDE, names_a_side
 from mmray.train.live import open_board
 from mmray.train.loop import CHECKPOINT_SCORE, train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
@@ -161,11 +162,18 @@ def prepare_driver_data(spec: TrainJob) -> DriverData:
     if spec.train.loader == "memory":
         logger.info("decoding %d training images", len(train.records))
         train_tensors = split_to_tensors(train, processor)
+        if spec.train.augment.flip == "unless_sides":
+            train_tensors.caption_extras[NAMES_SIDE] = names_a_side([c for r in train.records for c in r.captions])
         examples = _train_examples(spec, task, train_tensors)
     elif task.example_unit == "caption":
         raise ConfigError(
             f"task {spec.task.kind!r} trains on every caption (its targets belong to captions); "
             "train.loader=ray_data draws one caption per image, so use train.loader=memory"
+        )
+    elif spec.train.augment.flip != "none":
+        raise ConfigError(
+            "train.augment.flip=unless_sides reads each example's caption; train.loader=ray_data does not "
+            "carry it, so use train.loader=memory or augment.flip=none"
         )
     elif spec.data.captions_per_epoch == "all":
         raise ConfigError(
