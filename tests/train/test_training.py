@@ -181,3 +181,44 @@ def test_every_caption_per_epoch_trains_on_each_caption_once(data_root: Path, tm
     too_big = run_mmray("train", str(job), "data.captions_per_epoch=all", "train.batch_size=512", "name=y")
     assert too_big.returncode == 2, too_big.stderr[-2000:]
     assert "the training split has 480 images, fewer than train.batch_size 512" in too_big.stderr
+
+
+def test_frozen_towers_are_stored_once_and_cost_once(data_root: Path, tmp_path: Path) -> None:
+    job = tiny_job(data_root, tmp_path / "runs", "frozen", epochs=3, num_workers=2)
+    job["model"]["image"]["trainable_blocks"] = 0
+    job["model"]["text"]["trainable_blocks"] = 0
+    job["train"]["checkpoint"] = {"num_to_keep": None}
+    path = write_job(tmp_path / "job.yaml", job)
+    first = run_mmray("train", str(path))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "train images: 480 features computed once" in first.stderr
+    assert "train captions: 1440 features computed once" in first.stderr
+    outcome = last_json(first.stdout)
+    run_dir = Path(outcome["run_dir"])
+    assert len(list((run_dir / "frozen").iterdir())) == 1
+    checkpoints = sorted(run_dir.glob("checkpoint_epoch_*"))
+    assert len(checkpoints) == 3
+    frozen_keys = set(load(next((run_dir / "frozen").iterdir()).read_bytes()))
+    for checkpoint in checkpoints:
+        assert not frozen_keys & set(load((checkpoint / "model.safetensors").read_bytes())), checkpoint.name
+
+    evaluated = run_mmray("evaluate", str(path))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert {k: last_json(evaluated.stdout)[k] for k in RECALL_KEYS} == {k: outcome[k] for k in RECALL_KEYS}
+
+    other = run_mmray("train", str(path), "name=frozen-again", "train.epochs=1")
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert "train images: 480 cached features read" in other.stderr, "another run reuses the features"
+    resumed = run_mmray("train", str(path), "train.epochs=4")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert last_json(resumed.stdout)["epoch"] == 4 and len(list((run_dir / "frozen").iterdir())) == 1
+
+
+def test_augmented_training_runs_with_every_caption(data_root: Path, tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "augmented", epochs=1))
+    overrides = ("train.augment.crop=random_resized", "train.augment.flip=unless_sides", "data.captions_per_epoch=all")
+    result = run_mmray("train", str(job), *overrides)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert last_json(result.stdout)["step"] == 45
+    streamed = run_mmray("train", str(job), "train.augment.flip=unless_sides", "train.loader=ray_data", "name=z")
+    assert streamed.returncode == 2 and "use train.loader=memory or augment.flip=none" in streamed.stderr
