@@ -39,6 +39,10 @@ def _job(tmp_path: Path, **changes: object) -> Path:
         (["data.source=coco", "data.train.captions=/no/captions.json", "data.train.images=/no/images"], "/no/"),
         (["continue_from=/no/run"], "continue_from /no/run: neither a training checkpoint"),
         (["init_from=/no/bundle"], "/no/bundle is not a model bundle"),
+        (["data.captions_per_epoch=all", "train.loader=ray_data"], "use train.loader=memory or captions_per_epoch=one"),
+        (["data.captions_per_epoch=all", "train.batch_size=32"], "30 images, fewer than train.batch_size 32"),
+        (["train.augment.flip=unless_sides", "train.loader=ray_data"], "use train.loader=memory or augment.flip=none"),
+        (["train.augment.crop_scale=[0.9, 0.1]"], "crop_scale must satisfy 0 < low <= high <= 1"),
     ],
 )
 def test_a_train_job_mistake_is_named_before_ray_starts(tmp_path: Path, overrides: list[str], message: str) -> None:

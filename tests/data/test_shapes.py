@@ -132,6 +132,13 @@ def test_ensure_generates_once_per_parameter_set(tmp_path: Path) -> None:
     assert other.root != summary.root
 
 
+def test_how_a_job_reads_the_data_is_no_generation_parameter(tmp_path: Path) -> None:
+    summary, _ = ensure_shapes(_config(tmp_path / "root"))
+    read_otherwise = {"captions_per_epoch": "all", "image_check": "decode", "on_bad_record": "error"}
+    again, _ = ensure_shapes(_config(tmp_path / "root", **read_otherwise))
+    assert again == summary
+
+
 def test_generates_to_s3(s3_env: str) -> None:
     target = storage.join(s3_env, "shapes")
     summary = generate_shapes(_config(target), target)

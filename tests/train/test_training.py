@@ -176,12 +176,6 @@ def test_every_caption_per_epoch_trains_on_each_caption_once(data_root: Path, tm
     assert result.returncode == 0, result.stderr[-3000:]
     assert last_json(result.stdout)["step"] == 480 * 3 // 32, "an epoch is a pass over the 1440 captions"
 
-    streamed = run_mmray("train", str(job), "data.captions_per_epoch=all", "train.loader=ray_data", "name=x")
-    assert streamed.returncode == 2 and "use train.loader=memory or captions_per_epoch=one" in streamed.stderr
-    too_big = run_mmray("train", str(job), "data.captions_per_epoch=all", "train.batch_size=512", "name=y")
-    assert too_big.returncode == 2, too_big.stderr[-2000:]
-    assert "the training split has 480 images, fewer than train.batch_size 512" in too_big.stderr
-
 
 def test_frozen_towers_are_stored_once_and_cost_once(data_root: Path, tmp_path: Path) -> None:
     job = tiny_job(data_root, tmp_path / "runs", "frozen", epochs=3, num_workers=2)
@@ -202,7 +196,7 @@ def test_frozen_towers_are_stored_once_and_cost_once(data_root: Path, tmp_path: 
     for checkpoint in checkpoints:
         assert not frozen_keys & set(load((checkpoint / "model.safetensors").read_bytes())), checkpoint.name
 
-    evaluated = run_mmray("evaluate", str(path))
+    evaluated = run_mmray("evaluate", str(path), "--checkpoint", str(checkpoints[-1]))
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert {k: last_json(evaluated.stdout)[k] for k in RECALL_KEYS} == {k: outcome[k] for k in RECALL_KEYS}
 
@@ -220,5 +214,3 @@ def test_augmented_training_runs_with_every_caption(data_root: Path, tmp_path: P
     result = run_mmray("train", str(job), *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     assert last_json(result.stdout)["step"] == 45
-    streamed = run_mmray("train", str(job), "train.augment.flip=unless_sides", "train.loader=ray_data", "name=z")
-    assert streamed.returncode == 2 and "use train.loader=memory or augment.flip=none" in streamed.stderr

@@ -22,7 +22,9 @@ class CocoSplit(Section):
     images: str = Field(description="directory or s3:// prefix holding the split's image files")
 
 
-class _LoaderOptions(Section):
+class LoaderOptions(Section):
+    """How a job reads its data; shared by every data source and no part of what the data is."""
+
     on_bad_record: BadRecordPolicy = Field(
         "skip", description="skip (with a warning listing ids) or error on bad records"
     )
@@ -37,7 +39,7 @@ class _LoaderOptions(Section):
     )
 
 
-class CocoData(_LoaderOptions):
+class CocoData(LoaderOptions):
     """A COCO-format dataset on local disk or S3."""
 
     source: Literal["coco"]
@@ -45,7 +47,7 @@ class CocoData(_LoaderOptions):
     val: CocoSplit | None = None
 
 
-class ShapesData(_LoaderOptions):
+class ShapesData(LoaderOptions):
     """The generated shapes dataset, written under `root` on first use."""
 
     source: Literal["shapes"]

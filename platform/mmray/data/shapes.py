@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mmray import storage
-from mmray.config.data import CocoSplit, ShapesData
+from mmray.config.data import CocoSplit, LoaderOptions, ShapesData
 from mmray.data.shapes_questions import Question, chance_levels, questions_for
 from mmray.data.shapes_render import render_scene
 from mmray.data.shapes_scenes import SHAPES, Scene, captions_for, choose_holdout, sample_scene, scene_key
@@ -206,8 +206,17 @@ def _publish_local(staged: Path, target: Path) -> None:
         logger.info("%s was completed by another process; using it", target)
 
 
+_NOT_GENERATION = {"root", "source", "text", *LoaderOptions.model_fields}
+
+
 def _params(config: ShapesData) -> dict[str, Any]:
-    return config.model_dump(exclude={"root", "source", "on_bad_record", "image_check", "text"})
+    """What the generated files depend on; how a job reads them (loader options, text kind) is not."""
+    return config.model_dump(exclude=_NOT_GENERATION)
+
+
+def _generation_params(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's parameters without keys that earlier versions recorded but generation ignores."""
+    return {key: value for key, value in recorded.items() if key not in _NOT_GENERATION}
 
 
 def generate_shapes(config: ShapesData, target: str) -> ShapesSummary:
@@ -218,7 +227,7 @@ def generate_shapes(config: ShapesData, target: str) -> ShapesSummary:
     """
     existing = read_summary(target)
     if existing is not None:
-        if existing.params == _params(config):
+        if _generation_params(existing.params) == _params(config):
             return existing
         raise FileExistsError(
             f"{target} holds a shapes dataset with other parameters ({existing.params}); "
