@@ -93,6 +93,18 @@ def test_overrides_change_values(spec_file: Path) -> None:
     assert (job.data.seed, job.name, job.storage_root) == (9, "other", "s3://bucket/runs")
 
 
+def test_off_is_a_choice_not_yaml_false(spec_file: Path, tmp_path: Path) -> None:
+    job = load_job(spec_file, ["train.feature_cache=off"])
+    assert isinstance(job, TrainJob) and job.train.feature_cache == "off"
+    written = tmp_path / "off.yaml"
+    written.write_text(spec_file.read_text() + "train:\n  feature_cache: off\n")
+    job = load_job(written)
+    assert isinstance(job, TrainJob) and job.train.feature_cache == "off"
+    assert load_job(written, ["train.feature_cache=auto"]).train.feature_cache == "auto"  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"train\.feature_cache"):
+        load_job(spec_file, ["train.feature_cache=true"])
+
+
 def test_round_trip_through_yaml(spec_file: Path, tmp_path: Path) -> None:
     job = load_job(spec_file, ["data.seed=3"])
     dumped = tmp_path / "resolved.yaml"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,27 @@ def test_real_minilm_encoder_embeds_meaningfully(minilm_dir: Path) -> None:
     assert float(pooled[0] @ pooled[1]) > float(pooled[0] @ pooled[2]) + 0.2
     trainable_layers = {n.split(".")[3] for n, p in encoder.named_parameters() if p.requires_grad and ".layer." in n}
     assert trainable_layers == {"5"}
+
+
+def test_loading_pretrained_text_weights_reports_only_what_is_missing(
+    minilm_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from mmray.models.huggingface import HuggingFaceEncoder
+
+    config = HuggingFaceConfig(kind="huggingface", pretrained=str(minilm_dir), pooling="mean")
+    with caplog.at_level("WARNING"):
+        HuggingFaceEncoder(config)
+    printed = capsys.readouterr()
+    assert "LOAD REPORT" not in printed.out + printed.err + caplog.text, "the unused pooler is no news"
+    assert not caplog.records
+
+    damaged = tmp_path / "minilm"
+    shutil.copytree(minilm_dir, damaged)
+    weights = load_file(damaged / "model.safetensors")
+    dropped = next(key for key in weights if key.endswith("layer.3.output.dense.weight"))
+    save_file({k: v for k, v in weights.items() if k != dropped}, damaged / "model.safetensors", {"format": "pt"})
+    with caplog.at_level("WARNING"):
+        HuggingFaceEncoder(config.model_copy(update={"pretrained": str(damaged)}))
+    assert "lacks 1 of the model's weights" in caplog.text and "layer.3.output.dense.weight" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mmray.train.loop import optimizer_for
@@ -43,3 +44,28 @@ def test_retarget_applies_the_new_lr_and_decay_at_the_restored_step() -> None:
     schedule.step()
     donor_schedule.step()
     assert abs(optimizer.param_groups[0]["lr"] / donor.param_groups[0]["lr"] - 3e-4 / 1e-2) < 1e-9
+
+
+def test_towers_learn_at_their_own_scale_of_the_lr() -> None:
+    from mmray.config.model import DualEncoderConfig
+    from mmray.models.factory import build_dual_encoder, build_dual_encoder_processor
+    from mmray.train.loop import tower_parameters
+
+    config = DualEncoderConfig(embed_dim=16)
+    model = build_dual_encoder(config, build_dual_encoder_processor(config, ["a red circle"]))
+    towers = {id(p) for p in tower_parameters(model)}
+    assert towers == {id(p) for p in [*model.image_encoder.parameters(), *model.text_encoder.parameters()]}
+    assert not towers & {id(p) for p in model.image_projection.parameters()}
+
+    parameters = list(model.parameters())
+    plain = optimizer_for(parameters, 1e-3, 0.05, tower_parameters=tower_parameters(model))
+    assert [g["lr"] for g in plain.param_groups] == [1e-3, 1e-3], "scale 1: the groups of before"
+    gentle = optimizer_for(parameters, 1e-3, 0.05, tower_parameters=tower_parameters(model), tower_lr_scale=0.1)
+    by_lr: dict[float, set[int]] = {}
+    for group in gentle.param_groups:
+        by_lr.setdefault(group["lr"], set()).update(id(p) for p in group["params"])
+    assert by_lr == {1e-3: {id(p) for p in parameters} - towers, 1e-3 * 0.1: towers}
+    schedule = warmup_cosine(gentle, total_steps=10, warmup_steps=0, min_ratio=0.0)
+    gentle.step()
+    schedule.step()
+    assert gentle.param_groups[2]["lr"] / gentle.param_groups[0]["lr"] == pytest.approx(0.1)

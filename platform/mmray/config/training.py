@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from mmray.config.base import Section
 
@@ -93,6 +93,14 @@ class CheckpointSettings(Section):
     score_order: Literal["max", "min"] | None = Field(None, description="default: the task's")
 
 
+def _yaml_off(value: Any) -> Any:
+    """YAML 1.1 reads a bare `off` (in a file or an override) as false; here it is the choice "off"."""
+    return "off" if value is False else value
+
+
+AutoOrOff = Annotated[Literal["auto", "off"], BeforeValidator(_yaml_off)]
+
+
 class TrainSettings(Section):
     """How the model is optimised and scaled across Ray Train workers."""
 
@@ -103,6 +111,13 @@ class TrainSettings(Section):
     weight_decay: float = Field(0.05, ge=0.0)
     warmup_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps with linear warmup")
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine decays to lr × this")
+    tower_lr_scale: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="the image and text towers' trained blocks learn at lr × this, the heads and everything "
+        "else at lr: below 1 to fine-tune pretrained blocks gently",
+    )
     clip_grad_norm: float | None = Field(1.0, gt=0.0)
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     eval_every: int = Field(1, ge=1, description="evaluate every N epochs (and after the last)")
@@ -123,7 +138,7 @@ class TrainSettings(Section):
     max_failures: int = Field(2, ge=-1, description="worker failures to recover from (-1: unlimited)")
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
-    feature_cache: Literal["auto", "off"] = Field(
+    feature_cache: AutoOrOff = Field(
         "auto",
         description="auto: a tower that never trains (trainable_blocks: 0) runs once per image and caption, its "
         "features kept under <storage_root>/feature-cache/ and the heads trained from them (train.loader=memory); "

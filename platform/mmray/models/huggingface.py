@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
+from transformers.utils import logging as hf_logging
 
 from mmray.config.model import HuggingFaceConfig
 from mmray.models.freezing import FreezableTower
@@ -24,12 +28,39 @@ def _encoder_blocks(model: nn.Module) -> list[nn.Module]:
     return list(layers)
 
 
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Without transformers' progress bar and its load report (whose one finding that matters, weights
+    missing from the checkpoint, `_from_pretrained` reports itself)."""
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
 def _from_pretrained(folder: str) -> Any:
     """Without the unused pooler where the architecture has one (an untrained pooler breaks DDP)."""
-    try:
-        return AutoModel.from_pretrained(folder, add_pooling_layer=False)  # type: ignore[no-any-return]
-    except TypeError:
-        return AutoModel.from_pretrained(folder)  # type: ignore[no-any-return]
+    with _quiet_loading():
+        try:
+            model, info = AutoModel.from_pretrained(folder, add_pooling_layer=False, output_loading_info=True)
+        except TypeError:
+            model, info = AutoModel.from_pretrained(folder, output_loading_info=True)
+    missing = sorted(info.get("missing_keys", ()))
+    if missing:
+        logger.warning(
+            "%s lacks %d of the model's weights, which start random: %s%s",
+            folder, len(missing), ", ".join(missing[:8]), ", ..." if len(missing) > 8 else "",
+        )  # fmt: skip
+    return model
 
 
 def _from_config(config: Any) -> Any:

@@ -6,7 +6,7 @@ import logging
 import math
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from mmray.artifacts.model_bundle import load_initial_weights, load_weights, loc
 from mmray.config.jobs import TrainJob
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors, tensors_from_arrays
+from mmray.models.freezing import FreezableTower
 from mmray.tasks.base import Batch, EvalContext, StepContext, Task
 from mmray.train.augment import NAMES_SIDE, augment_images
 from mmray.train.feeds import memory_batches, steps_per_epoch, stream_batches
@@ -36,13 +37,28 @@ CHECKPOINT_SCORE = "checkpoint_score"
 
 
 def optimizer_for(
-    parameters: list[nn.Parameter], lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)
+    parameters: list[nn.Parameter],
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    tower_parameters: Collection[nn.Parameter] = (),
+    tower_lr_scale: float = 1.0,
 ) -> torch.optim.AdamW:
-    """AdamW; biases, norms and scalars (1-D or 0-D parameters) get no weight decay."""
-    decay = [p for p in parameters if p.ndim >= 2]
-    no_decay = [p for p in parameters if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """AdamW; biases, norms and scalars (1-D or 0-D parameters) get no weight decay. With a
+    `tower_lr_scale` other than 1, `tower_parameters` train at lr × that scale in groups of their own."""
+    in_towers = {id(p) for p in tower_parameters} if tower_lr_scale != 1.0 else set()
+    rest = [p for p in parameters if id(p) not in in_towers]
+    scaled = [p for p in parameters if id(p) in in_towers]
+    groups = []
+    for members, group_lr in ((rest, lr), *(((scaled, lr * tower_lr_scale),) if scaled else ())):
+        groups.append({"params": [p for p in members if p.ndim >= 2], "weight_decay": weight_decay, "lr": group_lr})
+        groups.append({"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr": group_lr})
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def tower_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the model's image and text towers (pretrained or not), not its heads."""
+    return [p for module in model.modules() if isinstance(module, FreezableTower) for p in module.parameters()]
 
 
 POST_EVERY_S = 0.5
@@ -88,7 +104,10 @@ class Worker:
             options = self.task.optimizer_options(name)
             lr = self.settings.lr * options.lr_scale
             parameters = list(self.task.parameters(model, name))
-            self.optimizers[name] = optimizer_for(parameters, lr, self.settings.weight_decay, options.betas)
+            self.optimizers[name] = optimizer_for(
+                parameters, lr, self.settings.weight_decay, options.betas,
+                tower_parameters(model), self.settings.tower_lr_scale,
+            )  # fmt: skip
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {
             name: warmup_cosine(optimizer, total, warmup, self.settings.min_lr_ratio)
             for name, optimizer in self.optimizers.items()
