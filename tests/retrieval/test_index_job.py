@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ def test_index_job_search_and_recall_equal_exact_evaluation(model_bundle: tuple[
     assert summary["failed"] == {"images": 0, "captions": 0}
 
     assert "Recall@K: the 96 images and 288 captions just embedded, queried through" in result.stderr
+    assert re.search(r"embedded images: (\d+) of \1 shards", result.stderr), result.stderr[-3000:]
+    assert re.search(r"embedded captions: (\d+) of \1 shards", result.stderr), result.stderr[-3000:]
+    assert "logging_progress" not in result.stderr and "Running Dataset" not in result.stderr, "Ray Data's own: -v"
     exact = evaluate_bundle(IndexJob.model_validate(yaml.safe_load(job.read_text())).data, str(bundle))
     assert {k: summary[k] for k in RECALL_KEYS} == {k: exact[k] for k in RECALL_KEYS}, "from the shards, as exact"
     evaluated = run_mmray("evaluate", str(job), "--checkpoint", summary["index_bundle"])

@@ -15,6 +15,8 @@ import hashlib
 import io
 import json
 import logging
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.errors import ImageDecodeError, IndexBundleError, StorageError
 from mmray.models.embedding import as_embedding_model
+from mmray.raycluster import VERBOSE_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +152,9 @@ class _PendingShard:
         return len(self.ids) + len(self.failed)
 
 
+PROGRESS_EVERY_S = 10.0
+
+
 def _write_shard(uri: str, pending: _PendingShard, dim: int) -> None:
     buffer = io.BytesIO()
     np.savez(
@@ -167,6 +173,8 @@ def _embedded_rows(
     rows = [row for shard in todo for row in plan.shard_rows(shard)]
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
+    if not os.environ.get(VERBOSE_ENV):  # Ray Data's progress logs only with `mmray -v`; mmray logs shards
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     dataset: Any = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // settings.batch_size))
     if plan.kind == "images":
         dataset = dataset.map_batches(DecodeImages, fn_constructor_args=(processor,), batch_size=settings.batch_size)
@@ -215,6 +223,7 @@ def embed_corpus(
     pending = {shard: _PendingShard(expected=len(plan.shard_rows(shard))) for shard in todo}
     written = 0
     dim = 0
+    said = time.monotonic()
     for batch in _embedded_rows(plan, todo, bundle_uri, settings, processor).iter_batches(batch_format="numpy"):
         dim = batch["vector"].shape[1]
         for row_id, shard, vector, error in zip(
@@ -231,6 +240,9 @@ def embed_corpus(
                 _write_shard(shard_uri(directory, int(shard)), target, dim)
                 del pending[int(shard)]
                 written += 1
+                if written == len(todo) or time.monotonic() - said >= PROGRESS_EVERY_S:
+                    logger.info("embedded %s: %d of %d shards", plan.kind, written, len(todo))
+                    said = time.monotonic()
     if pending:
         raise RuntimeError(f"embedding stopped early: shards {sorted(pending)} of {plan.kind} are incomplete")
     return written
