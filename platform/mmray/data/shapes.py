@@ -211,11 +211,12 @@ _NOT_GENERATION = {"root", "source", "text", *LoaderOptions.model_fields}
 
 def _params(config: ShapesData) -> dict[str, Any]:
     """What the generated files depend on; how a job reads them (loader options, text kind) is not."""
-    return config.model_dump(exclude=_NOT_GENERATION)
+    return _generation_params(config.model_dump())
 
 
 def _generation_params(recorded: dict[str, Any]) -> dict[str, Any]:
-    """A manifest's parameters without keys that earlier versions recorded but generation ignores."""
+    """The parameters generation depends on, from a config's dump or a manifest (whose older versions
+    also recorded loader options)."""
     return {key: value for key, value in recorded.items() if key not in _NOT_GENERATION}
 
 

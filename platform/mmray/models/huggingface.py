@@ -19,6 +19,8 @@ from mmray.models.outputs import EncoderOutput
 from mmray.models.text_encoders import pool_tokens
 from mmray.pretrained import local_model_dir
 
+logger = logging.getLogger(__name__)
+
 
 def _encoder_blocks(model: nn.Module) -> list[nn.Module]:
     encoder = getattr(model, "encoder", None)
@@ -26,9 +28,6 @@ def _encoder_blocks(model: nn.Module) -> list[nn.Module]:
     if layers is None:
         raise ValueError(f"cannot find the transformer layers of {type(model).__name__} to freeze")
     return list(layers)
-
-
-logger = logging.getLogger(__name__)
 
 
 @contextmanager

@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,7 @@ from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.errors import ImageDecodeError, IndexBundleError, StorageError
 from mmray.models.embedding import as_embedding_model
-from mmray.raycluster import VERBOSE_ENV
+from mmray.raycluster import ray_log_level
 
 logger = logging.getLogger(__name__)
 
@@ -173,8 +172,7 @@ def _embedded_rows(
     rows = [row for shard in todo for row in plan.shard_rows(shard)]
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
-    if not os.environ.get(VERBOSE_ENV):  # Ray Data's progress logs only with `mmray -v`; mmray logs shards
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(ray_log_level())  # its progress logs with `mmray -v`; mmray logs shards
     dataset: Any = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // settings.batch_size))
     if plan.kind == "images":
         dataset = dataset.map_batches(DecodeImages, fn_constructor_args=(processor,), batch_size=settings.batch_size)

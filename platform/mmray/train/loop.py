@@ -47,13 +47,18 @@ def optimizer_for(
     """AdamW; biases, norms and scalars (1-D or 0-D parameters) get no weight decay. With a
     `tower_lr_scale` other than 1, `tower_parameters` train at lr × that scale in groups of their own."""
     in_towers = {id(p) for p in tower_parameters} if tower_lr_scale != 1.0 else set()
-    rest = [p for p in parameters if id(p) not in in_towers]
+    groups = _decay_groups([p for p in parameters if id(p) not in in_towers], lr, weight_decay)
     scaled = [p for p in parameters if id(p) in in_towers]
-    groups = []
-    for members, group_lr in ((rest, lr), *(((scaled, lr * tower_lr_scale),) if scaled else ())):
-        groups.append({"params": [p for p in members if p.ndim >= 2], "weight_decay": weight_decay, "lr": group_lr})
-        groups.append({"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr": group_lr})
+    if scaled:
+        groups += _decay_groups(scaled, lr * tower_lr_scale, weight_decay)
     return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def _decay_groups(members: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    return [
+        {"params": [p for p in members if p.ndim >= 2], "weight_decay": weight_decay, "lr": lr},
+        {"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr": lr},
+    ]
 
 
 def tower_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -100,13 +105,14 @@ class Worker:
         total = self.steps_per_epoch * self.settings.epochs
         warmup = int(self.settings.warmup_fraction * total)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        towers = tower_parameters(model)
         for name in self.task.optimizer_names:
             options = self.task.optimizer_options(name)
             lr = self.settings.lr * options.lr_scale
             parameters = list(self.task.parameters(model, name))
             self.optimizers[name] = optimizer_for(
                 parameters, lr, self.settings.weight_decay, options.betas,
-                tower_parameters(model), self.settings.tower_lr_scale,
+                towers, self.settings.tower_lr_scale,
             )  # fmt: skip
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {
             name: warmup_cosine(optimizer, total, warmup, self.settings.min_lr_ratio)
