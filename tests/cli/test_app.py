@@ -48,3 +48,17 @@ def test_every_command_has_help_with_an_example_and_flags_show_no_type() -> None
         assert shown.exit_code == 0, (path, shown.output)
         assert "Example" in shown.output, f"mmray {' '.join(path)} -h shows no example"
         assert "<bool>" not in shown.output, f"mmray {' '.join(path)} -h shows a flag as taking <bool>"
+
+
+def test_command_lists_show_each_command_help_without_the_docstrings_line_breaks() -> None:
+    import typer.main
+
+    from mmray.cli.app import app
+
+    def walk(group: object) -> None:
+        for name, child in getattr(group, "commands", {}).items():
+            listed = child.short_help or child.help or ""  # what a group's -h lists for the command
+            assert "\n" not in listed.strip(), f"{name}: {listed!r}"
+            walk(child)
+
+    walk(typer.main.get_command(app))

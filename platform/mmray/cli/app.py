@@ -86,6 +86,21 @@ app.command("serve")(serve_commands.serve)
 app.command("query")(serve_commands.query)
 app.command("api-key")(serve_commands.api_key)
 
+
+def _one_line_short_helps(commands: typer.Typer) -> None:
+    """Each command's entry in its group's help: the docstring's first paragraph as one line (the command
+    list otherwise keeps the docstring's line breaks)."""
+    for info in commands.registered_commands:
+        if info.short_help is None and info.callback is not None and info.callback.__doc__:
+            first_paragraph = info.callback.__doc__.strip().split("\n\n")[0]
+            info.short_help = " ".join(first_paragraph.split())
+    for group in commands.registered_groups:
+        if group.typer_instance is not None:
+            _one_line_short_helps(group.typer_instance)
+
+
+_one_line_short_helps(app)
+
 USER_ERRORS = (MmrayError, FileExistsError, FileNotFoundError)
 DEBUG_ENV = "MMRAY_DEBUG"
 """Set (to anything) to get the traceback of a user error too."""

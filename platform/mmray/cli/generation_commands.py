@@ -59,7 +59,7 @@ def caption(
 ) -> None:
     """Caption images with a caption-decoder bundle.
 
-    Example: mmray caption runs/shapes-caption data/shapes/*/images/val/000000010001.png --beam 3
+    Example: mmray caption runs/shapes-caption data/shapes/*/images/val/000000010001.jpg --beam 3
     """
     from mmray.data.image_files import decode_image
     from mmray.generators import Captioner
