@@ -6,6 +6,7 @@ training) continues from the Train checkpoint the pointer names."""
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,20 @@ from mmray.config.jobs import TrainJob, validate_job
 from mmray.config.tuning import TrialResources
 from mmray.tune.reporting import ReportThroughChannel, TrainPointer, open_channel, report_to_tune
 from mmray.tune.space import trial_mapping
+
+WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+TRIAL_WORKER_START_TIMEOUT_S = 1800
+"""How long a trial's Train run waits for its workers' resources. Sibling trials hold them for a while
+(a trial continued from another under population-based training starts while the one it replaces
+still releases its workers); Ray Train's default of 60 s would fail that wait and log a traceback.
+Requests no node can ever meet are refused before the search starts."""
+
+
+def wait_for_sibling_trials_resources() -> None:
+    """Let this process's Train runs wait `TRIAL_WORKER_START_TIMEOUT_S` for their workers, unless the
+    user set the timeout (Ray Train passes the variable from the process that starts a run to its
+    controller)."""
+    os.environ.setdefault(WORKER_START_TIMEOUT_ENV, str(TRIAL_WORKER_START_TIMEOUT_S))
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 
     from mmray.train.trainer import run_training
 
+    wait_for_sibling_trials_resources()
     trial_id = tune.get_context().get_trial_id()
     segment = next_segment(trial_id, TrainPointer.of(tune.get_checkpoint()))
     job = trial_job(plan, dict(config["values"]), segment.run, segment.continue_from)
