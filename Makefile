@@ -83,7 +83,7 @@ test: $(STAMP) browser
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-# Every command in the README, as written, in order, in a scratch copy (about 80 minutes on 2 cores).
+# Every command in the README, as written, in order, in a scratch copy (about 2 hours on 2 cores).
 test-readme: $(STAMP)
 	MMRAY_README_WALK=1 $(BIN)/python -m pytest tests/readme -m readme
 
