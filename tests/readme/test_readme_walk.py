@@ -105,9 +105,11 @@ def _stop_server() -> None:
 
 
 @pytest.mark.timeout(STEP_TIMEOUT_S + 900)
-@pytest.mark.parametrize("step", WALKED, ids=[f"{n:02d} {step.line[:50]}" for n, step in enumerate(WALKED)])
-def test_a_readme_command_runs_as_written(step: Step, walk_dir: Path) -> None:
-    if WALKED.index(step) < FIRST_STEP:
+@pytest.mark.parametrize(
+    ("number", "step"), enumerate(WALKED), ids=[f"{n:02d} {step.line[:50]}" for n, step in enumerate(WALKED)]
+)
+def test_a_readme_command_runs_as_written(number: int, step: Step, walk_dir: Path) -> None:
+    if number < FIRST_STEP:
         pytest.skip(f"before MMRAY_README_WALK_FROM={FIRST_STEP}")
     if step.action == "serve":
         _start_server(step, walk_dir)

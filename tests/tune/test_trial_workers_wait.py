@@ -11,7 +11,8 @@ from mmray.tune.trial import TRIAL_WORKER_START_TIMEOUT_S, WORKER_START_TIMEOUT_
 
 
 def test_a_trial_gives_its_train_controller_a_long_worker_start_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(WORKER_START_TIMEOUT_ENV, raising=False)
+    monkeypatch.setenv(WORKER_START_TIMEOUT_ENV, "unset")  # recorded, so what the trial sets is undone after
+    monkeypatch.delenv(WORKER_START_TIMEOUT_ENV)
     assert WORKER_START_TIMEOUT_ENV not in get_env_vars_to_propagate()
     wait_for_sibling_trials_resources()
     assert get_env_vars_to_propagate()[WORKER_START_TIMEOUT_ENV] == str(TRIAL_WORKER_START_TIMEOUT_S)
