@@ -10,6 +10,23 @@ import ray
 logger = logging.getLogger(__name__)
 VERBOSE_ENV = "MMRAY_VERBOSE"
 """Set (by `mmray -v`) to show Ray's own INFO logs (Ray Train's reports, checkpoints, worker groups)."""
+EMBEDDED_TRAIN_SETTINGS = {
+    # Ray Train's watcher of nodes being drained (spot reclaims): nothing to watch on one embedded node,
+    # and its actor's start logs a core-worker ERROR line on every run.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # How often a run's controller polls its workers (Ray's default 2 s): a finished run was noticed
+    # only 2-5 s after its last epoch, a large share of a short run or tune trial.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+}
+"""Ray Train settings for an embedded local Ray, each kept where the user set it; clusters keep Ray's.
+Set before Ray starts, so every Ray process (a tune trial's driver too) and every Train controller,
+to which Ray Train passes them on, sees them."""
+
+
+def use_embedded_train_settings() -> None:
+    """Apply `EMBEDDED_TRAIN_SETTINGS` to this process's environment, keeping the user's own values."""
+    for name, value in EMBEDDED_TRAIN_SETTINGS.items():
+        os.environ.setdefault(name, value)
 
 
 def ray_log_level() -> str:
@@ -35,6 +52,7 @@ def connect(num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=True)
         logger.info("connected to the Ray cluster at %s", address)
         return
+    use_embedded_train_settings()
     ray.init(
         num_cpus=num_cpus or os.cpu_count() or 1,
         _node_ip_address="127.0.0.1",

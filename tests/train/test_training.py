@@ -35,6 +35,8 @@ def test_two_workers_train_resume_and_evaluate(data_root: Path, tmp_path: Path) 
     second = run_mmray("train", str(job), "train.epochs=2", env={"MMRAY_PROGRESS": "lines"})
     assert second.returncode == 0, second.stderr[-3000:]
     assert "epoch 2/2 step 5/15 " in second.stderr and "━" not in second.stderr, "plain lines, no bar"
+    ray_lines = [line for line in second.stderr.splitlines() if RAY_PROCESS_LINE.match(line) and "[mmray]" not in line]
+    assert not ray_lines, f"without -v a Ray process shows only mmray's own lines: {ray_lines}"
     assert "resumed from" in second.stdout + second.stderr
     two = last_json(second.stdout)
     assert two["epoch"] == 2 and two["step"] == 2 * one["step"]
