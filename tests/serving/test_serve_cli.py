@@ -16,13 +16,14 @@ from mmray.config.serving import AuthSettings
 from mmray.serving.auth import KeyChecker, read_key_hashes
 from tests.serving.conftest import Bundles, free_port
 from tests.serving.helpers import image_id, val_images
+from tests.support.processes import descendants_named
 from tests.train.conftest import REPO_ROOT, mmray_command, run_mmray
 
 pytestmark = pytest.mark.slow
 
 
-def test_serve_in_the_foreground_query_it_and_stop_it(bundles: Bundles, tmp_path: Path) -> None:
-    port = free_port()
+def local_config(bundles: Bundles, tmp_path: Path) -> Path:
+    """serve/local.yaml on the test bundles, with CPU shares that fit beside the package's Serve."""
     config = yaml.safe_load((REPO_ROOT / "serve" / "local.yaml").read_text())
     application = config["applications"][0]
     application["args"]["models"] = {"retrieval": str(bundles.clip)}
@@ -31,6 +32,12 @@ def test_serve_in_the_foreground_query_it_and_stop_it(bundles: Bundles, tmp_path
         deployment["ray_actor_options"] = {"num_cpus": 0.1}
     path = tmp_path / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_serve_in_the_foreground_query_it_and_stop_it(bundles: Bundles, tmp_path: Path) -> None:
+    port = free_port()
+    path = local_config(bundles, tmp_path)
     env = {**os.environ, "MMRAY_API_KEYS": "cli-test-key"}
     server = subprocess.Popen(
         mmray_command("serve", str(path), "--port", str(port)),
@@ -63,6 +70,28 @@ def test_serve_in_the_foreground_query_it_and_stop_it(bundles: Bundles, tmp_path
         output, _ = server.communicate(timeout=120)
     assert server.returncode == 0, output[-3000:]
     assert f"mmray is serving at {url}/" in output and "cli-test-key" not in output
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_while_the_apps_start_stops_serve_cleanly(bundles: Bundles, tmp_path: Path, stop: int) -> None:
+    log = tmp_path / "serve.log"
+    command = mmray_command("serve", str(local_config(bundles, tmp_path)), "--port", str(free_port()))
+    with log.open("w") as output:
+        server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while "DEPLOYING" not in log.read_text():
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+            raylets = descendants_named(server.pid, "raylet")
+            server.send_signal(stop)
+            assert server.wait(timeout=120) == 0, log.read_text()[-3000:]
+        finally:
+            if server.poll() is None:
+                server.kill()
+    said = log.read_text()
+    assert "stopping" in said and "Traceback" not in said and "SIGTERM received" not in said, said[-3000:]
+    assert raylets and not any(Path(f"/proc/{pid}").exists() for pid in raylets), "the local Ray stopped with it"
 
 
 def test_a_new_api_key_is_added_to_a_keys_file_as_its_hash(tmp_path: Path) -> None:

@@ -18,30 +18,32 @@ def serve(
     config: Annotated[str, typer.Argument(help="Serve config YAML (the file `serve run` takes)")] = DEFAULT_CONFIG,
     port: Annotated[int | None, typer.Option(help="HTTP port [default: the config's http_options.port]")] = None,
 ) -> None:
-    """Start the Serve application(s) of CONFIG in the foreground; Ctrl-C stops them.
+    """Start the Serve application(s) of CONFIG in the foreground; Ctrl-C or SIGTERM stops them.
 
     Example: mmray serve serve/local.yaml
     """
+    from mmray.raycluster import connect
     from mmray.serving.runner import read_serve_config, start_serving, stop_serving
 
     checked = read_serve_config(config)
     if port is not None:
         checked["http_options"] = {**dict(checked.get("http_options") or {}), "port": port}
-    address = start_serving(checked)
-    typer.echo(f"mmray is serving at {address}/ (search page), {address}/docs (API); Ctrl-C stops it", err=True)
-    stopping = {"now": False}
-
-    def _stop(*_: Any) -> None:
-        stopping["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
+    connect()
+    signal.signal(signal.SIGTERM, _interrupt)  # after Ray's own handler, which would dump a stack and exit
     try:
-        while not stopping["now"]:
+        address = start_serving(checked)
+        typer.echo(f"mmray is serving at {address}/ (search page), {address}/docs (API); Ctrl-C stops it", err=True)
+        while True:
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
-    typer.echo("stopping", err=True)
-    stop_serving()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        typer.echo("stopping", err=True)
+        stop_serving()
+
+
+def _interrupt(*_: Any) -> None:
+    """SIGTERM stops `mmray serve` as Ctrl-C does, while the apps start too."""
+    raise KeyboardInterrupt
 
 
 def _print_hits(body: dict[str, Any]) -> None:
