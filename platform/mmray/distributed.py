@@ -59,3 +59,30 @@ def gather_rows(local: torch.Tensor, total: int, world: int) -> torch.Tensor:
     pieces = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(pieces, padded)
     return torch.cat(pieces)[:total]  # (total, ...)
+
+
+def gather_objects(local: Any) -> list[Any]:
+    """Every rank's `local`, in rank order (a list of one without a process group)."""
+    if not is_distributed():
+        return [local]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, local)
+    return gathered
+
+
+def describe_placement(nodes: list[str], device: str) -> str:
+    """'2 workers (cpu) on 1 node: a52bbe6b ranks 0-1', from each rank's node id in rank order."""
+    ranks: dict[str, list[int]] = {}
+    for rank, node in enumerate(nodes):
+        ranks.setdefault(node, []).append(rank)
+    spans = ", ".join(f"{node} rank{'s' * (len(members) > 1)} {_span(members)}" for node, members in ranks.items())
+    workers = "1 worker" if len(nodes) == 1 else f"{len(nodes)} workers"
+    hosts = "1 node" if len(ranks) == 1 else f"{len(ranks)} nodes"
+    return f"{workers} ({device}) on {hosts}: {spans}"
+
+
+def _span(members: list[int]) -> str:
+    contiguous = members == list(range(members[0], members[0] + len(members)))
+    if contiguous and len(members) > 2:
+        return f"{members[0]}-{members[-1]}"
+    return ", ".join(str(m) for m in members)

@@ -59,3 +59,8 @@ class QueryError(MmrayError, ValueError):
 
 class MissingModalityError(MmrayError, ValueError):
     """A model was asked to fuse inputs with a modality it needs left out."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `timeout`, a stopped Ray job) in a process connected to Ray: stops the work
+    the way Ctrl-C does, with exit code 143."""

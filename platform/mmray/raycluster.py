@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+from typing import Any
 
 import ray
+
+from mmray.errors import Terminated
 
 logger = logging.getLogger(__name__)
 VERBOSE_ENV = "MMRAY_VERBOSE"
@@ -42,14 +47,27 @@ def _say_where_logs_go() -> None:
     logger.info("Ray's logs (every process, at every level): %s", logs)
 
 
+def _raise_terminated(*_: Any) -> None:
+    raise Terminated
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` in this (main) thread, replacing the handler Ray's core worker
+    installs at `ray.init`, which dumps a stack and aborts without the command's own clean-up."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def connect(num_cpus: int | None = None) -> None:
-    """Initialise Ray once per process; local runs bind to 127.0.0.1 and use every core by default."""
+    """Initialise Ray once per process; local runs bind to 127.0.0.1 and use every core by default.
+    SIGTERM then stops the process's work as Ctrl-C does (`stop_on_sigterm`)."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
+        stop_on_sigterm()
         logger.info("connected to the Ray cluster at %s", address)
         return
     use_embedded_train_settings()
@@ -60,6 +78,7 @@ def connect(num_cpus: int | None = None) -> None:
         dashboard_host="127.0.0.1",
         log_to_driver=True,
     )
+    stop_on_sigterm()
     _say_where_logs_go()
 
 

@@ -138,6 +138,27 @@ def test_ctrl_c_says_what_is_checkpointed_and_a_rerun_under_other_settings_is_re
     assert last_json(resumed.stdout)["epoch"] == 10
 
 
+def test_sigterm_stops_a_run_as_ctrl_c_does(data_root: Path, tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "terminated", epochs=10))
+    log = tmp_path / "terminated.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(mmray_command("train", str(job)), cwd=REPO_ROOT, stdout=output, stderr=output,
+                                   text=True, env=os.environ.copy())  # fmt: skip
+        try:
+            _wait_for_registered_checkpoint(tmp_path / "runs" / "terminated", "checkpoint_epoch_0001", process)
+            process.terminate()
+            process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    said = log.read_text()
+    assert process.returncode == 143, said[-3000:]
+    assert re.search(r"terminated: run terminated: epoch \d+ is checkpointed; `mmray train \S+` resumes it", said)
+    assert "SIGTERM received" not in said and "Traceback" not in said, said[-3000:]
+    placement = [line for line in said.splitlines() if "[mmray] 2 workers (cpu) on 1 node: " in line]
+    assert len(placement) == 1 and "ranks 0, 1" in placement[0], said[-3000:]
+
+
 def test_checkpoints_go_to_s3(data_root: Path, tmp_path: Path, s3_env: str) -> None:
     root = storage.join(s3_env, "runs")
     job = write_job(tmp_path / "job.yaml", tiny_job(data_root, root, "on-s3", epochs=1, grad_accum_steps=2))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -93,7 +92,7 @@ def _result_lines(experiment: Path, trial: str) -> int:
     return len(result.read_text().splitlines()) if result.exists() else 0
 
 
-def test_an_interrupted_search_resumes_without_rerunning_finished_trials(data_root: Path, tmp_path: Path) -> None:
+def test_a_search_stopped_by_sigterm_resumes_without_rerunning_finished_trials(data_root: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     job = write(tmp_path / "tune.yaml", tune_job(data_root, str(runs), "resumed", samples=4, epochs=2))
     log = tmp_path / "first.log"
@@ -105,8 +104,11 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(data_ro
             assert driver.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no trial was saved as finished within 600 s"
             time.sleep(0.5)
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+        driver.terminate()  # SIGTERM: Tune's graceful stop, as Ctrl-C
+        assert driver.wait(timeout=300) == 143, log.read_text()[-3000:]
+    said = log.read_text()
+    stopped = f"terminated: search resumed stopped, its state saved; `mmray tune {job} --resume` continues it"
+    assert said.rstrip().endswith(stopped) and "Tuner.restore" not in said, said[-3000:]
     finished = _saved_as_finished(runs / "resumed")
     lines = {trial: _result_lines(runs / "resumed", trial) for trial in finished}
     assert len(finished) < 4, "the search was killed before it ended"

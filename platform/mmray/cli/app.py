@@ -23,7 +23,7 @@ from mmray.cli import (
     train_commands,
     tune_commands,
 )
-from mmray.errors import MmrayError, TrainingError
+from mmray.errors import MmrayError, Terminated, TrainingError
 
 _typed_display = typer.core.TyperOption.display_type_rich
 
@@ -119,10 +119,14 @@ def _setup_logging() -> None:
 
 def main() -> None:
     """Console-script entry: errors print one clear line, not a traceback: exit 2 for bad input or
-    anything refused before the work started, 1 for work that started and failed, 130 for Ctrl-C."""
+    anything refused before the work started, 1 for work that started and failed, 130 for Ctrl-C, 143 for
+    SIGTERM."""
     _setup_logging()
     try:
         app()
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        sys.exit(143)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

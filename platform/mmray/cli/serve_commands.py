@@ -28,8 +28,7 @@ def serve(
     checked = read_serve_config(config)
     if port is not None:
         checked["http_options"] = {**dict(checked.get("http_options") or {}), "port": port}
-    connect()
-    signal.signal(signal.SIGTERM, _interrupt)  # after Ray's own handler, which would dump a stack and exit
+    connect()  # from here SIGTERM stops as Ctrl-C does, while the apps start too
     try:
         address = start_serving(checked)
         typer.echo(f"mmray is serving at {address}/ (search page), {address}/docs (API); Ctrl-C stops it", err=True)
@@ -39,11 +38,6 @@ def serve(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         typer.echo("stopping", err=True)
         stop_serving()
-
-
-def _interrupt(*_: Any) -> None:
-    """SIGTERM stops `mmray serve` as Ctrl-C does, while the apps start too."""
-    raise KeyboardInterrupt
 
 
 def _print_hits(body: dict[str, Any]) -> None:

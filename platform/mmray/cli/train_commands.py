@@ -12,6 +12,7 @@ import typer
 
 from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
 from mmray.config import ConfigError, EvaluateJob, IndexJob, TrainJob, TuneJob, load_job
+from mmray.errors import Terminated
 
 T = TypeVar("T")
 
@@ -46,12 +47,14 @@ def train(
     draw = (lambda thread: draw_until_done(board, thread)) if board is not None else None
     try:
         outcome = finish_run(prepared, in_background(prepared.trainer.fit, draw))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         epoch = latest_checkpointed_epoch(run_directory(spec))
         saved = f"epoch {epoch} is checkpointed" if epoch else "no epoch was checkpointed yet"
         command = shlex.join(["mmray", "train", job, *(overrides or [])])
-        typer.echo(f"interrupted: run {spec.name}: {saved}; `{command}` resumes it", err=True)
-        raise typer.Exit(130) from None
+        how, code = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        disconnect()  # Ray's late log lines before the final word
+        typer.echo(f"{how}: run {spec.name}: {saved}; `{command}` resumes it", err=True)
+        raise typer.Exit(code) from None
     disconnect()
     typer.echo(json.dumps(outcome.summary()))
 

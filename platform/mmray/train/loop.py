@@ -21,6 +21,7 @@ from mmray.artifacts.model_bundle import load_initial_weights, load_weights, loc
 from mmray.config.jobs import TrainJob
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors, tensors_from_arrays
+from mmray.distributed import describe_placement, gather_objects
 from mmray.models.freezing import FreezableTower
 from mmray.tasks.base import Batch, EvalContext, StepContext, Task
 from mmray.train.augment import NAMES_SIDE, augment_images
@@ -87,7 +88,8 @@ class Worker:
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
         node = ray.get_runtime_context().get_node_id()[:8]
-        logger.info("[mmray] rank %d of %d on node %s, %s", self.rank, self.world, node, self.device)
+        # One line from rank 0: Ray holds back lines that differ only in numbers (one per rank) for seconds.
+        self.say(describe_placement(gather_objects(node), self.device.type))
         self.task: Task = config["task_class"](self.spec.task, self.spec.model, self.processor)
         self.train_data = tensors_from_arrays(ray.get(config["train_arrays"])) if "train_arrays" in config else None
         self.val_data: SplitTensors | None = (

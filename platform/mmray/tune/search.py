@@ -26,6 +26,7 @@ from mmray.tasks.registry import task_class
 from mmray.tune.results import SearchOutcome, summarise
 from mmray.tune.schedulers import TIME_ATTR, build_scheduler, check_pbt
 from mmray.tune.space import Distribution, base_mapping, check_space, parse_space
+from mmray.tune.stopping import graceful_stops, raise_if_stopped
 from mmray.tune.trial import TrialPlan, run_trial, trial_job
 
 logger = logging.getLogger(__name__)
@@ -171,8 +172,10 @@ def run_tune(job: TuneJob, resume: bool = False, base_directory: Path | None = N
         storage.ensure_bucket(job.storage_root)
     logger.info("searching %d keys for the %s of %s (%s); trials under %s", len(prepared.space), prepared.mode,
                 prepared.metric, job.tune.scheduler.kind, prepared.plan.trials_root)  # fmt: skip
-    with contextlib.redirect_stdout(sys.stderr):  # Tune's own console output; stdout keeps the results
-        grid = _tuner(prepared, resume).fit()
+    tuner = _tuner(prepared, resume)
+    with contextlib.redirect_stdout(sys.stderr), graceful_stops() as stops:  # stdout keeps the results
+        grid = tuner.fit()
+    raise_if_stopped(stops, job.name)
     if len(grid) == 0:
         raise TrainingError(f"search {job.name} ran no trials")
     return summarise(prepared, grid)
