@@ -54,6 +54,7 @@ def test_a_search_stops_trials_early_and_exports_the_best_as_a_train_job(data_ro
     assert table[0].split()[:4] == ["trial", "status", "epochs", "recall_mean"] and len(table) == 6
     assert any("stopped early" in line for line in table) and any("completed" in line for line in table)
     assert "best so far" in result.stderr
+    assert "Checkpoint successfully created" not in result.stderr, "Ray's INFO lines only with -v"
 
     rows = storage.read_text(summary["results_csv"]).strip().splitlines()
     assert len(rows) == 6 and rows[0].startswith("trial_id,status,iterations,recall_mean")

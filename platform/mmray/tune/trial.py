@@ -6,6 +6,7 @@ training) continues from the Train checkpoint the pointer names."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 from mmray import storage
 from mmray.config.jobs import TrainJob, validate_job
 from mmray.config.tuning import TrialResources
+from mmray.raycluster import ray_log_level
 from mmray.tune.reporting import ReportThroughChannel, TrainPointer, open_channel, report_to_tune
 from mmray.tune.space import trial_mapping
 
@@ -97,6 +99,8 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     from mmray.train.trainer import run_training
 
     wait_for_sibling_trials_resources()
+    # Tune logs every pointer checkpoint this driver reports ("Checkpoint successfully created at …").
+    logging.getLogger("ray.train._internal.storage").setLevel(ray_log_level())
     trial_id = tune.get_context().get_trial_id()
     segment = next_segment(trial_id, TrainPointer.of(tune.get_checkpoint()))
     job = trial_job(plan, dict(config["values"]), segment.run, segment.continue_from)
