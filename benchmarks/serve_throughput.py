@@ -3,9 +3,11 @@
 In one run, for text and for image requests (one text or one JPEG per request): requests/s and
 p50 / p99 latency at each concurrency (default 1, 8, 64) with `@serve.batch` on (max_batch_size 64)
 and off (max_batch_size 1), and the same `ModelService` called in this process with batches of 64
-calls and one call at a time. A bare Serve app of the same shape (a FastAPI ingress calling a second
-deployment through a handle, which echoes the body: no model, no checks) measures what Serve and HTTP
-themselves cost per request on this machine. Ratios printed (at the highest concurrency): Serve + HTTP
+calls and one call at a time. A bare Serve app of the same shape (apps/bare_serve_app.py: a FastAPI
+ingress calling a second deployment through a handle, which echoes the body: no model, no checks)
+measures what Serve and HTTP themselves cost per request on this machine. The apps are deployed from
+one Serve config, as `mmray serve` deploys one; where the machine has a GPU, the direct calls and each
+app's model replica (half the GPU each) run on it. Ratios printed (at the highest concurrency): Serve + HTTP
 ÷ direct batched, batching on ÷ off, and mmray's app ÷ the bare Serve app. The model is `--model`
 (default runs/shapes-clip, after `make demo`), or a randomly initialised model of
 jobs/shapes-clip.yaml's architecture when that is missing (the compute is the same). Load comes from
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import torch
 import yaml
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -74,46 +77,38 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def bare_serve_app() -> Any:
-    """Proxy → FastAPI ingress → second deployment (echo) → back: Serve's own per-request floor."""
-    from fastapi import Body, FastAPI
-    from ray import serve
-
-    api = FastAPI()
-
-    @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1000)
-    class Echo:
-        async def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
-            return body
-
-    @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1000)
-    @serve.ingress(api)
-    class BareIngress:
-        def __init__(self, echo: Any) -> None:
-            self.echo = echo
-
-        @api.post("/v1/embed")
-        async def embed(self, body: dict = Body(...)) -> dict:  # type: ignore[type-arg]  # noqa: B008
-            # Plain `dict`: the class is pickled by value, and string annotations resolve in its globals.
-            return {"echo": await self.echo.remote(body)}
-
-    return BareIngress.bind(Echo.bind())  # type: ignore[attr-defined]
+def serve_config(model: str, port: int, gpu: bool) -> dict[str, Any]:
+    """Three apps in one Serve config, deployed as `mmray serve` deploys one: mmray's app with batching
+    on and off (each model replica on half the GPU where there is one) and the bare app."""
+    model_options = {"num_cpus": 0.5, **({"num_gpus": 0.5} if gpu else {})}
+    applications: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "route_prefix": f"/{name}",
+            "import_path": "mmray.serving.app:build_app",
+            "args": {
+                "models": {"clip": model},
+                "batching": {"max_batch_size": size, "batch_wait_timeout_s": 0.005},
+                "auth": {"keys_env": "MMRAY_BENCH_NO_KEYS"},
+            },
+            "deployments": [{"name": "model_clip", "ray_actor_options": model_options}],
+        }
+        for name, size in (("batched", BATCH), ("unbatched", 1))
+    ]
+    applications.append({"name": "bare", "route_prefix": "/bare", "import_path": "bare_serve_app:app"})
+    return {"http_options": {"host": "127.0.0.1", "port": port}, "applications": applications}
 
 
-def start_apps(model: str, port: int) -> str:
-    from ray import serve
+def start_apps(model: str, port: int, gpu: bool) -> str:
+    from mmray.serving.runner import check_serve_config, start_serving
 
-    from mmray.raycluster import connect
-    from mmray.serving.app import build_app
-
-    connect()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    for name, size in (("batched", BATCH), ("unbatched", 1)):
-        args = {"models": {"clip": model}, "batching": {"max_batch_size": size, "batch_wait_timeout_s": 0.005},
-                "auth": {"keys_env": "MMRAY_BENCH_NO_KEYS"}}  # fmt: skip
-        serve.run(build_app(args), name=name, route_prefix=f"/{name}")
-    serve.run(bare_serve_app(), name="bare", route_prefix="/bare")
-    return f"http://127.0.0.1:{port}"
+    # Serve imports `bare_serve_app` in Ray's worker processes, which inherit this variable.
+    paths = [
+        str(Path(__file__).resolve().parent / "apps"),
+        *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+    ]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    return start_serving(check_serve_config(serve_config(model, port, gpu), "benchmark config"))
 
 
 async def http_load(url: str, bodies: list[dict[str, Any]], concurrency: int, seconds: float) -> dict[str, float]:
@@ -172,6 +167,7 @@ def main() -> None:
         texts, images = sample_data(Path(tmp) / "shapes")
         model = model_bundle(args.model, Path(tmp) / "model", texts)
         service = ModelService.open(model, "auto")
+        print(f"model {model} on {service.device}", flush=True)
         calls = {"text": [EmbedCall([t]) for t in texts], "image": [EmbedCall([], [i]) for i in images]}
         bodies = {
             "text": [{"texts": [t]} for t in texts],
@@ -183,8 +179,10 @@ def main() -> None:
                 rate = direct_rate(service, calls[kind], batch, args.seconds)
                 rows.append({"input": kind, "mode": mode, "concurrency": batch, "requests_per_s": rate})
                 print(f"{kind:5} {mode:15} batch {batch:>3}: {rate:8.1f} calls/s", flush=True)
+        device = service.device.type
         del service
-        base = start_apps(model, free_port())
+        torch.cuda.empty_cache()
+        base = start_apps(model, free_port(), gpu=device == "cuda")
         for kind in ("text", "image"):
             for app in ("batched", "unbatched", "bare"):
                 for concurrency in args.concurrency:
@@ -219,7 +217,7 @@ def main() -> None:
         for name, value in values.items():
             print(f"{kind}: {name} = {value:.2f}")
     RESULTS.mkdir(exist_ok=True)
-    summary = {"model": args.model, "cpus": os.cpu_count(), "rows": rows, "ratios": ratios}
+    summary = {"model": args.model, "device": device, "cpus": os.cpu_count(), "rows": rows, "ratios": ratios}
     (RESULTS / "serve_throughput.json").write_text(json.dumps(summary, indent=2))
     from ray import serve
 
