@@ -88,6 +88,23 @@ def ray_session() -> Iterator[None]:
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def no_in_process_ray() -> Iterator[None]:
+    """For modules whose commands start a local Ray of their own: the in-process Ray of earlier modules
+    is shut down meanwhile (Ray Train's placement-group cleaner cannot tell two local instances apart and
+    logs a traceback) and started again after."""
+    import ray
+
+    from mmray.raycluster import connect
+
+    running = ray.is_initialized()
+    if running:
+        ray.shutdown()
+    yield
+    if running:
+        connect(num_cpus=2)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `gpu` run only where CUDA is available."""
     if not any(item.get_closest_marker("gpu") for item in items):

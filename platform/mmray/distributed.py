@@ -70,15 +70,20 @@ def gather_objects(local: Any) -> list[Any]:
     return gathered
 
 
-def describe_placement(nodes: list[str], device: str) -> str:
-    """'2 workers (cpu) on 1 node: a52bbe6b ranks 0-1', from each rank's node id in rank order."""
-    ranks: dict[str, list[int]] = {}
-    for rank, node in enumerate(nodes):
-        ranks.setdefault(node, []).append(rank)
-    spans = ", ".join(f"{node} rank{'s' * (len(members) > 1)} {_span(members)}" for node, members in ranks.items())
-    workers = "1 worker" if len(nodes) == 1 else f"{len(nodes)} workers"
-    hosts = "1 node" if len(ranks) == 1 else f"{len(ranks)} nodes"
-    return f"{workers} ({device}) on {hosts}: {spans}"
+def describe_placement(workers: list[tuple[str, int]], device: str) -> str:
+    """'2 workers (cpu) on 1 node: a52bbe6b ranks 0, 1 (pids 811, 812)' from each rank's (node id, pid)
+    in rank order."""
+    by_node: dict[str, list[tuple[int, int]]] = {}
+    for rank, (node, pid) in enumerate(workers):
+        by_node.setdefault(node, []).append((rank, pid))
+    groups = []
+    for node, members in by_node.items():
+        ranks, pids = [rank for rank, _ in members], [str(pid) for _, pid in members]
+        plural = "s" * (len(members) > 1)
+        groups.append(f"{node} rank{plural} {_span(ranks)} (pid{plural} {', '.join(pids)})")
+    count = "1 worker" if len(workers) == 1 else f"{len(workers)} workers"
+    hosts = "1 node" if len(by_node) == 1 else f"{len(by_node)} nodes"
+    return f"{count} ({device}) on {hosts}: {'; '.join(groups)}"
 
 
 def _span(members: list[int]) -> str:

@@ -27,16 +27,16 @@ from tests.support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedServer
 from tests.train.conftest import last_json, mmray_command, tiny_job
 
 pytestmark = pytest.mark.slow
-WORKER_PID = re.compile(r"\(RayTrainWorker pid=(\d+)")
+# The pids in rank 0's placement line: "[mmray] 2 workers (cpu) on 2 nodes: … rank 0 (pid 811); … (pid 812)".
+PLACED_PIDS = re.compile(r"\(pids? ([\d, ]+)\)")
+
+
+def training_worker_pids(output: str) -> set[int]:
+    return {int(pid) for group in PLACED_PIDS.findall(output) for pid in group.split(", ")}
 
 
 @pytest.fixture(scope="module")
-def cluster(seaweedfs: SeaweedServer) -> Iterator[LocalCluster]:
-    import ray
-
-    in_process = ray.is_initialized()
-    if in_process:  # one Ray per machine at a time: Train's placement-group cleaner cannot tell two apart
-        ray.shutdown()
+def cluster(seaweedfs: SeaweedServer, no_in_process_ray: None) -> Iterator[LocalCluster]:
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -57,10 +57,6 @@ def cluster(seaweedfs: SeaweedServer) -> Iterator[LocalCluster]:
     finally:
         local.stop_all()
         shutil.rmtree(root, ignore_errors=True)
-        if in_process:  # later test modules share the session's in-process Ray
-            from mmray.raycluster import connect
-
-            connect(num_cpus=2)
 
 
 @pytest.fixture
@@ -97,7 +93,7 @@ def test_submitted_training_spreads_over_both_nodes_and_checkpoints_to_s3(
     trained = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"run_dir"')]
     assert trained and trained[-1]["epoch"] == 1
 
-    workers = {int(pid) for pid in WORKER_PID.findall(result.stdout)}
+    workers = training_worker_pids(result.stdout)
     assert len(workers) == 2, result.stdout[-3000:]
     on_head, on_b = workers & cluster.worker_pids_on("head"), workers & cluster.worker_pids_on("node_b")
     assert len(on_head) == 1 and len(on_b) == 1, "SPREAD placed one training worker on each node"
@@ -157,7 +153,7 @@ def test_a_crashed_node_is_replaced_and_the_run_resumes(cluster: LocalCluster, b
     followed = _mmray(cluster, "jobs", "logs", submission, "--follow", "--address", cluster.address)
     status = _mmray(cluster, "jobs", "status", submission, "--address", cluster.address)
     assert json.loads(status.stdout)["status"] == "SUCCEEDED", followed.stdout[-4000:]
-    workers = {int(pid) for pid in WORKER_PID.findall(followed.stdout)}
+    workers = training_worker_pids(followed.stdout)
     assert workers & cluster.worker_pids_on("node_c"), "a replacement worker ran on the new node"
     assert "resumed from" in followed.stdout
     history = json.loads(storage.read_text(f"{bucket}/runs/recover/checkpoint_epoch_0010/history.json"))

@@ -5,16 +5,17 @@ from __future__ import annotations
 from mmray.distributed import describe_placement, gather_objects
 
 
-def test_ranks_are_grouped_by_node() -> None:
-    assert describe_placement(["a52bbe6b", "a52bbe6b"], "cpu") == "2 workers (cpu) on 1 node: a52bbe6b ranks 0, 1"
-    assert describe_placement(["n1", "n2", "n1", "n2"], "cuda") == (
-        "4 workers (cuda) on 2 nodes: n1 ranks 0, 2, n2 ranks 1, 3"
-    )
+def test_ranks_and_their_pids_are_grouped_by_node() -> None:
+    two = describe_placement([("a52bbe6b", 811), ("a52bbe6b", 812)], "cpu")
+    assert two == "2 workers (cpu) on 1 node: a52bbe6b ranks 0, 1 (pids 811, 812)"
+    spread = describe_placement([("n1", 5), ("n2", 6), ("n1", 7), ("n2", 8)], "cuda")
+    assert spread == "4 workers (cuda) on 2 nodes: n1 ranks 0, 2 (pids 5, 7); n2 ranks 1, 3 (pids 6, 8)"
+    eight = describe_placement([("n1", 10 + r) for r in range(4)] + [("n2", 20 + r) for r in range(4)], "cuda")
     assert (
-        describe_placement(["n1"] * 4 + ["n2"] * 4, "cuda") == "8 workers (cuda) on 2 nodes: n1 ranks 0-3, n2 ranks 4-7"
+        eight == "8 workers (cuda) on 2 nodes: n1 ranks 0-3 (pids 10, 11, 12, 13); n2 ranks 4-7 (pids 20, 21, 22, 23)"
     )
-    assert describe_placement(["n1"], "cpu") == "1 worker (cpu) on 1 node: n1 rank 0"
+    assert describe_placement([("n1", 9)], "cpu") == "1 worker (cpu) on 1 node: n1 rank 0 (pid 9)"
 
 
 def test_without_a_process_group_a_rank_gathers_only_itself() -> None:
-    assert gather_objects("n1") == ["n1"]
+    assert gather_objects(("n1", 9)) == [("n1", 9)]

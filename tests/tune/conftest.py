@@ -12,10 +12,5 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def no_other_local_ray() -> None:
-    """Each search starts its own local Ray; an in-process Ray left by earlier test modules would be a
-    second instance on the machine, which Ray Train's placement-group cleaner cannot tell apart."""
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
+def own_local_ray(no_in_process_ray: None) -> None:
+    """Each search starts its own local Ray."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import time
 from collections.abc import Collection, Iterator
@@ -89,7 +90,7 @@ class Worker:
         self.device = ray.train.torch.get_device()
         node = ray.get_runtime_context().get_node_id()[:8]
         # One line from rank 0: Ray holds back lines that differ only in numbers (one per rank) for seconds.
-        self.say(describe_placement(gather_objects(node), self.device.type))
+        self.say(describe_placement(gather_objects((node, os.getpid())), self.device.type))
         self.task: Task = config["task_class"](self.spec.task, self.spec.model, self.processor)
         self.train_data = tensors_from_arrays(ray.get(config["train_arrays"])) if "train_arrays" in config else None
         self.val_data: SplitTensors | None = (
