@@ -107,23 +107,28 @@ def test_killed_worker_is_replaced_and_resumes_from_its_checkpoint(data_root: Pa
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
 
 
-def test_ctrl_c_says_what_is_checkpointed_and_a_rerun_under_other_settings_is_refused(
-    data_root: Path, tmp_path: Path
-) -> None:
-    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "stopped", epochs=10))
-    log = tmp_path / "stopped.log"
+def _stop_after_the_first_checkpoint(job: Path, run_dir: Path, stop: signal.Signals) -> tuple[int, str]:
+    """`mmray train JOB` sent `stop` once its first epoch is checkpointed: its exit code and output."""
+    log = job.parent / f"{run_dir.name}.log"
     with log.open("w") as output:
         process = subprocess.Popen(mmray_command("train", str(job)), cwd=REPO_ROOT, stdout=output, stderr=output,
                                    text=True, env=os.environ.copy(), start_new_session=True)  # fmt: skip
         try:
-            _wait_for_registered_checkpoint(tmp_path / "runs" / "stopped", "checkpoint_epoch_0001", process)
-            os.kill(process.pid, signal.SIGINT)
+            _wait_for_registered_checkpoint(run_dir, "checkpoint_epoch_0001", process)
+            os.kill(process.pid, stop)
             process.wait(timeout=120)
         finally:
             if process.poll() is None:
                 process.kill()
-    stderr = log.read_text()
-    assert process.returncode == 130, stderr[-3000:]
+    return process.returncode, log.read_text()
+
+
+def test_ctrl_c_says_what_is_checkpointed_and_a_rerun_under_other_settings_is_refused(
+    data_root: Path, tmp_path: Path
+) -> None:
+    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "stopped", epochs=10))
+    code, stderr = _stop_after_the_first_checkpoint(job, tmp_path / "runs" / "stopped", signal.SIGINT)
+    assert code == 130, stderr[-3000:]
     said = re.search(r"interrupted: run stopped: epoch (\d) is checkpointed; `mmray train (\S+)` resumes it", stderr)
     own = "\n".join(line for line in stderr.splitlines() if not RAY_PROCESS_LINE.match(line))
     assert said and said.group(2) == str(job) and "Traceback" not in own, stderr[-3000:]
@@ -140,19 +145,8 @@ def test_ctrl_c_says_what_is_checkpointed_and_a_rerun_under_other_settings_is_re
 
 def test_sigterm_stops_a_run_as_ctrl_c_does(data_root: Path, tmp_path: Path) -> None:
     job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "terminated", epochs=10))
-    log = tmp_path / "terminated.log"
-    with log.open("w") as output:
-        process = subprocess.Popen(mmray_command("train", str(job)), cwd=REPO_ROOT, stdout=output, stderr=output,
-                                   text=True, env=os.environ.copy())  # fmt: skip
-        try:
-            _wait_for_registered_checkpoint(tmp_path / "runs" / "terminated", "checkpoint_epoch_0001", process)
-            process.terminate()
-            process.wait(timeout=120)
-        finally:
-            if process.poll() is None:
-                process.kill()
-    said = log.read_text()
-    assert process.returncode == 143, said[-3000:]
+    code, said = _stop_after_the_first_checkpoint(job, tmp_path / "runs" / "terminated", signal.SIGTERM)
+    assert code == 143, said[-3000:]
     assert re.search(r"terminated: run terminated: epoch \d+ is checkpointed; `mmray train \S+` resumes it", said)
     assert "SIGTERM received" not in said and "Traceback" not in said, said[-3000:]
     placement = [line for line in said.splitlines() if "[mmray] 2 workers (cpu) on 1 node: " in line]
