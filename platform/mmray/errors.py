@@ -64,3 +64,8 @@ class MissingModalityError(MmrayError, ValueError):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler, `timeout`, a stopped Ray job) in a process connected to Ray: stops the work
     the way Ctrl-C does, with exit code 143."""
+
+
+def how_stopped(stop: KeyboardInterrupt) -> tuple[str, int]:
+    """The word and exit code for work stopped by SIGTERM (`Terminated`, 143) or Ctrl-C (130)."""
+    return ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)

@@ -67,19 +67,18 @@ def connect(num_cpus: int | None = None) -> None:
     address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
-        stop_on_sigterm()
         logger.info("connected to the Ray cluster at %s", address)
-        return
-    use_embedded_train_settings()
-    ray.init(
-        num_cpus=num_cpus or os.cpu_count() or 1,
-        _node_ip_address="127.0.0.1",
-        include_dashboard=True,
-        dashboard_host="127.0.0.1",
-        log_to_driver=True,
-    )
+    else:
+        use_embedded_train_settings()
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            _node_ip_address="127.0.0.1",
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=True,
+        )
+        _say_where_logs_go()
     stop_on_sigterm()
-    _say_where_logs_go()
 
 
 def disconnect() -> None:

@@ -23,7 +23,7 @@ from mmray.cli import (
     train_commands,
     tune_commands,
 )
-from mmray.errors import MmrayError, Terminated, TrainingError
+from mmray.errors import MmrayError, TrainingError, how_stopped
 
 _typed_display = typer.core.TyperOption.display_type_rich
 
@@ -124,12 +124,10 @@ def main() -> None:
     _setup_logging()
     try:
         app()
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        sys.exit(143)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:
+        how, code = how_stopped(stop)
+        print(how, file=sys.stderr)
+        sys.exit(code)
     except TrainingError as exc:
         if os.environ.get(DEBUG_ENV):
             raise

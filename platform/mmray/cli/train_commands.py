@@ -12,7 +12,7 @@ import typer
 
 from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
 from mmray.config import ConfigError, EvaluateJob, IndexJob, TrainJob, TuneJob, load_job
-from mmray.errors import Terminated
+from mmray.errors import how_stopped
 
 T = TypeVar("T")
 
@@ -51,7 +51,7 @@ def train(
         epoch = latest_checkpointed_epoch(run_directory(spec))
         saved = f"epoch {epoch} is checkpointed" if epoch else "no epoch was checkpointed yet"
         command = shlex.join(["mmray", "train", job, *(overrides or [])])
-        how, code = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        how, code = how_stopped(stop)
         disconnect()  # Ray's late log lines before the final word
         typer.echo(f"{how}: run {spec.name}: {saved}; `{command}` resumes it", err=True)
         raise typer.Exit(code) from None

@@ -10,7 +10,7 @@ import typer
 
 from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
 from mmray.config import TuneJob
-from mmray.errors import Terminated
+from mmray.errors import how_stopped
 
 
 def tune(
@@ -19,10 +19,10 @@ def tune(
     resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted search of this name")] = False,
 ) -> None:
     """Search a training job's hyperparameters with Ray Tune; prints the trials table, and last a JSON
-        line naming the best job (ready for `mmray train`), its model bundle, the results CSV and the best objective.
+    line naming the best job (ready for `mmray train`), its model bundle, the results CSV and the best objective.
     Ctrl-C or SIGTERM stops a search with its state saved; --resume continues it.
 
-        Example: mmray tune jobs/shapes-tune.yaml tune.num_samples=4
+    Example: mmray tune jobs/shapes-tune.yaml tune.num_samples=4
     """
     spec = load_job_of_kind(job, overrides, TuneJob, "tune")
     from mmray.raycluster import disconnect
@@ -34,7 +34,7 @@ def tune(
         if not str(stop):
             raise  # stopped at once (a second Ctrl-C): `interrupted`
         disconnect()  # Ray's late log lines before the final word
-        how, code = ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        how, code = how_stopped(stop)
         command = shlex.join(["mmray", "tune", job, *(overrides or []), "--resume"])
         typer.echo(f"{how}: {stop}; `{command}` continues it", err=True)
         raise typer.Exit(code) from None

@@ -39,13 +39,7 @@ def graceful_stops() -> Iterator[SearchStops]:
     """While Tune runs in this (main) thread, SIGTERM calls Tune's own SIGINT handler (a graceful stop;
     a second signal stops at once), and a graceful stop by either is recorded."""
     stops = SearchStops()
-    logging.getLogger(TUNE_LOGGER).addFilter(stops)
-    if threading.current_thread() is not threading.main_thread():
-        try:
-            yield stops
-        finally:
-            logging.getLogger(TUNE_LOGGER).removeFilter(stops)
-        return
+    tune_logger = logging.getLogger(TUNE_LOGGER)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         stops.terminated = True
@@ -54,12 +48,15 @@ def graceful_stops() -> Iterator[SearchStops]:
             raise Terminated
         handler(signal.SIGINT, frame)
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
+    tune_logger.addFilter(stops)
     try:
         yield stops
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        logging.getLogger(TUNE_LOGGER).removeFilter(stops)
+        tune_logger.removeFilter(stops)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def raise_if_stopped(stops: SearchStops, name: str) -> None:
