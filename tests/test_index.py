@@ -7,7 +7,8 @@ import pytest
 
 from mmray import storage
 from mmray.artifacts.index_bundle import IndexBundleError, load_index_bundle, write_index_bundle
-from mmray.retrieval.faiss_index import IndexSpec, VectorIndex, build_index
+from mmray.errors import QueryError
+from mmray.retrieval.faiss_index import GPU_MAX_NPROBE, IndexSpec, VectorIndex, build_index, check_gpu_nprobe
 
 
 def clustered(count: int, dim: int, seed: int) -> np.ndarray:
@@ -53,6 +54,10 @@ def test_query_time_parameters_trade_recall(data: tuple) -> None:
     assert recall(index.search(queries, 10)[1], exact) == default, "a per-call nprobe leaves the index as it was"
     with pytest.raises(ValueError, match="nprobe must be at least 1, got -3"):
         index.search(queries, 10, nprobe=-3)
+    assert not index.on_gpu, "faiss-cpu: searched on the CPU index"
+    check_gpu_nprobe(GPU_MAX_NPROBE)
+    with pytest.raises(QueryError, match=r"nprobe 4096 is more than faiss's GPU indexes search \(2048\)"):
+        check_gpu_nprobe(4096)
 
 
 def test_auto_rule_and_errors(data: tuple) -> None:

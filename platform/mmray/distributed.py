@@ -70,20 +70,24 @@ def gather_objects(local: Any) -> list[Any]:
     return gathered
 
 
-def describe_placement(workers: list[tuple[str, int]], device: str) -> str:
-    """'2 workers (cpu) on 1 node: a52bbe6b ranks 0, 1 (pids 811, 812)' from each rank's (node id, pid)
-    in rank order."""
-    by_node: dict[str, list[tuple[int, int]]] = {}
-    for rank, (node, pid) in enumerate(workers):
-        by_node.setdefault(node, []).append((rank, pid))
+def describe_placement(workers: list[tuple[str, int, str]]) -> str:
+    """'2 workers (cpu, fp32) on 1 node: a52bbe6b ranks 0, 1 (pids 811, 812)' from each rank's (node id, pid,
+    device and precision) in rank order; where ranks compute differently, each group names its own."""
+    by_group: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for rank, (node, pid, compute) in enumerate(workers):
+        by_group.setdefault((node, compute), []).append((rank, pid))
+    uniform = len({compute for _, _, compute in workers}) == 1
     groups = []
-    for node, members in by_node.items():
+    for (node, compute), members in by_group.items():
         ranks, pids = [rank for rank, _ in members], [str(pid) for _, pid in members]
         plural = "s" * (len(members) > 1)
-        groups.append(f"{node} rank{plural} {_span(ranks)} (pid{plural} {', '.join(pids)})")
+        own = "" if uniform else f"{compute}; "
+        groups.append(f"{node} rank{plural} {_span(ranks)} ({own}pid{plural} {', '.join(pids)})")
     count = "1 worker" if len(workers) == 1 else f"{len(workers)} workers"
-    hosts = "1 node" if len(by_node) == 1 else f"{len(by_node)} nodes"
-    return f"{count} ({device}) on {hosts}: {'; '.join(groups)}"
+    nodes = len({node for node, _, _ in workers})
+    hosts = "1 node" if nodes == 1 else f"{nodes} nodes"
+    shared = f" ({workers[0][2]})" if uniform else ""
+    return f"{count}{shared} on {hosts}: {'; '.join(groups)}"
 
 
 def _span(members: list[int]) -> str:

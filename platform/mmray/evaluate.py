@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from mmray import storage
 from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
 from mmray.config.data import DataConfig
 from mmray.data.sources import load_split, resolve_splits
 from mmray.data.tensors import SplitTensors, split_to_tensors
+from mmray.devices import pick_device
 from mmray.errors import BundleError, ConfigError
 from mmray.tasks.base import EvalContext
 from mmray.tasks.registry import task_class
@@ -24,8 +23,11 @@ def load_split_tensors(data: DataConfig, split: str, bundle: LoadedBundle) -> Sp
     return split_to_tensors(load_split(data, split), bundle.processor)
 
 
-def evaluation_context(bundle: LoadedBundle, batch_size: int) -> EvalContext:
-    return EvalContext(rank=0, world=1, device=torch.device("cpu"), batch_size=batch_size, processor=bundle.processor)
+def evaluation_context(bundle: LoadedBundle, batch_size: int, device: str = "auto") -> EvalContext:
+    """One process evaluating on `device` (`auto`: its GPU when it has one); the bundle's model moves there."""
+    where = pick_device(device)
+    bundle.model.to(where)
+    return EvalContext(rank=0, world=1, device=where, batch_size=batch_size, processor=bundle.processor)
 
 
 def default_figures_dir(bundle_uri: str, split: str) -> str:
@@ -35,16 +37,22 @@ def default_figures_dir(bundle_uri: str, split: str) -> str:
 
 
 def evaluate_bundle(
-    data: DataConfig, bundle_uri: str, split: str = "val", batch_size: int = 512, figures_dir: str | None = None
+    data: DataConfig,
+    bundle_uri: str,
+    split: str = "val",
+    batch_size: int = 512,
+    figures_dir: str | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """The task metrics of the bundle's model on `split` of `data` (e.g. Recall@K for retrieval); the
-    task's figures (confusion matrices, scatter plots) are written to `figures_dir` and listed."""
+    """The task metrics of the bundle's model on `split` of `data` (e.g. Recall@K for retrieval), computed
+    on `device`; the task's figures (confusion matrices, scatter plots) are written to `figures_dir` and listed."""
     bundle = open_bundle(bundle_uri)
     if bundle.task_config is None:
         raise BundleError(f"{bundle_uri} records no task, so mmray cannot tell which metrics to compute")
     task = task_class(bundle.task_config.kind)(bundle.task_config, bundle.model_config, bundle.processor)
     tensors = load_split_tensors(data, split, bundle)
-    metrics, figures = task.evaluation_report(bundle.model, tensors, evaluation_context(bundle, batch_size))
+    context = evaluation_context(bundle, batch_size, device)
+    metrics, figures = task.evaluation_report(bundle.model, tensors, context)
     written = []
     if figures:
         directory = figures_dir or default_figures_dir(bundle.uri, split)
@@ -56,6 +64,7 @@ def evaluate_bundle(
         "model_version": bundle.version,
         "task": bundle.task_config.kind,
         "split": split,
+        "device": str(context.device),
         "images": tensors.num_images,
         "captions": tensors.num_captions,
         **metrics,

@@ -1,4 +1,5 @@
-"""One interface over local paths and `s3://bucket/prefix` URIs; the only module that imports boto3.
+"""One interface over local paths and `s3://bucket/prefix` URIs; the only module that imports boto3 (on the
+first S3 call, so local work runs where boto3 is not installed).
 
 Writes are atomic: a local file is written to a temporary sibling and renamed into place; an S3 object
 becomes visible only when its (multipart) upload completes, which S3 guarantees to be all or nothing.
@@ -17,12 +18,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import boto3
-import boto3.exceptions
-import boto3.s3.transfer
-import botocore.config
-import botocore.exceptions
 
 from mmray.errors import StorageAccessDeniedError, StorageError, StorageNotFoundError
 from mmray.uris import (  # re-exported: storage.join etc. are the callers' names
@@ -47,9 +42,17 @@ _DENIED_CODES = {
 S3_ATTEMPTS = 3
 MULTIPART_THRESHOLD_BYTES = 16 * 1024 * 1024
 """Files above this upload in parts of this size, several at once (checkpoints, weights, index files)."""
-_TRANSFER = boto3.s3.transfer.TransferConfig(
-    multipart_threshold=MULTIPART_THRESHOLD_BYTES, multipart_chunksize=MULTIPART_THRESHOLD_BYTES, max_concurrency=8
-)
+
+
+@functools.cache
+def _transfer_config() -> Any:
+    import boto3.s3.transfer
+
+    return boto3.s3.transfer.TransferConfig(
+        multipart_threshold=MULTIPART_THRESHOLD_BYTES, multipart_chunksize=MULTIPART_THRESHOLD_BYTES, max_concurrency=8
+    )
+
+
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 
@@ -65,6 +68,9 @@ def s3_object_info(uri: str) -> dict[str, Any]:
 def _client_for(
     endpoint: str | None, region: str | None, credentials: tuple[str | None, ...], timeouts: tuple[float, float]
 ) -> Any:
+    import boto3
+    import botocore.config
+
     config = botocore.config.Config(
         retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"},
         connect_timeout=timeouts[0],
@@ -101,8 +107,21 @@ def s3_timeouts() -> tuple[float, float]:
     return values[0], values[1]
 
 
-def _translate_client_error(uri: str, exc: botocore.exceptions.ClientError) -> StorageError:
-    code = str(exc.response.get("Error", {}).get("Code", ""))
+def _error_code(exc: BaseException) -> str | None:
+    """The S3 error code of a botocore ClientError, None for any other exception."""
+    import botocore.exceptions
+
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return None
+
+
+def _is_missing(exc: BaseException) -> bool:
+    return _error_code(exc) in _MISSING_CODES
+
+
+def _translate_client_error(uri: str, exc: BaseException) -> StorageError:
+    code = _error_code(exc)
     if code in _MISSING_CODES:
         return StorageNotFoundError(f"{uri}: does not exist ({code})")
     if code in _DENIED_CODES:
@@ -117,27 +136,41 @@ def _translate_client_error(uri: str, exc: botocore.exceptions.ClientError) -> S
 def _s3_errors(uri: str) -> Iterator[None]:
     try:
         yield
-    except botocore.exceptions.ClientError as exc:
-        raise _translate_client_error(uri, exc) from exc
-    except boto3.exceptions.S3UploadFailedError as exc:
+    except Exception as exc:
+        translated = _translate_s3_error(uri, exc)
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def _translate_s3_error(uri: str, exc: Exception) -> StorageError | None:
+    """The StorageError that names what went wrong with an S3 call; None for errors of another kind."""
+    import boto3.exceptions
+    import botocore.exceptions
+
+    if _error_code(exc) is not None:
+        return _translate_client_error(uri, exc)
+    if isinstance(exc, boto3.exceptions.S3UploadFailedError):
         cause = exc.__context__
-        if isinstance(cause, botocore.exceptions.ClientError):
-            raise _translate_client_error(uri, cause) from exc
-        raise StorageError(f"{uri}: upload failed: {exc}") from exc
-    except botocore.exceptions.NoCredentialsError as exc:
-        raise StorageAccessDeniedError(
+        if cause is not None and _error_code(cause) is not None:
+            return _translate_client_error(uri, cause)
+        return StorageError(f"{uri}: upload failed: {exc}")
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return StorageAccessDeniedError(
             f"{uri}: no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-        ) from exc
-    except botocore.exceptions.EndpointConnectionError as exc:
-        raise StorageError(f"{uri}: cannot reach the S3 endpoint ({exc}); check AWS_ENDPOINT_URL") from exc
-    except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError,
-            botocore.exceptions.ConnectionClosedError) as exc:  # fmt: skip
+        )
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        return StorageError(f"{uri}: cannot reach the S3 endpoint ({exc}); check AWS_ENDPOINT_URL")
+    timeouts = (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError,
+                botocore.exceptions.ConnectionClosedError)  # fmt: skip
+    if isinstance(exc, timeouts):
         connect, read = s3_timeouts()
-        raise StorageError(
+        return StorageError(
             f"{uri}: the S3 endpoint did not answer ({type(exc).__name__}; {S3_ATTEMPTS} tries, timeouts "
             f"{connect:g} s to connect and {read:g} s to read); check AWS_ENDPOINT_URL, or raise "
             "MMRAY_S3_READ_TIMEOUT"
-        ) from exc
+        )
+    return None
 
 
 def _temp_sibling(path: Path) -> Path:
@@ -210,8 +243,8 @@ def exists(uri: str | Path) -> bool:
             if key and not key.endswith("/"):
                 _client().head_object(Bucket=bucket, Key=key)
                 return True
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) not in _MISSING_CODES:
+        except Exception as exc:
+            if not _is_missing(exc):
                 raise
         prefix = key.rstrip("/") + "/" if key else ""
         listing = _client().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
@@ -294,7 +327,7 @@ def upload_file(local_path: str | Path, uri: str | Path) -> None:
     if is_s3(uri):
         bucket, key = split_s3(uri)
         with _s3_errors(uri):
-            _client().upload_file(str(local_path), bucket, key, Config=_TRANSFER)
+            _client().upload_file(str(local_path), bucket, key, Config=_transfer_config())
         return
     with atomic_output(uri) as staged:
         shutil.copyfile(local_path, staged)
@@ -349,8 +382,8 @@ def ensure_bucket(uri: str) -> None:
     with _s3_errors(f"{S3_SCHEME}{bucket}"):
         try:
             client.head_bucket(Bucket=bucket)
-        except botocore.exceptions.ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) not in _MISSING_CODES:
+        except Exception as exc:
+            if not _is_missing(exc):
                 raise
             client.create_bucket(Bucket=bucket)
 

@@ -176,7 +176,7 @@ def test_a_whole_section_can_be_set_on_the_command_line() -> None:
 
 
 def test_a_train_job_starts_from_weights_or_from_a_whole_training_state_not_both(tmp_path: Path) -> None:
-    from mmray.train.trainer import resolve_training_checkpoint
+    from mmray.train.driver import resolve_training_checkpoint
 
     job = load_job(REPO_JOBS / "shapes-clip.yaml", [f"continue_from={tmp_path}"])
     assert isinstance(job, TrainJob) and job.continue_from == str(tmp_path)

@@ -197,6 +197,19 @@ def test_a_serve_config_with_mistakes_is_refused_naming_them(tmp_path: Path) -> 
         read_serve_config(str(tmp_path))
 
 
+def test_device_cuda_needs_a_gpu_in_every_model_replica() -> None:
+    base = yaml.safe_load((REPO_ROOT / "serve" / "local.yaml").read_text())
+    application = base["applications"][0]
+    on_cuda = {**application, "args": {**application["args"], "device": "cuda"}}
+    with pytest.raises(ConfigError, match=r"device is cuda, but model_retrieval has no ray_actor_options.num_gpus"):
+        check_serve_config({**base, "applications": [on_cuda]}, "cfg")
+    deployments = [
+        {"name": f"model_{name}", "ray_actor_options": {"num_gpus": 0.5}} for name in on_cuda["args"]["models"]
+    ]
+    checked = check_serve_config({**base, "applications": [{**on_cuda, "deployments": deployments}]}, "cfg")
+    assert checked["applications"][0]["args"]["device"] == "cuda"
+
+
 def test_query_pairs_classify_texts_with_images() -> None:
     from mmray.cli.serve_commands import classify_items
 

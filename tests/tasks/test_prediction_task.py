@@ -21,7 +21,7 @@ from mmray.data.shapes import generate_shapes, split_paths
 from mmray.errors import ConfigError, DataError, WeightsError
 from mmray.models.registry import build_model, build_processor
 from mmray.tasks.prediction import PredictTask
-from mmray.train.trainer import prepare_driver_data
+from mmray.train.driver import prepare_driver_data
 
 ENCODER = DualEncoderConfig(
     embed_dim=16,

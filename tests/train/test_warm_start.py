@@ -14,7 +14,8 @@ from mmray.config.model import DualEncoderConfig
 from mmray.data.tokenizers import WordTokenizer
 from mmray.errors import ConfigError
 from mmray.models.registry import build_model, build_processor
-from mmray.train.trainer import run_processor, run_training
+from mmray.train.driver import run_processor
+from mmray.train.trainer import run_training
 
 pytestmark = pytest.mark.slow
 SHAPES_CAPTIONS = ["a small red circle in the top left", "a big blue square at the bottom"]

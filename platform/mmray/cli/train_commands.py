@@ -6,13 +6,17 @@ import json
 import shlex
 import threading
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
 from mmray.config import ConfigError, EvaluateJob, IndexJob, TrainJob, TuneJob, load_job
 from mmray.errors import how_stopped
+
+if TYPE_CHECKING:
+    from mmray.train.driver import TrainOutcome
+    from mmray.train.run_record import Rerun
 
 T = TypeVar("T")
 
@@ -26,6 +30,14 @@ def train(
     force_new: Annotated[
         bool, typer.Option("--force-new", help="move a run of this name aside and start afresh")
     ] = False,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local",
+            help="train in this one process without Ray (one worker; its GPU with train.use_gpu): to debug a job, "
+            "or for small data where Ray's start-up would dominate",
+        ),
+    ] = False,
 ) -> None:
     """Train the job's model for its task on Ray Train; the last line printed is the final metrics as JSON.
     Re-running a name resumes its run (more epochs: raise train.epochs); other settings are refused unless
@@ -36,27 +48,47 @@ def train(
     if resume and force_new:
         raise ConfigError("--resume and --force-new exclude each other")
     spec = load_job_of_kind(job, overrides, TrainJob, "train")
-    from mmray.raycluster import disconnect
-    from mmray.train.live import draw_until_done, wants_bar
-    from mmray.train.run_record import Rerun, latest_checkpointed_epoch, run_directory
-    from mmray.train.trainer import finish_run, start_run
+    from mmray.train.run_record import latest_checkpointed_epoch, run_directory
 
     rerun: Rerun = "resume" if resume else "new" if force_new else "check"
-    prepared = start_run(spec, rerun=rerun, live=wants_bar())  # Ray starts in this (main) thread
-    board = prepared.board
-    draw = (lambda thread: draw_until_done(board, thread)) if board is not None else None
     try:
-        outcome = finish_run(prepared, in_background(prepared.trainer.fit, draw))
+        outcome = _train_local(spec, rerun) if local else _train_on_ray(spec, rerun)
     except KeyboardInterrupt as stop:
         epoch = latest_checkpointed_epoch(run_directory(spec))
         saved = f"epoch {epoch} is checkpointed" if epoch else "no epoch was checkpointed yet"
-        command = shlex.join(["mmray", "train", job, *(overrides or [])])
+        command = shlex.join(["mmray", "train", job, *(overrides or []), *(["--local"] if local else [])])
         how, code = how_stopped(stop)
-        disconnect()  # Ray's late log lines before the final word
+        _disconnect()  # Ray's late log lines before the final word
         typer.echo(f"{how}: run {spec.name}: {saved}; `{command}` resumes it", err=True)
         raise typer.Exit(code) from None
-    disconnect()
+    _disconnect()
     typer.echo(json.dumps(outcome.summary()))
+
+
+def _train_local(spec: TrainJob, rerun: Rerun) -> TrainOutcome:
+    from mmray.train.local_run import run_local
+
+    return run_local(spec, rerun)
+
+
+def _train_on_ray(spec: TrainJob, rerun: Rerun) -> TrainOutcome:
+    from mmray.train.live import draw_until_done, wants_bar
+    from mmray.train.trainer import finish_run, start_run
+
+    prepared = start_run(spec, rerun=rerun, live=wants_bar())  # Ray starts in this (main) thread
+    board = prepared.board
+    draw = (lambda thread: draw_until_done(board, thread)) if board is not None else None
+    return finish_run(prepared, in_background(prepared.trainer.fit, draw))
+
+
+def _disconnect() -> None:
+    """Shut down a Ray this process started (none for a local run)."""
+    import sys
+
+    if "ray" in sys.modules:
+        from mmray.raycluster import disconnect
+
+        disconnect()
 
 
 def in_background(work: Callable[[], T], while_waiting: Callable[[threading.Thread], None] | None = None) -> T:
@@ -111,6 +143,9 @@ def evaluate(
         str | None,
         typer.Option(help="model bundle, training run or index bundle [default: the job's own output]"),
     ] = None,
+    device: Annotated[
+        str, typer.Option(help="auto (this machine's GPU when it has one), cpu, cuda or cuda:N")
+    ] = "auto",
 ) -> None:
     """Evaluate a model bundle (its task's metrics) or an index bundle (Recall@K through its indexes)
     on the job's data. JOB is an evaluate job, or a train / index job whose output is evaluated.
@@ -128,9 +163,11 @@ def evaluate(
     settings = spec.evaluate
     if storage.exists(storage.join(spec.checkpoint, MANIFEST)):
         metrics = evaluate_index_bundle(
-            spec.data, spec.checkpoint, settings.nprobe, settings.ef_search, settings.batch_size
+            spec.data, spec.checkpoint, settings.nprobe, settings.ef_search, settings.batch_size, device
         )
     else:
-        metrics = evaluate_bundle(spec.data, spec.checkpoint, settings.split, settings.batch_size, settings.figures)
+        metrics = evaluate_bundle(
+            spec.data, spec.checkpoint, settings.split, settings.batch_size, settings.figures, device
+        )
     disconnect()
     typer.echo(json.dumps(metrics))

@@ -98,6 +98,7 @@ def _yaml_off(value: Any) -> Any:
     return "off" if value is False else value
 
 
+PrecisionSetting = Literal["auto", "fp32", "bf16", "fp16"]
 AutoOrOff = Annotated[Literal["auto", "off"], BeforeValidator(_yaml_off)]
 
 
@@ -119,7 +120,12 @@ class TrainSettings(Section):
         "else at lr: below 1 to fine-tune pretrained blocks gently",
     )
     clip_grad_norm: float | None = Field(1.0, gt=0.0)
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    precision: PrecisionSetting = Field(
+        "auto",
+        description="auto: bf16 autocast where the device computes bf16 natively (a CPU with AMX or AVX-512 BF16, "
+        "a GPU of compute capability 8.0+), fp16 with a gradient scaler on older GPUs, else fp32; each worker "
+        "decides for its own device",
+    )
     eval_every: int = Field(1, ge=1, description="evaluate every N epochs (and after the last)")
     eval_batch_size: int = Field(512, ge=1, description="rows per batch when evaluating during training")
     log_every_steps: int = Field(20, ge=1)
@@ -150,5 +156,5 @@ class TrainSettings(Section):
         if self.batch_size % self.num_workers:
             raise ValueError(f"batch_size ({self.batch_size}) must be divisible by num_workers ({self.num_workers})")
         if self.precision == "fp16" and not self.use_gpu:
-            raise ValueError("precision fp16 needs use_gpu: true; use bf16 on CPUs")
+            raise ValueError("precision fp16 needs use_gpu: true; use auto (or bf16 where the CPU has native bf16)")
         return self

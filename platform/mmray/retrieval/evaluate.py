@@ -66,8 +66,10 @@ def evaluate_index_bundle(
     nprobe: int | None = None,
     ef_search: int | None = None,
     batch_size: int = 512,
+    device: str = "auto",
 ) -> dict[str, Any]:
-    """Embed the indexed split's images and captions with the bundle's model and query the indexes.
+    """Embed the indexed split's images and captions with the bundle's model (on `device`) and query the
+    indexes.
 
     Each query retrieves the top `SEARCH_DEPTH` results; a median rank beyond that depth is reported
     as null, since an approximate index does not rank what it does not return.
@@ -91,13 +93,14 @@ def evaluate_index_bundle(
             "built from, or rebuild the index from this data"
         )
     tensors = split_to_tensors(dataset, model.processor)
-    image_vectors, text_vectors = embed_split(model.model, tensors, evaluation_context(model, batch_size))
+    context = evaluation_context(model, batch_size, device)
+    image_vectors, text_vectors = embed_split(model.model, tensors, context)
     image_ids = tensors.image_ids.numpy()
     metrics = recall_through_indexes(
         bundle.indexes,
         bundle.metadata["captions"],
-        (image_ids, image_vectors.numpy()),
-        (image_ids[tensors.caption_image.numpy()], text_vectors.numpy()),
+        (image_ids, image_vectors.cpu().numpy()),
+        (image_ids[tensors.caption_image.numpy()], text_vectors.cpu().numpy()),
         nprobe=nprobe,
         ef_search=ef_search,
     )
@@ -105,5 +108,6 @@ def evaluate_index_bundle(
         "index_bundle": index_uri,
         "model_version": bundle.model_version,
         "index_types": {kind: index.kind for kind, index in bundle.indexes.items()},
+        "device": str(context.device),
         **metrics,
     }

@@ -1,19 +1,57 @@
-"""faiss indexes over L2-normalised embeddings (inner product); the only module that imports faiss."""
+"""faiss indexes over L2-normalised embeddings (inner product); the only module that imports faiss.
+
+An index is built and kept on the CPU (what is saved); with GPUs (faiss-gpu), flat and IVF indexes are
+searched through a GPU clone on every GPU (one index, or replicas), one search at a time, since faiss's GPU
+indexes are not thread-safe."""
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from mmray.errors import QueryError
 
+try:
+    import faiss
+except ImportError as missing:
+    raise ImportError(
+        "faiss is not installed: pip install 'mmray[cpu]' (faiss-cpu) or, on CUDA 12 GPUs, 'mmray[gpu]' "
+        "(faiss-gpu-cu12)"
+    ) from missing
+
+logger = logging.getLogger(__name__)
+FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu-cu12", "faiss-gpu")
+
+
+def installed_faiss_distributions() -> list[str]:
+    """The faiss builds installed here ('faiss-cpu 1.15.1'); more than one share (and overwrite) one module."""
+    found = []
+    for name in FAISS_DISTRIBUTIONS:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+if len(installed_faiss_distributions()) > 1:
+    logger.warning(
+        "several faiss builds are installed (%s); they overwrite each other's files in the one `faiss` module: "
+        "keep one (`pip uninstall faiss-cpu`, then reinstall faiss-gpu-cu12 on GPU machines; `make venv FAISS=gpu`)",
+        ", ".join(installed_faiss_distributions()),
+    )
+
 AUTO_FLAT_LIMIT = 50_000
 AUTO_IVF_FLAT_LIMIT = 2_000_000
+GPU_MAX_NPROBE = 2048
+"""The most IVF lists faiss's GPU indexes search per query."""
 
 
 def gpu_count() -> int:
@@ -51,15 +89,29 @@ def _as_matrix(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-class VectorIndex:
-    """A faiss index plus the ids of its rows; `search` answers (scores, ids), best first."""
+def check_gpu_nprobe(nprobe: int | None) -> None:
+    """faiss's GPU IVF indexes search at most `GPU_MAX_NPROBE` lists; more is refused with what to do."""
+    if nprobe is not None and nprobe > GPU_MAX_NPROBE:
+        raise QueryError(
+            f"nprobe {nprobe} is more than faiss's GPU indexes search ({GPU_MAX_NPROBE}); ask for at most "
+            f"{GPU_MAX_NPROBE}, or serve the index on the CPU (index.use_gpu_index: false)"
+        )
 
-    def __init__(self, index: Any, ids: np.ndarray, kind: str) -> None:
+
+class VectorIndex:
+    """A faiss index plus the ids of its rows; `search` answers (scores, ids), best first.
+
+    `index` is the CPU index (saved, and holding the default search settings); `gpu_index`, when set, is its
+    clone on the GPUs that searches run on, one at a time."""
+
+    def __init__(self, index: Any, ids: np.ndarray, kind: str, gpu_index: Any = None) -> None:
         if index.ntotal != len(ids):
             raise ValueError(f"index holds {index.ntotal} vectors but {len(ids)} ids were given")
         self.index = index
+        self.gpu_index = gpu_index
         self.ids = np.asarray(ids, dtype=np.int64)
         self.kind = kind
+        self._gpu_lock = threading.Lock()
 
     @property
     def size(self) -> int:
@@ -69,12 +121,22 @@ class VectorIndex:
     def dim(self) -> int:
         return int(self.index.d)
 
+    @property
+    def on_gpu(self) -> bool:
+        return self.gpu_index is not None
+
     def set_default_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """The IVF `nprobe` / HNSW `efSearch` saved with the index (set while building, before sharing it)."""
         if nprobe is not None and self.kind.startswith("ivf"):
             faiss.extract_index_ivf(self.index).nprobe = nprobe
+            if self.gpu_index is not None:
+                check_gpu_nprobe(nprobe)
+                faiss.GpuParameterSpace().set_index_parameter(self.gpu_index, "nprobe", nprobe)
         if ef_search is not None and self.kind == "hnsw":
             self.index.hnsw.efSearch = ef_search
+
+    def default_nprobe(self) -> int | None:
+        return int(faiss.extract_index_ivf(self.index).nprobe) if self.kind.startswith("ivf") else None
 
     def search_parameters(self, nprobe: int | None = None, ef_search: int | None = None) -> Any:
         """Per-call faiss SearchParameters (None: the index's saved defaults); the shared index is
@@ -98,30 +160,46 @@ class VectorIndex:
             raise ValueError(f"queries have dimension {matrix.shape[1]}, the index has {self.dim}")
         k = min(k, self.size)
         params = self.search_parameters(nprobe, ef_search)
-        if params is None:
+        if self.gpu_index is not None:
+            scores, rows = self._search_gpu(matrix, k, nprobe)
+        elif params is None:
             scores, rows = self.index.search(matrix, k)
         else:
             scores, rows = self.index.search(matrix, k, params=params)
         ids = np.where(rows >= 0, self.ids[np.clip(rows, 0, None)], -1)
         return scores, ids
 
+    def _search_gpu(self, matrix: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """One search at a time on the GPU clone; a per-call nprobe is set for the call and put back."""
+        default = self.default_nprobe()
+        wanted = nprobe if nprobe is not None and default is not None else None
+        check_gpu_nprobe(wanted)
+        space = faiss.GpuParameterSpace()
+        with self._gpu_lock:
+            if wanted is not None and wanted != default:
+                space.set_index_parameter(self.gpu_index, "nprobe", wanted)
+            try:
+                scores, rows = self.gpu_index.search(matrix, k)
+            finally:
+                if wanted is not None and default is not None and wanted != default:
+                    space.set_index_parameter(self.gpu_index, "nprobe", default)
+        return scores, rows
+
     def save(self, path: Path) -> None:
-        index = faiss.index_gpu_to_cpu(self.index) if _on_gpu(self.index) else self.index
-        faiss.write_index(index, str(path))
+        faiss.write_index(self.index, str(path))
 
     @classmethod
     def load(cls, path: Path, ids: np.ndarray, kind: str, use_gpu: bool = True) -> VectorIndex:
         index = faiss.read_index(str(path))
-        return cls(_maybe_to_gpu(index, kind, use_gpu), ids, kind)
+        return cls(index, ids, kind, _gpu_clone(index, kind, use_gpu))
 
 
-def _on_gpu(index: Any) -> bool:
-    return "Gpu" in type(index).__name__
-
-
-def _maybe_to_gpu(index: Any, kind: str, use_gpu: bool) -> Any:
+def _gpu_clone(index: Any, kind: str, use_gpu: bool) -> Any:
+    """The index cloned onto every GPU faiss sees (one GPU index, or replicas of it), or None: no GPU, not
+    asked for, or HNSW (CPU only). The clone searches with the CPU index's nprobe."""
     if not use_gpu or gpu_count() == 0 or kind == "hnsw":
-        return index
+        return None
+    check_gpu_nprobe(int(faiss.extract_index_ivf(index).nprobe) if kind.startswith("ivf") else None)
     return faiss.index_cpu_to_all_gpus(index)
 
 
@@ -157,8 +235,8 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, spec: IndexSpec) -> Vector
         index.hnsw.efConstruction = spec.ef_construction
     else:
         raise ValueError(f"unknown index type {kind!r}; expected flat, ivf_flat, ivf_pq, hnsw or auto")
-    index = _maybe_to_gpu(index, kind, spec.use_gpu)
     index.add(matrix)
     built = VectorIndex(index, ids, kind)
     built.set_default_search_params(nprobe=spec.nprobe, ef_search=spec.ef_search)
+    built.gpu_index = _gpu_clone(index, kind, spec.use_gpu)
     return built

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -10,6 +11,7 @@ import torch
 
 from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
 from mmray.data.images import resize_square
+from mmray.devices import pick_device
 from mmray.errors import MissingModalityError
 from mmray.models.embedding import EmbeddingModel
 from mmray.models.fusion_model import FusionModel
@@ -28,17 +30,9 @@ from mmray.serving.calls import (
 from mmray.serving.predictions import describe_predictions
 from mmray.serving.uploads import decode_upload
 
+logger = logging.getLogger(__name__)
 CallT = TypeVar("CallT")
 ResultT = TypeVar("ResultT")
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """`auto`: the replica's GPU when it has one (Serve sets CUDA_VISIBLE_DEVICES), else the CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RequestError("device 'cuda' was asked for, but this replica has no GPU", "device", 400)
-    return torch.device(device)
 
 
 def answer_each(calls: Sequence[CallT], answer: Callable[[CallT], ResultT]) -> list[ResultT | RequestError]:
@@ -60,8 +54,9 @@ class ModelService:
 
     def __init__(self, bundle: LoadedBundle, device: str = "auto", max_rows: int = 256) -> None:
         self.bundle = bundle
-        self.device = pick_device(device)
+        self.device = pick_device(device)  # auto: the replica's GPU when Serve gave it one (num_gpus)
         self.model = bundle.model.to(self.device).eval()
+        logger.info("model %s (version %s) serves on %s", bundle.uri, bundle.version, self.device)
         self.max_rows = max_rows
         self.capabilities = set(model_kind(bundle.model_config.kind).serves)
 

@@ -81,10 +81,27 @@ def check_serve_config(raw: Any, source: str, base: Path | None = None) -> dict[
                         f"{where}: no deployment is named {deployment.get('name')!r}; "
                         f"this app has {', '.join(sorted(names))}"
                     )
+            _check_model_gpus(args, application.get("deployments") or [], where)
             application["args"] = args
         applications.append(application)
     config["applications"] = applications
     return config
+
+
+def _check_model_gpus(args: dict[str, Any], deployments: list[dict[str, Any]], where: str) -> None:
+    """`device: cuda` needs a GPU in every model replica, which Serve gives only with `num_gpus`; with
+    `device: auto`, replicas without one serve on the CPU (each logs its device)."""
+    config = app_config(args)
+    gpus = {str(d.get("name")): float((d.get("ray_actor_options") or {}).get("num_gpus") or 0) for d in deployments}
+    without = [f"model_{name}" for name in config.models if gpus.get(f"model_{name}", 0.0) <= 0]
+    if config.device == "cuda" and without:
+        raise ConfigError(
+            f"{where}: args.device is cuda, but {', '.join(without)} has no ray_actor_options.num_gpus, so Serve "
+            "gives its replicas no GPU; add num_gpus (e.g. 0.5 to share one GPU between two replicas) to each "
+            "model deployment, or use device: auto"
+        )
+    if config.device == "auto" and without:
+        logger.info("%s serve on the CPU unless given ray_actor_options.num_gpus", ", ".join(without))
 
 
 def read_serve_config(path: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The per-worker training loop that Ray Train runs on every rank; it drives any Task."""
+"""The per-worker training loop that drives any Task on every rank; where it runs (Ray Train, one plain
+process) comes in as a `TrainContext`, so the loop itself knows no Ray."""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ import os
 import tempfile
 import time
 from collections.abc import Collection, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
-import ray.train
-import ray.train.torch
 import torch
 from torch import nn
 
@@ -22,16 +21,17 @@ from mmray.artifacts.model_bundle import load_initial_weights, load_weights, loc
 from mmray.config.jobs import TrainJob
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors, tensors_from_arrays
+from mmray.devices import resolve_precision
 from mmray.distributed import describe_placement, gather_objects
 from mmray.models.freezing import FreezableTower
 from mmray.tasks.base import Batch, EvalContext, StepContext, Task
 from mmray.train.augment import NAMES_SIDE, augment_images
+from mmray.train.context import TrainContext
 from mmray.train.feeds import memory_batches, steps_per_epoch, stream_batches
 from mmray.train.schedule import group_settings, retarget, warmup_cosine
-from mmray.train.state import Progress, load_train_state, save_train_state
+from mmray.train.state import Progress, load_train_state, optimizer_state_off_device, save_train_state
 
 logger = logging.getLogger("mmray.train")
-_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 FIGURES = "figures"
 """A checkpoint's folder of the figures its epoch's evaluation drew (e.g. a generator's sample grid)."""
 CHECKPOINT_SCORE = "checkpoint_score"
@@ -45,15 +45,17 @@ def optimizer_for(
     betas: tuple[float, float] = (0.9, 0.999),
     tower_parameters: Collection[nn.Parameter] = (),
     tower_lr_scale: float = 1.0,
+    fused: bool = False,
 ) -> torch.optim.AdamW:
     """AdamW; biases, norms and scalars (1-D or 0-D parameters) get no weight decay. With a
-    `tower_lr_scale` other than 1, `tower_parameters` train at lr × that scale in groups of their own."""
+    `tower_lr_scale` other than 1, `tower_parameters` train at lr × that scale in groups of their own.
+    `fused`: one CUDA kernel for the whole update (parameters on a GPU)."""
     in_towers = {id(p) for p in tower_parameters} if tower_lr_scale != 1.0 else set()
     groups = _decay_groups([p for p in parameters if id(p) not in in_towers], lr, weight_decay)
     scaled = [p for p in parameters if id(p) in in_towers]
     if scaled:
         groups += _decay_groups(scaled, lr * tower_lr_scale, weight_decay)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
 
 
 def _decay_groups(members: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict[str, Any]]:
@@ -78,33 +80,68 @@ def unwrap(model: nn.Module) -> nn.Module:
 class Worker:
     """One rank's state for a run: task, model, optimizers, data, progress."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], context: TrainContext) -> None:
         self.spec: TrainJob = config["spec"]
         self.processor: Processor = config["processor"]
         self.settings = self.spec.train
-        threads = self.settings.threads_per_worker or max(1, int(self.settings.cpus_per_worker))
-        torch.set_num_threads(threads)
-        torch.manual_seed(self.settings.seed)
-        context = ray.train.get_context()
-        self.rank, self.world = context.get_world_rank(), context.get_world_size()
-        self.device = ray.train.torch.get_device()
-        node = ray.get_runtime_context().get_node_id()[:8]
-        # One line from rank 0: Ray holds back lines that differ only in numbers (one per rank) for seconds.
-        self.say(describe_placement(gather_objects((node, os.getpid())), self.device.type))
-        self.task: Task = config["task_class"](self.spec.task, self.spec.model, self.processor)
-        self.train_data = tensors_from_arrays(ray.get(config["train_arrays"])) if "train_arrays" in config else None
-        self.val_data: SplitTensors | None = (
-            tensors_from_arrays(ray.get(config["val_arrays"])) if "val_arrays" in config else None
+        self.context = context
+        settings = self.settings
+        torch.set_num_threads(
+            config.get("threads") or settings.threads_per_worker or max(1, int(settings.cpus_per_worker))
         )
+        torch.manual_seed(self.settings.seed)
+        self.rank, self.world, self.device = context.rank, context.world, context.device
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)  # before the first collective, or every rank would use cuda:0
+        self.precision = resolve_precision(self.settings.precision, self.device)
+        compute = f"{self.device.type}, {self.precision.describe()}"
+        # One line from rank 0: Ray holds back lines that differ only in numbers (one per rank) for seconds.
+        self.say(describe_placement(gather_objects((context.node, os.getpid(), compute))))
+        self.task: Task = config["task_class"](self.spec.task, self.spec.model, self.processor)
+        shared = {name: tensors_from_arrays(context.resolve(config[f"{name}_arrays"]))
+                  for name in ("train", "val") if f"{name}_arrays" in config}  # fmt: skip
+        self.train_data: SplitTensors | None = shared.get("train")
+        self.val_data: SplitTensors | None = shared.get("val")
         self.example_captions = self.task.example_captions(self.train_data) if self.train_data is not None else None
         self.micro_steps = steps_per_epoch(config["num_train_examples"], self.settings.batch_size)
         self.steps_per_epoch = max(1, self.micro_steps // self.settings.grad_accum_steps)
+        self.progress = Progress()
+        self.figures: dict[str, bytes] = {}
+        self._posted = 0.0
+        with ExitStack() as stack:
+            checkpoint = stack.enter_context(context.restored_checkpoint())
+            continued = None
+            if checkpoint is None and self.spec.continue_from:
+                continued = stack.enter_context(local_bundle(self.spec.continue_from))
+            self.model = self._placed_model(checkpoint or continued, config.get("run_dir"))
+            self._build_optimizers()
+            if checkpoint is not None:
+                self.progress = load_train_state(checkpoint, self.optimizers, self.schedulers, self.scaler)
+                self.say(f"resumed from {checkpoint} after epoch {self.progress.epochs_done}")
+            elif continued is not None:
+                self._continue(continued)
+        misplaced = optimizer_state_off_device(self.optimizers)
+        if misplaced:
+            raise RuntimeError(f"optimizer state restored off its parameters' device: {misplaced}")
+        if self.settings.feature_cache == "auto" and self.train_data is not None:
+            self._use_frozen_features(config.get("storage_root"))
 
+    def _placed_model(self, weights: Path | None, run_dir: str | None) -> nn.Module:
+        """The task's model with its starting weights (a checkpoint's or a bundle's, else `init_from`'s or
+        fresh), its frozen part stored once, on this rank's device (and wrapped for DDP)."""
         model = self.task.build_model()
-        checkpoint = ray.train.get_checkpoint()
-        if self.spec.init_from and checkpoint is None:
+        if weights is not None:
+            load_weights(model, weights)
+        elif self.spec.init_from:
             with local_bundle(self.spec.init_from) as directory:
                 load_initial_weights(model, self.spec.model.kind, directory)
+        self.frozen = self._store_frozen_part(model, run_dir)
+        return self.context.place_model(model, self.task.find_unused_parameters)
+
+    def _build_optimizers(self) -> None:
+        """AdamW and its warmup-cosine schedule per optimizer of the task, over the placed model's parameters
+        (so restored moments land on the parameters' device)."""
+        model = unwrap(self.model)
         total = self.steps_per_epoch * self.settings.epochs
         warmup = int(self.settings.warmup_fraction * total)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -115,30 +152,13 @@ class Worker:
             parameters = list(self.task.parameters(model, name))
             self.optimizers[name] = optimizer_for(
                 parameters, lr, self.settings.weight_decay, options.betas,
-                towers, self.settings.tower_lr_scale,
+                towers, self.settings.tower_lr_scale, fused=self.device.type == "cuda",
             )  # fmt: skip
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {
             name: warmup_cosine(optimizer, total, warmup, self.settings.min_lr_ratio)
             for name, optimizer in self.optimizers.items()
         }
-        self.scaler = torch.amp.GradScaler(enabled=self.settings.precision == "fp16")
-        self.progress = Progress()
-        self.figures: dict[str, bytes] = {}
-        self.board: Any = config.get("progress_board")  # the driver's progress bar, when it draws one
-        self._posted = 0.0
-        if checkpoint is not None:
-            with checkpoint.as_directory() as directory:
-                load_weights(model, Path(directory))
-                self.progress = load_train_state(Path(directory), self.optimizers, self.schedulers, self.scaler)
-            self.say(f"resumed from {checkpoint.path} after epoch {self.progress.epochs_done}")
-        elif self.spec.continue_from:
-            self._continue(model, self.spec.continue_from)
-        self.frozen = self._store_frozen_part(model, config.get("run_dir"))
-        self.model = ray.train.torch.prepare_model(
-            model, parallel_strategy_kwargs={"find_unused_parameters": self.task.find_unused_parameters}
-        )
-        if self.settings.feature_cache == "auto" and self.train_data is not None:
-            self._use_frozen_features(config.get("storage_root"))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_grad_scaler)
 
     def _store_frozen_part(self, model: nn.Module, run_dir: str | None) -> FrozenPart | None:
         """What of the model never trains, written once to the run's `frozen/` by rank 0; checkpoints
@@ -161,23 +181,21 @@ class Worker:
         )
         self.train_data, self.val_data = prepared["train"], prepared.get("val", self.val_data)
 
-    def _continue(self, model: nn.Module, uri: str) -> None:
-        """Another run's weights and training state, under this run's optimizer settings."""
+    def _continue(self, directory: Path) -> None:
+        """Another run's training state (its weights are loaded already), under this run's optimizer settings."""
         settings = {name: group_settings(optimizer) for name, optimizer in self.optimizers.items()}
-        with local_bundle(uri) as directory:
-            load_weights(model, directory)
-            self.progress = load_train_state(directory, self.optimizers, self.schedulers, self.scaler)
+        self.progress = load_train_state(directory, self.optimizers, self.schedulers, self.scaler)
         for name, optimizer in self.optimizers.items():
             retarget(optimizer, self.schedulers[name], settings[name])
-        self.say(f"continues {uri} after epoch {self.progress.epochs_done} with this run's settings")
+        done = self.progress.epochs_done
+        self.say(f"continues {self.spec.continue_from} after epoch {done} with this run's settings")
 
     def say(self, message: str) -> None:
         if self.rank == 0:
             logger.info("[mmray] %s", message)
 
     def _autocast(self) -> AbstractContextManager[Any]:
-        precision = self.settings.precision
-        return torch.autocast(self.device.type, dtype=_AUTOCAST.get(precision), enabled=precision in _AUTOCAST)
+        return self.precision.autocast()
 
     def _batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         fields = self.task.batch_fields
@@ -195,7 +213,7 @@ class Worker:
                 self.example_captions,
                 every_caption=self.spec.data.captions_per_epoch == "all",
             )
-        shard = ray.train.get_dataset_shard("train")
+        shard = self.context.dataset_shard("train")
         local_batch = self.settings.batch_size // self.world
         return stream_batches(shard, fields, local_batch, self.settings.seed, epoch, self.rank)
 
@@ -252,16 +270,17 @@ class Worker:
             for key, value in self._step(self._to_device(raw), done).items():
                 totals[key] = totals.get(key, 0.0) + value
             done += 1
-            if self.board is not None and self.rank == 0 and time.perf_counter() - self._posted >= POST_EVERY_S:
-                self._post(epoch, done, totals, started)
-            elif self.board is None and done % log_every == 0:
+            if self.context.shows_progress:
+                if self.rank == 0 and time.perf_counter() - self._posted >= POST_EVERY_S:
+                    self._post(epoch, done, totals, started)
+            elif done % log_every == 0:
                 rate = done * self.settings.batch_size / (time.perf_counter() - started)
                 shown = " ".join(f"{k} {v / done:.4f}" for k, v in totals.items())
                 self.say(
                     f"epoch {epoch + 1}/{self.settings.epochs} step {done // self.settings.grad_accum_steps}/"
                     f"{self.steps_per_epoch} {shown} lr {self._lr():.2e} {rate:.0f} samples/s"
                 )
-        if self.board is not None and self.rank == 0:
+        if self.context.shows_progress and self.rank == 0:
             self._post(epoch, done, totals, started)  # the epoch's end, whatever the throttle
         elapsed = time.perf_counter() - started
         return {
@@ -273,13 +292,12 @@ class Worker:
         }
 
     def _post(self, epoch: int, done: int, totals: dict[str, float], started: float) -> None:
-        """Where the run is, for the driver's progress bar (a fire-and-forget call)."""
-        assert self.board is not None
+        """Where the run is, for the driver's progress bar."""
         loss = totals.get("loss", next(iter(totals.values()), math.nan)) / max(1, done)
         rate = done * self.settings.batch_size / (time.perf_counter() - started)
         state = {"epoch": epoch + 1, "epochs": self.settings.epochs, "step": done // self.settings.grad_accum_steps,
                  "steps": self.steps_per_epoch, "loss": loss, "samples_per_s": rate}  # fmt: skip
-        self.board.post.remote(state)
+        self.context.post_progress(state)
         self._posted = time.perf_counter()
 
     def _lr(self) -> float:
@@ -301,8 +319,10 @@ class Worker:
         return metrics
 
     def report(self, metrics: dict[str, Any]) -> None:
+        """The epoch's metrics from every rank; rank 0 attaches the checkpoint (model bundle without the frozen
+        part, training state, the evaluation's figures)."""
         if self.rank != 0:
-            ray.train.report(metrics)
+            self.context.report(metrics, None, None)
             return
         with tempfile.TemporaryDirectory(prefix="mmray-ckpt-") as tmp:
             directory = Path(tmp)
@@ -320,30 +340,20 @@ class Worker:
                 (directory / FIGURES / name).parent.mkdir(parents=True, exist_ok=True)
                 (directory / FIGURES / name).write_bytes(content)
             self.figures = {}
-            ray.train.report(
-                metrics,
-                checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                checkpoint_dir_name=f"checkpoint_epoch_{self.progress.epochs_done:04d}",
-            )
+            self.context.report(metrics, directory, checkpoint_name(self.progress.epochs_done))
 
 
-def _set_report_log_level(level: str) -> None:
-    """Ray Train 2.60 logs every report ("Reporting training result N: TrainingReport(...)") from a logger
-    named after its file, which its own log level (RunConfig.logging_config) does not reach."""
-    try:
-        from ray.train.v2._internal.execution import context as train_context
-    except ImportError:
-        return
-    logging.getLogger(train_context.__file__).setLevel(level)
+def checkpoint_name(epoch: int) -> str:
+    return f"checkpoint_epoch_{epoch:04d}"
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+def run_loop(config: dict[str, Any], context: TrainContext) -> None:
     """Train; evaluate every `eval_every` epochs and after the last; checkpoint after every epoch.
 
     Every report carries `checkpoint_score`: the task's score when this epoch measured it, else NaN,
-    so checkpoints are ranked only on scores that were measured."""
-    _set_report_log_level(config.get("ray_log_level", "WARNING"))
-    worker = Worker(config)
+    so checkpoints are ranked only on scores that were measured, and `precision`: what this rank
+    computed in."""
+    worker = Worker(config, context)
     settings = worker.settings
     score: str = config["score_metric"]
     for epoch in range(worker.progress.epochs_done, settings.epochs):
@@ -354,6 +364,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics.update(evaluation)
             worker.progress.last_eval_epoch = epoch + 1 if evaluation else worker.progress.last_eval_epoch
         metrics["step"] = worker.progress.global_step
+        metrics["precision"] = worker.precision.precision
         metrics[CHECKPOINT_SCORE] = float(metrics[score]) if score in metrics else math.nan
         worker.progress.history.append(metrics)
         shown = ", ".join(
@@ -363,3 +374,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         )
         worker.say(f"epoch {epoch + 1}/{settings.epochs} done: {shown}")
         worker.report(metrics)
+        if epoch + 1 == config.get("stop_after_epoch"):
+            worker.say(f"stopped after epoch {epoch + 1} as asked; a rerun resumes from its checkpoint")
+            return

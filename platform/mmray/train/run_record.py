@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 JOB_RECORD = "job.yaml"
 TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
+LOCAL_LEDGER = "local_checkpoints.json"
+"""A local (`--local`) run's registered checkpoints, oldest first: [{name, metrics: {epoch, checkpoint_score}}]."""
 # Keys a run can be resumed under: how long it trains, how often it evaluates and logs, the
 # resources it runs on; the others would mix two experiments in one run.
 RESUMABLE = frozenset(
@@ -42,6 +44,7 @@ _CHECKPOINT = re.compile(r"/checkpoint_epoch_(\d+)/train_state\.pt$")
 _REGISTERED = re.compile(r"^checkpoint_epoch_(\d+)$")
 
 Rerun = Literal["check", "resume", "new"]
+Runner = Literal["ray", "local"]
 
 
 def _flat(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -69,14 +72,34 @@ def run_directory(spec: TrainJob) -> str:
 
 
 def run_exists(run_dir: str) -> bool:
-    return storage.exists(storage.join(run_dir, JOB_RECORD)) or storage.exists(storage.join(run_dir, TRAIN_SNAPSHOT))
+    return any(storage.exists(storage.join(run_dir, name)) for name in (JOB_RECORD, TRAIN_SNAPSHOT, LOCAL_LEDGER))
+
+
+def read_local_ledger(run_dir: str) -> list[dict[str, Any]]:
+    path = storage.join(run_dir, LOCAL_LEDGER)
+    return list(json.loads(storage.read_text(path))) if storage.exists(path) else []
+
+
+def _check_runner(run_dir: str, name: str, runner: Runner) -> None:
+    """A run resumes under the runner that checkpointed it: each registers checkpoints its own way."""
+    other = TRAIN_SNAPSHOT if runner == "local" else LOCAL_LEDGER
+    if storage.exists(storage.join(run_dir, other)):
+        how = "on Ray Train (without --local)" if runner == "local" else "in one process (--local)"
+        resume = "without --local" if runner == "local" else "with --local"
+        raise ConfigError(
+            f"run {name} at {run_dir} was trained {how}; resume it {resume}, or start afresh with --force-new "
+            "(or give the job another name=...)"
+        )
 
 
 def latest_checkpointed_epoch(run_dir: str) -> int | None:
-    """The highest epoch a resume would start after: Ray Train's registered checkpoints when its
-    snapshot is there (a checkpoint still being written is not one), else the complete ones on disk."""
+    """The highest epoch a resume would start after: a local run's registered checkpoints, Ray Train's when
+    its snapshot is there (a checkpoint still being written is not one), else the complete ones on disk."""
     snapshot = storage.join(run_dir, TRAIN_SNAPSHOT)
-    if storage.exists(snapshot):
+    ledger = read_local_ledger(run_dir)
+    if ledger:
+        epochs = [int(entry["metrics"]["epoch"]) for entry in ledger]
+    elif storage.exists(snapshot):
         results = json.loads(storage.read_text(snapshot)).get("checkpoint_results", [])
         epochs = [int(m.group(1)) for r in results if (m := _REGISTERED.search(str(r.get("checkpoint_dir_name"))))]
     else:
@@ -84,17 +107,19 @@ def latest_checkpointed_epoch(run_dir: str) -> int | None:
     return max(epochs) if epochs else None
 
 
-def prepare_run_directory(spec: TrainJob, rerun: Rerun = "check") -> None:
+def prepare_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner = "ray") -> None:
     """Before a run starts: refuse to resume a run of the same name started with other settings
-    (`check`), resume it anyway (`resume`), or move it aside and start afresh (`new`); then record
-    the job."""
+    (`check`) or by the other runner, resume it anyway (`resume`), or move it aside and start afresh
+    (`new`); then record the job."""
     run_dir = run_directory(spec)
     if run_exists(run_dir):
         if rerun == "new":
             aside = f"{run_dir.rstrip('/')}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
             storage.move_tree(run_dir, aside)
             logger.warning("moved the earlier run %s aside to %s; starting afresh", run_dir, aside)
-        elif rerun == "check" and storage.exists(storage.join(run_dir, JOB_RECORD)):
+        else:
+            _check_runner(run_dir, spec.name, runner)
+        if rerun == "check" and storage.exists(storage.join(run_dir, JOB_RECORD)):
             recorded = yaml.safe_load(storage.read_text(storage.join(run_dir, JOB_RECORD)))
             changed = differences(recorded, yaml.safe_load(to_yaml(spec)))
             if changed:

@@ -38,11 +38,7 @@ def save_train_state(
         "optimizers": {name: optimizer.state_dict() for name, optimizer in optimizers.items()},
         "schedulers": {name: scheduler.state_dict() for name, scheduler in schedulers.items()},
         "scaler": scaler.state_dict(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
-            "python": random.getstate(),
-        },
+        "rng": rng_state(),
     }
     torch.save(state, directory / TRAIN_STATE)
     (directory / HISTORY).write_text(json.dumps(progress.history, indent=2))
@@ -54,17 +50,61 @@ def load_train_state(
     schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler],
     scaler: torch.amp.GradScaler,
 ) -> Progress:
-    state = torch.load(directory / TRAIN_STATE, map_location="cpu", weights_only=False)
+    state = torch.load(directory / TRAIN_STATE, map_location="cpu", weights_only=True)
     if set(state["optimizers"]) != set(optimizers):
         raise ValueError(f"checkpoint has optimizers {sorted(state['optimizers'])}, the task {sorted(optimizers)}")
     for name, optimizer in optimizers.items():
         optimizer.load_state_dict(state["optimizers"][name])
         schedulers[name].load_state_dict(state["schedulers"][name])
     scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    np.random.set_state(state["rng"]["numpy"])
-    random.setstate(state["rng"]["python"])
+    restore_rng_state(state["rng"])
     return Progress(**state["progress"])
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator a step may draw from, as plain tensors and numbers (loadable with
+    `weights_only=True`): PyTorch's CPU and current CUDA device's, NumPy's, Python's."""
+    kind, keys, position, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy = state["numpy"]
+    np.random.set_state(
+        (numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"], numpy["has_gauss"], numpy["cached"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def optimizer_state_off_device(optimizers: dict[str, torch.optim.Optimizer]) -> list[str]:
+    """Optimizer state tensors that live on another device than their parameter ('model: exp_avg on cpu for
+    a (128, 64) parameter on cuda:0'); empty when every one is where it belongs.
+    Scalar step counters are exempt (PyTorch keeps them on the CPU)."""
+    found = []
+    for name, optimizer in optimizers.items():
+        for parameter, values in optimizer.state.items():
+            for key, value in values.items():
+                if isinstance(value, torch.Tensor) and value.ndim > 0 and value.device != parameter.device:
+                    shape = tuple(parameter.shape)
+                    found.append(f"{name}: {key} on {value.device} for a {shape} parameter on {parameter.device}")
+    return found
 
 
 def read_history(directory: Path) -> list[dict[str, Any]]:

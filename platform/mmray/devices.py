@@ -1,0 +1,125 @@
+"""Which device a process computes on, and the precision that device computes fastest in."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from mmray.config.training import PrecisionSetting
+from mmray.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "bf16", "fp16"]
+DeviceSetting = Literal["auto", "cpu", "cuda"]
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def pick_device(setting: str = "auto") -> torch.device:
+    """`auto`: this process's GPU when it sees one, else the CPU; `cuda` (or `cuda:N`) refused where no GPU
+    is visible."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {setting!r} was asked for, but this process sees no GPU; use 'auto' or 'cpu'")
+    try:
+        return torch.device(setting)
+    except RuntimeError as error:
+        raise ConfigError(f"device {setting!r} is not a device; expected auto, cpu, cuda or cuda:N") from error
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX tiles or AVX-512 BF16); elsewhere PyTorch emulates
+    it, many times slower than fp32."""
+    cpu = torch.cpu
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    if all(hasattr(cpu, name) for name in checks):
+        return any(bool(getattr(cpu, name)()) for name in checks)
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def cpu_description() -> str:
+    """'AVX2', 'AVX512', 'AVX512 + AMX' …: the instruction set PyTorch dispatches to on this CPU."""
+    capability = str(torch.backends.cpu.get_cpu_capability())
+    extras = [
+        name
+        for name, check in (("AVX-512 BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
+        if getattr(torch.cpu, check, lambda: False)()
+    ]
+    return " + ".join([capability, *extras])
+
+
+def native_precision(device: torch.device) -> Precision:
+    """The fastest precision that trains safely on `device`: bf16 autocast on a CPU with native bf16 and
+    on GPUs of compute capability 8.0 or newer, fp16 (with a gradient scaler) on older GPUs, else fp32."""
+    if device.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(device)
+        return "bf16" if major >= 8 else "fp16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a process trains in, and why (shown in the placement line)."""
+
+    precision: Precision
+    requested: PrecisionSetting
+    device: str
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return _AUTOCAST_DTYPES.get(self.precision)
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        return self.precision == "fp16"
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """The autocast region of a forward pass in this precision (nothing for fp32)."""
+        dtype = self.autocast_dtype
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.split(":")[0], dtype=dtype)
+
+    def describe(self) -> str:
+        return f"{self.precision} auto-chosen" if self.requested == "auto" else self.precision
+
+
+def resolve_precision(requested: PrecisionSetting, device: torch.device) -> PrecisionChoice:
+    """`auto` → the device's `native_precision`. An explicit bf16 on a CPU without native bf16 still runs,
+    with one warning naming its measured cost; fp16 is refused off the GPU (CPUs have no fast fp16)."""
+    if requested == "auto":
+        return PrecisionChoice(native_precision(device), requested, str(device))
+    if requested == "fp16" and device.type != "cuda":
+        raise ConfigError(f"precision fp16 needs a CUDA GPU; this process runs on {device}: use auto, bf16 or fp32")
+    if requested == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        slowdown = measured_bf16_slowdown()
+        logger.warning(
+            "precision bf16 on a CPU without native bf16 (%s): PyTorch emulates it, measured %.0f× slower than "
+            "fp32 on a matrix product here; precision auto picks fp32 on this CPU",
+            cpu_description(),
+            slowdown,
+        )
+    return PrecisionChoice(requested, requested, str(device))
+
+
+@functools.cache
+def measured_bf16_slowdown(size: int = 384, repeats: int = 3) -> float:
+    """How many times longer a (size × size) matrix product takes in bf16 than in fp32 on this CPU."""
+    seconds = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(size, size).to(dtype)  # (S, S)
+        a @ a  # warm-up
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ a
+        seconds[dtype] = time.perf_counter() - started
+    return seconds[torch.bfloat16] / max(seconds[torch.float32], 1e-9)

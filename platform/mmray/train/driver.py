@@ -1,0 +1,262 @@
+"""The Ray-free side of a training run's driver: the processor and data prepared and checked once, the
+workers' loop config, and the run's outputs (config, metrics, curves, best and latest model pointers)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmray import storage
+from mmray.artifacts.model_bundle import (
+    BEST_MODEL,
+    LATEST_MODEL,
+    MANIFEST,
+    read_processor,
+    resolve_model_bundle,
+    run_pointer,
+    warm_start_compatible,
+)
+from mmray.config import TrainJob, to_yaml
+from mmray.data.processor import Processor
+from mmray.data.sources import load_split, resolve_splits
+from mmray.data.tensors import SplitTensors, split_to_tensors, tensors_to_arrays
+from mmray.data.tokenizers import WordTokenizer
+from mmray.errors import ConfigError, TrainingError
+from mmray.models.registry import build_processor
+from mmray.plots import training_curves_png
+from mmray.pretrained import check_pretrained_files
+from mmray.tasks.base import Score, Task
+from mmray.tasks.registry import task_class
+from mmray.train.augment import NAMES_SIDE, names_a_side
+from mmray.train.loop import CHECKPOINT_SCORE
+from mmray.train.state import TRAIN_STATE, read_history
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    """What a finished run leaves: its directory, best and latest model bundles, final metrics."""
+
+    run_dir: str
+    model_bundle: str
+    latest_bundle: str
+    model_version: str
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_dir": self.run_dir,
+            "model_bundle": self.model_bundle,
+            "latest_bundle": self.latest_bundle,
+            "model_version": self.model_version,
+            **json_metrics(self.metrics),
+        }
+
+
+def json_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics as strict JSON values: an unmeasured (NaN) score becomes null."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}
+
+
+def resolve_training_checkpoint(uri: str) -> str:
+    """A checkpoint holding training state: `uri` itself, or the latest checkpoint of the run `uri`."""
+    if storage.exists(storage.join(uri, TRAIN_STATE)):
+        return uri
+    latest = run_pointer(uri, LATEST_MODEL)
+    if latest is not None:
+        return latest
+    raise ConfigError(
+        f"continue_from {uri}: neither a training checkpoint ({TRAIN_STATE} is missing) nor a finished "
+        f"training run ({LATEST_MODEL} is missing)"
+    )
+
+
+def run_processor(spec: TrainJob, training_texts: Sequence[str]) -> Processor:
+    """A new processor for the model, or for a warm start the bundle's own (its vocabulary, its transform);
+    a continued run keeps its checkpoint's processor as it is (the weights depend on it)."""
+    if spec.continue_from:
+        processor, model_config = read_processor(spec.continue_from)
+        if model_config.kind != spec.model.kind:
+            raise ConfigError(
+                f"continue_from {spec.continue_from} holds a {model_config.kind!r} model; the job trains a "
+                f"{spec.model.kind!r} model"
+            )
+        return processor
+    if not spec.init_from:
+        return build_processor(spec.model, training_texts)
+    processor, model_config = read_processor(spec.init_from)
+    if not warm_start_compatible(spec.model.kind, model_config.kind):
+        raise ConfigError(
+            f"init_from {spec.init_from} holds a {model_config.kind!r} model, which cannot initialise the "
+            f"job's {spec.model.kind!r} model"
+        )
+    wanted = build_processor(spec.model, training_texts).image
+    if wanted != processor.image:
+        raise ConfigError(
+            f"init_from {spec.init_from} preprocesses images as {processor.image}; the job's model config asks "
+            f"for {wanted}: warm starts keep the bundle's preprocessing, so set the model's image settings to match"
+        )
+    if isinstance(processor.tokenizer, WordTokenizer):
+        tokenizer, added = processor.tokenizer.extended(training_texts)
+        if added:
+            shown = ", ".join(added[:12]) + (", …" if len(added) > 12 else "")
+            logger.warning(
+                "the training texts have %d words that init_from's vocabulary lacks (%s); they are added, "
+                "their embeddings start random",
+                len(added),
+                shown,
+            )
+            processor = Processor(processor.image, tokenizer)
+    return processor
+
+
+@dataclass
+class DriverData:
+    """What the driver prepares before Ray starts: the spec bound to its data, processor, task class and
+    checkpoint score, the training records, and the decoded splits when the memory loader is used."""
+
+    spec: TrainJob
+    processor: Processor
+    task_class: type[Task]
+    score: Score
+    train: Any
+    num_train_examples: int
+    train_tensors: SplitTensors | None
+    val_tensors: SplitTensors | None
+
+
+def prepare_driver_data(spec: TrainJob) -> DriverData:
+    """Everything the driver can do and check without Ray: warm-start bundles, data files and records,
+    the processor, the task bound to its data, the batch against the split, decoded splits."""
+    if spec.init_from:
+        spec = spec.model_copy(update={"init_from": storage.absolute_uri(resolve_model_bundle(spec.init_from))})
+    if spec.continue_from:
+        checkpoint_uri = storage.absolute_uri(resolve_training_checkpoint(spec.continue_from))
+        spec = spec.model_copy(update={"continue_from": checkpoint_uri})
+    check_pretrained_files(spec.model)
+    splits = resolve_splits(spec.data)
+    train = load_split(spec.data, "train")
+    processor = run_processor(spec, [c for r in train.records for c in r.captions])
+    cls = task_class(spec.task.kind)
+    task_config, model_config = cls(spec.task, spec.model, processor).bind(train)
+    spec = spec.model_copy(update={"task": task_config, "model": model_config})
+    task = cls(spec.task, spec.model, processor)
+    checkpoint = spec.train.checkpoint
+    score = Score(checkpoint.score_attribute or task.score.metric, checkpoint.score_order or task.score.mode)
+    train_tensors = None
+    if spec.train.loader == "memory":
+        logger.info("decoding %d training images", len(train.records))
+        train_tensors = split_to_tensors(train, processor)
+        if spec.train.augment.flip == "unless_sides":
+            train_tensors.caption_extras[NAMES_SIDE] = names_a_side([c for r in train.records for c in r.captions])
+        examples = _train_examples(spec, task, train_tensors)
+    elif task.example_unit == "caption":
+        raise ConfigError(
+            f"task {spec.task.kind!r} trains on every caption (its targets belong to captions); "
+            "train.loader=ray_data draws one caption per image, so use train.loader=memory"
+        )
+    elif spec.train.augment.flip != "none":
+        raise ConfigError(
+            "train.augment.flip=unless_sides reads each example's caption; train.loader=ray_data does not "
+            "carry it, so use train.loader=memory or augment.flip=none"
+        )
+    elif spec.data.captions_per_epoch == "all":
+        raise ConfigError(
+            "data.captions_per_epoch=all packs every caption into batches held in memory; "
+            "train.loader=ray_data draws one caption per image, so use train.loader=memory or captions_per_epoch=one"
+        )
+    else:
+        examples = len(train.records)
+    if examples < spec.train.batch_size:
+        raise ConfigError(
+            f"train.batch_size {spec.train.batch_size} is larger than the training split ({examples} examples): "
+            "no full batch; lower train.batch_size or use more data"
+        )
+    val_tensors = split_to_tensors(load_split(spec.data, "val"), processor) if "val" in splits else None
+    return DriverData(spec, processor, cls, score, train, examples, train_tensors, val_tensors)
+
+
+def _train_examples(spec: TrainJob, task: Task, tensors: SplitTensors) -> int:
+    """Training examples per epoch: the task's own (captions with targets), every caption
+    (`data.captions_per_epoch: all`, which needs a batch of distinct images), or one per image."""
+    captions = task.example_captions(tensors)
+    if captions is not None:
+        return int(captions.shape[0])
+    if spec.data.captions_per_epoch == "all":
+        if tensors.num_images < spec.train.batch_size:
+            raise ConfigError(
+                f"data.captions_per_epoch=all keeps each batch's images distinct, but the training split has "
+                f"{tensors.num_images} images, fewer than train.batch_size {spec.train.batch_size}"
+            )
+        return tensors.num_captions
+    return tensors.num_images
+
+
+def loop_config(data: DriverData, share: Callable[[Any], Any]) -> dict[str, Any]:
+    """What every rank's loop reads; decoded splits pass through `share` (Ray's `put`: into the object store
+    once) and streamed ones are left to the runner."""
+    config: dict[str, Any] = {
+        "spec": data.spec,
+        "processor": data.processor,
+        "task_class": data.task_class,
+        "score_metric": data.score.metric,
+        "score_mode": data.score.mode,
+        "num_train_examples": data.num_train_examples,
+        "run_dir": storage.absolute_uri(storage.join(data.spec.storage_root, data.spec.name)),
+        "storage_root": storage.absolute_uri(data.spec.storage_root),
+    }
+    if data.train_tensors is not None:
+        config["train_arrays"] = share(tensors_to_arrays(data.train_tensors))
+    if data.val_tensors is not None:
+        config["val_arrays"] = share(tensors_to_arrays(data.val_tensors))
+    return config
+
+
+def _best(result: Any, latest: Any, mode: str) -> Any:
+    """The kept checkpoint with the best measured score; the latest when none was measured."""
+    measured = [
+        (checkpoint, metrics[CHECKPOINT_SCORE])
+        for checkpoint, metrics in (result.best_checkpoints or [])
+        if not math.isnan(metrics.get(CHECKPOINT_SCORE, math.nan))
+    ]
+    if not measured:
+        return latest
+    pick = max if mode == "max" else min
+    return pick(measured, key=lambda item: item[1])[0]
+
+
+def write_outputs(spec: TrainJob, result: Any, score_mode: str) -> TrainOutcome:
+    """config.yaml, metrics.json, curves.png and the best / latest model pointers of a finished run."""
+    if result.checkpoint is None:
+        raise TrainingError(f"training run {spec.name} finished without a checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        history = read_history(Path(directory))
+        manifest = json.loads((Path(directory) / MANIFEST).read_text())
+    best = _best(result, result.checkpoint, score_mode)
+    run_dir = storage.join(spec.storage_root, spec.name)
+    latest_uri = storage.uri_under(result.checkpoint.path, spec.storage_root)
+    best_uri = storage.uri_under(best.path, spec.storage_root)
+    storage.write_text(storage.join(run_dir, "config.yaml"), to_yaml(spec))
+    final = json_metrics(history[-1]) if history else {}
+    storage.write_text(storage.join(run_dir, "metrics.json"), json.dumps(final, indent=2))
+    storage.write_bytes(storage.join(run_dir, "curves.png"), training_curves_png(history, spec.name))
+    storage.write_text(storage.join(run_dir, LATEST_MODEL), json.dumps({"model_bundle": latest_uri}))
+    storage.write_text(storage.join(run_dir, BEST_MODEL), json.dumps({"model_bundle": best_uri}))
+    if best is not result.checkpoint:
+        with best.as_directory() as directory:
+            manifest = json.loads((Path(directory) / MANIFEST).read_text())
+    return TrainOutcome(
+        run_dir=run_dir if storage.is_s3(run_dir) else str(Path(run_dir).resolve()),
+        model_bundle=best_uri,
+        latest_bundle=latest_uri,
+        model_version=manifest["model_version"],
+        metrics=history[-1] if history else {},
+        history=history,
+    )

@@ -1,0 +1,144 @@
+"""Training in this one process, without Ray (`mmray train --local`, the GPU check, fast tests): the same
+loop, task, metrics, checkpoints and run outputs as a Ray Train run of one worker.
+
+Checkpoints are registered in the run's `local_checkpoints.json` once complete (what Ray Train's snapshot is
+to its runs); a rerun resumes from the latest one there."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmray import storage
+from mmray.artifacts.model_bundle import local_bundle
+from mmray.config import TrainJob
+from mmray.devices import pick_device
+from mmray.errors import ConfigError
+from mmray.train.context import TrainContext
+from mmray.train.driver import TrainOutcome, loop_config, prepare_driver_data, write_outputs
+from mmray.train.loop import CHECKPOINT_SCORE, run_loop
+from mmray.train.run_record import LOCAL_LEDGER, Rerun, prepare_run_directory, read_local_ledger
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalCheckpoint:
+    """A registered checkpoint of a local run (the shape of Ray's `Checkpoint` that run outputs read)."""
+
+    path: str
+
+    @contextmanager
+    def as_directory(self) -> Iterator[str]:
+        with local_bundle(self.path) as directory:
+            yield str(directory)
+
+
+@dataclass
+class LocalResult:
+    """What a local run leaves, in the shape of Ray Train's `Result` that `write_outputs` reads."""
+
+    checkpoint: LocalCheckpoint | None
+    best_checkpoints: list[tuple[LocalCheckpoint, dict[str, Any]]]
+    error: BaseException | None = None
+
+
+class LocalContext(TrainContext):
+    """Rank 0 of 1 on `device`; checkpoints copied into the run directory and registered in its ledger,
+    the best `num_to_keep` (by the task's score) and the latest kept."""
+
+    def __init__(self, device: torch.device, run_dir: str, num_to_keep: int | None, score_mode: str) -> None:
+        self.rank, self.world, self.device, self.node = 0, 1, device, "local"
+        self.run_dir, self.num_to_keep, self.score_mode = run_dir, num_to_keep, score_mode
+        self.entries: list[dict[str, Any]] = read_local_ledger(run_dir)
+
+    @contextmanager
+    def restored_checkpoint(self) -> Iterator[Path | None]:
+        if not self.entries:
+            yield None
+            return
+        with local_bundle(storage.join(self.run_dir, self.entries[-1]["name"])) as directory:
+            yield directory
+
+    def place_model(self, model: nn.Module, find_unused_parameters: bool) -> nn.Module:
+        return model.to(self.device)
+
+    def report(self, metrics: dict[str, Any], checkpoint: Path | None, checkpoint_name: str | None) -> None:
+        if checkpoint is None or checkpoint_name is None:
+            return
+        storage.upload_dir(checkpoint, storage.join(self.run_dir, checkpoint_name))
+        score = metrics.get(CHECKPOINT_SCORE, math.nan)
+        entry = {"name": checkpoint_name, "metrics": {"epoch": metrics["epoch"], CHECKPOINT_SCORE: score}}
+        self.entries = [e for e in self.entries if e["name"] != checkpoint_name] + [entry]
+        self._prune()
+        ledger = [{**e, "metrics": _json_safe(e["metrics"])} for e in self.entries]
+        storage.write_text(storage.join(self.run_dir, LOCAL_LEDGER), json.dumps(ledger, indent=2))
+
+    def _prune(self) -> None:
+        """Keep the latest and the best `num_to_keep` by measured score (unmeasured ranks last)."""
+        if self.num_to_keep is None or len(self.entries) <= self.num_to_keep:
+            return
+        sign = 1.0 if self.score_mode == "max" else -1.0
+
+        def rank(entry: dict[str, Any]) -> float:
+            score = entry["metrics"].get(CHECKPOINT_SCORE)
+            return -math.inf if score is None or math.isnan(score) else sign * score
+
+        ranked = sorted(self.entries[:-1], key=rank, reverse=True)
+        keep = {e["name"] for e in ranked[: max(0, self.num_to_keep - 1)]} | {self.entries[-1]["name"]}
+        for entry in self.entries:
+            if entry["name"] not in keep:
+                storage.delete_tree(storage.join(self.run_dir, entry["name"]))
+        self.entries = [e for e in self.entries if e["name"] in keep]
+
+    def result(self) -> LocalResult:
+        checkpoints = [(LocalCheckpoint(storage.join(self.run_dir, e["name"])), e["metrics"]) for e in self.entries]
+        latest = checkpoints[-1][0] if checkpoints else None
+        return LocalResult(latest, checkpoints)
+
+
+def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}
+
+
+def local_device(spec: TrainJob, device: str | None = None) -> torch.device:
+    """`device` when given, else the job's: its GPU with `train.use_gpu`, the CPU without."""
+    if device is not None:
+        return pick_device(device)
+    if spec.train.use_gpu and not torch.cuda.is_available():
+        raise ConfigError("train.use_gpu is true but this process sees no GPU; set train.use_gpu=false")
+    return torch.device("cuda" if spec.train.use_gpu else "cpu")
+
+
+def run_local(
+    spec: TrainJob, rerun: Rerun = "check", device: str | None = None, stop_after_epoch: int | None = None
+) -> TrainOutcome:
+    """Train `spec` in this process as one worker (`train.num_workers` is not used); re-running the same
+    name under the same root resumes the run, as with Ray Train. `stop_after_epoch`: stop once that epoch is
+    checkpointed, as Ctrl-C would, the schedule still that of `train.epochs` (to check resumption)."""
+    if spec.train.loader == "ray_data":
+        raise ConfigError("a local run holds its splits in memory: use train.loader=memory with --local")
+    where = local_device(spec, device)
+    if storage.is_s3(spec.storage_root):
+        storage.ensure_bucket(spec.storage_root)
+    prepare_run_directory(spec, rerun, runner="local")
+    data = prepare_driver_data(spec)
+    config = loop_config(data, share=lambda value: value)
+    config["threads"] = spec.train.threads_per_worker or os.cpu_count() or 1  # one process: every core
+    config["stop_after_epoch"] = stop_after_epoch
+    checkpoint = data.spec.train.checkpoint
+    run_dir = storage.absolute_uri(storage.join(data.spec.storage_root, data.spec.name))
+    context = LocalContext(where, run_dir, checkpoint.num_to_keep, data.score.mode)
+    logger.info("training %s in this process on %s (no Ray)", spec.name, where)
+    run_loop(config, context)
+    return write_outputs(data.spec, context.result(), data.score.mode)

@@ -1,0 +1,78 @@
+"""The training loop on Ray Train: each worker's `TrainContext` and the function TorchTrainer runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+from torch import nn
+
+from mmray.train.context import TrainContext
+from mmray.train.loop import run_loop
+
+
+class RayTrainContext(TrainContext):
+    """A Ray Train worker: its rank, the device Ray Train gave it, DDP through `prepare_model`, checkpoints
+    through `ray.train.report`, progress posted to the driver's board actor."""
+
+    def __init__(self, board: Any = None) -> None:
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.node = ray.get_runtime_context().get_node_id()[:8]
+        self.board = board
+        self.shows_progress = board is not None
+
+    @contextmanager
+    def restored_checkpoint(self) -> Iterator[Path | None]:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as directory:
+            yield Path(directory)
+
+    def place_model(self, model: nn.Module, find_unused_parameters: bool) -> nn.Module:
+        placed: nn.Module = ray.train.torch.prepare_model(
+            model, parallel_strategy_kwargs={"find_unused_parameters": find_unused_parameters}
+        )
+        return placed
+
+    def report(self, metrics: dict[str, Any], checkpoint: Path | None, checkpoint_name: str | None) -> None:
+        if checkpoint is None:
+            ray.train.report(metrics)
+            return
+        ray.train.report(
+            metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint), checkpoint_dir_name=checkpoint_name
+        )
+
+    def resolve(self, value: Any) -> Any:
+        return ray.get(value) if isinstance(value, ray.ObjectRef) else value
+
+    def dataset_shard(self, name: str) -> Any:
+        return ray.train.get_dataset_shard(name)
+
+    def post_progress(self, state: dict[str, float]) -> None:
+        self.board.post.remote(state)  # fire and forget
+
+
+def _set_report_log_level(level: str) -> None:
+    """Ray Train 2.60 logs every report ("Reporting training result N: TrainingReport(...)") from a logger
+    named after its file, which its own log level (RunConfig.logging_config) does not reach."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:
+        return
+    logging.getLogger(train_context.__file__).setLevel(level)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """What every Ray Train worker runs: the loop (`run_loop`) in this worker's context."""
+    _set_report_log_level(config.get("ray_log_level", "WARNING"))
+    run_loop(config, RayTrainContext(config.get("progress_board")))

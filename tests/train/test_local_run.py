@@ -1,0 +1,48 @@
+"""`mmray train --local`: the loop in one process without Ray, with the same metrics, checkpoints and run
+outputs; evaluation on a chosen device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmray.devices import resolve_precision
+from tests.train.conftest import last_json, run_mmray, tiny_job, write_job
+
+pytestmark = pytest.mark.slow
+
+
+def test_local_training_resumes_and_evaluates_on_the_chosen_device(data_root: Path, tmp_path: Path) -> None:
+    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "local", epochs=1))
+    first = run_mmray("train", str(job), "--local", env={"RAY_ADDRESS": ""})
+    assert first.returncode == 0, first.stderr[-3000:]
+    auto = resolve_precision("auto", torch.device("cpu")).precision
+    assert f"[mmray] 1 worker (cpu, {auto} auto-chosen) on 1 node: local rank 0" in first.stderr
+    assert "Ray's logs" not in first.stderr, "no Ray was started"
+    one = last_json(first.stdout)
+    assert one["epoch"] == 1 and one["precision"] == auto and Path(one["model_bundle"]).name == "checkpoint_epoch_0001"
+
+    second = run_mmray("train", str(job), "--local", "train.epochs=2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stderr
+    two = last_json(second.stdout)
+    assert two["epoch"] == 2 and two["step"] == 2 * one["step"]
+    run_dir = Path(two["run_dir"])
+    ledger = json.loads((run_dir / "local_checkpoints.json").read_text())
+    assert [entry["name"] for entry in ledger] == ["checkpoint_epoch_0001", "checkpoint_epoch_0002"]
+    assert [h["epoch"] for h in json.loads((Path(two["model_bundle"]) / "history.json").read_text())] == [1, 2]
+
+    on_ray = run_mmray("train", str(job), "train.epochs=3")
+    assert on_ray.returncode == 2 and "was trained in one process (--local); resume it with --local" in on_ray.stderr
+
+    evaluated = run_mmray("evaluate", str(job), "--device", "cpu")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    metrics = last_json(evaluated.stdout)
+    assert metrics["device"] == "cpu" and metrics["model_version"] == two["model_version"]
+    assert metrics["t2i_R@1"] == pytest.approx(two["t2i_R@1"])
+    if not torch.cuda.is_available():
+        refused = run_mmray("evaluate", str(job), "--device", "cuda")
+        assert refused.returncode == 2 and "device 'cuda' was asked for, but this process sees no GPU" in refused.stderr

@@ -1,0 +1,94 @@
+"""Training state: loaded without unpickling code, RNG states restored, optimizer moments checked against
+their parameters' device; a local run and a Ray run of one name do not mix."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmray.config import TrainJob
+from mmray.errors import ConfigError
+from mmray.train.loop import optimizer_for
+from mmray.train.run_record import LOCAL_LEDGER, TRAIN_SNAPSHOT, prepare_run_directory
+from mmray.train.schedule import warmup_cosine
+from mmray.train.state import (
+    TRAIN_STATE,
+    Progress,
+    load_train_state,
+    optimizer_state_off_device,
+    save_train_state,
+)
+from tests.train.conftest import tiny_job
+
+
+def _optimizer_after_a_step() -> tuple[dict[str, torch.optim.Optimizer], dict, torch.amp.GradScaler]:
+    weight = torch.nn.Parameter(torch.randn(4, 3))
+    optimizer = optimizer_for([weight], 1e-2, 0.1)
+    weight.sum().backward()
+    optimizer.step()
+    schedulers = {"model": warmup_cosine(optimizer, 10, 2, 0.0)}
+    return {"model": optimizer}, schedulers, torch.amp.GradScaler("cpu", enabled=False)
+
+
+def test_state_round_trips_with_every_rng(tmp_path: Path) -> None:
+    optimizers, schedulers, scaler = _optimizer_after_a_step()
+    progress = Progress(epochs_done=3, global_step=30, history=[{"epoch": 3, "precision": "fp32", "loss": 0.5}])
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    save_train_state(tmp_path, progress, optimizers, schedulers, scaler)
+    expected = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    restored = load_train_state(tmp_path, *_optimizer_after_a_step())
+    assert restored == progress
+    assert torch.equal(torch.rand(3), expected[0])
+    assert np.array_equal(np.random.rand(3), expected[1])
+    assert [random.random() for _ in range(3)] == expected[2]
+
+
+class _Payload:
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (Path("/tmp/mmray-unpickled-code-ran"),))
+
+
+def test_a_checkpoint_carrying_code_is_refused_not_run(tmp_path: Path) -> None:
+    marker = Path("/tmp/mmray-unpickled-code-ran")
+    marker.unlink(missing_ok=True)
+    optimizers, schedulers, scaler = _optimizer_after_a_step()
+    save_train_state(tmp_path, Progress(), optimizers, schedulers, scaler)
+    state = torch.load(tmp_path / TRAIN_STATE, weights_only=True)
+    state["progress"]["history"] = [_Payload()]
+    torch.save(state, tmp_path / TRAIN_STATE)
+    with pytest.raises(pickle.UnpicklingError):
+        load_train_state(tmp_path, optimizers, schedulers, scaler)
+    assert not marker.exists()
+
+
+def test_moments_on_another_device_than_their_parameter_are_found() -> None:
+    optimizers, _, _ = _optimizer_after_a_step()
+    assert optimizer_state_off_device(optimizers) == []
+    (moments,) = optimizers["model"].state.values()
+    for key in ("exp_avg", "exp_avg_sq"):  # as restored before the model moved to its GPU
+        moments[key] = moments[key].to("meta")
+    found = optimizer_state_off_device(optimizers)
+    assert len(found) == 2 and all("on meta for a (4, 3) parameter on cpu" in line for line in found), found
+
+
+@pytest.mark.parametrize(("existing", "runner", "hint"), [(LOCAL_LEDGER, "ray", "with --local"),
+                                                          (TRAIN_SNAPSHOT, "local", "without --local")])  # fmt: skip
+def test_a_run_resumes_only_under_the_runner_that_checkpointed_it(
+    tmp_path: Path, existing: str, runner: str, hint: str
+) -> None:
+    spec = TrainJob.model_validate(tiny_job(tmp_path / "data", tmp_path / "runs", "mixed"))
+    run_dir = tmp_path / "runs" / "mixed"
+    run_dir.mkdir(parents=True)
+    (run_dir / existing).write_text("[]" if existing == LOCAL_LEDGER else "{}")
+    with pytest.raises(ConfigError, match=f"resume it {hint}, or start afresh with --force-new"):
+        prepare_run_directory(spec, "check", runner=runner)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        prepare_run_directory(spec, "resume", runner=runner)  # type: ignore[arg-type]
+    prepare_run_directory(spec, "new", runner=runner)  # type: ignore[arg-type]
+    assert not (run_dir / existing).exists() and (run_dir / "job.yaml").is_file()
