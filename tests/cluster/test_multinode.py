@@ -27,7 +27,7 @@ from tests.support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedServer
 from tests.train.conftest import last_json, mmray_command, tiny_job
 
 pytestmark = pytest.mark.slow
-# The pids in rank 0's placement line: "[mmray] 2 workers (cpu) on 2 nodes: … rank 0 (pid 811); … (pid 812)".
+# The pids in rank 0's placement line: "[mmray] 2 workers (cpu, fp32 auto-chosen) on 2 nodes: … rank 0 (pid 811); …".
 PLACED_PIDS = re.compile(r"\(pids? ([\d, ]+)\)")
 
 

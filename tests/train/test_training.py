@@ -149,7 +149,7 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(data_root: Path, tmp_path: Path) -> 
     assert code == 143, said[-3000:]
     assert re.search(r"terminated: run terminated: epoch \d+ is checkpointed; `mmray train \S+` resumes it", said)
     assert "SIGTERM received" not in said and "Traceback" not in said, said[-3000:]
-    placement = [line for line in said.splitlines() if "[mmray] 2 workers (cpu) on 1 node: " in line]
+    placement = [line for line in said.splitlines() if re.search(r"\[mmray\] 2 workers \(cpu, \w+ auto-chosen\) on 1 node: ", line)]
     assert len(placement) == 1 and re.search(r"ranks 0, 1 \(pids \d+, \d+\)$", placement[0]), said[-3000:]
 
 
