@@ -25,6 +25,10 @@ class ImageDecodeError(DataError):
     """An image file exists but cannot be decoded."""
 
 
+class ImageTooLargeError(ImageDecodeError):
+    """An image whose header claims more pixels than the limit (a decompression bomb, or a huge image)."""
+
+
 class StorageError(MmrayError, RuntimeError):
     """A storage operation failed; the message names the URI and the cause."""
 

@@ -64,8 +64,8 @@ def caption(
     from mmray.data.image_files import decode_image
     from mmray.generators import Captioner
 
-    captioner = Captioner.open(bundle, device)
     decoded = [decode_image(path.read_bytes(), str(path)) for path in images]
+    captioner = Captioner.open(bundle, device)
     captions = captioner.caption(decoded, beam, length_penalty, max_length)
     for path, text in zip(images, captions, strict=True):
         typer.echo(json.dumps({"image": str(path), "caption": text}) if as_json else f"{path}\t{text}")

@@ -58,8 +58,8 @@ def search(
         raise QueryError("--text is empty")
     if png and not png.startswith("s3://") and Path(png).is_dir():
         raise QueryError(f"--png {png} is a directory; name the PNG file to write")
-    searcher = Searcher.open(bundle, model)
     query_image = decode_image(image.read_bytes(), str(image)) if image else None
+    searcher = Searcher.open(bundle, model)
     hits = searcher.search(text, query_image, k, target, alpha, nprobe, ef_search)  # type: ignore[arg-type]
     chosen = default_target(text is not None, target)  # type: ignore[arg-type]
     if len(hits) < k:

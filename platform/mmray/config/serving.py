@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mmray.config.base import Section
+from mmray.data.image_header import max_image_pixels
 
 EndpointGroup = Literal["embed", "classify", "generate", "caption", "search"]
 ENDPOINT_GROUPS: tuple[EndpointGroup, ...] = ("embed", "classify", "generate", "caption", "search")
@@ -16,7 +17,11 @@ class RequestLimits(Section):
     """What one request may hold; anything beyond gets a 4xx naming the field."""
 
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest request body (413 beyond)")
-    max_image_pixels: int = Field(40_000_000, ge=1, description="largest decoded image, width × height")
+    max_image_pixels: int = Field(
+        default_factory=max_image_pixels,
+        ge=1,
+        description="largest decoded image, width × height (default: MMRAY_MAX_IMAGE_PIXELS, else 40000000)",
+    )
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1, description="largest encoded image")
     max_items: int = Field(64, ge=1, description="most texts or images in one embed / classify request")
     max_text_chars: int = Field(2000, ge=1, description="longest text, in characters")

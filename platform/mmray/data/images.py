@@ -1,49 +1,78 @@
-"""Image decoding and resizing: torchvision's decoders (PIL for other formats), uint8 (3, S, S) out."""
+"""Safe image decoding and square resizing: uint8 RGB (3, H, W) out, or an ImageDecodeError naming the file.
+
+The header is read first (`read_header`: format, size against the pixel limit). JPEGs, the corpora's
+format, take torchvision's libjpeg-turbo decoder (which refuses damaged data with an error); every
+other format is decoded by Pillow, PNGs after a check that they are whole (`png_problem`): torchvision's
+PNG decoder can crash the process on a truncated file.
+"""
 
 from __future__ import annotations
 
 import io
 import warnings
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as tvf
 
+from mmray.data.image_header import FORMATS, ImageHeader, read_header
+from mmray.data.png_check import png_problem
 from mmray.errors import ImageDecodeError
 
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
+# Set once here: `catch_warnings` in decoding threads would race on the process's filters.
+warnings.filterwarnings("ignore", message="Palette images with Transparency", category=UserWarning)
+_WIDE_GREY = ("I;16", "I;16B", "I;16L", "I")  # 16-bit greyscale (a PNG's "I;16"), scaled to 8 bits
 
 
-def _decode_with_pil(data: bytes) -> torch.Tensor:
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        rgb = image.convert("RGB")
-    pixels: torch.Tensor = tvf.pil_to_tensor(rgb)  # (3, H, W) uint8
-    return pixels
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    """A loaded Pillow image (first frame) as uint8 (H, W, 3); alpha dropped, 16-bit samples scaled."""
+    if image.mode in _WIDE_GREY:
+        grey = (np.asarray(image, dtype=np.int64).clip(0, 65535) >> 8).astype(np.uint8)  # (H, W)
+        return np.repeat(grey[:, :, None], 3, axis=2)  # (H, W, 3)
+    return np.array(image if image.mode == "RGB" else image.convert("RGB"))  # (H, W, 3), writable
 
 
-def decode_rgb(data: bytes, name: str = "<bytes>") -> torch.Tensor:
-    """Fully decode image bytes to uint8 RGB (3, H, W); truncated or invalid data raise ImageDecodeError."""
-    if not data:
-        raise ImageDecodeError(f"{name}: cannot decode image: the file is empty")
+def _decode_with_pil(data: bytes, name: str) -> torch.Tensor:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)  # (n,)
-        decoded: torch.Tensor = decode_image(buffer, mode=ImageReadMode.RGB)  # (3, H, W)
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            image.load()
+            pixels = _rgb_array(image)  # (H, W, 3)
+    except Exception as exc:  # Pillow's plugins raise many kinds on damaged data
+        reason = str(exc) or type(exc).__name__
+        raise ImageDecodeError(f"{name}: cannot decode image: {reason}") from None
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W)
+
+
+def _decode_jpeg(data: bytes, name: str) -> torch.Tensor:
+    try:
+        buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)  # (n,)
+        decoded: torch.Tensor = decode_image(buffer, mode=ImageReadMode.RGB)  # (3, H, W); dispatches to JPEG
         return decoded
     except RuntimeError as first:
         try:
-            return _decode_with_pil(data)
-        except UnidentifiedImageError:
-            raise ImageDecodeError(
-                f"{name}: cannot decode image: not an image file mmray can read (JPEG, PNG, WebP, GIF, or another "
-                "format Pillow opens)"
-            ) from first
-        except (OSError, SyntaxError, ValueError):
+            return _decode_with_pil(data, name)  # JPEG variants libjpeg-turbo leaves out
+        except ImageDecodeError:
             reason = str(first).rsplit(", ", 1)[-1]
-            raise ImageDecodeError(f"{name}: cannot decode image: {reason}") from first
+            raise ImageDecodeError(f"{name}: cannot decode image: {reason}") from None
+
+
+def _decode_checked(data: bytes, header: ImageHeader, name: str) -> torch.Tensor:
+    """Decode bytes whose header `read_header` accepted -> uint8 (3, H, W)."""
+    if header.format in ("JPEG", "MPO"):
+        return _decode_jpeg(data, name)
+    if header.format == "PNG" and (problem := png_problem(data)):
+        raise ImageDecodeError(f"{name}: cannot decode image: {problem}")
+    return _decode_with_pil(data, name)
+
+
+def decode_rgb(data: bytes, name: str = "<bytes>", max_pixels: int | None = None) -> torch.Tensor:
+    """Fully decode image bytes to uint8 RGB (3, H, W). Empty, unreadable, truncated or damaged data raise
+    ImageDecodeError; more pixels than `max_pixels` (default: the MMRAY_MAX_IMAGE_PIXELS limit)
+    ImageTooLargeError, before anything is decoded."""
+    return _decode_checked(data, read_header(data, name, max_pixels), name)
 
 
 def resize_square(pixels: torch.Tensor, size: int, mode: str = "stretch") -> torch.Tensor:

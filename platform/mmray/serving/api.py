@@ -174,7 +174,7 @@ def _image_bytes(value: str | None, files: dict[str, bytes], field: str, config:
     """An image given as base64 in JSON or as a file part, checked (size, header, pixels)."""
     if field in files:
         data = files[field]
-    elif value:
+    elif value is not None:
         data = from_base64(value, field)
     else:
         return None

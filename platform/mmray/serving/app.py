@@ -53,7 +53,7 @@ def build_app(args: dict[str, Any]) -> Application:
     model = _deployment(ModelDeployment)
     models = {
         name: model.options(name=f"model_{name}", user_config=config.batching.model_dump()).bind(
-            name, keeper, config.device
+            name, keeper, config.device, config.limits.max_image_pixels
         )
         for name in state.models
     }

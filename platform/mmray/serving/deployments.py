@@ -113,16 +113,22 @@ class ModelDeployment(_Follower):
 
     role = "model"
 
-    async def __init__(self, name: str, keeper: Handle, device: str) -> None:  # type: ignore[misc]
+    async def __init__(  # type: ignore[misc]
+        self, name: str, keeper: Handle, device: str, max_image_pixels: int | None = None
+    ) -> None:
         self._name, self._keeper, self._device = name, keeper, device
+        self._max_image_pixels = max_image_pixels
         state: ServingState = await keeper.current.remote()
-        self._current = await asyncio.to_thread(ModelService.open, state.models[name].uri, device)
+        self._current = await asyncio.to_thread(self._open, state.models[name].uri)
         self._services: dict[str, ModelService] = {self._current.version: self._current}
         self._lock = threading.Lock()
         self._generation = state.generation
         self._batches = {"batches": 0, "calls": 0, "largest": 0}
         self._batch_settings = BatchSettings(max_batch_size=32, batch_wait_timeout_s=0.005)
         self._start_following()
+
+    def _open(self, uri: str) -> ModelService:
+        return ModelService.open(uri, self._device, self._max_image_pixels)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         settings = BatchSettings.model_validate(user_config)
@@ -151,7 +157,7 @@ class ModelDeployment(_Follower):
                 return self._services[version]
             if uri is None:
                 raise RequestError(f"model version {version} is not loaded here", "model", 409)
-            loaded = ModelService.open(uri, self._device)
+            loaded = self._open(uri)
             if loaded.version != version:
                 raise RequestError(f"{uri} now holds model version {loaded.version}, not {version}", "model", 409)
             self._services[version] = loaded

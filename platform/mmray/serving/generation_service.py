@@ -10,13 +10,11 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from mmray.data.images import resize_square
 from mmray.generators import caption_pixels
 from mmray.models.caption_decoder import CaptionDecoder
 from mmray.models.text_to_image import as_text_to_image
 from mmray.serving.calls import CaptionCall, CaptionResult, GenerateCall, GenerateResult, RequestError
 from mmray.serving.model_service import ModelService, answer_each
-from mmray.serving.uploads import decode_upload
 
 
 def png_bytes(image: torch.Tensor) -> bytes:
@@ -52,10 +50,9 @@ def caption_many(service: ModelService, calls: Sequence[CaptionCall]) -> list[Ca
     model = service.model
     assert isinstance(model, CaptionDecoder)
     processor = service.bundle.processor
-    size = processor.image.size
 
     def decode(call: CaptionCall) -> torch.Tensor:
-        images = [resize_square(decode_upload(data, f"images[{i}]"), size) for i, data in enumerate(call.images)]
+        images = [service.decode(data, f"images[{i}]") for i, data in enumerate(call.images)]
         return torch.stack(images)  # (n, 3, S, S) uint8
 
     decoded = answer_each(calls, decode)

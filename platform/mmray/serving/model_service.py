@@ -52,8 +52,11 @@ class ModelService:
     for caption decoders. Batched methods take many calls at once and
     run the model over all their inputs together, in chunks of `max_rows`."""
 
-    def __init__(self, bundle: LoadedBundle, device: str = "auto", max_rows: int = 256) -> None:
+    def __init__(
+        self, bundle: LoadedBundle, device: str = "auto", max_rows: int = 256, max_image_pixels: int | None = None
+    ) -> None:
         self.bundle = bundle
+        self.max_image_pixels = max_image_pixels  # None: the MMRAY_MAX_IMAGE_PIXELS limit
         self.device = pick_device(device)  # auto: the replica's GPU when Serve gave it one (num_gpus)
         self.model = bundle.model.to(self.device).eval()
         logger.info("model %s (version %s) serves on %s", bundle.uri, bundle.version, self.device)
@@ -61,8 +64,8 @@ class ModelService:
         self.capabilities = set(model_kind(bundle.model_config.kind).serves)
 
     @classmethod
-    def open(cls, uri: str, device: str = "auto") -> ModelService:
-        return cls(open_bundle(uri), device)
+    def open(cls, uri: str, device: str = "auto", max_image_pixels: int | None = None) -> ModelService:
+        return cls(open_bundle(uri), device, max_image_pixels=max_image_pixels)
 
     @property
     def version(self) -> str:
@@ -92,10 +95,14 @@ class ModelService:
                 404,
             )
 
+    def decode(self, data: bytes, field: str) -> torch.Tensor:
+        """One upload decoded and resized -> uint8 (3, S, S); a bad one is a RequestError naming `field`."""
+        return resize_square(decode_upload(data, field, self.max_image_pixels), self.bundle.processor.image.size)
+
     def pixels(self, images: Sequence[bytes], field: str) -> torch.Tensor:
         """Decode and resize uploads -> uint8 (N, 3, S, S); a bad one is a RequestError naming it."""
         size = self.bundle.processor.image.size
-        decoded = [resize_square(decode_upload(data, f"{field}[{i}]"), size) for i, data in enumerate(images)]
+        decoded = [self.decode(data, f"{field}[{i}]") for i, data in enumerate(images)]
         return torch.stack(decoded) if decoded else torch.zeros(0, 3, size, size, dtype=torch.uint8)
 
     def _chunks(self, rows: int) -> list[slice]:
@@ -216,12 +223,11 @@ class ModelService:
         return caption_many(self, calls)
 
     def _decode_items(self, call: ClassifyCall) -> list[tuple[torch.Tensor | None, str | None]]:
-        size = self.bundle.processor.image.size
         rows = []
         for i, item in enumerate(call.items):
             if item.image is None and item.text is None:
                 raise RequestError("needs an image, a text, or both", f"items[{i}]")
-            pixels = resize_square(decode_upload(item.image, f"items[{i}].image"), size) if item.image else None
+            pixels = self.decode(item.image, f"items[{i}].image") if item.image else None
             rows.append((pixels, item.text))
         return rows
 

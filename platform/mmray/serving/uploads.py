@@ -1,18 +1,17 @@
-"""Checks on uploaded images before anything decodes them: base64, encoded size, header pixels."""
+"""Checks on uploaded images before anything decodes them (base64, encoded size, header pixels), and their
+safe decoding in the model replicas: a damaged upload is a 422, a too large one a 413, never a crash."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
-import warnings
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from mmray.config.serving import RequestLimits
+from mmray.data.image_header import read_header
 from mmray.data.images import decode_rgb
-from mmray.errors import ImageDecodeError
+from mmray.errors import ImageDecodeError, ImageTooLargeError
 from mmray.serving.calls import RequestError
 
 
@@ -34,24 +33,20 @@ def check_image(data: bytes, field: str, limits: RequestLimits) -> tuple[int, in
     if len(data) > limits.max_image_bytes:
         raise RequestError(f"is {len(data)} bytes; the limit is {limits.max_image_bytes}", field, 413)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-    except Image.DecompressionBombError:
-        raise RequestError(f"has more pixels than the limit of {limits.max_image_pixels}", field, 413) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        header = read_header(data, field, limits.max_image_pixels)
+    except ImageTooLargeError as exc:
+        raise RequestError(str(exc).removeprefix(f"{field}: image "), field, 413) from None
+    except ImageDecodeError:
         raise RequestError("is not an image that can be decoded (JPEG, PNG, ...)", field) from None
-    if width * height > limits.max_image_pixels:
-        raise RequestError(
-            f"is {width}×{height} = {width * height} pixels; the limit is {limits.max_image_pixels}", field, 413
-        )
-    return width, height
+    return header.width, header.height
 
 
-def decode_upload(data: bytes, field: str) -> torch.Tensor:
-    """Fully decode a checked upload to uint8 (3, H, W); truncated or corrupt data is a 422."""
+def decode_upload(data: bytes, field: str, max_pixels: int | None = None) -> torch.Tensor:
+    """Fully decode an upload to uint8 (3, H, W), its header checked again against `max_pixels` (default:
+    the MMRAY_MAX_IMAGE_PIXELS limit): too large is a 413, truncated or damaged data a 422."""
     try:
-        return decode_rgb(data, field)
+        return decode_rgb(data, field, max_pixels)
+    except ImageTooLargeError as exc:
+        raise RequestError(str(exc).removeprefix(f"{field}: image "), field, 413) from None
     except ImageDecodeError as exc:
         raise RequestError(str(exc).removeprefix(f"{field}: "), field) from None
