@@ -107,19 +107,50 @@ def deep_merge(base: Mapping[str, Any], updates: Mapping[str, Any], path: str = 
     return merged
 
 
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a YAML file whose top level must be a mapping."""
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: where, then what."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem or exc.context}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        return f"character {exc.position + 1} is U+{code:04X}: {exc.reason}"
+    return " ".join(str(exc).split())
+
+
+def read_yaml_file(path: str | Path, what: str = "job spec") -> Any:
+    """The content of a UTF-8 YAML file; a directory, a missing, unreadable, binary or empty file, or
+    invalid YAML is a one-line ConfigError naming the file."""
     file = Path(path)
     if file.is_dir():
-        raise ConfigError(f"{str(file)!r} is a directory; name a job spec YAML file in it")
+        raise ConfigError(f"{file}: it is a directory; name a {what} YAML file in it")
     if not file.is_file():
-        raise ConfigError(f"config file {str(file)!r} does not exist")
+        raise ConfigError(f"{what} file {str(file)!r} does not exist")
     try:
-        data = yaml.safe_load(file.read_text())
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{file}: not a text file (byte {exc.start} is 0x{raw[exc.start]:02x}, not UTF-8); a {what} is a "
+            "UTF-8 YAML file"
+        ) from None
+    if not text.strip():
+        raise ConfigError(f"{file} is empty; a {what} is a YAML mapping of sections (kind: ..., name: ...)")
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{file}: not valid YAML: {_yaml_problem(exc)}") from None
+
+
+def read_yaml_mapping(path: str | Path, what: str = "job spec") -> dict[str, Any]:
+    """Read a YAML file whose top level must be a mapping."""
+    data = read_yaml_file(path, what)
     if not isinstance(data, dict):
-        raise ConfigError(f"{file}: top level must be a mapping of sections, got {type(data).__name__}")
+        kind = type(data).__name__
+        raise ConfigError(f"{path}: top level must be a mapping of sections (kind: ..., name: ...), got {kind}")
     return data
 
 

@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from mmray import storage
-from mmray.config.base import format_validation_error
+from mmray.config.base import format_validation_error, read_yaml_file
 from mmray.errors import ConfigError, MmrayError
 from mmray.serving.app import IMPORT_PATH, app_config
 from mmray.serving.auth import env_key_hashes
@@ -105,14 +104,7 @@ def _check_model_gpus(args: dict[str, Any], deployments: list[dict[str, Any]], w
 
 
 def read_serve_config(path: str) -> dict[str, Any]:
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{path}: no such Serve config file" + (" (it is a directory)" if file.is_dir() else ""))
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return check_serve_config(raw, path)
+    return check_serve_config(read_yaml_file(path, "Serve config"), path)
 
 
 def start_serving(config: dict[str, Any], timeout_s: float = 600.0) -> str:
