@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mmray.errors import StorageAccessDeniedError, StorageError, StorageNotFoundError
+from mmray.s3_settings import S3_ATTEMPTS, current_endpoint, mark_answered, read_timeout, s3_timeouts
 from mmray.uris import (  # re-exported: storage.join etc. are the callers' names
     S3_SCHEME as S3_SCHEME,
     absolute_uri as absolute_uri,
@@ -39,7 +40,6 @@ _DENIED_CODES = {
     "ExpiredToken",
     "403",
 }
-S3_ATTEMPTS = 3
 MULTIPART_THRESHOLD_BYTES = 16 * 1024 * 1024
 """Files above this upload in parts of this size, several at once (checkpoints, weights, index files)."""
 
@@ -72,7 +72,7 @@ def _client_for(
     import botocore.config
 
     config = botocore.config.Config(
-        retries={"max_attempts": S3_ATTEMPTS, "mode": "standard"},
+        retries={"total_max_attempts": S3_ATTEMPTS, "mode": "standard"},
         connect_timeout=timeouts[0],
         read_timeout=timeouts[1],
     )
@@ -81,30 +81,10 @@ def _client_for(
     )
 
 
-def _client() -> Any:
-    env = os.environ
-    credentials = tuple(
-        env.get(name) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
-    )
-    return _client_for(
-        env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
-        env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
-        credentials,
-        s3_timeouts(),
-    )
-
-
-def s3_timeouts() -> tuple[float, float]:
-    """(connect, read) timeouts of S3 calls in seconds: MMRAY_S3_CONNECT_TIMEOUT (10) and
-    MMRAY_S3_READ_TIMEOUT (60); each call is tried S3_ATTEMPTS times."""
-    values = []
-    for name, default in (("MMRAY_S3_CONNECT_TIMEOUT", 10.0), ("MMRAY_S3_READ_TIMEOUT", 60.0)):
-        raw = os.environ.get(name, "")
-        try:
-            values.append(float(raw) if raw else default)
-        except ValueError:
-            raise StorageError(f"{name}={raw!r} is not a number of seconds") from None
-    return values[0], values[1]
+def _client(transfer: bool = False) -> Any:
+    """The S3 client for a request; `transfer`: one that moves object data (get, upload, download, copy)."""
+    endpoint = current_endpoint()
+    return _client_for(*endpoint, (s3_timeouts()[0], read_timeout(transfer, endpoint)))
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -133,17 +113,23 @@ def _translate_client_error(uri: str, exc: BaseException) -> StorageError:
 
 
 @contextlib.contextmanager
-def _s3_errors(uri: str) -> Iterator[None]:
+def _s3_errors(uri: str, transfer: bool = False) -> Iterator[None]:
+    """S3 errors of the calls inside as StorageErrors naming `uri`; an answer (an S3 error code is one)
+    marks the endpoint as alive, so that later transfers get their long read timeout."""
+    endpoint = current_endpoint()
     try:
         yield
     except Exception as exc:
-        translated = _translate_s3_error(uri, exc)
+        if _error_code(exc) is not None:
+            mark_answered(endpoint)
+        translated = _translate_s3_error(uri, exc, read_timeout(transfer, endpoint))
         if translated is None:
             raise
         raise translated from exc
+    mark_answered(endpoint)
 
 
-def _translate_s3_error(uri: str, exc: Exception) -> StorageError | None:
+def _translate_s3_error(uri: str, exc: Exception, read_timeout: float) -> StorageError | None:
     """The StorageError that names what went wrong with an S3 call; None for errors of another kind."""
     import boto3.exceptions
     import botocore.exceptions
@@ -164,11 +150,11 @@ def _translate_s3_error(uri: str, exc: Exception) -> StorageError | None:
     timeouts = (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError,
                 botocore.exceptions.ConnectionClosedError)  # fmt: skip
     if isinstance(exc, timeouts):
-        connect, read = s3_timeouts()
+        connect, _, read = s3_timeouts()
+        setting = "MMRAY_S3_READ_TIMEOUT" if read_timeout == read else "MMRAY_S3_METADATA_TIMEOUT"
         return StorageError(
             f"{uri}: the S3 endpoint did not answer ({type(exc).__name__}; {S3_ATTEMPTS} tries, timeouts "
-            f"{connect:g} s to connect and {read:g} s to read); check AWS_ENDPOINT_URL, or raise "
-            "MMRAY_S3_READ_TIMEOUT"
+            f"{connect:g} s to connect and {read_timeout:g} s to read); check AWS_ENDPOINT_URL, or raise {setting}"
         )
     return None
 
@@ -217,8 +203,8 @@ def read_bytes(uri: str | Path) -> bytes:
     uri = str(uri)
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri):
-            body: bytes = _client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        with _s3_errors(uri, transfer=True):
+            body: bytes = _client(transfer=True).get_object(Bucket=bucket, Key=key)["Body"].read()
             return body
     try:
         return Path(uri).read_bytes()
@@ -314,8 +300,10 @@ def move_tree(source: str | Path, target: str | Path) -> None:
     for item in list_files(source):
         bucket, key = split_s3(item)
         target_bucket, target_key = split_s3(join(target, relative_to(item, source)))
-        with _s3_errors(item):
-            _client().copy_object(Bucket=target_bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key})
+        with _s3_errors(item, transfer=True):
+            _client(transfer=True).copy_object(
+                Bucket=target_bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key}
+            )
         delete(item)
 
 
@@ -326,8 +314,8 @@ def upload_file(local_path: str | Path, uri: str | Path) -> None:
         raise StorageNotFoundError(f"{local_path}: no such local file to upload")
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri):
-            _client().upload_file(str(local_path), bucket, key, Config=_transfer_config())
+        with _s3_errors(uri, transfer=True):
+            _client(transfer=True).upload_file(str(local_path), bucket, key, Config=_transfer_config())
         return
     with atomic_output(uri) as staged:
         shutil.copyfile(local_path, staged)
@@ -342,8 +330,8 @@ def download_file(uri: str | Path, local_path: str | Path) -> Path:
     try:
         if is_s3(uri):
             bucket, key = split_s3(uri)
-            with _s3_errors(uri):
-                _client().download_file(bucket, key, str(staged))
+            with _s3_errors(uri, transfer=True):
+                _client(transfer=True).download_file(bucket, key, str(staged))
         else:
             if not Path(uri).is_file():
                 raise StorageNotFoundError(f"{uri}: does not exist")

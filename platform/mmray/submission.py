@@ -30,7 +30,9 @@ FORWARDED_ENV = (
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
     "MMRAY_S3_CONNECT_TIMEOUT",
+    "MMRAY_S3_METADATA_TIMEOUT",
     "MMRAY_S3_READ_TIMEOUT",
+    "MMRAY_MAX_IMAGE_PIXELS",
     "RAY_AUTH_MODE",
 )
 """Passed to the job when set here. Credentials are not: Ray writes a runtime env's variables to its

@@ -108,6 +108,7 @@ DEBUG_ENV = "MMRAY_DEBUG"
 
 def _setup_logging() -> None:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    logging.getLogger("botocore.credentials").setLevel(logging.WARNING)  # "Found credentials in ..." on every S3 use
     # Tune's TensorBoard logger renames metric keys such as `i2t_R@1`, announcing each rename every epoch.
     logging.getLogger("tensorboardX.summary").setLevel(logging.WARNING)
     logging.basicConfig(
