@@ -27,7 +27,7 @@ from mmray.errors import ConfigError
 from mmray.train.context import TrainContext
 from mmray.train.driver import TrainOutcome, loop_config, prepare_driver_data, write_outputs
 from mmray.train.loop import CHECKPOINT_SCORE, run_loop
-from mmray.train.run_record import LOCAL_LEDGER, Rerun, prepare_run_directory, read_local_ledger
+from mmray.train.run_record import LOCAL_LEDGER, Rerun, check_run_directory, read_local_ledger, record_job
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +131,9 @@ def run_local(
     where = local_device(spec, device)
     if storage.is_s3(spec.storage_root):
         storage.ensure_bucket(spec.storage_root)
-    prepare_run_directory(spec, rerun, runner="local")
+    check_run_directory(spec, rerun, runner="local")
     data = prepare_driver_data(spec)
+    record_job(spec)
     config = loop_config(data, share=lambda value: value)
     config["threads"] = spec.train.threads_per_worker or os.cpu_count() or 1  # one process: every core
     config["stop_after_epoch"] = stop_after_epoch

@@ -107,27 +107,41 @@ def latest_checkpointed_epoch(run_dir: str) -> int | None:
     return max(epochs) if epochs else None
 
 
-def prepare_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner = "ray") -> None:
-    """Before a run starts: refuse to resume a run of the same name started with other settings
+def check_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner = "ray") -> None:
+    """Before a run's checks: refuse to resume a run of the same name started with other settings
     (`check`) or by the other runner, resume it anyway (`resume`), or move it aside and start afresh
-    (`new`); then record the job."""
+    (`new`). Nothing is written: `record_job` records the job once the run's checks have passed, so a run
+    refused before training leaves nothing that blocks its corrected rerun."""
     run_dir = run_directory(spec)
-    if run_exists(run_dir):
-        if rerun == "new":
-            aside = f"{run_dir.rstrip('/')}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-            storage.move_tree(run_dir, aside)
-            logger.warning("moved the earlier run %s aside to %s; starting afresh", run_dir, aside)
-        else:
-            _check_runner(run_dir, spec.name, runner)
-        if rerun == "check" and storage.exists(storage.join(run_dir, JOB_RECORD)):
-            recorded = yaml.safe_load(storage.read_text(storage.join(run_dir, JOB_RECORD)))
-            changed = differences(recorded, yaml.safe_load(to_yaml(spec)))
-            if changed:
-                shown = "; ".join(f"{key}: {old!r} → {new!r}" for key, old, new in changed[:8])
-                more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
-                raise ConfigError(
-                    f"run {spec.name} exists at {run_dir} with other settings: {shown}{more}. Re-running a name "
-                    "resumes its run: --resume continues it under the new settings, --force-new moves it aside "
-                    "and starts afresh, or give the job another name=..."
-                )
-    storage.write_text(storage.join(run_dir, JOB_RECORD), to_yaml(spec))
+    if not run_exists(run_dir):
+        return
+    if rerun == "new":
+        aside = f"{run_dir.rstrip('/')}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+        storage.move_tree(run_dir, aside)
+        logger.warning("moved the earlier run %s aside to %s; starting afresh", run_dir, aside)
+        return
+    _check_runner(run_dir, spec.name, runner)
+    if rerun == "check" and storage.exists(storage.join(run_dir, JOB_RECORD)):
+        recorded = yaml.safe_load(storage.read_text(storage.join(run_dir, JOB_RECORD)))
+        changed = differences(recorded, yaml.safe_load(to_yaml(spec)))
+        if changed:
+            shown = "; ".join(f"{key}: {old!r} → {new!r}" for key, old, new in changed[:8])
+            more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
+            unsaved = latest_checkpointed_epoch(run_dir) is None
+            nothing = " It has no checkpoint yet, so --force-new loses no training." if unsaved else ""
+            raise ConfigError(
+                f"run {spec.name} exists at {run_dir} with other settings: {shown}{more}. Re-running a name "
+                "resumes its run: --resume continues it under the new settings, --force-new moves it aside "
+                f"and starts afresh, or give the job another name=...{nothing}"
+            )
+
+
+def record_job(spec: TrainJob) -> None:
+    """Write the job a run starts (or resumes) with as its `job.yaml`."""
+    storage.write_text(storage.join(run_directory(spec), JOB_RECORD), to_yaml(spec))
+
+
+def prepare_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner = "ray") -> None:
+    """`check_run_directory`, then `record_job`."""
+    check_run_directory(spec, rerun, runner)
+    record_job(spec)

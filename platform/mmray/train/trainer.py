@@ -20,7 +20,7 @@ from mmray.train.live import open_board
 from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.ray_context import train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
-from mmray.train.run_record import Rerun, prepare_run_directory
+from mmray.train.run_record import Rerun, check_run_directory, record_job
 
 
 def loop_config_of(data: DriverData) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -93,12 +93,15 @@ def ordered_ingest() -> Any:
 
 
 def start_run(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check", live: bool = False) -> PreparedRun:
-    """Everything before `fit`: the run directory (see `prepare_run_directory` for a name whose run was
-    started with other settings), the driver's checks and data, Ray, the trainer."""
+    """Everything before `fit`: the run directory (see `check_run_directory` for a name whose run was
+    started with other settings), the driver's checks and data, Ray, the trainer; the job is recorded in
+    the run directory only once all of them passed."""
     if storage.is_s3(spec.storage_root):
         storage.ensure_bucket(spec.storage_root)
-    prepare_run_directory(spec, rerun)
-    return build_trainer(spec, callbacks, live=live)
+    check_run_directory(spec, rerun)
+    prepared = build_trainer(spec, callbacks, live=live)
+    record_job(spec)
+    return prepared
 
 
 def finish_run(prepared: PreparedRun, result: Any) -> TrainOutcome:
