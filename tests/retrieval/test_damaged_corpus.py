@@ -60,7 +60,7 @@ def test_ray_data_embedding_reports_each_undecodable_file_by_id(indexed: tuple[P
     ("name", "message"),
     [
         ("one-row.png", "one-row.png: cannot decode image: its image data ends early"),
-        ("bomb-40000.png", "bomb-40000.png: image has 1600000000 pixels; the limit is 40000000"),
+        ("bomb-40000.png", "bomb-40000.png: image is 40000×40000 = 1600000000 pixels; the limit is 40000000"),
         ("text.jpg", "text.jpg: cannot decode image: not an image file mmray can read"),
     ],
 )
