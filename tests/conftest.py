@@ -1,8 +1,18 @@
-"""Shared fixtures: repository paths, the SeaweedFS S3 server, small generated datasets."""
+"""Shared fixtures: repository paths, the session's Ray, the SeaweedFS S3 server, small generated datasets.
+
+One Ray serves the session: a head started by `ray start` (its own temp directory, stopped by its process
+group) on first use, which `mmray` subprocesses reach through RAY_ADDRESS (tests using the `ray_cluster`
+fixture, and every test once it runs) and in-process tests join (`ray_session`). Tests marked `own_ray`
+(or using `no_in_process_ray`) exercise what a command does with a Ray of its own (the embedded start,
+signals, resource checks, a second cluster): they run first, before the session's Ray starts, so two
+local Rays never run at once."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,6 +25,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from mmray import storage
 from mmray.config import ShapesData
 from mmray.data.shapes import generate_shapes
+from tests.support.local_cluster import LocalCluster
 from tests.support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedServer, start_seaweedfs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -74,39 +85,80 @@ def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+SESSION_RAY_CPUS = 4
+"""Logical CPUs of the session's Ray: a training subprocess (2 workers) fits beside the served test apps."""
+_SESSION_RAY: list[str] = []
+
+
+def _own_ray(item: pytest.Item) -> bool:
+    return item.get_closest_marker("own_ray") is not None or "no_in_process_ray" in getattr(item, "fixturenames", ())
+
+
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """One embedded local Ray for in-process tests; its workers can import `tests` (test-only tasks)."""
+def ray_cluster() -> Iterator[str]:
+    """The session's Ray (one node, `SESSION_RAY_CPUS`): its GCS address."""
+    from mmray.raycluster import EMBEDDED_TRAIN_SETTINGS
+
+    python_path = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {
+        **os.environ,
+        **EMBEDDED_TRAIN_SETTINGS,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys(python_path)),  # workers import `tests` (test-only tasks)
+        "RAY_AUTH_MODE": "disabled",
+    }
+    env.pop("RAY_ADDRESS", None)
+    root = Path(tempfile.mkdtemp(prefix="mmray-ray-", dir="/tmp"))  # Ray's socket paths stay under 108 bytes
+    cluster = LocalCluster(root, env, cpus=SESSION_RAY_CPUS)
+    try:
+        cluster.start_head()
+        _SESSION_RAY.append(f"127.0.0.1:{cluster.gcs_port}")
+        yield _SESSION_RAY[0]
+    finally:
+        _SESSION_RAY.clear()
+        cluster.stop_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _ray_address(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands join the session's Ray (started for tests that use `ray_cluster`); `own_ray` tests' commands
+    start their own."""
+    if _own_ray(request.node):
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    elif "ray_cluster" in request.fixturenames or _SESSION_RAY:
+        monkeypatch.setenv("RAY_ADDRESS", request.getfixturevalue("ray_cluster"))
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_cluster: str) -> Iterator[None]:
+    """This process joined to the session's Ray, for in-process Ray Train, Ray Data and Serve tests."""
     import ray
 
     from mmray.raycluster import connect
 
-    paths = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    connect(num_cpus=2)
+    previous = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = ray_cluster
+    try:
+        connect()
+    finally:
+        if previous is None:
+            del os.environ["RAY_ADDRESS"]
+        else:
+            os.environ["RAY_ADDRESS"] = previous
     yield
     ray.shutdown()
 
 
 @pytest.fixture(scope="module")
-def no_in_process_ray() -> Iterator[None]:
-    """For modules whose commands start a local Ray of their own: the in-process Ray of earlier modules
-    is shut down meanwhile (Ray Train's placement-group cleaner cannot tell two local instances apart and
-    logs a traceback) and started again after."""
-    import ray
-
-    from mmray.raycluster import connect
-
-    running = ray.is_initialized()
-    if running:
-        ray.shutdown()
-    yield
-    if running:
-        connect(num_cpus=2)
+def no_in_process_ray() -> None:
+    """For modules whose commands start a local Ray of their own (sorted before the session's Ray starts)."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `gpu` run only where CUDA is available."""
+    """Tests with a Ray of their own first (the session's Ray starts after them); tests marked `gpu` run
+    only where CUDA is available."""
+    items.sort(key=lambda item: not _own_ray(item))  # stable: the order within each group stays
     if not any(item.get_closest_marker("gpu") for item in items):
         return
     import torch

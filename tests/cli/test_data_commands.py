@@ -1,20 +1,27 @@
+"""`mmray data` / `config` / `evaluate` commands and their errors, through the CLI's `main` in this process
+(run from the repository root, as the jobs' relative paths expect)."""
+
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+from tests.support.cli import Outcome, invoke_mmray
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_mmray(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
-    command = [str(Path(sys.executable).parent / "mmray"), *args]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+@pytest.fixture(autouse=True)
+def _in_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+
+
+def run_mmray(*args: str) -> Outcome:
+    return invoke_mmray(*args)
 
 
 def last_json(output: str) -> dict:

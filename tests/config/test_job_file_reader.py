@@ -9,7 +9,7 @@ import pytest
 
 from mmray.config import load_job
 from mmray.errors import ConfigError
-from tests.train.conftest import run_mmray
+from tests.support.cli import invoke_mmray
 
 CASES = {
     "binary.yaml": (bytes(range(256)) * 4, r"binary\.yaml: not a text file \(byte 128 is 0x80, not UTF-8\)"),
@@ -50,7 +50,7 @@ def test_the_cli_refuses_each_with_exit_2_and_one_line(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_bytes(b"- a\n")
     (tmp_path / "folder.yaml").mkdir()
     for name in ("garbage.yaml", "empty.yaml", "list.yaml", "folder.yaml"):
-        result = run_mmray("train", str(tmp_path / name), timeout=120)
+        result = invoke_mmray("train", str(tmp_path / name))
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (name, result.stderr)
         assert name in lines[0]

@@ -15,7 +15,7 @@ from tests.support.damaged_images import write_captions, write_corpus
 from tests.support.serving_bundles import dual_encoder_bundle
 from tests.train.conftest import last_json, run_mmray, write_job
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("no_in_process_ray")]  # the commands start their own Ray
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # its commands join the session's Ray
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from mmray.models.registry import build_model, build_processor
 from mmray.retrieval.embed import finished_shards
 from tests.train.conftest import last_json, run_mmray, tiny_job, write_job
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # its commands join the session's Ray
 RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_medr", "t2i_medr")
 
 

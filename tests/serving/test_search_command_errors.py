@@ -1,5 +1,5 @@
-"""`mmray search` refuses bad queries with one clear line (exit 2, no traceback) and says when it
-returns fewer hits than asked or cuts a query."""
+"""`mmray search` (its `main`, in this process) refuses bad queries with one clear line (exit 2, no
+traceback) and says when it returns fewer hits than asked or cuts a query."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from tests.serving.conftest import Bundles
 from tests.serving.helpers import val_images
-from tests.train.conftest import run_mmray
+from tests.support.cli import invoke_mmray as run_mmray
 
 
 @pytest.mark.parametrize(

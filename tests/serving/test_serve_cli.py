@@ -19,7 +19,7 @@ from tests.serving.helpers import image_id, val_images
 from tests.support.processes import descendants_named
 from tests.train.conftest import REPO_ROOT, mmray_command, run_mmray
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_ray]  # `mmray serve` starts its own Ray and Serve
 
 
 def local_config(bundles: Bundles, tmp_path: Path) -> Path:

@@ -55,6 +55,8 @@ def stop_group(pgid: int, grace_s: float = 10.0, crash: bool = False) -> None:
 class LocalCluster:
     root: Path
     env: dict[str, str]
+    cpus: int = 1
+    """Logical CPUs of each node."""
     gcs_port: int = 0
     dashboard_port: int = 0
     groups: dict[str, int] = field(default_factory=dict)
@@ -66,9 +68,9 @@ class LocalCluster:
     def _ray_start(self, name: str, arguments: list[str]) -> None:
         ray = str(Path(sys.executable).parent / "ray")
         (agent_port,) = free_ports(1)
-        command = [ray, "start", "--node-ip-address=127.0.0.1", "--num-cpus=1", f'--resources={{"{name}": 1}}',
-                   f"--dashboard-agent-listen-port={agent_port}", f"--temp-dir={self.root / name}",
-                   "--disable-usage-stats", *arguments]  # fmt: skip
+        command = [ray, "start", "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}",
+                   f'--resources={{"{name}": 1}}', f"--dashboard-agent-listen-port={agent_port}",
+                   f"--temp-dir={self.root / name}", "--disable-usage-stats", *arguments]  # fmt: skip
         process = subprocess.Popen(command, env=self.env, start_new_session=True, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)  # fmt: skip
         output, _ = process.communicate(timeout=120)

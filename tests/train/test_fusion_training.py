@@ -1,5 +1,5 @@
-"""Fusion models trained end to end on Ray Train (2 DDP workers, in-process Ray): question heads with
-per-caption targets, evaluation with its figures, and a multi-label task warm-started from a
+"""Fusion models trained end to end in one process (the loop Ray Train runs, without Ray): question heads
+with per-caption targets, evaluation with its figures, and a multi-label task warm-started from a
 retrieval run with the contrastive term kept alongside."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from mmray.artifacts.model_bundle import open_bundle
 from mmray.config import TrainJob
 from mmray.evaluate import evaluate_bundle
-from mmray.train.trainer import run_training
+from mmray.train.local_run import run_local
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def _data(root: Path, text: str = "captions") -> dict[str, Any]:
     return {"source": "shapes", "root": str(root), "images": 576, "val_images": 96, "seed": 1, "text": text}
 
 
-def test_question_heads_train_evaluate_and_reload(ray_session: None, data_root: Path, tmp_path: Path) -> None:
+def test_question_heads_train_evaluate_and_reload(data_root: Path, tmp_path: Path) -> None:
     spec = TrainJob.model_validate(
         {
             "kind": "train",
@@ -51,7 +51,7 @@ def test_question_heads_train_evaluate_and_reload(ray_session: None, data_root: 
             "train": TRAIN,
         }
     )
-    outcome = run_training(spec)
+    outcome = run_local(spec)
     metrics = outcome.metrics
     assert metrics["present_examples"] == 96 * 2 and metrics["count_examples"] == 96 * 2
     assert 0.0 <= metrics["present_accuracy"] <= 1.0 and "count_r2" in metrics and "count_rmse" in metrics
@@ -73,7 +73,7 @@ def test_question_heads_train_evaluate_and_reload(ray_session: None, data_root: 
 
 
 def test_multilabel_head_from_a_retrieval_run_with_the_contrastive_term(
-    ray_session: None, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     runs = tmp_path / "runs"
@@ -88,7 +88,7 @@ def test_multilabel_head_from_a_retrieval_run_with_the_contrastive_term(
             "train": TRAIN,
         }
     )
-    clip = run_training(retrieval)
+    clip = run_local(retrieval)
     spec = TrainJob.model_validate(
         {
             "kind": "train",
@@ -105,7 +105,7 @@ def test_multilabel_head_from_a_retrieval_run_with_the_contrastive_term(
             "train": {**TRAIN, "lr": 1e-5},
         }
     )
-    outcome = run_training(spec)
+    outcome = run_local(spec)
     metrics = outcome.metrics
     assert {"shapes_mAP", "shapes_f1_macro", "shapes_f1_micro", "train_loss_contrastive", "alpha"} <= set(metrics)
     assert 0.0 <= metrics["alpha"] <= 1.0

@@ -1,6 +1,6 @@
-"""Generation tasks trained end to end on Ray Train (2 DDP workers): the VAE with R-precision from a
-retrieval run, the GAN's two optimizers through a resume, the caption decoder with its baseline; then
-the bundles used from the command line."""
+"""Generation tasks trained end to end in one process (the loop Ray Train runs, without Ray): the VAE with
+R-precision from a retrieval run, the GAN's two optimizers through a resume, the caption decoder with its
+baseline; then the bundles used from the command line (in this process)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 from mmray.artifacts.model_bundle import open_bundle
 from mmray.config import TrainJob
 from mmray.evaluate import evaluate_bundle
-from mmray.train.trainer import run_training
-from tests.train.conftest import last_json, run_mmray, write_job
+from mmray.train.local_run import run_local
+from tests.support.cli import invoke_mmray as run_mmray
 
 pytestmark = pytest.mark.slow
 
@@ -42,10 +42,10 @@ def _job(data_root: Path, runs: Path, name: str, model: dict[str, Any], task: di
 
 
 @pytest.fixture(scope="module")
-def retrieval_run(ray_session: None, data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def retrieval_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     runs = tmp_path_factory.mktemp("generation-runs")
     job = _job(data_root, runs, "clip", {"kind": "dual_encoder", **ENCODER}, {"kind": "retrieval"})
-    return run_training(TrainJob.model_validate(job)).run_dir
+    return run_local(TrainJob.model_validate(job)).run_dir
 
 
 def test_vae_trains_with_r_precision_and_its_bundle_generates(
@@ -58,7 +58,7 @@ def test_vae_trains_with_r_precision_and_its_bundle_generates(
         {"kind": "conditional_vae", "encoder": ENCODER, "latent_dim": 4, "width": 8},
         {"kind": "vae", "kl_warmup_steps": 10, "evaluation": {**EVALUATION, "evaluator": retrieval_run}},
     )
-    outcome = run_training(TrainJob.model_validate(job))
+    outcome = run_local(TrainJob.model_validate(job))
     metrics = outcome.metrics
     assert {"train_reconstruction", "train_kl", "val_reconstruction", "val_kl", "reconstruction_mse"} <= set(metrics)
     assert metrics["elbo"] == pytest.approx(-(metrics["val_reconstruction"] + metrics["val_kl"]))
@@ -76,7 +76,7 @@ def test_vae_trains_with_r_precision_and_its_bundle_generates(
     texts = ["--text", "a red circle on the left", "--text", "a big blue square"]
     generated = run_mmray("generate", outcome.run_dir, *texts, "--n", "3", "--out", str(out), "--seed", "4")
     assert generated.returncode == 0, generated.stderr[-3000:]
-    summary = last_json(generated.stdout)
+    summary = generated.last_json()
     assert summary["out"] == str(out) and summary["model_version"] == outcome.model_version
     first = out.read_bytes()
     assert first.startswith(b"\x89PNG")
@@ -93,29 +93,25 @@ def test_gan_resumes_both_optimizers(retrieval_run: str, data_root: Path, tmp_pa
         {"kind": "gan", "evaluation": {**EVALUATION, "evaluator": retrieval_run}},
         init_from=retrieval_run,
     )
-    path = write_job(tmp_path / "gan.yaml", job)
-    first = run_mmray("train", str(path))
-    assert first.returncode == 0, first.stderr[-3000:]
-    one = last_json(first.stdout)
+    spec = TrainJob.model_validate(job)
+    one = run_local(spec).metrics
     assert {"train_loss_discriminator", "train_loss_generator", "train_d_real", "train_d_fake"} <= set(one)
-    second = run_mmray("train", str(path), "train.epochs=2")
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "resumed from" in second.stdout + second.stderr
-    two = last_json(second.stdout)
+    resumed = run_local(spec.model_copy(update={"train": spec.train.model_copy(update={"epochs": 2})}))
+    two = resumed.metrics
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    assert resumed.history[0]["train_loss_generator"] == one["train_loss_generator"], "epoch 1 was not trained again"
     assert two["step"] == 2 * one["step"] and 0.0 <= two["r_precision"] <= 1.0
-    state = torch.load(Path(two["latest_bundle"]) / "train_state.pt", weights_only=False)
+    state = torch.load(Path(resumed.latest_bundle) / "train_state.pt", weights_only=True)
     for name in ("discriminator", "generator"):
         steps = {float(s["step"]) for s in state["optimizers"][name]["state"].values()}
         assert steps == {float(two["step"])}, f"the {name} optimizer continued from epoch 1"
     assert state["schedulers"]["generator"]["last_epoch"] == two["step"]
-    conditioning = open_bundle(two["model_bundle"]).model.encoder.state_dict()
+    conditioning = open_bundle(resumed.model_bundle).model.encoder.state_dict()
     clip = open_bundle(retrieval_run).model.state_dict()
     assert all(torch.equal(conditioning[k], clip[k]) for k in clip), "the frozen text tower is the retrieval run's"
 
 
-def test_caption_decoder_trains_against_its_baseline_and_captions_files(
-    ray_session: None, data_root: Path, tmp_path: Path
-) -> None:
+def test_caption_decoder_trains_against_its_baseline_and_captions_files(data_root: Path, tmp_path: Path) -> None:
     job = _job(
         data_root,
         tmp_path / "runs",
@@ -123,7 +119,7 @@ def test_caption_decoder_trains_against_its_baseline_and_captions_files(
         {"kind": "caption_decoder", "encoder": ENCODER, "width": 32, "layers": 1, "heads": 2},
         {"kind": "caption", "evaluation": {"images": 40, "beam": 2}},
     )
-    outcome = run_training(TrainJob.model_validate(job))
+    outcome = run_local(TrainJob.model_validate(job))
     metrics = outcome.metrics
     assert {"bleu4", "cider_d", "nn_bleu4", "nn_cider_d", "val_loss"} <= set(metrics)
     assert metrics["checkpoint_score"] == metrics["cider_d"] and metrics["nn_cider_d"] > 0.0

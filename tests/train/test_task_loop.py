@@ -1,4 +1,5 @@
-"""The training loop drives any registered task: a test-only linear probe, in-process on one Ray."""
+"""The training loop drives any registered task: a test-only linear probe, through Ray Train (joined to the
+session's Ray) and in one process (`run_local`), which rank and keep checkpoints alike."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mmray.config import TrainJob
-from mmray.train.trainer import run_training
+from mmray.train.driver import TrainOutcome
+from mmray.train.local_run import run_local
 from tests.support.probe_task import ProbeModelConfig, ProbeTaskConfig
 
 pytestmark = pytest.mark.slow
@@ -35,10 +37,20 @@ def probe_job(data_root: Path, runs: Path, name: str, epochs: int, eval_every: i
     )
 
 
+def _train(spec: TrainJob, runner: str, request: pytest.FixtureRequest) -> TrainOutcome:
+    if runner == "local":
+        return run_local(spec)
+    request.getfixturevalue("ray_session")
+    from mmray.train.trainer import run_training
+
+    return run_training(spec)
+
+
+@pytest.mark.parametrize("runner", ["ray_train", "local"])
 def test_loop_trains_a_task_it_does_not_know_and_ranks_only_measured_scores(
-    ray_session: None, data_root: Path, tmp_path: Path
+    runner: str, data_root: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    outcome = run_training(probe_job(data_root, tmp_path / "runs", "probe", epochs=4, eval_every=2))
+    outcome = _train(probe_job(data_root, tmp_path / "runs", "probe", epochs=4, eval_every=2), runner, request)
 
     history = outcome.history
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]

@@ -15,7 +15,7 @@ from mmray.data.tokenizers import WordTokenizer
 from mmray.errors import ConfigError
 from mmray.models.registry import build_model, build_processor
 from mmray.train.driver import run_processor
-from mmray.train.trainer import run_training
+from mmray.train.local_run import run_local
 
 pytestmark = pytest.mark.slow
 SHAPES_CAPTIONS = ["a small red circle in the top left", "a big blue square at the bottom"]
@@ -47,7 +47,7 @@ def _coco_job(coco_mini: Path, runs: Path, bundle: Path, **model: object) -> Tra
 
 
 def test_warm_start_on_other_captions_keeps_the_bundles_vocabulary_and_adds_new_words(
-    ray_session: None, coco_mini: Path, tmp_path: Path
+    coco_mini: Path, tmp_path: Path
 ) -> None:
     config = DualEncoderConfig.model_validate(MODEL)
     processor = build_processor(config, SHAPES_CAPTIONS)
@@ -59,7 +59,7 @@ def test_warm_start_on_other_captions_keeps_the_bundles_vocabulary_and_adds_new_
     grown = run_processor(job, ["an entirely different caption set"]).tokenizer
     assert isinstance(grown, WordTokenizer) and grown.vocabulary[: len(known)] == known, "existing ids unchanged"
     assert grown.vocabulary[len(known) :] == ["an", "caption", "different", "entirely", "set"]
-    outcome = run_training(job)
+    outcome = run_local(job)
     warmed = read_bundle(Path(outcome.model_bundle)).processor.tokenizer
     assert isinstance(warmed, WordTokenizer) and warmed.vocabulary[: len(known)] == known
     before = load_file(tmp_path / "start" / "model.safetensors")

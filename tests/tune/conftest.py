@@ -9,8 +9,3 @@ import pytest
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the tiny shapes data of the tune tests is generated (once per session)."""
     return tmp_path_factory.mktemp("tune-data")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def own_local_ray(no_in_process_ray: None) -> None:
-    """Each search starts its own local Ray."""

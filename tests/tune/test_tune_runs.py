@@ -1,5 +1,5 @@
-"""`mmray tune` end to end on a real local Ray with real Train trials: ASHA stopping trials, results
-and the exported best job; resume after the driver is killed; results on the S3 server."""
+"""`mmray tune` end to end on the session's Ray with real Train trials: one ASHA search stopping trials,
+stopped by SIGTERM and resumed, its results and exported best job; population-based training on S3."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from mmray.artifacts.model_bundle import open_bundle
 from mmray.config import TrainJob, load_job
 from tests.train.conftest import REPO_ROOT, last_json, mmray_command, run_mmray, tiny_job
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # its commands join the session's Ray
 
 
 def tune_job(data_root: Path, storage_root: str, name: str, samples: int, epochs: int = 3) -> dict[str, Any]:
@@ -43,34 +43,6 @@ def write(path: Path, job: dict[str, Any]) -> Path:
     return path
 
 
-def test_a_search_stops_trials_early_and_exports_the_best_as_a_train_job(data_root: Path, tmp_path: Path) -> None:
-    job = write(tmp_path / "tune.yaml", tune_job(data_root, str(tmp_path / "runs"), "search", samples=5))
-    result = run_mmray("tune", str(job), timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = last_json(result.stdout)
-    assert summary["trials"] == 5 and summary["errors"] == 0
-    assert summary["stopped_early"] >= 1, result.stdout
-    table = result.stdout.strip().splitlines()[:-1]
-    assert table[0].split()[:4] == ["trial", "status", "epochs", "recall_mean"] and len(table) == 6
-    assert any("stopped early" in line for line in table) and any("completed" in line for line in table)
-    assert "best so far" in result.stderr
-    assert "Checkpoint successfully created" not in result.stderr, "Ray's INFO lines only with -v"
-
-    rows = storage.read_text(summary["results_csv"]).strip().splitlines()
-    assert len(rows) == 6 and rows[0].startswith("trial_id,status,iterations,recall_mean")
-    for figure in summary["figures"]:
-        assert Path(figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    exported = load_job(summary["best_job"])
-    assert isinstance(exported, TrainJob) and exported.name == "search-best"
-    assert exported.train.lr == pytest.approx(summary["best_values"]["train.lr"])
-    assert exported.task.loss.kind == summary["best_values"]["task.loss.kind"]  # type: ignore[attr-defined]
-    bundle = open_bundle(summary["model_bundle"])
-    assert bundle.manifest["metrics"]["recall_mean"] == pytest.approx(summary["best_objective"])
-
-    again = run_mmray("tune", str(job))
-    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
-
-
 def _finished(stderr: str) -> list[str]:
     return [line.split()[2] for line in stderr.splitlines() if line.startswith("INFO") and " finished (" in line]
 
@@ -93,35 +65,58 @@ def _result_lines(experiment: Path, trial: str) -> int:
     return len(result.read_text().splitlines()) if result.exists() else 0
 
 
-def test_a_search_stopped_by_sigterm_resumes_without_rerunning_finished_trials(data_root: Path, tmp_path: Path) -> None:
+def test_a_search_stops_trials_early_resumes_after_sigterm_and_exports_the_best(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """One ASHA search: stopped by SIGTERM once a trial has finished, resumed without rerunning it; then
+    its results, figures and best trial exported as a train job."""
     runs = tmp_path / "runs"
-    job = write(tmp_path / "tune.yaml", tune_job(data_root, str(runs), "resumed", samples=4, epochs=2))
+    job = write(tmp_path / "tune.yaml", tune_job(data_root, str(runs), "search", samples=5))
     log = tmp_path / "first.log"
     with log.open("w") as stderr:
         driver = subprocess.Popen(mmray_command("tune", str(job)), cwd=REPO_ROOT, env=os.environ.copy(),
                                   stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + 600
-        while not _saved_as_finished(runs / "resumed"):
+        while not _saved_as_finished(runs / "search"):
             assert driver.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no trial was saved as finished within 600 s"
             time.sleep(0.5)
         driver.terminate()  # SIGTERM: Tune's graceful stop, as Ctrl-C
         assert driver.wait(timeout=300) == 143, log.read_text()[-3000:]
     said = log.read_text()
-    stopped = f"terminated: search resumed stopped, its state saved; `mmray tune {job} --resume` continues it"
+    stopped = f"terminated: search search stopped, its state saved; `mmray tune {job} --resume` continues it"
     assert said.rstrip().endswith(stopped) and "Tuner.restore" not in said, said[-3000:]
-    finished = _saved_as_finished(runs / "resumed")
-    lines = {trial: _result_lines(runs / "resumed", trial) for trial in finished}
-    assert len(finished) < 4, "the search was killed before it ended"
+    finished = _saved_as_finished(runs / "search")
+    lines = {trial: _result_lines(runs / "search", trial) for trial in finished}
+    assert len(finished) < 5, "the search was stopped before it ended"
 
-    resumed = run_mmray("tune", str(job), "--resume", timeout=900)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    summary = last_json(resumed.stdout)
-    assert summary["trials"] == 4 and summary["errors"] == 0
+    again = run_mmray("tune", str(job))
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    result = run_mmray("tune", str(job), "--resume", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = last_json(result.stdout)
+    assert summary["trials"] == 5 and summary["errors"] == 0
     for trial, count in lines.items():
-        assert _result_lines(runs / "resumed", trial) == count, f"finished trial {trial} ran again"
-        assert trial not in _finished(resumed.stderr)
-    assert set(_finished(resumed.stderr)) | set(finished) >= {row for row in _trial_ids(summary["results_csv"])}
+        assert _result_lines(runs / "search", trial) == count, f"finished trial {trial} ran again"
+        assert trial not in _finished(result.stderr)
+    assert set(_finished(result.stderr)) | set(finished) >= set(_trial_ids(summary["results_csv"]))
+
+    assert summary["stopped_early"] >= 1, result.stdout
+    table = result.stdout.strip().splitlines()[:-1]
+    assert table[0].split()[:4] == ["trial", "status", "epochs", "recall_mean"] and len(table) == 6
+    assert any("stopped early" in line for line in table) and any("completed" in line for line in table)
+    assert "Checkpoint successfully created" not in result.stderr, "Ray's INFO lines only with -v"
+    assert "best so far" in said + result.stderr
+    rows = storage.read_text(summary["results_csv"]).strip().splitlines()
+    assert len(rows) == 6 and rows[0].startswith("trial_id,status,iterations,recall_mean")
+    for figure in summary["figures"]:
+        assert Path(figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    exported = load_job(summary["best_job"])
+    assert isinstance(exported, TrainJob) and exported.name == "search-best"
+    assert exported.train.lr == pytest.approx(summary["best_values"]["train.lr"])
+    assert exported.task.loss.kind == summary["best_values"]["task.loss.kind"]  # type: ignore[attr-defined]
+    bundle = open_bundle(summary["model_bundle"])
+    assert bundle.manifest["metrics"]["recall_mean"] == pytest.approx(summary["best_objective"])
 
 
 def _trial_ids(results_csv: str) -> list[str]:
