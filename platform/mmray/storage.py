@@ -260,6 +260,22 @@ def list_files(uri: str | Path) -> list[str]:
     return sorted(str(p) for p in root.rglob("*") if p.is_file() and not _is_temp(p.name))
 
 
+def file_sizes(uri: str | Path) -> dict[str, int]:
+    """Every file below a directory or prefix (full paths/URIs) with its size in bytes, from one listing."""
+    uri = str(uri)
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        prefix = key.rstrip("/") + "/" if key else ""
+        sizes: dict[str, int] = {}
+        with _s3_errors(uri):
+            for page in _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    if not item["Key"].endswith("/") and not _is_temp(item["Key"]):
+                        sizes[f"{S3_SCHEME}{bucket}/{item['Key']}"] = int(item["Size"])
+        return sizes
+    return {path: Path(path).stat().st_size for path in list_files(uri)}
+
+
 def delete(uri: str | Path) -> None:
     """Delete one file or object; missing ones are ignored."""
     uri = str(uri)

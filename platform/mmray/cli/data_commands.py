@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mmray.config import DataConfig, ShapesData, TuneJob, load_job
 from mmray.config.base import validate
+from mmray.config.data import ImageCheck
 
 if TYPE_CHECKING:
     from mmray.data.inspect import InspectionSummary
@@ -17,7 +18,25 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Generate, inspect and prepare image-text datasets.", no_args_is_help=True)
 
 
-def _print_summary(title: str, summary: InspectionSummary) -> None:
+KIND_NAMES = {
+    "missing_images": "missing image files (image ids",
+    "unreadable_images": "unreadable images (image ids",
+    "images_without_captions": "images without captions (image ids",
+    "duplicate_files": "image files under several ids (ids, the one kept first",
+    "duplicate_image_ids": "image ids listed twice in 'images' (image ids",
+    "empty_captions": "empty or whitespace-only captions (annotation ids",
+    "duplicate_captions": "captions repeating another of their image's (annotation ids",
+    "orphan_captions": "captions of an image id not in the file (annotation ids",
+    "unknown_categories": "instances of a category not in 'categories' (annotation ids",
+}
+
+
+def _shown(ids: list[Any], limit: int = 10) -> str:
+    text = ", ".join(" = ".join(map(str, i)) if isinstance(i, list) else str(i) for i in ids[:limit])
+    return text + (", …" if len(ids) > limit else "")
+
+
+def _print_summary(title: str, summary: InspectionSummary, merge_hint: str) -> None:
     typer.echo(f"{title}")
     typer.echo(f"  images:            {summary.images} ({summary.usable_images} usable)")
     typer.echo(
@@ -26,10 +45,14 @@ def _print_summary(title: str, summary: InspectionSummary) -> None:
         f"max {summary.captions_per_image_max})"
     )
     typer.echo(f"  categories:        {summary.categories} ({summary.instances} instances)")
-    typer.echo(
-        f"  problems:          {summary.missing_images} missing, {summary.unreadable_images} unreadable, "
-        f"{summary.images_without_captions} without captions, {summary.orphan_captions} orphan captions"
-    )
+    typer.echo(f"  problems:          {summary.problem_count}")
+    for kind, found in summary.problems.items():
+        if found["count"]:
+            typer.echo(f"    {found['count']} {KIND_NAMES[kind]} {_shown(found['ids'])})")
+    if summary.problems.get("duplicate_files", {}).get("count"):
+        typer.echo(f"    {merge_hint} makes each such file one image with all its captions")
+    if summary.merged_files:
+        typer.echo(f"  merged:            {summary.merged_files} image files under several ids, each now one image")
     if summary.error:
         typer.echo(f"  unusable:          {summary.error}")
 
@@ -83,21 +106,25 @@ def inspect(
     images: Annotated[str, typer.Option(help="image directory or s3:// prefix")],
     instances: Annotated[str | None, typer.Option(help="instances JSON, local or s3://")] = None,
     decode: Annotated[bool, typer.Option(help="decode every image (else only check it exists)")] = True,
-    strict: Annotated[bool, typer.Option(help="exit non-zero on any bad record")] = False,
+    strict: Annotated[bool, typer.Option(help="any problem makes the split unusable (exit 1)")] = False,
+    merge_duplicates: Annotated[
+        bool, typer.Option(help="image files under several ids become one image with all their captions")
+    ] = False,
 ) -> None:
-    """Validate a COCO-format split, print a summary and end with one JSON line of counts.
+    """Validate a COCO-format split, print a summary and end with one JSON line of counts and problems (with
+    their ids). Exit 1 when the split is unusable: no usable image, or with --strict any problem.
 
     Example: mmray data inspect --captions coco/annotations/captions_val2017.json --images coco/val2017 --strict
     """
     from mmray.data.coco import check_image_directory
     from mmray.data.inspect import inspect_split
 
-    check_image_directory(images, "decode" if decode else "exists")
-    summary = inspect_split(captions, images, instances, "decode" if decode else "exists")
-    _print_summary(captions, summary)
+    check: ImageCheck = "decode" if decode else "exists"
+    check_image_directory(images, check)
+    summary = inspect_split(captions, images, instances, check, strict=strict, merge_duplicate_files=merge_duplicates)
+    _print_summary(captions, summary, "--merge-duplicates (in a job: data.merge_duplicate_files=true)")
     typer.echo(json.dumps(summary.as_dict()))
-    bad = summary.missing_images + summary.unreadable_images + summary.images_without_captions
-    if not summary.usable or (strict and bad):
+    if not summary.usable:
         raise typer.Exit(1)
 
 
@@ -127,9 +154,14 @@ def prepare(
     results = {}
     for split, paths in resolve_splits(data).items():
         summary = inspect_split(
-            paths.captions, paths.images, paths.instances, data.image_check, on_bad_record=data.on_bad_record
+            paths.captions,
+            paths.images,
+            paths.instances,
+            data.image_check,
+            on_bad_record=data.on_bad_record,
+            merge_duplicate_files=data.merge_duplicate_files,
         )
-        _print_summary(f"{split}: {paths.captions}", summary)
+        _print_summary(f"{split}: {paths.captions}", summary, "data.merge_duplicate_files=true")
         results[split] = summary.as_dict()
     typer.echo(json.dumps(results))
     if not all(r["usable"] for r in results.values()):

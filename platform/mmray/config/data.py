@@ -29,7 +29,14 @@ class LoaderOptions(Section):
         "skip", description="skip (with a warning listing ids) or error on bad records"
     )
     image_check: ImageCheck = Field(
-        "exists", description="how images are checked while loading: decode, exists or none"
+        "exists",
+        description="how images are checked while loading: decode, exists or none (exists and decode also find "
+        "image files stored under several ids)",
+    )
+    merge_duplicate_files: bool = Field(
+        False,
+        description="image files with the same content under several ids become one image with all their "
+        "captions (else the first id is kept and the others are bad records)",
     )
     captions_per_epoch: CaptionsPerEpoch = Field(
         "one",

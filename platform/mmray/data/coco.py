@@ -15,7 +15,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from mmray import storage
-from mmray.data.image_files import check_decodable, existing_files
+from mmray.data.duplicates import same_content_groups
+from mmray.data.image_files import check_decodable, file_sizes
 from mmray.data.records import IMAGE_TARGETS, Category, ImageRecord, LoadReport
 from mmray.errors import DataError
 from mmray.progress import track
@@ -101,16 +102,26 @@ def _categories(instances: COCO | None) -> list[Category]:
 
 def _find_bad_images(
     images: list[dict[str, Any]], images_uri: str, check: str, report: LoadReport, progress: bool
-) -> None:
+) -> dict[int, tuple[str, int]]:
+    """Missing (and with `check="decode"` undecodable) files into `report`; the usable files' URIs and sizes."""
     if check == "none":
-        return
-    present = existing_files(images_uri, (img["file_name"] for img in images))
-    report.missing_images = sorted(img["id"] for img in images if img["file_name"] not in present)
+        return {}
+    sizes = file_sizes(images_uri, (img["file_name"] for img in images))
+    report.missing_images = sorted(img["id"] for img in images if img["file_name"] not in sizes)
+    files = {
+        img["id"]: (storage.join(images_uri, img["file_name"]), sizes[img["file_name"]])
+        for img in images
+        if img["file_name"] in sizes
+    }
     if check != "decode":
-        return
-    by_uri = {storage.join(images_uri, img["file_name"]): img["id"] for img in images if img["file_name"] in present}
+        return files
+    by_uri: dict[str, list[int]] = defaultdict(list)
+    for image_id, (uri, _) in files.items():
+        by_uri[uri].append(image_id)
     checked = track(check_decodable(by_uri), "checking images", total=len(by_uri), enabled=progress)
-    report.unreadable_images = sorted(by_uri[uri] for uri, ok in checked if not ok)
+    unreadable = {i for uri, ok in checked if not ok for i in by_uri[uri]}
+    report.unreadable_images = sorted(unreadable)
+    return {i: file for i, file in files.items() if i not in unreadable}
 
 
 def check_image_directory(images: str, image_check: str) -> None:
@@ -120,6 +131,109 @@ def check_image_directory(images: str, image_check: str) -> None:
         raise DataError(f"image directory {images} {what}")
 
 
+Caption = tuple[int, str, dict[str, float]]
+"""A caption annotation's id, its text (stripped) and its targets."""
+
+
+def _entries(images: list[dict[str, Any]], report: LoadReport) -> list[dict[str, Any]]:
+    """The `images` entries in id order, the first of each id (later ones reported)."""
+    first: dict[int, dict[str, Any]] = {}
+    repeated = set()
+    for img in images:
+        if img["id"] in first:
+            repeated.add(img["id"])
+        else:
+            first[img["id"]] = img
+    report.duplicate_image_ids = sorted(repeated)
+    return [first[i] for i in sorted(first)]
+
+
+def _captions_of(
+    annotations: list[dict[str, Any]], ids: set[int], uri: str, report: LoadReport
+) -> dict[int, list[Caption]]:
+    """Each image's usable captions; empty ones, repeats of a caption (without targets) and captions of an
+    image not in the file are reported and left out."""
+    captions: dict[int, list[Caption]] = defaultdict(list)
+    for ann in annotations:
+        text = "" if ann.get("caption") is None else str(ann["caption"]).strip()
+        targets = caption_targets(ann, uri)
+        if ann["image_id"] not in ids:
+            report.orphan_captions.append(int(ann["id"]))
+        elif not text:
+            report.empty_captions.append(int(ann["id"]))
+        elif not targets and any(t == text and not g for _, t, g in captions[ann["image_id"]]):
+            report.duplicate_captions.append(int(ann["id"]))
+        else:
+            captions[ann["image_id"]].append((int(ann["id"]), text, targets))
+    for found in (report.orphan_captions, report.empty_captions, report.duplicate_captions):
+        found.sort()
+    return captions
+
+
+def _same_files(
+    files: dict[int, tuple[str, int]], captions: dict[int, list[Caption]], merge: bool, report: LoadReport
+) -> None:
+    """Images whose files hold the same bytes, the one kept first (the lowest id with captions). With
+    `merge` each group becomes its kept image with every distinct caption."""
+    report.duplicate_files = [
+        tuple(sorted(group, key=lambda i: (not captions.get(i), i))) for group in same_content_groups(files)
+    ]
+    report.merged_files = merge and bool(report.duplicate_files)
+    if not report.merged_files:
+        return
+    for kept, *copies in report.duplicate_files:
+        texts = {text for _, text, targets in captions[kept] if not targets}
+        for copy in copies:
+            for caption in captions.pop(copy, []):
+                if caption[2] or caption[1] not in texts:
+                    captions[kept].append(caption)
+                    texts.add(caption[1])
+
+
+def _instances_of(
+    inst: COCO | None, ids: set[int], known: set[int], report: LoadReport
+) -> dict[int, list[dict[str, Any]]]:
+    """Each image's instance annotations; those of a category not in `categories` are reported and left out."""
+    if inst is None:
+        return {}
+    found: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    unknown: set[int] = set()
+    for ann in inst.dataset["annotations"]:
+        if ann["image_id"] not in ids:
+            continue
+        if ann["category_id"] in known:
+            found[ann["image_id"]].append(ann)
+        else:
+            report.unknown_categories.append(int(ann["id"]))
+            unknown.add(int(ann["category_id"]))
+    report.unknown_categories.sort()
+    report.unknown_category_ids = sorted(unknown)
+    return found
+
+
+def _record(
+    img: dict[str, Any], images: str, captions: list[Caption], anns: list[dict[str, Any]], index_of: dict[int, int]
+) -> ImageRecord:
+    labels = [0] * len(index_of)
+    for ann in anns:
+        labels[index_of[ann["category_id"]]] = 1
+    return ImageRecord(
+        image_id=int(img["id"]),
+        file_name=img["file_name"],
+        image_uri=storage.join(images, img["file_name"]),
+        width=int(img["width"]),
+        height=int(img["height"]),
+        captions=tuple(text for _, text, _ in captions),
+        caption_ids=tuple(caption_id for caption_id, _, _ in captions),
+        caption_targets=tuple(targets for _, _, targets in captions),
+        labels=tuple(labels),
+        boxes=tuple(tuple(float(v) for v in ann["bbox"]) for ann in anns),  # type: ignore[misc]
+        box_categories=tuple(index_of[ann["category_id"]] for ann in anns),
+        object_count=sum(1 for ann in anns if not ann.get("iscrowd", 0)),
+        covered_fraction=_covered_fraction(anns, int(img["height"]), int(img["width"])),
+    )
+
+
 def load_coco(
     captions: str,
     images: str,
@@ -127,11 +241,14 @@ def load_coco(
     on_bad_record: Literal["skip", "error"] = "skip",
     image_check: Literal["decode", "exists", "none"] = "exists",
     progress: bool = True,
+    merge_duplicate_files: bool = False,
 ) -> CocoDataset:
     """Read a COCO captions file (and optionally its instances file) into per-image records.
 
-    Images without captions, with a missing file or (with `image_check="decode"`) an undecodable
-    file are reported: skipped with a warning naming their ids, or rejected with `DataError`.
+    Every problem of `LoadReport` is found (files only with an `image_check`; same-content files among
+    those that exist and, with `"decode"`, decode) and reported: what it names is skipped with a warning
+    naming the ids, or with `on_bad_record="error"` the split is refused with `DataError`. With
+    `merge_duplicate_files` images whose files hold the same bytes become one image with all their captions.
     """
     if not storage.is_s3(images):
         images = os.path.abspath(images)
@@ -140,54 +257,40 @@ def load_coco(
     categories = _categories(inst)
     index_of = {c.id: c.index for c in categories}
 
-    image_entries = sorted(caps.dataset["images"], key=lambda img: img["id"])
-    report = LoadReport(total_images=len(image_entries))
-    captions_of: dict[int, list[tuple[int, str, dict[str, float]]]] = defaultdict(list)
-    for ann in caps.dataset["annotations"]:
-        if ann["image_id"] in caps.imgs:
-            captions_of[ann["image_id"]].append(
-                (int(ann["id"]), str(ann["caption"]).strip(), caption_targets(ann, captions))
-            )
-        else:
-            report.orphan_captions += 1
-    report.without_captions = [img["id"] for img in image_entries if not captions_of[img["id"]]]
+    report = LoadReport()
+    entries = _entries(caps.dataset["images"], report)
+    report.total_images = len(entries)
+    ids = {img["id"] for img in entries}
+    captions_of = _captions_of(caps.dataset["annotations"], ids, captions, report)
     check_image_directory(images, image_check)
-    _find_bad_images(image_entries, images, image_check, report, progress)
+    files = _find_bad_images(entries, images, image_check, report, progress)
+    _same_files(files, captions_of, merge_duplicate_files, report)
+    copies = set(report.copies)
+    report.without_captions = [img["id"] for img in entries if img["id"] not in copies and not captions_of[img["id"]]]
+    instances_of = _instances_of(inst, ids, set(index_of), report)
+    instance_source = {  # a merged image's instances: its own, else the first copy's that has any
+        group[0]: next((i for i in group if instances_of.get(i)), group[0])
+        for group in (report.duplicate_files if report.merged_files else [])
+    }
 
-    if report.bad_ids:
+    if report.problem_count:
         message = f"{captions}: {report.describe()}"
         if on_bad_record == "error":
             raise DataError(message + " (data.on_bad_record=error)", report)
         logger.warning("%s; skipping them", message)
-    if report.orphan_captions and not report.bad_ids:
-        logger.warning("%s: %s", captions, report.describe())
 
-    bad = set(report.bad_ids)
-    records = []
-    for img in image_entries:
-        if img["id"] in bad:
-            continue
-        anns = inst.imgToAnns.get(img["id"], []) if inst is not None else []
-        labels = [0] * len(categories)
-        for ann in anns:
-            labels[index_of[ann["category_id"]]] = 1
-        records.append(
-            ImageRecord(
-                image_id=int(img["id"]),
-                file_name=img["file_name"],
-                image_uri=storage.join(images, img["file_name"]),
-                width=int(img["width"]),
-                height=int(img["height"]),
-                captions=tuple(text for _, text, _ in captions_of[img["id"]]),
-                caption_ids=tuple(caption_id for caption_id, _, _ in captions_of[img["id"]]),
-                caption_targets=tuple(targets for _, _, targets in captions_of[img["id"]]),
-                labels=tuple(labels),
-                boxes=tuple(tuple(float(v) for v in ann["bbox"]) for ann in anns),  # type: ignore[misc]
-                box_categories=tuple(index_of[ann["category_id"]] for ann in anns),
-                object_count=sum(1 for ann in anns if not ann.get("iscrowd", 0)),
-                covered_fraction=_covered_fraction(anns, int(img["height"]), int(img["width"])),
-            )
+    left_out = set(report.bad_ids) | copies
+    records = [
+        _record(
+            img,
+            images,
+            captions_of[img["id"]],
+            instances_of.get(instance_source.get(img["id"], img["id"]), []),
+            index_of,
         )
+        for img in entries
+        if img["id"] not in left_out
+    ]
     if not records:
         raise DataError(f"{captions}: no usable images ({report.describe()})", report)
     return CocoDataset(

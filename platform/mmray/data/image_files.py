@@ -20,13 +20,18 @@ def decode_image(data: bytes, name: str = "<bytes>") -> Image.Image:
     return image
 
 
-def existing_files(directory: str, names: Iterable[str]) -> set[str]:
-    """The subset of `names` (paths relative to `directory`) that exist."""
+def file_sizes(directory: str, names: Iterable[str]) -> dict[str, int]:
+    """The size in bytes of each of `names` (paths relative to `directory`) that exists as a file."""
     wanted = set(names)
     if storage.is_s3(directory):
-        present = {storage.relative_to(uri, directory) for uri in storage.list_files(directory)}
-        return wanted & present
-    return {name for name in wanted if os.path.isfile(os.path.join(directory, name))}
+        listed = storage.file_sizes(directory)
+        return {name: size for uri, size in listed.items() if (name := storage.relative_to(uri, directory)) in wanted}
+    sizes = {}
+    for name in wanted:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            sizes[name] = os.path.getsize(path)
+    return sizes
 
 
 def _decodes(uri: str) -> tuple[str, bool]:

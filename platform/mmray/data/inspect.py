@@ -1,8 +1,8 @@
-"""Validating a COCO split and summarising what it holds."""
+"""Validating a COCO split and summarising what it holds and what is wrong with it."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from statistics import mean
 from typing import Any, Literal
 
@@ -10,10 +10,23 @@ from mmray.data.coco import load_coco
 from mmray.data.records import LoadReport
 from mmray.errors import DataError
 
+IDS_SHOWN = 1000
+"""Ids listed per kind of problem in a summary (the count is always whole)."""
+
+
+def problem_table(report: LoadReport) -> dict[str, dict[str, Any]]:
+    """Each kind of problem with its count and (the first `IDS_SHOWN`) ids."""
+    table: dict[str, dict[str, Any]] = {}
+    for kind, ids in report.problems().items():
+        table[kind] = {"count": len(ids), "ids": ids[:IDS_SHOWN]}
+    table["unknown_categories"]["category_ids"] = report.unknown_category_ids
+    return table
+
 
 @dataclass(frozen=True)
 class InspectionSummary:
-    """Counts describing a split; `usable` is False when no image can be trained on."""
+    """Counts describing a split and its problems; `usable` is False when no image can be trained on, when
+    loading it with `on_bad_record="error"` found a problem, or with `strict` when it has any problem."""
 
     images: int
     usable_images: int
@@ -27,14 +40,30 @@ class InspectionSummary:
     unreadable_images: int
     images_without_captions: int
     orphan_captions: int
-    usable: bool
+    problem_count: int
+    problems: dict[str, dict[str, Any]] = field(default_factory=dict)
+    merged_files: int = 0
+    strict: bool = False
+    usable: bool = True
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _summary_of_failure(error: DataError) -> InspectionSummary:
+def _counts(report: LoadReport) -> dict[str, Any]:
+    return {
+        "missing_images": len(report.missing_images),
+        "unreadable_images": len(report.unreadable_images),
+        "images_without_captions": len(report.without_captions),
+        "orphan_captions": len(report.orphan_captions),
+        "problem_count": report.problem_count,
+        "problems": problem_table(report),
+        "merged_files": len(report.duplicate_files) if report.merged_files else 0,
+    }
+
+
+def _summary_of_failure(error: DataError, strict: bool) -> InspectionSummary:
     report = error.report or LoadReport()
     return InspectionSummary(
         images=report.total_images,
@@ -45,10 +74,8 @@ def _summary_of_failure(error: DataError) -> InspectionSummary:
         captions_per_image_max=0,
         categories=0,
         instances=0,
-        missing_images=len(report.missing_images),
-        unreadable_images=len(report.unreadable_images),
-        images_without_captions=len(report.without_captions),
-        orphan_captions=report.orphan_captions,
+        **_counts(report),
+        strict=strict,
         usable=False,
         error=str(error),
     )
@@ -61,17 +88,27 @@ def inspect_split(
     image_check: Literal["decode", "exists", "none"] = "decode",
     progress: bool = True,
     on_bad_record: Literal["skip", "error"] = "skip",
+    strict: bool = False,
+    merge_duplicate_files: bool = False,
 ) -> InspectionSummary:
-    """Load a split and count what is there and what is wrong; bad records are skipped, or with
-    `on_bad_record="error"` make the split unusable (as they make a job using it fail)."""
+    """Load a split and count what is there and what is wrong. Problems are skipped, or with
+    `on_bad_record="error"` make the split unusable (as they make a job using it fail); `strict` makes any
+    problem leave the split unusable while still counting what it holds."""
     try:
         dataset = load_coco(
-            captions, images, instances, on_bad_record=on_bad_record, image_check=image_check, progress=progress
+            captions,
+            images,
+            instances,
+            on_bad_record=on_bad_record,
+            image_check=image_check,
+            progress=progress,
+            merge_duplicate_files=merge_duplicate_files,
         )
     except DataError as exc:
-        return _summary_of_failure(exc)
+        return _summary_of_failure(exc, strict)
     per_image = [len(r.captions) for r in dataset.records]
     report = dataset.report
+    refused = strict and report.problem_count > 0
     return InspectionSummary(
         images=report.total_images,
         usable_images=len(dataset.records),
@@ -81,9 +118,8 @@ def inspect_split(
         captions_per_image_max=max(per_image),
         categories=len(dataset.categories),
         instances=sum(len(r.boxes) for r in dataset.records),
-        missing_images=len(report.missing_images),
-        unreadable_images=len(report.unreadable_images),
-        images_without_captions=len(report.without_captions),
-        orphan_captions=report.orphan_captions,
-        usable=True,
+        **_counts(report),
+        strict=strict,
+        usable=not refused,
+        error=f"{captions}: --strict refuses any problem: {report.describe()}" if refused else None,
     )

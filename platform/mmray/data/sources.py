@@ -31,4 +31,5 @@ def load_split(config: DataConfig, split: str, progress: bool = True) -> CocoDat
         on_bad_record=config.on_bad_record,
         image_check=config.image_check,
         progress=progress,
+        merge_duplicate_files=config.merge_duplicate_files,
     )
