@@ -55,7 +55,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 
 
 def test_switching_the_data_source_drops_the_other_sources_keys(spec_file: Path) -> None:
-    with pytest.raises(ConfigError, match=r"data.train: Field required"):
+    with pytest.raises(ConfigError, match=r"data: no split given: set train and/or val"):
         load_job(spec_file, ["data.source=coco"])
     with pytest.raises(ConfigError, match=r"data: unknown key 'images'; valid keys: .*image_check"):
         load_job(spec_file, ["data={source: coco, train: {captions: c.json, images: i}, images: 3}"])

@@ -6,12 +6,13 @@ import json
 import shlex
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
 from mmray.config import ConfigError, EvaluateJob, IndexJob, TrainJob, TuneJob, load_job
+from mmray.config.base import validate
 from mmray.errors import how_stopped
 
 if TYPE_CHECKING:
@@ -115,7 +116,9 @@ def in_background(work: Callable[[], T], while_waiting: Callable[[threading.Thre
     return done[0]
 
 
-def _evaluation_of(spec: TrainJob | IndexJob | EvaluateJob | TuneJob, checkpoint: str | None) -> EvaluateJob:
+def _evaluation_of(
+    spec: TrainJob | IndexJob | EvaluateJob | TuneJob, checkpoint: str | None, source: str
+) -> EvaluateJob:
     """An evaluate job from any job: a train job's best model, an index job's index bundle, or as given."""
     from mmray import storage
 
@@ -126,14 +129,13 @@ def _evaluation_of(spec: TrainJob | IndexJob | EvaluateJob | TuneJob, checkpoint
         )
     if isinstance(spec, EvaluateJob):
         return spec if checkpoint is None else spec.model_copy(update={"checkpoint": checkpoint})
+    job: dict[str, Any] = {"kind": "evaluate", "name": spec.name, "data": spec.data.model_dump()}
     if isinstance(spec, TrainJob):
-        target = checkpoint or storage.join(spec.storage_root, spec.name)
-        return EvaluateJob(kind="evaluate", name=spec.name, data=spec.data, checkpoint=target)
-    target = checkpoint or storage.join(spec.storage_root, spec.name, "index")
-    settings = {"split": spec.index.split, "batch_size": spec.index.batch_size}
-    return EvaluateJob.model_validate(
-        {"kind": "evaluate", "name": spec.name, "data": spec.data, "checkpoint": target, "evaluate": settings}
-    )
+        job["checkpoint"] = checkpoint or storage.join(spec.storage_root, spec.name)
+    else:
+        job["checkpoint"] = checkpoint or storage.join(spec.storage_root, spec.name, "index")
+        job["evaluate"] = {"split": spec.index.split, "batch_size": spec.index.batch_size}
+    return validate(EvaluateJob, job, f"{source} (evaluated)")
 
 
 def evaluate(
@@ -159,7 +161,7 @@ def evaluate(
     from mmray.raycluster import disconnect
     from mmray.retrieval.evaluate import evaluate_index_bundle
 
-    spec = _evaluation_of(load_job(job, overrides or []), checkpoint)
+    spec = _evaluation_of(load_job(job, overrides or []), checkpoint, job)
     settings = spec.evaluate
     if storage.exists(storage.join(spec.checkpoint, MANIFEST)):
         metrics = evaluate_index_bundle(

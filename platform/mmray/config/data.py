@@ -47,11 +47,17 @@ class LoaderOptions(Section):
 
 
 class CocoData(LoaderOptions):
-    """A COCO-format dataset on local disk or S3."""
+    """A COCO-format dataset on local disk or S3; a job needs only the splits it reads."""
 
     source: Literal["coco"]
-    train: CocoSplit
-    val: CocoSplit | None = None
+    train: CocoSplit | None = Field(None, description="the training split (train jobs)")
+    val: CocoSplit | None = Field(None, description="the validation split (evaluation during training, index jobs)")
+
+    @model_validator(mode="after")
+    def _some_split(self) -> CocoData:
+        if self.train is None and self.val is None:
+            raise ValueError("no split given: set train and/or val (captions, images, optionally instances)")
+        return self
 
 
 class ShapesData(LoaderOptions):
@@ -86,3 +92,25 @@ class ShapesData(LoaderOptions):
 
 
 DataConfig = Annotated[CocoData | ShapesData, Field(discriminator="source")]
+
+SPLITS = ("train", "val")
+
+
+def split_names(data: CocoData | ShapesData) -> list[str]:
+    """The splits a data section gives (the shapes data has both)."""
+    if isinstance(data, ShapesData):
+        return list(SPLITS)
+    return [name for name in SPLITS if getattr(data, name) is not None]
+
+
+def require_split(data: CocoData | ShapesData, split: str, reader: str) -> CocoData | ShapesData:
+    """`data` when it gives `split`, else a ValueError naming what `reader` needs and what there is."""
+    given = split_names(data)
+    if split not in given:
+        if split not in SPLITS:
+            raise ValueError(f"{reader} reads split {split!r}, but a data section has only train and val")
+        raise ValueError(
+            f"no {split} split: {reader} reads data.{split} (captions, images), and this data section gives "
+            f"only {', '.join(given)}"
+        )
+    return data

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mmray.config.base import (
     Section,
@@ -16,7 +16,7 @@ from mmray.config.base import (
     parse_overrides,
     read_yaml_mapping,
 )
-from mmray.config.data import DataConfig
+from mmray.config.data import CocoData, DataConfig, ShapesData, require_split
 from mmray.config.evaluation import EvaluateSettings
 from mmray.config.fusion import FusionModelConfig
 from mmray.config.generation import CaptionTaskConfig, GanTaskConfig, VaeTaskConfig
@@ -57,6 +57,11 @@ class TrainJob(Section):
         "state, epochs done and processor; this job's training settings (lr, weight decay, ...) apply from there",
     )
 
+    @field_validator("data")
+    @classmethod
+    def _train_split(cls, data: CocoData | ShapesData) -> CocoData | ShapesData:
+        return require_split(data, "train", "a train job")
+
     @model_validator(mode="after")
     def _one_start(self) -> TrainJob:
         if self.init_from and self.continue_from:
@@ -70,9 +75,15 @@ class IndexJob(Section):
     kind: Literal["index"]
     name: str = Field(pattern=NAME_PATTERN)
     storage_root: str = Field("runs", description="local directory or s3:// prefix for all outputs")
-    data: DataConfig
     checkpoint: str = Field(description="model bundle, or a training run directory (its best bundle)")
     index: IndexSettings = Field(default_factory=IndexSettings)
+    data: DataConfig = Field(description="needs only the split it indexes (index.split)")
+
+    @field_validator("data")
+    @classmethod
+    def _indexed_split(cls, data: CocoData | ShapesData, info: ValidationInfo) -> CocoData | ShapesData:
+        settings = info.data.get("index")  # validated before `data`, declared above it
+        return data if settings is None else require_split(data, settings.split, f"index.split {settings.split!r}")
 
 
 class EvaluateJob(Section):
@@ -80,9 +91,15 @@ class EvaluateJob(Section):
 
     kind: Literal["evaluate"]
     name: str = Field("evaluate", pattern=NAME_PATTERN)
-    data: DataConfig
     checkpoint: str = Field(description="model bundle, training run directory, or index bundle")
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    data: DataConfig = Field(description="needs only the split it evaluates on (evaluate.split)")
+
+    @field_validator("data")
+    @classmethod
+    def _evaluated_split(cls, data: CocoData | ShapesData, info: ValidationInfo) -> CocoData | ShapesData:
+        settings = info.data.get("evaluate")  # validated before `data`, declared above it
+        return data if settings is None else require_split(data, settings.split, f"evaluate.split {settings.split!r}")
 
 
 AnyJob = TrainJob | IndexJob | EvaluateJob | TuneJob

@@ -5,15 +5,13 @@ from __future__ import annotations
 from mmray.config.data import CocoData, CocoSplit, DataConfig
 from mmray.data.coco import CocoDataset, load_coco
 from mmray.data.shapes import ensure_shapes
+from mmray.errors import ConfigError
 
 
 def resolve_splits(config: DataConfig) -> dict[str, CocoSplit]:
-    """The COCO files of each split; the shapes dataset is generated here on first use."""
+    """The COCO files of each split the section gives; the shapes dataset is generated here on first use."""
     if isinstance(config, CocoData):
-        splits = {"train": config.train}
-        if config.val is not None:
-            splits["val"] = config.val
-        return splits
+        return {name: split for name, split in (("train", config.train), ("val", config.val)) if split is not None}
     _, splits = ensure_shapes(config)
     return splits
 
@@ -22,7 +20,7 @@ def load_split(config: DataConfig, split: str, progress: bool = True) -> CocoDat
     """Load one split's records with the bad-record policy of the data section."""
     splits = resolve_splits(config)
     if split not in splits:
-        raise KeyError(f"data has no {split!r} split; available: {', '.join(splits)}")
+        raise ConfigError(f"data has no {split!r} split; it gives {', '.join(splits)}")
     paths = splits[split]
     return load_coco(
         captions=paths.captions,
