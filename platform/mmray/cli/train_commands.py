@@ -49,9 +49,18 @@ def train(
     if resume and force_new:
         raise ConfigError("--resume and --force-new exclude each other")
     spec = load_job_of_kind(job, overrides, TrainJob, "train")
-    from mmray.train.run_record import latest_checkpointed_epoch, run_directory
+    from mmray.train.run_record import finished_summary, latest_checkpointed_epoch, run_directory
 
     rerun: Rerun = "resume" if resume else "new" if force_new else "check"
+    finished = None if force_new else finished_summary(spec)  # before any data, model or Ray is touched
+    if finished is not None:
+        typer.echo(
+            f"run {spec.name} is finished: {finished['epoch']} epochs trained, train.epochs={spec.train.epochs}; "
+            f"its outputs are in {run_directory(spec)} (raise train.epochs to train it longer, or --force-new)",
+            err=True,
+        )
+        typer.echo(json.dumps(finished))
+        return
     try:
         outcome = _train_local(spec, rerun) if local else _train_on_ray(spec, rerun)
     except KeyboardInterrupt as stop:

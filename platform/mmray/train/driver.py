@@ -34,6 +34,7 @@ from mmray.tasks.base import Score, Task
 from mmray.tasks.registry import task_class
 from mmray.train.augment import NAMES_SIDE, names_a_side
 from mmray.train.loop import CHECKPOINT_SCORE
+from mmray.train.run_record import METRICS
 from mmray.train.state import TRAIN_STATE, read_history
 
 logger = logging.getLogger(__name__)
@@ -233,7 +234,8 @@ def _best(result: Any, latest: Any, mode: str) -> Any:
 
 
 def write_outputs(spec: TrainJob, result: Any, score_mode: str) -> TrainOutcome:
-    """config.yaml, metrics.json, curves.png and the best / latest model pointers of a finished run."""
+    """config.yaml, curves.png, the best / latest model pointers and, last, metrics.json (the final summary and
+    every epoch's metrics) of a finished run."""
     if result.checkpoint is None:
         raise TrainingError(f"training run {spec.name} finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
@@ -244,15 +246,13 @@ def write_outputs(spec: TrainJob, result: Any, score_mode: str) -> TrainOutcome:
     latest_uri = storage.uri_under(result.checkpoint.path, spec.storage_root)
     best_uri = storage.uri_under(best.path, spec.storage_root)
     storage.write_text(storage.join(run_dir, "config.yaml"), to_yaml(spec))
-    final = json_metrics(history[-1]) if history else {}
-    storage.write_text(storage.join(run_dir, "metrics.json"), json.dumps(final, indent=2))
     storage.write_bytes(storage.join(run_dir, "curves.png"), training_curves_png(history, spec.name))
     storage.write_text(storage.join(run_dir, LATEST_MODEL), json.dumps({"model_bundle": latest_uri}))
     storage.write_text(storage.join(run_dir, BEST_MODEL), json.dumps({"model_bundle": best_uri}))
     if best is not result.checkpoint:
         with best.as_directory() as directory:
             manifest = json.loads((Path(directory) / MANIFEST).read_text())
-    return TrainOutcome(
+    outcome = TrainOutcome(
         run_dir=run_dir if storage.is_s3(run_dir) else str(Path(run_dir).resolve()),
         model_bundle=best_uri,
         latest_bundle=latest_uri,
@@ -260,3 +260,6 @@ def write_outputs(spec: TrainJob, result: Any, score_mode: str) -> TrainOutcome:
         metrics=history[-1] if history else {},
         history=history,
     )
+    record = {**outcome.summary(), "history": [json_metrics(epoch) for epoch in history]}
+    storage.write_text(storage.join(run_dir, METRICS), json.dumps(record, indent=2))
+    return outcome

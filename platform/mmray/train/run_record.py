@@ -19,6 +19,8 @@ from mmray.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 JOB_RECORD = "job.yaml"
+METRICS = "metrics.json"
+"""A finished run's final summary (the last line `mmray train` prints) and `history`, every epoch's metrics."""
 TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
 LOCAL_LEDGER = "local_checkpoints.json"
 """A local (`--local`) run's registered checkpoints, oldest first: [{name, metrics: {epoch, checkpoint_score}}]."""
@@ -65,6 +67,16 @@ def differences(recorded: Mapping[str, Any], requested: Mapping[str, Any]) -> li
         for key in sorted(old.keys() | new.keys())
         if old.get(key) != new.get(key) and key not in RESUMABLE
     ]
+
+
+def recorded_job(run_dir: str) -> dict[str, Any]:
+    """A run's `job.yaml` with the defaults of keys this mmray has and the recording one lacked, so that a key
+    added since is no difference; as written when it no longer validates."""
+    recorded = yaml.safe_load(storage.read_text(storage.join(run_dir, JOB_RECORD)))
+    try:
+        return dict(yaml.safe_load(to_yaml(TrainJob.model_validate(recorded))))
+    except ValueError:
+        return dict(recorded)
 
 
 def run_directory(spec: TrainJob) -> str:
@@ -122,8 +134,7 @@ def check_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner =
         return
     _check_runner(run_dir, spec.name, runner)
     if rerun == "check" and storage.exists(storage.join(run_dir, JOB_RECORD)):
-        recorded = yaml.safe_load(storage.read_text(storage.join(run_dir, JOB_RECORD)))
-        changed = differences(recorded, yaml.safe_load(to_yaml(spec)))
+        changed = differences(recorded_job(run_dir), yaml.safe_load(to_yaml(spec)))
         if changed:
             shown = "; ".join(f"{key}: {old!r} → {new!r}" for key, old, new in changed[:8])
             more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
@@ -134,6 +145,24 @@ def check_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner =
                 "resumes its run: --resume continues it under the new settings, --force-new moves it aside "
                 f"and starts afresh, or give the job another name=...{nothing}"
             )
+
+
+def finished_summary(spec: TrainJob) -> dict[str, Any] | None:
+    """The final summary of this job's run (its `metrics.json` without the history) when the run has trained
+    `train.epochs` and written its outputs under settings a rerun would resume (resumable keys apart), so a
+    rerun has nothing to do; None otherwise. Reads a few small files: no data, model or Ray."""
+    run_dir = run_directory(spec)
+    metrics, record = storage.join(run_dir, METRICS), storage.join(run_dir, JOB_RECORD)
+    if not (storage.exists(metrics) and storage.exists(record)):
+        return None
+    if differences(recorded_job(run_dir), yaml.safe_load(to_yaml(spec))):
+        return None
+    summary = dict(json.loads(storage.read_text(metrics)))
+    epoch = latest_checkpointed_epoch(run_dir)
+    if "history" not in summary or epoch is None or summary.get("epoch") != epoch or epoch < spec.train.epochs:
+        return None  # no history: written by an older mmray, without the summary's bundles
+    del summary["history"]
+    return summary
 
 
 def record_job(spec: TrainJob) -> None:
