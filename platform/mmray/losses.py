@@ -8,8 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmray.config.training import ContrastiveLossConfig, InfoNceLossConfig, LossConfig, TripletLossConfig
+from mmray.config.training import (
+    ContrastiveLossConfig,
+    InfoNceLossConfig,
+    LossConfig,
+    SigmoidLossConfig,
+    TripletLossConfig,
+)
 from mmray.distributed import gather_with_grad
+from mmray.errors import ConfigError
 from mmray.models.outputs import DualEncoderOutput
 
 
@@ -121,6 +128,19 @@ def info_nce_loss(
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
+def sigmoid_loss(
+    image: torch.Tensor,  # (B, E)
+    text: torch.Tensor,  # (B, E)
+    logit_scale: torch.Tensor,  # ()
+    logit_bias: torch.Tensor,  # ()
+) -> torch.Tensor:
+    """SigLIP: −log σ(z·(scale·cos + bias)) summed over every pair, z = +1 on the diagonal (matches) and
+    −1 elsewhere, divided by the batch size."""
+    logits = logit_scale * image @ text.T + logit_bias  # (B, B)
+    signs = 2 * torch.eye(logits.shape[0], device=logits.device, dtype=logits.dtype) - 1  # (B, B)
+    return -F.logsigmoid(signs * logits).sum() / logits.shape[0]
+
+
 @dataclass
 class LossOutput:
     loss: torch.Tensor  # ()
@@ -136,8 +156,14 @@ class RepresentationLoss(nn.Module):
 
     @property
     def uses_temperature(self) -> bool:
-        """Only InfoNCE reads the model's temperature; other losses must leave it frozen under DDP."""
-        return isinstance(self.config, InfoNceLossConfig)
+        """Only InfoNCE and the sigmoid loss read the model's temperature; other losses must leave it frozen
+        under DDP."""
+        return isinstance(self.config, InfoNceLossConfig | SigmoidLossConfig)
+
+    @property
+    def uses_bias(self) -> bool:
+        """Only the sigmoid loss reads the model's logit bias."""
+        return isinstance(self.config, SigmoidLossConfig)
 
     def _negative_pairs(self, batch: int, device: torch.device, seed: int) -> torch.Tensor:
         """For each image, caption indices of other pairs (same on all ranks). -> (B·k,)"""
@@ -163,6 +189,25 @@ class RepresentationLoss(nn.Module):
             second = torch.cat([text, text[negatives]])  # (N + N·k, E)
             is_match = torch.arange(first.shape[0], device=image.device) < batch  # (N + N·k,)
             loss = contrastive_pair_loss(first, second, is_match, config.margin)
+        elif isinstance(config, SigmoidLossConfig):
+            if output.logit_bias is None:
+                raise ConfigError("task.loss.kind=sigmoid needs a model with a logit bias (a SigLIP hf_dual_encoder)")
+            loss = sigmoid_loss(image, text, output.logit_scale, output.logit_bias)
         else:
             loss = info_nce_loss(image, text, output.logit_scale)
         return LossOutput(loss=loss, global_batch=batch)
+
+
+def freeze_unread_logit_parameters(model: nn.Module, loss: RepresentationLoss | None) -> None:
+    """The dual encoder's logit scale and bias train only under a loss that reads them (DDP needs every
+    trainable parameter to receive a gradient); a model without a bias needs none for `loss`."""
+    if loss is not None and loss.uses_bias and getattr(model, "logit_bias", None) is None:
+        raise ConfigError(
+            f"task loss kind {loss.config.kind!r} needs a model with a logit bias (a SigLIP hf_dual_encoder); "
+            f"the model is a {type(model).__name__}"
+        )
+    if loss is None or not loss.uses_temperature:
+        model.get_parameter("log_logit_scale").requires_grad_(False)
+    bias = getattr(model, "logit_bias", None)
+    if bias is not None and (loss is None or not loss.uses_bias):
+        bias.requires_grad_(False)

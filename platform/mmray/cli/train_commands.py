@@ -157,6 +157,14 @@ def evaluate(
     device: Annotated[
         str, typer.Option(help="auto (this machine's GPU when it has one), cpu, cuda or cuda:N")
     ] = "auto",
+    zero_shot: Annotated[
+        bool,
+        typer.Option(
+            "--zero-shot",
+            help="evaluate the model a train job starts from, untrained (a pretrained CLIP / SigLIP's zero-shot "
+            "figures) on its val split",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a model bundle (its task's metrics) or an index bundle (Recall@K through its indexes)
     on the job's data. JOB is an evaluate job, or a train / index job whose output is evaluated.
@@ -166,11 +174,19 @@ def evaluate(
     """
     from mmray import storage
     from mmray.artifacts.index_bundle import MANIFEST
-    from mmray.evaluate import evaluate_bundle
+    from mmray.evaluate import evaluate_bundle, evaluate_starting_model
     from mmray.raycluster import disconnect
     from mmray.retrieval.evaluate import evaluate_index_bundle
 
-    spec = _evaluation_of(load_job(job, overrides or []), checkpoint, job)
+    loaded = load_job(job, overrides or [])
+    if zero_shot:
+        if not isinstance(loaded, TrainJob) or checkpoint is not None:
+            raise ConfigError(
+                "--zero-shot evaluates the model a train job starts from: give a train job, no --checkpoint"
+            )
+        typer.echo(json.dumps(evaluate_starting_model(loaded, device=device)))
+        return
+    spec = _evaluation_of(loaded, checkpoint, job)
     settings = spec.evaluate
     if storage.exists(storage.join(spec.checkpoint, MANIFEST)):
         metrics = evaluate_index_bundle(

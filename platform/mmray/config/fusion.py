@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from mmray.config.base import Section
-from mmray.config.model import DualEncoderConfig, ModelSection, model_kinds
+from mmray.config.model import DualEncoderConfig, EncoderConfig, ModelSection, model_kinds
 
 
 class WeightedSumFusionConfig(Section):
@@ -77,7 +77,7 @@ class FusionModelConfig(ModelSection):
     two modalities and named heads on the fused vector. The heads' sizes come from the task."""
 
     kind: Literal["fusion"] = "fusion"
-    encoder: DualEncoderConfig = Field(default_factory=DualEncoderConfig)
+    encoder: EncoderConfig = Field(default_factory=DualEncoderConfig)
     fusion: FusionConfig = Field(default_factory=lambda: ConcatFusionConfig(kind="concat"))
     heads: dict[str, HeadConfig] = Field(
         default_factory=dict, description="filled from the task's heads; set hidden/dropout here to override"

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from mmray.config.base import Section
-from mmray.config.model import DualEncoderConfig, ModelSection, model_kinds
+from mmray.config.model import DualEncoderConfig, EncoderConfig, ModelSection, model_kinds
 from mmray.config.tasks import TaskSection, task_kinds
 
 
@@ -42,7 +42,7 @@ class CaptionDecoderConfig(ModelSection):
     (plus its pooled vector as one more memory slot); `encoder`'s text tower is unused."""
 
     kind: Literal["caption_decoder"] = "caption_decoder"
-    encoder: DualEncoderConfig = Field(default_factory=DualEncoderConfig)
+    encoder: EncoderConfig = Field(default_factory=DualEncoderConfig)
     train_image_tower: bool = True
     width: int = Field(192, ge=8)
     layers: int = Field(3, ge=1, le=24)

@@ -1,10 +1,11 @@
-"""Model configs, chosen by `model.kind`: the dual encoder (image tower, text tower, shared space)."""
+"""Model configs, chosen by `model.kind`: the dual encoder (image tower, text tower, shared space), and a
+pretrained Hugging Face CLIP / SigLIP pair used as one."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SerializeAsAny
+from pydantic import BeforeValidator, Field, SerializeAsAny, model_validator
 
 from mmray.config.base import Section
 from mmray.config.registry import KindRegistry
@@ -112,3 +113,88 @@ class DualEncoderConfig(ModelSection):
 
 
 ModelConfig = Annotated[SerializeAsAny[ModelSection], BeforeValidator(model_kinds.validate)]
+
+
+class HfImageSide(Section):
+    """The vision tower of a pretrained pair; its input size is the checkpoint's."""
+
+    trainable_blocks: int | None = Field(
+        None, ge=0, description="None: train everything; 0: freeze the tower; N: train its last N transformer blocks"
+    )
+    resize: Literal["stretch", "center_crop"] | None = Field(
+        None,
+        description="None: as the folder's preprocessor_config.json does (center_crop where it crops, as CLIP's; "
+        "else stretch, as SigLIP's)",
+    )
+    mean: tuple[float, float, float] | None = Field(
+        None, description="None: the folder's preprocessor_config.json image_mean, else the family's default"
+    )
+    std: tuple[float, float, float] | None = Field(
+        None, description="None: the folder's preprocessor_config.json image_std, else the family's default"
+    )
+
+
+class HfTextSide(Section):
+    """The text tower of a pretrained pair, with the tokenizer saved beside it."""
+
+    trainable_blocks: int | None = Field(
+        None, ge=0, description="None: train everything; 0: freeze the tower; N: train its last N transformer blocks"
+    )
+    max_length: int | None = Field(
+        None, ge=4, le=512, description="tokens per text; None: the text tower's max_position_embeddings"
+    )
+
+
+HF_DUAL_ENCODER_TYPES = ("clip", "siglip")
+
+
+@model_kinds.register
+class HfDualEncoderConfig(ModelSection):
+    """A pretrained Hugging Face `CLIPModel` or `SiglipModel` as a dual encoder: its vision and text towers,
+    its own projections and logit scale (and SigLIP's logit bias), its processor's image size, mean / std
+    and tokenizer. Nothing is downloaded at run time unless `pretrained` is a hub name."""
+
+    kind: Literal["hf_dual_encoder"] = "hf_dual_encoder"
+    pretrained: str | None = Field(
+        None,
+        description="folder written by save_pretrained (config.json, weights, tokenizer, preprocessor_config.json), "
+        "s3:// prefix, pkg:<package>/<path>, or hub name (online only)",
+    )
+    tokenizer: str | None = Field(None, description="tokenizer folder / s3:// / pkg:; default: pretrained")
+    architecture: dict[str, Any] | None = Field(
+        None,
+        description="CLIPConfig / SiglipConfig kwargs (model_type clip or siglip, text_config, vision_config, ...) "
+        "for random init; bundles record it so they rebuild without the folder",
+    )
+    image: HfImageSide = Field(default_factory=HfImageSide)
+    text: HfTextSide = Field(default_factory=HfTextSide)
+    learn_temperature: bool = Field(True, description="whether the logit scale (and SigLIP's bias) train")
+
+    @model_validator(mode="after")
+    def _source(self) -> HfDualEncoderConfig:
+        if not self.pretrained and not self.architecture:
+            raise ValueError("hf_dual_encoder needs pretrained (a CLIP or SigLIP folder) or architecture")
+        if self.architecture is not None and self.architecture.get("model_type") not in HF_DUAL_ENCODER_TYPES:
+            received = self.architecture.get("model_type")
+            raise ValueError(f"architecture.model_type must be one of {HF_DUAL_ENCODER_TYPES}, got {received!r}")
+        return self
+
+
+encoder_kinds: KindRegistry[ModelSection] = KindRegistry("encoder", ModelSection)
+encoder_kinds.register(DualEncoderConfig)
+encoder_kinds.register(HfDualEncoderConfig)
+
+
+def _dual_encoder_by_default(data: Any) -> Any:
+    """An encoder section without a `kind` is a `dual_encoder` (as before pretrained pairs existed)."""
+    if isinstance(data, dict) and "kind" not in data:
+        return {"kind": "dual_encoder", **data}
+    return data
+
+
+EncoderConfig = Annotated[
+    DualEncoderConfig | HfDualEncoderConfig,
+    BeforeValidator(encoder_kinds.validate),
+    BeforeValidator(_dual_encoder_by_default),
+]
+"""The dual encoder inside another model (fusion, caption decoder): `dual_encoder` or `hf_dual_encoder`."""

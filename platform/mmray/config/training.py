@@ -52,7 +52,17 @@ class ContrastiveLossConfig(Section):
     negatives_per_positive: int = Field(1, ge=1, description="random non-matching pairs per match (sampled only)")
 
 
-LossConfig = Annotated[InfoNceLossConfig | TripletLossConfig | ContrastiveLossConfig, Field(discriminator="kind")]
+class SigmoidLossConfig(Section):
+    """SigLIP's pairwise sigmoid loss over the global batch: −log σ(z·(s·cos + b)) for every image–text
+    pair, z = 1 for a match and −1 otherwise, summed and divided by the batch size; the scale s and bias b
+    are the model's (a SigLIP hf_dual_encoder's)."""
+
+    kind: Literal["sigmoid"]
+
+
+LossConfig = Annotated[
+    InfoNceLossConfig | TripletLossConfig | ContrastiveLossConfig | SigmoidLossConfig, Field(discriminator="kind")
+]
 
 
 class AugmentSettings(Section):
@@ -119,6 +129,14 @@ class TrainSettings(Section):
         description="the image and text towers' trained blocks learn at lr × this, the heads and everything "
         "else at lr: below 1 to fine-tune pretrained blocks gently",
     )
+    layer_lr_decay: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="layer-wise lr decay in the towers: what follows a tower's last block learns at lr × "
+        "tower_lr_scale, the last block at that × this, each block below at a further × this, the embeddings "
+        "(or stem) lowest; 1: every tower parameter at lr × tower_lr_scale",
+    )
     clip_grad_norm: float | None = Field(1.0, gt=0.0)
     precision: PrecisionSetting = Field(
         "auto",
@@ -127,6 +145,11 @@ class TrainSettings(Section):
         "decides for its own device",
     )
     eval_every: int = Field(1, ge=1, description="evaluate every N epochs (and after the last)")
+    eval_at_start: bool | None = Field(
+        None,
+        description="evaluate the starting model before the first epoch, logged as epoch 0 (its zero-shot "
+        "figures); None: when the model is a pretrained pair (model.kind hf_dual_encoder)",
+    )
     eval_batch_size: int = Field(512, ge=1, description="rows per batch when evaluating during training")
     log_every_steps: int = Field(20, ge=1)
     seed: int = 0

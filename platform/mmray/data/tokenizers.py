@@ -134,7 +134,9 @@ def _join_words(words: list[str]) -> str:
 
 
 class HuggingFaceTokenizer:
-    """A Hugging Face fast tokenizer padded/truncated to `max_length`; BOS/EOS are its CLS/SEP (or BOS/EOS)."""
+    """A Hugging Face fast tokenizer padded/truncated to `max_length`; BOS/EOS are its CLS/SEP (or BOS/EOS).
+    A tokenizer with an end token but no start token (SigLIP's) starts decoded sequences with its padding,
+    as T5 does."""
 
     kind = "huggingface"
 
@@ -144,9 +146,9 @@ class HuggingFaceTokenizer:
         self.pad_id = int(tokenizer.pad_token_id or 0)
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-        if bos is None or eos is None:
-            raise ValueError("the Hugging Face tokenizer has neither BOS/EOS nor CLS/SEP tokens")
-        self.bos_id, self.eos_id = int(bos), int(eos)
+        if eos is None:
+            raise ValueError("the Hugging Face tokenizer has neither an EOS nor a SEP token")
+        self.bos_id, self.eos_id = int(bos if bos is not None else self.pad_id), int(eos)
 
     @property
     def vocab_size(self) -> int:

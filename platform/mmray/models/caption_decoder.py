@@ -11,6 +11,7 @@ from mmray.config.generation import CaptionDecoderConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
 from mmray.models.conditioning import (
+    ENCODER_KINDS,
     encoder_processor,
     image_feature_encoder,
     rebuild_with_encoder,
@@ -103,8 +104,8 @@ def build_caption_decoder(config: ModelSection, processor: Processor) -> Caption
     return CaptionDecoder(
         encoder,
         vocab_size=tokenizer.vocab_size,
-        max_length=caption.encoder.text.max_length,
-        image_size=caption.encoder.image.image_size,
+        max_length=tokenizer.max_length,
+        image_size=processor.image.size,
         width=caption.width,
         layers=caption.layers,
         heads=caption.heads,
@@ -122,7 +123,7 @@ register_model(
         build_processor=encoder_processor,
         save_extras=save_encoder_extras,
         rebuild_config=rebuild_with_encoder,
-        warm_starts_from={"dual_encoder": "encoder."},
+        warm_starts_from=dict.fromkeys(ENCODER_KINDS, "encoder."),
         serves=("caption",),
     ),
 )

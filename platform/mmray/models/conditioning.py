@@ -1,6 +1,6 @@
-"""A dual encoder inside a generative model: the text tower conditions a generator, the image tower feeds a
-caption decoder. The parts a model does not use are frozen (DDP needs a gradient for every trainable
-parameter), and frozen towers stay in eval mode."""
+"""A dual encoder (`dual_encoder` or `hf_dual_encoder`) inside another model: the fusion model's towers, the
+text tower conditioning a generator, the image tower feeding a caption decoder. The parts a model does not
+use are frozen (DDP needs a gradient for every trainable parameter), and frozen towers stay in eval mode."""
 
 from __future__ import annotations
 
@@ -9,11 +9,24 @@ from pathlib import Path
 
 from torch import nn
 
-from mmray.config.model import DualEncoderConfig, ModelSection
+from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
+from mmray.errors import ConfigError
+from mmray.losses import freeze_unread_logit_parameters
 from mmray.models.dual_encoder import DualEncoder
-from mmray.models.factory import DUAL_ENCODER, build_dual_encoder, build_dual_encoder_processor
 from mmray.models.freezing import FreezableTower
+from mmray.models.registry import build_model, build_processor, model_kind
+
+ENCODER_KINDS = ("dual_encoder", "hf_dual_encoder")
+"""Model kinds whose bundles initialise a model's `encoder`."""
+
+
+def build_encoder(config: ModelSection, processor: Processor) -> DualEncoder:
+    """The dual encoder an `encoder` config describes, of its kind."""
+    model = build_model(config, processor)
+    if not isinstance(model, DualEncoder):
+        raise ConfigError(f"an encoder must be a dual encoder; kind {config.kind!r} builds a {type(model).__name__}")
+    return model
 
 
 def freeze_tower(tower: nn.Module) -> None:
@@ -24,27 +37,27 @@ def freeze_tower(tower: nn.Module) -> None:
         tower.requires_grad_(False)
 
 
-def text_conditioning_encoder(config: DualEncoderConfig, processor: Processor, trainable: bool) -> DualEncoder:
+def text_conditioning_encoder(config: ModelSection, processor: Processor, trainable: bool) -> DualEncoder:
     """A dual encoder whose text tower and projection embed captions; the image side is frozen, and the
     text side too unless `trainable`."""
-    encoder = build_dual_encoder(config, processor)
+    encoder = build_encoder(config, processor)
     freeze_tower(encoder.image_encoder)
     encoder.image_projection.requires_grad_(False)
-    encoder.log_logit_scale.requires_grad_(False)
+    freeze_unread_logit_parameters(encoder, None)
     if not trainable:
         freeze_tower(encoder.text_encoder)
         encoder.text_projection.requires_grad_(False)
     return encoder
 
 
-def image_feature_encoder(config: DualEncoderConfig, processor: Processor, trainable: bool) -> DualEncoder:
+def image_feature_encoder(config: ModelSection, processor: Processor, trainable: bool) -> DualEncoder:
     """A dual encoder whose image tower gives feature-map cells and a pooled vector; the text side and the
     projections are frozen, and the image tower too unless `trainable`."""
-    encoder = build_dual_encoder(config, processor)
+    encoder = build_encoder(config, processor)
     freeze_tower(encoder.text_encoder)
     for module in (encoder.image_projection, encoder.text_projection):
         module.requires_grad_(False)
-    encoder.log_logit_scale.requires_grad_(False)
+    freeze_unread_logit_parameters(encoder, None)
     if not trainable:
         freeze_tower(encoder.image_encoder)
     return encoder
@@ -52,14 +65,22 @@ def image_feature_encoder(config: DualEncoderConfig, processor: Processor, train
 
 def encoder_processor(config: ModelSection, training_texts: Iterable[str]) -> Processor:
     """The processor of a model holding a dual encoder as `encoder`: that dual encoder's."""
-    return build_dual_encoder_processor(config.encoder, training_texts)  # type: ignore[attr-defined]
+    return build_processor(_encoder_config(config), training_texts)
 
 
 def save_encoder_extras(model: nn.Module, config: ModelSection, directory: Path) -> None:
-    DUAL_ENCODER.save_extras(model.get_submodule("encoder"), config.encoder, directory)  # type: ignore[attr-defined]
+    encoder = _encoder_config(config)
+    model_kind(encoder.kind).save_extras(model.get_submodule("encoder"), encoder, directory)
 
 
 def rebuild_with_encoder(config: ModelSection, directory: Path) -> ModelSection:
     """The config with the encoder's initial weights removed (the bundle's weights replace them)."""
-    encoder = DUAL_ENCODER.rebuild_config(config.encoder, directory)  # type: ignore[attr-defined]
-    return config.model_copy(update={"encoder": encoder})
+    encoder = _encoder_config(config)
+    return config.model_copy(update={"encoder": model_kind(encoder.kind).rebuild_config(encoder, directory)})
+
+
+def _encoder_config(config: ModelSection) -> ModelSection:
+    encoder = getattr(config, "encoder", None)
+    if not isinstance(encoder, ModelSection):
+        raise TypeError(f"a {config.kind!r} config holds no encoder")
+    return encoder

@@ -37,6 +37,7 @@ class DualEncoder(nn.Module):
         self.embed_dim = [m for m in text_projection.modules() if isinstance(m, nn.Linear)][-1].out_features
         log_scale = torch.tensor(math.log(1.0 / init_temperature))
         self.log_logit_scale = nn.Parameter(log_scale, requires_grad=learn_temperature)
+        self.logit_bias: nn.Parameter | None = None
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -80,4 +81,5 @@ class DualEncoder(nn.Module):
             image_embeddings=self.project_image(image_features),
             text_embeddings=self.project_text(text_features),
             logit_scale=self.logit_scale,
+            logit_bias=self.logit_bias,
         )

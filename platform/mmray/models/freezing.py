@@ -15,6 +15,7 @@ class FreezableTower(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self._frozen_modules: list[nn.Module] = []
+        self._depths: tuple[list[nn.Module], list[nn.Module]] = ([], [])
 
     def freeze(
         self,
@@ -25,7 +26,10 @@ class FreezableTower(nn.Module):
     ) -> None:
         """`None`: everything trains. `0`: the whole tower is frozen. `N`: the last N of `blocks` train,
         with the modules `after` them (pooling, final norms); the modules `before` them (stems,
-        embeddings) and the earlier blocks are frozen, as are parameters held by the tower itself."""
+        embeddings) and the earlier blocks are frozen, as are parameters held by the tower itself.
+        The blocks, in order, also give the tower's depths for `lr_layers`."""
+        if blocks:
+            self._depths = ([*before], [*blocks])
         if trainable_blocks is None:
             return
         if trainable_blocks > len(blocks):
@@ -52,3 +56,11 @@ class FreezableTower(nn.Module):
             else:
                 module.train(False)
         return self
+
+    def lr_layers(self) -> list[list[nn.Parameter]]:
+        """The tower's parameters by depth, input side first (for layer-wise learning-rate decay): the
+        modules before its blocks, then each block, then everything else (the modules after the blocks)."""
+        before, blocks = self._depths
+        layers = [[p for module in before for p in module.parameters()], *[list(b.parameters()) for b in blocks]]
+        placed = {id(p) for layer in layers for p in layer}
+        return [*layers, [p for p in self.parameters() if id(p) not in placed]]

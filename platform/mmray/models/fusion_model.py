@@ -3,9 +3,7 @@ registered as model kind `fusion`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -14,8 +12,14 @@ from mmray.config.fusion import FusionModelConfig, HeadConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
 from mmray.errors import ConfigError
+from mmray.models.conditioning import (
+    ENCODER_KINDS,
+    build_encoder,
+    encoder_processor,
+    rebuild_with_encoder,
+    save_encoder_extras,
+)
 from mmray.models.dual_encoder import DualEncoder
-from mmray.models.factory import DUAL_ENCODER, build_dual_encoder, build_dual_encoder_processor
 from mmray.models.fusion import Fusion, FusionDims, Modality, build_fusion
 from mmray.models.outputs import DualEncoderOutput
 from mmray.models.registry import ModelKind, register_model
@@ -80,7 +84,9 @@ class FusionModel(nn.Module):
         fused = self.fusion(image, text)  # (B, F)
         embeddings = None
         if image is not None and text is not None:
-            embeddings = DualEncoderOutput(image.embedding, text.embedding, self.encoder.logit_scale)
+            embeddings = DualEncoderOutput(
+                image.embedding, text.embedding, self.encoder.logit_scale, self.encoder.logit_bias
+            )
         return FusionOutput({name: module(fused) for name, module in self.heads.items()}, fused, embeddings)
 
 
@@ -94,7 +100,7 @@ def build_fusion_model(config: ModelSection, processor: Processor) -> FusionMode
     """A fusion model; a tower the fusion does not read is frozen (DDP needs a gradient for every
     trainable parameter)."""
     fusion_config = _fusion_config(config)
-    encoder = build_dual_encoder(fusion_config.encoder, processor)
+    encoder = build_encoder(fusion_config.encoder, processor)
     dims = FusionDims(
         embed_dim=encoder.embed_dim,
         image_token_dim=int(encoder.image_encoder.out_dim),  # type: ignore[arg-type]
@@ -108,29 +114,14 @@ def build_fusion_model(config: ModelSection, processor: Processor) -> FusionMode
     return FusionModel(encoder, fusion, fusion_config.heads)
 
 
-def _build_processor(config: ModelSection, training_texts: Iterable[str]) -> Processor:
-    return build_dual_encoder_processor(_fusion_config(config).encoder, training_texts)
-
-
-def _save_extras(model: nn.Module, config: ModelSection, directory: Path) -> None:
-    assert isinstance(model, FusionModel)
-    DUAL_ENCODER.save_extras(model.encoder, _fusion_config(config).encoder, directory)
-
-
-def _rebuild_config(config: ModelSection, directory: Path) -> ModelSection:
-    fusion_config = _fusion_config(config)
-    encoder = DUAL_ENCODER.rebuild_config(fusion_config.encoder, directory)
-    return fusion_config.model_copy(update={"encoder": encoder})
-
-
 register_model(
     "fusion",
     ModelKind(
         build=build_fusion_model,
-        build_processor=_build_processor,
-        save_extras=_save_extras,
-        rebuild_config=_rebuild_config,
-        warm_starts_from={"dual_encoder": "encoder."},
+        build_processor=encoder_processor,
+        save_extras=save_encoder_extras,
+        rebuild_config=rebuild_with_encoder,
+        warm_starts_from=dict.fromkeys(ENCODER_KINDS, "encoder."),
         serves=("classify",),
     ),
 )

@@ -31,7 +31,7 @@ def _encoder_blocks(model: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
-def _quiet_loading() -> Iterator[None]:
+def quiet_loading() -> Iterator[None]:
     """Without transformers' progress bar and its load report (whose one finding that matters, weights
     missing from the checkpoint, `_from_pretrained` reports itself)."""
     verbosity = hf_logging.get_verbosity()
@@ -48,7 +48,7 @@ def _quiet_loading() -> Iterator[None]:
 
 def _from_pretrained(folder: str) -> Any:
     """Without the unused pooler where the architecture has one (an untrained pooler breaks DDP)."""
-    with _quiet_loading():
+    with quiet_loading():
         try:
             model, info = AutoModel.from_pretrained(folder, add_pooling_layer=False, output_loading_info=True)
         except TypeError:

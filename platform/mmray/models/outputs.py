@@ -18,8 +18,10 @@ class EncoderOutput:
 
 @dataclass
 class DualEncoderOutput:
-    """L2-normalised embeddings of both towers and the contrastive logit scale."""
+    """L2-normalised embeddings of both towers, the contrastive logit scale, and the logit bias of models
+    that have one (SigLIP)."""
 
     image_embeddings: torch.Tensor  # (B, E)
     text_embeddings: torch.Tensor  # (B, E)
     logit_scale: torch.Tensor  # () = 1 / temperature
+    logit_bias: torch.Tensor | None = None  # ()

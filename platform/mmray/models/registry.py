@@ -15,6 +15,7 @@ from mmray.errors import ConfigError
 
 BUILTIN_MODULES = (
     "mmray.models.factory",
+    "mmray.models.hf_dual_encoder",
     "mmray.models.fusion_model",
     "mmray.models.conditional_vae",
     "mmray.models.conditional_gan",

@@ -24,7 +24,7 @@ from mmray.data.records import IMAGE_TARGETS
 from mmray.data.tensors import SplitTensors
 from mmray.distributed import gather_rows, shard_range
 from mmray.errors import ConfigError
-from mmray.losses import RepresentationLoss
+from mmray.losses import RepresentationLoss, freeze_unread_logit_parameters
 from mmray.models.fusion_model import FusionModel
 from mmray.models.registry import build_model
 from mmray.plots import confusion_matrix_png, per_label_f1_png, predicted_vs_true_png
@@ -92,8 +92,7 @@ class PredictTask(Task):
         assert isinstance(self.model_config, FusionModelConfig)
         heads = sized_heads(self.predict_config, self.model_config)
         model = as_fusion_model(build_model(self.model_config.model_copy(update={"heads": heads}), self.processor))
-        if self.contrastive is None or not self.contrastive.uses_temperature:
-            model.encoder.log_logit_scale.requires_grad_(False)
+        freeze_unread_logit_parameters(model.encoder, self.contrastive)
         return model
 
     def training_step(self, model: nn.Module, batch: Batch, optimizer_name: str, context: StepContext) -> StepOutput:

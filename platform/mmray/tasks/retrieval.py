@@ -9,16 +9,20 @@ from functools import partial
 import torch
 from torch import nn
 
-from mmray.config.model import DualEncoderConfig, ModelSection
+from mmray.config.model import DualEncoderConfig, HfDualEncoderConfig, ModelSection
 from mmray.config.tasks import RetrievalTaskConfig, TaskSection
+from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES, SplitTensors
-from mmray.losses import RepresentationLoss
+from mmray.errors import ConfigError
+from mmray.losses import RepresentationLoss, freeze_unread_logit_parameters
 from mmray.metrics import retrieval_metrics
 from mmray.models.dual_encoder import DualEncoder
+from mmray.models.embedding import as_embedding_model
 from mmray.retrieval.split_embedding import embed_split
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
 from mmray.tasks.registry import register_task
+from mmray.tasks.zero_shot import class_embeddings, zero_shot_metrics
 from mmray.train.feature_cache import cached_features, compute_rows, features_key, is_frozen
 
 
@@ -55,15 +59,28 @@ class RetrievalTask(Task):
         super().__init__(config, model_config, processor)
         if not isinstance(config, RetrievalTaskConfig):
             raise TypeError(f"expected a retrieval task config, got kind {config.kind!r}")
+        self.retrieval_config = config
         self.loss = RepresentationLoss(config.loss)
 
     def build_model(self) -> nn.Module:
-        """The dual encoder; its temperature trains only under a loss that reads it (DDP needs every
-        trainable parameter to receive a gradient)."""
+        """The dual encoder; its temperature (and bias) train only under a loss that reads them (DDP needs
+        every trainable parameter to receive a gradient)."""
         model = as_dual_encoder(super().build_model())
-        if not self.loss.uses_temperature:
-            model.log_logit_scale.requires_grad_(False)
+        freeze_unread_logit_parameters(model, self.loss)
         return model
+
+    def bind(self, train: CocoDataset) -> tuple[TaskSection, ModelSection]:
+        """Zero-shot classification's class names from the instances file's categories, unless given."""
+        zero_shot = self.retrieval_config.zero_shot
+        if zero_shot is None or zero_shot.class_names is not None:
+            return self.config, self.model_config
+        if not train.categories:
+            raise ConfigError("task.zero_shot needs class_names, or data with an instances file naming categories")
+        names = [category.name for category in train.categories]
+        bound = self.retrieval_config.model_copy(
+            update={"zero_shot": zero_shot.model_copy(update={"class_names": names})}
+        )
+        return bound, self.model_config
 
     def with_frozen_features(
         self,
@@ -80,7 +97,7 @@ class RetrievalTask(Task):
             return splits
         fingerprint = self.processor.fingerprint()
         model_config = self.model_config
-        assert isinstance(model_config, DualEncoderConfig)
+        assert isinstance(model_config, DualEncoderConfig | HfDualEncoderConfig)
         done: dict[str, SplitTensors] = {}
         for name, split in splits.items():
             image_extras, caption_extras = dict(split.image_extras), dict(split.caption_extras)
@@ -124,15 +141,26 @@ class RetrievalTask(Task):
         return StepOutput(loss=self.loss(output, step=context.step).loss)
 
     def evaluate(self, model: nn.Module, split: SplitTensors, context: EvalContext) -> dict[str, float]:
+        """Recall@K both ways; with `zero_shot`, zero-shot classification of the split's images too."""
         image_vectors, text_vectors = embed_split(model, split, context)
-        return retrieval_metrics(image_vectors, text_vectors, split.caption_image)
+        metrics = retrieval_metrics(image_vectors, text_vectors, split.caption_image)
+        zero_shot = self.retrieval_config.zero_shot
+        if zero_shot is not None and zero_shot.class_names is not None:
+            was_training = model.training
+            model.eval()
+            classes = class_embeddings(as_embedding_model(model), self.processor, zero_shot, context.device)
+            model.train(was_training)
+            metrics |= zero_shot_metrics(image_vectors, classes.cpu(), split.labels)
+        return metrics
 
     @property
     def score(self) -> Score:
         return Score("recall_mean", "max")
 
     def epoch_logs(self, model: nn.Module) -> dict[str, float]:
-        return {"temperature": float(1.0 / as_dual_encoder(model).logit_scale.detach())}
+        dual = as_dual_encoder(model)
+        logs = {"temperature": float(1.0 / dual.logit_scale.detach())}
+        return logs | ({"logit_bias": float(dual.logit_bias.detach())} if dual.logit_bias is not None else {})
 
 
 register_task("retrieval", RetrievalTask)

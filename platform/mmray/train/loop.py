@@ -8,7 +8,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
@@ -19,15 +19,16 @@ from torch import nn
 from mmray.artifacts.frozen_weights import FrozenPart, frozen_part, write_once
 from mmray.artifacts.model_bundle import load_initial_weights, load_weights, local_bundle, write_bundle
 from mmray.config.jobs import TrainJob
+from mmray.config.model import HfDualEncoderConfig
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors, tensors_from_arrays
 from mmray.devices import resolve_precision
 from mmray.distributed import describe_placement, gather_objects
-from mmray.models.freezing import FreezableTower
 from mmray.tasks.base import Batch, EvalContext, StepContext, Task
 from mmray.train.augment import NAMES_SIDE, augment_images
 from mmray.train.context import TrainContext
 from mmray.train.feeds import memory_batches, steps_per_epoch, stream_batches
+from mmray.train.optimizers import layer_lr_scales, optimizer_for, tower_parameters
 from mmray.train.schedule import group_settings, retarget, warmup_cosine
 from mmray.train.state import Progress, load_train_state, optimizer_state_off_device, save_train_state
 
@@ -36,38 +37,6 @@ FIGURES = "figures"
 """A checkpoint's folder of the figures its epoch's evaluation drew (e.g. a generator's sample grid)."""
 CHECKPOINT_SCORE = "checkpoint_score"
 """Reported with every checkpoint: the task's score when it was measured that epoch, else NaN (ranked last)."""
-
-
-def optimizer_for(
-    parameters: list[nn.Parameter],
-    lr: float,
-    weight_decay: float,
-    betas: tuple[float, float] = (0.9, 0.999),
-    tower_parameters: Collection[nn.Parameter] = (),
-    tower_lr_scale: float = 1.0,
-    fused: bool = False,
-) -> torch.optim.AdamW:
-    """AdamW; biases, norms and scalars (1-D or 0-D parameters) get no weight decay. With a
-    `tower_lr_scale` other than 1, `tower_parameters` train at lr × that scale in groups of their own.
-    `fused`: one CUDA kernel for the whole update (parameters on a GPU)."""
-    in_towers = {id(p) for p in tower_parameters} if tower_lr_scale != 1.0 else set()
-    groups = _decay_groups([p for p in parameters if id(p) not in in_towers], lr, weight_decay)
-    scaled = [p for p in parameters if id(p) in in_towers]
-    if scaled:
-        groups += _decay_groups(scaled, lr * tower_lr_scale, weight_decay)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
-
-
-def _decay_groups(members: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    return [
-        {"params": [p for p in members if p.ndim >= 2], "weight_decay": weight_decay, "lr": lr},
-        {"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr": lr},
-    ]
-
-
-def tower_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters of the model's image and text towers (pretrained or not), not its heads."""
-    return [p for module in model.modules() if isinstance(module, FreezableTower) for p in module.parameters()]
 
 
 POST_EVERY_S = 0.5
@@ -146,13 +115,16 @@ class Worker:
         warmup = int(self.settings.warmup_fraction * total)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         towers = tower_parameters(model)
+        scales = None
+        if self.settings.layer_lr_decay != 1.0:
+            scales = layer_lr_scales(model, self.settings.tower_lr_scale, self.settings.layer_lr_decay)
         for name in self.task.optimizer_names:
             options = self.task.optimizer_options(name)
             lr = self.settings.lr * options.lr_scale
             parameters = list(self.task.parameters(model, name))
             self.optimizers[name] = optimizer_for(
                 parameters, lr, self.settings.weight_decay, options.betas,
-                towers, self.settings.tower_lr_scale, fused=self.device.type == "cuda",
+                towers, self.settings.tower_lr_scale, fused=self.device.type == "cuda", lr_scales=scales,
             )  # fmt: skip
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {
             name: warmup_cosine(optimizer, total, warmup, self.settings.min_lr_ratio)
@@ -356,6 +328,12 @@ def run_loop(config: dict[str, Any], context: TrainContext) -> None:
     worker = Worker(config, context)
     settings = worker.settings
     score: str = config["score_metric"]
+    if worker.progress.epochs_done == 0 and not worker.progress.history and evaluates_at_start(worker.spec):
+        start = worker.evaluate()
+        worker.figures = {}
+        if start:
+            worker.progress.history.append({"epoch": 0, **start, "step": 0, "precision": worker.precision.precision})
+            worker.say(f"epoch 0 (the starting model, before training): {_shown(start, score)}")
     for epoch in range(worker.progress.epochs_done, settings.epochs):
         metrics: dict[str, Any] = {"epoch": epoch + 1, **worker.run_epoch(epoch)}
         worker.progress.epochs_done = epoch + 1
@@ -367,13 +345,25 @@ def run_loop(config: dict[str, Any], context: TrainContext) -> None:
         metrics["precision"] = worker.precision.precision
         metrics[CHECKPOINT_SCORE] = float(metrics[score]) if score in metrics else math.nan
         worker.progress.history.append(metrics)
-        shown = ", ".join(
-            f"{k} {v:.4g}"
-            for k, v in metrics.items()
-            if isinstance(v, float) and (k.startswith("train_") or k == "samples_per_s" or "R@" in k or k == score)
-        )
-        worker.say(f"epoch {epoch + 1}/{settings.epochs} done: {shown}")
+        worker.say(f"epoch {epoch + 1}/{settings.epochs} done: {_shown(metrics, score)}")
         worker.report(metrics)
         if epoch + 1 == config.get("stop_after_epoch"):
             worker.say(f"stopped after epoch {epoch + 1} as asked; a rerun resumes from its checkpoint")
             return
+
+
+def evaluates_at_start(spec: TrainJob) -> bool:
+    """`train.eval_at_start`, by default true for a pretrained pair trained as itself, whose starting figures
+    are its zero-shot ones (a model around one, e.g. a fusion model, starts with untrained heads)."""
+    if spec.train.eval_at_start is not None:
+        return spec.train.eval_at_start
+    return isinstance(spec.model, HfDualEncoderConfig)
+
+
+def _shown(metrics: dict[str, Any], score: str) -> str:
+    return ", ".join(
+        f"{k} {v:.4g}"
+        for k, v in metrics.items()
+        if isinstance(v, float)
+        and (k.startswith(("train_", "zero_shot_")) or k == "samples_per_s" or "R@" in k or k == score)
+    )

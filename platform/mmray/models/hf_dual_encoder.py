@@ -1,0 +1,189 @@
+"""A pretrained Hugging Face CLIP or SigLIP model as mmray's dual encoder; registered as `hf_dual_encoder`.
+
+Loaded with `from_pretrained` from a local folder (an `s3://` prefix or `pkg:` path is made one first);
+its processor (image size, mean / std, crop or stretch, tokenizer) becomes mmray's `Processor`. A bundle
+keeps the checkpoint's config, so it rebuilds from the bundle alone."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmray.config.model import HF_DUAL_ENCODER_TYPES, HfDualEncoderConfig, ModelSection
+from mmray.data.processor import ImageTransform, Processor
+from mmray.errors import ConfigError, WeightsError
+from mmray.models.hf_towers import HfTextTower, HfVisionTower, PretrainedDualEncoder
+from mmray.models.registry import ModelKind, register_model
+from mmray.pretrained import local_model_dir
+
+logger = logging.getLogger(__name__)
+
+CONFIG_DIR = "hf_dual_encoder"
+"""The bundle's folder holding the checkpoint's config.json."""
+PREPROCESSOR_FILE = "preprocessor_config.json"
+FAMILY_DEFAULTS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], str]] = {
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711), "center_crop"),
+    "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "stretch"),
+}
+"""mean, std and resize of each family's image processor, for folders without a preprocessor_config.json."""
+
+
+def _config(config: ModelSection) -> HfDualEncoderConfig:
+    if not isinstance(config, HfDualEncoderConfig):
+        raise TypeError(f"expected an hf_dual_encoder config, got kind {config.kind!r}")
+    return config
+
+
+def _checked_type(hf_config: Any, where: str) -> Any:
+    if hf_config.model_type not in HF_DUAL_ENCODER_TYPES:
+        expected = " or ".join(HF_DUAL_ENCODER_TYPES)
+        raise ConfigError(f"{where} holds a {hf_config.model_type!r} model; hf_dual_encoder takes {expected}")
+    return hf_config
+
+
+def hf_config_of(config: HfDualEncoderConfig) -> Any:
+    """The checkpoint's `CLIPConfig` / `SiglipConfig`: read from `pretrained`, or built from `architecture`."""
+    from transformers import AutoConfig
+
+    if config.architecture is not None:
+        arguments = dict(config.architecture)
+        return _checked_type(AutoConfig.for_model(arguments.pop("model_type"), **arguments), "model.architecture")
+    assert config.pretrained is not None
+    try:
+        hf_config = AutoConfig.from_pretrained(local_model_dir(config.pretrained))
+    except OSError as exc:
+        raise WeightsError(
+            f"model.pretrained: cannot read a Hugging Face config from {config.pretrained}: {exc}"
+        ) from exc
+    return _checked_type(hf_config, f"model.pretrained ({config.pretrained})")
+
+
+def _load_hf_model(config: HfDualEncoderConfig, hf_config: Any) -> Any:
+    """The whole `CLIPModel` / `SiglipModel` in fp32: pretrained weights, or random from the architecture."""
+    from transformers import CLIPModel, SiglipModel
+
+    from mmray.models.huggingface import quiet_loading
+
+    cls: Any = CLIPModel if hf_config.model_type == "clip" else SiglipModel
+    if config.architecture is not None:
+        return cls._from_config(hf_config)
+    assert config.pretrained is not None
+    folder = local_model_dir(config.pretrained)
+    with quiet_loading():
+        model, info = cls.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
+    missing = sorted(info.get("missing_keys", ()))
+    if missing:
+        logger.warning(
+            "%s lacks %d of the model's weights, which start random: %s%s",
+            config.pretrained, len(missing), ", ".join(missing[:8]), ", ..." if len(missing) > 8 else "",
+        )  # fmt: skip
+    return model
+
+
+def _check_tokenizer(processor: Processor, text_config: Any) -> None:
+    tokenizer = processor.tokenizer
+    if tokenizer.vocab_size > text_config.vocab_size:
+        raise ConfigError(
+            f"the tokenizer has {tokenizer.vocab_size} tokens but the text tower embeds {text_config.vocab_size}"
+        )
+    if tokenizer.max_length > text_config.max_position_embeddings:
+        raise ConfigError(
+            f"model.text.max_length is {tokenizer.max_length} but the text tower has "
+            f"{text_config.max_position_embeddings} positions"
+        )
+
+
+def build_hf_dual_encoder(config: ModelSection, processor: Processor) -> PretrainedDualEncoder:
+    """The pair's towers, projections, logit scale and (SigLIP) bias as a `DualEncoder`."""
+    pair = _config(config)
+    hf_config = hf_config_of(pair)
+    _check_tokenizer(processor, hf_config.text_config)
+    model = _load_hf_model(pair, hf_config)
+    image_projection: nn.Module
+    if hf_config.model_type == "clip":
+        image_projection, text_projection, bias = model.visual_projection, model.text_projection, None
+    else:
+        if not model.vision_model.use_head:
+            raise ConfigError("a SigLIP vision tower without its attention-pooling head (vision_use_head: false)")
+        image_projection, text_projection, bias = nn.Identity(), model.text_model.head, model.logit_bias
+        model.text_model.head = nn.Identity()
+    return PretrainedDualEncoder(
+        image_encoder=HfVisionTower(model.vision_model, pair.image.trainable_blocks),
+        text_encoder=HfTextTower(model.text_model, pair.text.trainable_blocks, use_mask=hf_config.model_type == "clip"),
+        image_projection=image_projection,
+        text_projection=text_projection,
+        log_logit_scale=model.logit_scale,
+        logit_bias=bias,
+        learn_temperature=pair.learn_temperature,
+        hf_config=hf_config,
+    )
+
+
+def _image_transform(pair: HfDualEncoderConfig, hf_config: Any) -> ImageTransform:
+    """The checkpoint's input size, and its processor's mean / std and crop (else the family's), as overridden."""
+    mean, std, resize = FAMILY_DEFAULTS[hf_config.model_type]
+    if pair.pretrained is not None:
+        saved = Path(local_model_dir(pair.pretrained)) / PREPROCESSOR_FILE
+        if saved.is_file():
+            settings = json.loads(saved.read_text())
+            mean = tuple(settings.get("image_mean", mean))  # type: ignore[assignment]
+            std = tuple(settings.get("image_std", std))  # type: ignore[assignment]
+            resize = "center_crop" if settings.get("do_center_crop") else "stretch"
+    image = pair.image
+    return ImageTransform(
+        size=int(hf_config.vision_config.image_size),
+        mean=image.mean or mean,
+        std=image.std or std,
+        resize=image.resize or resize,  # type: ignore[arg-type]
+    )
+
+
+def build_hf_processor(config: ModelSection, training_texts: Iterable[str] = ()) -> Processor:
+    """The checkpoint's image preprocessing and tokenizer (`max_length`: the text tower's positions unless set)."""
+    from mmray.data.hf_tokenizer import load_hf_tokenizer
+
+    pair = _config(config)
+    hf_config = hf_config_of(pair)
+    location = pair.tokenizer or pair.pretrained
+    if not location:
+        raise ConfigError("an hf_dual_encoder built from model.architecture needs model.tokenizer")
+    max_length = pair.text.max_length or int(hf_config.text_config.max_position_embeddings)
+    return Processor(_image_transform(pair, hf_config), load_hf_tokenizer(location, max_length))
+
+
+def _save_extras(model: nn.Module, config: ModelSection, directory: Path) -> None:
+    if not isinstance(model, PretrainedDualEncoder):
+        raise TypeError(f"expected a PretrainedDualEncoder, got {type(model).__name__}")
+    model.hf_config.save_pretrained(directory / CONFIG_DIR)
+
+
+def saved_architecture(directory: Path) -> dict[str, Any]:
+    """`architecture` recreating the checkpoint's config saved in a bundle (model_type first)."""
+    from transformers import AutoConfig
+
+    values: dict[str, Any] = AutoConfig.from_pretrained(directory / CONFIG_DIR).to_dict()
+    model_type = values.pop("model_type")
+    for key in ("transformers_version", "architectures", "dtype", "torch_dtype"):
+        values.pop(key, None)
+    return {"model_type": model_type, **values}
+
+
+def _rebuild_config(config: ModelSection, directory: Path) -> ModelSection:
+    """The config building the architecture alone (the bundle's weights and processor replace the rest)."""
+    return _config(config).model_copy(update={"pretrained": None, "architecture": saved_architecture(directory)})
+
+
+HF_DUAL_ENCODER = ModelKind(
+    build=build_hf_dual_encoder,
+    build_processor=build_hf_processor,
+    save_extras=_save_extras,
+    rebuild_config=_rebuild_config,
+    serves=("embed",),
+)
+register_model("hf_dual_encoder", HF_DUAL_ENCODER)

@@ -1,0 +1,92 @@
+"""The towers of a Hugging Face CLIP or SigLIP model as mmray towers, and the pair as a `DualEncoder` with
+the checkpoint's own projections, logit scale and (SigLIP) logit bias."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmray.models.dual_encoder import DualEncoder
+from mmray.models.freezing import FreezableTower
+from mmray.models.outputs import EncoderOutput
+
+_BEFORE_BLOCKS = ("embeddings", "pre_layrnorm")
+
+
+def _freeze_by_depth(tower: FreezableTower, model: nn.Module, trainable_blocks: int | None) -> None:
+    """Embeddings (and CLIP's pre-norm) before the transformer blocks; final norms and heads after them."""
+    children = dict(model.named_children())
+    before = [children[name] for name in _BEFORE_BLOCKS if name in children]
+    after = [module for name, module in children.items() if name not in (*_BEFORE_BLOCKS, "encoder")]
+    blocks = list(model.get_submodule("encoder.layers").children())
+    tower.freeze(blocks, trainable_blocks, before=before, after=after)
+
+
+class HfVisionTower(FreezableTower):
+    """A CLIP / SigLIP vision transformer. Pooled: CLIP's post-norm class token, or SigLIP's attention-pooling
+    head; tokens: the patch cells in row-major order (CLIP's class token left out), so they form a square grid."""
+
+    def __init__(self, model: Any, trainable_blocks: int | None) -> None:
+        super().__init__()
+        self.model = model
+        self.out_dim = int(model.config.hidden_size)
+        self.skip_class_token = hasattr(model, "pre_layrnorm")
+        _freeze_by_depth(self, model, trainable_blocks)
+
+    def forward(self, images: torch.Tensor) -> EncoderOutput:  # images: (B, 3, S, S)
+        output = self.model(pixel_values=images)
+        cells = output.last_hidden_state[:, 1:] if self.skip_class_token else output.last_hidden_state  # (B, N, D)
+        mask = torch.ones(cells.shape[:2], dtype=torch.bool, device=cells.device)  # (B, N)
+        return EncoderOutput(pooled=output.pooler_output, tokens=cells, mask=mask)
+
+
+class HfTextTower(FreezableTower):
+    """A CLIP / SigLIP text transformer without its projection. Pooled: CLIP's state at the first EOS, or
+    SigLIP's at the last position; `use_mask`: False for SigLIP, which was trained attending to its padding."""
+
+    def __init__(self, model: Any, trainable_blocks: int | None, use_mask: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.out_dim = int(model.config.hidden_size)
+        self.use_mask = use_mask
+        _freeze_by_depth(self, model, trainable_blocks)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:  # ids, mask: (B, L)
+        attention = mask.long() if self.use_mask else None
+        output = self.model(input_ids=ids, attention_mask=attention)
+        return EncoderOutput(pooled=output.pooler_output, tokens=output.last_hidden_state, mask=mask)  # (B, D)
+
+
+class PretrainedDualEncoder(DualEncoder):
+    """A pretrained image–text pair: its towers, projections (SigLIP's image side has none: its pooling head
+    ends in the shared space), logit scale without mmray's clamp (SigLIP's exceeds 100) and optional bias;
+    `hf_config` is the checkpoint's config, which bundles keep."""
+
+    def __init__(
+        self,
+        image_encoder: HfVisionTower,
+        text_encoder: HfTextTower,
+        image_projection: nn.Module,
+        text_projection: nn.Module,
+        log_logit_scale: torch.Tensor,
+        logit_bias: torch.Tensor | None,
+        learn_temperature: bool,
+        hf_config: Any,
+    ) -> None:
+        super().__init__(image_encoder, text_encoder, image_projection, text_projection, 0.07, learn_temperature)
+        self.hf_config = hf_config
+        with torch.no_grad():
+            self.log_logit_scale.copy_(log_logit_scale.detach().reshape(()))
+        if logit_bias is not None:
+            self.logit_bias = nn.Parameter(logit_bias.detach().reshape(()).clone(), requires_grad=learn_temperature)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.log_logit_scale.exp()
+
+    def logits(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Image–text logits as the checkpoint computes them: scale · cosine (+ bias). -> (B_img, B_txt)"""
+        logits = self.logit_scale * self.embed_images(images) @ self.embed_texts(ids, mask).T  # (B_img, B_txt)
+        return logits + self.logit_bias if self.logit_bias is not None else logits

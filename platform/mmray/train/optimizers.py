@@ -1,0 +1,64 @@
+"""AdamW parameter groups: no weight decay on biases, norms and scalars; towers at a scale of the lr, and
+with layer-wise decay, each tower block at a further factor per block above it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmray.models.freezing import FreezableTower
+
+
+def optimizer_for(
+    parameters: list[nn.Parameter],
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    tower_parameters: Collection[nn.Parameter] = (),
+    tower_lr_scale: float = 1.0,
+    fused: bool = False,
+    lr_scales: Mapping[int, float] | None = None,
+) -> torch.optim.AdamW:
+    """AdamW; biases, norms and scalars (1-D or 0-D parameters) get no weight decay. With a
+    `tower_lr_scale` other than 1, `tower_parameters` train at lr × that scale in groups of their own;
+    `lr_scales` (id of a parameter → lr multiplier, as `layer_lr_scales` gives) replaces both. One pair of
+    groups per multiplier, the largest (the heads' 1) first. `fused`: one CUDA kernel for the whole
+    update (parameters on a GPU)."""
+    if lr_scales is None:
+        lr_scales = {id(p): tower_lr_scale for p in tower_parameters} if tower_lr_scale != 1.0 else {}
+    by_scale: dict[float, list[nn.Parameter]] = {1.0: []}
+    for parameter in parameters:
+        by_scale.setdefault(lr_scales.get(id(parameter), 1.0), []).append(parameter)
+    groups = []
+    for scale in sorted(by_scale, reverse=True):
+        if by_scale[scale] or scale == 1.0:
+            groups += _decay_groups(by_scale[scale], lr * scale, weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
+
+
+def _decay_groups(members: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    return [
+        {"params": [p for p in members if p.ndim >= 2], "weight_decay": weight_decay, "lr": lr},
+        {"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr": lr},
+    ]
+
+
+def tower_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the model's image and text towers (pretrained or not), not its heads."""
+    return [p for module in model.modules() if isinstance(module, FreezableTower) for p in module.parameters()]
+
+
+def layer_lr_scales(model: nn.Module, tower_lr_scale: float, layer_decay: float) -> dict[int, float]:
+    """id of each tower parameter → its lr multiplier: `tower_lr_scale` × `layer_decay`^k, k the number of
+    blocks above it in its tower (0 for what follows the last block, the block count + 1 for the
+    embeddings / stem). With decay 1 every tower parameter gets `tower_lr_scale`."""
+    scales: dict[int, float] = {}
+    for tower in (m for m in model.modules() if isinstance(m, FreezableTower)):
+        layers = tower.lr_layers()
+        for depth, layer in enumerate(layers):
+            for parameter in layer:
+                scales.setdefault(id(parameter), tower_lr_scale * layer_decay ** (len(layers) - 1 - depth))
+    return scales
