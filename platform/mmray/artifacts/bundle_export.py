@@ -13,7 +13,8 @@ from mmray.artifacts.model_bundle import MANIFEST, local_bundle, read_bundle, re
 from mmray.errors import BundleError
 
 
-def _publish(staged: Path, target: str) -> None:
+def publish_directory(staged: Path, target: str) -> None:
+    """Put the local directory `staged` at `target` whole: renamed into place, or uploaded to S3."""
     if storage.is_s3(target):
         storage.upload_dir(staged, target)
         return
@@ -39,5 +40,5 @@ def export_bundle(source: str, target: str) -> dict[str, Any]:
             copy_beside(directory, staged, reference)
         version = read_bundle(staged).version
         size = sum(path.stat().st_size for path in staged.rglob("*") if path.is_file())
-        _publish(staged, target)
+        publish_directory(staged, target)
     return {"bundle": target, "source": resolved, "model_version": version, "bytes": size}

@@ -1,4 +1,5 @@
-"""`mmray export`: a model bundle that stands alone."""
+"""`mmray export`: a model bundle that stands alone; `mmray wise-ft`: a zero-shot and a fine-tuned model
+ensembled in weight space."""
 
 from __future__ import annotations
 
@@ -21,3 +22,54 @@ def export(
     from mmray.artifacts.bundle_export import export_bundle
 
     typer.echo(json.dumps(export_bundle(bundle, out)))
+
+
+def wise_ft(
+    fine_tuned: Annotated[str, typer.Argument(help="fine-tuned model bundle or training run directory (its best)")],
+    out: Annotated[str, typer.Argument(help="new directory or s3:// prefix to write the ensemble's bundle to")],
+    alphas: Annotated[
+        str | None,
+        typer.Option(
+            "--alpha",
+            help="α, or several comma-separated to choose from on the job's data "
+            "[default: 0, 0.1, ..., 1 with --job, else 0.5]",
+        ),
+    ] = None,
+    zero_shot: Annotated[
+        str | None,
+        typer.Option(help="the zero-shot model's bundle [default: rebuilt from the pretrained weights it names]"),
+    ] = None,
+    job: Annotated[
+        str | None, typer.Option(help="a job whose data section measures each α (train, index or evaluate job)")
+    ] = None,
+    split: Annotated[str, typer.Option(help="the split of the job's data that chooses α")] = "val",
+    batch_size: Annotated[int, typer.Option(help="rows per batch when measuring")] = 512,
+    device: Annotated[
+        str, typer.Option(help="auto (this machine's GPU when it has one), cpu, cuda or cuda:N")
+    ] = "auto",
+) -> None:
+    """Weight-space ensemble of a zero-shot and a fine-tuned model (WiSE-FT): θ = (1 − α)·θ₀ + α·θ₁,
+    written as a bundle of its own. With --job, each α is measured on the job's data and the best by the
+    task's score (e.g. recall_mean) is kept. The last line is JSON.
+
+    Example: mmray wise-ft runs/coco-clip-finetune runs/coco-clip-finetune-wise --job jobs/coco-clip-finetune.yaml
+    """
+    from mmray.config import load_job
+    from mmray.config.tuning import TuneJob
+    from mmray.errors import ConfigError
+    from mmray.wise_ft import wise_ft as ensemble
+
+    if alphas is None:
+        values = [step / 10 for step in range(11)] if job is not None else [0.5]
+    else:
+        try:
+            values = [float(text) for text in alphas.split(",") if text.strip()]
+        except ValueError:
+            raise ConfigError(f"--alpha takes numbers in [0, 1] separated by commas, got {alphas!r}") from None
+    data = None
+    if job is not None:
+        spec = load_job(job, [])
+        if isinstance(spec, TuneJob):
+            raise ConfigError(f"{job} is a tune job; give the train job it exports")
+        data = spec.data
+    typer.echo(json.dumps(ensemble(fine_tuned, out, values, zero_shot, data, split, batch_size, device)))

@@ -1,0 +1,66 @@
+"""WiSE-FT: the weight-space ensemble of a zero-shot and a fine-tuned model, α chosen on a validation split
+by the task's own score, written as a bundle of its own (`mmray wise-ft`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mmray.artifacts.model_bundle import open_bundle
+from mmray.artifacts.weight_ensembling import check_new_target, ensembled_model, write_ensemble, zero_shot_model
+from mmray.config.data import DataConfig
+from mmray.devices import pick_device
+from mmray.errors import BundleError, ConfigError
+from mmray.evaluate import load_split_tensors
+from mmray.progress import track
+from mmray.tasks.base import EvalContext
+from mmray.tasks.registry import task_class
+
+
+def wise_ft(
+    fine_tuned_uri: str,
+    target: str,
+    alphas: Sequence[float],
+    zero_shot_uri: str | None = None,
+    data: DataConfig | None = None,
+    split: str = "val",
+    batch_size: int = 512,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """θ = (1 − α)·θ₀ + α·θ₁ of the zero-shot model (`zero_shot_uri`, else rebuilt from the pretrained
+    weights the fine-tuned bundle's config names) and the fine-tuned bundle, written to `target`. With
+    `data`, every α is measured on `split` and the best by the task's score is kept; without, `alphas`
+    must hold one."""
+    if not alphas:
+        raise ConfigError("give at least one alpha in [0, 1]")
+    if len(alphas) > 1 and data is None:
+        raise ConfigError(f"choosing among {len(alphas)} alphas needs data to measure them on (a job)")
+    check_new_target(target)
+    fine_tuned = open_bundle(fine_tuned_uri)
+    start = zero_shot_model(fine_tuned, zero_shot_uri)
+    candidates: list[dict[str, Any]] = []
+    chosen, metrics = alphas[0], None
+    if data is not None:
+        if fine_tuned.task_config is None:
+            raise BundleError(f"{fine_tuned.uri} records no task, so mmray cannot tell which score chooses alpha")
+        task = task_class(fine_tuned.task_config.kind)(
+            fine_tuned.task_config, fine_tuned.model_config, fine_tuned.processor
+        )
+        tensors = load_split_tensors(data, split, fine_tuned)
+        where = pick_device(device)
+        context = EvalContext(0, 1, where, batch_size, fine_tuned.processor)
+        score = task.score
+        for alpha in track(alphas, "alphas"):
+            measured = task.evaluate(ensembled_model(start, fine_tuned, alpha).to(where), tensors, context)
+            candidates.append({"alpha": alpha, score.metric: measured[score.metric]})
+            better = metrics is None or (
+                measured[score.metric] > metrics[score.metric]
+                if score.mode == "max"
+                else measured[score.metric] < metrics[score.metric]
+            )
+            if better:
+                chosen, metrics = alpha, measured
+    model = ensembled_model(start, fine_tuned, chosen)
+    record = {"alpha": chosen, "zero_shot": zero_shot_uri or "pretrained", "fine_tuned": fine_tuned.uri}
+    version = write_ensemble(model, fine_tuned, target, {**record, "candidates": candidates}, metrics)
+    return {"model_bundle": target, "model_version": version, **record, "split": split, "candidates": candidates}
