@@ -27,7 +27,7 @@ def index_job(data_root: Path, runs: Path, bundle: Path, name: str, **index: Any
         key: value for key, value in tiny_job(data_root, runs, name).items() if key not in ("model", "task", "train")
     }
     job.update(kind="index", checkpoint=str(bundle))
-    job["index"] = {"split": "val", "type": "flat", "shard_size": 32, "batch_size": 16, **index}
+    job["index"] = {"split": "val", "type": "flat", "shard_size": 32, "batch_size": 16, "runner": "ray_data", **index}
     return job
 
 

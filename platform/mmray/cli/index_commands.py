@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,17 +13,29 @@ from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
 from mmray.config import IndexJob
 
 
-def index(job: JOB, overrides: OVERRIDES = None) -> None:
-    """Embed a split with Ray Data and build its faiss index bundle; the last line is JSON.
+def index(
+    job: JOB,
+    overrides: OVERRIDES = None,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local", help="embed in this process without Ray (index.runner=local; small splits embed here anyway)"
+        ),
+    ] = False,
+) -> None:
+    """Embed a split and build its faiss index bundle; the last line is JSON. Rows are embedded on Ray Data,
+    or in this process for up to index.local_max_rows rows (index.runner: auto | ray_data | local).
 
     Example: mmray index jobs/shapes-index.yaml checkpoint=runs/shapes-clip
     """
-    spec = load_job_of_kind(job, overrides, IndexJob, "index")
-    from mmray.raycluster import disconnect
+    spec = load_job_of_kind(job, [*(overrides or []), *(["index.runner=local"] if local else [])], IndexJob, "index")
     from mmray.retrieval.indexing import run_index_job
 
     outcome = run_index_job(spec)
-    disconnect()
+    if "ray" in sys.modules:
+        from mmray.raycluster import disconnect
+
+        disconnect()
     typer.echo(json.dumps(outcome.summary()))
 
 

@@ -9,12 +9,13 @@ from pydantic import Field
 from mmray.config.base import Section
 
 IndexType = Literal["auto", "flat", "ivf_flat", "ivf_pq", "hnsw"]
+Runner = Literal["auto", "ray_data", "local"]
 CorpusKind = Literal["images", "captions"]
 CORPUS_KINDS: tuple[CorpusKind, ...] = ("images", "captions")
 
 
 class IndexSettings(Section):
-    """Embedding a split with Ray Data and indexing the vectors with faiss."""
+    """Embedding a split (on Ray Data, or in this process) and indexing the vectors with faiss."""
 
     split: str = Field("val", description="which split of the data section to index")
     corpus: list[CorpusKind] = Field(default_factory=lambda: list(CORPUS_KINDS))
@@ -29,6 +30,14 @@ class IndexSettings(Section):
     train_sample: int = Field(200_000, ge=1000, description="vectors sampled to train IVF / PQ")
     shard_size: int = Field(4096, ge=16, description="rows per embedding shard (the unit of resume)")
     batch_size: int = Field(256, ge=1, description="rows per embedding batch")
+    runner: Runner = Field(
+        "auto",
+        description="where rows are embedded: ray_data (CPU decoding tasks, a pool of model actors), local (this "
+        "process, no Ray), or auto: local for at most local_max_rows rows when one CPU actor is asked, else ray_data",
+    )
+    local_max_rows: int = Field(
+        20_000, ge=0, description="runner auto: the most rows (images + captions) embedded in this process"
+    )
     embed_actors: int = Field(1, ge=1, description="embedding actors (one per GPU on a cluster)")
     gpus_per_actor: float = Field(0.0, ge=0.0)
     use_gpu_index: bool = Field(True, description="move flat / IVF indexes to GPUs when faiss has some")

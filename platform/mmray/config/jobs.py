@@ -70,7 +70,7 @@ class TrainJob(Section):
 
 
 class IndexJob(Section):
-    """Embed a split with a model bundle on Ray Data and build faiss indexes over it."""
+    """Embed a split with a model bundle (on Ray Data, or in this process) and build faiss indexes over it."""
 
     kind: Literal["index"]
     name: str = Field(pattern=NAME_PATTERN)

@@ -1,12 +1,14 @@
-"""Batch embedding of a corpus with Ray Data: CPU decoding, model actors, resumable shards.
+"""Embedding a corpus into resumable shards: the shard plan, the decoding and embedding steps, and the
+writer that turns embedded batches into shards. The batches come from Ray Data (`ray_embed`) or from
+this process (`local_batches`); both run the same steps on the same rows.
 
 The corpus (images or captions of a split) is cut into fixed shards of `shard_size` rows in id
 order. Shards live under a directory keyed by the embedding plan (model version, corpus, rows and
 their contents, shard size), so another split, other data or another model never reuses them.
 Each shard is written atomically as one `.npz` (ids, vectors, failed ids and reasons) once
 all its rows are embedded, so a killed job leaves only complete shards and a re-run embeds only
-the missing ones. Rows stream through Ray Data in order; the driver holds at most a few partial
-shards, never the corpus.
+the missing ones. Rows stream through in order; the writer holds at most a few partial shards,
+never the corpus.
 """
 
 from __future__ import annotations
@@ -16,21 +18,20 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import ray.data
 import torch
 
 from mmray import storage
-from mmray.artifacts.model_bundle import open_bundle
-from mmray.config.indexing import CorpusKind, IndexSettings
+from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
+from mmray.config.indexing import CorpusKind
 from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.errors import ImageDecodeError, IndexBundleError, StorageError
 from mmray.models.embedding import as_embedding_model
-from mmray.raycluster import ray_log_level
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +115,8 @@ class DecodeImages:
 class EmbedRows:
     """Model actor: embeds decoded images or caption texts with a model bundle (GPU when given)."""
 
-    def __init__(self, bundle_uri: str, kind: CorpusKind) -> None:
-        bundle = open_bundle(bundle_uri)
+    def __init__(self, bundle_uri: str, kind: CorpusKind, bundle: LoadedBundle | None = None) -> None:
+        bundle = bundle or open_bundle(bundle_uri)
         self.processor = bundle.processor
         self.kind = kind
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -166,23 +167,23 @@ def _write_shard(uri: str, pending: _PendingShard, dim: int) -> None:
     storage.write_bytes(uri, buffer.getvalue())
 
 
-def _embedded_rows(
-    plan: ShardPlan, todo: list[int], bundle_uri: str, settings: IndexSettings, processor: Processor
-) -> Any:
-    rows = [row for shard in todo for row in plan.shard_rows(shard)]
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    logging.getLogger("ray.data").setLevel(ray_log_level())  # its progress logs with `mmray -v`; mmray logs shards
-    dataset: Any = ray.data.from_items(rows, override_num_blocks=max(1, len(rows) // settings.batch_size))
-    if plan.kind == "images":
-        dataset = dataset.map_batches(DecodeImages, fn_constructor_args=(processor,), batch_size=settings.batch_size)
-    return dataset.map_batches(
-        EmbedRows,
-        fn_constructor_args=(bundle_uri, plan.kind),
-        batch_size=settings.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=settings.embed_actors),
-        num_gpus=settings.gpus_per_actor,
-    )
+BatchSource = Callable[[list[dict[str, Any]]], Iterable[dict[str, np.ndarray]]]
+"""Rows of a plan → their embedded batches (`id`, `shard`, `vector`, `error`), in row order."""
+
+
+def local_batches(bundle: LoadedBundle, bundle_uri: str, kind: CorpusKind, batch_size: int) -> BatchSource:
+    """Rows embedded in this process, `batch_size` at a time, by the steps the Ray Data path runs."""
+    decode = DecodeImages(bundle.processor)
+    embed = EmbedRows(bundle_uri, kind, bundle)
+
+    def batches(rows: list[dict[str, Any]]) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            batch = {name: np.array([row[name] for row in chunk], dtype=object) for name in ("uri", "text")}
+            batch |= {name: np.array([row[name] for row in chunk]) for name in ("id", "shard")}
+            yield embed(decode(batch) if kind == "images" else batch)
+
+    return batches
 
 
 def _check_plan(plan: ShardPlan, directory: str) -> None:
@@ -207,10 +208,9 @@ def _check_plan(plan: ShardPlan, directory: str) -> None:
     storage.write_text(uri, json.dumps(description))
 
 
-def embed_corpus(
-    plan: ShardPlan, directory: str, bundle_uri: str, settings: IndexSettings, processor: Processor
-) -> int:
-    """Embed every shard of `plan` not yet in `directory`; returns how many shards were written."""
+def embed_corpus(plan: ShardPlan, directory: str, embedded: BatchSource) -> int:
+    """Embed every shard of `plan` not yet in `directory` through `embedded`; returns how many shards were
+    written."""
     _check_plan(plan, directory)
     storage.remove_temporary_files(directory)
     done = finished_shards(directory)
@@ -222,7 +222,7 @@ def embed_corpus(
     written = 0
     dim = 0
     said = time.monotonic()
-    for batch in _embedded_rows(plan, todo, bundle_uri, settings, processor).iter_batches(batch_format="numpy"):
+    for batch in embedded([row for shard in todo for row in plan.shard_rows(shard)]):
         dim = batch["vector"].shape[1]
         for row_id, shard, vector, error in zip(
             batch["id"], batch["shard"], batch["vector"], batch["error"], strict=True

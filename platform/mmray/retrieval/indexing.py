@@ -1,4 +1,5 @@
-"""The index job: embed a split with Ray Data, build faiss indexes, publish an index bundle."""
+"""The index job: embed a split (on Ray Data, or in this process for small ones), build faiss indexes,
+publish an index bundle."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ import numpy as np
 
 from mmray import storage
 from mmray.artifacts.index_bundle import corpus_metadata, write_index_bundle
-from mmray.artifacts.model_bundle import open_bundle, resolve_model_bundle
+from mmray.artifacts.model_bundle import LoadedBundle, open_bundle, resolve_model_bundle
 from mmray.config import IndexJob
-from mmray.config.indexing import IndexSettings
+from mmray.config.indexing import CorpusKind, IndexSettings
+from mmray.data.coco import CocoDataset
 from mmray.data.sources import load_split
 from mmray.models.embedding import as_embedding_model
-from mmray.raycluster import connect
-from mmray.retrieval.embed import corpus_plan, embed_corpus, read_shards
+from mmray.retrieval.embed import BatchSource, corpus_plan, embed_corpus, local_batches, read_shards
 from mmray.retrieval.evaluate import recall_through_indexes
 from mmray.retrieval.faiss_index import IndexSpec, VectorIndex, build_index
 
@@ -81,10 +82,31 @@ def _recall_from_shards(
     return {"index_types": {kind: index.kind for kind, index in indexes.items()}, **recall}
 
 
+def chosen_runner(settings: IndexSettings, dataset: CocoDataset) -> str:
+    """Where the rows are embedded: `settings.runner`, or for `auto` this process when the corpora hold at most
+    `local_max_rows` rows and no more than one CPU actor is asked (Ray's start-up would dominate), else Ray Data."""
+    if settings.runner != "auto":
+        return settings.runner
+    rows = sum(len(r.captions) if kind == "captions" else 1 for r in dataset.records for kind in settings.corpus)
+    one_cpu_actor = settings.embed_actors == 1 and settings.gpus_per_actor == 0
+    return "local" if one_cpu_actor and rows <= settings.local_max_rows else "ray_data"
+
+
+def _batches(
+    runner: str, bundle: LoadedBundle, bundle_uri: str, kind: CorpusKind, settings: IndexSettings
+) -> BatchSource:
+    if runner == "local":
+        return local_batches(bundle, bundle_uri, kind, settings.batch_size)
+    from mmray.retrieval.ray_embed import ray_data_batches
+
+    return ray_data_batches(bundle_uri, kind, settings, bundle.processor)
+
+
 def run_index_job(spec: IndexJob) -> IndexOutcome:
-    """Embed `spec.index.corpus` of split `spec.index.split` with the model bundle `spec.checkpoint`,
-    build one index per corpus and write the bundle to `<storage_root>/<name>/index`.
-    Finished embedding shards are kept under the run, so a re-run only embeds what is missing."""
+    """Embed `spec.index.corpus` of split `spec.index.split` with the model bundle `spec.checkpoint` (on Ray
+    Data or in this process, `chosen_runner`), build one index per corpus and write the bundle to
+    `<storage_root>/<name>/index`. Finished embedding shards are kept under the run, so a re-run only embeds
+    what is missing; both runners write the same shards."""
     bundle_uri = resolve_model_bundle(spec.checkpoint)
     if not storage.is_s3(bundle_uri):
         bundle_uri = os.path.abspath(bundle_uri)
@@ -93,7 +115,13 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
     version = bundle.version
     settings = spec.index
     dataset = load_split(spec.data, settings.split)
-    connect()
+    runner = chosen_runner(settings, dataset)
+    if runner == "local":
+        logger.info("embedding %s in this process (no Ray; index.runner=%s)", settings.split, settings.runner)
+    else:
+        from mmray.raycluster import connect
+
+        connect()
     run_dir = storage.join(spec.storage_root, spec.name)
     indexes: dict[str, VectorIndex] = {}
     embedded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -101,7 +129,7 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
     for kind in settings.corpus:
         plan = corpus_plan(dataset, kind, settings.shard_size, version)
         shards = plan.directory(storage.join(run_dir, "embeddings"))
-        embed_corpus(plan, shards, bundle_uri, settings, bundle.processor)
+        embed_corpus(plan, shards, _batches(runner, bundle, bundle_uri, kind, settings))
         ids, vectors, failures = read_shards(shards, plan.shard_count)
         embedded[kind] = (ids, vectors)
         failed[kind] = [{"id": row_id, "error": reason} for row_id, reason in failures]
@@ -120,6 +148,7 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
             "model_version": version,
             "model_bundle": bundle_uri,
             "split": settings.split,
+            "embedded_by": runner,
             "build": settings.model_dump(mode="json"),
             "failed": failed,
         },
