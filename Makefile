@@ -37,7 +37,7 @@ demo-serve: $(STAMP)
 	@$(BIN)/mmray serve serve/local.yaml --port $(SERVE_PORT) & server=$$!; \
 	trap 'kill -TERM $$server 2>/dev/null; wait $$server' EXIT; \
 	for attempt in $$(seq 180); do \
-		$(BIN)/mmray query $(SERVE_URL) health >/dev/null 2>&1 && break; \
+		$(BIN)/mmray query $(SERVE_URL) ready >/dev/null 2>&1 && break; \
 		kill -0 $$server 2>/dev/null || exit 1; sleep 1; \
 	done; \
 	echo "== POST $(SERVE_URL)/v1/search"; \

@@ -95,8 +95,9 @@ def _own_ray(item: pytest.Item) -> bool:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[str]:
-    """The session's Ray (one node, `SESSION_RAY_CPUS`): its GCS address."""
+def ray_cluster(seaweedfs: SeaweedServer) -> Iterator[str]:
+    """The session's Ray (one node, `SESSION_RAY_CPUS`): its GCS address. Its workers reach the test S3 server
+    as a cluster's nodes reach theirs (credentials in their environment, not in each job's)."""
     from mmray.raycluster import EMBEDDED_TRAIN_SETTINGS
 
     python_path = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
@@ -106,6 +107,10 @@ def ray_cluster() -> Iterator[str]:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(python_path)),  # workers import `tests` (test-only tasks)
         "RAY_AUTH_MODE": "disabled",
+        "AWS_ENDPOINT_URL": seaweedfs.endpoint,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": "us-east-1",
     }
     env.pop("RAY_ADDRESS", None)
     root = Path(tempfile.mkdtemp(prefix="mmray-ray-", dir="/tmp"))  # Ray's socket paths stay under 108 bytes

@@ -17,6 +17,7 @@ from tests.support.serving_bundles import dual_encoder_bundle, fusion_bundle, ge
 
 API_KEY = "test-key-3f9a1c"
 ENV_KEY = "env-key-77d2"
+ADMIN_KEY = "admin-key-5be0"
 LIMITS = {"max_image_pixels": 250_000, "max_body_bytes": 2_000_000, "max_text_chars": 200, "max_items": 8,
           "max_k": 50}  # fmt: skip
 
@@ -99,7 +100,11 @@ def serve_config(port: int, bundles: Bundles, keys_file: Path) -> dict[str, Any]
                 "args": {
                     "models": {"retrieval": str(bundles.clip)},
                     "index": str(bundles.index),
-                    "auth": {"keys_env": "MMRAY_TEST_KEYS", "keys_file": str(keys_file)},
+                    "auth": {
+                        "keys_env": "MMRAY_TEST_KEYS",
+                        "keys_file": str(keys_file),
+                        "admin_keys_env": "MMRAY_TEST_ADMIN_KEYS",
+                    },
                     "reload_timeout_s": 120,
                 },
                 "deployments": small_deployments(["retrieval"]),
@@ -116,11 +121,11 @@ def served(ray_session: None, bundles: Bundles, tmp_path_factory: pytest.TempPat
     keys_file = tmp_path_factory.mktemp("keys") / "api-keys.txt"
     keys_file.write_text(f"# test keys\n{hash_key(API_KEY)}\n")
     port = free_port()
-    os.environ["MMRAY_TEST_KEYS"] = ENV_KEY
+    os.environ.update(MMRAY_TEST_KEYS=ENV_KEY, MMRAY_TEST_ADMIN_KEYS=ADMIN_KEY)
     try:
         config = check_serve_config(serve_config(port, bundles, keys_file), "test config")
     finally:
-        del os.environ["MMRAY_TEST_KEYS"]
+        del os.environ["MMRAY_TEST_KEYS"], os.environ["MMRAY_TEST_ADMIN_KEYS"]
     address = start_serving(config, timeout_s=300)
     yield ServedApps(address, f"{address}/locked", bundles)
-    stop_serving()
+    stop_serving(["open", "locked"])

@@ -209,7 +209,7 @@ def _bad_requests(served: ServedApps) -> list[tuple[str, dict | None, dict, int,
         ("/v1/caption", {"images": ["not base64!!"]}, {}, 422, "images[0]", "base64"),
         ("/v1/caption", {"images": [b64(jpeg)], "max_length": 1}, {}, 422, "max_length", "greater than or equal"),
         ("/v1/caption", {"images": [b64(jpeg)], "beam": 17}, {}, 422, "beam", "less than or equal"),
-        ("/v1/admin/reload", {"index": "/nowhere"}, {}, 403, "Authorization", "API keys"),
+        ("/v1/admin/reload", {"index": "/nowhere"}, {}, 403, "Authorization", "no admin keys"),
     ]
 
 

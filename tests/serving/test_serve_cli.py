@@ -50,7 +50,7 @@ def test_serve_in_the_foreground_query_it_and_stop_it(bundles: Bundles, tmp_path
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
-        while run_mmray("query", url, "health", "--timeout", "5", timeout=60).returncode != 0:
+        while run_mmray("query", url, "ready", "--timeout", "5", timeout=60).returncode != 0:
             assert server.poll() is None, server.stdout.read() if server.stdout else ""
             assert time.monotonic() < deadline, "the app did not answer within 180 s"
             time.sleep(1)

@@ -26,9 +26,10 @@ from mmray.tasks.prediction import PredictTask
 
 
 def encoder_config(embed_dim: int = 16) -> DualEncoderConfig:
+    """A tiny dual encoder that center-crops (aspect kept), so a served answer that resized otherwise differs."""
     return DualEncoderConfig(
         embed_dim=embed_dim,
-        image=SmallCnnConfig(kind="small_cnn", image_size=32, width=4, blocks=3),
+        image=SmallCnnConfig(kind="small_cnn", image_size=32, width=4, blocks=3, resize="center_crop"),
         text=SmallTransformerConfig(kind="small_transformer", width=16, layers=1, heads=2, max_length=16),
     )
 

@@ -184,11 +184,16 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
+def _present(path: Path) -> bool:
+    """A bundle file is there: anything readable but a directory (a file, or a pipe that streams one)."""
+    return path.exists() and not path.is_dir()
+
+
 def load_weights(model: nn.Module, directory: Path, grow_vocabulary: bool = False) -> None:
     """Load a bundle's (or checkpoint's) weights into `model`; any mismatch names the keys.
     `grow_vocabulary`: token-embedding tables may have fewer rows than the model's (warm starts)."""
     path = directory / WEIGHTS
-    if not path.is_file():
+    if not _present(path):
         raise BundleError(f"{directory} is not a complete model bundle: {WEIGHTS} is missing")
     state: dict[str, torch.Tensor] = load_safetensors(path.read_bytes())
     reference = read_manifest(directory).get(FROZEN_KEY) if (directory / MANIFEST).is_file() else None
@@ -222,7 +227,7 @@ def read_bundle(directory: Path, uri: str | None = None) -> LoadedBundle:
     """Rebuild the model and processor of a local bundle directory, weights loaded, in eval mode."""
     manifest = read_manifest(directory)
     for name in (MODEL_CONFIG, WEIGHTS):
-        if not (directory / name).is_file():
+        if not _present(directory / name):
             raise BundleError(f"{directory} is not a complete model bundle: {name} is missing")
     model_config: ModelSection = _read_config(directory / MODEL_CONFIG, ModelConfig)
     task_path = directory / TASK_CONFIG

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 DEFAULT_CONFIG = "serve/local.yaml"
-QUERY_ENDPOINTS = ("search", "embed", "classify", "generate", "caption", "models", "health", "reload")
+QUERY_ENDPOINTS = ("search", "embed", "classify", "generate", "caption", "models", "health", "ready", "reload")
 
 
 def serve(
@@ -28,6 +29,7 @@ def serve(
     checked = read_serve_config(config)
     if port is not None:
         checked["http_options"] = {**dict(checked.get("http_options") or {}), "port": port}
+    names = [str(application.get("name", "default")) for application in checked["applications"]]
     connect()  # from here SIGTERM stops as Ctrl-C does, while the apps start too
     try:
         address = start_serving(checked)
@@ -37,7 +39,7 @@ def serve(
     except KeyboardInterrupt:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         typer.echo("stopping", err=True)
-        stop_serving()
+        stop_serving(names)
 
 
 def _print_hits(body: dict[str, Any]) -> None:
@@ -77,7 +79,9 @@ def query(
     out: Annotated[Path | None, typer.Option(help="generate: directory to write the PNG files to")] = None,
     model: Annotated[list[str] | None, typer.Option(help="served model name; reload: name=bundle")] = None,
     index: Annotated[str | None, typer.Option(help="reload: index bundle")] = None,
-    key: Annotated[str | None, typer.Option(help="API key [default: $MMRAY_API_KEY]")] = None,
+    key: Annotated[
+        str | None, typer.Option(help="API key [default: $MMRAY_API_KEY; for reload $MMRAY_ADMIN_KEY]")
+    ] = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for the answer")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON answer")] = False,
 ) -> None:
@@ -92,12 +96,16 @@ def query(
 
     if endpoint not in QUERY_ENDPOINTS:
         raise ConfigError(f"endpoint {endpoint!r}: choose one of {', '.join(QUERY_ENDPOINTS)}")
+    if endpoint == "reload" and key is None:
+        key = os.environ.get("MMRAY_ADMIN_KEY")
     client = ApiClient(url, key, timeout_s=timeout)
     texts, images = list(text or []), [encode_image(path) for path in image or []]
     chosen = model[0] if model else None
     body: Any
     if endpoint == "health":
         body = client.get("/healthz")
+    elif endpoint == "ready":
+        body = client.get("/readyz")  # 503 (an error, exit 2) while bundles load
     elif endpoint == "models":
         body = client.get("/v1/models")
     elif endpoint == "embed":
@@ -120,7 +128,9 @@ def query(
         pairs = dict(entry.split("=", 1) for entry in model or [] if "=" in entry)
         if len(pairs) != len(model or []):
             raise ConfigError("reload: give models as --model name=bundle")
-        body = client.post("/v1/admin/reload", {"models": pairs, "index": index})
+        local = {name: _absolute_if_local(uri) for name, uri in pairs.items()}
+        index_uri = _absolute_if_local(index) if index else None
+        body = client.post("/v1/admin/reload", {"models": local, "index": index_uri})
     else:
         if len(texts) > 1 or len(images) > 1:
             raise ConfigError("search takes one --text and/or one --image")
@@ -149,3 +159,8 @@ def api_key(
         typer.echo(f"added its hash to {keys_file}", err=True)
     typer.echo(f"key:  {key}")
     typer.echo(f"hash: {hashed}")
+
+
+def _absolute_if_local(uri: str) -> str:
+    """A path that exists here, made absolute (the app resolves paths in its own directory); URIs as given."""
+    return os.path.abspath(uri) if "://" not in uri and os.path.exists(uri) else uri

@@ -26,6 +26,15 @@ class RequestLimits(Section):
     max_items: int = Field(64, ge=1, description="most texts or images in one embed / classify request")
     max_text_chars: int = Field(2000, ge=1, description="longest text, in characters")
     max_k: int = Field(1000, ge=1, description="most results one search may ask for")
+    max_thumbnails: int = Field(32, ge=0, description="most hits of one search that get a thumbnail")
+    max_thumbnail_bytes: int = Field(
+        16 * 1024 * 1024, ge=0, description="most image bytes one search reads for its thumbnails"
+    )
+    max_caption_work: int = Field(
+        8192,
+        ge=1,
+        description="beam × max_length × images one caption request may ask for (decoding work grows with each)",
+    )
 
 
 class BatchSettings(Section):
@@ -36,17 +45,21 @@ class BatchSettings(Section):
 
 
 class AuthSettings(Section):
-    """Optional API keys: with any key set, every /v1 route needs `Authorization: Bearer <key>`.
-    Keys are kept as SHA-256 hashes only. `mmray serve` turns the variable's keys into hashes before
-    deploying; never pass keys through a runtime_env (Ray logs its env_vars)."""
+    """API keys, in two scopes. Query keys: with any key set, every /v1 route needs `Authorization: Bearer
+    <key>`. Admin keys: needed by what changes the app's state (`/v1/admin/reload`), and they query too; an
+    app without admin keys refuses reloads. Keys are kept as SHA-256 hashes only. `mmray serve` turns the
+    variables' keys into hashes before deploying; never pass keys through a runtime_env (Ray logs its env_vars)."""
 
-    keys_env: str = Field("MMRAY_API_KEYS", description="environment variable holding comma-separated keys")
+    keys_env: str = Field("MMRAY_API_KEYS", description="environment variable holding comma-separated query keys")
     keys_file: str | None = Field(None, description="file of `sha256:<hex>` lines (`mmray api-key` makes one)")
-    key_hashes: list[str] = Field(default_factory=list, description="`sha256:<hex>` hashes of accepted keys")
+    key_hashes: list[str] = Field(default_factory=list, description="`sha256:<hex>` hashes of accepted query keys")
+    admin_keys_env: str = Field("MMRAY_ADMIN_KEYS", description="environment variable holding admin keys")
+    admin_keys_file: str | None = Field(None, description="file of `sha256:<hex>` lines of admin keys")
+    admin_key_hashes: list[str] = Field(default_factory=list, description="`sha256:<hex>` hashes of admin keys")
 
     @model_validator(mode="after")
     def _check_hashes(self) -> AuthSettings:
-        for value in self.key_hashes:
+        for value in (*self.key_hashes, *self.admin_key_hashes):
             digest = value.removeprefix("sha256:")
             if not value.startswith("sha256:") or len(digest) != 64 or set(digest) - set("0123456789abcdef"):
                 raise ValueError(f"key_hashes: {value[:12]}… is not 'sha256:<64 hex digits>'")
@@ -70,6 +83,11 @@ class ServeAppConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: the replica's GPU when it has one")
     thumbnail_size: int = Field(160, ge=16, le=1024, description="longest side of result thumbnails")
     reload_timeout_s: float = Field(300.0, gt=0, description="how long a reload waits for every replica")
+    allowed_roots: list[str] | None = Field(
+        None,
+        description="directories or s3:// prefixes a reload may load bundles from (anything else is a 403); "
+        "default: the directories holding the bundles the app starts with",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ServeAppConfig:

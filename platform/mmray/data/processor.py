@@ -53,7 +53,11 @@ class Processor:
 
     def pixels_from_bytes(self, data: bytes, name: str = "<bytes>") -> torch.Tensor:
         """Encoded image bytes → uint8 (3, S, S); raises ImageDecodeError naming `name`."""
-        return resize_square(decode_rgb(data, name), self.image.size, self.image.resize)
+        return self.resize(decode_rgb(data, name))
+
+    def resize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A decoded uint8 (3, H, W) image → (3, S, S), by this processor's resize mode."""
+        return resize_square(pixels, self.image.size, self.image.resize)
 
     def pixels_from_uri(self, uri: str) -> torch.Tensor:
         """A stored image (path or s3:// URI) → uint8 (3, S, S)."""
@@ -61,7 +65,7 @@ class Processor:
 
     def pixels_from_pil(self, image: Image.Image) -> torch.Tensor:
         """A PIL image → uint8 (3, S, S)."""
-        return resize_square(tvf.pil_to_tensor(image.convert("RGB")), self.image.size, self.image.resize)
+        return self.resize(tvf.pil_to_tensor(image.convert("RGB")))
 
     def array_from_uri(self, uri: str) -> np.ndarray:
         """`pixels_from_uri` as a NumPy array, for Ray Data and the object store. -> (3, S, S) uint8"""

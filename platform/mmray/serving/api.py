@@ -19,7 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mmray.config.serving import ServeAppConfig
 from mmray.errors import MmrayError
-from mmray.serving.auth import KeyChecker
+from mmray.serving.access_log import AccessLog, Recorder
+from mmray.serving.auth import Access, under_roots
 from mmray.serving.calls import (
     CaptionCall,
     CaptionResult,
@@ -73,22 +74,37 @@ class Backend(Protocol):
 
     async def describe(self) -> dict[str, Any]: ...
 
+    async def readiness(self) -> dict[str, Any]: ...
+
     async def reload(self, models: dict[str, str], index: str | None) -> dict[str, Any]: ...
 
 
 class RequireApiKey:
-    """ASGI middleware: /v1 routes answer 401 without a valid `Authorization: Bearer <key>`."""
+    """ASGI middleware: /v1 routes answer 401 without a valid `Authorization: Bearer <key>`; /v1/admin routes
+    answer 403 to a query key (they need an admin key)."""
 
-    def __init__(self, app: ASGIApp, keys: KeyChecker) -> None:
-        self.app, self.keys = app, keys
+    def __init__(self, app: ASGIApp, access: Access) -> None:
+        self.app, self.access = app, access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.keys.enabled:
+        if scope["type"] == "http":
             path, root = scope["path"], scope.get("root_path", "")
             route = path[len(root) :] if root and path.startswith(root) else path
             authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-            if route.startswith("/v1/") and not self.keys.allows(authorization):
+            error = None
+            if route.startswith("/v1/admin/") and not self.access.may_administer(authorization):
+                if not self.access.admin.enabled:
+                    error = RequestError("this app has no admin keys (MMRAY_ADMIN_KEYS or auth.admin_keys_file), "
+                                         "so nothing may change what it serves", "Authorization", 403)  # fmt: skip
+                elif self.access.query.enabled and self.access.query.allows(authorization):
+                    error = RequestError("this route needs an admin key; a query key cannot change what the app "
+                                         "serves", "Authorization", 403)  # fmt: skip
+                else:
+                    error = RequestError("a valid admin key is needed: Authorization: Bearer <key>",
+                                         "Authorization", 401)  # fmt: skip
+            elif route.startswith("/v1/") and not self.access.may_query(authorization):
                 error = RequestError("a valid API key is needed: Authorization: Bearer <key>", "Authorization", 401)
+            if error is not None:
                 await _error(error)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -182,8 +198,11 @@ def _image_bytes(value: str | None, files: dict[str, bytes], field: str, config:
     return data
 
 
-def build_api(backend: Backend, config: ServeAppConfig, keys: KeyChecker) -> FastAPI:
-    """The FastAPI app: the search page at `/`, `/healthz`, and the `/v1` routes."""
+def build_api(
+    backend: Backend, config: ServeAppConfig, access: Access, roots: list[str], record: Recorder | None = None
+) -> FastAPI:
+    """The FastAPI app: the search page at `/`, `/healthz` and `/readyz`, and the `/v1` routes; reloads
+    load bundles from under `roots` only; every request logged as one JSON line and passed to `record`."""
     api = FastAPI(
         title="mmray",
         description="Multimodal embedding, classification, generation, captioning and search.",
@@ -209,7 +228,8 @@ def build_api(backend: Backend, config: ServeAppConfig, keys: KeyChecker) -> Fas
         logger.exception("%s %s failed", request.method, request.url.path)
         return JSONResponse({"error": f"internal error: {type(exc).__name__}", "field": None}, status_code=500)
 
-    api.add_middleware(RequireApiKey, keys=keys)
+    api.add_middleware(RequireApiKey, access=access)
+    api.add_middleware(AccessLog, record=record)  # outermost: sees refused requests too
 
     def opened(group: str) -> None:
         if enabled is not None and group not in enabled:
@@ -229,12 +249,19 @@ def build_api(backend: Backend, config: ServeAppConfig, keys: KeyChecker) -> Fas
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(search_page(keys.enabled))
+        return HTMLResponse(search_page(access.enabled))
 
     @api.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        state = await backend.state()
-        return {"status": "ok", "generation": state.generation}
+        """The app answers; `ready` says whether every replica serves its bundles (see /readyz)."""
+        readiness = await backend.readiness()
+        return {"status": "ok", "ready": readiness["ready"], "generation": readiness["generation"]}
+
+    @api.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """200 once every replica serves the committed bundles; 503 while any loads them."""
+        readiness = await backend.readiness()
+        return JSONResponse(readiness, status_code=200 if readiness["ready"] else 503)
 
     @api.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -276,6 +303,9 @@ def build_api(backend: Backend, config: ServeAppConfig, keys: KeyChecker) -> Fas
         body, files = await parse_request(request, SearchBody, limits.max_body_bytes)
         if not 1 <= body.k <= limits.max_k:
             raise RequestError(f"must lie in 1..{limits.max_k}, got {body.k}", "k")
+        if body.thumbnails and body.k > limits.max_thumbnails:
+            raise RequestError(f"thumbnails come with at most {limits.max_thumbnails} hits (limits.max_thumbnails); "
+                               f"ask for k ≤ {limits.max_thumbnails} or thumbnails: false", "k")  # fmt: skip
         if body.text is not None:
             check_text(body.text, "text", limits)
         image = _image_bytes(body.image, files, "image", config)
@@ -289,6 +319,7 @@ def build_api(backend: Backend, config: ServeAppConfig, keys: KeyChecker) -> Fas
             "model_version": result.model_version,
             "index": result.index_uri,
             "query_truncated": result.truncated,
+            **({"thumbnails_omitted": result.thumbnails_omitted} if result.thumbnails_omitted else {}),
             "hits": result.hits,
         }
 
@@ -322,11 +353,14 @@ def build_api(backend: Backend, config: ServeAppConfig, keys: KeyChecker) -> Fas
 
     @api.post("/v1/admin/reload", openapi_extra=body_of(ReloadBody))
     async def reload(request: Request) -> dict[str, Any]:
-        if not keys.enabled:
-            raise RequestError("reload needs API keys to be configured on this app", "Authorization", 403)
         body, _ = await parse_request(request, ReloadBody, limits.max_body_bytes)
         if not body.models and body.index is None:
             raise RequestError("name models and/or an index to load", "models")
+        named = {f"models.{name}": uri for name, uri in body.models.items()}
+        for field, uri in {**named, **({"index": body.index} if body.index else {})}.items():
+            if not under_roots(uri, roots):
+                raise RequestError(f"{uri} is outside the directories this app may load from "
+                                   f"({', '.join(roots)}; serving.allowed_roots)", field, 403)  # fmt: skip
         return await backend.reload(dict(body.models), body.index)
 
     return api

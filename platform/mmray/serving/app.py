@@ -46,19 +46,30 @@ def build_app(args: dict[str, Any]) -> Application:
     config = app_config(args)
     state = resolve_state(config.models, config.index)
     check_endpoints(config, state)
-    hashes = read_key_hashes(config.auth)
-    if not hashes:
+    hashes, admin = read_key_hashes(config.auth), read_key_hashes(config.auth, admin=True)
+    if not hashes and not admin:
         logger.warning("mmray serve: no API keys are set (%s or auth.keys_file); the API is open", config.auth.keys_env)
     keeper = _deployment(StateKeeper).bind(state)
     model = _deployment(ModelDeployment)
     models = {
         name: model.options(name=f"model_{name}", user_config=config.batching.model_dump()).bind(
-            name, keeper, config.device, config.limits.max_image_pixels
+            name, keeper, config.device, config.limits.model_dump()
         )
         for name in state.models
     }
-    retriever = _deployment(RetrieverDeployment).bind(keeper, models, config.thumbnail_size) if state.index else None
-    return _deployment(Ingress).bind(config.model_dump(mode="json"), hashes, keeper, models, retriever)
+    retriever = None
+    if state.index:
+        limits = config.limits.model_dump()
+        retriever = _deployment(RetrieverDeployment).bind(keeper, models, config.thumbnail_size, limits)
+    roots = config.allowed_roots or default_roots(config)
+    return _deployment(Ingress).bind(config.model_dump(mode="json"), hashes, admin, roots, keeper, models, retriever)
+
+
+def default_roots(config: ServeAppConfig) -> list[str]:
+    """Where a reload may load from unless `allowed_roots` says: the directories holding the model bundles (or
+    runs) and the index bundle the app starts with."""
+    uris = [*config.models.values(), *([config.index] if config.index else [])]
+    return sorted({uri.rstrip("/").rsplit("/", 1)[0] for uri in uris})
 
 
 def _deployment(decorated: Any) -> Deployment:

@@ -29,13 +29,19 @@ def env_key_hashes(variable: str) -> list[str]:
     return [hash_key(k.strip()) for k in os.environ.get(variable, "").split(",") if k.strip()]
 
 
-def read_key_hashes(settings: AuthSettings) -> list[str]:
-    """Hashes of the keys in the environment variable and the keys file (either may be absent)."""
-    hashes = [*settings.key_hashes, *env_key_hashes(settings.keys_env)]
-    if settings.keys_file:
-        path = Path(settings.keys_file)
+def read_key_hashes(settings: AuthSettings, admin: bool = False) -> list[str]:
+    """Hashes of the query keys (or with `admin`, the admin keys) in their environment variable and keys
+    file (either may be absent)."""
+    if admin:
+        given, variable, keys_file = settings.admin_key_hashes, settings.admin_keys_env, settings.admin_keys_file
+    else:
+        given, variable, keys_file = settings.key_hashes, settings.keys_env, settings.keys_file
+    hashes = [*given, *env_key_hashes(variable)]
+    setting = "auth.admin_keys_file" if admin else "auth.keys_file"
+    if keys_file:
+        path = Path(keys_file)
         if not path.is_file():
-            raise ConfigError(f"auth.keys_file: {path} does not exist")
+            raise ConfigError(f"{setting}: {path} does not exist")
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -46,7 +52,7 @@ def read_key_hashes(settings: AuthSettings) -> list[str]:
                 or len(digest) != 64
                 or any(c not in "0123456789abcdef" for c in digest)
             ):
-                raise ConfigError(f"auth.keys_file: {path} line {number} is not 'sha256:<64 hex digits>'")
+                raise ConfigError(f"{setting}: {path} line {number} is not 'sha256:<64 hex digits>'")
             hashes.append(line)
     return hashes
 
@@ -69,3 +75,32 @@ class KeyChecker:
             return False
         presented = hash_key(key.strip()).encode()
         return any(hmac.compare_digest(presented, known) for known in self.hashes)
+
+
+class Access:
+    """Which key a request carries: none needed (no keys set), a query key, an admin key, or none valid."""
+
+    def __init__(self, query_hashes: list[str], admin_hashes: list[str]) -> None:
+        self.query, self.admin = KeyChecker(query_hashes), KeyChecker(admin_hashes)
+
+    @property
+    def enabled(self) -> bool:
+        return self.query.enabled or self.admin.enabled
+
+    def may_query(self, authorization: str | None) -> bool:
+        return not self.enabled or self.query.allows(authorization) or self.admin.allows(authorization)
+
+    def may_administer(self, authorization: str | None) -> bool:
+        return self.admin.enabled and self.admin.allows(authorization)
+
+
+def under_roots(uri: str, roots: list[str]) -> bool:
+    """Whether `uri` (a local path or s3:// URI) lies at or below one of `roots` (symbolic links resolved)."""
+    if uri.startswith("s3://"):
+        return any(root.startswith("s3://") and (uri.rstrip("/") + "/").startswith(root.rstrip("/") + "/")
+                   for root in roots)  # fmt: skip
+    path = os.path.realpath(uri)
+    return any(
+        not root.startswith("s3://") and (path + os.sep).startswith(os.path.realpath(root).rstrip(os.sep) + os.sep)
+        for root in roots
+    )

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from mmray.errors import IndexBundleError, MmrayError
@@ -26,7 +28,22 @@ from mmray.serving.calls import (
 from mmray.serving.state import ServingState, resolve_state
 
 STATE_TTL_S = 1.0
+REPLICA_LOSS_TRIES = 3
 Handle = DeploymentHandle[Any]
+T = TypeVar("T")
+
+
+async def surviving_replica_loss(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, again (up to `REPLICA_LOSS_TRIES` times) when the replica answering it died mid-request: Serve
+    routes the retry to a live replica. Every call retried this way only reads (embed, classify, search, …)."""
+    for attempt in range(REPLICA_LOSS_TRIES):
+        try:
+            return await call()
+        except RayActorError:
+            if attempt + 1 == REPLICA_LOSS_TRIES:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 class ServeBackend:
@@ -49,25 +66,29 @@ class ServeBackend:
         return self._state
 
     async def embed(self, model: str, call: EmbedCall) -> EmbedResult | RequestError:
-        result: EmbedResult | RequestError = await self.models[model].embed.remote(call)
+        result: EmbedResult | RequestError = await surviving_replica_loss(lambda: self.models[model].embed.remote(call))
         return result
 
     async def classify(self, model: str, call: ClassifyCall) -> ClassifyResult | RequestError:
-        result: ClassifyResult | RequestError = await self.models[model].classify.remote(call)
+        handle = self.models[model]
+        result: ClassifyResult | RequestError = await surviving_replica_loss(lambda: handle.classify.remote(call))
         return result
 
     async def generate(self, model: str, call: GenerateCall) -> GenerateResult | RequestError:
-        result: GenerateResult | RequestError = await self.models[model].generate.remote(call)
+        handle = self.models[model]
+        result: GenerateResult | RequestError = await surviving_replica_loss(lambda: handle.generate.remote(call))
         return result
 
     async def caption(self, model: str, call: CaptionCall) -> CaptionResult | RequestError:
-        result: CaptionResult | RequestError = await self.models[model].caption.remote(call)
+        handle = self.models[model]
+        result: CaptionResult | RequestError = await surviving_replica_loss(lambda: handle.caption.remote(call))
         return result
 
     async def search(self, call: SearchCall) -> SearchResult | RequestError:
-        if self.retriever is None:
+        retriever = self.retriever
+        if retriever is None:
             return RequestError("this app serves no index; start it with `index:` to search", None, 404)
-        result: SearchResult | RequestError = await self.retriever.search.remote(call)
+        result: SearchResult | RequestError = await surviving_replica_loss(lambda: retriever.search.remote(call))
         return result
 
     async def describe(self) -> dict[str, Any]:
@@ -77,9 +98,14 @@ class ServeBackend:
         index = await self.retriever.info.remote() if self.retriever is not None else None
         return {"generation": state.generation, "models": dict(zip(names, infos, strict=True)), "index": index}
 
+    async def readiness(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.keeper.readiness.remote()
+        return result
+
     async def reload(self, models: dict[str, str], index: str | None) -> dict[str, Any]:
-        """Check the new pair from its manifests (refusing versions that differ), publish it, and wait
-        until every live replica serves it."""
+        """Check the new pair from its manifests (refusing versions that differ), stage it, wait until every
+        live replica has loaded it and answered a probe, then commit; a failure or a timeout aborts the stage
+        and the app keeps serving what it served."""
         current: ServingState = await self.keeper.current.remote()
         unknown = sorted(set(models) - set(current.models))
         if unknown:
@@ -95,20 +121,37 @@ class ServeBackend:
             raise RequestError(str(exc), "index", 409) from None
         except MmrayError as exc:
             raise RequestError(str(exc), "models", 404) from None
-        applied: ServingState = await self.keeper.replace.remote(fresh)
+        generation = await self.keeper.stage.remote(fresh)
+        if isinstance(generation, RequestError):
+            raise generation
+        try:
+            await self._wait_for(generation, "staged", current.generation)
+        except BaseException:
+            await self.keeper.abort.remote(generation)
+            raise
+        applied: ServingState = await self.keeper.commit.remote(generation)
         self._state = None
+        progress = await self._wait_for(generation, "serving", current.generation)
+        return {"generation": applied.generation, **applied.as_dict(), "replicas": progress}
+
+    async def _wait_for(self, generation: int, phase: str, served: int) -> dict[str, Any]:
+        """Until every live replica has `phase` (staged: loaded and probed; serving: swapped) `generation`."""
         deadline = time.monotonic() + self.reload_timeout_s
         while True:
-            progress = await self.keeper.progress.remote(applied.generation)
-            if progress["ready"] >= progress["replicas"]:
-                break
+            progress: dict[str, Any] = await self.keeper.progress.remote(generation)
+            if phase == "staged" and progress["failed"]:
+                causes = "; ".join(progress["failed"])
+                raise RequestError(f"the new bundles failed to load, so nothing changed (the app still serves "
+                                   f"generation {served}): {causes}", None, 422)  # fmt: skip
+            if progress["replicas"] and progress[phase] >= progress["replicas"]:
+                return progress
             if time.monotonic() > deadline:
-                raise RequestError(
-                    f"generation {applied.generation} is published but only {progress['ready']} of "
-                    f"{progress['replicas']} replicas loaded it within {self.reload_timeout_s:.0f} s; "
-                    "see the replica logs",
-                    None,
-                    504,
+                undone = (
+                    "nothing changed (the app still serves generation " + f"{served})"
+                    if phase == "staged"
+                    else (f"generation {generation} is committed; the other replicas follow as they catch up")
                 )
+                raise RequestError(f"only {progress[phase]} of {progress['replicas']} replicas had {phase} "
+                                   f"generation {generation} within {self.reload_timeout_s:.0f} s; {undone}; see "
+                                   "the replica logs", None, 504)  # fmt: skip
             await asyncio.sleep(0.2)
-        return {"generation": applied.generation, **applied.as_dict(), "replicas": progress}

@@ -89,6 +89,8 @@ class SearchResult:
     model_version: str
     index_uri: str
     truncated: bool = False
+    thumbnails_omitted: int = 0
+    """Hits left without a thumbnail because the search read its limits.max_thumbnail_bytes."""
 
 
 @dataclass

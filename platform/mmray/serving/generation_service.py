@@ -52,6 +52,12 @@ def caption_many(service: ModelService, calls: Sequence[CaptionCall]) -> list[Ca
     processor = service.bundle.processor
 
     def decode(call: CaptionCall) -> torch.Tensor:
+        length = call.max_length or processor.tokenizer.max_length
+        work = call.beam * length * len(call.images)
+        if service.max_caption_work is not None and work > service.max_caption_work:
+            raise RequestError(f"beam × max_length × images = {call.beam} × {length} × {len(call.images)} = {work} "
+                               f"is more than limits.max_caption_work ({service.max_caption_work}); ask for less",
+                               "beam")  # fmt: skip
         images = [service.decode(data, f"images[{i}]") for i, data in enumerate(call.images)]
         return torch.stack(images)  # (n, 3, S, S) uint8
 

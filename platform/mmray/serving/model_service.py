@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
-from mmray.data.images import resize_square
 from mmray.devices import pick_device
 from mmray.errors import MissingModalityError
 from mmray.models.embedding import EmbeddingModel
@@ -20,6 +21,7 @@ from mmray.serving.calls import (
     CaptionCall,
     CaptionResult,
     ClassifyCall,
+    ClassifyItem,
     ClassifyResult,
     EmbedCall,
     EmbedResult,
@@ -53,10 +55,16 @@ class ModelService:
     run the model over all their inputs together, in chunks of `max_rows`."""
 
     def __init__(
-        self, bundle: LoadedBundle, device: str = "auto", max_rows: int = 256, max_image_pixels: int | None = None
+        self,
+        bundle: LoadedBundle,
+        device: str = "auto",
+        max_rows: int = 256,
+        max_image_pixels: int | None = None,
+        max_caption_work: int | None = None,
     ) -> None:
         self.bundle = bundle
         self.max_image_pixels = max_image_pixels  # None: the MMRAY_MAX_IMAGE_PIXELS limit
+        self.max_caption_work = max_caption_work  # beam × max_length × images of one call; None: no limit
         self.device = pick_device(device)  # auto: the replica's GPU when Serve gave it one (num_gpus)
         self.model = bundle.model.to(self.device).eval()
         logger.info("model %s (version %s) serves on %s", bundle.uri, bundle.version, self.device)
@@ -64,8 +72,10 @@ class ModelService:
         self.capabilities = set(model_kind(bundle.model_config.kind).serves)
 
     @classmethod
-    def open(cls, uri: str, device: str = "auto", max_image_pixels: int | None = None) -> ModelService:
-        return cls(open_bundle(uri), device, max_image_pixels=max_image_pixels)
+    def open(
+        cls, uri: str, device: str = "auto", max_image_pixels: int | None = None, max_caption_work: int | None = None
+    ) -> ModelService:
+        return cls(open_bundle(uri), device, max_image_pixels=max_image_pixels, max_caption_work=max_caption_work)
 
     @property
     def version(self) -> str:
@@ -96,8 +106,9 @@ class ModelService:
             )
 
     def decode(self, data: bytes, field: str) -> torch.Tensor:
-        """One upload decoded and resized -> uint8 (3, S, S); a bad one is a RequestError naming `field`."""
-        return resize_square(decode_upload(data, field, self.max_image_pixels), self.bundle.processor.image.size)
+        """One upload decoded and resized as the bundle's processor resizes (the path of training, indexing and
+        search) -> uint8 (3, S, S); a bad one is a RequestError naming `field`."""
+        return self.bundle.processor.resize(decode_upload(data, field, self.max_image_pixels))
 
     def pixels(self, images: Sequence[bytes], field: str) -> torch.Tensor:
         """Decode and resize uploads -> uint8 (N, 3, S, S); a bad one is a RequestError naming it."""
@@ -211,6 +222,24 @@ class ModelService:
             ]
             results.append(ClassifyResult(described, self.version))
         return results
+
+    def probe(self) -> None:
+        """Answer one small call of every capability (a text, a blank image) or raise what went wrong: a
+        bundle that loads but cannot answer is refused before it serves."""
+        size = self.bundle.processor.image.size
+        blank = io.BytesIO()
+        Image.new("RGB", (size, size)).save(blank, format="PNG")
+        image = blank.getvalue()
+        calls: dict[str, Callable[[], list[Any]]] = {
+            "embed": lambda: self.embed_many([EmbedCall(["a probe"], [image])]),
+            "classify": lambda: self.classify_many([ClassifyCall([ClassifyItem(image, "a probe")])]),
+            "generate": lambda: self.generate_many([GenerateCall("a probe", 1, 1.0, 0)]),
+            "caption": lambda: self.caption_many([CaptionCall([image], 1, 4)]),
+        }
+        for capability in sorted(self.capabilities):
+            (answer,) = calls[capability]()
+            if isinstance(answer, RequestError):
+                raise RuntimeError(f"{capability} probe failed: {answer.message}")
 
     def generate_many(self, calls: Sequence[GenerateCall]) -> list[GenerateResult | RequestError]:
         from mmray.serving.generation_service import generate_many

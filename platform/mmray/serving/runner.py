@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +37,26 @@ def _absolute(uri: str, base: Path) -> str:
 
 
 def absolute_paths(args: dict[str, Any], base: Path) -> dict[str, Any]:
-    """mmray app args with local bundle paths and the keys file made absolute against `base`, and the
-    keys of the `auth.keys_env` variable here added as hashes (the app may be built elsewhere)."""
+    """mmray app args with local bundle paths, keys files and allowed roots made absolute against `base`, and
+    the keys of the `auth.keys_env` / `auth.admin_keys_env` variables here added as hashes (the app may be
+    built elsewhere)."""
     fixed = dict(args)
     settings = app_config(args).auth
-    hashes = env_key_hashes(settings.keys_env)
-    if hashes:
-        fixed["auth"] = {**dict(args.get("auth") or {}), "key_hashes": [*settings.key_hashes, *hashes]}
+    auth = dict(args.get("auth") or {})
+    for variable, field in ((settings.keys_env, "key_hashes"), (settings.admin_keys_env, "admin_key_hashes")):
+        hashes = env_key_hashes(variable)
+        if hashes:
+            auth[field] = [*getattr(settings, field), *hashes]
+    for field in ("keys_file", "admin_keys_file"):
+        if auth.get(field):
+            auth[field] = _absolute(str(auth[field]), base)
+    if auth:
+        fixed["auth"] = auth
     fixed["models"] = {name: _absolute(str(uri), base) for name, uri in dict(args.get("models") or {}).items()}
     if fixed.get("index"):
         fixed["index"] = _absolute(str(fixed["index"]), base)
-    auth = dict(fixed.get("auth") or {})
-    if auth.get("keys_file"):
-        auth["keys_file"] = _absolute(str(auth["keys_file"]), base)
-        fixed["auth"] = auth
+    if fixed.get("allowed_roots"):
+        fixed["allowed_roots"] = [_absolute(str(root), base) for root in fixed["allowed_roots"]]
     return fixed
 
 
@@ -107,10 +115,11 @@ def read_serve_config(path: str) -> dict[str, Any]:
     return check_serve_config(read_yaml_file(path, "Serve config"), path)
 
 
-def start_serving(config: dict[str, Any], timeout_s: float = 600.0) -> str:
-    """Deploy a checked Serve config on the connected (or a new local) Ray and wait until every
-    application runs; returns the HTTP address. A failed deployment raises with Serve's reason."""
-    from ray import serve
+def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: bool = True) -> str:
+    """Deploy a checked Serve config on the connected (or a new local) Ray, beside the applications already
+    there (a shared cluster's other apps are kept), and wait until every application runs and, with
+    `wait_ready`, every mmray app's /readyz answers 200 (its bundles loaded); returns the HTTP address.
+    A failed deployment raises with Serve's reason."""
     from ray.serve._private import api as serve_api
     from ray.serve.schema import ServeDeploySchema
 
@@ -119,9 +128,59 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0) -> str:
     connect()
     schema = ServeDeploySchema.model_validate(config)
     client = serve_api.serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
-    client.deploy_apps(schema, _blocking=False)
     names = [application.name for application in schema.applications]
+    details = client.get_serve_details()
+    kept = _other_applications(details, names)
+    if kept:
+        logger.info("keeping the applications already on this cluster: %s", ", ".join(kept.names))
+    client.deploy_apps(kept.merged_with(schema), _blocking=False)
     deadline = time.monotonic() + timeout_s
+    _wait_running(names, deadline, timeout_s)
+    running = details.get("http_options") or {}
+    host, port = running.get("host", schema.http_options.host), int(running.get("port", schema.http_options.port))
+    if port != schema.http_options.port:
+        logger.warning("Serve already runs on this cluster with its proxy on port %d; the config's port %d is not "
+                       "used", port, schema.http_options.port)  # fmt: skip
+    address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    if wait_ready:
+        for application in schema.applications:
+            if application.import_path == IMPORT_PATH:
+                _wait_ready(application.name, address + (application.route_prefix or "").rstrip("/"), deadline)
+    return address
+
+
+class _Applications:
+    """Applications deployed on the cluster from a config, as their deployed configs."""
+
+    def __init__(self, configs: list[Any]) -> None:
+        self.configs = configs
+
+    def __bool__(self) -> bool:
+        return bool(self.configs)
+
+    @property
+    def names(self) -> list[str]:
+        return [config.name for config in self.configs]
+
+    def merged_with(self, schema: Any) -> Any:
+        """`schema` with these applications added (Serve's config deploy replaces every application)."""
+        return schema.model_copy(update={"applications": [*self.configs, *schema.applications]})
+
+
+def _other_applications(details: dict[str, Any], names: list[str]) -> _Applications:
+    from ray.serve.schema import ServeApplicationSchema
+
+    configs = []
+    for name, application in (details.get("applications") or {}).items():
+        deployed = application.get("deployed_app_config")
+        if name not in names and deployed:
+            configs.append(ServeApplicationSchema.model_validate(deployed))
+    return _Applications(configs)
+
+
+def _wait_running(names: list[str], deadline: float, timeout_s: float) -> None:
+    from ray import serve
+
     reported: dict[str, str] = {}
     while True:
         statuses = serve.status().applications
@@ -132,18 +191,38 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0) -> str:
                 logger.info("application %s: %s", name, status.status)
             if status is not None and str(status.status).endswith("DEPLOY_FAILED"):
                 raise ServeStartError(f"application {name!r} failed to deploy: {status.message}")
-        if all(str(statuses[n].status).endswith("RUNNING") for n in names if n in statuses) and all(
-            n in statuses for n in names
-        ):
-            break
+        if all(n in statuses and str(statuses[n].status).endswith("RUNNING") for n in names):
+            return
         if time.monotonic() > deadline:
             raise ServeStartError(f"applications {names} did not start within {timeout_s:.0f} s: {reported}")
         time.sleep(0.5)
-    host, port = schema.http_options.host, schema.http_options.port
-    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
 
 
-def stop_serving() -> None:
+def _wait_ready(name: str, url: str, deadline: float) -> None:
+    """Until the app's /readyz answers 200 (its replicas have loaded their bundles)."""
+    said = False
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=10) as answer:
+                if answer.status == 200:
+                    logger.info("application %s: ready", name)
+                    return
+        except urllib.error.HTTPError as error:
+            if error.code != 503:
+                raise ServeStartError(f"application {name!r}: /readyz answered {error.code}") from None
+        except OSError:
+            pass
+        if not said:
+            logger.info("application %s: loading its bundles", name)
+            said = True
+        if time.monotonic() > deadline:
+            raise ServeStartError(f"application {name!r} did not load its bundles in time; see the replica logs")
+        time.sleep(0.5)
+
+
+def stop_serving(names: list[str]) -> None:
+    """Delete the applications this process started (`serve.delete`), leaving any other on the cluster."""
     from ray import serve
 
-    serve.shutdown()  # type: ignore[no-untyped-call]
+    for name in names:
+        serve.delete(name)

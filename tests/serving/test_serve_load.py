@@ -1,0 +1,29 @@
+"""A shorter run of benchmarks/serve_load.py: concurrent searches and embeds while a model replica is killed
+and while a hot reload swaps the model and index; no request fails, and searches answer from one pair or the
+other. Deployed beside the test apps already on the session's Ray, which stay up."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.serving.conftest import ServedApps
+
+pytestmark = pytest.mark.slow
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+
+def test_no_request_fails_when_a_replica_dies_or_the_app_reloads(served: ServedApps, tmp_path: Path) -> None:
+    from serve_load import measure
+
+    result = measure(seconds=8.0, concurrency=8, work=tmp_path)
+    steady, killed, reloaded = result["phases"]
+    for phase in result["phases"]:
+        assert phase["requests"] > 20 and phase["failed"] == 0, phase
+    versions = result["versions"]
+    assert steady["search_versions"] == killed["search_versions"] == [versions["a"]]
+    assert versions["b"] in reloaded["search_versions"], "the reload took effect within its phase"
+    assert requests.get(served.open_url + "/healthz", timeout=30).json()["ready"] is True, "the other apps stayed up"
