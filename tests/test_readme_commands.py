@@ -71,7 +71,7 @@ def test_every_readme_line_is_walked_or_says_why_not() -> None:
     assert not unexplained, f"README lines the walk neither runs nor explains: {unexplained}"
     walked = [step for step in steps if step.action != "skip"]
     assert len(walked) >= 40
-    assert sum(step.action == "serve" for step in walked) == 2
+    assert sum(step.action == "serve" for step in walked) == 3
     assert any(step.line.startswith("curl ") for step in walked)
     assert any(step.prelude and "$W" in step.line for step in walked), "the pretrained command keeps W= and M="
 
