@@ -19,6 +19,7 @@ from mmray.cli import (
     data_commands,
     generation_commands,
     index_commands,
+    pipeline_commands,
     serve_commands,
     train_commands,
     tune_commands,
@@ -83,6 +84,8 @@ app.command("caption")(generation_commands.caption)
 app.command("export")(bundle_commands.export)
 app.command("wise-ft")(bundle_commands.wise_ft)
 app.command("tune")(tune_commands.tune)
+app.command("pipeline")(pipeline_commands.pipeline)
+app.add_typer(pipeline_commands.app, name="models")
 app.command("serve")(serve_commands.serve)
 app.command("query")(serve_commands.query)
 app.command("api-key")(serve_commands.api_key)

@@ -55,6 +55,7 @@ def wise_ft(
     Example: mmray wise-ft runs/coco-clip-finetune runs/coco-clip-finetune-wise --job jobs/coco-clip-finetune.yaml
     """
     from mmray.config import load_job
+    from mmray.config.pipeline import PipelineJob
     from mmray.config.tuning import TuneJob
     from mmray.errors import ConfigError
     from mmray.wise_ft import wise_ft as ensemble
@@ -69,7 +70,7 @@ def wise_ft(
     data = None
     if job is not None:
         spec = load_job(job, [])
-        if isinstance(spec, TuneJob):
-            raise ConfigError(f"{job} is a tune job; give the train job it exports")
+        if isinstance(spec, TuneJob | PipelineJob):
+            raise ConfigError(f"{job} is a {spec.kind} job; give a train job")
         data = spec.data
     typer.echo(json.dumps(ensemble(fine_tuned, out, values, zero_shot, data, split, batch_size, device)))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mmray.config import DataConfig, ShapesData, TuneJob, load_job
+from mmray.config import DataConfig, PipelineJob, ShapesData, TuneJob, load_job
 from mmray.config.base import validate
 from mmray.config.data import ImageCheck
 
@@ -150,7 +150,9 @@ def prepare(
     from mmray.data.sources import resolve_splits
 
     spec = load_job(job, overrides or [])
-    data = trial_data(spec) if isinstance(spec, TuneJob) else spec.data
+    data = (
+        trial_data(spec) if isinstance(spec, TuneJob) else spec.holdout if isinstance(spec, PipelineJob) else spec.data
+    )
     results = {}
     for split, paths in resolve_splits(data).items():
         summary = inspect_split(

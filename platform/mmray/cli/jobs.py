@@ -8,13 +8,14 @@ import typer
 
 from mmray.config import load_job
 from mmray.config.jobs import EvaluateJob, IndexJob, TrainJob
+from mmray.config.pipeline import PipelineJob
 from mmray.config.tuning import TuneJob
 from mmray.errors import ConfigError
 
 JOB = Annotated[str, typer.Argument(help="job spec YAML, e.g. jobs/shapes-clip.yaml")]
 OVERRIDES = Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")]
 
-JobT = TypeVar("JobT", TrainJob, IndexJob, EvaluateJob, TuneJob)
+JobT = TypeVar("JobT", TrainJob, IndexJob, EvaluateJob, TuneJob, PipelineJob)
 
 
 def load_job_of_kind(path: str, overrides: list[str] | None, expected: type[JobT], command: str) -> JobT:

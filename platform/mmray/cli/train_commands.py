@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
-from mmray.config import ConfigError, EvaluateJob, IndexJob, TrainJob, TuneJob, load_job
+from mmray.config import ConfigError, EvaluateJob, IndexJob, PipelineJob, TrainJob, TuneJob, load_job
 from mmray.config.base import validate
 from mmray.errors import how_stopped
 
@@ -126,7 +126,7 @@ def in_background(work: Callable[[], T], while_waiting: Callable[[threading.Thre
 
 
 def _evaluation_of(
-    spec: TrainJob | IndexJob | EvaluateJob | TuneJob, checkpoint: str | None, source: str
+    spec: TrainJob | IndexJob | EvaluateJob | TuneJob | PipelineJob, checkpoint: str | None, source: str
 ) -> EvaluateJob:
     """An evaluate job from any job: a train job's best model, an index job's index bundle, or as given."""
     from mmray import storage
@@ -136,6 +136,9 @@ def _evaluation_of(
             f"{spec.name} is a 'tune' job; evaluate its best trial with the job it exports "
             f"({spec.storage_root}/{spec.name}/best_job.yaml)"
         )
+    if isinstance(spec, PipelineJob):
+        raise ConfigError(f"{spec.name} is a 'pipeline' job; `mmray models list --storage-root "
+                          f"{spec.storage_root}` shows what it evaluated")  # fmt: skip
     if isinstance(spec, EvaluateJob):
         return spec if checkpoint is None else spec.model_copy(update={"checkpoint": checkpoint})
     job: dict[str, Any] = {"kind": "evaluate", "name": spec.name, "data": spec.data.model_dump()}

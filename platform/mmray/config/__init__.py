@@ -3,6 +3,7 @@
 from mmray.config.base import Section, parse_overrides, to_yaml
 from mmray.config.data import CocoData, CocoSplit, DataConfig, ShapesData
 from mmray.config.jobs import EvaluateJob, IndexJob, JobSpec, TrainJob, load_job, validate_job
+from mmray.config.pipeline import PipelineJob
 from mmray.config.tuning import TuneJob
 from mmray.errors import ConfigError
 
@@ -14,6 +15,7 @@ __all__ = [
     "EvaluateJob",
     "IndexJob",
     "JobSpec",
+    "PipelineJob",
     "Section",
     "ShapesData",
     "TrainJob",

@@ -23,6 +23,7 @@ from mmray.config.generation import CaptionTaskConfig, GanTaskConfig, VaeTaskCon
 from mmray.config.indexing import IndexSettings
 from mmray.config.kind_switch import merge_switching_kinds
 from mmray.config.model import ModelConfig
+from mmray.config.pipeline import PipelineJob
 from mmray.config.prediction import PredictTaskConfig
 from mmray.config.tasks import TaskConfig
 from mmray.config.training import TrainSettings
@@ -30,8 +31,8 @@ from mmray.config.tuning import TuneJob
 from mmray.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-JobKind = Literal["train", "index", "evaluate", "tune"]
-JOB_KINDS: tuple[str, ...] = ("train", "index", "evaluate", "tune")
+JobKind = Literal["train", "index", "evaluate", "tune", "pipeline"]
+JOB_KINDS: tuple[str, ...] = ("train", "index", "evaluate", "tune", "pipeline")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 REGISTERED_KINDS = (FusionModelConfig, PredictTaskConfig, VaeTaskConfig, GanTaskConfig, CaptionTaskConfig)
 """Config kinds registered by importing their modules; named so the imports are kept."""
@@ -102,7 +103,7 @@ class EvaluateJob(Section):
         return data if settings is None else require_split(data, settings.split, f"evaluate.split {settings.split!r}")
 
 
-AnyJob = TrainJob | IndexJob | EvaluateJob | TuneJob
+AnyJob = TrainJob | IndexJob | EvaluateJob | TuneJob | PipelineJob
 JobSpec = Annotated[AnyJob, Field(discriminator="kind")]
 _JOB_ADAPTER: TypeAdapter[AnyJob] = TypeAdapter(JobSpec)
 
@@ -119,7 +120,13 @@ def validate_job(data: dict[str, object], source: str) -> AnyJob:
         raise ConfigError(format_validation_error(exc, source, data, union_tag=True)) from None
 
 
-JOB_CLASSES: dict[str, type[Section]] = {"train": TrainJob, "index": IndexJob, "evaluate": EvaluateJob, "tune": TuneJob}
+JOB_CLASSES: dict[str, type[Section]] = {
+    "train": TrainJob,
+    "index": IndexJob,
+    "evaluate": EvaluateJob,
+    "tune": TuneJob,
+    "pipeline": PipelineJob,
+}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

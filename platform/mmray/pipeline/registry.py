@@ -1,0 +1,125 @@
+"""The model registry under a storage root: every (model, index) pair a pipeline evaluated, with its versions,
+metrics, the job that made it and when, and which pair is served (promotions and rollbacks in order).
+
+One JSON file, `<storage_root>/registry/registry.json`, rewritten whole on each change (atomically: a local
+rename, or one S3 put); one writer at a time (a pipeline, or a person's `mmray models` command)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mmray import storage
+from mmray.errors import ConfigError
+
+REGISTRY = "registry/registry.json"
+
+
+@dataclass
+class RegistryEntry:
+    """A candidate pair: its bundles and versions, the gate's scores, and whether the gate let it through."""
+
+    id: int
+    model_bundle: str
+    model_version: str
+    index_bundle: str | None
+    index_version: str | None
+    metrics: dict[str, Any]
+    job: str
+    created_at: str
+    passed_gate: bool
+
+
+@dataclass
+class RegistryEvent:
+    entry: int
+    action: str  # promote | rollback
+    at: str
+    by: str
+
+
+@dataclass
+class Registry:
+    entries: list[RegistryEntry] = field(default_factory=list)
+    events: list[RegistryEvent] = field(default_factory=list)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class ModelRegistry:
+    """Read and change the registry of one storage root."""
+
+    def __init__(self, storage_root: str) -> None:
+        self.uri = storage.join(storage_root, REGISTRY)
+
+    def read(self) -> Registry:
+        if not storage.exists(self.uri):
+            return Registry()
+        raw = json.loads(storage.read_text(self.uri))
+        return Registry([RegistryEntry(**entry) for entry in raw.get("entries", [])],
+                        [RegistryEvent(**event) for event in raw.get("events", [])])  # fmt: skip
+
+    def _write(self, registry: Registry) -> None:
+        content = {"entries": [asdict(e) for e in registry.entries], "events": [asdict(e) for e in registry.events]}
+        storage.write_text(self.uri, json.dumps(content, indent=2))
+
+    def entry(self, entry_id: int) -> RegistryEntry:
+        for entry in self.read().entries:
+            if entry.id == entry_id:
+                return entry
+        raise ConfigError(f"the registry at {self.uri} has no entry {entry_id}; `mmray models list` shows them")
+
+    def current(self) -> RegistryEntry | None:
+        """The entry served now: on top of the promotions, each rollback having undone the latest."""
+        stack = _served(self.read())
+        return self.entry(stack[-1]) if stack else None
+
+    def find(self, model_version: str, index_version: str | None) -> RegistryEntry | None:
+        return next((e for e in self.read().entries
+                     if e.model_version == model_version and e.index_version == index_version), None)  # fmt: skip
+
+    def add(
+        self,
+        model_bundle: str,
+        model_version: str,
+        index_bundle: str | None,
+        index_version: str | None,
+        metrics: dict[str, Any],
+        job: str,
+        passed_gate: bool,
+    ) -> RegistryEntry:
+        registry = self.read()
+        entry = RegistryEntry(len(registry.entries) + 1, model_bundle, model_version, index_bundle, index_version,
+                              metrics, job, _now(), passed_gate)  # fmt: skip
+        registry.entries.append(entry)
+        self._write(registry)
+        return entry
+
+    def record(self, entry_id: int, action: str, by: str) -> None:
+        """A promotion or rollback of `entry_id` (after the app, if any, serves it)."""
+        self.entry(entry_id)
+        registry = self.read()
+        registry.events.append(RegistryEvent(entry_id, action, _now(), by))
+        self._write(registry)
+
+    def previous(self) -> RegistryEntry:
+        """What a rollback returns to: the entry promoted before the current one."""
+        stack = _served(self.read())
+        if len(stack) < 2:
+            raise ConfigError("nothing to roll back to: no entry was promoted before the one served now")
+        return self.entry(stack[-2])
+
+
+def _served(registry: Registry) -> list[int]:
+    """The promoted entries still in force, oldest first: a promotion pushes, a rollback pops."""
+    stack: list[int] = []
+    for event in registry.events:
+        if event.action == "promote":
+            stack.append(event.entry)
+        elif stack:
+            stack.pop()
+    return stack

@@ -1,0 +1,125 @@
+"""`kind: pipeline` end to end, training in this process and serving on the session's Ray: a first run
+promotes; a worse configuration is refused by the gate and the app keeps its pair; a better one is promoted
+by hot reload while searches run (none fails, none mixes two models); rollback returns to the first; a
+rerun skips every stage it has done."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from mmray.config import PipelineJob
+from mmray.data.image_files import decode_image
+from mmray.pipeline.registry import ModelRegistry
+from mmray.pipeline.run import run_pipeline
+from mmray.retrieval.search import Searcher
+from mmray.serving.auth import hash_key
+from tests.support.cli import invoke_mmray
+from tests.train.conftest import tiny_job, write_job
+
+pytestmark = pytest.mark.slow
+ADMIN = "pipeline-admin-key"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pipeline-data")
+
+
+def _pipeline(tmp_path: Path, data_root: Path, name: str, url: str | None = None, **train: Any) -> PipelineJob:
+    """A pipeline `name` training the tiny job with `train` settings; its file and its train job's beside."""
+    write_job(tmp_path / f"{name}-train.yaml", tiny_job(data_root, "unused", "candidate", **{"epochs": 1, **train}))
+    holdout = {"source": "shapes", "root": str(data_root), "images": 140, "val_images": 100, "seed": 33}
+    spec = {"kind": "pipeline", "name": name, "storage_root": str(tmp_path / "runs"), "train": f"{name}-train.yaml",
+            "runner": "local", "index": {"split": "val", "type": "flat"}, "holdout": holdout,
+            "gate": {"metric": "recall_mean", "margin": 0.0}, "promote": {"serve": url}}  # fmt: skip
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    return PipelineJob.model_validate(spec)
+
+
+def _serve(entry: Any, storage_root: Path) -> str:
+    from mmray.serving.runner import check_serve_config, start_serving
+    from tests.serving.conftest import free_port
+
+    args = {"models": {"retrieval": entry.model_bundle}, "index": entry.index_bundle,
+            "auth": {"admin_key_hashes": [hash_key(ADMIN)], "keys_env": "MMRAY_PIPELINE_NO_KEYS",
+                     "admin_keys_env": "MMRAY_PIPELINE_NO_KEYS"},
+            "allowed_roots": [str(storage_root)]}  # fmt: skip
+    names = ("model_retrieval", "RetrieverDeployment", "Ingress")
+    deployments = [{"name": name, "ray_actor_options": {"num_cpus": 0.1}} for name in names]
+    config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": free_port()},
+              "applications": [{"name": "pipeline", "route_prefix": "/pipeline", "args": args,
+                                "import_path": "mmray.serving.app:build_app", "deployments": deployments}]}  # fmt: skip
+    return start_serving(check_serve_config(config, "pipeline test config")) + "/pipeline"
+
+
+def test_a_pipeline_promotes_only_past_its_gate_under_load_and_rolls_back(
+    ray_session: None, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmray.serving.runner import stop_serving
+
+    monkeypatch.setenv("MMRAY_ADMIN_KEY", ADMIN)
+    registry = ModelRegistry(str(tmp_path / "runs"))
+    first = run_pipeline(_pipeline(tmp_path, data_root, "first"), tmp_path)
+    assert first.promoted and first.served is None and registry.current().id == first.entry.id  # type: ignore[union-attr]
+
+    url = _serve(first.entry, tmp_path / "runs")
+    query = sorted(next(data_root.glob("n576-*")).joinpath("images", "val").glob("*.jpg"))[0]
+    image = base64.b64encode(query.read_bytes()).decode()
+    try:
+        worse = run_pipeline(_pipeline(tmp_path, data_root, "worse", url, lr=1e-9), tmp_path)
+        assert not worse.promoted and worse.candidate < first.candidate and "refused" in worse.reason
+        assert f"{worse.candidate:.4f}" in worse.reason and f"{worse.served:.4f}" in worse.reason, "names both scores"
+        served = requests.post(url + "/v1/search", json={"image": image, "target": "images", "k": 3}, timeout=60)
+        assert served.json()["model_version"] == first.entry.model_version, "the served pair is untouched"
+
+        answers: list[dict[str, Any]] = []
+        stop = threading.Event()
+
+        def searches() -> None:
+            while not stop.is_set():
+                response = requests.post(url + "/v1/search", json={"image": image, "target": "images", "k": 3},
+                                         timeout=120)  # fmt: skip
+                answers.append({"status": response.status_code, **(response.json() if response.ok else {})})
+
+        clients = [threading.Thread(target=searches) for _ in range(3)]
+        for client in clients:
+            client.start()
+        try:
+            better = run_pipeline(_pipeline(tmp_path, data_root, "better", url, epochs=3), tmp_path)
+        finally:
+            stop.set()
+            for client in clients:
+                client.join()
+        assert better.promoted and better.candidate > first.candidate, better.reason
+        assert answers and all(a["status"] == 200 for a in answers), [a for a in answers if a["status"] != 200][:3]
+        expected = {}
+        for entry in (first.entry, better.entry):
+            hits = Searcher.open(str(entry.index_bundle)).search(image=decode_image(query.read_bytes()), k=3,
+                                                                   target="images")  # fmt: skip
+            expected[entry.model_version] = [(h.id, round(h.score, 4)) for h in hits]
+        for answer in answers:
+            shown = [(h["id"], round(h["score"], 4)) for h in answer["hits"]]
+            assert shown == expected[answer["model_version"]], "each answer is one pair's, whole"
+        assert answers[-1]["model_version"] == better.entry.model_version
+
+        back = invoke_mmray("models", "rollback", "--storage-root", str(tmp_path / "runs"), "--serve", url)
+        assert back.returncode == 0, back.stderr
+        assert back.last_json()["served"] == first.entry.id
+        again = requests.post(url + "/v1/search", json={"image": image, "target": "images", "k": 3}, timeout=60)
+        assert again.json()["model_version"] == first.entry.model_version
+    finally:
+        stop_serving(["pipeline"])
+
+    listed = invoke_mmray("models", "list", "--storage-root", str(tmp_path / "runs"))
+    assert listed.returncode == 0 and listed.last_json() == {"served": first.entry.id, "entries": 3}
+    rerun = invoke_mmray("pipeline", str(tmp_path / "first.yaml"))
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stderr.count("done before for these inputs") >= 2, "train and index were not run again"
+    assert rerun.last_json()["reason"] == "this pair is the one served already"
