@@ -26,7 +26,7 @@ from mmray import storage
 from mmray.config import ShapesData
 from mmray.data.shapes import generate_shapes
 from tests.support.local_cluster import LocalCluster
-from tests.support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedServer, start_seaweedfs
+from tests.support.seaweedfs import SeaweedServer, start_seaweedfs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The README walk (tests/readme) runs only under `make test-readme`, which sets MMRAY_README_WALK=1.
@@ -67,10 +67,8 @@ def _wait_until_writable(bucket_uri: str, timeout: float = 30.0) -> None:
 @pytest.fixture
 def s3_env(seaweedfs: SeaweedServer, monkeypatch: pytest.MonkeyPatch) -> str:
     """Point the AWS variables at the test server; returns a fresh bucket URI."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", seaweedfs.endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    for name, value in seaweedfs.client_env.items():
+        monkeypatch.setenv(name, value)
     bucket = f"s3://mmray-{uuid.uuid4().hex[:12]}"
     _wait_until_writable(bucket)
     return bucket
@@ -107,10 +105,7 @@ def ray_cluster(seaweedfs: SeaweedServer) -> Iterator[str]:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PYTHONPATH": os.pathsep.join(dict.fromkeys(python_path)),  # workers import `tests` (test-only tasks)
         "RAY_AUTH_MODE": "disabled",
-        "AWS_ENDPOINT_URL": seaweedfs.endpoint,
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_REGION": "us-east-1",
+        **seaweedfs.client_env,
     }
     env.pop("RAY_ADDRESS", None)
     root = Path(tempfile.mkdtemp(prefix="mmray-ray-", dir="/tmp"))  # Ray's socket paths stay under 108 bytes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 from typing import Any
 
@@ -13,6 +14,8 @@ import ray
 from mmray.errors import Terminated
 
 logger = logging.getLogger(__name__)
+GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
+"""Read by Ray when it starts a local node: the port of its GCS (the cluster's address)."""
 VERBOSE_ENV = "MMRAY_VERBOSE"
 """Set (by `mmray -v`) to show Ray's own INFO logs (Ray Train's reports, checkpoints, worker groups)."""
 EMBEDDED_TRAIN_SETTINGS = {
@@ -37,6 +40,14 @@ def use_embedded_train_settings() -> None:
 def ray_log_level() -> str:
     """The level of Ray Train's own logs on the console: WARNING unless verbose."""
     return "INFO" if os.environ.get(VERBOSE_ENV) else "WARNING"
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _say_where_logs_go() -> None:
@@ -70,13 +81,23 @@ def connect(num_cpus: int | None = None) -> None:
         logger.info("connected to the Ray cluster at %s", address)
     else:
         use_embedded_train_settings()
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count() or 1,
-            _node_ip_address="127.0.0.1",
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=True,
-        )
+        chosen_by_user = GCS_PORT_ENV in os.environ
+        port = os.environ.setdefault(GCS_PORT_ENV, str(_free_port()))
+        own_address = f"127.0.0.1:{port}"
+        try:
+            ray.init(
+                num_cpus=num_cpus or os.cpu_count() or 1,
+                _node_ip_address="127.0.0.1",
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
+                log_to_driver=True,
+                # Ray's own helpers (Ray Train's placement-group cleaner) look their cluster up by address and
+                # refuse to choose when another Ray runs on the machine; tell every process which one is theirs.
+                runtime_env={"env_vars": {"RAY_ADDRESS": own_address}},
+            )
+        finally:
+            if not chosen_by_user:
+                os.environ.pop(GCS_PORT_ENV, None)
         _say_where_logs_go()
     stop_on_sigterm()
 

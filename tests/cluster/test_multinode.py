@@ -23,7 +23,7 @@ import yaml
 from mmray import storage
 from mmray.artifacts.model_bundle import open_bundle
 from tests.support.local_cluster import LocalCluster
-from tests.support.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedServer
+from tests.support.seaweedfs import SeaweedServer
 from tests.train.conftest import last_json, mmray_command, tiny_job
 
 pytestmark = pytest.mark.slow
@@ -41,10 +41,7 @@ def cluster(seaweedfs: SeaweedServer, no_in_process_ray: None) -> Iterator[Local
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "RAY_AUTH_MODE": "disabled",
-        "AWS_ENDPOINT_URL": seaweedfs.endpoint,
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_REGION": "us-east-1",
+        **seaweedfs.client_env,
     }
     env.pop("RAY_ADDRESS", None)
     root = Path(tempfile.mkdtemp(prefix="mmray-", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes

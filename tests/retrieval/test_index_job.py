@@ -16,6 +16,7 @@ from mmray.data.sources import load_split
 from mmray.evaluate import evaluate_bundle
 from mmray.models.registry import build_model, build_processor
 from mmray.retrieval.embed import finished_shards
+from tests.support.cli import invoke_mmray
 from tests.train.conftest import last_json, run_mmray, tiny_job, write_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # its commands join the session's Ray
@@ -58,12 +59,12 @@ def test_index_job_search_and_recall_equal_exact_evaluation(model_bundle: tuple[
     assert "logging_progress" not in result.stderr and "Running Dataset" not in result.stderr, "Ray Data's own: -v"
     exact = evaluate_bundle(IndexJob.model_validate(yaml.safe_load(job.read_text())).data, str(bundle))
     assert {k: summary[k] for k in RECALL_KEYS} == {k: exact[k] for k in RECALL_KEYS}, "from the shards, as exact"
-    evaluated = run_mmray("evaluate", str(job), "--checkpoint", summary["index_bundle"])
+    evaluated = invoke_mmray("evaluate", str(job), "--checkpoint", summary["index_bundle"])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert {k: last_json(evaluated.stdout)[k] for k in RECALL_KEYS} == {k: exact[k] for k in RECALL_KEYS}
 
     index_dir = summary["index_bundle"]
-    found = run_mmray("search", index_dir, "--text", "a small red circle at the top left", "--k", "5", "--json")
+    found = invoke_mmray("search", index_dir, "--text", "a small red circle at the top left", "--k", "5", "--json")
     assert found.returncode == 0, found.stderr[-3000:]
     hits = last_json(found.stdout)["hits"]
     assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
@@ -71,26 +72,26 @@ def test_index_job_search_and_recall_equal_exact_evaluation(model_bundle: tuple[
     assert hits[0]["score"] >= hits[-1]["score"]
 
     image = Path(hits[0]["metadata"]["uri"])
-    by_image = last_json(run_mmray("search", index_dir, "--image", str(image), "--k", "3", "--json").stdout)["hits"]
+    by_image = last_json(invoke_mmray("search", index_dir, "--image", str(image), "--k", "3", "--json").stdout)["hits"]
     assert all(h["kind"] == "caption" and "text" in h["metadata"] for h in by_image)
     sheet = tmp_path / "results.png"
     fused_query = ("--image", str(image), "--text", "but blue", "--alpha", "0.7")
-    fused = run_mmray("search", index_dir, *fused_query, "--json", "--png", str(sheet))
+    fused = invoke_mmray("search", index_dir, *fused_query, "--json", "--png", str(sheet))
     assert last_json(fused.stdout)["hits"][0]["kind"] == "image"
     assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {sheet}" in fused.stderr
-    table = run_mmray("search", index_dir, "--text", "a big green square", "--k", "2")
+    table = invoke_mmray("search", index_dir, "--text", "a big green square", "--k", "2")
     assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 2
 
 
 def test_search_refuses_a_model_of_another_version(model_bundle: tuple[Path, Path], tmp_path: Path) -> None:
     data_root, bundle = model_bundle
     job = write_job(tmp_path / "index.yaml", index_job(data_root, tmp_path / "runs", bundle, "ver", corpus=["images"]))
-    summary = last_json(run_mmray("index", str(job)).stdout)
+    summary = last_json(run_mmray("index", str(job), "index.runner=local").stdout)  # the point: search's check
     other = tmp_path / "other-model"
     shutil.copytree(bundle, other)
     manifest = json.loads((other / "bundle.json").read_text())
     (other / "bundle.json").write_text(json.dumps({**manifest, "model_version": "0" * 16}))
-    refused = run_mmray("search", summary["index_bundle"], "--text", "x", "--model", str(other))
+    refused = invoke_mmray("search", summary["index_bundle"], "--text", "x", "--model", str(other))
     assert refused.returncode == 2
     assert "was built with model version" in refused.stderr and "0000000000000000" in refused.stderr
 
@@ -161,6 +162,6 @@ def test_index_bundle_on_s3_is_searchable(model_bundle: tuple[Path, Path], tmp_p
     assert summary["sizes"] == {"images": 96}
     shards = storage.list_files(f"{s3_env}/runs/on-s3/embeddings")
     assert len(shards) == 4 and all(s.endswith((".npz", "plan.json")) for s in shards)
-    found = run_mmray("search", summary["index_bundle"], "--text", "a big green square", "--k", "4", "--json")
+    found = invoke_mmray("search", summary["index_bundle"], "--text", "a big green square", "--k", "4", "--json")
     assert found.returncode == 0, found.stderr[-3000:]
     assert len(last_json(found.stdout)["hits"]) == 4

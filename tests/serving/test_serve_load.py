@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 def test_no_request_fails_when_a_replica_dies_or_the_app_reloads(served: ServedApps, tmp_path: Path) -> None:
     from serve_load import measure
 
-    result = measure(seconds=8.0, concurrency=8, work=tmp_path)
+    result = measure(seconds=6.0, concurrency=6, work=tmp_path)
     steady, killed, reloaded = result["phases"]
     for phase in result["phases"]:
-        assert phase["requests"] > 20 and phase["failed"] == 0, phase
+        assert phase["requests"] > 10 and phase["failed"] == 0, phase
     versions = result["versions"]
     assert steady["search_versions"] == killed["search_versions"] == [versions["a"]]
     assert versions["b"] in reloaded["search_versions"], "the reload took effect within its phase"

@@ -219,3 +219,17 @@ def test_query_pairs_classify_texts_with_images() -> None:
     assert classify_items([], ["I1"]) == [{"image": "I1"}]
     with pytest.raises(ConfigError, match="one --text per --image"):
         classify_items(["a", "b"], ["I1", "I2", "I3"])
+
+
+def test_query_and_admin_keys_are_scoped() -> None:
+    from mmray.serving.auth import Access
+
+    query_only = Access([hash_key("q")], [])
+    assert not query_only.may_query(None) and not query_only.may_query("Bearer wrong")
+    assert query_only.may_query("Bearer q") and not query_only.may_administer("Bearer q")
+    both = Access([hash_key("q")], [hash_key("a")])
+    assert both.may_query("Bearer a") and both.may_administer("Bearer a") and not both.may_administer("Bearer q")
+    admin_only = Access([], [hash_key("a")])
+    assert admin_only.may_query(None) and admin_only.may_administer("Bearer a") and not admin_only.may_administer(None)
+    open_app = Access([], [])
+    assert open_app.may_query(None) and not open_app.may_administer(None)

@@ -37,6 +37,12 @@ class SeaweedServer:
     endpoint: str
     log_path: Path
 
+    @property
+    def client_env(self) -> dict[str, str]:
+        """The variables that point boto3 (and pyarrow) at this server with the test credentials."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": "us-east-1"}  # fmt: skip
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)

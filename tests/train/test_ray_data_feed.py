@@ -1,5 +1,6 @@
-"""The Ray Data training stream is seeded: the same (seed, epoch) gives the same batches, another epoch
-another order and other captions, and rows are shuffled within blocks, not only block by block."""
+"""The Ray Data training stream is seeded: the same (seed, epoch) gives the same batches; another epoch is
+another permutation of the same rows (each row once per epoch, none lost or repeated); rows are shuffled within
+blocks, not only block by block."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ def _epoch(dataset: ray.data.Dataset, seed: int, epoch: int) -> list[dict[str, t
     return list(stream_batches(dataset, FIELDS, local_batch=16, seed=seed, epoch=epoch, rank=0))
 
 
+def _row_signatures(batches: list[dict[str, torch.Tensor]]) -> list[float]:
+    """One number per row that tells rows apart: a fixed random projection of its pixels."""
+    images = torch.cat([b["images"] for b in batches]).flatten(1).double()  # (n, 3*h*w)
+    projection = torch.randn(images.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return [round(float(v), 6) for v in images @ projection]  # (n,)
+
+
 def test_stream_is_seeded_per_epoch_and_shuffled_within_blocks(ray_session: None, tiny_shapes: Path) -> None:
     paths = split_paths(str(tiny_shapes), "train")
     split = load_coco(paths.captions, paths.images, paths.instances, progress=False)
@@ -40,6 +48,13 @@ def test_stream_is_seeded_per_epoch_and_shuffled_within_blocks(ray_session: None
     for a, b in zip(first, again, strict=True):
         assert all(torch.equal(a[name], b[name]) for name in FIELDS), "same seed and epoch: same batches"
     assert not torch.equal(first[0]["images"], other[0]["images"]), "another epoch: another order"
+
+    rows, other_rows = _row_signatures(first), _row_signatures(other)
+    assert len(set(rows)) == len(rows) and len(set(other_rows)) == len(other_rows), "no row twice in an epoch"
+    every_row = set(_row_signatures(_epoch(dataset, 3, 2))) | set(rows) | set(other_rows)
+    assert len(every_row) == len(split.records), "the epochs together cover every row, and only those"
+    moved = sum(a != b for a, b in zip(rows, other_rows, strict=True))
+    assert moved > 0.9 * len(rows), f"another epoch reorders the whole stream, not a few rows ({moved}/{len(rows)})"
 
     counts = torch.cat([b["object_count"] for b in first])  # (n,)
     in_file_order = torch.tensor([r.object_count for r in split.records], dtype=torch.float32)

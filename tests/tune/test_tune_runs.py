@@ -71,7 +71,7 @@ def test_a_search_stops_trials_early_resumes_after_sigterm_and_exports_the_best(
     """One ASHA search: stopped by SIGTERM once a trial has finished, resumed without rerunning it; then
     its results, figures and best trial exported as a train job."""
     runs = tmp_path / "runs"
-    job = write(tmp_path / "tune.yaml", tune_job(data_root, str(runs), "search", samples=5))
+    job = write(tmp_path / "tune.yaml", tune_job(data_root, str(runs), "search", samples=4, epochs=2))
     log = tmp_path / "first.log"
     with log.open("w") as stderr:
         driver = subprocess.Popen(mmray_command("tune", str(job)), cwd=REPO_ROOT, env=os.environ.copy(),
@@ -88,14 +88,14 @@ def test_a_search_stops_trials_early_resumes_after_sigterm_and_exports_the_best(
     assert said.rstrip().endswith(stopped) and "Tuner.restore" not in said, said[-3000:]
     finished = _saved_as_finished(runs / "search")
     lines = {trial: _result_lines(runs / "search", trial) for trial in finished}
-    assert len(finished) < 5, "the search was stopped before it ended"
+    assert len(finished) < 4, "the search was stopped before it ended"
 
     again = run_mmray("tune", str(job))
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
     result = run_mmray("tune", str(job), "--resume", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = last_json(result.stdout)
-    assert summary["trials"] == 5 and summary["errors"] == 0
+    assert summary["trials"] == 4 and summary["errors"] == 0
     for trial, count in lines.items():
         assert _result_lines(runs / "search", trial) == count, f"finished trial {trial} ran again"
         assert trial not in _finished(result.stderr)
@@ -103,12 +103,12 @@ def test_a_search_stops_trials_early_resumes_after_sigterm_and_exports_the_best(
 
     assert summary["stopped_early"] >= 1, result.stdout
     table = result.stdout.strip().splitlines()[:-1]
-    assert table[0].split()[:4] == ["trial", "status", "epochs", "recall_mean"] and len(table) == 6
+    assert table[0].split()[:4] == ["trial", "status", "epochs", "recall_mean"] and len(table) == 5
     assert any("stopped early" in line for line in table) and any("completed" in line for line in table)
     assert "Checkpoint successfully created" not in result.stderr, "Ray's INFO lines only with -v"
     assert "best so far" in said + result.stderr
     rows = storage.read_text(summary["results_csv"]).strip().splitlines()
-    assert len(rows) == 6 and rows[0].startswith("trial_id,status,iterations,recall_mean")
+    assert len(rows) == 5 and rows[0].startswith("trial_id,status,iterations,recall_mean")
     for figure in summary["figures"]:
         assert Path(figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     exported = load_job(summary["best_job"])
@@ -124,10 +124,10 @@ def _trial_ids(results_csv: str) -> list[str]:
 
 
 def pbt_job(data_root: Path, storage_root: str, name: str) -> dict[str, Any]:
-    """Two trials in step (synch): at epoch 2 the worse continues the better's checkpoint."""
-    job = tune_job(data_root, storage_root, name, samples=2, epochs=4)
+    """Two trials in step (synch): at epoch 1 the worse continues the better's checkpoint."""
+    job = tune_job(data_root, storage_root, name, samples=2, epochs=2)
     job["space"] = {"train.lr": "loguniform(1e-4, 1e-2)", "train.weight_decay": "uniform(0.0, 0.2)"}
-    scheduler = {"kind": "pbt", "perturbation_interval": 2, "quantile_fraction": 0.5, "synch": True}
+    scheduler = {"kind": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5, "synch": True}
     job["tune"] = {**job["tune"], "scheduler": scheduler}
     return job
 
@@ -147,21 +147,21 @@ def test_population_based_training_on_s3_continues_the_better_trials_checkpoint(
     continued = [row for row in rows if row[-1] != "-"]
     assert len(continued) == 1, table
     trial, donor = continued[0][0], continued[0][-1].split("@")[0]
-    assert continued[0][-1] == f"{donor}@2" and donor != trial and donor in {row[0] for row in rows}
+    assert continued[0][-1] == f"{donor}@1" and donor != trial and donor in {row[0] for row in rows}
 
     trials = storage.join(root, "pbt", "trials")
-    run = storage.join(trials, f"trial-{trial}-from-{donor}-e2")
+    run = storage.join(trials, f"trial-{trial}-from-{donor}-e1")
     config = yaml.safe_load(storage.read_text(storage.join(run, "config.yaml")))
-    assert config["continue_from"] == storage.join(trials, f"trial-{donor}", "checkpoint_epoch_0002")
+    assert config["continue_from"] == storage.join(trials, f"trial-{donor}", "checkpoint_epoch_0001")
     assert config["train"]["checkpoint"]["num_to_keep"] is None, "a PBT trial keeps every checkpoint"
     values = {key: float(value) for key, value in zip(table[0].split()[4:6], continued[0][4:6], strict=True)}
     assert config["train"]["lr"] == pytest.approx(values["train.lr"], rel=1e-3)
     donor_history = json.loads(
-        storage.read_text(storage.join(trials, f"trial-{donor}", "checkpoint_epoch_0002", "history.json"))
+        storage.read_text(storage.join(trials, f"trial-{donor}", "checkpoint_epoch_0001", "history.json"))
     )
-    history = json.loads(storage.read_text(storage.join(run, "checkpoint_epoch_0004", "history.json")))
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and history[:2] == donor_history
-    assert history[2]["step"] == 3 * history[0]["step"], "the step count carries on from the donor's"
+    history = json.loads(storage.read_text(storage.join(run, "checkpoint_epoch_0002", "history.json")))
+    assert [h["epoch"] for h in history] == [1, 2] and history[:1] == donor_history
+    assert history[1]["step"] == 2 * history[0]["step"], "the step count carries on from the donor's"
 
     assert summary["results_csv"] == storage.join(root, "pbt", "results.csv")
     assert len(storage.read_text(summary["results_csv"]).strip().splitlines()) == 3

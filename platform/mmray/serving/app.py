@@ -47,7 +47,7 @@ def build_app(args: dict[str, Any]) -> Application:
     state = resolve_state(config.models, config.index)
     check_endpoints(config, state)
     hashes, admin = read_key_hashes(config.auth), read_key_hashes(config.auth, admin=True)
-    if not hashes and not admin:
+    if not hashes:
         logger.warning("mmray serve: no API keys are set (%s or auth.keys_file); the API is open", config.auth.keys_env)
     keeper = _deployment(StateKeeper).bind(state)
     model = _deployment(ModelDeployment)

@@ -85,10 +85,13 @@ class Access:
 
     @property
     def enabled(self) -> bool:
-        return self.query.enabled or self.admin.enabled
+        """Whether queries need a key: query keys are set (admin keys alone guard only the admin routes)."""
+        return self.query.enabled
 
     def may_query(self, authorization: str | None) -> bool:
-        return not self.enabled or self.query.allows(authorization) or self.admin.allows(authorization)
+        if not self.enabled:
+            return True
+        return self.query.allows(authorization) or self.may_administer(authorization)
 
     def may_administer(self, authorization: str | None) -> bool:
         return self.admin.enabled and self.admin.allows(authorization)

@@ -422,7 +422,7 @@ class Ingress:
         self._access = Access(key_hashes, admin_key_hashes)
         self._roots = roots
         if not self._access.enabled:
-            logger.warning("no API keys are set: every /v1 route is open to anyone who can reach this app")
+            logger.warning("no query keys are set: every /v1 query route is open to anyone who can reach this app")
         self._backend = ServeBackend(keeper, models, retriever, self._config.reload_timeout_s)
 
     def __serve_build_asgi_app__(self) -> Any:
