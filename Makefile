@@ -109,7 +109,7 @@ gpu-check-wheels:
 	@rm -rf .whl && mkdir -p .whl
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-		pydantic==2.14.3 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 pycocotools==2.0.11
+		pydantic==2.14.3 pydantic-core==2.50.4 annotated-types==0.8.0 typing-inspection==0.4.5 pycocotools==2.0.11
 	python3 -m pip download -q --no-deps -d .whl/full pycocoevalcap==1.2
 	python3 -c "import zipfile, glob; z = zipfile.ZipFile(glob.glob('.whl/full/pycocoevalcap-*.whl')[0]); \
 		z.extractall('.whl/site', [n for n in z.namelist() if n.startswith(('pycocoevalcap/bleu/', \

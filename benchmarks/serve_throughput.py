@@ -11,8 +11,10 @@ app's model replica (half the GPU each) run on it. Ratios printed (at the highes
 ÷ direct batched, batching on ÷ off, and mmray's app ÷ the bare Serve app. The model is `--model`
 (default runs/shapes-clip, after `make demo`), or a randomly initialised model of
 jobs/shapes-clip.yaml's architecture when that is missing (the compute is the same). Load comes from
-an aiohttp client in this process, on the same machine.
+an aiohttp client in this process, on the same machine. `--direct-only` measures the direct calls alone
+(no Ray needed: the model's own speed on a machine where Ray is not installed, such as a bare GPU machine).
 Usage: python benchmarks/serve_throughput.py [--model runs/shapes-clip] [--seconds 6] [--concurrency 1 8 64]
+       [--direct-only] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -157,11 +159,18 @@ def direct_rate(service: ModelService, calls: list[EmbedCall], batch: int, secon
     return done / (time.perf_counter() - start)
 
 
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serve_throughput.json").write_text(json.dumps(summary, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="runs/shapes-clip")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--direct-only", action="store_true", help="the direct calls alone, without Ray Serve")
+    parser.add_argument("--out", default=str(RESULTS), help="where serve_throughput.json is written")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mmray-serve-bench-") as tmp:
         texts, images = sample_data(Path(tmp) / "shapes")
@@ -182,6 +191,12 @@ def main() -> None:
         device = service.device.type
         del service
         torch.cuda.empty_cache()
+        if args.direct_only:
+            for kind in ("text", "image"):
+                batched, single = (r["requests_per_s"] for r in rows if r["input"] == kind)
+                print(f"{kind}: direct batched ÷ single = {batched / single:.1f}")
+            write_summary(Path(args.out), {"model": args.model, "device": device, "cpus": os.cpu_count(), "rows": rows})
+            return
         base = start_apps(model, free_port(), gpu=device == "cuda")
         for kind in ("text", "image"):
             for app in ("batched", "unbatched", "bare"):
@@ -216,9 +231,8 @@ def main() -> None:
     for kind, values in ratios.items():
         for name, value in values.items():
             print(f"{kind}: {name} = {value:.2f}")
-    RESULTS.mkdir(exist_ok=True)
     summary = {"model": args.model, "device": device, "cpus": os.cpu_count(), "rows": rows, "ratios": ratios}
-    (RESULTS / "serve_throughput.json").write_text(json.dumps(summary, indent=2))
+    write_summary(Path(args.out), summary)
     from ray import serve
 
     serve.shutdown()

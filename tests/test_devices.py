@@ -57,6 +57,15 @@ def test_devices_are_checked() -> None:
         pick_device("tpu9")
 
 
+def test_a_gpu_device_names_its_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.cuda.set_device refuses a bare `cuda`, which `--local` and the GPU check passed to the loop."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert pick_device("auto") == torch.device("cuda", 3)
+    assert pick_device("cuda") == torch.device("cuda", 3)
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+
+
 def test_auto_is_the_default_and_every_shipped_job_uses_it() -> None:
     assert TrainSettings().precision == "auto"
     for path in sorted((REPO_ROOT / "jobs").glob("*.yaml")):

@@ -13,7 +13,8 @@ Needs PyTorch, torchvision, transformers and mmray's small pure-Python needs (py
 pycocoevalcap's BLEU/CIDEr): no Ray, no faiss, no boto3, no network. `make gpu-check-wheels` prepares those
 for a bare Python 3.12 GPU machine (README: "The GPU check"). `--device cpu --size tiny` runs it on a CPU
 in a minute or two (`make test` does). Prints one line per check and writes the figures as JSON (--out).
-Usage: python benchmarks/gpu/check.py [--device auto|cuda|cpu] [--size full|tiny] [--out DIR]
+Usage: python benchmarks/gpu/check.py [--device auto|cuda|cpu] [--size full|tiny] [--out DIR] [--seed-only]
+       [--compile] [--precision auto|fp32|bf16|fp16]
 """
 
 from __future__ import annotations
@@ -154,11 +155,15 @@ def seed_model(size: str, device: torch.device) -> tuple[torch.nn.Module, Any, d
     return model, RepresentationLoss(InfoNceLossConfig(kind="infonce")), shape
 
 
-def measure_seed_model(size: str, device: torch.device, steps: int) -> dict[str, Any]:
-    """Training samples/s of the seed's model in bf16 autocast, FLOPs per step and MFU."""
+def measure_seed_model(
+    size: str, device: torch.device, steps: int, compiled: bool = False, precision_setting: str | None = None
+) -> dict[str, Any]:
+    """Training samples/s of the seed's model in bf16 autocast, FLOPs per step and MFU; `compiled`: the
+    model under torch.compile (FLOPs counted on the eager model first, the same arithmetic)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model, loss_fn, shape = seed_model(size, device)
+    forward = model
     batch = shape["batch"]
     images = torch.randn(batch, 3, shape["image_size"], shape["image_size"], device=device)  # (B, 3, S, S)
     if device.type == "cuda":
@@ -166,21 +171,25 @@ def measure_seed_model(size: str, device: torch.device, steps: int) -> dict[str,
     ids = torch.randint(1000, 30000, (batch, shape["tokens"]), device=device)  # (B, L)
     mask = torch.ones_like(ids, dtype=torch.bool)  # (B, L)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    precision = resolve_precision("bf16" if device.type == "cuda" else "auto", device)  # CPUs: what they run best
+    default = "bf16" if device.type == "cuda" else "auto"  # CPUs: what they run best
+    precision = resolve_precision(precision_setting or default, device)  # type: ignore[arg-type]
 
     def step() -> None:
         with precision.autocast():
-            loss = loss_fn(model(images, ids, mask)).loss
+            loss = loss_fn(forward(images, ids, mask)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(3):
-        step()  # warm-up: kernels chosen, memory allocated
+    step()
     counter = FlopCounterMode(display=False)
     with counter:
         step()
     flops = counter.get_total_flops()
+    if compiled:
+        forward = torch.compile(model)
+    for _ in range(3):
+        step()  # warm-up: kernels chosen (and compiled), memory allocated
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     synchronize()
     started = time.perf_counter()
@@ -190,7 +199,8 @@ def measure_seed_model(size: str, device: torch.device, steps: int) -> dict[str,
     seconds = (time.perf_counter() - started) / steps
     figures: dict[str, Any] = {
         "model": ("resnet50 + bert-base" if size == "full" else "resnet18 + bert-2")
-        + f", infonce, {precision.precision}",
+        + f", infonce, {precision.precision}"
+        + (", torch.compile" if compiled else ""),
         **shape,
         "samples_per_s": batch / seconds,
         "step_ms": seconds * 1e3,
@@ -227,6 +237,9 @@ def main() -> int:
     parser.add_argument("--size", choices=("full", "tiny"), default="full", help="the seed's model, or a tiny one")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps of the seed's model")
     parser.add_argument("--out", default="runs/gpu-check", help="where gpu_check.json is written")
+    parser.add_argument("--seed-only", action="store_true", help="measure the seed's model alone (no task checks)")
+    parser.add_argument("--compile", action="store_true", help="measure the seed's model under torch.compile")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="the seed model's (bf16 on GPUs)")
     args = parser.parse_args()
     device = pick_device(args.device)
     cuda = device.type == "cuda"
@@ -237,9 +250,14 @@ def main() -> int:
     what = torch.cuda.get_device_name(device) if cuda else "cpu"
     print(f"device {device} ({what}), torch {torch.__version__}, precision auto → {auto.precision}", flush=True)
     report: dict[str, Any] = {"device": str(device), "name": what, "torch": torch.__version__, "auto": auto.precision}
-    with tempfile.TemporaryDirectory(prefix="mmray-gpu-check-") as tmp:
-        report["tasks"] = check_resumption(str(device), Path(tmp), tolerance=1e-3 if cuda else 1e-6)
-    report["seed_model"] = measure_seed_model(args.size, device, args.steps)
+    report["tasks"] = []
+    if not args.seed_only:
+        with tempfile.TemporaryDirectory(prefix="mmray-gpu-check-") as tmp:
+            report["tasks"] = check_resumption(str(device), Path(tmp), tolerance=1e-3 if cuda else 1e-6)
+    if cuda:  # the resumption checks need deterministic kernels; the speed measurement wants the fastest
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+    report["seed_model"] = measure_seed_model(args.size, device, args.steps, args.compile, args.precision)
     seed = report["seed_model"]
     mfu = f", MFU {seed['mfu']:.1%} of {seed['dense_bf16_peak_tflops']:g} TFLOP/s" if "mfu" in seed else ""
     print(f"[ok] seed model ({seed['model']}): {seed['samples_per_s']:.0f} samples/s at batch {seed['batch']}, "

@@ -23,15 +23,18 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def pick_device(setting: str = "auto") -> torch.device:
     """`auto`: this process's GPU when it sees one, else the CPU; `cuda` (or `cuda:N`) refused where no GPU
-    is visible."""
+    is visible. A GPU always comes with its index (`cuda` → this process's current GPU, `cuda:N`)."""
     if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
     if setting.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {setting!r} was asked for, but this process sees no GPU; use 'auto' or 'cpu'")
     try:
-        return torch.device(setting)
+        device = torch.device(setting)
     except RuntimeError as error:
         raise ConfigError(f"device {setting!r} is not a device; expected auto, cpu, cuda or cuda:N") from error
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def cpu_has_native_bf16() -> bool:
