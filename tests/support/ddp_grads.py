@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mmray.config.training import LossConfig
-from mmray.losses import RepresentationLoss
+from mmray.losses.representation import RepresentationLoss
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.outputs import EncoderOutput
 
