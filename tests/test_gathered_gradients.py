@@ -28,8 +28,15 @@ def _free_port() -> int:
         ContrastiveLossConfig(kind="contrastive", negatives="semi_hard", margin=1.5),
         ContrastiveLossConfig(kind="contrastive", negatives="active"),
     ],
-    ids=["infonce", "triplet", "triplet-all", "contrastive-sampled", "contrastive-weighted", "contrastive-semi-hard",
-         "contrastive-active"],  # fmt: skip
+    ids=[
+        "infonce",
+        "triplet",
+        "triplet-all",
+        "contrastive-sampled",
+        "contrastive-weighted",
+        "contrastive-semi-hard",
+        "contrastive-active",
+    ],
 )
 def test_two_rank_gradients_equal_single_process_on_the_global_batch(config: object, tmp_path: Path) -> None:
     mp.spawn(ddp_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2, join=True)

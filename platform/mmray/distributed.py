@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.distributed.nn.functional import all_gather as all_gather_with_grad
+
+# torch 2.14 marks it deprecated in favour of the private `torch.distributed._functional_collectives`;
+# its backward works on gloo (an all-to-all) as on NCCL (a reduce-scatter).
+warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
 
 
 def is_distributed() -> bool:
