@@ -35,7 +35,7 @@ from mmray.artifacts.bundle_export import export_bundle
 from mmray.config import TrainJob, load_job
 from mmray.data.sources import load_split
 from mmray.data.tensors import SplitTensors, split_to_tensors
-from mmray.metrics import retrieval_metrics
+from mmray.metrics.retrieval import retrieval_metrics
 from mmray.models.registry import build_model, build_processor
 from mmray.train.trainer import run_training
 

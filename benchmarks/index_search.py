@@ -5,7 +5,7 @@ Synthetic L2-normalised vectors shaped like real embeddings: a mixture of Gaussi
 (model embeddings have a low intrinsic dimension; uniform noise on the sphere has none and no index
 can beat brute force on it). 100k and 1M vectors by default. For each method, in one run: build
 time, queries/s for single queries and for one batch, and recall@10 against the exact top-10. The
-faiss indexes are built by `mmray.retrieval.faiss_index.build_index` with the settings `mmray index` uses by default.
+faiss indexes are built by `mmray.index.faiss_index.build_index` with the settings `mmray index` uses by default.
 Usage: python benchmarks/index_search.py [--sizes 100000 1000000] [--dim 256] [--queries 1000]
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mmray.config.indexing import IndexSettings
-from mmray.retrieval.faiss_index import build_index
+from mmray.index.faiss_index import build_index
 from mmray.retrieval.indexing import index_spec
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -34,7 +34,7 @@ from mmray.config import TrainJob, load_job
 from mmray.data.sources import load_split
 from mmray.data.tensors import split_to_tensors
 from mmray.devices import resolve_precision
-from mmray.losses import RepresentationLoss
+from mmray.losses.representation import RepresentationLoss
 from mmray.models.registry import build_model, build_processor
 from mmray.train.feeds import memory_batches
 

@@ -133,7 +133,7 @@ def seed_model(size: str, device: torch.device) -> tuple[torch.nn.Module, Any, d
     from mmray.config.training import InfoNceLossConfig
     from mmray.data.processor import ImageTransform, Processor
     from mmray.data.tokenizers import WordTokenizer
-    from mmray.losses import RepresentationLoss
+    from mmray.losses.representation import RepresentationLoss
     from mmray.models.factory import build_dual_encoder
 
     full = size == "full"

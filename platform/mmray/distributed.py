@@ -2,44 +2,44 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.nn.functional import all_gather as all_gather_with_grad
+
+# torch 2.14 marks it deprecated in favour of the private `torch.distributed._functional_collectives`;
+# its backward works on gloo (an all-to-all) as on NCCL (a reduce-scatter).
+warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_gather is deprecated", FutureWarning)
 
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-class _GatherRows(torch.autograd.Function):
-    """All-gather whose backward sums every rank's gradient and returns this rank's rows."""
-
-    @staticmethod
-    def forward(ctx: Any, local: torch.Tensor) -> torch.Tensor:  # local: (B, E)
-        ctx.rank, ctx.rows = dist.get_rank(), local.shape[0]
-        pieces = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-        dist.all_gather(pieces, local.contiguous())
-        return torch.cat(pieces, dim=0)  # (W·B, E)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # grad: (W·B, E)
-        total = grad.contiguous().clone()
-        dist.all_reduce(total, op=dist.ReduceOp.SUM)
-        return total[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]  # (B, E)
-
-
 def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's rows (equal counts per rank), gradients flowing back to their owners.
-
-    Each rank then computes the loss of the global batch; DDP's gradient averaging over ranks turns
-    the summed per-rank gradients into exactly the single-process gradient of that loss.
+    """Concatenate every rank's rows (equal counts per rank), gradients flowing back to their owners
+    (`torch.distributed.nn.functional.all_gather`: its backward sums every rank's gradient of the rows).
     (B, E) -> (W·B, E)
     """
     if not is_distributed():
         return local
-    gathered: torch.Tensor = _GatherRows.apply(local)
-    return gathered
+    return torch.cat(all_gather_with_grad(local), dim=0)  # type: ignore[no-untyped-call]  # (W·B, E)
+
+
+def rank_offset(rows: int) -> int:
+    """Where this rank's `rows` rows start in a gathered batch (0 without a process group)."""
+    return dist.get_rank() * rows if is_distributed() else 0
+
+
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a scalar over the ranks, without gradient (itself without a process group)."""
+    if not is_distributed():
+        return value.detach()
+    total = value.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / dist.get_world_size()
 
 
 def shard_range(count: int, rank: int, world: int) -> range:

@@ -12,6 +12,7 @@ from typing import Any
 import ray
 
 from mmray.errors import Terminated
+from mmray.ray_compat import local_gcs_addresses, logs_dir
 
 logger = logging.getLogger(__name__)
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
@@ -51,10 +52,9 @@ def _free_port() -> int:
 
 
 def _say_where_logs_go() -> None:
-    node = getattr(ray._private.worker.global_worker, "node", None)
-    if node is None:
+    logs = logs_dir()
+    if logs is None:
         return
-    logs = node.get_logs_dir_path()
     logger.info("Ray's logs (every process, at every level): %s", logs)
 
 
@@ -134,9 +134,7 @@ def warn_if_other_local_ray(what: str) -> None:
     of stopped runs (its state API finds two clusters), so resources of stopped trials stay reserved."""
     if os.environ.get("RAY_ADDRESS"):
         return
-    from ray._private.services import find_gcs_addresses
-
-    others = len(find_gcs_addresses()) - 1  # type: ignore[no-untyped-call]
+    others = len(local_gcs_addresses()) - 1
     if others > 0:
         logger.warning("%d other Ray instance(s) run on this machine; %s may wait forever for the resources "
                        "of stopped trials: stop them, or start one cluster (`ray start --head`) and set "

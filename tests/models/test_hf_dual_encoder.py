@@ -19,7 +19,7 @@ from mmray.config.tasks import RetrievalTaskConfig
 from mmray.config.training import InfoNceLossConfig, SigmoidLossConfig
 from mmray.data.processor import Processor
 from mmray.errors import ConfigError
-from mmray.losses import RepresentationLoss, freeze_unread_logit_parameters
+from mmray.losses.representation import RepresentationLoss, freeze_unread_logit_parameters
 from mmray.models.hf_towers import PretrainedDualEncoder
 from mmray.models.registry import build_model, build_processor
 from mmray.train.optimizers import layer_lr_scales, optimizer_for

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mmray.config.training import LossConfig
-from mmray.losses import RepresentationLoss
+from mmray.losses.representation import RepresentationLoss
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.outputs import EncoderOutput
 
@@ -64,9 +64,11 @@ def gradients(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def single_process_gradients(config: LossConfig) -> dict[str, torch.Tensor]:
+    """The parameters' gradients of the global batch's loss, and the loss itself (as `"loss"`)."""
     model = make_model(config)
-    RepresentationLoss(config)(model(*make_batch()), step=3).loss.backward()
-    return gradients(model)
+    loss = RepresentationLoss(config)(model(*make_batch()), step=3).loss
+    loss.backward()
+    return {**gradients(model), "loss": loss.detach()}
 
 
 def ddp_worker(rank: int, world: int, port: int, config: LossConfig, out_dir: str) -> None:
@@ -75,8 +77,9 @@ def ddp_worker(rank: int, world: int, port: int, config: LossConfig, out_dir: st
     model = nn.parallel.DistributedDataParallel(make_model(config))
     images, ids, mask = make_batch()
     rows = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
-    RepresentationLoss(config)(model(images[rows], ids[rows], mask[rows]), step=3).loss.backward()
-    torch.save(gradients(model), Path(out_dir) / f"rank{rank}.pt")
+    loss = RepresentationLoss(config)(model(images[rows], ids[rows], mask[rows]), step=3).loss
+    loss.backward()
+    torch.save({**gradients(model), "loss": loss.detach()}, Path(out_dir) / f"rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
     # Leave without interpreter teardown: gloo's worker threads can abort it

@@ -19,10 +19,10 @@ from mmray.data.coco import load_coco
 from mmray.data.shapes import split_paths
 from mmray.data.tensors import split_to_tensors
 from mmray.evaluate import evaluation_context
+from mmray.index.faiss_index import IndexSpec, build_index
 from mmray.models.registry import build_model, build_processor
-from mmray.retrieval.faiss_index import IndexSpec, build_index
-from mmray.retrieval.split_embedding import embed_split
 from mmray.tasks.prediction import PredictTask
+from mmray.tasks.split_embedding import embed_split
 
 
 def encoder_config(embed_dim: int = 16) -> DualEncoderConfig:

@@ -17,7 +17,7 @@ import numpy as np
 from mmray import storage
 from mmray.data.coco import CocoDataset
 from mmray.errors import IndexBundleError
-from mmray.retrieval.faiss_index import VectorIndex
+from mmray.index.faiss_index import VectorIndex
 
 MANIFEST = "index.json"
 METADATA = "metadata.json"

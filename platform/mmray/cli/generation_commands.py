@@ -30,7 +30,7 @@ def generate(
     from mmray import storage
     from mmray.errors import QueryError
     from mmray.generators import ImageGenerator
-    from mmray.plots import sample_grid_png
+    from mmray.tasks.sample_evaluation import sample_grid_png
 
     if not out.startswith("s3://") and Path(out).is_dir():
         raise QueryError(f"--out {out} is a directory; name the PNG file to write")

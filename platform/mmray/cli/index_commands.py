@@ -80,7 +80,7 @@ def search(
         typer.echo(f"note: --k {k}: the {chosen} index holds {held}; showing all {len(hits)}", err=True)
     if png:
         from mmray import storage
-        from mmray.plots import retrieval_sheet_png
+        from mmray.retrieval.sheet import retrieval_sheet_png
 
         sheet = retrieval_sheet_png(text, query_image, searcher.result_images(hits), f"mmray search: top {len(hits)}")
         storage.write_bytes(png, sheet)

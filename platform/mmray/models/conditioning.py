@@ -12,7 +12,7 @@ from torch import nn
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
 from mmray.errors import ConfigError
-from mmray.losses import freeze_unread_logit_parameters
+from mmray.losses.representation import freeze_unread_logit_parameters
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.freezing import FreezableTower
 from mmray.models.registry import build_model, build_processor, model_kind

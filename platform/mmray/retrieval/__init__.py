@@ -1,1 +1,1 @@
-"""Matching and retrieval: Ray Data batch embedding, faiss indexes, search and evaluation through them."""
+"""Matching and retrieval: Ray Data batch embedding, search and evaluation through indexes."""

@@ -16,8 +16,8 @@ from mmray.data.sources import load_split, resolve_splits
 from mmray.data.tensors import split_to_tensors
 from mmray.errors import IndexBundleError
 from mmray.evaluate import evaluation_context
-from mmray.metrics import DEFAULT_KS, metrics_from_ranks
-from mmray.retrieval.split_embedding import embed_split
+from mmray.metrics.retrieval import DEFAULT_KS, metrics_from_ranks
+from mmray.tasks.split_embedding import embed_split
 
 
 def _first_hit_ranks(found: np.ndarray, wanted: np.ndarray) -> torch.Tensor:

@@ -17,10 +17,10 @@ from mmray.config import IndexJob
 from mmray.config.indexing import CorpusKind, IndexSettings
 from mmray.data.coco import CocoDataset
 from mmray.data.sources import load_split
+from mmray.index.faiss_index import IndexSpec, VectorIndex, build_index
 from mmray.models.embedding import as_embedding_model
 from mmray.retrieval.embed import BatchSource, corpus_plan, embed_corpus, local_batches, read_shards
 from mmray.retrieval.evaluate import recall_through_indexes
-from mmray.retrieval.faiss_index import IndexSpec, VectorIndex, build_index
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""One model bundle on its device, answering batches of embed and classify calls; no Serve in here."""
+"""One model bundle on its device, answering batches of embed, classify, generate and caption calls; no Serve
+in here. Each generation call keeps its own settings; captions of calls that share them are decoded together."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from PIL import Image
 from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
 from mmray.devices import pick_device
 from mmray.errors import MissingModalityError
+from mmray.generators import caption_pixels
+from mmray.models.caption_decoder import CaptionDecoder
 from mmray.models.embedding import EmbeddingModel
 from mmray.models.fusion_model import FusionModel
 from mmray.models.registry import model_kind
+from mmray.models.text_to_image import as_text_to_image
 from mmray.serving.calls import (
     CaptionCall,
     CaptionResult,
@@ -241,15 +245,59 @@ class ModelService:
             if isinstance(answer, RequestError):
                 raise RuntimeError(f"{capability} probe failed: {answer.message}")
 
+    @torch.inference_mode()
     def generate_many(self, calls: Sequence[GenerateCall]) -> list[GenerateResult | RequestError]:
-        from mmray.serving.generation_service import generate_many
+        """Each call's samples drawn with its own seeded generator (so a seed always gives the same images)."""
+        self.require("generate")
+        model = as_text_to_image(self.model)
+        processor = self.bundle.processor
 
-        return generate_many(self, calls)
+        def answer(call: GenerateCall) -> GenerateResult:
+            tokens = processor.tokenize([call.text])
+            condition = model.condition(tokens.ids.to(self.device), tokens.mask.to(self.device))  # (1, E)
+            generator = torch.Generator().manual_seed(call.seed)
+            images = model.sample(condition.repeat(call.n, 1), call.temperature, generator).float().cpu()
+            return GenerateResult([image_png(image) for image in images], call.seed, self.version,
+                                  bool(tokens.truncated[0]))  # fmt: skip
 
+        return answer_each(calls, answer)
+
+    @torch.inference_mode()
     def caption_many(self, calls: Sequence[CaptionCall]) -> list[CaptionResult | RequestError]:
-        from mmray.serving.generation_service import caption_many
+        """Images of calls with the same beam width and length limit decoded in one pass."""
+        self.require("caption")
+        model = self.model
+        assert isinstance(model, CaptionDecoder)
+        processor = self.bundle.processor
 
-        return caption_many(self, calls)
+        def decode(call: CaptionCall) -> torch.Tensor:
+            length = call.max_length or processor.tokenizer.max_length
+            work = call.beam * length * len(call.images)
+            if self.max_caption_work is not None and work > self.max_caption_work:
+                raise RequestError(f"beam × max_length × images = {call.beam} × {length} × {len(call.images)} = {work} "
+                                   f"is more than limits.max_caption_work ({self.max_caption_work}); ask for less",
+                                   "beam")  # fmt: skip
+            images = [self.decode(data, f"images[{i}]") for i, data in enumerate(call.images)]
+            return torch.stack(images)  # (n, 3, S, S) uint8
+
+        decoded = answer_each(calls, decode)
+        groups: dict[tuple[int, int | None], list[int]] = {}
+        for i, (call, pixels) in enumerate(zip(calls, decoded, strict=True)):
+            if not isinstance(pixels, RequestError):
+                groups.setdefault((call.beam, call.max_length), []).append(i)
+        captions: dict[int, list[str]] = {}
+        for (beam, max_length), members in groups.items():
+            pixels = torch.cat([decoded[i] for i in members])  # type: ignore[misc]
+            texts = caption_pixels(model, processor, pixels, self.device, beam, max_length=max_length,
+                                   chunk_rows=self.max_rows)  # fmt: skip
+            at = 0
+            for i in members:
+                count = len(calls[i].images)
+                captions[i], at = texts[at : at + count], at + count
+        return [
+            entry if isinstance(entry, RequestError) else CaptionResult(captions[i], self.version)
+            for i, entry in enumerate(decoded)
+        ]
 
     def _decode_items(self, call: ClassifyCall) -> list[tuple[torch.Tensor | None, str | None]]:
         rows = []
@@ -265,3 +313,11 @@ def as_numpy_rows(vectors: np.ndarray) -> list[list[float]]:
     """(N, E) float32 -> JSON-ready lists."""
     rows: list[list[float]] = vectors.astype(np.float64).tolist()
     return rows
+
+
+def image_png(image: torch.Tensor) -> bytes:
+    """[0, 1] floats (3, S, S) → a PNG file."""
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

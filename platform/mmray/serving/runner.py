@@ -120,20 +120,20 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: 
     there (a shared cluster's other apps are kept), and wait until every application runs and, with
     `wait_ready`, every mmray app's /readyz answers 200 (its bundles loaded); returns the HTTP address.
     A failed deployment raises with Serve's reason."""
-    from ray.serve._private import api as serve_api
     from ray.serve.schema import ServeDeploySchema
 
+    from mmray.ray_compat import ServeController
     from mmray.raycluster import connect
 
     connect()
     schema = ServeDeploySchema.model_validate(config)
-    client = serve_api.serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
+    client = ServeController(schema.http_options.model_dump(), schema.proxy_location)
     names = [application.name for application in schema.applications]
-    details = client.get_serve_details()
+    details = client.details()
     kept = _other_applications(details, names)
     if kept:
         logger.info("keeping the applications already on this cluster: %s", ", ".join(kept.names))
-    client.deploy_apps(kept.merged_with(schema), _blocking=False)
+    client.deploy(kept.merged_with(schema))
     deadline = time.monotonic() + timeout_s
     _wait_running(names, deadline, timeout_s)
     running = details.get("http_options") or {}

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmray.caption_metrics import caption_scores
 from mmray.config.generation import CaptionTaskConfig
 from mmray.config.model import ModelSection
 from mmray.config.tasks import TaskSection
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
+from mmray.metrics.captions import caption_scores
 from mmray.models.caption_decoder import CaptionDecoder
 from mmray.models.caption_search import decode_captions
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model

@@ -16,7 +16,7 @@ from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
 from mmray.errors import ConfigError
-from mmray.generation_losses import discriminator_loss, generator_loss
+from mmray.losses.generation import discriminator_loss, generator_loss
 from mmray.models.conditional_gan import ConditionalGan
 from mmray.tasks.base import Batch, EvalContext, OptimizerOptions, Score, StepContext, StepOutput, Task, task_model
 from mmray.tasks.registry import register_task

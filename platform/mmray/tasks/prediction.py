@@ -24,21 +24,21 @@ from mmray.data.records import IMAGE_TARGETS
 from mmray.data.tensors import SplitTensors
 from mmray.distributed import gather_rows, shard_range
 from mmray.errors import ConfigError
-from mmray.losses import RepresentationLoss, freeze_unread_logit_parameters
-from mmray.models.fusion_model import FusionModel
-from mmray.models.registry import build_model
-from mmray.plots import confusion_matrix_png, per_label_f1_png, predicted_vs_true_png
-from mmray.prediction_losses import head_loss, known_rows
-from mmray.prediction_metrics import (
+from mmray.losses.prediction import head_loss, known_rows
+from mmray.losses.representation import RepresentationLoss, freeze_unread_logit_parameters
+from mmray.metrics.prediction import (
     confusion_matrix,
     multiclass_metrics,
     multilabel_metrics,
     multilabel_per_label_f1,
     regression_metrics,
 )
+from mmray.models.fusion_model import FusionModel
+from mmray.models.registry import build_model
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
 from mmray.tasks.binding import bind_predict_task, head_outputs, sized_heads
 from mmray.tasks.examples import example_targets, split_examples
+from mmray.tasks.prediction_figures import confusion_matrix_png, per_label_f1_png, predicted_vs_true_png
 from mmray.tasks.registry import register_task
 
 MAIN_METRIC = {"multiclass": "accuracy", "multilabel": "mAP", "regression": "r2"}

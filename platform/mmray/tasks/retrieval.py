@@ -15,15 +15,15 @@ from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES, SplitTensors
 from mmray.errors import ConfigError
-from mmray.losses import RepresentationLoss, freeze_unread_logit_parameters
-from mmray.metrics import retrieval_metrics
+from mmray.losses.representation import RepresentationLoss, freeze_unread_logit_parameters
+from mmray.metrics.retrieval import retrieval_metrics
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.embedding import as_embedding_model
-from mmray.retrieval.split_embedding import embed_split
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
+from mmray.tasks.feature_cache import cached_features, compute_rows, features_key, is_frozen
 from mmray.tasks.registry import register_task
+from mmray.tasks.split_embedding import embed_split
 from mmray.tasks.zero_shot import class_embeddings, zero_shot_metrics
-from mmray.train.feature_cache import cached_features, compute_rows, features_key, is_frozen
 
 
 def as_dual_encoder(model: nn.Module) -> DualEncoder:

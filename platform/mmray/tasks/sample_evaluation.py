@@ -6,6 +6,8 @@ Every rank computes the same figures (noise and candidate draws are seeded), so 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -15,11 +17,11 @@ from mmray.config.generation import SampleEvaluationConfig
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
 from mmray.errors import BundleError
+from mmray.figures import plt, png_bytes, wrap_text
+from mmray.metrics.samples import r_precision, sample_diversity
 from mmray.models.embedding import as_embedding_model
 from mmray.models.registry import model_kind
 from mmray.models.text_to_image import TextToImageModel
-from mmray.plots import sample_grid_png
-from mmray.sample_metrics import r_precision, sample_diversity
 from mmray.tasks.base import EvalContext
 
 GRID_FILE = "samples.png"
@@ -135,3 +137,24 @@ class SampleEvaluation:
             real_rows = F.interpolate(real_rows, size=grid.shape[-2:], mode="bilinear", antialias=True)
         figure = sample_grid_png(texts[:rows], grid, real_rows)
         return metrics, {GRID_FILE: figure}
+
+
+def sample_grid_png(captions: Sequence[str], samples: torch.Tensor, real: torch.Tensor | None = None) -> bytes:
+    """captions: N texts; samples: (N, M, 3, S, S) in [0, 1]; real: (N, 3, S, S) in [0, 1] or None."""
+    rows, per_row = samples.shape[0], samples.shape[1]
+    if len(captions) != rows:
+        raise ValueError(f"{len(captions)} captions for {rows} rows of samples")
+    columns = per_row + (real is not None)
+    figure, axes = plt.subplots(rows, columns + 2, figsize=(1.3 * (columns + 2), 1.3 * rows + 0.4), squeeze=False)
+    for row in range(rows):
+        axes[row][0].text(0.0, 0.5, wrap_text(captions[row], 36), fontsize=6.5, va="center", clip_on=False)
+        images = ([real[row]] if real is not None else []) + list(samples[row])
+        for column in range(columns + 2):
+            axes[row][column].set_axis_off()
+        for column, image in enumerate(images):
+            axis = axes[row][column + 2]
+            axis.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().float().numpy(), interpolation="nearest")
+            if row == 0:
+                axis.set_title("real" if real is not None and column == 0 else "sample", fontsize=7)
+    figure.subplots_adjust(left=0.01, right=0.99, top=0.97, bottom=0.01, wspace=0.05, hspace=0.08)
+    return png_bytes(figure)

@@ -12,7 +12,7 @@ from mmray.config.tasks import TaskSection
 from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
-from mmray.generation_losses import gaussian_kl, kl_weight, reconstruction_error, vae_terms
+from mmray.losses.generation import gaussian_kl, kl_weight, reconstruction_error, vae_terms
 from mmray.models.conditional_vae import ConditionalVae
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
 from mmray.tasks.registry import register_task

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from mmray.config.tasks import ZeroShotSettings
 from mmray.data.processor import Processor
 from mmray.errors import ConfigError
+from mmray.metrics.prediction import multilabel_metrics
 from mmray.models.embedding import EmbeddingModel
-from mmray.prediction_metrics import multilabel_metrics
 
 
 @torch.no_grad()

@@ -28,11 +28,11 @@ from mmray.data.tensors import SplitTensors, split_to_tensors, tensors_to_arrays
 from mmray.data.tokenizers import WordTokenizer
 from mmray.errors import ConfigError, TrainingError
 from mmray.models.registry import build_processor
-from mmray.plots import training_curves_png
 from mmray.pretrained import check_pretrained_files
 from mmray.tasks.base import Score, Task
 from mmray.tasks.registry import task_class
 from mmray.train.augment import NAMES_SIDE, names_a_side
+from mmray.train.curves import training_curves_png
 from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.run_record import METRICS
 from mmray.train.state import TRAIN_STATE, read_history

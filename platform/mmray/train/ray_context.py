@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ import ray.train
 import ray.train.torch
 from torch import nn
 
+from mmray.ray_compat import train_report_logger
 from mmray.train.context import TrainContext
 from mmray.train.loop import run_loop
 
@@ -65,11 +65,9 @@ class RayTrainContext(TrainContext):
 def _set_report_log_level(level: str) -> None:
     """Ray Train 2.60 logs every report ("Reporting training result N: TrainingReport(...)") from a logger
     named after its file, which its own log level (RunConfig.logging_config) does not reach."""
-    try:
-        from ray.train.v2._internal.execution import context as train_context
-    except ImportError:
-        return
-    logging.getLogger(train_context.__file__).setLevel(level)
+    logger = train_report_logger()
+    if logger is not None:
+        logger.setLevel(level)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

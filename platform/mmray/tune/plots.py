@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from mmray.plots import png_bytes
+from mmray.figures import plt, png_bytes
 
 
 def trial_curves_png(curves: dict[str, Sequence[tuple[int, float]]], metric: str, stopped: set[str]) -> bytes:

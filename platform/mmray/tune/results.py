@@ -9,7 +9,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mmray import storage
 from mmray.artifacts.model_bundle import BEST_MODEL, MANIFEST, run_pointer
@@ -18,10 +18,7 @@ from mmray.errors import TrainingError
 from mmray.tune.plots import objective_vs_key_png, trial_curves_png
 from mmray.tune.schedulers import TIME_ATTR
 from mmray.tune.space import trial_mapping
-from mmray.tune.trial import trial_job
-
-if TYPE_CHECKING:
-    from mmray.tune.search import PreparedSearch
+from mmray.tune.trial import PreparedSearch, trial_job
 
 
 @dataclass

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import sys
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -25,30 +23,11 @@ from mmray.raycluster import check_worker_resources, connect, warn_if_other_loca
 from mmray.tasks.registry import task_class
 from mmray.tune.results import SearchOutcome, summarise
 from mmray.tune.schedulers import TIME_ATTR, build_scheduler, check_pbt
-from mmray.tune.space import Distribution, base_mapping, check_space, parse_space
+from mmray.tune.space import base_mapping, check_space, parse_space
 from mmray.tune.stopping import graceful_stops, raise_if_stopped
-from mmray.tune.trial import TrialPlan, run_trial, trial_job
+from mmray.tune.trial import PreparedSearch, TrialPlan, run_trial, trial_job
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PreparedSearch:
-    """A checked tune job: its trials' plan, the space, the objective and where it is stored."""
-
-    job: TuneJob
-    plan: TrialPlan
-    space: dict[str, Distribution]
-    metric: str
-    mode: str
-    epochs: int
-    experiment_uri: str
-    example: TrainJob
-
-    @property
-    def trial_count(self) -> int:
-        grid = [len(d.candidates()) for d in self.space.values() if d.form == "grid"]
-        return self.job.tune.num_samples * math.prod(grid)
 
 
 def objective(job: TuneJob, example: TrainJob) -> tuple[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -14,10 +15,10 @@ from typing import Any
 
 from mmray import storage
 from mmray.config.jobs import TrainJob, validate_job
-from mmray.config.tuning import TrialResources
+from mmray.config.tuning import TrialResources, TuneJob
 from mmray.raycluster import ray_log_level
 from mmray.tune.reporting import ReportThroughChannel, TrainPointer, open_channel, report_to_tune
-from mmray.tune.space import trial_mapping
+from mmray.tune.space import Distribution, trial_mapping
 
 WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 TRIAL_WORKER_START_TIMEOUT_S = 1800
@@ -44,6 +45,25 @@ class TrialPlan:
     resources: TrialResources
     trials_root: str
     keep_every_checkpoint: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedSearch:
+    """A checked tune job: its trials' plan, the space, the objective and where it is stored."""
+
+    job: TuneJob
+    plan: TrialPlan
+    space: dict[str, Distribution]
+    metric: str
+    mode: str
+    epochs: int
+    experiment_uri: str
+    example: TrainJob
+
+    @property
+    def trial_count(self) -> int:
+        grid = [len(d.candidates()) for d in self.space.values() if d.form == "grid"]
+        return self.job.tune.num_samples * math.prod(grid)
 
 
 def trial_job(plan: TrialPlan, values: dict[str, Any], name: str, continue_from: str | None = None) -> TrainJob:

@@ -12,10 +12,10 @@ from mmray.config.model import DualEncoderConfig, SmallCnnConfig, SmallTransform
 from mmray.config.tasks import RetrievalTaskConfig
 from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES, SplitTensors
 from mmray.models.registry import build_processor
-from mmray.retrieval.split_embedding import embed_split
 from mmray.tasks.base import EvalContext, StepContext
+from mmray.tasks.feature_cache import CACHE_DIR, cached_features, features_key
 from mmray.tasks.retrieval import RetrievalTask
-from mmray.train.feature_cache import CACHE_DIR, cached_features, features_key
+from mmray.tasks.split_embedding import embed_split
 
 CAPTIONS = ["a small red circle in the top left", "a big blue square", "a green triangle at the bottom"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmray.caption_metrics import caption_scores, caption_tokens
-from mmray.sample_metrics import r_precision, sample_diversity
+from mmray.metrics.captions import caption_scores, caption_tokens
+from mmray.metrics.samples import r_precision, sample_diversity
 
 
 def test_identical_captions_score_bleu_one() -> None:

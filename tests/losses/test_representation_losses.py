@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mmray.config.training import ContrastiveLossConfig, InfoNceLossConfig, TripletLossConfig
-from mmray.losses import (
+from mmray.losses.representation import (
     RepresentationLoss,
     contrastive_batch_loss,
     contrastive_pair_loss,

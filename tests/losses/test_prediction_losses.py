@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmray.config.prediction import MulticlassHeadConfig, MultilabelHeadConfig, RegressionHeadConfig
-from mmray.prediction_losses import head_loss
+from mmray.losses.prediction import head_loss
 
 MULTICLASS = MulticlassHeadConfig(kind="multiclass", target="present", classes=2)
 

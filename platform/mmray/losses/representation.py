@@ -15,7 +15,7 @@ from mmray.config.training import (
     SigmoidLossConfig,
     TripletLossConfig,
 )
-from mmray.distributed import gather_with_grad
+from mmray.distributed import gather_with_grad, is_distributed, mean_over_ranks, rank_offset
 from mmray.errors import ConfigError
 from mmray.models.outputs import DualEncoderOutput
 
@@ -43,25 +43,37 @@ def pairwise_distances(first: torch.Tensor, second: torch.Tensor) -> torch.Tenso
     return squared.clamp_min(1e-12).sqrt()  # (N, M)
 
 
-def _negative_term(distances: torch.Tensor, positive: torch.Tensor, margin: float, negatives: str) -> torch.Tensor:
+Columns = tuple[torch.Tensor, torch.Tensor]
+"""The gathered (global) image and text embeddings a rank's rows are compared with: (N, E) each."""
+
+
+def matches(rows: int, columns: int, offset: int, device: torch.device) -> torch.Tensor:
+    """Where row i's match is: column `offset + i` (a rank's rows start at `offset` of the global batch).
+    -> (B, N) bool"""
+    column = torch.arange(columns, device=device).unsqueeze(0)  # (1, N)
+    return column == (torch.arange(rows, device=device) + offset).unsqueeze(1)  # (B, N)
+
+
+def _negative_term(
+    distances: torch.Tensor, match: torch.Tensor, positive: torch.Tensor, margin: float, negatives: str
+) -> torch.Tensor:
     """Per anchor (row), the non-matching part of the loss over its in-batch negatives. -> (B,)
 
-    distances: (B, B) with matches on the diagonal; positive: (B,) the diagonal."""
-    eye = torch.eye(distances.shape[0], dtype=torch.bool, device=distances.device)  # (B, B)
-    hinge = 0.5 * F.relu(margin - distances).pow(2)  # (B, B)
+    distances: (B, N); match: (B, N), one True per row; positive: (B,) the matching distances."""
+    hinge = 0.5 * F.relu(margin - distances).pow(2)  # (B, N)
     if negatives == "weighted":
-        weights = torch.softmax((-distances.pow(2) / HARDNESS_TEMPERATURE).masked_fill(eye, float("-inf")), dim=1)
+        weights = torch.softmax((-distances.pow(2) / HARDNESS_TEMPERATURE).masked_fill(match, float("-inf")), dim=1)
         return (weights * hinge).sum(dim=1)  # (B,)
     if negatives in ("all", "active"):
-        hinge = hinge.masked_fill(eye, 0.0)  # (B, B)
+        hinge = hinge.masked_fill(match, 0.0)  # (B, N)
         if negatives == "all":
             return hinge.sum(dim=1) / max(1, distances.shape[1] - 1)  # (B,)
         active = (hinge > 0).sum(dim=1).clamp_min(1)  # (B,)
         return hinge.sum(dim=1) / active  # (B,)
-    others = distances.masked_fill(eye, float("inf"))  # (B, B)
+    others = distances.masked_fill(match, float("inf"))  # (B, N)
     hardest = others.min(dim=1).values  # (B,)
     if negatives == "semi_hard":
-        farther = others.masked_fill(others <= positive.unsqueeze(1), float("inf"))  # (B, B)
+        farther = others.masked_fill(others <= positive.unsqueeze(1), float("inf"))  # (B, N)
         semi = farther.min(dim=1).values  # (B,)
         hardest = torch.where(torch.isinf(semi), hardest, semi)  # (B,)
     return 0.5 * F.relu(margin - hardest).pow(2)  # (B,)
@@ -72,19 +84,27 @@ def contrastive_batch_loss(
     text: torch.Tensor,  # (B, E)
     margin: float,
     negatives: str,
+    columns: Columns | None = None,
+    offset: int = 0,
 ) -> torch.Tensor:
     """The margin contrastive loss over a batch: 0.5·d² on each matching pair (the diagonal), plus
     0.5·max(0, margin − d)² on its in-batch non-matching pairs in both directions, selected by
     `negatives`: `all` (the mean over every other pair), `active` (the mean over pairs still inside
     the margin), `weighted` (every other pair weighted by softmax(−d²/τ), the closest counting most),
     `hardest` (the closest non-matching pair), `semi_hard` (the closest one farther than the match,
-    else the closest)."""
-    distances = pairwise_distances(image, text)  # (B, B)
-    positive = distances.diagonal()  # (B,)
+    else the closest).
+
+    With `columns`, the rows are this rank's share (starting at `offset`) of the gathered batch
+    `columns`, each compared with every column: the mean of the ranks' losses is the global batch's."""
+    all_image, all_text = columns or (image, text)
+    image_to_text = pairwise_distances(image, all_text)  # (B, N)
+    text_to_image = image_to_text.T if columns is None else pairwise_distances(text, all_image)  # (B, N)
+    match = matches(image.shape[0], all_text.shape[0], offset, image.device)  # (B, N)
+    positive = image_to_text[match]  # (B,)
     matching = 0.5 * positive.pow(2)  # (B,)
-    image_to_text = _negative_term(distances, positive, margin, negatives)  # (B,)
-    text_to_image = _negative_term(distances.T, positive, margin, negatives)  # (B,)
-    return matching.mean() + (image_to_text.mean() + text_to_image.mean()) / 2
+    forward = _negative_term(image_to_text, match, positive, margin, negatives)  # (B,)
+    backward = _negative_term(text_to_image, match, positive, margin, negatives)  # (B,)
+    return matching.mean() + (forward.mean() + backward.mean()) / 2
 
 
 def triplet_loss(
@@ -92,28 +112,32 @@ def triplet_loss(
     text: torch.Tensor,  # (B, E)
     margin: float,
     mining: str,
+    columns: Columns | None = None,
+    offset: int = 0,
 ) -> torch.Tensor:
     """Both directions of max(0, margin − s(i, t⁺) + s(i, t⁻)), row i's positive on the diagonal.
 
     `hardest`: the most similar negative (VSE++); `semi_hard`: the most similar negative that is
     still less similar than the positive (the hardest one when none is); `all`: the mean over all.
+    `columns` and `offset`: as in `contrastive_batch_loss`.
     """
-    scores = image @ text.T  # (B, B)
-    positive = scores.diagonal()  # (B,)
-    eye = torch.eye(scores.shape[0], dtype=torch.bool, device=scores.device)  # (B, B)
+    all_image, all_text = columns or (image, text)
+    scores = image @ all_text.T  # (B, N)
+    match = matches(image.shape[0], all_text.shape[0], offset, image.device)  # (B, N)
+    positive = scores[match]  # (B,)
     losses = []
-    for sims, pos in ((scores, positive), (scores.T, positive)):  # image→text, text→image
-        negatives = sims.masked_fill(eye, float("-inf"))  # (B, B)
+    for sims in (scores, scores.T if columns is None else text @ all_image.T):  # image→text, text→image
+        negatives = sims.masked_fill(match, float("-inf"))  # (B, N)
         if mining == "all":
-            cost = F.relu(margin - pos.unsqueeze(1) + sims).masked_fill(eye, 0.0)  # (B, B)
+            cost = F.relu(margin - positive.unsqueeze(1) + sims).masked_fill(match, 0.0)  # (B, N)
             losses.append(cost.sum(dim=1) / max(1, sims.shape[1] - 1))
             continue
         hardest = negatives.max(dim=1).values  # (B,)
         if mining == "semi_hard":
-            easier = negatives.masked_fill(negatives >= pos.unsqueeze(1), float("-inf"))  # (B, B)
+            easier = negatives.masked_fill(negatives >= positive.unsqueeze(1), float("-inf"))  # (B, N)
             semi = easier.max(dim=1).values  # (B,)
             hardest = torch.where(torch.isinf(semi), hardest, semi)  # (B,)
-        losses.append(F.relu(margin - pos + hardest))  # (B,)
+        losses.append(F.relu(margin - positive + hardest))  # (B,)
     return (losses[0].mean() + losses[1].mean()) / 2
 
 
@@ -121,11 +145,16 @@ def info_nce_loss(
     image: torch.Tensor,  # (B, E)
     text: torch.Tensor,  # (B, E)
     logit_scale: torch.Tensor,  # ()
+    columns: Columns | None = None,
+    offset: int = 0,
 ) -> torch.Tensor:
-    """Symmetric cross-entropy of scaled cosine similarities, matches on the diagonal (CLIP)."""
-    logits = logit_scale * image @ text.T  # (B, B)
-    targets = torch.arange(logits.shape[0], device=logits.device)  # (B,)
-    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    """Symmetric cross-entropy of scaled cosine similarities, matches on the diagonal (CLIP); with
+    `columns`, this rank's rows against the gathered batch (open_clip's `local_loss`)."""
+    all_image, all_text = columns or (image, text)
+    logits = logit_scale * image @ all_text.T  # (B, N)
+    logits_of_texts = logits.T if columns is None else logit_scale * text @ all_image.T  # (B, N)
+    targets = torch.arange(image.shape[0], device=image.device) + offset  # (B,)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits_of_texts, targets)) / 2
 
 
 def sigmoid_loss(
@@ -133,11 +162,14 @@ def sigmoid_loss(
     text: torch.Tensor,  # (B, E)
     logit_scale: torch.Tensor,  # ()
     logit_bias: torch.Tensor,  # ()
+    columns: Columns | None = None,
+    offset: int = 0,
 ) -> torch.Tensor:
     """SigLIP: −log σ(z·(scale·cos + bias)) summed over every pair, z = +1 on the diagonal (matches) and
-    −1 elsewhere, divided by the batch size."""
-    logits = logit_scale * image @ text.T + logit_bias  # (B, B)
-    signs = 2 * torch.eye(logits.shape[0], device=logits.device, dtype=logits.dtype) - 1  # (B, B)
+    −1 elsewhere, divided by the batch size; with `columns`, this rank's rows against every column."""
+    all_text = text if columns is None else columns[1]
+    logits = logit_scale * image @ all_text.T + logit_bias  # (B, N)
+    signs = 2 * matches(image.shape[0], all_text.shape[0], offset, image.device).to(logits.dtype) - 1  # (B, N)
     return -F.logsigmoid(signs * logits).sum() / logits.shape[0]
 
 
@@ -148,7 +180,7 @@ class LossOutput:
 
 
 class RepresentationLoss(nn.Module):
-    """Gathers both towers' embeddings from every rank, then applies the configured loss."""
+    """Gathers both towers' embeddings from every rank, then applies the configured loss to this rank's rows."""
 
     def __init__(self, config: LossConfig) -> None:
         super().__init__()
@@ -165,37 +197,40 @@ class RepresentationLoss(nn.Module):
         """Only the sigmoid loss reads the model's logit bias."""
         return isinstance(self.config, SigmoidLossConfig)
 
-    def _negative_pairs(self, batch: int, device: torch.device, seed: int) -> torch.Tensor:
-        """For each image, caption indices of other pairs (same on all ranks). -> (B·k,)"""
+    def _negative_pairs(self, rows: torch.Tensor, batch: int, seed: int) -> torch.Tensor:
+        """For each of `rows` (indices into the global batch of `batch` pairs), caption indices of other
+        pairs (the same draws on all ranks). -> (B·k,)"""
         assert isinstance(self.config, ContrastiveLossConfig)
         generator = torch.Generator().manual_seed(seed)
         shifts = torch.randint(1, batch, (self.config.negatives_per_positive,), generator=generator)
-        rows = torch.arange(batch)
-        return torch.cat([(rows + s) % batch for s in shifts]).to(device)  # (B·k,)
+        return torch.cat([(rows + s) % batch for s in shifts.tolist()])  # (B·k,)
 
     def forward(self, output: DualEncoderOutput, step: int = 0) -> LossOutput:
-        image = gather_with_grad(output.image_embeddings)  # (N, E)
-        text = gather_with_grad(output.text_embeddings)  # (N, E)
-        batch = image.shape[0]
+        """This rank's rows against the gathered batch; the value is the global batch's loss (the mean over
+        the ranks) and the gradient this rank's share of it, which DDP's averaging makes the global one."""
+        image, text = output.image_embeddings, output.text_embeddings  # (B, E) each
+        columns = (gather_with_grad(image), gather_with_grad(text)) if is_distributed() else None  # (N, E) each
+        rows, offset = image.shape[0], rank_offset(image.shape[0])
+        batch = rows if columns is None else columns[0].shape[0]
         config = self.config
         if isinstance(config, TripletLossConfig):
-            loss = triplet_loss(image, text, config.margin, config.mining)
+            loss = triplet_loss(image, text, config.margin, config.mining, columns, offset)
         elif isinstance(config, ContrastiveLossConfig) and config.negatives != "sampled":
-            loss = contrastive_batch_loss(image, text, config.margin, config.negatives)
+            loss = contrastive_batch_loss(image, text, config.margin, config.negatives, columns, offset)
         elif isinstance(config, ContrastiveLossConfig):
-            negatives = self._negative_pairs(batch, image.device, seed=step)  # (N·k,)
-            repeats = config.negatives_per_positive
-            first = torch.cat([image, image.repeat(repeats, 1)])  # (N + N·k, E)
-            second = torch.cat([text, text[negatives]])  # (N + N·k, E)
-            is_match = torch.arange(first.shape[0], device=image.device) < batch  # (N + N·k,)
+            indices = torch.arange(rows, device=image.device) + offset  # (B,)
+            negatives = self._negative_pairs(indices, batch, seed=step)  # (B·k,)
+            first = torch.cat([image, image.repeat(config.negatives_per_positive, 1)])  # (B + B·k, E)
+            second = torch.cat([text, (text if columns is None else columns[1])[negatives]])  # (B + B·k, E)
+            is_match = torch.arange(first.shape[0], device=image.device) < rows  # (B + B·k,)
             loss = contrastive_pair_loss(first, second, is_match, config.margin)
         elif isinstance(config, SigmoidLossConfig):
             if output.logit_bias is None:
                 raise ConfigError("task.loss.kind=sigmoid needs a model with a logit bias (a SigLIP hf_dual_encoder)")
-            loss = sigmoid_loss(image, text, output.logit_scale, output.logit_bias)
+            loss = sigmoid_loss(image, text, output.logit_scale, output.logit_bias, columns, offset)
         else:
-            loss = info_nce_loss(image, text, output.logit_scale)
-        return LossOutput(loss=loss, global_batch=batch)
+            loss = info_nce_loss(image, text, output.logit_scale, columns, offset)
+        return LossOutput(loss=loss + (mean_over_ranks(loss) - loss).detach(), global_batch=batch)
 
 
 def freeze_unread_logit_parameters(model: nn.Module, loss: RepresentationLoss | None) -> None:

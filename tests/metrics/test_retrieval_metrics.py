@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmray.metrics import image_to_text_ranks, retrieval_metrics, text_to_image_ranks
+from mmray.metrics.retrieval import image_to_text_ranks, retrieval_metrics, text_to_image_ranks
 
 
 def _reference(images: torch.Tensor, texts: torch.Tensor, owner: list[int]) -> dict[str, float]:

@@ -8,7 +8,7 @@ import pytest
 from mmray import storage
 from mmray.artifacts.index_bundle import IndexBundleError, load_index_bundle, write_index_bundle
 from mmray.errors import QueryError
-from mmray.retrieval.faiss_index import GPU_MAX_NPROBE, IndexSpec, VectorIndex, build_index, check_gpu_nprobe
+from mmray.index.faiss_index import GPU_MAX_NPROBE, IndexSpec, VectorIndex, build_index, check_gpu_nprobe
 
 
 def clustered(count: int, dim: int, seed: int) -> np.ndarray:

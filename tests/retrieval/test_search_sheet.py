@@ -7,7 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from mmray.plots import retrieval_sheet_png, wrap_text
+from mmray.figures import wrap_text
+from mmray.retrieval.sheet import retrieval_sheet_png
 
 
 def test_long_captions_wrap_to_five_lines_and_end_in_an_ellipsis() -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mmray.generation_losses import (
+from mmray.losses.generation import (
     discriminator_loss,
     gaussian_kl,
     generator_loss,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmray.prediction_metrics import confusion_matrix, multiclass_metrics, multilabel_metrics, regression_metrics
+from mmray.metrics.prediction import confusion_matrix, multiclass_metrics, multilabel_metrics, regression_metrics
 
 
 def _f1(tp: int, fp: int, fn: int) -> float:

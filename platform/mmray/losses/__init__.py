@@ -1,0 +1,1 @@
+"""Loss functions and modules: representation (contrastive, triplet, InfoNCE, SigLIP), prediction heads, generation."""

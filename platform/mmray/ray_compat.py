@@ -1,0 +1,57 @@
+"""Ray internals mmray reaches where Ray has no public API for what it needs, in one place: a Ray upgrade
+that moves them breaks here, and tests/test_ray_compat.py has one test per use.
+
+Checked against Ray `CHECKED_RAY_VERSION`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+
+CHECKED_RAY_VERSION = "2.60.0"
+
+
+def logs_dir() -> str | None:
+    """The connected Ray node's log directory (`ray._private.worker.global_worker.node`); None before
+    `ray.init`."""
+    node = getattr(ray._private.worker.global_worker, "node", None)
+    return None if node is None else str(node.get_logs_dir_path())
+
+
+def local_gcs_addresses() -> set[str]:
+    """The GCS addresses of every Ray instance on this machine (`ray._private.services`, from `ps`)."""
+    from ray._private.services import find_gcs_addresses
+
+    return set(find_gcs_addresses())  # type: ignore[no-untyped-call]
+
+
+def train_report_logger() -> logging.Logger | None:
+    """The logger Ray Train V2 writes every report to: named after its file
+    (`ray.train.v2._internal.execution.context`), so Ray's own logging config does not reach it."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:
+        return None
+    return logging.getLogger(context.__file__)
+
+
+class ServeController:
+    """Serve's controller client (`ray.serve._private.api.serve_start`): Serve started with these HTTP
+    options where it does not run yet; the whole cluster's Serve details and a deploy of a whole Serve
+    config (what `serve deploy` does, without the dashboard)."""
+
+    def __init__(self, http_options: dict[str, Any], proxy_location: Any) -> None:
+        from ray.serve._private import api
+
+        self._client = api.serve_start(http_options=http_options, proxy_location=proxy_location)
+
+    def details(self) -> dict[str, Any]:
+        """`serve status -v`'s mapping: applications with their deployed configs, the HTTP options."""
+        details: dict[str, Any] = self._client.get_serve_details()
+        return details
+
+    def deploy(self, schema: Any) -> None:
+        """Deploy a `ServeDeploySchema` (every application of the cluster) without waiting."""
+        self._client.deploy_apps(schema, _blocking=False)
