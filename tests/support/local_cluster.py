@@ -71,7 +71,10 @@ class LocalCluster:
         command = [ray, "start", "--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}",
                    f'--resources={{"{name}": 1}}', f"--dashboard-agent-listen-port={agent_port}",
                    f"--temp-dir={self.root / name}", "--disable-usage-stats", *arguments]  # fmt: skip
-        process = subprocess.Popen(command, env=self.env, start_new_session=True, stdout=subprocess.PIPE,
+        # Every process of the node (workers and Ray Train's helper actors among them) finds its own cluster by
+        # RAY_ADDRESS, not by looking for "the" local Ray, which fails where another one runs.
+        env = {**self.env, "RAY_ADDRESS": f"127.0.0.1:{self.gcs_port}"}
+        process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)  # fmt: skip
         output, _ = process.communicate(timeout=120)
         self.groups[name] = process.pid
