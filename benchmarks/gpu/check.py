@@ -1,10 +1,10 @@
 """The GPU check (`make gpu-check`): mmray's training on one device, in this process, without Ray.
 
 1. Every task kind (retrieval, predict, vae, gan, caption) trains 2 short epochs on generated shapes data
-   with `precision: auto`, twice: straight through, and stopped after epoch 1 then resumed from its
-   checkpoint. The resumed epoch must equal the uninterrupted one (its losses, to a tolerance on CUDA),
-   which needs the optimizer state on the parameters' device (the loop refuses otherwise) and every RNG
-   restored (the GAN's and VAE's noise comes from the CUDA generator on a GPU).
+   (576 images; 192 with `--size tiny`) with `precision: auto`, twice: straight through, and stopped after
+   epoch 1 then resumed from its checkpoint. The resumed epoch must equal the uninterrupted one (its
+   losses, to a tolerance on CUDA), which needs the optimizer state on the parameters' device (the loop
+   refuses otherwise) and every RNG restored (the GAN's and VAE's noise comes from the CUDA generator on a GPU).
 2. The seed's own model, ResNet-50 + a BERT-base-sized text tower (randomly initialised, mmray's dual
    encoder and InfoNCE loss, AdamW, bf16 autocast): training samples/s, FLOPs per step counted by PyTorch's
    FlopCounterMode, and MFU against the GPU's dense bf16 peak (and against a measured bf16 matmul).
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "platform"))  # mmray itself, where it is not inst
 import torch  # noqa: E402
 
 from mmray.config import ShapesData, TrainJob  # noqa: E402
-from mmray.data.shapes import generate_shapes  # noqa: E402
+from mmray.data.shapes import dataset_dir, generate_shapes  # noqa: E402
 from mmray.devices import pick_device, resolve_precision  # noqa: E402
 from mmray.train.local_run import run_local  # noqa: E402
 
@@ -71,14 +71,14 @@ TASKS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
 }
 
 
-def task_job(kind: str, data_root: Path, runs: Path, name: str, evaluator: str | None) -> TrainJob:
+def task_job(kind: str, data: ShapesData, runs: Path, name: str, evaluator: str | None) -> TrainJob:
     model, task, text = TASKS[kind]
     if "evaluation" in task and kind in ("vae", "gan"):
         task = {**task, "evaluation": {**task["evaluation"], "evaluator": evaluator}}
-    data = {"source": "shapes", "root": str(data_root), "images": 576, "val_images": 96, "seed": 1, "text": text}
     train = {"epochs": 2, "batch_size": 32, "lr": 0.003, "log_every_steps": 1000, "eval_batch_size": 64}
     extra = {"init_from": evaluator} if kind == "gan" else {}
-    job = {"kind": "train", "name": name, "storage_root": str(runs), "data": data, "model": model, "task": task,
+    job = {"kind": "train", "name": name, "storage_root": str(runs), "model": model, "task": task,
+           "data": data.model_copy(update={"text": text}).model_dump(),
            "train": train, **extra}  # fmt: skip
     return TrainJob.model_validate(job)
 
@@ -93,17 +93,16 @@ def largest_difference(first: dict[str, Any], second: dict[str, Any]) -> tuple[s
     return max(differences, key=lambda item: item[1])
 
 
-def check_resumption(device: str, work: Path, tolerance: float) -> list[dict[str, Any]]:
+def check_resumption(device: str, work: Path, tolerance: float, images: int, val_images: int) -> list[dict[str, Any]]:
     """Each task kind straight through vs stopped after epoch 1 and resumed; the retrieval run evaluates the
     generators."""
-    data_root = work / "data"
-    generate_shapes(ShapesData(source="shapes", root=str(data_root), images=576, val_images=96, seed=1),
-                    str(data_root / "n576-v96-seed1-64px-c3-h0.05-q2x2"))  # fmt: skip
+    data = ShapesData(source="shapes", root=str(work / "data"), images=images, val_images=val_images, seed=1)
+    generate_shapes(data, dataset_dir(data))
     results, evaluator = [], None
     for kind in TASKS:
         started = time.perf_counter()
-        straight = run_local(task_job(kind, data_root, work / "runs", f"{kind}-straight", evaluator), device=device)
-        halves = task_job(kind, data_root, work / "runs", f"{kind}-resumed", evaluator)
+        straight = run_local(task_job(kind, data, work / "runs", f"{kind}-straight", evaluator), device=device)
+        halves = task_job(kind, data, work / "runs", f"{kind}-resumed", evaluator)
         run_local(halves, device=device, stop_after_epoch=1)
         resumed = run_local(halves, device=device)
         key, difference = largest_difference(straight.history[1], resumed.history[1])
@@ -234,7 +233,7 @@ def measured_matmul_tflops(device: torch.device, size: int = 8192, repeats: int 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cuda, cuda:N or cpu")
-    parser.add_argument("--size", choices=("full", "tiny"), default="full", help="the seed's model, or a tiny one")
+    parser.add_argument("--size", choices=("full", "tiny"), default="full", help="the seed model and data, or tiny")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps of the seed's model")
     parser.add_argument("--out", default="runs/gpu-check", help="where gpu_check.json is written")
     parser.add_argument("--seed-only", action="store_true", help="measure the seed's model alone (no task checks)")
@@ -253,7 +252,8 @@ def main() -> int:
     report["tasks"] = []
     if not args.seed_only:
         with tempfile.TemporaryDirectory(prefix="mmray-gpu-check-") as tmp:
-            report["tasks"] = check_resumption(str(device), Path(tmp), tolerance=1e-3 if cuda else 1e-6)
+            images, val_images = (576, 96) if args.size == "full" else (192, 48)
+            report["tasks"] = check_resumption(str(device), Path(tmp), 1e-3 if cuda else 1e-6, images, val_images)
     if cuda:  # the resumption checks need deterministic kernels; the speed measurement wants the fastest
         torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = True

@@ -130,7 +130,7 @@ def test_a_failing_job_reports_its_error_logs_and_exit_code(cluster: LocalCluste
 
 
 def test_a_crashed_node_is_replaced_and_the_run_resumes(cluster: LocalCluster, bucket: str, tmp_path: Path) -> None:
-    job = _job(tmp_path / "work", tmp_path / "data", f"{bucket}/runs", "recover", epochs=10, eval_every=5,
+    job = _job(tmp_path / "work", tmp_path / "data", f"{bucket}/runs", "recover", epochs=4, eval_every=2,
                max_failures=3)  # fmt: skip
     submitted = _mmray(cluster, "submit", str(job), "--address", cluster.address, "--working-dir", str(job.parent),
                        "--no-wait")  # fmt: skip
@@ -144,7 +144,7 @@ def test_a_crashed_node_is_replaced_and_the_run_resumes(cluster: LocalCluster, b
     cluster.stop("node_b", crash=True)  # its training worker dies with it
     running = _mmray(cluster, "jobs", "status", submission, "--address", cluster.address)
     assert json.loads(running.stdout)["status"] == "RUNNING", "the node went down while the run was training"
-    assert not storage.exists(f"{bucket}/runs/recover/checkpoint_epoch_0010/bundle.json")
+    assert not storage.exists(f"{bucket}/runs/recover/checkpoint_epoch_0004/bundle.json")
     time.sleep(3.0)
     cluster.start_worker("node_c")  # two SPREAD workers need two nodes again
     followed = _mmray(cluster, "jobs", "logs", submission, "--follow", "--address", cluster.address)
@@ -153,5 +153,5 @@ def test_a_crashed_node_is_replaced_and_the_run_resumes(cluster: LocalCluster, b
     workers = training_worker_pids(followed.stdout)
     assert workers & cluster.worker_pids_on("node_c"), "a replacement worker ran on the new node"
     assert "resumed from" in followed.stdout
-    history = json.loads(storage.read_text(f"{bucket}/runs/recover/checkpoint_epoch_0010/history.json"))
-    assert [entry["epoch"] for entry in history] == list(range(1, 11))
+    history = json.loads(storage.read_text(f"{bucket}/runs/recover/checkpoint_epoch_0004/history.json"))
+    assert [entry["epoch"] for entry in history] == list(range(1, 5))
