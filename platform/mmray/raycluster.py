@@ -109,6 +109,12 @@ def disconnect() -> None:
         ray.shutdown()
 
 
+def cluster_cpus() -> float:
+    """The CPUs of the connected cluster, all nodes together."""
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return resources.get("CPU", 0.0)
+
+
 def check_worker_resources(workers: int, cpus_per_worker: float, use_gpu: bool, what: str) -> None:
     """Refuse at once what the connected cluster can never give; on a cluster (RAY_ADDRESS), which
     may add nodes, say what the run waits for instead."""

@@ -153,9 +153,16 @@ class TrainSettings(Section):
     eval_batch_size: int = Field(512, ge=1, description="rows per batch when evaluating during training")
     log_every_steps: int = Field(20, ge=1)
     seed: int = 0
-    loader: Literal["memory", "ray_data"] = Field(
-        "memory",
-        description="memory: each worker decodes its split once; ray_data: streamed by Ray Data",
+    loader: Literal["auto", "memory", "ray_data"] = Field(
+        "auto",
+        description="memory: the driver decodes the split once into Ray's object store, shared by the workers; "
+        "ray_data: streamed, decoded by Ray Data actors on the cluster, reshuffled every epoch; auto: memory "
+        "up to 2 GiB of decoded images (and wherever the job needs it), else ray_data",
+    )
+    decode_actors: int | None = Field(
+        None,
+        ge=1,
+        description="ray_data: most actors decoding images; None: the cluster's CPUs the training workers leave",
     )
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False

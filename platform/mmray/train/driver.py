@@ -33,6 +33,7 @@ from mmray.tasks.base import Score, Task
 from mmray.tasks.registry import task_class
 from mmray.train.augment import NAMES_SIDE, names_a_side
 from mmray.train.curves import training_curves_png
+from mmray.train.loader_choice import choose_loader
 from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.run_record import METRICS
 from mmray.train.state import TRAIN_STATE, read_history
@@ -133,9 +134,10 @@ class DriverData:
     val_tensors: SplitTensors | None
 
 
-def prepare_driver_data(spec: TrainJob) -> DriverData:
+def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
     """Everything the driver can do and check without Ray: warm-start bundles, data files and records,
-    the processor, the task bound to its data, the batch against the split, decoded splits."""
+    the processor, the task bound to its data, the loader (`can_stream`: whether Ray Data can feed it), the
+    batch against the split, decoded splits."""
     if spec.init_from:
         spec = spec.model_copy(update={"init_from": storage.absolute_uri(resolve_model_bundle(spec.init_from))})
     if spec.continue_from:
@@ -151,28 +153,15 @@ def prepare_driver_data(spec: TrainJob) -> DriverData:
     task = cls(spec.task, spec.model, processor)
     checkpoint = spec.train.checkpoint
     score = Score(checkpoint.score_attribute or task.score.metric, checkpoint.score_order or task.score.mode)
+    loader = choose_loader(spec, task, len(train.records), processor.image.size, can_stream)
+    spec = spec.model_copy(update={"train": spec.train.model_copy(update={"loader": loader})})
     train_tensors = None
-    if spec.train.loader == "memory":
+    if loader == "memory":
         logger.info("decoding %d training images", len(train.records))
         train_tensors = split_to_tensors(train, processor)
         if spec.train.augment.flip == "unless_sides":
             train_tensors.caption_extras[NAMES_SIDE] = names_a_side([c for r in train.records for c in r.captions])
         examples = _train_examples(spec, task, train_tensors)
-    elif task.example_unit == "caption":
-        raise ConfigError(
-            f"task {spec.task.kind!r} trains on every caption (its targets belong to captions); "
-            "train.loader=ray_data draws one caption per image, so use train.loader=memory"
-        )
-    elif spec.train.augment.flip != "none":
-        raise ConfigError(
-            "train.augment.flip=unless_sides reads each example's caption; train.loader=ray_data does not "
-            "carry it, so use train.loader=memory or augment.flip=none"
-        )
-    elif spec.data.captions_per_epoch == "all":
-        raise ConfigError(
-            "data.captions_per_epoch=all packs every caption into batches held in memory; "
-            "train.loader=ray_data draws one caption per image, so use train.loader=memory or captions_per_epoch=one"
-        )
     else:
         examples = len(train.records)
     if examples < spec.train.batch_size:

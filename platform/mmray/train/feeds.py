@@ -90,6 +90,18 @@ def memory_batches(
         yield batch
 
 
+def shard_row_batches(shard: Any, local_batch: int, seed: int, epoch: int, rank: int) -> Iterator[dict[str, Any]]:
+    """A Ray Data shard's rows in batches of `local_batch` (the rest dropped), shuffled within a local
+    buffer seeded by (seed, epoch, rank)."""
+    batches: Iterator[dict[str, Any]] = shard.iter_torch_batches(
+        batch_size=local_batch,
+        drop_last=True,
+        local_shuffle_buffer_size=4 * local_batch,
+        local_shuffle_seed=seed * 1_000_003 + epoch * 1_009 + rank,
+    )
+    return batches
+
+
 def stream_batches(
     shard: Any,
     fields: Sequence[str],
@@ -101,13 +113,7 @@ def stream_batches(
     """Batches of a Ray Data shard: rows shuffled within a local buffer, one caption per image drawn
     among the row's captions, both seeded by (seed, epoch, rank)."""
     generator = caption_generator(seed, epoch, rank)
-    rows = shard.iter_torch_batches(
-        batch_size=local_batch,
-        drop_last=True,
-        local_shuffle_buffer_size=4 * local_batch,
-        local_shuffle_seed=seed * 1_000_003 + epoch * 1_009 + rank,
-    )
-    for row_batch in rows:
+    for row_batch in shard_row_batches(shard, local_batch, seed, epoch, rank):
         batch: dict[str, torch.Tensor] = {}
         if "images" in fields:
             batch["images"] = row_batch["image"]  # (b, 3, S, S)

@@ -126,13 +126,11 @@ def run_local(
     """Train `spec` in this process as one worker (`train.num_workers` is not used); re-running the same
     name under the same root resumes the run, as with Ray Train. `stop_after_epoch`: stop once that epoch is
     checkpointed, as Ctrl-C would, the schedule still that of `train.epochs` (to check resumption)."""
-    if spec.train.loader == "ray_data":
-        raise ConfigError("a local run holds its splits in memory: use train.loader=memory with --local")
     where = local_device(spec, device)
     if storage.is_s3(spec.storage_root):
         storage.ensure_bucket(spec.storage_root)
     check_run_directory(spec, rerun, runner="local")
-    data = prepare_driver_data(spec)
+    data = prepare_driver_data(spec, can_stream=False)
     record_job(spec)
     config = loop_config(data, share=lambda value: value)
     config["threads"] = spec.train.threads_per_worker or os.cpu_count() or 1  # one process: every core

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from ray.train.torch import TorchTrainer
 from mmray import storage
 from mmray.config import TrainJob
 from mmray.errors import TrainingError
-from mmray.raycluster import check_worker_resources, connect, ray_log_level
+from mmray.raycluster import check_worker_resources, cluster_cpus, connect, ray_log_level
 from mmray.tasks.base import Score
 from mmray.train.driver import DriverData, TrainOutcome, loop_config, prepare_driver_data, write_outputs
 from mmray.train.live import open_board
@@ -22,6 +23,8 @@ from mmray.train.ray_context import train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
 from mmray.train.run_record import Rerun, check_run_directory, record_job
 
+logger = logging.getLogger(__name__)
+
 
 def loop_config_of(data: DriverData) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The workers' loop config (splits put into Ray's object store once) and the Ray datasets."""
@@ -29,8 +32,20 @@ def loop_config_of(data: DriverData) -> tuple[dict[str, Any], dict[str, Any] | N
     config["ray_log_level"] = ray_log_level()
     datasets = None
     if data.train_tensors is None:
-        datasets = {"train": training_dataset(data.train, data.processor, data.spec.train.seed)}
+        actors = decode_actors(data.spec)
+        count = len(data.train.records)
+        logger.info("streaming %d training images, decoded by up to %d Ray Data actors", count, actors)
+        datasets = {"train": training_dataset(data.train, data.processor, data.spec.train.seed, actors)}
     return config, datasets
+
+
+def decode_actors(spec: TrainJob) -> int:
+    """`train.decode_actors`, else one per CPU of the cluster beyond the training workers' (at least one)."""
+    settings = spec.train
+    if settings.decode_actors is not None:
+        return settings.decode_actors
+    spare = cluster_cpus() - settings.num_workers * settings.cpus_per_worker
+    return max(1, int(spare))
 
 
 @dataclass
