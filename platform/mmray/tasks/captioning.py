@@ -15,6 +15,7 @@ from mmray.config.model import ModelSection
 from mmray.config.tasks import TaskSection
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
+from mmray.distributed import gather_objects, gather_rows, shard_range
 from mmray.metrics.captions import caption_scores
 from mmray.models.caption_decoder import CaptionDecoder
 from mmray.models.caption_search import decode_captions
@@ -38,12 +39,25 @@ def references(split: SplitTensors, count: int, processor: Processor) -> list[li
 
 @torch.no_grad()
 def pooled_features(model: CaptionDecoder, images: torch.Tensor, context: EvalContext) -> torch.Tensor:
-    """uint8 images (N, 3, S, S) → L2-normalised pooled image-tower vectors (N, D) on the CPU."""
-    vectors = []
-    for start in range(0, images.shape[0], context.batch_size):
-        batch = context.normalized_images(images[start : start + context.batch_size])
-        vectors.append(F.normalize(model.encoder.encode_image_features(batch).pooled.float(), dim=-1).cpu())
-    return torch.cat(vectors)
+    """uint8 images (N, 3, S, S) → L2-normalised pooled image-tower vectors (N, D) on the CPU; each rank
+    encodes its share, the shares gathered."""
+    rows = shard_range(images.shape[0], context.rank, context.world)
+    vectors = [
+        F.normalize(model.encoder.encode_image_features(context.normalized_images(images[start:stop])).pooled, dim=-1)
+        for start, stop in batch_bounds(rows, context.batch_size)
+    ]  # each (b, D)
+    width = model.pooled_projection.in_features
+    local = torch.cat(vectors).float() if vectors else torch.zeros(0, width, device=context.device)  # (n_r, D)
+    return gather_rows(local, images.shape[0], context.world).cpu()  # (N, D)
+
+
+def batch_bounds(rows: range, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each batch of `rows`."""
+    return [(start, min(start + batch_size, rows.stop)) for start in range(rows.start, rows.stop, batch_size)]
+
+
+def image_tower_frozen(decoder: CaptionDecoder) -> bool:
+    return not any(p.requires_grad for p in decoder.encoder.image_encoder.parameters())
 
 
 class CaptionTask(Task):
@@ -54,6 +68,7 @@ class CaptionTask(Task):
         if not isinstance(config, CaptionTaskConfig):
             raise TypeError(f"expected a caption task config, got kind {config.kind!r}")
         self.caption_config = config
+        self._cached_keys: tuple[SplitTensors, torch.Tensor] | None = None
 
     def _loss(self, logits: torch.Tensor, ids: torch.Tensor, smoothing: float) -> torch.Tensor:
         """logits (B, L - 1, V) predicting ids[:, 1:] (B, L - 1); PAD positions ignored."""
@@ -72,25 +87,35 @@ class CaptionTask(Task):
 
     @torch.no_grad()
     def _decode(self, decoder: CaptionDecoder, split: SplitTensors, count: int, context: EvalContext) -> list[str]:
+        """Captions of the first `count` images, each rank decoding its share."""
         settings = self.caption_config.evaluation
         captions: list[str] = []
-        for start in range(0, count, context.batch_size):
-            images = context.normalized_images(split.images[start : min(start + context.batch_size, count)])
+        for start, stop in batch_bounds(shard_range(count, context.rank, context.world), context.batch_size):
+            images = context.normalized_images(split.images[start:stop])
             ids = decode_captions(decoder, images, settings.beam, settings.length_penalty)
             captions += self.processor.tokenizer.decode(ids)
-        return captions
+        return [caption for share in gather_objects(captions) for caption in share]
 
     @torch.no_grad()
     def _validation_loss(self, decoder: CaptionDecoder, split: SplitTensors, count: int, context: EvalContext) -> float:
         """Teacher-forced cross-entropy (no smoothing) of the first caption of each evaluated image."""
         first = split.caption_offsets[:count]
         total = 0.0
-        for start in range(0, count, context.batch_size):
-            stop = min(start + context.batch_size, count)
+        for start, stop in batch_bounds(shard_range(count, context.rank, context.world), context.batch_size):
             images = context.normalized_images(split.images[start:stop])
             ids = split.caption_ids[first[start:stop]].to(context.device)
             total += float(self._loss(decoder(images, ids), ids, 0.0)) * (stop - start)
-        return total / count
+        return float(sum(gather_objects(total))) / count
+
+    def _reference_keys(self, decoder: CaptionDecoder, train: SplitTensors, context: EvalContext) -> torch.Tensor:
+        """The training images' pooled vectors (N_train, D): encoded once per evaluation, and once per run
+        while the image tower is frozen."""
+        cached = self._cached_keys
+        if cached is not None and cached[0] is train:
+            return cached[1]
+        keys = pooled_features(decoder, train.images, context)  # (N_train, D)
+        self._cached_keys = (train, keys) if image_tower_frozen(decoder) else None
+        return keys
 
     def _nearest_neighbour_captions(
         self, decoder: CaptionDecoder, split: SplitTensors, count: int, context: EvalContext
@@ -99,8 +124,7 @@ class CaptionTask(Task):
         if train is None or not self.caption_config.evaluation.nearest_neighbour_baseline:
             return None
         queries = pooled_features(decoder, split.images[:count], context)  # (n, D)
-        keys = pooled_features(decoder, train.images, context)  # (N_train, D)
-        nearest = (queries @ keys.T).argmax(dim=1)  # (n,)
+        nearest = (queries @ self._reference_keys(decoder, train, context).T).argmax(dim=1)  # (n,)
         first = train.caption_offsets[nearest]
         return self.processor.tokenizer.decode(train.caption_ids[first])
 
