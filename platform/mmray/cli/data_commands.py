@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mmray.config import DataConfig, PipelineJob, ShapesData, TuneJob, load_job
+from mmray.config import PipelineJob, ShapesData, TrainJob, TuneJob, load_job
 from mmray.config.base import validate
 from mmray.config.data import ImageCheck
+from mmray.errors import ConfigError
 
 if TYPE_CHECKING:
     from mmray.data.inspect import InspectionSummary
@@ -128,32 +129,48 @@ def inspect(
         raise typer.Exit(1)
 
 
-def trial_data(spec: TuneJob) -> DataConfig:
-    """The data section of a tune job's trials (its base job with its overrides)."""
-    from mmray.config import TrainJob
+def trial_job(spec: TuneJob) -> TrainJob:
+    """The train job of a tune job's trials (its base job with its overrides)."""
     from mmray.tune.space import base_mapping, trial_mapping
 
     mapping, _ = trial_mapping(base_mapping(spec), spec.overrides, {})
-    return TrainJob.model_validate(mapping).data
+    return TrainJob.model_validate(mapping)
 
 
 @app.command("prepare")
 def prepare(
     job: Annotated[str, typer.Argument(help="job spec YAML")],
     overrides: Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")] = None,
+    shards: Annotated[
+        str | None,
+        typer.Option(
+            "--shards",
+            help="also write each split's images, decoded and resized for the job's model, as Parquet shards "
+            "under this directory or s3:// prefix (URI/train, URI/val); train and tune jobs",
+        ),
+    ] = None,
 ) -> None:
-    """Materialise a job's data (generating the shapes dataset on first use) and summarise each split.
+    """Materialise a job's data (generating the shapes dataset on first use) and summarise each split;
+    with --shards, decode and resize its images once into shards that jobs read with data.prepared=URI.
 
     Example: mmray data prepare jobs/coco-clip.yaml data.image_check=decode data.on_bad_record=error
+    Example: mmray data prepare jobs/coco-clip.yaml --shards s3://bucket/prepared/coco-224
     """
     from mmray.data.inspect import inspect_split
     from mmray.data.sources import resolve_splits
 
     spec = load_job(job, overrides or [])
-    data = (
-        trial_data(spec) if isinstance(spec, TuneJob) else spec.holdout if isinstance(spec, PipelineJob) else spec.data
-    )
-    results = {}
+    train_job = trial_job(spec) if isinstance(spec, TuneJob) else spec if isinstance(spec, TrainJob) else None
+    if shards is not None and train_job is None:
+        raise ConfigError("--shards needs a train or tune job: the shards hold images resized for its model")
+    if train_job is not None:
+        data = train_job.data
+    elif isinstance(spec, PipelineJob):
+        data = spec.holdout
+    else:
+        assert not isinstance(spec, TuneJob)
+        data = spec.data
+    results: dict[str, Any] = {}
     for split, paths in resolve_splits(data).items():
         summary = inspect_split(
             paths.captions,
@@ -165,6 +182,30 @@ def prepare(
         )
         _print_summary(f"{split}: {paths.captions}", summary, "data.merge_duplicate_files=true")
         results[split] = summary.as_dict()
-    typer.echo(json.dumps(results))
     if not all(r["usable"] for r in results.values()):
+        typer.echo(json.dumps(results))
         raise typer.Exit(1)
+    if shards is not None and train_job is not None:
+        for split, written in write_shards(train_job, shards).items():
+            results[split]["prepared"] = written
+        typer.echo(f"written; train on them with data.prepared={shards}", err=True)
+    typer.echo(json.dumps(results))
+
+
+def write_shards(spec: TrainJob, shards: str) -> dict[str, dict[str, Any]]:
+    """Each split of `spec`'s data decoded and resized by its model's processor into shards under `shards`."""
+    from mmray import storage
+    from mmray.data.prepared import prepare_split
+    from mmray.data.sources import load_split, resolve_splits
+    from mmray.models.registry import build_processor
+
+    splits = {split: load_split(spec.data, split) for split in resolve_splits(spec.data)}
+    processor = build_processor(spec.model, [c for r in splits.get("train", next(iter(splits.values()))).records
+                                            for c in r.captions])  # fmt: skip
+    written = {}
+    for split, dataset in splits.items():
+        out = storage.join(shards, split)
+        manifest = prepare_split(dataset, processor, out, spec.train.seed, strict=spec.data.on_bad_record == "error")
+        written[split] = {"uri": out, "images": manifest.images, "shards": len(manifest.shards),
+                          "left_out": len(manifest.left_out)}  # fmt: skip
+    return written

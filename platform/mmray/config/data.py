@@ -44,6 +44,11 @@ class LoaderOptions(Section):
         "one pass over the images) or all (every caption is a pair, no image twice in a batch; "
         "train.loader=memory)",
     )
+    prepared: str | None = Field(
+        None,
+        description="a directory or s3:// prefix written by `mmray data prepare JOB --shards URI`: each split's "
+        "images are read from its decoded, resized shards (URI/train, URI/val) instead of decoded again",
+    )
 
 
 class CocoData(LoaderOptions):

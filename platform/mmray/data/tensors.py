@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
@@ -80,16 +81,22 @@ def _padded_boxes(boxes: list[tuple[tuple[float, float, float, float], ...]]) ->
 
 
 def split_to_tensors(
-    dataset: CocoDataset, processor: Processor, progress: bool = True, threads: int = 4
+    dataset: CocoDataset,
+    processor: Processor,
+    progress: bool = True,
+    threads: int = 4,
+    pixels_of: Callable[[ImageRecord], torch.Tensor | str] | None = None,
 ) -> SplitTensors:
-    """Decode and resize every image and tokenise every caption of `dataset` with `processor`.
+    """Decode and resize every image (or take its pixels from `pixels_of`, e.g. prepared shards) and tokenise
+    every caption of `dataset` with `processor`.
 
     Images that cannot be read are left out with a warning naming their ids.
     """
+    load = pixels_of or (lambda r: _load_pixels(processor, r.image_uri))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         loaded = list(
             track(
-                pool.map(lambda r: _load_pixels(processor, r.image_uri), dataset.records),
+                pool.map(load, dataset.records),
                 "decoding images",
                 total=len(dataset.records),
                 enabled=progress,

@@ -7,7 +7,10 @@ from typing import Any
 
 from mmray.figures import plt, png_bytes
 
-_BOOKKEEPING = {"epoch", "step", "samples_per_s", "epoch_seconds", "lr", "temperature", "checkpoint_score"}
+_BOOKKEEPING = {
+    "epoch", "step", "samples_per_s", "epoch_seconds", "first_batch_seconds", "input_wait_fraction", "lr",
+    "temperature", "checkpoint_score",
+}  # fmt: skip
 
 
 def _validation_keys(history: Sequence[dict[str, Any]]) -> list[str]:

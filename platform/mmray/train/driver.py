@@ -22,9 +22,10 @@ from mmray.artifacts.model_bundle import (
     warm_start_compatible,
 )
 from mmray.config import TrainJob, to_yaml
+from mmray.data.prepared import load_split_tensors, prepared_split, shard_uris
 from mmray.data.processor import Processor
 from mmray.data.sources import load_split, resolve_splits
-from mmray.data.tensors import SplitTensors, split_to_tensors, tensors_to_arrays
+from mmray.data.tensors import SplitTensors, tensors_to_arrays
 from mmray.data.tokenizers import WordTokenizer
 from mmray.errors import ConfigError, TrainingError
 from mmray.models.registry import build_processor
@@ -132,6 +133,8 @@ class DriverData:
     num_train_examples: int
     train_tensors: SplitTensors | None
     val_tensors: SplitTensors | None
+    train_shards: list[str] | None = None
+    """The prepared training split's shards, streamed instead of the images (loader ray_data)."""
 
 
 def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
@@ -155,22 +158,26 @@ def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
     score = Score(checkpoint.score_attribute or task.score.metric, checkpoint.score_order or task.score.mode)
     loader = choose_loader(spec, task, len(train.records), processor.image.size, can_stream)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"loader": loader})})
-    train_tensors = None
+    train_tensors, train_shards = None, None
     if loader == "memory":
         logger.info("decoding %d training images", len(train.records))
-        train_tensors = split_to_tensors(train, processor)
+        train_tensors = load_split_tensors(train, processor, spec.data.prepared, "train")
         if spec.train.augment.flip == "unless_sides":
             train_tensors.caption_extras[NAMES_SIDE] = names_a_side([c for r in train.records for c in r.captions])
         examples = _train_examples(spec, task, train_tensors)
     else:
         examples = len(train.records)
+        if spec.data.prepared is not None:
+            uri, manifest = prepared_split(spec.data.prepared, "train", train, processor.image)
+            train_shards, examples = shard_uris(uri, manifest), manifest.images
     if examples < spec.train.batch_size:
         raise ConfigError(
             f"train.batch_size {spec.train.batch_size} is larger than the training split ({examples} examples): "
             "no full batch; lower train.batch_size or use more data"
         )
-    val_tensors = split_to_tensors(load_split(spec.data, "val"), processor) if "val" in splits else None
-    return DriverData(spec, processor, cls, score, train, examples, train_tensors, val_tensors)
+    val = load_split(spec.data, "val") if "val" in splits else None
+    val_tensors = load_split_tensors(val, processor, spec.data.prepared, "val") if val is not None else None
+    return DriverData(spec, processor, cls, score, train, examples, train_tensors, val_tensors, train_shards)
 
 
 def _train_examples(spec: TrainJob, task: Task, tensors: SplitTensors) -> int:

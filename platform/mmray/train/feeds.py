@@ -90,13 +90,17 @@ def memory_batches(
         yield batch
 
 
+SHUFFLE_BUFFER_BATCHES = 16
+"""Local batches of rows each worker's shuffle buffer holds (mixing many of the stream's small blocks)."""
+
+
 def shard_row_batches(shard: Any, local_batch: int, seed: int, epoch: int, rank: int) -> Iterator[dict[str, Any]]:
     """A Ray Data shard's rows in batches of `local_batch` (the rest dropped), shuffled within a local
-    buffer seeded by (seed, epoch, rank)."""
+    buffer of `SHUFFLE_BUFFER_BATCHES` batches seeded by (seed, epoch, rank)."""
     batches: Iterator[dict[str, Any]] = shard.iter_torch_batches(
         batch_size=local_batch,
         drop_last=True,
-        local_shuffle_buffer_size=4 * local_batch,
+        local_shuffle_buffer_size=SHUFFLE_BUFFER_BATCHES * local_batch,
         local_shuffle_seed=seed * 1_000_003 + epoch * 1_009 + rank,
     )
     return batches

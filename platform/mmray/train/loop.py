@@ -234,9 +234,15 @@ class Worker:
         log_every = self.settings.log_every_steps * self.settings.grad_accum_steps
         augment = self.settings.augment
         draws = torch.Generator().manual_seed(self.settings.seed * 7_368_787 + epoch * 1_009 + self.rank)
-        for raw in self._batches(epoch):
-            if done >= self.micro_steps:
+        batches, waited, first_batch = self._batches(epoch), 0.0, math.nan
+        while done < self.micro_steps:
+            asked = time.perf_counter()
+            raw = next(batches, None)
+            if raw is None:
                 break
+            waited += time.perf_counter() - asked
+            if done == 0:
+                first_batch = time.perf_counter() - started
             if augment.active and "images" in raw:
                 raw["images"] = augment_images(raw["images"], augment, draws, raw.pop(NAMES_SIDE, None))
             for key, value in self._step(self._to_device(raw), done).items():
@@ -259,6 +265,8 @@ class Worker:
             **{f"train_{key}": value / max(1, done) for key, value in totals.items()},
             "samples_per_s": done * self.settings.batch_size / elapsed,
             "epoch_seconds": elapsed,
+            "first_batch_seconds": first_batch,
+            "input_wait_fraction": waited / elapsed,
             "lr": self._lr(),
             **self.task.epoch_logs(unwrap(self.model)),
         }

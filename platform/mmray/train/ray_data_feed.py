@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import ray.data
 
+from mmray import storage
 from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.errors import ImageDecodeError, StorageError
@@ -34,11 +36,15 @@ class DecodeAndTokenize:
         except (ImageDecodeError, StorageError) as exc:
             return exc
 
+    def _images(self, batch: dict[str, np.ndarray]) -> Iterable[np.ndarray | Exception]:
+        """Each row's uint8 pixels (3, S, S), or why it has none."""
+        return self.readers.map(self._pixels, [str(uri) for uri in batch["image_uri"]])
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         size = self.processor.image.size
         length = self.processor.tokenizer.max_length
         images, keep = [], []
-        for row, pixels in enumerate(self.readers.map(self._pixels, [str(uri) for uri in batch["image_uri"]])):
+        for row, pixels in enumerate(self._images(batch)):
             if isinstance(pixels, Exception):
                 logger.warning("skipping image %s: %s", batch["image_id"][row], pixels)
                 continue
@@ -60,22 +66,40 @@ class DecodeAndTokenize:
             "caption_mask": mask,
             "caption_count": counts,
         }
-        for name in ("labels", "object_count", "covered_fraction"):
+        labels = batch["labels"]
+        result["labels"] = np.stack(list(labels[keep])).astype(np.float32) if labels.dtype == object else labels[keep]
+        for name in ("object_count", "covered_fraction"):
             result[name] = batch[name][keep]
         return result
 
 
+class TokenizePrepared(DecodeAndTokenize):
+    """`DecodeAndTokenize` for rows of prepared shards, whose pixels are stored decoded and resized."""
+
+    def _images(self, batch: dict[str, np.ndarray]) -> Iterable[np.ndarray | Exception]:
+        size = self.processor.image.size
+        return [np.frombuffer(data, dtype=np.uint8).reshape(3, size, size) for data in batch["image"]]
+
+
+ROWS_PER_BLOCK = 16
+"""Records per block of the stream's source: small blocks, their order drawn anew each epoch, and the
+workers' shuffle buffer (`feeds.SHUFFLE_BUFFER_BATCHES` batches) mixing many of them make two epochs
+share about as many in-batch pairs as two random shuffles (1.4× at 8192 rows in batches of 16)."""
+
+
 def reshuffled_rows(items: list[dict[str, Any]], seed: int) -> Any:
-    """A Ray Dataset of `items` in a new order at every pass over it (every epoch), the sequence of orders
-    fixed by `seed`."""
-    blocks = max(8, len(items) // 512)
+    """A Ray Dataset of `items` whose block order is drawn anew at every pass over it (every epoch), the
+    sequence of orders fixed by `seed` (no shuffle tasks: it needs no CPU beside the training workers)."""
+    blocks = max(1, -(-len(items) // ROWS_PER_BLOCK))
     reseeded = ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True)
-    return ray.data.from_items(items, override_num_blocks=blocks).random_shuffle(seed=reseeded)
+    return ray.data.from_items(items, override_num_blocks=blocks).randomize_block_order(seed=reseeded)
 
 
-def training_dataset(dataset: CocoDataset, processor: Processor, seed: int, decode_actors: int = 4) -> Any:
-    """A Ray Dataset of the split, its records shuffled anew each epoch (`reshuffled_rows`), then decoded by a
-    pool of up to `decode_actors` actors."""
+def training_dataset(
+    dataset: CocoDataset, processor: Processor, seed: int, decode_actors: int = 4, cpus: float = 1.0
+) -> Any:
+    """A Ray Dataset of the split, its records reordered each epoch (`reshuffled_rows`), then decoded by a
+    pool of up to `decode_actors` actors, each reserving `cpus`."""
     items = [
         {
             "image_id": r.image_id,
@@ -93,4 +117,22 @@ def training_dataset(dataset: CocoDataset, processor: Processor, seed: int, deco
         fn_constructor_args=(processor, max_captions),
         batch_size=256,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
+        num_cpus=cpus,
+    )
+
+
+def prepared_training_dataset(
+    shards: list[str], processor: Processor, seed: int, max_captions: int, decode_actors: int = 4, cpus: float = 1.0
+) -> Any:
+    """A Ray Dataset of prepared shards (`mmray data prepare --shards`): the shard order drawn anew every
+    epoch from `seed`, captions tokenised by up to `decode_actors` actors reserving `cpus` each."""
+    filesystem, _ = storage.pyarrow_filesystem(shards[0])
+    paths = [storage.pyarrow_filesystem(uri)[1] for uri in shards]
+    reseeded = ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True)
+    return ray.data.read_parquet(paths, filesystem=filesystem, shuffle=reseeded).map_batches(
+        TokenizePrepared,
+        fn_constructor_args=(processor, max_captions),
+        batch_size=ROWS_PER_BLOCK * 4,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
+        num_cpus=cpus,
     )

@@ -20,7 +20,7 @@ from mmray.train.driver import DriverData, TrainOutcome, loop_config, prepare_dr
 from mmray.train.live import open_board
 from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.ray_context import train_loop_per_worker
-from mmray.train.ray_data_feed import training_dataset
+from mmray.train.ray_data_feed import prepared_training_dataset, training_dataset
 from mmray.train.run_record import Rerun, check_run_directory, record_job
 
 logger = logging.getLogger(__name__)
@@ -32,20 +32,32 @@ def loop_config_of(data: DriverData) -> tuple[dict[str, Any], dict[str, Any] | N
     config["ray_log_level"] = ray_log_level()
     datasets = None
     if data.train_tensors is None:
-        actors = decode_actors(data.spec)
+        actors, cpus = decode_pool(data.spec)
         count = len(data.train.records)
         logger.info("streaming %d training images, decoded by up to %d Ray Data actors", count, actors)
-        datasets = {"train": training_dataset(data.train, data.processor, data.spec.train.seed, actors)}
+        seed = data.spec.train.seed
+        if data.train_shards is not None:
+            most = max(len(r.captions) for r in data.train.records)
+            stream = prepared_training_dataset(data.train_shards, data.processor, seed, most, actors, cpus)
+        else:
+            stream = training_dataset(data.train, data.processor, seed, actors, cpus)
+        datasets = {"train": stream}
     return config, datasets
 
 
-def decode_actors(spec: TrainJob) -> int:
-    """`train.decode_actors`, else one per CPU of the cluster beyond the training workers' (at least one)."""
+def decode_pool(spec: TrainJob) -> tuple[int, float]:
+    """How many Ray Data actors decode at most (`train.decode_actors`, else one per CPU the training workers
+    leave, at least one) and the CPUs each reserves: one, or none where the workers take every CPU (the
+    decoding then shares their cores rather than waiting forever for a free one)."""
     settings = spec.train
-    if settings.decode_actors is not None:
-        return settings.decode_actors
     spare = cluster_cpus() - settings.num_workers * settings.cpus_per_worker
-    return max(1, int(spare))
+    actors = settings.decode_actors or max(1, int(spare))
+    if spare >= 1:
+        return actors, 1.0
+    logger.warning(
+        "the training workers take every CPU of the cluster (%g); Ray Data decodes on the same cores", cluster_cpus()
+    )
+    return actors, 0.0
 
 
 @dataclass

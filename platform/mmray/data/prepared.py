@@ -1,0 +1,200 @@
+"""A split prepared once: its images decoded and resized by a job's processor, stored as Parquet shards
+(`part-NNNNN.parquet`, 64 images each, local or S3) with a manifest written last, so training, its
+Tune trials and its reruns read pixels instead of decoding JPEGs again."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import random
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from mmray import storage
+from mmray.data.coco import CocoDataset
+from mmray.data.processor import ImageTransform, Processor
+from mmray.data.records import ImageRecord
+from mmray.data.tensors import SplitTensors, split_to_tensors
+from mmray.errors import DataError, ImageDecodeError, StorageError
+from mmray.progress import track
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "prepared.json"
+FORMAT = "mmray-prepared-split/1"
+ROWS_PER_SHARD = 64
+READ_THREADS = 8
+
+
+@dataclass(frozen=True)
+class PreparedManifest:
+    """What a prepared split holds and what it was made from."""
+
+    format: str
+    images: int
+    shards: list[str]
+    pixels: dict[str, object]
+    """What the stored pixels depend on: the processor's image size and resize mode."""
+    records: str
+    """`records_fingerprint` of the split's records when prepared."""
+    left_out: dict[str, str]
+    """image id → why its image could not be read."""
+
+
+def records_fingerprint(records: Sequence[ImageRecord]) -> str:
+    """A hash of what the shards hold per image: id, file, captions, labels and targets."""
+    digest = hashlib.sha256()
+    for r in records:
+        key = (r.image_id, r.image_uri, r.captions, r.labels, r.object_count, r.covered_fraction, r.caption_targets)
+        digest.update(repr(key).encode())
+    return digest.hexdigest()
+
+
+def pixel_settings(transform: ImageTransform) -> dict[str, object]:
+    return {"size": transform.size, "resize": transform.resize}
+
+
+def shard_rows(records: Sequence[ImageRecord], pixels: Sequence[np.ndarray]) -> pa.Table:
+    """One shard: per image its id, raw uint8 pixels (3 × S × S bytes), captions and per-image targets."""
+    return pa.table(
+        {
+            "image_id": pa.array([r.image_id for r in records], pa.int64()),
+            "image": pa.array([p.tobytes() for p in pixels], pa.binary()),
+            "captions": pa.array([list(r.captions) for r in records], pa.list_(pa.string())),
+            "labels": pa.array([[float(v) for v in r.labels] for r in records], pa.list_(pa.float32())),
+            "object_count": pa.array([float(r.object_count) for r in records], pa.float32()),
+            "covered_fraction": pa.array([r.covered_fraction for r in records], pa.float32()),
+        }
+    )
+
+
+def _pixels_or_reason(processor: Processor, uri: str) -> np.ndarray | str:
+    try:
+        return processor.array_from_uri(uri)
+    except (ImageDecodeError, StorageError) as exc:
+        return str(exc)
+
+
+def prepare_split(
+    dataset: CocoDataset, processor: Processor, out: str, seed: int = 0, strict: bool = False
+) -> PreparedManifest:
+    """Decode and resize every image of `dataset` into shards under `out` (records in an order shuffled
+    with `seed`, so each shard mixes the split); unreadable images are reported and left out (`strict`: an
+    error). The manifest is written last: a directory without one is an unfinished preparation."""
+    if storage.exists(storage.join(out, MANIFEST)):
+        raise DataError(f"{out} already holds a prepared split; choose another --out or delete it first")
+    order = list(dataset.records)
+    random.Random(seed).shuffle(order)
+    shards: list[str] = []
+    left_out: dict[str, str] = {}
+    kept = 0
+    chunks = [order[i : i + ROWS_PER_SHARD] for i in range(0, len(order), ROWS_PER_SHARD)]
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        for chunk in track(chunks, f"preparing {len(order)} images", total=len(chunks)):
+            loaded = list(pool.map(lambda r: _pixels_or_reason(processor, r.image_uri), chunk))
+            good = [(r, p) for r, p in zip(chunk, loaded, strict=True) if not isinstance(p, str)]
+            left_out.update({str(r.image_id): p for r, p in zip(chunk, loaded, strict=True) if isinstance(p, str)})
+            if not good:
+                continue
+            name = f"part-{len(shards):05d}.parquet"
+            buffer = io.BytesIO()
+            pq.write_table(shard_rows([r for r, _ in good], [p for _, p in good]), buffer)
+            storage.write_bytes(storage.join(out, name), buffer.getvalue())
+            shards.append(name)
+            kept += len(good)
+    if left_out:
+        shown = "; ".join(f"{i}: {why}" for i, why in list(left_out.items())[:10])
+        if strict:
+            raise DataError(f"{len(left_out)} images could not be read (data.on_bad_record=error): {shown}")
+        logger.warning("%d images could not be read and are left out: %s", len(left_out), shown)
+    if not kept:
+        raise DataError(f"none of the {len(order)} images of {dataset.captions_uri} could be read")
+    manifest = PreparedManifest(
+        FORMAT, kept, shards, pixel_settings(processor.image), records_fingerprint(dataset.records), left_out
+    )
+    storage.write_text(storage.join(out, MANIFEST), json.dumps(asdict(manifest), indent=1))
+    return manifest
+
+
+def read_manifest(uri: str) -> PreparedManifest:
+    """The manifest of a prepared split, or a DataError saying what `uri` is instead."""
+    path = storage.join(uri, MANIFEST)
+    if not storage.exists(path):
+        raise DataError(
+            f"{uri} holds no prepared split ({MANIFEST} missing: never prepared, or the preparation did not "
+            "finish); run `mmray data prepare JOB --shards URI`"
+        )
+    try:
+        fields = json.loads(storage.read_text(path))
+        manifest = PreparedManifest(**fields)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{path} is not a prepared split's manifest: {exc}") from exc
+    if manifest.format != FORMAT:
+        raise DataError(f"{path} has format {manifest.format!r}; this mmray reads {FORMAT!r}")
+    return manifest
+
+
+def check_prepared(manifest: PreparedManifest, uri: str, dataset: CocoDataset, transform: ImageTransform) -> None:
+    """Refuse shards made from other records or with other image preprocessing than the job's."""
+    if manifest.pixels != pixel_settings(transform):
+        raise DataError(
+            f"{uri} was prepared with images as {manifest.pixels}; the job resizes them as "
+            f"{pixel_settings(transform)}: prepare again with this job"
+        )
+    if manifest.records != records_fingerprint(dataset.records):
+        raise DataError(
+            f"{uri} was prepared from other records than {dataset.captions_uri} holds now (images, captions or "
+            "labels changed): prepare again with this job"
+        )
+
+
+def shard_uris(uri: str, manifest: PreparedManifest) -> list[str]:
+    return [storage.absolute_uri(storage.join(uri, name)) for name in manifest.shards]
+
+
+def _read_shard(uri: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["image_id", "image"])
+
+
+def prepared_pixels(uri: str, manifest: PreparedManifest, size: int) -> Callable[[ImageRecord], torch.Tensor | str]:
+    """Each record's uint8 pixels (3, S, S) from the shards, or why there are none."""
+    pixels: dict[int, bytes] = {}
+    with ThreadPoolExecutor(READ_THREADS) as pool:
+        tables: Iterator[pa.Table] = pool.map(_read_shard, shard_uris(uri, manifest))
+        for table in tables:
+            pixels.update(zip(table.column("image_id").to_pylist(), table.column("image").to_pylist(), strict=True))
+
+    def lookup(record: ImageRecord) -> torch.Tensor | str:
+        data = pixels.get(record.image_id)
+        if data is None:
+            return manifest.left_out.get(str(record.image_id), f"not in the prepared split {uri}")
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(3, size, size)
+
+    return lookup
+
+
+def prepared_split(
+    prepared: str, split: str, dataset: CocoDataset, transform: ImageTransform
+) -> tuple[str, PreparedManifest]:
+    """Where the job's `split` was prepared under `prepared`, and its manifest, checked against the job."""
+    uri = storage.join(prepared, split)
+    manifest = read_manifest(uri)
+    check_prepared(manifest, uri, dataset, transform)
+    logger.info("%s: %d images read from the prepared shards at %s", split, manifest.images, uri)
+    return uri, manifest
+
+
+def load_split_tensors(dataset: CocoDataset, processor: Processor, prepared: str | None, split: str) -> SplitTensors:
+    """`split_to_tensors` of a split, its pixels from the prepared shards when the job names them."""
+    if prepared is None:
+        return split_to_tensors(dataset, processor)
+    uri, manifest = prepared_split(prepared, split, dataset, processor.image)
+    return split_to_tensors(dataset, processor, pixels_of=prepared_pixels(uri, manifest, processor.image.size))

@@ -1,0 +1,103 @@
+"""`mmray data prepare JOB --shards URI` decodes and resizes a job's splits once into Parquet shards (local or
+S3), the manifest last; a job with `data.prepared=URI` reads their pixels (the same as decoding the images)
+and refuses shards made for other images or other preprocessing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from mmray import storage
+from mmray.config import TrainJob
+from mmray.data.prepared import MANIFEST, read_manifest
+from mmray.errors import DataError
+from mmray.train.driver import prepare_driver_data
+from tests.support.cli import invoke_mmray
+from tests.train.conftest import tiny_job
+
+TRAIN_IMAGES, VAL_IMAGES = 150, 30
+
+
+def _job(data_root: Path, storage_root: str, **data: Any) -> dict[str, Any]:
+    job = tiny_job(data_root, storage_root, "prepared", num_workers=1)
+    job["data"].update({"images": TRAIN_IMAGES + VAL_IMAGES, "val_images": VAL_IMAGES, "seed": 3, **data})
+    return job
+
+
+def _write(path: Path, job: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(job))
+    return path
+
+
+def _by_id(tensors: Any) -> dict[int, torch.Tensor]:
+    return {int(i): image for i, image in zip(tensors.image_ids, tensors.images, strict=True)}
+
+
+def test_prepared_shards_give_the_decoded_pixels_and_are_written_once(tmp_path: Path) -> None:
+    data_root, shards = tmp_path / "data", str(tmp_path / "prepared")
+    job = _write(tmp_path / "job.yaml", _job(data_root, str(tmp_path / "runs")))
+    prepared = invoke_mmray("data", "prepare", str(job), "--shards", shards)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    written = prepared.last_json()
+    assert written["train"]["prepared"] == {"uri": f"{shards}/train", "images": TRAIN_IMAGES, "shards": 3,
+                                            "left_out": 0}  # fmt: skip
+    assert written["val"]["prepared"]["images"] == VAL_IMAGES
+    assert f"data.prepared={shards}" in prepared.stderr
+    manifest = read_manifest(f"{shards}/train")
+    assert manifest.pixels == {"size": 64, "resize": "stretch"} and len(manifest.shards) == 3
+
+    decoded = prepare_driver_data(TrainJob.model_validate(_job(data_root, str(tmp_path / "runs"))))
+    from_shards = prepare_driver_data(TrainJob.model_validate(_job(data_root, str(tmp_path / "runs"), prepared=shards)))
+    for split in ("train_tensors", "val_tensors"):
+        expected, got = _by_id(getattr(decoded, split)), _by_id(getattr(from_shards, split))
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[i], got[i]) for i in expected), f"{split}: the decoded pixels"
+
+    again = invoke_mmray("data", "prepare", str(job), "--shards", shards)
+    assert again.returncode == 2 and "already holds a prepared split" in again.stderr
+
+
+def test_shards_for_other_images_or_preprocessing_are_refused(tmp_path: Path) -> None:
+    data_root, shards = tmp_path / "data", str(tmp_path / "prepared")
+    job = _job(data_root, str(tmp_path / "runs"))
+    assert invoke_mmray("data", "prepare", str(_write(tmp_path / "job.yaml", job)), "--shards", shards).returncode == 0
+
+    bigger = _job(data_root, str(tmp_path / "runs"), prepared=shards)
+    bigger["model"]["image"]["image_size"] = 96
+    with pytest.raises(DataError, match=r"prepared with images as \{'size': 64, 'resize': 'stretch'\}; the job"):
+        prepare_driver_data(TrainJob.model_validate(bigger))
+    other_data = _job(data_root, str(tmp_path / "runs"), prepared=shards, seed=4)
+    with pytest.raises(DataError, match="prepared from other records"):
+        prepare_driver_data(TrainJob.model_validate(other_data))
+
+    Path(shards, "train", MANIFEST).unlink()  # as a preparation stopped before its end leaves it
+    with pytest.raises(DataError, match="the preparation did not finish"):
+        prepare_driver_data(TrainJob.model_validate(_job(data_root, str(tmp_path / "runs"), prepared=shards)))
+
+
+def test_a_damaged_image_is_reported_and_left_out_or_refused(tmp_path: Path, s3_env: str) -> None:
+    data_root = tmp_path / "data"
+    job = _job(data_root, str(tmp_path / "runs"), image_check="none")
+    path = _write(tmp_path / "job.yaml", job)
+    assert invoke_mmray("data", "prepare", str(path)).returncode == 0  # the shapes data generated
+    victim = sorted(data_root.glob("*/images/train/*.jpg"))[5]
+    victim.write_bytes(victim.read_bytes()[:200])
+
+    strict = invoke_mmray("data", "prepare", str(path), "data.on_bad_record=error", "--shards", f"{s3_env}/strict")
+    assert strict.returncode == 2 and "1 images could not be read (data.on_bad_record=error)" in strict.stderr
+    assert not storage.exists(f"{s3_env}/strict/train/{MANIFEST}"), "no manifest: never taken as complete"
+
+    shards = f"{s3_env}/prepared"
+    lenient = invoke_mmray("data", "prepare", str(path), "--shards", shards)
+    assert lenient.returncode == 0, lenient.stderr[-2000:]
+    assert "1 images could not be read and are left out" in lenient.stderr
+    assert lenient.last_json()["train"]["prepared"]["left_out"] == 1
+    manifest = json.loads(storage.read_text(f"{shards}/train/{MANIFEST}"))
+    assert manifest["images"] == TRAIN_IMAGES - 1 and len(manifest["left_out"]) == 1
+    loaded = prepare_driver_data(TrainJob.model_validate({**job, "data": {**job["data"], "prepared": shards}}))
+    assert loaded.train_tensors is not None and loaded.train_tensors.num_images == TRAIN_IMAGES - 1
