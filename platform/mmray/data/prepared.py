@@ -160,6 +160,21 @@ def shard_uris(uri: str, manifest: PreparedManifest) -> list[str]:
     return [storage.absolute_uri(storage.join(uri, name)) for name in manifest.shards]
 
 
+def shard_records(uri: str) -> dict[str, np.ndarray]:
+    """A shard's columns as NumPy arrays: image_id (n,), image (n,) bytes, captions (n,) lists, labels (n, K)
+    float32, object_count and covered_fraction (n,) float32."""
+    table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+    labels = table.column("labels").to_pylist()
+    return {
+        "image_id": np.asarray(table.column("image_id").to_pylist(), dtype=np.int64),
+        "image": np.asarray(table.column("image").to_pylist(), dtype=object),
+        "captions": np.asarray([list(c) for c in table.column("captions").to_pylist()] + [None], dtype=object)[:-1],
+        "labels": np.asarray(labels, dtype=np.float32).reshape(len(labels), -1),
+        "object_count": np.asarray(table.column("object_count").to_pylist(), dtype=np.float32),
+        "covered_fraction": np.asarray(table.column("covered_fraction").to_pylist(), dtype=np.float32),
+    }
+
+
 def _read_shard(uri: str) -> pa.Table:
     return pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["image_id", "image"])
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import ray.data
 
-from mmray import storage
 from mmray.data.coco import CocoDataset
+from mmray.data.prepared import shard_records
 from mmray.data.processor import Processor
 from mmray.errors import ImageDecodeError, StorageError
 
@@ -74,7 +74,13 @@ class DecodeAndTokenize:
 
 
 class TokenizePrepared(DecodeAndTokenize):
-    """`DecodeAndTokenize` for rows of prepared shards, whose pixels are stored decoded and resized."""
+    """`DecodeAndTokenize` for prepared shards: each row of the input names a shard, whose images (stored
+    decoded and resized) come out as rows with their captions tokenised."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [shard_records(str(uri)) for uri in batch["shard"]]
+        merged = {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
+        return super().__call__(merged)
 
     def _images(self, batch: dict[str, np.ndarray]) -> Iterable[np.ndarray | Exception]:
         size = self.processor.image.size
@@ -87,10 +93,10 @@ workers' shuffle buffer (`feeds.SHUFFLE_BUFFER_BATCHES` batches) mixing many of 
 share about as many in-batch pairs as two random shuffles (1.4× at 8192 rows in batches of 16)."""
 
 
-def reshuffled_rows(items: list[dict[str, Any]], seed: int) -> Any:
+def reshuffled_rows(items: list[dict[str, Any]], seed: int, rows_per_block: int = ROWS_PER_BLOCK) -> Any:
     """A Ray Dataset of `items` whose block order is drawn anew at every pass over it (every epoch), the
     sequence of orders fixed by `seed` (no shuffle tasks: it needs no CPU beside the training workers)."""
-    blocks = max(1, -(-len(items) // ROWS_PER_BLOCK))
+    blocks = max(1, -(-len(items) // rows_per_block))
     reseeded = ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True)
     return ray.data.from_items(items, override_num_blocks=blocks).randomize_block_order(seed=reseeded)
 
@@ -125,14 +131,12 @@ def prepared_training_dataset(
     shards: list[str], processor: Processor, seed: int, max_captions: int, decode_actors: int = 4, cpus: float = 1.0
 ) -> Any:
     """A Ray Dataset of prepared shards (`mmray data prepare --shards`): the shard order drawn anew every
-    epoch from `seed`, captions tokenised by up to `decode_actors` actors reserving `cpus` each."""
-    filesystem, _ = storage.pyarrow_filesystem(shards[0])
-    paths = [storage.pyarrow_filesystem(uri)[1] for uri in shards]
-    reseeded = ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True)
-    return ray.data.read_parquet(paths, filesystem=filesystem, shuffle=reseeded).map_batches(
+    epoch from `seed`; each shard read and its captions tokenised by up to `decode_actors` actors reserving
+    `cpus` each (no listing or read tasks, which would each need a CPU)."""
+    return reshuffled_rows([{"shard": uri} for uri in shards], seed, rows_per_block=1).map_batches(
         TokenizePrepared,
         fn_constructor_args=(processor, max_captions),
-        batch_size=ROWS_PER_BLOCK * 4,
+        batch_size=4,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
         num_cpus=cpus,
     )
