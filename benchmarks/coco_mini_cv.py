@@ -7,9 +7,11 @@ Modes (the frozen features are computed once and kept under the storage root):
 - default: the table, rows the shipped job (jobs/coco-mini-clip.yaml), orthogonal Procrustes on PCA of the
   features, linear InfoNCE, the job's earlier settings and (for a Procrustes start) the same heads from a
   random start; mean ± sd over the folds and the paired difference from Procrustes;
-- `--search broad|procrustes --samples N`: a Ray Tune search over the heads' settings on the search
-  halvings, one trial at a time, the shipped setting and the earlier one evaluated first (for `procrustes`,
-  the broad search's best three instead);
+- `--search broad|procrustes|refine --samples N`: a Ray Tune search over the heads' settings on the search
+  halvings, one trial at a time, the shipped setting and the earlier one evaluated first (for `procrustes`
+  and `refine`, the previous stage's best three instead);
+- `--confirm N`: the searches' best N settings scored again on 15 more halvings (30 folds) that no trial
+  saw, paired with Procrustes there; the best of them is the one to ship;
 - `--check-trainer`: the shipped job through mmray's trainer (Ray Train) on report fold s0a, against this
   script's in-process loop on the same fold;
 - `--costs`: an epoch with the towers at every step against one from cached features, and a 40-epoch
@@ -49,7 +51,8 @@ def _write(name: str, result: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--search", choices=("broad", "procrustes"))
+    mode.add_argument("--search", choices=("broad", "procrustes", "refine"))
+    mode.add_argument("--confirm", type=int, metavar="N", help="re-score the searches' best N on fresh halvings")
     mode.add_argument("--check-trainer", action="store_true")
     mode.add_argument("--costs", action="store_true")
     parser.add_argument("--samples", type=int, default=40, help="random draws of a search")
@@ -72,12 +75,11 @@ def main() -> None:
         from coco_mini.search import run_search
 
         first = [shipped] + ([EARLIER_JOB] if shipped != EARLIER_JOB else [])
-        broad = RESULTS / "coco_mini_cv-search-broad.json"
-        if args.search == "procrustes" and broad.exists():  # go on from the broad search's best three
-            trials = json.loads(broad.read_text())["trials"]
-            first = [
-                HeadSetting(**trial["setting"]) for trial in trials[:3] if trial["setting"]["projection"] == "linear"
-            ]
+        before = {"procrustes": "broad", "refine": "procrustes"}.get(args.search)
+        earlier = RESULTS / f"coco_mini_cv-search-{before}.json"
+        if before and earlier.exists():  # go on from the previous search's best three
+            trials = json.loads(earlier.read_text())["trials"]
+            first = [HeadSetting(**t["setting"]) for t in trials[:3] if t["setting"]["projection"] == "linear"]
         rows = run_search(features, args.search, args.samples, root / "tune", first)
         baseline = summary(scores(procrustes, features, halvings(features.images.shape[0], SEARCH_SEEDS)))
         print(
@@ -92,6 +94,14 @@ def main() -> None:
             "procrustes": baseline,
             "trials": [{"rsum": m, "sd": s, "setting": st.__dict__} for st, m, s in rows],
         }
+    elif args.confirm:
+        from coco_mini.confirm import confirm, leaders
+
+        stages = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("coco_mini_cv-search-*.json"))]
+        confirmed = confirm(features, leaders(stages, args.confirm))
+        best = HeadSetting(**confirmed[0]["setting"])
+        print("chosen as job overrides:", " ".join(best.overrides()))
+        result = {"candidates": confirmed}
     elif args.check_trainer:
         from coco_mini.check_trainer import check_trainer
 
@@ -114,8 +124,8 @@ def main() -> None:
         print_report(result)
     minutes = (time.perf_counter() - started) / 60
     print(f"({minutes:.1f} minutes)")
-    mode_name = f"search-{args.search}" if args.search else "check-trainer" if args.check_trainer else (
-        "costs" if args.costs else "report")  # fmt: skip
+    modes = {"check-trainer": args.check_trainer, "confirm": args.confirm, "costs": args.costs}
+    mode_name = f"search-{args.search}" if args.search else next((m for m, on in modes.items() if on), "report")
     _write(f"coco_mini_cv-{mode_name}.json", {**result, "minutes": minutes})
 
 

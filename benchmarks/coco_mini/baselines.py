@@ -40,6 +40,6 @@ def linear_infonce(train: FoldData, dim: int = 256, steps: int = 400) -> tuple[E
         logits = log_scale.exp().clamp(max=100) * a @ b.T  # (n, n)
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         optimizer.zero_grad()
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
     return (lambda x: F.normalize(image_map(x), dim=-1)), (lambda t: F.normalize(text_map(t), dim=-1))

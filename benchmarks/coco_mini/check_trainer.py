@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmray.config import TrainJob, load_job
+from mmray.config.data import CocoData
 from mmray.train.trainer import run_training
 
 from .features import Features
@@ -43,7 +44,7 @@ def write_fold_files(captions: Path, features: Features, fold: Fold, directory: 
 def check_trainer(job: Path, features: Features, fold: Fold, storage: Path) -> TrainerCheck:
     """Train the job as it ships on `fold` with Ray Train, and the same setting in this process."""
     base = load_job(job)
-    assert isinstance(base, TrainJob) and base.data.train is not None
+    assert isinstance(base, TrainJob) and isinstance(base.data, CocoData) and base.data.train is not None
     storage.mkdir(parents=True, exist_ok=True)
     train, val = write_fold_files(Path(base.data.train.captions), features, fold, storage)
     overrides = [f"name=check-{fold.name}", f"storage_root={storage}", f"data.train.captions={train}",

@@ -1,5 +1,5 @@
 """The frozen towers' pooled features of all of coco-mini, computed once and kept on disk under the
-benchmark's storage root (keyed by the model config and the captions file)."""
+benchmark's storage root (keyed by the towers' configs and the captions file)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from pathlib import Path
 import torch
 
 from mmray.config import TrainJob
+from mmray.config.data import CocoData
+from mmray.config.model import DualEncoderConfig
 from mmray.data.sources import load_split
 from mmray.data.tensors import split_to_tensors
+from mmray.models.dual_encoder import DualEncoder
 from mmray.models.registry import build_model, build_processor
 
 
@@ -26,8 +29,11 @@ class Features:
 
 
 def _key(spec: TrainJob) -> str:
-    digest = hashlib.sha256(spec.model.model_dump_json().encode())
-    digest.update(Path(spec.data.train.captions).read_bytes())  # type: ignore[union-attr]
+    model = spec.model
+    assert isinstance(model, DualEncoderConfig)
+    digest = hashlib.sha256((model.image.model_dump_json() + model.text.model_dump_json()).encode())
+    assert isinstance(spec.data, CocoData) and spec.data.train is not None
+    digest.update(Path(spec.data.train.captions).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -36,6 +42,7 @@ def _compute(spec: TrainJob) -> Features:
     processor = build_processor(spec.model)
     split = split_to_tensors(load_split(spec.data, "train"), processor)
     model = build_model(spec.model, processor).eval()
+    assert isinstance(model, DualEncoder)
     images = torch.cat(
         [
             model.encode_image_features(processor.normalize(split.images[i : i + 20])).pooled  # (20, D_img)

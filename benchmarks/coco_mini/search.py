@@ -18,7 +18,8 @@ STARTS = {"procrustes-linear": ("procrustes", "linear"), "random-linear": ("rand
 
 
 def spaces() -> dict[str, dict[str, Any]]:
-    """`broad`: every knob the issue names; `procrustes`: finer steps around a Procrustes start."""
+    """`broad`: every knob the issue names; `procrustes`: finer steps around a Procrustes start; `refine`:
+    around the `procrustes` search's best, the temperature past its edge (0.5) up to the config's 1.0."""
     from ray import tune
 
     return {
@@ -41,6 +42,16 @@ def spaces() -> dict[str, dict[str, Any]]:
             "every_caption": tune.choice([True, False]),
             "weight_decay": tune.choice([0.1, 0.5, 1.0, 2.0]),
             "lr": tune.choice([1e-4, 3e-4, 1e-3, 3e-3]),
+        },
+        "refine": {
+            "start": "procrustes-linear",
+            "embed_dim": tune.choice([64, 128]),
+            "init_temperature": tune.choice([0.5, 0.7, 1.0]),
+            "learn_temperature": tune.choice([True, False]),
+            "epochs": tune.choice([20, 40, 80]),
+            "every_caption": True,
+            "weight_decay": tune.choice([0.5, 1.0]),
+            "lr": tune.choice([1e-4, 3e-4, 1e-3]),
         },
     }
 
@@ -101,5 +112,9 @@ def run_search(
         results = tuner.fit()
     finally:
         ray.shutdown()
-    rows = [(setting_of(r.config), r.metrics["rsum"], r.metrics["rsum_sd"]) for r in results if r.metrics]
+    rows = [
+        (setting_of(r.config), r.metrics["rsum"], r.metrics["rsum_sd"])
+        for r in (results[i] for i in range(len(results)))
+        if r.metrics and r.config
+    ]
     return sorted(rows, key=lambda row: -row[1])
