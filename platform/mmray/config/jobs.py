@@ -22,7 +22,7 @@ from mmray.config.fusion import FusionModelConfig
 from mmray.config.generation import CaptionTaskConfig, GanTaskConfig, VaeTaskConfig
 from mmray.config.indexing import IndexSettings
 from mmray.config.kind_switch import merge_switching_kinds
-from mmray.config.model import ModelConfig
+from mmray.config.model import DualEncoderConfig, ModelConfig
 from mmray.config.pipeline import PipelineJob
 from mmray.config.prediction import PredictTaskConfig
 from mmray.config.tasks import TaskConfig
@@ -67,6 +67,22 @@ class TrainJob(Section):
     def _one_start(self) -> TrainJob:
         if self.init_from and self.continue_from:
             raise ValueError("set init_from (weights only) or continue_from (the whole training state), not both")
+        return self
+
+    @model_validator(mode="after")
+    def _procrustes_start(self) -> TrainJob:
+        nested = getattr(self.model, "encoder", None)
+        if isinstance(nested, DualEncoderConfig) and nested.init_projections == "procrustes":
+            raise ValueError(
+                f"init_projections=procrustes starts a retrieval model's heads; model.kind {self.model.kind!r} "
+                "trains its encoder's heads with its own task, so leave model.encoder.init_projections at random"
+            )
+        if not isinstance(self.model, DualEncoderConfig) or self.model.init_projections != "procrustes":
+            return self
+        if self.task.kind != "retrieval":
+            raise ValueError(f"model.init_projections=procrustes needs task.kind retrieval, got {self.task.kind!r}")
+        if self.init_from:
+            raise ValueError("model.init_projections=procrustes computes the heads' start; drop it or init_from")
         return self
 
 

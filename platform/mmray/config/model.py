@@ -110,6 +110,27 @@ class DualEncoderConfig(ModelSection):
     text: TextEncoderConfig = Field(default_factory=lambda: SmallTransformerConfig(kind="small_transformer"))
     init_temperature: float = Field(0.07, gt=0.0, le=1.0)
     learn_temperature: bool = True
+    init_projections: Literal["random", "procrustes"] = Field(
+        "random",
+        description="how the heads start: random, or procrustes (linear heads on frozen towers only): orthogonal "
+        "Procrustes on PCA of the training split's frozen features, computed before the first step",
+    )
+
+    @model_validator(mode="after")
+    def _procrustes_applies(self) -> DualEncoderConfig:
+        if self.init_projections != "procrustes":
+            return self
+        if self.projection != "linear":
+            raise ValueError(f"init_projections=procrustes needs projection: linear, got {self.projection!r}")
+        trainable = {side: tower.trainable_blocks for side, tower in (("image", self.image), ("text", self.text))}
+        unfrozen = {side: blocks for side, blocks in trainable.items() if blocks != 0}
+        if unfrozen:
+            got = ", ".join(f"{side}.trainable_blocks={blocks}" for side, blocks in unfrozen.items())
+            raise ValueError(
+                "init_projections=procrustes aligns frozen features, so both towers need trainable_blocks: 0; "
+                f"got {got}"
+            )
+        return self
 
 
 ModelConfig = Annotated[SerializeAsAny[ModelSection], BeforeValidator(model_kinds.validate)]

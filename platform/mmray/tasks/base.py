@@ -154,6 +154,11 @@ class Task(ABC):
         `cache_images` False: training batches augment the images, so image features are not fixed."""
         return splits
 
+    def start_weights(self, model: nn.Module, split: SplitTensors | None, context: EvalContext) -> str | None:
+        """Set starting weights that the task computes from the training split (before the first step of a
+        fresh run; not on resumption or continuation); a line saying what was done, or None (the default)."""
+        return None
+
     def example_captions(self, split: SplitTensors) -> torch.Tensor | None:
         """For tasks whose examples are captions, the caption indices that are examples (E,); None
         for one example per image with a caption drawn each epoch."""

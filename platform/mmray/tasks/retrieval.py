@@ -19,6 +19,7 @@ from mmray.losses.representation import RepresentationLoss, freeze_unread_logit_
 from mmray.metrics.retrieval import retrieval_metrics
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.embedding import as_embedding_model
+from mmray.models.procrustes import start_from_procrustes
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
 from mmray.tasks.feature_cache import cached_features, compute_rows, features_key, is_frozen
 from mmray.tasks.registry import register_task
@@ -128,6 +129,25 @@ class RetrievalTask(Task):
             *((TEXT_FEATURES,) if text_cached else ("caption_ids", "caption_mask")),
         )
         return done
+
+    def start_weights(self, model: nn.Module, split: SplitTensors | None, context: EvalContext) -> str | None:
+        """With `model.init_projections: procrustes`, the heads from the training split's frozen features
+        (the cached ones when `with_frozen_features` added them)."""
+        config = self.model_config
+        if not isinstance(config, DualEncoderConfig) or config.init_projections != "procrustes":
+            return None
+        if split is None:
+            raise ConfigError("model.init_projections=procrustes needs the training split in memory, not streamed")
+        dual = as_dual_encoder(model)
+        images = split.image_extras.get(IMAGE_FEATURES)
+        texts = split.caption_extras.get(TEXT_FEATURES)
+        images = _image_rows(dual, split, context) if images is None else images  # (N, D_img)
+        texts = _text_rows(dual, split, context) if texts is None else texts  # (C, D_txt)
+        aligned = start_from_procrustes(dual, images, texts, split.caption_image)
+        return (
+            f"projection heads start from orthogonal Procrustes on PCA of the frozen features of "
+            f"{split.num_images} training images and {split.num_captions} captions ({aligned} of {dual.embed_dim} dims)"
+        )
 
     def training_step(self, model: nn.Module, batch: Batch, optimizer_name: str, context: StepContext) -> StepOutput:
         with context.autocast():

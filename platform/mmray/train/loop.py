@@ -94,6 +94,8 @@ class Worker:
             raise RuntimeError(f"optimizer state restored off its parameters' device: {misplaced}")
         if self.settings.feature_cache == "auto" and self.train_data is not None:
             self._use_frozen_features(config.get("storage_root"))
+        if checkpoint is None and continued is None:
+            self._start_weights()
 
     def _placed_model(self, weights: Path | None, run_dir: str | None) -> nn.Module:
         """The task's model with its starting weights (a checkpoint's or a bundle's, else `init_from`'s or
@@ -152,6 +154,13 @@ class Worker:
             unwrap(self.model), splits, context, cache_root, cache_images=not self.settings.augment.active
         )
         self.train_data, self.val_data = prepared["train"], prepared.get("val", self.val_data)
+
+    def _start_weights(self) -> None:
+        """What the task computes from the training data before a fresh run's first step (same on every rank)."""
+        context = EvalContext(self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor, None)
+        done = self.task.start_weights(unwrap(self.model), self.train_data, context)
+        if done:
+            self.say(done)
 
     def _continue(self, directory: Path) -> None:
         """Another run's training state (its weights are loaded already), under this run's optimizer settings."""

@@ -1,0 +1,112 @@
+"""The closed-form start of a dual encoder's linear heads: each modality's frozen features reduced by PCA,
+then the orthogonal map that best carries each image's components onto its captions' components
+(orthogonal Procrustes). Retrieval with these maps is the classic training-free baseline; heads that
+start from them begin where it ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mmray.errors import ConfigError
+from mmray.models.dual_encoder import DualEncoder
+
+
+@dataclass(frozen=True)
+class AffineMap:
+    """`x ↦ x @ weight.T + bias`: what an `nn.Linear` head computes."""
+
+    weight: torch.Tensor  # (E, D)
+    bias: torch.Tensor  # (E,)
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return features @ self.weight.T + self.bias  # (B, E)
+
+
+def _pca_basis(features: torch.Tensor, components: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean (D,) and the top `components` principal directions (D, k) of the rows of `features`."""
+    mean = features.mean(0)  # (D,)
+    basis = torch.linalg.svd(features - mean, full_matrices=False).Vh[:components].T  # (D, k)
+    return mean, basis
+
+
+def procrustes_dimensions(num_images: int, num_captions: int, image_dim: int, text_dim: int, embed_dim: int) -> int:
+    """Components the alignment can use: no more than the embedding has, nor than either centred feature
+    matrix has rank."""
+    return min(embed_dim, num_images - 1, num_captions - 1, image_dim, text_dim)
+
+
+@torch.no_grad()
+def procrustes_maps(
+    image_features: torch.Tensor,  # (N, D_img): each training image once
+    text_features: torch.Tensor,  # (C, D_txt): every training caption
+    caption_image: torch.Tensor,  # (C,): each caption's image row
+    embed_dim: int,
+) -> tuple[AffineMap, AffineMap]:
+    """Image and text maps into `embed_dim` dimensions: PCA of each modality to k components (k from
+    `procrustes_dimensions`), the image side then rotated onto the text side; dimensions past k are zero.
+    Raises ConfigError when the split is too small to align (fewer than 2 images or captions)."""
+    images, texts = image_features.double(), text_features.double()
+    k = procrustes_dimensions(images.shape[0], texts.shape[0], images.shape[1], texts.shape[1], embed_dim)
+    if k < 1:
+        raise ConfigError(
+            f"model.init_projections=procrustes needs at least 2 training images and captions, "
+            f"got {images.shape[0]} images and {texts.shape[0]} captions"
+        )
+    image_mean, image_basis = _pca_basis(images, k)  # (D_img,), (D_img, k)
+    text_mean, text_basis = _pca_basis(texts, k)  # (D_txt,), (D_txt, k)
+    a = nn.functional.normalize((images[caption_image] - image_mean) @ image_basis, dim=-1)  # (C, k)
+    b = nn.functional.normalize((texts - text_mean) @ text_basis, dim=-1)  # (C, k)
+    u, _, vh = torch.linalg.svd(a.T @ b)  # (k, k), (k,), (k, k)
+    rotation = u @ vh  # (k, k): a @ rotation ≈ b
+    image_weight = (image_basis @ rotation).T  # (k, D_img)
+    text_weight = text_basis.T  # (k, D_txt)
+    return (
+        _padded(image_weight, -image_weight @ image_mean, embed_dim),
+        _padded(text_weight, -text_weight @ text_mean, embed_dim),
+    )
+
+
+def _padded(weight: torch.Tensor, bias: torch.Tensor, embed_dim: int) -> AffineMap:
+    """A (k, D) map grown to (embed_dim, D) with zero rows (they leave every cosine unchanged)."""
+    full_weight = weight.new_zeros(embed_dim, weight.shape[1])  # (E, D)
+    full_bias = bias.new_zeros(embed_dim)  # (E,)
+    full_weight[: weight.shape[0]] = weight
+    full_bias[: bias.shape[0]] = bias
+    return AffineMap(full_weight.float(), full_bias.float())
+
+
+def _linear_head(head: nn.Module, side: str, in_dim: int) -> nn.Linear:
+    if not isinstance(head, nn.Linear):
+        raise ConfigError(
+            f"model.init_projections=procrustes needs linear projection heads (model.projection: linear), "
+            f"the {side} head is a {type(head).__name__}"
+        )
+    if head.bias is None:
+        raise ConfigError(
+            f"model.init_projections=procrustes needs heads with a bias (the features' mean), the {side} head has none"
+        )
+    if head.in_features != in_dim:
+        raise ConfigError(f"the {side} head takes {head.in_features} features, the features given have {in_dim}")
+    return head
+
+
+@torch.no_grad()
+def start_from_procrustes(
+    model: DualEncoder,
+    image_features: torch.Tensor,  # (N, D_img)
+    text_features: torch.Tensor,  # (C, D_txt)
+    caption_image: torch.Tensor,  # (C,)
+) -> int:
+    """Set the model's linear heads to the Procrustes maps of these (frozen, training) features; returns
+    the number of aligned dimensions. Raises ConfigError for heads that are not `nn.Linear`."""
+    image_head = _linear_head(model.image_projection, "image", image_features.shape[1])
+    text_head = _linear_head(model.text_projection, "text", text_features.shape[1])
+    image_map, text_map = procrustes_maps(image_features, text_features, caption_image, model.embed_dim)
+    for head, chosen in ((image_head, image_map), (text_head, text_map)):
+        head.weight.copy_(chosen.weight.to(head.weight))
+        head.bias.copy_(chosen.bias.to(head.bias))
+    image_dim, text_dim = image_features.shape[1], text_features.shape[1]
+    return procrustes_dimensions(image_features.shape[0], text_features.shape[0], image_dim, text_dim, model.embed_dim)
