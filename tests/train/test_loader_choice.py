@@ -54,3 +54,11 @@ def test_a_stream_the_job_cannot_use_is_refused(data_root: Path, tmp_path: Path)
         prepare_driver_data(_job(data_root, tmp_path, loader="ray_data"), can_stream=False)
     with pytest.raises(ConfigError, match=r"use train\.loader=memory or captions_per_epoch=one"):
         prepare_driver_data(_job(data_root, tmp_path, every_caption=True, loader="ray_data"))
+
+
+def test_a_procrustes_start_needs_the_split_in_memory(data_root: Path, tmp_path: Path) -> None:
+    job = tiny_job(data_root, tmp_path / "runs", "procrustes", loader="ray_data")
+    job["model"]["init_projections"] = "procrustes"
+    job["model"]["image"]["trainable_blocks"] = job["model"]["text"]["trainable_blocks"] = 0
+    with pytest.raises(ConfigError, match=r"init_projections=procrustes computes the heads' start .* use train"):
+        prepare_driver_data(TrainJob.model_validate(job))

@@ -27,6 +27,9 @@ def memory_only_reason(spec: TrainJob, task: Task) -> tuple[str, str] | None:
     if spec.train.augment.flip != "none":
         why = "train.augment.flip=unless_sides reads each example's caption"
         return why, "train.loader=ray_data does not carry it, so use train.loader=memory or augment.flip=none"
+    if getattr(spec.model, "init_projections", "random") == "procrustes":
+        why = "model.init_projections=procrustes computes the heads' start from the whole training split"
+        return why, "train.loader=ray_data streams it, so use train.loader=memory"
     if spec.data.captions_per_epoch == "all":
         why = "data.captions_per_epoch=all packs every caption into batches held in memory"
         fix = "train.loader=ray_data draws one caption per image, so use train.loader=memory or captions_per_epoch=one"
