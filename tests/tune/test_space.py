@@ -138,11 +138,11 @@ def test_the_repository_tune_jobs_are_valid_searches(name: str) -> None:
 
 
 def test_data_prepare_of_a_tune_job_prepares_its_trials_data() -> None:
-    from mmray.cli.data_commands import trial_data
+    from mmray.cli.data_commands import trial_job
 
     job = load_job(REPO / "jobs" / "shapes-tune.yaml")
     assert isinstance(job, TuneJob)
-    data = trial_data(job)
+    data = trial_job(job).data
     assert (data.images, data.val_images) == (3000, 500)  # type: ignore[union-attr]
 
 
