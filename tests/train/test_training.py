@@ -181,15 +181,25 @@ def test_checkpoints_go_to_s3(data_root: Path, tmp_path: Path, s3_env: str) -> N
     assert weights and all(torch.allclose(before[n], after[n], atol=1e-6) for n in weights), "started from the bundle"
 
 
-def test_ray_data_loader_streams_training_batches(data_root: Path, tmp_path: Path) -> None:
-    """Two workers holding every CPU of the session's Ray: the decoding shares their cores."""
+def test_ray_data_loader_streams_prepared_shards_with_every_cpu_held(data_root: Path, tmp_path: Path) -> None:
+    """A split prepared by `mmray data prepare --shards` (its JPEGs emptied afterwards, so only the shards can
+    feed the run) streamed to two workers that hold every CPU of the session's Ray: the Ray Data actors share
+    their cores. Streaming from the JPEGs is tests/train/test_ray_data_feed.py's."""
     job = tiny_job(data_root, tmp_path / "runs", "streamed", epochs=2, loader="ray_data", num_workers=2)
     job["train"]["cpus_per_worker"] = SESSION_RAY_CPUS / 2
-    trained = run_mmray("train", str(write_job(tmp_path / "job.yaml", job)))
+    job["data"]["root"] = str(tmp_path / "data")
+    path = write_job(tmp_path / "job.yaml", job)
+    prepared = invoke_mmray("data", "prepare", str(path), "--shards", str(tmp_path / "shards"))
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    for image in (tmp_path / "data").glob("*/images/*/*.jpg"):
+        image.write_bytes(b"")
+    job["data"].update(prepared=str(tmp_path / "shards"), image_check="none")
+    trained = run_mmray("train", str(write_job(path, job)))
     assert trained.returncode == 0, trained.stderr[-3000:]
     said = " ".join(trained.stderr.split())  # log lines wrap at the terminal's width
     warning = f"take every CPU of the cluster ({SESSION_RAY_CPUS:g}); Ray Data decodes on the same cores"
-    assert warning in said, said[-3000:]
+    assert warning in said and "train: 480 images read from the prepared shards" in said, said[-3000:]
+    assert "skipping image" not in said
     final = last_json(trained.stdout)
     assert final["epoch"] == 2 and final["step"] == 2 * (480 // 32)
     assert final["t2i_R@10"] > 10 / 96
@@ -235,21 +245,3 @@ def test_every_caption_once_per_epoch_with_augmented_images(data_root: Path, tmp
     result = invoke_mmray("train", str(job), *overrides, "--local")  # batches are the loop's: the runner adds nothing
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.last_json()["step"] == 480 * 3 // 32, "an epoch is a pass over the 1440 captions"
-
-
-def test_a_prepared_split_streams_without_decoding_images(data_root: Path, tmp_path: Path) -> None:
-    """The shards of `mmray data prepare --shards` feed a streamed run; the images themselves are gone."""
-    job = tiny_job(data_root, tmp_path / "runs", "from-shards", epochs=1, loader="ray_data", num_workers=1)
-    job["data"]["root"] = str(tmp_path / "data")
-    path = write_job(tmp_path / "job.yaml", job)
-    prepared = invoke_mmray("data", "prepare", str(path), "--shards", str(tmp_path / "shards"))
-    assert prepared.returncode == 0, prepared.stderr[-3000:]
-    for image in (tmp_path / "data").glob("*/images/train/*.jpg"):
-        image.write_bytes(b"")  # only the shards can feed the run now
-    job["data"].update(prepared=str(tmp_path / "shards"), image_check="none")
-    trained = run_mmray("train", str(write_job(path, job)))
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    assert "train: 480 images read from the prepared shards" in " ".join(trained.stderr.split())
-    assert "skipping image" not in trained.stderr
-    final = last_json(trained.stdout)
-    assert final["epoch"] == 1 and final["step"] == 480 // 32
