@@ -62,7 +62,7 @@ def test_prepared_shards_give_the_decoded_pixels_and_are_written_once(tmp_path: 
     assert again.returncode == 2 and "already holds a prepared split" in again.stderr
 
 
-def test_shards_for_other_images_or_preprocessing_are_refused(tmp_path: Path) -> None:
+def test_shards_for_other_images_or_preprocessing_or_damaged_are_refused(tmp_path: Path) -> None:
     data_root, shards = tmp_path / "data", str(tmp_path / "prepared")
     job = _job(data_root, str(tmp_path / "runs"))
     assert invoke_mmray("data", "prepare", str(_write(tmp_path / "job.yaml", job)), "--shards", shards).returncode == 0
@@ -74,6 +74,11 @@ def test_shards_for_other_images_or_preprocessing_are_refused(tmp_path: Path) ->
     other_data = _job(data_root, str(tmp_path / "runs"), prepared=shards, seed=4)
     with pytest.raises(DataError, match="prepared from other records"):
         prepare_driver_data(TrainJob.model_validate(other_data))
+
+    shard = Path(shards, "val", "part-00000.parquet")
+    shard.write_bytes(shard.read_bytes()[:300])  # cut short
+    with pytest.raises(DataError, match=r"the prepared shard .*part-00000.parquet cannot be read .*prepare the split"):
+        prepare_driver_data(TrainJob.model_validate(_job(data_root, str(tmp_path / "runs"), prepared=shards)))
 
     Path(shards, "train", MANIFEST).unlink()  # as a preparation stopped before its end leaves it
     with pytest.raises(DataError, match="the preparation did not finish"):

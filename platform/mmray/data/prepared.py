@@ -160,10 +160,18 @@ def shard_uris(uri: str, manifest: PreparedManifest) -> list[str]:
     return [storage.absolute_uri(storage.join(uri, name)) for name in manifest.shards]
 
 
+def _read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
+    """A shard as an Arrow table, or a DataError naming it when it is damaged."""
+    try:
+        return pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"the prepared shard {uri} cannot be read ({exc}); prepare the split again") from exc
+
+
 def shard_records(uri: str) -> dict[str, np.ndarray]:
     """A shard's columns as NumPy arrays: image_id (n,), image (n,) bytes, captions (n,) lists, labels (n, K)
     float32, object_count and covered_fraction (n,) float32."""
-    table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+    table = _read_table(uri)
     labels = table.column("labels").to_pylist()
     return {
         "image_id": np.asarray(table.column("image_id").to_pylist(), dtype=np.int64),
@@ -176,7 +184,7 @@ def shard_records(uri: str) -> dict[str, np.ndarray]:
 
 
 def _read_shard(uri: str) -> pa.Table:
-    return pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=["image_id", "image"])
+    return _read_table(uri, ["image_id", "image"])
 
 
 def prepared_pixels(uri: str, manifest: PreparedManifest, size: int) -> Callable[[ImageRecord], torch.Tensor | str]:
@@ -191,6 +199,8 @@ def prepared_pixels(uri: str, manifest: PreparedManifest, size: int) -> Callable
         data = pixels.get(record.image_id)
         if data is None:
             return manifest.left_out.get(str(record.image_id), f"not in the prepared split {uri}")
+        if len(data) != 3 * size * size:
+            return f"its pixels in {uri} are {len(data)} bytes, not 3 × {size} × {size}"
         return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(3, size, size)
 
     return lookup

@@ -13,7 +13,7 @@ import ray.data
 from mmray.data.coco import CocoDataset
 from mmray.data.prepared import shard_records
 from mmray.data.processor import Processor
-from mmray.errors import ImageDecodeError, StorageError
+from mmray.errors import DataError, ImageDecodeError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,12 @@ class TokenizePrepared(DecodeAndTokenize):
 
     def _images(self, batch: dict[str, np.ndarray]) -> Iterable[np.ndarray | Exception]:
         size = self.processor.image.size
-        return [np.frombuffer(data, dtype=np.uint8).reshape(3, size, size) for data in batch["image"]]
+        return [
+            np.frombuffer(data, dtype=np.uint8).reshape(3, size, size)
+            if len(data) == 3 * size * size
+            else DataError(f"its stored pixels are {len(data)} bytes, not 3 × {size} × {size}")
+            for data in batch["image"]
+        ]
 
 
 ROWS_PER_BLOCK = 16
