@@ -113,6 +113,10 @@ def start_seaweedfs(workdir: Path, timeout: float = 60.0) -> SeaweedServer:
         "-admin.ui=false",
         "-webdav=false",
         "-master.telemetry=false",
+        # The Iceberg and Lance listeners' fixed ports (8181, 9101) would keep a second server (another test
+        # worker's) from starting; tests use neither.
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         *(f"-{flag}={port}" for flag, port in ports.items()),
     ]
     (workdir / "data").mkdir(exist_ok=True)
