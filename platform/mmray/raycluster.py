@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from typing import Any
 
@@ -104,9 +106,11 @@ def connect(num_cpus: int | None = None) -> None:
 
 def disconnect() -> None:
     """Shut this process's Ray down (an embedded local Ray stops), so no late log line of Ray's can
-    follow a command's final output."""
+    follow a command's final output. The lines Ray still holds (its folded repeats) go to stderr: stdout
+    keeps only the command's own output."""
     if ray.is_initialized():
-        ray.shutdown()
+        with contextlib.redirect_stdout(sys.stderr):
+            ray.shutdown()
 
 
 def cluster_cpus() -> float:
