@@ -78,31 +78,6 @@ def _mmray(cluster: LocalCluster, *args: str, timeout: float = 600) -> subproces
     return subprocess.run(mmray_command(*args), env=cluster.env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_submitted_training_spreads_over_both_nodes_and_checkpoints_to_s3(
-    cluster: LocalCluster, bucket: str, tmp_path: Path
-) -> None:
-    job = _job(tmp_path / "work", tmp_path / "data", f"{bucket}/runs", "spread")
-    result = _mmray(cluster, "submit", str(job), "--address", cluster.address, "--working-dir", str(job.parent))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    final = last_json(result.stdout)
-    assert final["status"] == "SUCCEEDED" and final["submission_id"].startswith("mmray-train-spread-")
-    assert "storage_root" not in result.stderr, "an s3:// storage root draws no warning"
-    trained = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"run_dir"')]
-    assert trained and trained[-1]["epoch"] == 1
-
-    workers = training_worker_pids(result.stdout)
-    assert len(workers) == 2, result.stdout[-3000:]
-    on_head, on_b = workers & cluster.worker_pids_on("head"), workers & cluster.worker_pids_on("node_b")
-    assert len(on_head) == 1 and len(on_b) == 1, "SPREAD placed one training worker on each node"
-
-    bundle_uri = trained[-1]["model_bundle"]
-    assert bundle_uri.startswith(f"{bucket}/runs/spread/checkpoint_epoch_0001")
-    assert open_bundle(bundle_uri).version == trained[-1]["model_version"], "the checkpoint reads back from S3"
-
-    listed = _mmray(cluster, "jobs", "list", "--address", cluster.address)
-    assert final["submission_id"] in listed.stdout and "SUCCEEDED" in listed.stdout
-
-
 def test_a_failing_job_reports_its_error_logs_and_exit_code(cluster: LocalCluster, tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     job = _job(workdir, tmp_path / "data", str(tmp_path / "runs"), "broken")
@@ -110,11 +85,14 @@ def test_a_failing_job_reports_its_error_logs_and_exit_code(cluster: LocalCluste
     missing = tmp_path / "nowhere" / "captions_train.json"
     spec["data"] = {"source": "coco", "train": {"captions": str(missing), "images": str(tmp_path / "nowhere")}}
     job.write_text(yaml.safe_dump(spec))
-    result = _mmray(cluster, "submit", str(job), "--address", cluster.address, "--working-dir", str(workdir))
-    assert result.returncode == 1, result.stdout[-3000:]
-    assert str(missing) in result.stdout, "the job's error reaches the submitting user"
-    assert "storage_root" in result.stderr and "s3://" in result.stderr, "a local storage root is warned about"
-    submission = last_json(result.stdout)["submission_id"]
+    submitted = _mmray(cluster, "submit", str(job), "--address", cluster.address, "--working-dir", str(workdir),
+                       "--no-wait")  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    assert "storage_root" in submitted.stderr and "s3://" in submitted.stderr, "a local storage root is warned about"
+    submission = last_json(submitted.stdout)["submission_id"]
+    assert submission.startswith("mmray-train-broken-")
+    followed = _mmray(cluster, "jobs", "logs", submission, "--follow", "--address", cluster.address)
+    assert str(missing) in followed.stdout, "the job's error reaches the user following it"
     status = _mmray(cluster, "jobs", "status", submission, "--address", cluster.address)
     assert status.returncode == 1 and json.loads(status.stdout)["status"] == "FAILED"
     logs = _mmray(cluster, "jobs", "logs", submission, "--address", cluster.address)
@@ -129,29 +107,62 @@ def test_a_failing_job_reports_its_error_logs_and_exit_code(cluster: LocalCluste
     assert unreachable.returncode == 2 and "127.0.0.1:9" in unreachable.stderr
 
 
-def test_a_crashed_node_is_replaced_and_the_run_resumes(cluster: LocalCluster, bucket: str, tmp_path: Path) -> None:
+def test_submitted_training_spreads_over_both_nodes_survives_a_crashed_node_and_checkpoints_to_s3(
+    cluster: LocalCluster, bucket: str, tmp_path: Path
+) -> None:
+    """`mmray submit` (following the job to its end) of a run whose two SPREAD workers sit one per node; once
+    its first checkpoint is on S3, the second node crashes, a new node joins, and the run resumes to its end."""
     job = _job(tmp_path / "work", tmp_path / "data", f"{bucket}/runs", "recover", epochs=4, eval_every=2,
                max_failures=3)  # fmt: skip
-    submitted = _mmray(cluster, "submit", str(job), "--address", cluster.address, "--working-dir", str(job.parent),
-                       "--no-wait")  # fmt: skip
-    assert submitted.returncode == 0, submitted.stderr[-3000:]
-    submission = last_json(submitted.stdout)["submission_id"]
-    first_checkpoint = f"{bucket}/runs/recover/checkpoint_epoch_0001/bundle.json"
-    deadline = time.monotonic() + 300
-    while not storage.exists(first_checkpoint):
-        assert time.monotonic() < deadline, "no first checkpoint within 5 minutes"
-        time.sleep(0.5)
-    cluster.stop("node_b", crash=True)  # its training worker dies with it
-    running = _mmray(cluster, "jobs", "status", submission, "--address", cluster.address)
-    assert json.loads(running.stdout)["status"] == "RUNNING", "the node went down while the run was training"
-    assert not storage.exists(f"{bucket}/runs/recover/checkpoint_epoch_0004/bundle.json")
-    time.sleep(3.0)
-    cluster.start_worker("node_c")  # two SPREAD workers need two nodes again
-    followed = _mmray(cluster, "jobs", "logs", submission, "--follow", "--address", cluster.address)
-    status = _mmray(cluster, "jobs", "status", submission, "--address", cluster.address)
-    assert json.loads(status.stdout)["status"] == "SUCCEEDED", followed.stdout[-4000:]
-    workers = training_worker_pids(followed.stdout)
-    assert workers & cluster.worker_pids_on("node_c"), "a replacement worker ran on the new node"
-    assert "resumed from" in followed.stdout
+    log, said = tmp_path / "submit.out", tmp_path / "submit.err"
+    with log.open("w") as output, said.open("w") as errors:
+        submit = subprocess.Popen(mmray_command("submit", str(job), "--address", cluster.address, "--working-dir",
+                                                str(job.parent)), env=cluster.env, stdout=output, stderr=errors,
+                                  text=True)  # fmt: skip
+        try:
+            first_checkpoint = f"{bucket}/runs/recover/checkpoint_epoch_0001/bundle.json"
+            deadline = time.monotonic() + 300
+            while not storage.exists(first_checkpoint):
+                assert submit.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no first checkpoint within 5 minutes"
+                time.sleep(0.5)
+            submission = _submission_id(said)
+            so_far = _mmray(cluster, "jobs", "logs", submission, "--address", cluster.address).stdout
+            workers = training_worker_pids(so_far)
+            assert len(workers) == 2, so_far[-3000:]
+            on_head, on_b = workers & cluster.worker_pids_on("head"), workers & cluster.worker_pids_on("node_b")
+            assert len(on_head) == 1 and len(on_b) == 1, "SPREAD placed one training worker on each node"
+
+            cluster.stop("node_b", crash=True)  # its training worker dies with it
+            running = _mmray(cluster, "jobs", "status", submission, "--address", cluster.address)
+            assert json.loads(running.stdout)["status"] == "RUNNING", "the node went down while the run was training"
+            assert not storage.exists(f"{bucket}/runs/recover/checkpoint_epoch_0004/bundle.json")
+            time.sleep(3.0)
+            cluster.start_worker("node_c")  # two SPREAD workers need two nodes again
+            assert submit.wait(timeout=600) == 0, log.read_text()[-4000:] + said.read_text()[-2000:]
+        finally:
+            if submit.poll() is None:
+                submit.kill()
+    followed = log.read_text()
+    final = last_json(followed)
+    assert final["status"] == "SUCCEEDED" and final["submission_id"] == submission
+    assert "storage_root" not in said.read_text(), "an s3:// storage root draws no warning"
+    assert training_worker_pids(followed) & cluster.worker_pids_on("node_c"), "a replacement worker ran on the new node"
+    assert "resumed from" in followed
+    trained = [json.loads(line) for line in followed.splitlines() if line.startswith('{"run_dir"')]
+    assert trained and trained[-1]["epoch"] == 4
+    bundle_uri = trained[-1]["model_bundle"]
+    assert bundle_uri.startswith(f"{bucket}/runs/recover/checkpoint_epoch_000")
+    assert open_bundle(bundle_uri).version == trained[-1]["model_version"], "the checkpoint reads back from S3"
     history = json.loads(storage.read_text(f"{bucket}/runs/recover/checkpoint_epoch_0004/history.json"))
     assert [entry["epoch"] for entry in history] == list(range(1, 5))
+
+    listed = _mmray(cluster, "jobs", "list", "--address", cluster.address)
+    assert submission in listed.stdout and "SUCCEEDED" in listed.stdout
+
+
+def _submission_id(stderr: Path) -> str:
+    """The id `mmray submit` says first (`submitted mmray-train-…`), read from its stderr so far."""
+    found = re.search(r"submitted (mmray-train-[\w-]+)", stderr.read_text())
+    assert found, stderr.read_text()[-3000:]
+    return found.group(1)
