@@ -159,9 +159,9 @@ def test_sigterm_stops_a_run_as_ctrl_c_does(data_root: Path, tmp_path: Path, ray
 def test_checkpoints_go_to_s3(data_root: Path, tmp_path: Path, s3_env: str) -> None:
     root = storage.join(s3_env, "runs")
     job = write_job(tmp_path / "job.yaml", tiny_job(data_root, root, "on-s3", epochs=1, grad_accum_steps=2))
-    trained = run_mmray("train", str(job))
+    trained = invoke_mmray("train", str(job), "--local")  # Ray Train's own S3 checkpoints: tests/cluster, tests/tune
     assert trained.returncode == 0, trained.stderr[-3000:]
-    final = last_json(trained.stdout)
+    final = trained.last_json()
     assert final["step"] == (480 // 32) // 2, "one optimizer step per two micro-batches"
     bundle = final["model_bundle"]
     assert bundle == storage.join(root, "on-s3", "checkpoint_epoch_0001")
