@@ -4,8 +4,11 @@ One Ray serves the session: a head started by `ray start` (its own temp director
 group) on first use, which `mmray` subprocesses reach through RAY_ADDRESS (tests using the `ray_cluster`
 fixture, and every test once it runs) and in-process tests join (`ray_session`). Tests marked `own_ray`
 (or using `no_in_process_ray`) exercise what a command does with a Ray of its own (the embedded start,
-signals, resource checks, a second cluster): they run first, before the session's Ray starts, so two
-local Rays never run at once."""
+signals, resource checks, a second cluster): they run first, before the session's Ray starts.
+
+`make test TEST_WORKERS=2` runs pytest-xdist workers (`--dist loadgroup`), each with its own session Ray and S3 server.
+Tests that use Ray are split into two lanes (`RAY_LANES`), each lane kept on one worker in this order; the
+tests without Ray fill whichever worker is free."""
 
 from __future__ import annotations
 
@@ -155,10 +158,30 @@ def no_in_process_ray() -> None:
     """For modules whose commands start a local Ray of their own (sorted before the session's Ray starts)."""
 
 
+TRAINING_LANE_FILES = {"test_training.py", "test_tune_runs.py"}
+"""Modules of Ray Train and Tune runs that share the lane of the tests with a Ray of their own."""
+
+
+def ray_lane(item: pytest.Item) -> str | None:
+    """The xdist lane of a test that uses Ray: `ray-own-and-training` (a Ray of its own, training and tune
+    runs) or `ray-session` (the session's Ray: serving, indexing, streaming); None for a test without Ray."""
+    if _own_ray(item) or item.path.name in TRAINING_LANE_FILES:
+        return "ray-own-and-training"
+    if {"ray_cluster", "ray_session"} & set(getattr(item, "fixturenames", ())):
+        return "ray-session"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist names each test's group
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests with a Ray of their own first (the session's Ray starts after them); tests marked `gpu` run
-    only where CUDA is available."""
+    """Tests with a Ray of their own first (the session's Ray starts after them); under xdist, the Ray tests
+    in their lanes; tests marked `gpu` run only where CUDA is available."""
     items.sort(key=lambda item: not _own_ray(item))  # stable: the order within each group stays
+    if config.getoption("dist", "no") != "no":
+        for item in items:
+            lane = ray_lane(item)
+            if lane is not None:
+                item.add_marker(pytest.mark.xdist_group(lane))
     if not any(item.get_closest_marker("gpu") for item in items):
         return
     import torch
