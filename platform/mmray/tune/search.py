@@ -152,9 +152,10 @@ def run_tune(job: TuneJob, resume: bool = False, base_directory: Path | None = N
     logger.info("searching %d keys for the %s of %s (%s); trials under %s", len(prepared.space), prepared.mode,
                 prepared.metric, job.tune.scheduler.kind, prepared.plan.trials_root)  # fmt: skip
     tuner = _tuner(prepared, resume)
-    with contextlib.redirect_stdout(sys.stderr), graceful_stops() as stops:  # stdout keeps the results
-        grid = tuner.fit()
-    raise_if_stopped(stops, job.name)
-    if len(grid) == 0:
-        raise TrainingError(f"search {job.name} ran no trials")
-    return summarise(prepared, grid)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout keeps the results; Ray's lines arrive until it stops
+        with graceful_stops() as stops:
+            grid = tuner.fit()
+        raise_if_stopped(stops, job.name)
+        if len(grid) == 0:
+            raise TrainingError(f"search {job.name} ran no trials")
+        return summarise(prepared, grid)
