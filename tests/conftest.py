@@ -7,7 +7,7 @@ fixture, and every test once it runs) and in-process tests join (`ray_session`).
 signals, resource checks, a second cluster): they run first, before the session's Ray starts.
 
 `make test TEST_WORKERS=2` runs pytest-xdist workers (`--dist loadgroup`), each with its own session Ray and S3 server.
-Tests that use Ray are split into two lanes (`RAY_LANES`), each lane kept on one worker in this order; the
+Tests that use Ray are split into two lanes (`ray_lane`), each lane kept on one worker in this order; the
 tests without Ray fill whichever worker is free."""
 
 from __future__ import annotations
