@@ -75,7 +75,7 @@ def test_the_walk_runs_every_command_as_written(walk: tuple[Path, dict[str, Outc
         assert summary["usable"] and summary["strict"] and summary["problem_count"] == 0, summary
     trained = outcomes["train"].last_json()
     assert trained["epoch"] == 6 and trained["run_dir"] == str(project / "runs" / "my-data-clip")
-    assert "in this process on cpu (no Ray)" in outcomes["train"].stderr
+    assert "in this process on cpu (no Ray Train)" in outcomes["train"].stderr
     indexed = outcomes["index"].last_json()
     assert indexed["sizes"] == {"images": 40, "captions": 120} and indexed["failed"] == {"images": 0, "captions": 0}
     assert "embedding val in this process (no Ray" in outcomes["index"].stderr

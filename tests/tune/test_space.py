@@ -129,6 +129,16 @@ def test_trials_get_their_resources_and_the_objective_defaults_to_the_tasks_scor
     assert objective(picked, example) == ("train_loss", "min")
 
 
+def test_a_local_trial_holds_its_workers_resources_itself() -> None:
+    ray_trial = _job({"train.lr": "uniform(0.001, 0.002)"}, tune={"trial": {"cpus_per_worker": 2}}).tune.trial
+    assert ray_trial.driver_resources() == {"memory": 256 * 2**20}, "a Train run's workers hold the CPUs"
+    local = {"runner": "local", "cpus_per_worker": 2, "use_gpu": True, "driver_cpus": 0.5}
+    local_trial = _job({"train.lr": "uniform(0.001, 0.002)"}, tune={"trial": local}).tune.trial
+    assert local_trial.driver_resources() == {"memory": 256 * 2**20, "CPU": 2.5, "GPU": 1.0}
+    with pytest.raises(ValueError, match="runner=local trains one worker in the trial's process, got num_workers=2"):
+        _job({"train.lr": "uniform(0.001, 0.002)"}, tune={"trial": {"runner": "local", "num_workers": 2}})
+
+
 @pytest.mark.parametrize("name", ["shapes-tune.yaml", "coco-tune.yaml"])
 def test_the_repository_tune_jobs_are_valid_searches(name: str) -> None:
     job = load_job(REPO / "jobs" / name)

@@ -56,8 +56,14 @@ class SearchAlgorithm(Section):
 
 
 class TrialResources(Section):
-    """Each trial is a Ray Train run with these workers; its Tune driver takes `driver_cpus`."""
+    """Each trial is a Ray Train run with these workers (its Tune driver takes `driver_cpus`), or with
+    `runner: local` one worker's loop inside the trial's own process."""
 
+    runner: Literal["ray", "local"] = Field(
+        "ray",
+        description="ray: each trial is a Ray Train run; local: a one-worker trial trains in its Tune process, "
+        "without a Train run's own processes (fast for small models; no DDP, Tune's max_failures retries it)",
+    )
     num_workers: int = Field(1, ge=1)
     cpus_per_worker: float = Field(1.0, gt=0.0)
     use_gpu: bool = False
@@ -66,10 +72,20 @@ class TrialResources(Section):
     )
     driver_memory_mb: int = Field(256, ge=1, description="memory reserved for each trial's driver process")
 
+    @model_validator(mode="after")
+    def _one_local_worker(self) -> TrialResources:
+        if self.runner == "local" and self.num_workers != 1:
+            workers = self.num_workers
+            raise ValueError(f"runner=local trains one worker in the trial's process, got num_workers={workers}")
+        return self
+
     def driver_resources(self) -> dict[str, float]:
         """The trial driver's Ray resources: memory, and CPUs only when asked for, so that trials whose
-        workers fill every core still run side by side."""
-        return {"memory": self.driver_memory_mb * 2**20, **({"CPU": self.driver_cpus} if self.driver_cpus else {})}
+        workers fill every core still run side by side. A local trial holds its worker's CPUs and GPU."""
+        memory = {"memory": self.driver_memory_mb * 2**20}
+        if self.runner == "local":
+            return {**memory, "CPU": self.driver_cpus + self.cpus_per_worker, **({"GPU": 1.0} if self.use_gpu else {})}
+        return {**memory, **({"CPU": self.driver_cpus} if self.driver_cpus else {})}
 
 
 class TuneSettings(Section):

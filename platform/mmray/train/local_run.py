@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,8 @@ from mmray.train.loop import CHECKPOINT_SCORE, run_loop
 from mmray.train.run_record import LOCAL_LEDGER, Rerun, check_run_directory, read_local_ledger, record_job
 
 logger = logging.getLogger(__name__)
+OnReport = Callable[[dict[str, Any], str | None], None]
+"""Called with every epoch's metrics and, when it was checkpointed, the registered checkpoint's URI."""
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,17 @@ class LocalContext(TrainContext):
     """Rank 0 of 1 on `device`; checkpoints copied into the run directory and registered in its ledger,
     the best `num_to_keep` (by the task's score) and the latest kept."""
 
-    def __init__(self, device: torch.device, run_dir: str, num_to_keep: int | None, score_mode: str) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        run_dir: str,
+        num_to_keep: int | None,
+        score_mode: str,
+        on_report: OnReport | None = None,
+    ) -> None:
         self.rank, self.world, self.device, self.node = 0, 1, device, "local"
         self.run_dir, self.num_to_keep, self.score_mode = run_dir, num_to_keep, score_mode
+        self.on_report = on_report
         self.entries: list[dict[str, Any]] = read_local_ledger(run_dir)
 
     @contextmanager
@@ -75,14 +85,19 @@ class LocalContext(TrainContext):
 
     def report(self, metrics: dict[str, Any], checkpoint: Path | None, checkpoint_name: str | None) -> None:
         if checkpoint is None or checkpoint_name is None:
+            if self.on_report is not None:
+                self.on_report(metrics, None)
             return
-        storage.upload_dir(checkpoint, storage.join(self.run_dir, checkpoint_name))
+        uri = storage.join(self.run_dir, checkpoint_name)
+        storage.upload_dir(checkpoint, uri)
         score = metrics.get(CHECKPOINT_SCORE, math.nan)
         entry = {"name": checkpoint_name, "metrics": {"epoch": metrics["epoch"], CHECKPOINT_SCORE: score}}
         self.entries = [e for e in self.entries if e["name"] != checkpoint_name] + [entry]
         self._prune()
         ledger = [{**e, "metrics": _json_safe(e["metrics"])} for e in self.entries]
         storage.write_text(storage.join(self.run_dir, LOCAL_LEDGER), json.dumps(ledger, indent=2))
+        if self.on_report is not None:
+            self.on_report(metrics, uri)  # the latest is always kept
 
     def _prune(self) -> None:
         """Keep the latest and the best `num_to_keep` by measured score (unmeasured ranks last)."""
@@ -121,11 +136,17 @@ def local_device(spec: TrainJob, device: str | None = None) -> torch.device:
 
 
 def run_local(
-    spec: TrainJob, rerun: Rerun = "check", device: str | None = None, stop_after_epoch: int | None = None
+    spec: TrainJob,
+    rerun: Rerun = "check",
+    device: str | None = None,
+    stop_after_epoch: int | None = None,
+    on_report: OnReport | None = None,
+    threads: int | None = None,
 ) -> TrainOutcome:
     """Train `spec` in this process as one worker (`train.num_workers` is not used); re-running the same
     name under the same root resumes the run, as with Ray Train. `stop_after_epoch`: stop once that epoch is
-    checkpointed, as Ctrl-C would, the schedule still that of `train.epochs` (to check resumption)."""
+    checkpointed, as Ctrl-C would, the schedule still that of `train.epochs` (to check resumption).
+    `on_report` sees every evaluation once its checkpoint is registered; `threads`: default every core."""
     where = local_device(spec, device)
     if storage.is_s3(spec.storage_root):
         storage.ensure_bucket(spec.storage_root)
@@ -133,11 +154,11 @@ def run_local(
     data = prepare_driver_data(spec, can_stream=False)
     record_job(spec)
     config = loop_config(data, share=lambda value: value)
-    config["threads"] = spec.train.threads_per_worker or os.cpu_count() or 1  # one process: every core
+    config["threads"] = spec.train.threads_per_worker or threads or os.cpu_count() or 1
     config["stop_after_epoch"] = stop_after_epoch
     checkpoint = data.spec.train.checkpoint
     run_dir = storage.absolute_uri(storage.join(data.spec.storage_root, data.spec.name))
-    context = LocalContext(where, run_dir, checkpoint.num_to_keep, data.score.mode)
-    logger.info("training %s in this process on %s (no Ray)", spec.name, where)
+    context = LocalContext(where, run_dir, checkpoint.num_to_keep, data.score.mode, on_report)
+    logger.info("training %s in this process on %s (no Ray Train)", spec.name, where)
     run_loop(config, context)
     return write_outputs(data.spec, context.result(), data.score.mode)

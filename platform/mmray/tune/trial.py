@@ -1,7 +1,7 @@
-"""One Tune trial: a small driver that builds the trial's training job and runs it on Ray Train,
-reporting every evaluation to Tune with a pointer to its Train checkpoint. A trial that Tune restores
-(its own pointer after a failure or an interrupted search, or another trial's under population-based
-training) continues from the Train checkpoint the pointer names."""
+"""One Tune trial: a small driver that builds the trial's training job and runs it on Ray Train (or, with
+`runner: local`, in its own process), reporting every evaluation to Tune with a pointer to its checkpoint.
+A trial that Tune restores (its own pointer after a failure or an interrupted search, or another trial's
+under population-based training) continues from the checkpoint the pointer names."""
 
 from __future__ import annotations
 
@@ -109,14 +109,10 @@ def next_segment(trial_id: str, restored: TrainPointer | None) -> Segment:
 
 
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
-    """Tune's trainable: `config["values"]` holds this trial's values of the space. The Train run
-    runs in a thread; this thread reports each of its epochs to Tune as it arrives, the last one
-    once the run has finished and written its outputs (Tune stops a trial at its last epoch)."""
-    import ray
+    """Tune's trainable: `config["values"]` holds this trial's values of the space. Each epoch is reported
+    to Tune as it arrives, the last one once the run has finished and written its outputs (Tune stops a
+    trial at its last epoch)."""
     from ray import tune
-    from ray.exceptions import RayError
-
-    from mmray.train.trainer import run_training
 
     wait_for_sibling_trials_resources()
     # Tune logs every pointer checkpoint this driver reports ("Checkpoint successfully created at …").
@@ -124,6 +120,59 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     trial_id = tune.get_context().get_trial_id()
     segment = next_segment(trial_id, TrainPointer.of(tune.get_checkpoint()))
     job = trial_job(plan, dict(config["values"]), segment.run, segment.continue_from)
+    reporter = TrialReporter(trial_id, segment, plan.trials_root, job.train.epochs)
+    if plan.resources.runner == "local":
+        _train_here(job, reporter, plan.resources)
+    else:
+        _train_on_ray_train(job, reporter, segment)
+    reporter.report_last()
+
+
+@dataclass
+class TrialReporter:
+    """Passes a trial's epochs to Tune with a pointer to each Train checkpoint; the last epoch is held
+    until `report_last`, once the run's outputs are written."""
+
+    trial_id: str
+    segment: Segment
+    trials_root: str
+    epochs: int
+    last: tuple[dict[str, Any], str | None] | None = None
+
+    def epoch(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
+        if int(metrics.get("epoch", 0)) >= self.epochs:
+            self.last = (metrics, checkpoint)
+        else:
+            self._to_tune(metrics, checkpoint)
+
+    def report_last(self) -> None:
+        if self.last is not None:
+            self._to_tune(*self.last)
+
+    def _to_tune(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
+        metrics = {**metrics, "train_run": self.segment.run, "continued_from": self.segment.origin}
+        pointer = None
+        if checkpoint:
+            uri = storage.absolute_uri(storage.uri_under(checkpoint, self.trials_root))
+            pointer = TrainPointer(self.trial_id, self.segment.run, uri, int(metrics.get("epoch", 0)))
+        report_to_tune(metrics, pointer)
+
+
+def _train_here(job: TrainJob, reporter: TrialReporter, resources: TrialResources) -> None:
+    """The trial's one worker in this process: each epoch reaches Tune once its checkpoint is registered."""
+    from mmray.train.local_run import run_local
+
+    run_local(job, rerun="resume", on_report=reporter.epoch, threads=max(1, int(resources.cpus_per_worker)))
+
+
+def _train_on_ray_train(job: TrainJob, reporter: TrialReporter, segment: Segment) -> None:
+    """The Train run in a thread; its controller's reports arrive through a channel actor, and each is
+    acknowledged once Tune took it."""
+    import ray
+    from ray.exceptions import RayError
+
+    from mmray.train.trainer import run_training
+
     channel = open_channel()
     failure: list[BaseException] = []
 
@@ -136,25 +185,11 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
             with contextlib.suppress(RayError):  # the channel is gone when Tune stopped this trial
                 ray.get(channel.put_report.remote(None))
 
-    def to_tune(item: dict[str, Any]) -> None:
-        metrics = {**item["metrics"], "train_run": segment.run, "continued_from": segment.origin}
-        pointer = None
-        if item["checkpoint"]:
-            checkpoint = storage.absolute_uri(storage.uri_under(item["checkpoint"], plan.trials_root))
-            pointer = TrainPointer(trial_id, segment.run, checkpoint, int(metrics.get("epoch", 0)))
-        report_to_tune(metrics, pointer)
-
     thread = threading.Thread(target=train, name=f"train-{segment.run}", daemon=True)
     thread.start()
-    last: dict[str, Any] | None = None
     while (item := ray.get(channel.next_report.remote())) is not None:
-        if int(item["metrics"].get("epoch", 0)) >= job.train.epochs:
-            last = item
-        else:
-            to_tune(item)
+        reporter.epoch(item["metrics"], item["checkpoint"])
         ray.get(channel.acknowledge.remote())
     thread.join()
     if failure:
         raise failure[0]
-    if last is not None:
-        to_tune(last)
