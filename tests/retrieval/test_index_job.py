@@ -86,7 +86,7 @@ def test_index_job_search_and_recall_equal_exact_evaluation(model_bundle: tuple[
 def test_search_refuses_a_model_of_another_version(model_bundle: tuple[Path, Path], tmp_path: Path) -> None:
     data_root, bundle = model_bundle
     job = write_job(tmp_path / "index.yaml", index_job(data_root, tmp_path / "runs", bundle, "ver", corpus=["images"]))
-    summary = last_json(run_mmray("index", str(job), "index.runner=local").stdout)  # the point: search's check
+    summary = invoke_mmray("index", str(job), "index.runner=local").last_json()  # the point: search's check
     other = tmp_path / "other-model"
     shutil.copytree(bundle, other)
     manifest = json.loads((other / "bundle.json").read_text())
@@ -125,10 +125,12 @@ def test_corrupt_image_is_reported_and_skipped(model_bundle: tuple[Path, Path], 
 def test_interrupted_embedding_job_resumes_without_redoing_finished_shards(
     model_bundle: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """The state a killed job leaves: some complete shards and a half-written temporary file."""
+    """The state a killed job leaves: some complete shards and a half-written temporary file. Embedded in
+    this process: the shard bookkeeping is the runners' common part (Ray Data's run: the first test)."""
     data_root, bundle = model_bundle
-    job = write_job(tmp_path / "job.yaml", index_job(data_root, tmp_path / "runs", bundle, "resume", shard_size=16))
-    first = run_mmray("index", str(job))
+    spec = index_job(data_root, tmp_path / "runs", bundle, "resume", shard_size=16, runner="local")
+    job = write_job(tmp_path / "job.yaml", spec)
+    first = invoke_mmray("index", str(job))
     assert first.returncode == 0, first.stderr[-3000:]
     version = json.loads((bundle / "bundle.json").read_text())["model_version"]
     (shards,) = (tmp_path / "runs" / "resume" / "embeddings" / version).glob("captions-*")
@@ -140,7 +142,7 @@ def test_interrupted_embedding_job_resumes_without_redoing_finished_shards(
     kept = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*.npz")}
     assert finished_shards(str(shards)) == set(range(5)), "a half-written file is never counted as done"
 
-    resumed = run_mmray("index", str(job))
+    resumed = invoke_mmray("index", str(job))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "captions: 13 of 18 shards to do" in resumed.stderr
     after = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*.npz")}
@@ -153,9 +155,9 @@ def test_interrupted_embedding_job_resumes_without_redoing_finished_shards(
 
 def test_index_bundle_on_s3_is_searchable(model_bundle: tuple[Path, Path], tmp_path: Path, s3_env: str) -> None:
     data_root, bundle = model_bundle
-    job = index_job(data_root, tmp_path, bundle, "on-s3", corpus=["images"], type="hnsw")
+    job = index_job(data_root, tmp_path, bundle, "on-s3", corpus=["images"], type="hnsw", runner="local")
     job["storage_root"] = f"{s3_env}/runs"
-    result = run_mmray("index", str(write_job(tmp_path / "job.yaml", job)))
+    result = invoke_mmray("index", str(write_job(tmp_path / "job.yaml", job)))
     assert result.returncode == 0, result.stderr[-3000:]
     summary = last_json(result.stdout)
     assert summary["index_bundle"] == f"{s3_env}/runs/on-s3/index"

@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from mmray.devices import resolve_precision
-from tests.train.conftest import last_json, run_mmray, tiny_job, write_job
+from tests.support.cli import invoke_mmray
+from tests.train.conftest import last_json, tiny_job, write_job
 
 pytestmark = pytest.mark.slow
 
 
 def test_local_training_resumes_and_evaluates_on_the_chosen_device(data_root: Path, tmp_path: Path) -> None:
     job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "local", epochs=1))
-    first = run_mmray("train", str(job), "--local", env={"RAY_ADDRESS": ""})
+    first = invoke_mmray("train", str(job), "--local", env={"RAY_ADDRESS": ""})
     assert first.returncode == 0, first.stderr[-3000:]
     auto = resolve_precision("auto", torch.device("cpu")).precision
     assert f"[mmray] 1 worker (cpu, {auto} auto-chosen) on 1 node: local rank 0" in first.stderr
@@ -25,7 +26,7 @@ def test_local_training_resumes_and_evaluates_on_the_chosen_device(data_root: Pa
     one = last_json(first.stdout)
     assert one["epoch"] == 1 and one["precision"] == auto and Path(one["model_bundle"]).name == "checkpoint_epoch_0001"
 
-    second = run_mmray("train", str(job), "--local", "train.epochs=2")
+    second = invoke_mmray("train", str(job), "--local", "train.epochs=2")
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stderr
     two = last_json(second.stdout)
@@ -35,14 +36,14 @@ def test_local_training_resumes_and_evaluates_on_the_chosen_device(data_root: Pa
     assert [entry["name"] for entry in ledger] == ["checkpoint_epoch_0001", "checkpoint_epoch_0002"]
     assert [h["epoch"] for h in json.loads((Path(two["model_bundle"]) / "history.json").read_text())] == [1, 2]
 
-    on_ray = run_mmray("train", str(job), "train.epochs=3")
+    on_ray = invoke_mmray("train", str(job), "train.epochs=3")
     assert on_ray.returncode == 2 and "was trained in one process (--local); resume it with --local" in on_ray.stderr
 
-    evaluated = run_mmray("evaluate", str(job), "--device", "cpu")
+    evaluated = invoke_mmray("evaluate", str(job), "--device", "cpu")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     metrics = last_json(evaluated.stdout)
     assert metrics["device"] == "cpu" and metrics["model_version"] == two["model_version"]
     assert metrics["t2i_R@1"] == pytest.approx(two["t2i_R@1"])
     if not torch.cuda.is_available():
-        refused = run_mmray("evaluate", str(job), "--device", "cuda")
+        refused = invoke_mmray("evaluate", str(job), "--device", "cuda")
         assert refused.returncode == 2 and "device 'cuda' was asked for, but this process sees no GPU" in refused.stderr
