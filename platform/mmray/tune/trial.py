@@ -122,9 +122,9 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     job = trial_job(plan, dict(config["values"]), segment.run, segment.continue_from)
     reporter = TrialReporter(trial_id, segment, plan.trials_root, job.train.epochs)
     if plan.resources.runner == "local":
-        _train_here(job, reporter, plan.resources)
+        _train_here(job, reporter)
     else:
-        _train_on_ray_train(job, reporter, segment)
+        _train_on_ray_train(job, reporter)
     reporter.report_last()
 
 
@@ -158,14 +158,15 @@ class TrialReporter:
         report_to_tune(metrics, pointer)
 
 
-def _train_here(job: TrainJob, reporter: TrialReporter, resources: TrialResources) -> None:
-    """The trial's one worker in this process: each epoch reaches Tune once its checkpoint is registered."""
+def _train_here(job: TrainJob, reporter: TrialReporter) -> None:
+    """The trial's one worker in this process, on the CPUs the trial holds: each epoch reaches Tune once its
+    checkpoint is registered."""
     from mmray.train.local_run import run_local
 
-    run_local(job, rerun="resume", on_report=reporter.epoch, threads=max(1, int(resources.cpus_per_worker)))
+    run_local(job, rerun="resume", on_report=reporter.epoch, threads=max(1, int(job.train.cpus_per_worker)))
 
 
-def _train_on_ray_train(job: TrainJob, reporter: TrialReporter, segment: Segment) -> None:
+def _train_on_ray_train(job: TrainJob, reporter: TrialReporter) -> None:
     """The Train run in a thread; its controller's reports arrive through a channel actor, and each is
     acknowledged once Tune took it."""
     import ray
@@ -185,7 +186,7 @@ def _train_on_ray_train(job: TrainJob, reporter: TrialReporter, segment: Segment
             with contextlib.suppress(RayError):  # the channel is gone when Tune stopped this trial
                 ray.get(channel.put_report.remote(None))
 
-    thread = threading.Thread(target=train, name=f"train-{segment.run}", daemon=True)
+    thread = threading.Thread(target=train, name=f"train-{reporter.segment.run}", daemon=True)
     thread.start()
     while (item := ray.get(channel.next_report.remote())) is not None:
         reporter.epoch(item["metrics"], item["checkpoint"])
