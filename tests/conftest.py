@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -35,6 +36,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The README walk (tests/readme) runs only under `make test-readme`, which sets MMRAY_README_WALK=1.
 collect_ignore_glob = [] if os.environ.get("MMRAY_README_WALK") else ["readme/*"]
 COCO_MINI = Path(os.environ.get("MMRAY_COCO_MINI", REPO_ROOT.parent / "shared" / "data" / "coco-mini"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Commands started by the tests take Ctrl-C (SIGINT) as at a terminal, also when pytest itself was
+    started in the background of a script: such a shell starts it with SIGINT ignored, which its children
+    would inherit, and a Python started that way never turns SIGINT into KeyboardInterrupt."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
