@@ -1,6 +1,6 @@
 """The two layers of docs/ARCHITECTURE.md: the library (plain PyTorch) imports neither Ray nor the
-application layer that runs it on Ray; faiss has one importer; no module imports itself back through
-another."""
+application layer that runs it on Ray; faiss, boto3 and pycocotools have one importer each; no module
+imports itself back through another."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ PACKAGE = Path(mmray.__file__).parent
 LIBRARY_PACKAGES = ("config", "data", "models", "losses", "metrics", "artifacts", "index", "tasks")
 LIBRARY_MODULES = (
     "devices", "distributed", "errors", "evaluate", "figures", "generators", "pretrained", "progress",
-    "s3_settings", "storage", "uris", "wise_ft",
+    "s3_client", "s3_settings", "storage", "uris", "wise_ft",
 )  # fmt: skip
 FORBIDDEN = (
     "ray", "mmray.train", "mmray.retrieval", "mmray.tune", "mmray.serving", "mmray.cli", "mmray.pipeline",
@@ -69,9 +69,14 @@ def test_the_library_imports_neither_ray_nor_the_app_layer() -> None:
     assert not violations, "the library layer must not import Ray or the app layer:\n" + "\n".join(violations)
 
 
-def test_faiss_has_one_importer() -> None:
-    importers = [m for m, path in _modules().items() if any(_within(n, "faiss") for n in _imports(path))]
-    assert importers == ["mmray.index.faiss_index"]
+@pytest.mark.parametrize(
+    ("library", "importer"),
+    [("faiss", "mmray.index.faiss_index"), ("boto3", "mmray.s3_client"), ("botocore", "mmray.s3_client"),
+     ("pycocotools", "mmray.data.coco")],
+)  # fmt: skip
+def test_each_third_party_library_has_one_importer(library: str, importer: str) -> None:
+    importers = [m for m, path in _modules().items() if any(_within(n, library) for n in _imports(path))]
+    assert importers == [importer]
 
 
 @pytest.mark.parametrize("package", ["serving", "tune", "train", "retrieval", "tasks", "models", "artifacts"])

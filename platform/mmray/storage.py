@@ -1,5 +1,4 @@
-"""One interface over local paths and `s3://bucket/prefix` URIs; the only module that imports boto3 (on the
-first S3 call, so local work runs where boto3 is not installed).
+"""One interface over local paths and `s3://bucket/prefix` URIs (S3 through `mmray.s3_client`).
 
 Writes are atomic: a local file is written to a temporary sibling and renamed into place; an S3 object
 becomes visible only when its (multipart) upload completes, which S3 guarantees to be all or nothing.
@@ -9,7 +8,6 @@ The S3 endpoint comes from `AWS_ENDPOINT_URL`, credentials from the usual AWS va
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import posixpath
 import shutil
@@ -19,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mmray.errors import StorageAccessDeniedError, StorageError, StorageNotFoundError
-from mmray.s3_settings import S3_ATTEMPTS, current_endpoint, mark_answered, read_timeout, s3_timeouts
+from mmray.errors import StorageError, StorageNotFoundError
+from mmray.s3_client import client, is_missing, s3_errors, transfer_config
 from mmray.uris import (  # re-exported: storage.join etc. are the callers' names
     S3_SCHEME as S3_SCHEME,
     absolute_uri as absolute_uri,
@@ -32,131 +30,14 @@ from mmray.uris import (  # re-exported: storage.join etc. are the callers' name
 )
 
 _TEMP_MARK = ".mmray-tmp-"
-_DENIED_CODES = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "InvalidToken",
-    "ExpiredToken",
-    "403",
-}
-MULTIPART_THRESHOLD_BYTES = 16 * 1024 * 1024
-"""Files above this upload in parts of this size, several at once (checkpoints, weights, index files)."""
-
-
-@functools.cache
-def _transfer_config() -> Any:
-    import boto3.s3.transfer
-
-    return boto3.s3.transfer.TransferConfig(
-        multipart_threshold=MULTIPART_THRESHOLD_BYTES, multipart_chunksize=MULTIPART_THRESHOLD_BYTES, max_concurrency=8
-    )
-
-
-_MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 
 
 def s3_object_info(uri: str) -> dict[str, Any]:
     """Size and ETag of an S3 object (the ETag of a multipart upload ends in -<parts>)."""
     bucket, key = split_s3(uri)
-    with _s3_errors(uri):
-        head = _client().head_object(Bucket=bucket, Key=key)
+    with s3_errors(uri):
+        head = client().head_object(Bucket=bucket, Key=key)
     return {"size": int(head["ContentLength"]), "etag": str(head["ETag"]).strip('"')}
-
-
-@functools.lru_cache(maxsize=8)
-def _client_for(
-    endpoint: str | None, region: str | None, credentials: tuple[str | None, ...], timeouts: tuple[float, float]
-) -> Any:
-    import boto3
-    import botocore.config
-
-    config = botocore.config.Config(
-        retries={"total_max_attempts": S3_ATTEMPTS, "mode": "standard"},
-        connect_timeout=timeouts[0],
-        read_timeout=timeouts[1],
-    )
-    return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint or None, region_name=region or "us-east-1", config=config
-    )
-
-
-def _client(transfer: bool = False) -> Any:
-    """The S3 client for a request; `transfer`: one that moves object data (get, upload, download, copy)."""
-    endpoint = current_endpoint()
-    return _client_for(*endpoint, (s3_timeouts()[0], read_timeout(transfer, endpoint)))
-
-
-def _error_code(exc: BaseException) -> str | None:
-    """The S3 error code of a botocore ClientError, None for any other exception."""
-    import botocore.exceptions
-
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return str(exc.response.get("Error", {}).get("Code", ""))
-    return None
-
-
-def _is_missing(exc: BaseException) -> bool:
-    return _error_code(exc) in _MISSING_CODES
-
-
-def _translate_client_error(uri: str, exc: BaseException) -> StorageError:
-    code = _error_code(exc)
-    if code in _MISSING_CODES:
-        return StorageNotFoundError(f"{uri}: does not exist ({code})")
-    if code in _DENIED_CODES:
-        return StorageAccessDeniedError(
-            f"{uri}: S3 refused the request ({code}); check AWS_ACCESS_KEY_ID, "
-            "AWS_SECRET_ACCESS_KEY and the bucket's permissions"
-        )
-    return StorageError(f"{uri}: S3 error {code}: {exc}")
-
-
-@contextlib.contextmanager
-def _s3_errors(uri: str, transfer: bool = False) -> Iterator[None]:
-    """S3 errors of the calls inside as StorageErrors naming `uri`; an answer (an S3 error code is one)
-    marks the endpoint as alive, so that later transfers get their long read timeout."""
-    endpoint = current_endpoint()
-    try:
-        yield
-    except Exception as exc:
-        if _error_code(exc) is not None:
-            mark_answered(endpoint)
-        translated = _translate_s3_error(uri, exc, read_timeout(transfer, endpoint))
-        if translated is None:
-            raise
-        raise translated from exc
-    mark_answered(endpoint)
-
-
-def _translate_s3_error(uri: str, exc: Exception, read_timeout: float) -> StorageError | None:
-    """The StorageError that names what went wrong with an S3 call; None for errors of another kind."""
-    import boto3.exceptions
-    import botocore.exceptions
-
-    if _error_code(exc) is not None:
-        return _translate_client_error(uri, exc)
-    if isinstance(exc, boto3.exceptions.S3UploadFailedError):
-        cause = exc.__context__
-        if cause is not None and _error_code(cause) is not None:
-            return _translate_client_error(uri, cause)
-        return StorageError(f"{uri}: upload failed: {exc}")
-    if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        return StorageAccessDeniedError(
-            f"{uri}: no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-        )
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
-        return StorageError(f"{uri}: cannot reach the S3 endpoint ({exc}); check AWS_ENDPOINT_URL")
-    timeouts = (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError,
-                botocore.exceptions.ConnectionClosedError)  # fmt: skip
-    if isinstance(exc, timeouts):
-        connect, _, read = s3_timeouts()
-        setting = "MMRAY_S3_READ_TIMEOUT" if read_timeout == read else "MMRAY_S3_METADATA_TIMEOUT"
-        return StorageError(
-            f"{uri}: the S3 endpoint did not answer ({type(exc).__name__}; {S3_ATTEMPTS} tries, timeouts "
-            f"{connect:g} s to connect and {read_timeout:g} s to read); check AWS_ENDPOINT_URL, or raise {setting}"
-        )
-    return None
 
 
 def _temp_sibling(path: Path) -> Path:
@@ -203,8 +84,8 @@ def read_bytes(uri: str | Path) -> bytes:
     uri = str(uri)
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri, transfer=True):
-            body: bytes = _client(transfer=True).get_object(Bucket=bucket, Key=key)["Body"].read()
+        with s3_errors(uri, transfer=True):
+            body: bytes = client(transfer=True).get_object(Bucket=bucket, Key=key)["Body"].read()
             return body
     try:
         return Path(uri).read_bytes()
@@ -224,16 +105,16 @@ def exists(uri: str | Path) -> bool:
     if not is_s3(uri):
         return Path(uri).exists()
     bucket, key = split_s3(uri)
-    with _s3_errors(uri):
+    with s3_errors(uri):
         try:
             if key and not key.endswith("/"):
-                _client().head_object(Bucket=bucket, Key=key)
+                client().head_object(Bucket=bucket, Key=key)
                 return True
         except Exception as exc:
-            if not _is_missing(exc):
+            if not is_missing(exc):
                 raise
         prefix = key.rstrip("/") + "/" if key else ""
-        listing = _client().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        listing = client().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         return bool(listing.get("KeyCount", 0))
 
 
@@ -244,8 +125,8 @@ def list_files(uri: str | Path) -> list[str]:
         bucket, key = split_s3(uri)
         prefix = key.rstrip("/") + "/" if key else ""
         found: list[str] = []
-        with _s3_errors(uri):
-            for page in _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        with s3_errors(uri):
+            for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 found.extend(
                     f"{S3_SCHEME}{bucket}/{item['Key']}"
                     for item in page.get("Contents", [])
@@ -267,8 +148,8 @@ def file_sizes(uri: str | Path) -> dict[str, int]:
         bucket, key = split_s3(uri)
         prefix = key.rstrip("/") + "/" if key else ""
         sizes: dict[str, int] = {}
-        with _s3_errors(uri):
-            for page in _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        with s3_errors(uri):
+            for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     if not item["Key"].endswith("/") and not _is_temp(item["Key"]):
                         sizes[f"{S3_SCHEME}{bucket}/{item['Key']}"] = int(item["Size"])
@@ -281,8 +162,8 @@ def delete(uri: str | Path) -> None:
     uri = str(uri)
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri):
-            _client().delete_object(Bucket=bucket, Key=key)
+        with s3_errors(uri):
+            client().delete_object(Bucket=bucket, Key=key)
         return
     Path(uri).unlink(missing_ok=True)
 
@@ -316,8 +197,8 @@ def move_tree(source: str | Path, target: str | Path) -> None:
     for item in list_files(source):
         bucket, key = split_s3(item)
         target_bucket, target_key = split_s3(join(target, relative_to(item, source)))
-        with _s3_errors(item, transfer=True):
-            _client(transfer=True).copy_object(
+        with s3_errors(item, transfer=True):
+            client(transfer=True).copy_object(
                 Bucket=target_bucket, Key=target_key, CopySource={"Bucket": bucket, "Key": key}
             )
         delete(item)
@@ -330,8 +211,8 @@ def upload_file(local_path: str | Path, uri: str | Path) -> None:
         raise StorageNotFoundError(f"{local_path}: no such local file to upload")
     if is_s3(uri):
         bucket, key = split_s3(uri)
-        with _s3_errors(uri, transfer=True):
-            _client(transfer=True).upload_file(str(local_path), bucket, key, Config=_transfer_config())
+        with s3_errors(uri, transfer=True):
+            client(transfer=True).upload_file(str(local_path), bucket, key, Config=transfer_config())
         return
     with atomic_output(uri) as staged:
         shutil.copyfile(local_path, staged)
@@ -346,8 +227,8 @@ def download_file(uri: str | Path, local_path: str | Path) -> Path:
     try:
         if is_s3(uri):
             bucket, key = split_s3(uri)
-            with _s3_errors(uri, transfer=True):
-                _client(transfer=True).download_file(bucket, key, str(staged))
+            with s3_errors(uri, transfer=True):
+                client(transfer=True).download_file(bucket, key, str(staged))
         else:
             if not Path(uri).is_file():
                 raise StorageNotFoundError(f"{uri}: does not exist")
@@ -382,14 +263,14 @@ def download_dir(uri: str | Path, local_dir: str | Path) -> list[Path]:
 def ensure_bucket(uri: str) -> None:
     """Create the bucket of an s3:// URI if it does not exist yet."""
     bucket, _ = split_s3(uri)
-    client = _client()
-    with _s3_errors(f"{S3_SCHEME}{bucket}"):
+    s3 = client()
+    with s3_errors(f"{S3_SCHEME}{bucket}"):
         try:
-            client.head_bucket(Bucket=bucket)
+            s3.head_bucket(Bucket=bucket)
         except Exception as exc:
-            if not _is_missing(exc):
+            if not is_missing(exc):
                 raise
-            client.create_bucket(Bucket=bucket)
+            s3.create_bucket(Bucket=bucket)
 
 
 def pyarrow_filesystem(uri: str) -> tuple[Any, str]:
