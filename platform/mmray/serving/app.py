@@ -13,7 +13,9 @@ from mmray.config.base import format_validation_error
 from mmray.config.serving import ENDPOINT_GROUPS, ServeAppConfig
 from mmray.errors import ConfigError
 from mmray.serving.auth import read_key_hashes
-from mmray.serving.deployments import Ingress, ModelDeployment, RetrieverDeployment, StateKeeper
+from mmray.serving.deployments import ModelDeployment, RetrieverDeployment
+from mmray.serving.following import StateKeeper
+from mmray.serving.ingress import Ingress
 from mmray.serving.state import ServingState, resolve_state
 
 logger = logging.getLogger(__name__)

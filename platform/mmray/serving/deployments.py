@@ -1,14 +1,10 @@
-"""Thin Ray Serve deployments over the serving classes.
+"""The model and retriever deployments, each a `Follower` of the app's `StateKeeper` (`following.py`).
 
-- `StateKeeper` (one replica) holds the `Coordinator`: the committed bundles, the staged ones during a
-  reload, and every following replica's reports.
-- `ModelDeployment` (one per served model) and `RetrieverDeployment` follow the keeper. Their bundles load
-  in the background, so a replica is up (and the app answers /healthz) at once and reports ready when
-  loaded. A staged reload loads beside what they serve and answers a probe before it is committed; on
-  commit they swap, so requests already running finish on the bundle they started with. A model replica
-  keeps the previous version, and a search asks for the version its index carries, so a search never
-  mixes two models' spaces.
-- `Ingress` is the FastAPI app (see `api.py`) over handles to the others.
+Their bundles load in the background, so a replica is up (and the app answers /healthz) at once and reports
+ready when loaded. A staged reload loads beside what they serve and answers a probe before it is committed;
+on commit they swap, so requests already running finish on the bundle they started with. A model replica
+keeps the previous version, and a search asks for the version its index carries, so a search never mixes
+two models' spaces. The HTTP entry over them is `ingress.py`.
 """
 
 from __future__ import annotations
@@ -20,13 +16,9 @@ from typing import Any
 
 import numpy as np
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
-from mmray.config.serving import BatchSettings, RequestLimits, ServeAppConfig
-from mmray.serving.access_log import Recorder
-from mmray.serving.api import build_api
-from mmray.serving.auth import Access
-from mmray.serving.backend import ServeBackend, surviving_replica_loss
+from mmray.config.serving import BatchSettings, RequestLimits
+from mmray.serving.backend import surviving_replica_loss
 from mmray.serving.calls import (
     CaptionCall,
     CaptionResult,
@@ -40,137 +32,21 @@ from mmray.serving.calls import (
     SearchCall,
     SearchResult,
 )
-from mmray.serving.coordination import Coordinator, ReloadBusyError
+from mmray.serving.following import Follower, Handle
 from mmray.serving.model_service import ModelService
 from mmray.serving.retrieval_service import RetrievalService
 from mmray.serving.state import ServingState
 
 logger = logging.getLogger("ray.serve")
-Handle = DeploymentHandle[Any]
-POLL_S = 0.5
 LOAD_WAIT_S = 300.0
 """How long a request to a replica still loading its first bundles waits for them (a replica replacing a dead
 one, or one just scaled up), before it is answered 503."""
 
 
 @serve.deployment(
-    num_replicas=1,
-    max_ongoing_requests=10_000,
-    ray_actor_options={"num_cpus": 0},
-    logging_config={"enable_access_log": False},
-)
-class StateKeeper:
-    """The served bundles and each following replica's reports (a `Coordinator`)."""
-
-    def __init__(self, state: ServingState) -> None:
-        self.coordinator = Coordinator(state)
-
-    def current(self) -> ServingState:
-        return self.coordinator.state
-
-    def plan(self) -> tuple[ServingState, ServingState | None]:
-        return self.coordinator.plan()
-
-    def stage(self, state: ServingState) -> int | RequestError:
-        try:
-            return self.coordinator.stage(state)
-        except ReloadBusyError as exc:
-            return RequestError(str(exc), None, 409)
-
-    def commit(self, generation: int) -> ServingState:
-        return self.coordinator.commit(generation)
-
-    def abort(self, generation: int) -> None:
-        self.coordinator.abort(generation)
-
-    def report(
-        self, replica: str, role: str, serving: int, staged: int | None, failed: int | None, error: str | None
-    ) -> None:
-        self.coordinator.report(replica, role, serving, staged, failed, error)
-
-    def progress(self, generation: int) -> dict[str, Any]:
-        return self.coordinator.progress(generation).as_dict()
-
-    def readiness(self) -> dict[str, Any]:
-        return self.coordinator.readiness()
-
-
-class _Follower:
-    """Follows the keeper's plan: loads (in a thread, one load at a time) what it serves and what is staged,
-    swaps on commit, and reports every `POLL_S`, loads in progress included."""
-
-    role = "replica"
-    _keeper: Handle
-
-    def _init_following(self) -> None:
-        self._serving = -1
-        self._loaded = threading.Event()  # set once the first bundles serve
-        self._staged: tuple[int, Any] | None = None  # (generation, what `_load` returned)
-        self._failed: tuple[int, str] | None = None
-        self._loading: asyncio.Task[None] | None = None
-        self._task = asyncio.get_running_loop().create_task(self._follow())
-
-    def _load(self, state: ServingState) -> Any:
-        """Load (and probe) what `state` names for this replica; raise with the cause when it cannot."""
-        raise NotImplementedError
-
-    def _swap(self, state: ServingState, loaded: Any) -> None:
-        raise NotImplementedError
-
-    def _bundle(self, state: ServingState) -> str:
-        """The bundle this replica loads for `state` (named in failures)."""
-        raise NotImplementedError
-
-    async def _load_then(self, state: ServingState, commit: bool) -> None:
-        try:
-            loaded = await asyncio.to_thread(self._load, state)
-        except Exception as exc:
-            self._failed = (state.generation, f"{self._bundle(state)}: {type(exc).__name__}: {exc}")
-            logger.exception("%s could not load generation %d", self.role, state.generation)
-            return
-        if commit:
-            self._swap(state, loaded)
-            self._serving = state.generation
-            self._loaded.set()
-        else:
-            self._staged = (state.generation, loaded)
-
-    def _step(self, committed: ServingState, staged: ServingState | None) -> None:
-        """Start what the plan needs, unless a load is running."""
-        if self._loading is not None and not self._loading.done():
-            return
-        if committed.generation != self._serving:
-            if self._staged is not None and self._staged[0] == committed.generation:
-                self._swap(committed, self._staged[1])
-                self._serving, self._staged = committed.generation, None
-                logger.info("%s now serves generation %d", self.role, committed.generation)
-            elif self._failed is None or self._failed[0] != committed.generation:
-                self._loading = asyncio.get_running_loop().create_task(self._load_then(committed, commit=True))
-        elif staged is None:
-            self._staged = None
-        elif (self._staged is None or self._staged[0] != staged.generation) and (
-            self._failed is None or self._failed[0] != staged.generation
-        ):
-            self._loading = asyncio.get_running_loop().create_task(self._load_then(staged, commit=False))
-
-    async def _follow(self) -> None:
-        replica = serve.get_replica_context().replica_id.unique_id
-        while True:
-            try:
-                committed, staged = await self._keeper.plan.remote()
-                self._step(committed, staged)
-                failed, error = self._failed if self._failed is not None else (None, None)
-                staged_generation = self._staged[0] if self._staged is not None else None
-                await self._keeper.report.remote(replica, self.role, self._serving, staged_generation, failed, error)
-            except Exception:
-                logger.exception("%s %s could not follow the serving state; retrying", self.role, replica)
-            await asyncio.sleep(POLL_S)
-
-
-@serve.deployment(
     max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.5}, logging_config={"enable_access_log": False}
 )
-class ModelDeployment(_Follower):
+class ModelDeployment(Follower):
     """One served model on the replica's device; embed, classify, generate and caption calls are batched with
     `@serve.batch` (sizes from `user_config`: max_batch_size, batch_wait_timeout_s)."""
 
@@ -314,7 +190,7 @@ class ModelDeployment(_Follower):
 @serve.deployment(
     max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25}, logging_config={"enable_access_log": False}
 )
-class RetrieverDeployment(_Follower):
+class RetrieverDeployment(Follower):
     """The index bundle; embeds each query through the model deployment of the index's version."""
 
     role = "retriever"
@@ -377,53 +253,3 @@ class RetrieverDeployment(_Follower):
         if self._current is None:
             return {"loading": True, "generation": self._serving}
         return {**self._current[0].info(), "model": self._current[1], "generation": self._serving}
-
-
-def request_metrics() -> Recorder:
-    """Per-endpoint request counts, errors and latency on Ray's metrics (exported in Prometheus format by each
-    node's metrics agent, as Serve's own are): mmray_requests_total and mmray_request_errors_total by route and
-    status, mmray_request_seconds by route."""
-    from ray.util import metrics
-
-    requests = metrics.Counter("mmray_requests_total", "HTTP requests answered", tag_keys=("route", "status"))
-    errors = metrics.Counter("mmray_request_errors_total", "requests answered 4xx or 5xx", tag_keys=("route", "status"))
-    latency = metrics.Histogram("mmray_request_seconds", "time to answer a request",
-                                boundaries=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-                                tag_keys=("route",))  # fmt: skip
-
-    def record(route: str, status: int, seconds: float) -> None:
-        tags = {"route": route, "status": str(status)}
-        requests.inc(1.0, tags=tags)
-        if status >= 400:
-            errors.inc(1.0, tags=tags)
-        latency.observe(seconds, tags={"route": route})
-
-    return record
-
-
-@serve.deployment(
-    max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.25}, logging_config={"enable_access_log": False}
-)
-@serve.ingress()
-class Ingress:
-    """The HTTP entry: FastAPI routes over handles to the keeper, the models and the retriever."""
-
-    def __init__(
-        self,
-        config: dict[str, Any],
-        key_hashes: list[str],
-        admin_key_hashes: list[str],
-        roots: list[str],
-        keeper: Handle,
-        models: dict[str, Handle],
-        retriever: Handle | None,
-    ) -> None:
-        self._config = ServeAppConfig.model_validate(config)
-        self._access = Access(key_hashes, admin_key_hashes)
-        self._roots = roots
-        if not self._access.enabled:
-            logger.warning("no query keys are set: every /v1 query route is open to anyone who can reach this app")
-        self._backend = ServeBackend(keeper, models, retriever, self._config.reload_timeout_s)
-
-    def __serve_build_asgi_app__(self) -> Any:
-        return build_api(self._backend, self._config, self._access, self._roots, request_metrics())
