@@ -17,17 +17,28 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+CONFIGS = [
+    InfoNceLossConfig(kind="infonce"),
+    TripletLossConfig(kind="triplet", mining="hardest"),
+    TripletLossConfig(kind="triplet", mining="all"),
+    ContrastiveLossConfig(kind="contrastive", negatives="sampled", negatives_per_positive=2),
+    ContrastiveLossConfig(kind="contrastive"),
+    ContrastiveLossConfig(kind="contrastive", negatives="semi_hard", margin=1.5),
+    ContrastiveLossConfig(kind="contrastive", negatives="active"),
+]
+
+
+@pytest.fixture(scope="module")
+def two_rank_gradients(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every config's gradients from one two-process gloo run (one spawn: its start-up is most of the cost)."""
+    out = tmp_path_factory.mktemp("ddp-grads")
+    mp.spawn(ddp_worker, args=(2, _free_port(), CONFIGS, str(out)), nprocs=2, join=True)
+    return out
+
+
 @pytest.mark.parametrize(
-    "config",
-    [
-        InfoNceLossConfig(kind="infonce"),
-        TripletLossConfig(kind="triplet", mining="hardest"),
-        TripletLossConfig(kind="triplet", mining="all"),
-        ContrastiveLossConfig(kind="contrastive", negatives="sampled", negatives_per_positive=2),
-        ContrastiveLossConfig(kind="contrastive"),
-        ContrastiveLossConfig(kind="contrastive", negatives="semi_hard", margin=1.5),
-        ContrastiveLossConfig(kind="contrastive", negatives="active"),
-    ],
+    "index",
+    range(len(CONFIGS)),
     ids=[
         "infonce",
         "triplet",
@@ -38,11 +49,11 @@ def _free_port() -> int:
         "contrastive-active",
     ],
 )
-def test_two_rank_gradients_equal_single_process_on_the_global_batch(config: object, tmp_path: Path) -> None:
-    mp.spawn(ddp_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2, join=True)
+def test_two_rank_gradients_equal_single_process_on_the_global_batch(index: int, two_rank_gradients: Path) -> None:
+    config = CONFIGS[index]
     expected = single_process_gradients(config)  # type: ignore[arg-type]
     for rank in range(2):
-        got = torch.load(tmp_path / f"rank{rank}.pt")
+        got = torch.load(two_rank_gradients / f"{index}-rank{rank}.pt")
         assert got.keys() == expected.keys()
         for name, grad in expected.items():
             torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -22,6 +22,7 @@ import yaml
 
 from mmray import storage
 from mmray.artifacts.model_bundle import open_bundle
+from tests.support.cli import Outcome, invoke_mmray
 from tests.support.local_cluster import LocalCluster
 from tests.support.seaweedfs import SeaweedServer
 from tests.train.conftest import last_json, mmray_command, tiny_job
@@ -78,6 +79,11 @@ def _mmray(cluster: LocalCluster, *args: str, timeout: float = 600) -> subproces
     return subprocess.run(mmray_command(*args), env=cluster.env, capture_output=True, text=True, timeout=timeout)
 
 
+def _mmray_here(cluster: LocalCluster, *args: str) -> Outcome:
+    """A command that only talks to the Jobs API over HTTP (or is refused first), run in this process."""
+    return invoke_mmray(*args, env=cluster.env)
+
+
 def test_a_failing_job_reports_its_error_logs_and_exit_code(cluster: LocalCluster, tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     job = _job(workdir, tmp_path / "data", str(tmp_path / "runs"), "broken")
@@ -93,17 +99,19 @@ def test_a_failing_job_reports_its_error_logs_and_exit_code(cluster: LocalCluste
     assert submission.startswith("mmray-train-broken-")
     followed = _mmray(cluster, "jobs", "logs", submission, "--follow", "--address", cluster.address)
     assert str(missing) in followed.stdout, "the job's error reaches the user following it"
-    status = _mmray(cluster, "jobs", "status", submission, "--address", cluster.address)
+    status = _mmray_here(cluster, "jobs", "status", submission, "--address", cluster.address)
     assert status.returncode == 1 and json.loads(status.stdout)["status"] == "FAILED"
-    logs = _mmray(cluster, "jobs", "logs", submission, "--address", cluster.address)
+    logs = _mmray_here(cluster, "jobs", "logs", submission, "--address", cluster.address)
     assert logs.returncode == 0 and str(missing) in logs.stdout
 
-    bad = _mmray(cluster, "submit", str(job), "train.epochs=0", "--address", cluster.address,
+    bad = _mmray_here(cluster, "submit", str(job), "train.epochs=0", "--address", cluster.address,
                  "--working-dir", str(workdir))  # fmt: skip
     assert bad.returncode == 2 and "epochs" in bad.stderr, "a bad spec is refused before anything is submitted"
-    outside = _mmray(cluster, "submit", str(job), "--address", cluster.address, "--working-dir", str(tmp_path / "x"))
+    outside = _mmray_here(
+        cluster, "submit", str(job), "--address", cluster.address, "--working-dir", str(tmp_path / "x")
+    )
     assert outside.returncode == 2 and "outside the working directory" in outside.stderr
-    unreachable = _mmray(cluster, "jobs", "list", "--address", "http://127.0.0.1:9")
+    unreachable = _mmray_here(cluster, "jobs", "list", "--address", "http://127.0.0.1:9")
     assert unreachable.returncode == 2 and "127.0.0.1:9" in unreachable.stderr
 
 
@@ -127,14 +135,14 @@ def test_submitted_training_spreads_over_both_nodes_survives_a_crashed_node_and_
                 assert time.monotonic() < deadline, "no first checkpoint within 5 minutes"
                 time.sleep(0.5)
             submission = _submission_id(said)
-            so_far = _mmray(cluster, "jobs", "logs", submission, "--address", cluster.address).stdout
+            so_far = _mmray_here(cluster, "jobs", "logs", submission, "--address", cluster.address).stdout
             workers = training_worker_pids(so_far)
             assert len(workers) == 2, so_far[-3000:]
             on_head, on_b = workers & cluster.worker_pids_on("head"), workers & cluster.worker_pids_on("node_b")
             assert len(on_head) == 1 and len(on_b) == 1, "SPREAD placed one training worker on each node"
 
             cluster.stop("node_b", crash=True)  # its training worker dies with it
-            running = _mmray(cluster, "jobs", "status", submission, "--address", cluster.address)
+            running = _mmray_here(cluster, "jobs", "status", submission, "--address", cluster.address)
             assert json.loads(running.stdout)["status"] == "RUNNING", "the node went down while the run was training"
             assert not storage.exists(f"{bucket}/runs/recover/checkpoint_epoch_0004/bundle.json")
             time.sleep(3.0)
@@ -157,7 +165,7 @@ def test_submitted_training_spreads_over_both_nodes_survives_a_crashed_node_and_
     history = json.loads(storage.read_text(f"{bucket}/runs/recover/checkpoint_epoch_0004/history.json"))
     assert [entry["epoch"] for entry in history] == list(range(1, 5))
 
-    listed = _mmray(cluster, "jobs", "list", "--address", cluster.address)
+    listed = _mmray_here(cluster, "jobs", "list", "--address", cluster.address)
     assert submission in listed.stdout and "SUCCEEDED" in listed.stdout
 
 

@@ -71,15 +71,17 @@ def single_process_gradients(config: LossConfig) -> dict[str, torch.Tensor]:
     return {**gradients(model), "loss": loss.detach()}
 
 
-def ddp_worker(rank: int, world: int, port: int, config: LossConfig, out_dir: str) -> None:
+def ddp_worker(rank: int, world: int, port: int, configs: list[LossConfig], out_dir: str) -> None:
+    """Each config's gradients on this rank's rows, saved as `{config index}-rank{rank}.pt`."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    model = nn.parallel.DistributedDataParallel(make_model(config))
     images, ids, mask = make_batch()
     rows = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
-    loss = RepresentationLoss(config)(model(images[rows], ids[rows], mask[rows]), step=3).loss
-    loss.backward()
-    torch.save({**gradients(model), "loss": loss.detach()}, Path(out_dir) / f"rank{rank}.pt")
+    for index, config in enumerate(configs):
+        model = nn.parallel.DistributedDataParallel(make_model(config))
+        loss = RepresentationLoss(config)(model(images[rows], ids[rows], mask[rows]), step=3).loss
+        loss.backward()
+        torch.save({**gradients(model), "loss": loss.detach()}, Path(out_dir) / f"{index}-rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
     # Leave without interpreter teardown: gloo's worker threads can abort it

@@ -13,7 +13,8 @@ from mmray.config import TrainJob, load_job
 from mmray.errors import ConfigError
 from mmray.train.run_record import JOB_RECORD, check_run_directory, prepare_run_directory
 from mmray.train.trainer import start_run
-from tests.train.conftest import run_mmray, tiny_job, write_job
+from tests.support.cli import invoke_mmray
+from tests.train.conftest import tiny_job, write_job
 
 
 def _job(shapes: Path, runs: Path) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def _job(shapes: Path, runs: Path) -> dict[str, Any]:
 def test_a_run_refused_before_training_does_not_block_its_corrected_rerun(tiny_shapes: Path, tmp_path: Path) -> None:
     job = write_job(tmp_path / "job.yaml", _job(tiny_shapes, tmp_path / "runs"))
     run_dir = tmp_path / "runs" / "refused-first"
-    refused = run_mmray("train", str(job), "train.batch_size=4096", "--local", timeout=300)
+    refused = invoke_mmray("train", str(job), "train.batch_size=4096", "--local")
     lines = refused.stderr.strip().splitlines()
     assert refused.returncode == 2 and "train.batch_size 4096 is larger than the training split" in lines[-1]
     assert not (run_dir / JOB_RECORD).exists(), "a refused run records nothing"
@@ -37,7 +38,7 @@ def test_a_run_refused_before_training_does_not_block_its_corrected_rerun(tiny_s
         start_run(load_job(job, ["train.batch_size=4096"]))  # the Ray Train path refuses before Ray starts
     assert not (run_dir / JOB_RECORD).exists()
 
-    rerun = run_mmray("train", str(job), "train.batch_size=16", "--local", timeout=600)
+    rerun = invoke_mmray("train", str(job), "train.batch_size=16", "--local")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert yaml.safe_load((run_dir / JOB_RECORD).read_text())["train"]["batch_size"] == 16
 

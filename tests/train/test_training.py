@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,12 +80,21 @@ def _wait_for_registered_checkpoint(run_dir: Path, name: str, process: subproces
         time.sleep(0.5)
 
 
-def test_killed_worker_is_replaced_and_resumes_from_its_checkpoint(data_root: Path, tmp_path: Path) -> None:
-    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "killed", epochs=4))
+def test_killed_worker_is_replaced_and_resumes_from_its_checkpoint_with_frozen_towers_stored_once(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """Frozen towers: their features are computed once by both workers together, read back by the replaced
+    workers, and kept out of every checkpoint (written once, in `frozen/`, though the run resumed)."""
+    epochs = 12  # the heads alone train: epochs are short, and the kill must land mid-run
+    job = tiny_job(data_root, tmp_path / "runs", "killed", epochs=epochs)
+    job["model"]["image"]["trainable_blocks"] = 0
+    job["model"]["text"]["trainable_blocks"] = 0
+    job["train"]["checkpoint"] = {"num_to_keep": None}
+    path = write_job(tmp_path / "job.yaml", job)
     log = tmp_path / "train.log"
     with open(log, "w") as output:
         process = subprocess.Popen(
-            mmray_command("train", str(job)),
+            mmray_command("train", str(path)),
             cwd=REPO_ROOT,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -100,21 +111,39 @@ def test_killed_worker_is_replaced_and_resumes_from_its_checkpoint(data_root: Pa
             if process.poll() is None:
                 process.kill()
     text = log.read_text()
-    assert re.search(r"resumed from .*checkpoint_epoch_000[1-3] after epoch [1-3]", text)
+    resumed = re.search(r"resumed from .*checkpoint_epoch_(\d+) after epoch (\d+)", text)
+    assert resumed and 1 <= int(resumed.group(2)) < epochs, text[-3000:]
     final = last_json(text)
-    assert final["epoch"] == 4
+    assert final["epoch"] == epochs
     history = json.loads((Path(final["model_bundle"]) / "history.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
+
+    assert text.count("train images: 480 features computed once") == 1, text[-3000:]
+    assert text.count("train captions: 1440 features computed once") == 1
+    assert "train images: 480 cached features read" in text, "the replaced workers read the features back"
+    run_dir = Path(final["run_dir"])
+    assert len(list((run_dir / "frozen").iterdir())) == 1, "the frozen part is written once though resumed"
+    checkpoints = sorted(run_dir.glob("checkpoint_epoch_*"))
+    assert len(checkpoints) == epochs
+    frozen_keys = set(load(next((run_dir / "frozen").iterdir()).read_bytes()))
+    assert frozen_keys
+    for checkpoint in checkpoints:
+        assert not frozen_keys & set(load((checkpoint / "model.safetensors").read_bytes())), checkpoint.name
+
+    evaluated = invoke_mmray("evaluate", str(path), "--checkpoint", str(checkpoints[-1]))
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert {k: evaluated.last_json()[k] for k in RECALL_KEYS} == {k: final[k] for k in RECALL_KEYS}
 
 
-def _stop_after_the_first_checkpoint(job: Path, run_dir: Path, stop: signal.Signals) -> tuple[int, str]:
-    """`mmray train JOB` sent `stop` once its first epoch is checkpointed: its exit code and output."""
-    log = job.parent / f"{run_dir.name}.log"
+def _stop_once(
+    job: Path, stop: signal.Signals, log: Path, ready: Callable[[subprocess.Popen[str]], None]
+) -> tuple[int, str]:
+    """`mmray train JOB` sent `stop` once `ready(process)` returns: its exit code and output."""
     with log.open("w") as output:
         process = subprocess.Popen(mmray_command("train", str(job)), cwd=REPO_ROOT, stdout=output, stderr=output,
                                    text=True, env=os.environ.copy(), start_new_session=True)  # fmt: skip
         try:
-            _wait_for_registered_checkpoint(run_dir, "checkpoint_epoch_0001", process)
+            ready(process)
             os.kill(process.pid, stop)
             process.wait(timeout=120)
         finally:
@@ -123,32 +152,44 @@ def _stop_after_the_first_checkpoint(job: Path, run_dir: Path, stop: signal.Sign
     return process.returncode, log.read_text()
 
 
+def _wait_for_line(log: Path, pattern: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 300
+    while not re.search(pattern, log.read_text()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"no line matched {pattern!r} (process exit code {process.poll()})")
+        time.sleep(0.2)
+
+
 @pytest.mark.own_ray
-def test_ctrl_c_says_what_is_checkpointed_and_a_rerun_under_other_settings_is_refused(
-    data_root: Path, tmp_path: Path
+def test_ctrl_c_and_sigterm_say_what_is_checkpointed_and_a_rerun_under_other_settings_is_refused(
+    data_root: Path, tmp_path: Path, ray_cluster: str
 ) -> None:
+    """Each run starts a Ray of its own, with another Ray on the machine (the session's) that it must not
+    be confused with: Ctrl-C stops the first run, a rerun under other settings is refused, the rerun that
+    resumes it is stopped by SIGTERM."""
+    run_dir = tmp_path / "runs" / "stopped"
     job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "stopped", epochs=50))
-    code, stderr = _stop_after_the_first_checkpoint(job, tmp_path / "runs" / "stopped", signal.SIGINT)
+    first = functools.partial(_wait_for_registered_checkpoint, run_dir, "checkpoint_epoch_0001")
+    code, stderr = _stop_once(job, signal.SIGINT, tmp_path / "1.log", first)
     assert code == 130, stderr[-3000:]
-    said = re.search(r"interrupted: run stopped: epoch (\d) is checkpointed; `mmray train (\S+)` resumes it", stderr)
+    said = re.search(r"interrupted: run stopped: epoch (\d+) is checkpointed; `mmray train (\S+)` resumes it", stderr)
     own = "\n".join(line for line in stderr.splitlines() if not RAY_PROCESS_LINE.match(line))
     assert said and said.group(2) == str(job) and "Traceback" not in own, stderr[-3000:]
+    assert "multiple active Ray instances" not in stderr, stderr[-3000:]
+    snapshot = (run_dir / "checkpoint_manager_snapshot.json").read_text()
+    stopped_at = int(said.group(1))
+    assert f"checkpoint_epoch_{stopped_at:04d}" in snapshot, "the epoch named is one a rerun resumes from"
 
-    other = run_mmray("train", str(job), "train.lr=0.001")
+    other = invoke_mmray("train", str(job), "train.lr=0.001")  # refused before any Ray starts
     assert other.returncode == 2 and "Traceback" not in other.stderr
     assert "train.lr: 0.003 → 0.001" in other.stderr and "--force-new" in other.stderr
 
-    snapshot = (tmp_path / "runs" / "stopped" / "checkpoint_manager_snapshot.json").read_text()
-    assert f"checkpoint_epoch_{int(said.group(1)):04d}" in snapshot, "the epoch named is one a rerun resumes from"
-
-
-@pytest.mark.own_ray
-def test_sigterm_stops_a_run_as_ctrl_c_does(data_root: Path, tmp_path: Path, ray_cluster: str) -> None:
-    """With another Ray on the machine (the session's), which the run's embedded Ray must not be confused with."""
-    job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "terminated", epochs=10))
-    code, said = _stop_after_the_first_checkpoint(job, tmp_path / "runs" / "terminated", signal.SIGTERM)
+    resumed = rf"resumed from .*checkpoint_epoch_{stopped_at:04d} after epoch {stopped_at}\b"
+    log = tmp_path / "2.log"
+    code, said = _stop_once(job, signal.SIGTERM, log, functools.partial(_wait_for_line, log, resumed))
     assert code == 143, said[-3000:]
-    assert re.search(r"terminated: run terminated: epoch \d+ is checkpointed; `mmray train \S+` resumes it", said)
+    stopped = re.search(r"terminated: run terminated: epoch (\d+) is checkpointed; `mmray train \S+` resumes it", said)
+    assert stopped and int(stopped.group(1)) >= stopped_at, said[-3000:]
     assert "SIGTERM received" not in said and "Traceback" not in said, said[-3000:]
     assert "multiple active Ray instances" not in said, said[-3000:]
     placed = re.compile(r"\[mmray\] 2 workers \(cpu, \w+ auto-chosen\) on 1 node: ")
@@ -204,39 +245,6 @@ def test_ray_data_loader_streams_prepared_shards_with_every_cpu_held(data_root: 
     assert final["epoch"] == 2 and final["step"] == 2 * (480 // 32)
     assert final["t2i_R@10"] > 10 / 96
     assert 0 <= final["input_wait_fraction"] < 1 and final["first_batch_seconds"] > 0
-
-
-def test_frozen_towers_are_stored_once_and_cost_once(data_root: Path, tmp_path: Path) -> None:
-    job = tiny_job(data_root, tmp_path / "runs", "frozen", epochs=2, num_workers=2)
-    job["model"]["image"]["trainable_blocks"] = 0
-    job["model"]["text"]["trainable_blocks"] = 0
-    job["train"]["checkpoint"] = {"num_to_keep": None}
-    path = write_job(tmp_path / "job.yaml", job)
-    first = run_mmray("train", str(path))
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "train images: 480 features computed once" in first.stderr
-    assert "train captions: 1440 features computed once" in first.stderr
-    outcome = last_json(first.stdout)
-    run_dir = Path(outcome["run_dir"])
-    assert len(list((run_dir / "frozen").iterdir())) == 1
-    checkpoints = sorted(run_dir.glob("checkpoint_epoch_*"))
-    assert len(checkpoints) == 2
-    frozen_keys = set(load(next((run_dir / "frozen").iterdir()).read_bytes()))
-    for checkpoint in checkpoints:
-        assert not frozen_keys & set(load((checkpoint / "model.safetensors").read_bytes())), checkpoint.name
-
-    evaluated = invoke_mmray("evaluate", str(path), "--checkpoint", str(checkpoints[-1]))
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert {k: evaluated.last_json()[k] for k in RECALL_KEYS} == {k: outcome[k] for k in RECALL_KEYS}
-
-    # Another run (here in one process) reads the features, and writes the frozen part once though resumed.
-    other = invoke_mmray("train", str(path), "name=frozen-again", "train.epochs=1", "--local")
-    assert other.returncode == 0, other.stderr[-3000:]
-    assert "train images: 480 cached features read" in other.stderr, "another run reuses the features"
-    resumed = invoke_mmray("train", str(path), "name=frozen-again", "train.epochs=2", "--local")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    again = Path(resumed.last_json()["run_dir"])
-    assert resumed.last_json()["epoch"] == 2 and len(list((again / "frozen").iterdir())) == 1
 
 
 def test_every_caption_once_per_epoch_with_augmented_images(data_root: Path, tmp_path: Path) -> None:
