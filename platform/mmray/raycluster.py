@@ -139,6 +139,23 @@ def check_worker_resources(workers: int, cpus_per_worker: float, use_gpu: bool, 
     raise ConfigError(f"{what} needs {shown}, which this local Ray can never provide; {hint}")
 
 
+def check_local_gpus(workers: int, use_gpu: bool, what: str) -> None:
+    """Before an embedded local Ray starts: refuse GPU workers this machine lacks (the GPUs PyTorch can use,
+    which is what a worker trains on). A cluster (RAY_ADDRESS) is asked once connected instead."""
+    if not use_gpu or os.environ.get("RAY_ADDRESS"):
+        return
+    import torch
+
+    from mmray.errors import ConfigError
+
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if have < workers:
+        raise ConfigError(
+            f"{what} needs {workers} GPU (this machine has {have} that PyTorch can use), which a local Ray can "
+            "never provide; set train.use_gpu=false, or run on a cluster with GPUs"
+        )
+
+
 def warn_if_other_local_ray(what: str) -> None:
     """With an embedded Ray, a second Ray instance on the same machine confuses Ray Train's cleanup
     of stopped runs (its state API finds two clusters), so resources of stopped trials stay reserved."""

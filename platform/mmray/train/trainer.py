@@ -14,7 +14,7 @@ from ray.train.torch import TorchTrainer
 from mmray import storage
 from mmray.config import TrainJob
 from mmray.errors import TrainingError
-from mmray.raycluster import check_worker_resources, cluster_cpus, connect, ray_log_level
+from mmray.raycluster import check_local_gpus, check_worker_resources, cluster_cpus, connect, ray_log_level
 from mmray.tasks.base import Score
 from mmray.train.driver import DriverData, TrainOutcome, loop_config, prepare_driver_data, write_outputs
 from mmray.train.live import open_board
@@ -75,6 +75,7 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), live: bool = Fa
     Data, files and weights are checked before Ray starts; resources right after."""
     settings = spec.train
     root = spec.storage_root
+    check_local_gpus(settings.num_workers, settings.use_gpu, f"training run {spec.name}")
     data = prepare_driver_data(spec)
     connect()
     check_worker_resources(
