@@ -1,6 +1,6 @@
 """`mmray tune` end to end on the session's Ray: one ASHA search of local trials (each trains in its Tune
-process) stopping trials, stopped by SIGTERM and resumed, its results and exported best job; population-based
-training on S3 with Ray Train trials."""
+process) stopping trials, stopped by SIGTERM and resumed, its results and exported best job; a trial on Ray
+Train; population-based training on S3 (local trials)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import yaml
 from mmray import storage
 from mmray.artifacts.model_bundle import open_bundle
 from mmray.config import TrainJob, load_job
+from tests.support.cli import invoke_mmray, ray_never_started
 from tests.train.conftest import REPO_ROOT, last_json, mmray_command, run_mmray, tiny_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # its commands join the session's Ray
@@ -98,7 +99,8 @@ def test_a_search_stops_trials_early_resumes_after_sigterm_and_exports_the_best(
     lines = {trial: _result_lines(runs / "search", trial) for trial in finished}
     assert 0 < len(finished) < 3, "the search was stopped before it ended, its finished trial saved as such"
 
-    again = run_mmray("tune", str(job))
+    with ray_never_started():
+        again = invoke_mmray("tune", str(job))
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
     result = run_mmray("tune", str(job), "--resume", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -134,12 +136,33 @@ def _trial_ids(results_csv: str) -> list[str]:
     return [line.split(",")[0] for line in storage.read_text(results_csv).strip().splitlines()[1:]]
 
 
+def test_a_trial_trains_on_ray_train_and_reports_every_epoch_to_tune(data_root: Path, tmp_path: Path) -> None:
+    """`tune.trial.runner: ray` (the default): the trial's driver runs a Ray Train run whose rank 0 reports
+    each evaluation to the trial, with its checkpoint."""
+    runs = tmp_path / "runs"
+    job = write(tmp_path / "tune.yaml", tune_job(data_root, str(runs), "on-train", samples=1, epochs=2))
+    result = run_mmray("tune", str(job), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = last_json(result.stdout)
+    assert (summary["trials"], summary["errors"]) == (1, 0)
+    (trial,) = _trial_ids(summary["results_csv"])
+    assert _result_lines(runs / "on-train", trial) == 2, "each epoch reached Tune"
+    run = runs / "on-train" / "trials" / f"trial-{trial}"
+    snapshot = (run / "checkpoint_manager_snapshot.json").read_text()
+    assert "checkpoint_epoch_0002" in snapshot and not (run / "local_checkpoints.json").exists(), "Ray Train ran it"
+    assert summary["model_bundle"].startswith(str(run / "checkpoint_epoch_"))
+    bundle = open_bundle(summary["model_bundle"])
+    assert bundle.manifest["metrics"]["recall_mean"] == pytest.approx(summary["best_objective"])
+
+
 def pbt_job(data_root: Path, storage_root: str, name: str) -> dict[str, Any]:
-    """Two trials in step (synch): at epoch 1 the worse continues the better's checkpoint."""
+    """Two trials in step (synch), each training in its Tune process: at epoch 1 the worse continues the
+    better's checkpoint."""
     job = tune_job(data_root, storage_root, name, samples=2, epochs=2)
     job["space"] = {"train.lr": "loguniform(1e-4, 1e-2)", "train.weight_decay": "uniform(0.0, 0.2)"}
     scheduler = {"kind": "pbt", "perturbation_interval": 1, "quantile_fraction": 0.5, "synch": True}
     job["tune"] = {**job["tune"], "scheduler": scheduler}
+    job["tune"]["trial"]["runner"] = "local"
     return job
 
 

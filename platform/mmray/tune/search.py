@@ -19,7 +19,7 @@ from mmray.config.tuning import PbtScheduler, TuneJob
 from mmray.data.processor import Processor
 from mmray.data.sources import resolve_splits
 from mmray.errors import ConfigError, TrainingError
-from mmray.raycluster import check_worker_resources, connect, warn_if_other_local_ray
+from mmray.raycluster import check_local_gpus, check_worker_resources, connect, warn_if_other_local_ray
 from mmray.tasks.registry import task_class
 from mmray.tune.results import SearchOutcome, summarise
 from mmray.tune.schedulers import TIME_ATTR, build_scheduler, check_pbt
@@ -86,6 +86,15 @@ def _shown(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
 
+def _refuse_a_second_search(prepared: PreparedSearch) -> None:
+    """A new search under the name of one that exists (checked before Ray is reached)."""
+    if storage.exists(storage.join(prepared.experiment_uri, "tuner.pkl")):
+        raise ConfigError(
+            f"a search named {prepared.job.name!r} exists at {prepared.experiment_uri}; "
+            "`mmray tune JOB --resume` continues it, or choose another name"
+        )
+
+
 def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -100,11 +109,6 @@ def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
             raise ConfigError(f"--resume: no search to resume at {prepared.experiment_uri}")
         return tune.Tuner.restore(
             experiment_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=filesystem
-        )
-    if storage.exists(storage.join(prepared.experiment_uri, "tuner.pkl")):
-        raise ConfigError(
-            f"a search named {job.name!r} exists at {prepared.experiment_uri}; "
-            "`mmray tune JOB --resume` continues it, or choose another name"
         )
     scheduler = build_scheduler(job, prepared.space, prepared.epochs)
     seed = settings.search.seed
@@ -142,6 +146,9 @@ def run_tune(job: TuneJob, resume: bool = False, base_directory: Path | None = N
     prepared = prepare_search(job, base_directory)
     # Trials keep the driver's working directory (relative paths in the base job mean the same there).
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
+    if not resume:
+        _refuse_a_second_search(prepared)
+    check_local_gpus(job.tune.trial.num_workers, job.tune.trial.use_gpu, f"each trial of {job.name}")
     resolve_splits(prepared.example.data)  # generated data is made once here, not by every trial
     connect()
     warn_if_other_local_ray(f"search {job.name}")
