@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from mmray import storage
+from mmray.errors import StorageAccessDeniedError
+from mmray.s3_client import MULTIPART_THRESHOLD_BYTES
 from tests.support.seaweedfs import ACCESS_KEY
 
 
@@ -90,15 +92,15 @@ def test_wrong_secret_is_refused(s3_env: str, monkeypatch: pytest.MonkeyPatch) -
     uri = storage.join(s3_env, "secret.txt")
     storage.write_text(uri, "classified")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-    with pytest.raises(storage.StorageAccessDeniedError, match="S3 refused the request"):
+    with pytest.raises(StorageAccessDeniedError, match="S3 refused the request"):
         storage.read_text(uri)
-    with pytest.raises(storage.StorageAccessDeniedError):
+    with pytest.raises(StorageAccessDeniedError):
         storage.write_text(storage.join(s3_env, "other.txt"), "x")
 
 
 def test_unknown_access_key_is_refused(s3_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "X" + ACCESS_KEY)
-    with pytest.raises(storage.StorageAccessDeniedError, match="InvalidAccessKeyId"):
+    with pytest.raises(StorageAccessDeniedError, match="InvalidAccessKeyId"):
         storage.list_files(s3_env)
 
 
@@ -157,7 +159,7 @@ def test_an_endpoint_that_never_answers_fails_within_the_timeouts(monkeypatch: p
 def test_a_file_above_the_multipart_threshold_uploads_in_parts_and_reads_back(s3_env: str, tmp_path: Path) -> None:
     import hashlib
 
-    size = storage.MULTIPART_THRESHOLD_BYTES * 2 + 12345
+    size = MULTIPART_THRESHOLD_BYTES * 2 + 12345
     data = hashlib.sha256(b"seed").digest() * (size // 32 + 1)
     local = tmp_path / "big.bin"
     local.write_bytes(data[:size])

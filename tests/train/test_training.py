@@ -115,7 +115,7 @@ def test_killed_worker_is_replaced_and_resumes_from_its_checkpoint_with_frozen_t
     assert resumed and 1 <= int(resumed.group(2)) < epochs, text[-3000:]
     final = last_json(text)
     assert final["epoch"] == epochs
-    history = json.loads((Path(final["model_bundle"]) / "history.json").read_text())
+    history = json.loads((Path(final["latest_bundle"]) / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
 
     assert text.count("train images: 480 features computed once") == 1, text[-3000:]
@@ -188,7 +188,7 @@ def test_ctrl_c_and_sigterm_say_what_is_checkpointed_and_a_rerun_under_other_set
     log = tmp_path / "2.log"
     code, said = _stop_once(job, signal.SIGTERM, log, functools.partial(_wait_for_line, log, resumed))
     assert code == 143, said[-3000:]
-    stopped = re.search(r"terminated: run terminated: epoch (\d+) is checkpointed; `mmray train \S+` resumes it", said)
+    stopped = re.search(r"terminated: run stopped: epoch (\d+) is checkpointed; `mmray train \S+` resumes it", said)
     assert stopped and int(stopped.group(1)) >= stopped_at, said[-3000:]
     assert "SIGTERM received" not in said and "Traceback" not in said, said[-3000:]
     assert "multiple active Ray instances" not in said, said[-3000:]
