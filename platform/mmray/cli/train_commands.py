@@ -64,11 +64,11 @@ def train(
     try:
         outcome = _train_local(spec, rerun) if local else _train_on_ray(spec, rerun)
     except KeyboardInterrupt as stop:
+        how, code = how_stopped(stop)
+        _disconnect()  # Ray's late log lines before the final word; the run registers nothing after this
         epoch = latest_checkpointed_epoch(run_directory(spec))
         saved = f"epoch {epoch} is checkpointed" if epoch else "no epoch was checkpointed yet"
         command = shlex.join(["mmray", "train", job, *(overrides or []), *(["--local"] if local else [])])
-        how, code = how_stopped(stop)
-        _disconnect()  # Ray's late log lines before the final word
         typer.echo(f"{how}: run {spec.name}: {saved}; `{command}` resumes it", err=True)
         raise typer.Exit(code) from None
     _disconnect()
