@@ -25,7 +25,7 @@ from mmray.models.conditioning import (
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.image_codec import ImageCodeEncoder, ImageDecoder
 from mmray.models.registry import ModelKind, register_model
-from mmray.models.text_to_image import draw_noise
+from mmray.models.text_to_image import Noise, draw_noise
 
 GanStep = Literal["discriminator", "generator"]
 
@@ -108,9 +108,7 @@ class ConditionalGan(nn.Module):
             return GanScores(None, self.discriminator(fake * 2.0 - 1.0, condition.detach()))
 
     @torch.no_grad()
-    def sample(
-        self, condition: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def sample(self, condition: torch.Tensor, temperature: float = 1.0, generator: Noise = None) -> torch.Tensor:
         """One image per condition row (B, E), noise scaled by `temperature` → [0, 1] (B, 3, S, S)."""
         noise = draw_noise(condition.shape[0], self.noise_dim, condition.device, generator) * temperature
         return self.generate(noise, condition)

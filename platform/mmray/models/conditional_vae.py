@@ -20,7 +20,7 @@ from mmray.models.conditioning import (
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.image_codec import ImageCodeEncoder, ImageDecoder
 from mmray.models.registry import ModelKind, register_model
-from mmray.models.text_to_image import draw_noise
+from mmray.models.text_to_image import Noise, draw_noise
 
 
 @dataclass
@@ -73,9 +73,7 @@ class ConditionalVae(nn.Module):
         return torch.sigmoid(self.decode(mu, condition).float())
 
     @torch.no_grad()
-    def sample(
-        self, condition: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def sample(self, condition: torch.Tensor, temperature: float = 1.0, generator: Noise = None) -> torch.Tensor:
         """One image per condition row (B, E) from the prior scaled by `temperature` → [0, 1] (B, 3, S, S)."""
         latent = draw_noise(condition.shape[0], self.latent_dim, condition.device, generator) * temperature
         return torch.sigmoid(self.decode(latent, condition).float())

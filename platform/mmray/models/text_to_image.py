@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -9,9 +10,19 @@ from torch import nn
 
 from mmray.errors import BundleError
 
+Noise = torch.Generator | Sequence[torch.Generator] | None
+"""Where sample noise comes from: one generator for the batch, one per row (a row's noise then does not
+depend on the batch it is drawn in: sharded evaluation), or the global one."""
 
-def draw_noise(rows: int, dim: int, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+
+def draw_noise(rows: int, dim: int, device: torch.device, generator: Noise) -> torch.Tensor:
     """Standard normal noise (rows, dim), drawn on the CPU (so a seed gives the same noise on any device)."""
+    if isinstance(generator, Sequence):
+        if len(generator) != rows:
+            raise ValueError(f"{len(generator)} noise generators for {rows} rows")
+        if not generator:
+            return torch.empty(0, dim, device=device)
+        return torch.cat([torch.randn(1, dim, generator=g) for g in generator]).to(device)  # (rows, dim)
     return torch.randn(rows, dim, generator=generator).to(device)
 
 
@@ -23,9 +34,7 @@ class TextToImageModel(Protocol):
         """Caption token ids and mask (B, L) → conditioning vectors (B, E)."""
         ...
 
-    def sample(
-        self, condition: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def sample(self, condition: torch.Tensor, temperature: float = 1.0, generator: Noise = None) -> torch.Tensor:
         """One image per condition row (B, E) → pixels in [0, 1] (B, 3, S, S)."""
         ...
 

@@ -2,7 +2,9 @@
 their R-precision under a trained retrieval model beside the real images' (the ceiling), how much samples
 of one caption differ, and a grid of samples for fixed captions.
 
-Every rank computes the same figures (noise and candidate draws are seeded), so no gathering is needed."""
+Each row's noise comes from its own seeded generator, so the ranks share the R-precision samples (each
+generates and embeds its `shard_range` of rows, the vectors gathered) and every rank reports the figures
+of one process; the small grid is drawn on every rank."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from mmray.artifacts.model_bundle import LoadedBundle, open_bundle, read_process
 from mmray.config.generation import SampleEvaluationConfig
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
+from mmray.distributed import gather_rows, shard_range
 from mmray.errors import BundleError
 from mmray.figures import plt, png_bytes, wrap_text
 from mmray.metrics.samples import r_precision, sample_diversity
@@ -33,6 +36,11 @@ def first_captions(split: SplitTensors, count: int) -> tuple[torch.Tensor, torch
     return split.caption_ids[first], split.caption_mask[first]
 
 
+def row_generators(seed: int, rows: range) -> list[torch.Generator]:
+    """One generator per row, seeded by the evaluation's seed and the row's index."""
+    return [torch.Generator().manual_seed(seed * 1_000_003 + row) for row in rows]
+
+
 @torch.no_grad()
 def generate(
     model: TextToImageModel,
@@ -40,14 +48,18 @@ def generate(
     mask: torch.Tensor,
     context: EvalContext,
     temperature: float,
-    generator: torch.Generator,
+    seed: int,
+    rows: range,
 ) -> torch.Tensor:
-    """One sample per caption (n, L) → [0, 1] images (n, 3, S, S) on the CPU."""
+    """One sample for each caption of `rows` of (n, L) ids → [0, 1] images (len(rows), 3, S, S) on the CPU;
+    a row's noise depends on the seed and its index only."""
     samples = []
-    for start in range(0, ids.shape[0], context.batch_size):
-        stop = start + context.batch_size
+    for start in range(rows.start, rows.stop, context.batch_size):
+        stop = min(start + context.batch_size, rows.stop)
         condition = model.condition(ids[start:stop].to(context.device), mask[start:stop].to(context.device))
-        samples.append(model.sample(condition, temperature, generator).float().cpu())
+        samples.append(model.sample(condition, temperature, row_generators(seed, range(start, stop))).float().cpu())
+    if not samples:
+        return torch.empty(0, 3, model.image_size, model.image_size)
     return torch.cat(samples)
 
 
@@ -109,26 +121,33 @@ class SampleEvaluation:
     ) -> tuple[dict[str, float], dict[str, bytes]]:
         """R-precision of samples and of the real images (with an evaluator), sample diversity, the grid."""
         config = self.config
-        generator = torch.Generator().manual_seed(config.seed)
         metrics: dict[str, float] = {}
         ids, mask = first_captions(split, config.images)
         texts = self.processor.tokenizer.decode(ids)
         evaluator = self.evaluator()
         if evaluator is not None:
             evaluator.model.to(context.device)
-            samples = generate(model, ids, mask, context, config.temperature, generator)
-            real = split.images[: ids.shape[0]].float() / 255.0
-            text_vectors = self._embed_texts(evaluator, texts, context)
-            candidates = min(config.candidates, ids.shape[0])
-            sample_vectors = self._embed_images(evaluator, samples, context)
-            real_vectors = self._embed_images(evaluator, real, context)
+            count = ids.shape[0]
+            share = shard_range(count, context.rank, context.world)
+            samples = generate(model, ids, mask, context, config.temperature, config.seed, share)  # (n_r, 3, S, S)
+            real = split.images[share.start : share.stop].float() / 255.0
+            local = [
+                self._embed_texts(evaluator, texts[share.start : share.stop], context),
+                self._embed_images(evaluator, samples, context),
+                self._embed_images(evaluator, real, context),
+            ]  # each (n_r, E)
+            text_vectors, sample_vectors, real_vectors = (
+                gather_rows(v.to(context.device), count, context.world).cpu() for v in local
+            )  # each (n, E)
+            candidates = min(config.candidates, count)
             metrics["r_precision"] = r_precision(sample_vectors, text_vectors, candidates, config.seed)
             metrics["real_r_precision"] = r_precision(real_vectors, text_vectors, candidates, config.seed)
             metrics["r_precision_candidates"] = float(candidates)
         rows = min(config.grid_captions, ids.shape[0])
         grid_ids = ids[:rows].repeat_interleave(config.grid_samples, dim=0)
         grid_mask = mask[:rows].repeat_interleave(config.grid_samples, dim=0)
-        grid = generate(model, grid_ids, grid_mask, context, config.temperature, generator)
+        grid_seed = config.seed + 1  # other noise than the R-precision samples
+        grid = generate(model, grid_ids, grid_mask, context, config.temperature, grid_seed, range(grid_ids.shape[0]))
         grid = grid.view(rows, config.grid_samples, *grid.shape[1:])  # (rows, M, 3, S, S)
         if config.grid_samples >= 2:
             metrics["sample_diversity"] = sample_diversity(grid)
