@@ -20,6 +20,9 @@ class DataError(MmrayError, ValueError):
         super().__init__(message)
         self.report = report
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self), self.report)  # the report survives pickling (a child's refusal)
+
 
 class ImageDecodeError(DataError):
     """An image file exists but cannot be decoded."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from itertools import combinations
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import ray.data
 import torch
@@ -83,7 +84,7 @@ def test_a_large_split_meets_new_neighbours_every_epoch(ray_session: None) -> No
     shuffles would (a block-order shuffle with a local buffer keeps most rows beside the same neighbours)."""
     ray.data.DataContext.get_current().execution_options = ordered_ingest()
     rows, batch = 8192, 16
-    dataset = reshuffled_rows([{"image_id": i} for i in range(rows)], seed=5)
+    dataset = reshuffled_rows(pa.table({"image_id": list(range(rows))}), seed=5)
     epochs = [[b["image_id"].tolist() for b in shard_row_batches(dataset, batch, 5, epoch, 0)] for epoch in (0, 1)]
     assert sorted(i for b in epochs[1] for i in b) == sorted(i for b in epochs[0] for i in b)
     met = [{frozenset(pair) for b in batches for pair in combinations(b, 2)} for batches in epochs]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mmray.config.data import CocoData, CocoSplit, DataConfig
+from mmray.data.child_load import CHILD_LOAD_BYTES, annotation_bytes, load_in_child
 from mmray.data.coco import CocoDataset, load_coco
 from mmray.data.shapes import ensure_shapes
 from mmray.errors import ConfigError
@@ -16,18 +17,25 @@ def resolve_splits(config: DataConfig) -> dict[str, CocoSplit]:
     return splits
 
 
-def load_split(config: DataConfig, split: str, progress: bool = True) -> CocoDataset:
-    """Load one split's records with the bad-record policy of the data section."""
+def load_split(
+    config: DataConfig, split: str, progress: bool = True, child_load_bytes: int = CHILD_LOAD_BYTES
+) -> CocoDataset:
+    """Load one split's records with the bad-record policy of the data section; annotation files of at least
+    `child_load_bytes` together are parsed in a child process (`child_load`)."""
     splits = resolve_splits(config)
     if split not in splits:
         raise ConfigError(f"data has no {split!r} split; it gives {', '.join(splits)}")
     paths = splits[split]
-    return load_coco(
-        captions=paths.captions,
-        images=paths.images,
-        instances=paths.instances,
-        on_bad_record=config.on_bad_record,
-        image_check=config.image_check,
-        progress=progress,
-        merge_duplicate_files=config.merge_duplicate_files,
-    )
+    arguments = {
+        "captions": paths.captions,
+        "images": paths.images,
+        "instances": paths.instances,
+        "on_bad_record": config.on_bad_record,
+        "image_check": config.image_check,
+        "progress": progress,
+        "merge_duplicate_files": config.merge_duplicate_files,
+    }
+    files = [paths.captions, *([paths.instances] if paths.instances else [])]
+    if annotation_bytes(files) >= child_load_bytes:
+        return load_in_child(load_coco, f"the {split} split ({paths.captions})", **arguments)  # type: ignore[no-any-return]
+    return load_coco(**arguments)  # type: ignore[arg-type]
