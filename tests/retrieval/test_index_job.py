@@ -167,3 +167,37 @@ def test_index_bundle_on_s3_is_searchable(model_bundle: tuple[Path, Path], tmp_p
     found = invoke_mmray("search", summary["index_bundle"], "--text", "a big green square", "--k", "4", "--json")
     assert found.returncode == 0, found.stderr[-3000:]
     assert len(last_json(found.stdout)["hits"]) == 4
+
+
+def test_index_job_reads_prepared_shards_instead_of_the_images(model_bundle: tuple[Path, Path], tmp_path: Path) -> None:
+    """`mmray data prepare INDEX_JOB --shards` once, then the JPEGs overwritten: both runners embed the split
+    from the shards alone, as exactly as from the images."""
+    data_root, bundle = model_bundle
+    copy = tmp_path / "data"
+    shutil.copytree(next(data_root.glob("n*")), copy)
+    job = index_job(data_root, tmp_path / "runs", bundle, "prepared")
+    exact = evaluate_bundle(IndexJob.model_validate(job).data, str(bundle))
+    job["data"] = {
+        "source": "coco",
+        "val": {"captions": str(copy / "annotations/captions_val.json"), "images": str(copy / "images/val")},
+    }
+    path = write_job(tmp_path / "job.yaml", job)
+    shards = tmp_path / "prepared"
+    prepared = invoke_mmray("data", "prepare", str(path), "--shards", str(shards))
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    assert prepared.last_json()["val"]["prepared"]["images"] == 96
+    for image in (copy / "images" / "val").glob("*.jpg"):
+        image.write_bytes(f"no longer a JPEG: {image.name}".encode())  # distinct bytes: no duplicate files
+    for runner, run in (("ray_data", run_mmray), ("local", invoke_mmray)):
+        result = run(
+            "index",
+            str(path),
+            f"data.prepared={shards}",
+            f"index.runner={runner}",
+            f"name=from-shards-{runner.replace('_', '-')}",
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = last_json(result.stdout)
+        assert summary["failed"] == {"images": 0, "captions": 0}, runner
+        assert summary["sizes"] == {"images": 96, "captions": 288}
+        assert {k: summary[k] for k in RECALL_KEYS} == {k: exact[k] for k in RECALL_KEYS}, runner

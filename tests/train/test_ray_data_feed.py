@@ -14,6 +14,7 @@ import torch
 
 from mmray.data.coco import load_coco
 from mmray.data.processor import ImageTransform, Processor
+from mmray.data.record_columns import records_table
 from mmray.data.shapes import split_paths
 from mmray.data.tokenizers import WordTokenizer
 from mmray.train.feeds import shard_row_batches, stream_batches
@@ -51,7 +52,8 @@ def test_stream_is_seeded_and_reshuffled_every_epoch(ray_session: None, tiny_sha
         WordTokenizer.build([c for r in split.records for c in r.captions], 40),
     )
     ray.data.DataContext.get_current().execution_options = ordered_ingest()
-    dataset, same_seed = training_dataset(split, processor, seed=3), training_dataset(split, processor, seed=3)
+    records, most = records_table(split.records), max(len(r.captions) for r in split.records)
+    dataset, same_seed = training_dataset(records, processor, 3, most), training_dataset(records, processor, 3, most)
 
     first, other = _epoch(dataset, 3, 0), _epoch(dataset, 3, 1)
     assert len(first) == len(split.records) // 16

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mmray.config import PipelineJob, ShapesData, TrainJob, TuneJob, load_job
+from mmray.config import IndexJob, PipelineJob, ShapesData, TrainJob, TuneJob, load_job
 from mmray.config.base import validate
 from mmray.config.data import ImageCheck
 from mmray.errors import ConfigError
@@ -146,7 +146,7 @@ def prepare(
         typer.Option(
             "--shards",
             help="also write each split's images, decoded and resized for the job's model, as Parquet shards "
-            "under this directory or s3:// prefix (URI/train, URI/val); train and tune jobs",
+            "under this directory or s3:// prefix (URI/train, URI/val); train, tune and index jobs",
         ),
     ] = None,
 ) -> None:
@@ -161,8 +161,9 @@ def prepare(
 
     spec = load_job(job, overrides or [])
     train_job = trial_job(spec) if isinstance(spec, TuneJob) else spec if isinstance(spec, TrainJob) else None
-    if shards is not None and train_job is None:
-        raise ConfigError("--shards needs a train or tune job: the shards hold images resized for its model")
+    shards_job = spec if isinstance(spec, IndexJob) else train_job
+    if shards is not None and shards_job is None:
+        raise ConfigError("--shards needs a train, tune or index job: the shards hold images resized for its model")
     if train_job is not None:
         data = train_job.data
     elif isinstance(spec, PipelineJob):
@@ -185,27 +186,32 @@ def prepare(
     if not all(r["usable"] for r in results.values()):
         typer.echo(json.dumps(results))
         raise typer.Exit(1)
-    if shards is not None and train_job is not None:
-        for split, written in write_shards(train_job, shards).items():
+    if shards is not None and shards_job is not None:
+        for split, written in write_shards(shards_job, shards).items():
             results[split]["prepared"] = written
         typer.echo(f"written; train on them with data.prepared={shards}", err=True)
     typer.echo(json.dumps(results))
 
 
-def write_shards(spec: TrainJob, shards: str) -> dict[str, dict[str, Any]]:
-    """Each split of `spec`'s data decoded and resized by its model's processor into shards under `shards`."""
+def write_shards(spec: TrainJob | IndexJob, shards: str) -> dict[str, dict[str, Any]]:
+    """Each split of `spec`'s data decoded and resized by its model's processor (an index job's: its bundle's)
+    into shards under `shards`."""
     from mmray import storage
+    from mmray.artifacts.model_bundle import read_processor, resolve_model_bundle
     from mmray.data.prepared import prepare_split
     from mmray.data.sources import load_split, resolve_splits
     from mmray.models.registry import build_processor
 
     splits = {split: load_split(spec.data, split) for split in resolve_splits(spec.data)}
-    processor = build_processor(spec.model, [c for r in splits.get("train", next(iter(splits.values()))).records
-                                            for c in r.captions])  # fmt: skip
+    if isinstance(spec, IndexJob):
+        processor, seed = read_processor(resolve_model_bundle(spec.checkpoint))[0], 0
+    else:
+        first = splits.get("train", next(iter(splits.values())))
+        processor, seed = build_processor(spec.model, [c for r in first.records for c in r.captions]), spec.train.seed
     written = {}
     for split, dataset in splits.items():
         out = storage.join(shards, split)
-        manifest = prepare_split(dataset, processor, out, spec.train.seed, strict=spec.data.on_bad_record == "error")
+        manifest = prepare_split(dataset, processor, out, seed, strict=spec.data.on_bad_record == "error")
         written[split] = {"uri": out, "images": manifest.images, "shards": len(manifest.shards),
                           "left_out": len(manifest.left_out)}  # fmt: skip
     return written

@@ -9,9 +9,9 @@ import io
 import json
 import logging
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +47,8 @@ class PreparedManifest:
     """`records_fingerprint` of the split's records when prepared."""
     left_out: dict[str, str]
     """image id → why its image could not be read."""
+    shard_image_ids: list[list[int]] = field(default_factory=list)
+    """Each shard's image ids in row order (empty in splits prepared before it was kept: read from the shards)."""
 
 
 def records_fingerprint(records: Sequence[ImageRecord]) -> str:
@@ -94,6 +96,7 @@ def prepare_split(
     order = list(dataset.records)
     random.Random(seed).shuffle(order)
     shards: list[str] = []
+    shard_image_ids: list[list[int]] = []
     left_out: dict[str, str] = {}
     kept = 0
     chunks = [order[i : i + ROWS_PER_SHARD] for i in range(0, len(order), ROWS_PER_SHARD)]
@@ -109,6 +112,7 @@ def prepare_split(
             pq.write_table(shard_rows([r for r, _ in good], [p for _, p in good]), buffer)
             storage.write_bytes(storage.join(out, name), buffer.getvalue())
             shards.append(name)
+            shard_image_ids.append([r.image_id for r, _ in good])
             kept += len(good)
     if left_out:
         shown = "; ".join(f"{i}: {why}" for i, why in list(left_out.items())[:10])
@@ -118,7 +122,13 @@ def prepare_split(
     if not kept:
         raise DataError(f"none of the {len(order)} images of {dataset.captions_uri} could be read")
     manifest = PreparedManifest(
-        FORMAT, kept, shards, pixel_settings(processor.image), records_fingerprint(dataset.records), left_out
+        FORMAT,
+        kept,
+        shards,
+        pixel_settings(processor.image),
+        records_fingerprint(dataset.records),
+        left_out,
+        shard_image_ids,
     )
     storage.write_text(storage.join(out, MANIFEST), json.dumps(asdict(manifest), indent=1))
     return manifest
@@ -181,6 +191,34 @@ def shard_records(uri: str) -> dict[str, np.ndarray]:
         "object_count": np.asarray(table.column("object_count").to_pylist(), dtype=np.float32),
         "covered_fraction": np.asarray(table.column("covered_fraction").to_pylist(), dtype=np.float32),
     }
+
+
+PixelLocations = dict[int, tuple[str, int]]
+"""image id → (the prepared shard holding its pixels, its row there)."""
+
+
+def pixel_locations(uri: str, manifest: PreparedManifest) -> PixelLocations:
+    """Where each prepared image's pixels are (from the manifest; older splits' shards are read for it)."""
+    uris = shard_uris(uri, manifest)
+    if manifest.shard_image_ids:
+        ids: Iterable[list[int]] = manifest.shard_image_ids
+    else:
+        ids = (_read_table(shard, ["image_id"]).column("image_id").to_pylist() for shard in uris)
+    return {
+        image_id: (shard, row)
+        for shard, shard_ids in zip(uris, ids, strict=True)
+        for row, image_id in enumerate(shard_ids)
+    }
+
+
+def shard_pixels(uri: str, size: int) -> list[np.ndarray | str]:
+    """A shard's images as uint8 (3, S, S) in row order, or why one is unusable."""
+    return [
+        np.frombuffer(data, dtype=np.uint8).reshape(3, size, size)
+        if len(data) == 3 * size * size
+        else f"its pixels in {uri} are {len(data)} bytes, not 3 × {size} × {size}"
+        for data in _read_table(uri, ["image"]).column("image").to_pylist()
+    ]
 
 
 def _read_shard(uri: str) -> pa.Table:

@@ -29,8 +29,9 @@ from mmray import storage
 from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
 from mmray.config.indexing import CorpusKind
 from mmray.data.coco import CocoDataset
+from mmray.data.prepared import ROWS_PER_SHARD, PixelLocations, shard_pixels
 from mmray.data.processor import Processor
-from mmray.errors import ImageDecodeError, IndexBundleError, StorageError
+from mmray.errors import DataError, IndexBundleError, StorageError
 from mmray.models.embedding import as_embedding_model
 
 logger = logging.getLogger(__name__)
@@ -65,15 +66,26 @@ class ShardPlan:
         return self.rows[shard * self.shard_size : (shard + 1) * self.shard_size]
 
 
-def corpus_plan(dataset: CocoDataset, kind: CorpusKind, shard_size: int, model_version: str) -> ShardPlan:
-    """Rows in id order: images carry their URI, captions their text."""
+def corpus_plan(
+    dataset: CocoDataset, kind: CorpusKind, shard_size: int, model_version: str, prepared: PixelLocations | None = None
+) -> ShardPlan:
+    """Rows in id order: images carry their URI, captions their text. Images whose pixels were prepared
+    (`prepared`) carry their shard and row there and come in the shards' order, so each is read once."""
+    prepared = prepared or {}
     if kind == "images":
         items = [(r.image_id, r.image_uri, "") for r in dataset.records]
     else:
         items = [(cid, "", text) for r in dataset.records for cid, text in zip(r.caption_ids, r.captions, strict=True)]
-    items.sort()
+    items.sort(key=lambda item: (prepared.get(item[0], ("~", 0)), item[0]) if kind == "images" else item[0])
     rows: list[dict[str, Any]] = [
-        {"id": row_id, "uri": uri, "text": text, "shard": position // shard_size}
+        {
+            "id": row_id,
+            "uri": uri,
+            "text": text,
+            "shard": position // shard_size,
+            "pixels_from": prepared.get(row_id, ("", -1))[0] if kind == "images" else "",
+            "pixels_row": prepared.get(row_id, ("", -1))[1] if kind == "images" else -1,
+        }
         for position, (row_id, uri, text) in enumerate(items)
     ]
     return ShardPlan(kind=kind, shard_size=shard_size, rows=rows, model_version=model_version)
@@ -94,20 +106,40 @@ def finished_shards(directory: str) -> set[int]:
 
 
 class DecodeImages:
-    """CPU batch task: read and preprocess each image; failures become an error string, not a crash."""
+    """CPU batch task: read and preprocess each image, or take its prepared pixels (`pixels_from` a shard,
+    each shard read once per batch); failures become an error string, not a crash."""
 
     def __init__(self, processor: Processor) -> None:
         self.processor = processor
 
+    def _prepared(self, shards: set[str]) -> dict[str, list[np.ndarray | str]]:
+        size = self.processor.image.size
+        read: dict[str, list[np.ndarray | str]] = {}
+        for uri in shards:
+            try:
+                read[uri] = shard_pixels(uri, size)
+            except DataError as exc:
+                read[uri] = [str(exc)] * ROWS_PER_SHARD
+        return read
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         size = self.processor.image.size
         pixels = np.zeros((len(batch["id"]), 3, size, size), dtype=np.uint8)
+        sources = [str(uri) for uri in batch.get("pixels_from", [""] * len(batch["id"]))]
+        prepared = self._prepared({uri for uri in sources if uri})
         errors = []
         for row, uri in enumerate(batch["uri"]):
             try:
-                pixels[row] = self.processor.array_from_uri(str(uri))
+                if sources[row]:
+                    stored, at = prepared[sources[row]], int(batch["pixels_row"][row])
+                    found = stored[at] if at < len(stored) else f"{sources[row]} has no row {at}"
+                    if isinstance(found, str):
+                        raise DataError(found)
+                    pixels[row] = found
+                else:
+                    pixels[row] = self.processor.array_from_uri(str(uri))
                 errors.append("")
-            except (ImageDecodeError, StorageError) as exc:
+            except (DataError, StorageError) as exc:
                 errors.append(str(exc))
         return {**batch, "pixels": pixels, "error": np.array(errors, dtype=object)}
 
@@ -180,7 +212,8 @@ def local_batches(bundle: LoadedBundle, bundle_uri: str, kind: CorpusKind, batch
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             batch = {name: np.array([row[name] for row in chunk], dtype=object) for name in ("uri", "text")}
-            batch |= {name: np.array([row[name] for row in chunk]) for name in ("id", "shard")}
+            batch |= {name: np.array([row[name] for row in chunk], dtype=object) for name in ("pixels_from",)}
+            batch |= {name: np.array([row[name] for row in chunk]) for name in ("id", "shard", "pixels_row")}
             yield embed(decode(batch) if kind == "images" else batch)
 
     return batches

@@ -16,6 +16,7 @@ from mmray.artifacts.model_bundle import LoadedBundle, open_bundle, resolve_mode
 from mmray.config import IndexJob
 from mmray.config.indexing import CorpusKind, IndexSettings
 from mmray.data.coco import CocoDataset
+from mmray.data.prepared import PixelLocations, pixel_locations, prepared_split
 from mmray.data.sources import load_split
 from mmray.index.faiss_index import IndexSpec, VectorIndex, build_index
 from mmray.models.embedding import as_embedding_model
@@ -102,6 +103,15 @@ def _batches(
     return ray_data_batches(bundle_uri, kind, settings, bundle.processor)
 
 
+def _prepared_pixels(spec: IndexJob, dataset: CocoDataset, bundle: LoadedBundle) -> PixelLocations | None:
+    """Where the split's images were prepared (`data.prepared`, checked against the bundle's preprocessing),
+    so they are read instead of decoded."""
+    if spec.data.prepared is None:
+        return None
+    uri, manifest = prepared_split(spec.data.prepared, spec.index.split, dataset, bundle.processor.image)
+    return pixel_locations(uri, manifest)
+
+
 def run_index_job(spec: IndexJob) -> IndexOutcome:
     """Embed `spec.index.corpus` of split `spec.index.split` with the model bundle `spec.checkpoint` (on Ray
     Data or in this process, `chosen_runner`), build one index per corpus and write the bundle to
@@ -126,8 +136,9 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
     indexes: dict[str, VectorIndex] = {}
     embedded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     failed: dict[str, list[dict[str, Any]]] = {}
+    prepared = _prepared_pixels(spec, dataset, bundle) if "images" in settings.corpus else None
     for kind in settings.corpus:
-        plan = corpus_plan(dataset, kind, settings.shard_size, version)
+        plan = corpus_plan(dataset, kind, settings.shard_size, version, prepared)
         shards = plan.directory(storage.join(run_dir, "embeddings"))
         embed_corpus(plan, shards, _batches(runner, bundle, bundle_uri, kind, settings))
         ids, vectors, failures = read_shards(shards, plan.shard_count)

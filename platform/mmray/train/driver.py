@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from mmray import storage
 from mmray.artifacts.model_bundle import (
     BEST_MODEL,
@@ -24,6 +26,7 @@ from mmray.artifacts.model_bundle import (
 from mmray.config import TrainJob, to_yaml
 from mmray.data.prepared import load_split_tensors, prepared_split, shard_uris
 from mmray.data.processor import Processor
+from mmray.data.record_columns import records_table
 from mmray.data.sources import load_split, resolve_splits
 from mmray.data.tensors import SplitTensors, tensors_to_arrays
 from mmray.data.tokenizers import WordTokenizer
@@ -129,12 +132,16 @@ class DriverData:
     processor: Processor
     task_class: type[Task]
     score: Score
-    train: Any
     num_train_examples: int
+    max_captions: int
+    """The most captions of any training image."""
     train_tensors: SplitTensors | None
     val_tensors: SplitTensors | None
     train_shards: list[str] | None = None
     """The prepared training split's shards, streamed instead of the images (loader ray_data)."""
+    train_records: pa.Table | None = None
+    """The training records as columns, streamed (loader ray_data without shards; the Python records are
+    dropped once these exist)."""
 
 
 def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
@@ -158,7 +165,8 @@ def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
     score = Score(checkpoint.score_attribute or task.score.metric, checkpoint.score_order or task.score.mode)
     loader = choose_loader(spec, task, len(train.records), processor.image.size, can_stream)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"loader": loader})})
-    train_tensors, train_shards = None, None
+    train_tensors, train_shards, train_records = None, None, None
+    max_captions = max(len(r.captions) for r in train.records)
     if loader == "memory":
         logger.info("decoding %d training images", len(train.records))
         train_tensors = load_split_tensors(train, processor, spec.data.prepared, "train")
@@ -170,6 +178,9 @@ def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
         if spec.data.prepared is not None:
             uri, manifest = prepared_split(spec.data.prepared, "train", train, processor.image)
             train_shards, examples = shard_uris(uri, manifest), manifest.images
+        else:
+            train_records = records_table(train.records)
+        del train  # on a large split the records are most of the driver's memory
     if examples < spec.train.batch_size:
         raise ConfigError(
             f"train.batch_size {spec.train.batch_size} is larger than the training split ({examples} examples): "
@@ -177,7 +188,9 @@ def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
         )
     val = load_split(spec.data, "val") if "val" in splits else None
     val_tensors = load_split_tensors(val, processor, spec.data.prepared, "val") if val is not None else None
-    return DriverData(spec, processor, cls, score, train, examples, train_tensors, val_tensors, train_shards)
+    return DriverData(
+        spec, processor, cls, score, examples, max_captions, train_tensors, val_tensors, train_shards, train_records
+    )
 
 
 def _train_examples(spec: TrainJob, task: Task, tensors: SplitTensors) -> int:

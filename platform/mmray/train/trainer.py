@@ -33,14 +33,15 @@ def loop_config_of(data: DriverData) -> tuple[dict[str, Any], dict[str, Any] | N
     datasets = None
     if data.train_tensors is None:
         actors, cpus = decode_pool(data.spec)
-        count = len(data.train.records)
-        logger.info("streaming %d training images, decoded by up to %d Ray Data actors", count, actors)
-        seed = data.spec.train.seed
+        logger.info(
+            "streaming %d training images, decoded by up to %d Ray Data actors", data.num_train_examples, actors
+        )
+        seed, most = data.spec.train.seed, data.max_captions
         if data.train_shards is not None:
-            most = max(len(r.captions) for r in data.train.records)
             stream = prepared_training_dataset(data.train_shards, data.processor, seed, most, actors, cpus)
         else:
-            stream = training_dataset(data.train, data.processor, seed, actors, cpus)
+            assert data.train_records is not None
+            stream = training_dataset(data.train_records, data.processor, seed, most, actors, cpus)
         datasets = {"train": stream}
     return config, datasets
 
