@@ -171,7 +171,7 @@ def test_index_bundle_on_s3_is_searchable(model_bundle: tuple[Path, Path], tmp_p
 
 def test_index_job_reads_prepared_shards_instead_of_the_images(model_bundle: tuple[Path, Path], tmp_path: Path) -> None:
     """`mmray data prepare INDEX_JOB --shards` once, then the JPEGs overwritten: both runners embed the split
-    from the shards alone, as exactly as from the images."""
+    from the shards alone, to the recall of the images themselves."""
     data_root, bundle = model_bundle
     copy = tmp_path / "data"
     shutil.copytree(next(data_root.glob("n*")), copy)
@@ -200,4 +200,6 @@ def test_index_job_reads_prepared_shards_instead_of_the_images(model_bundle: tup
         summary = last_json(result.stdout)
         assert summary["failed"] == {"images": 0, "captions": 0}, runner
         assert summary["sizes"] == {"images": 96, "captions": 288}
-        assert {k: summary[k] for k in RECALL_KEYS} == {k: exact[k] for k in RECALL_KEYS}, runner
+        for key in RECALL_KEYS:  # the shards' order batches images otherwise: a random model's near-ties may
+            close = 1.0 if key.endswith("medr") else 1.5 / 96  # break the other way: a rank, a query's share
+            assert summary[key] == pytest.approx(exact[key], abs=close), (runner, key)

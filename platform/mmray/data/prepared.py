@@ -213,12 +213,14 @@ def pixel_locations(uri: str, manifest: PreparedManifest) -> PixelLocations:
 
 def shard_pixels(uri: str, size: int) -> list[np.ndarray | str]:
     """A shard's images as uint8 (3, S, S) in row order, or why one is unusable."""
-    return [
-        np.frombuffer(data, dtype=np.uint8).reshape(3, size, size)
-        if len(data) == 3 * size * size
-        else f"its pixels in {uri} are {len(data)} bytes, not 3 × {size} × {size}"
-        for data in _read_table(uri, ["image"]).column("image").to_pylist()
-    ]
+    return [stored_pixels(data, size, uri) for data in _read_table(uri, ["image"]).column("image").to_pylist()]
+
+
+def stored_pixels(data: bytes, size: int, uri: str) -> np.ndarray | str:
+    """One image's stored bytes as uint8 (3, S, S), or why they are not that."""
+    if len(data) != 3 * size * size:
+        return f"its pixels in {uri} are {len(data)} bytes, not 3 × {size} × {size}"
+    return np.frombuffer(data, dtype=np.uint8).reshape(3, size, size)
 
 
 def _read_shard(uri: str) -> pa.Table:
@@ -237,9 +239,8 @@ def prepared_pixels(uri: str, manifest: PreparedManifest, size: int) -> Callable
         data = pixels.get(record.image_id)
         if data is None:
             return manifest.left_out.get(str(record.image_id), f"not in the prepared split {uri}")
-        if len(data) != 3 * size * size:
-            return f"its pixels in {uri} are {len(data)} bytes, not 3 × {size} × {size}"
-        return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(3, size, size)
+        found = stored_pixels(data, size, uri)
+        return found if isinstance(found, str) else torch.from_numpy(found.copy())
 
     return lookup
 

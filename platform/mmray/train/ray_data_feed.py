@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import ray.data
 
-from mmray.data.prepared import shard_records
+from mmray.data.prepared import shard_records, stored_pixels
 from mmray.data.processor import Processor
 from mmray.errors import DataError, ImageDecodeError, StorageError
 
@@ -80,16 +80,17 @@ class TokenizePrepared(DecodeAndTokenize):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [shard_records(str(uri)) for uri in batch["shard"]]
         merged = {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
+        merged["shard"] = np.array(
+            [str(uri) for uri, r in zip(batch["shard"], rows, strict=True) for _ in r["image_id"]]
+        )
         return super().__call__(merged)
 
     def _images(self, batch: dict[str, np.ndarray]) -> Iterable[np.ndarray | Exception]:
         size = self.processor.image.size
-        return [
-            np.frombuffer(data, dtype=np.uint8).reshape(3, size, size)
-            if len(data) == 3 * size * size
-            else DataError(f"its stored pixels are {len(data)} bytes, not 3 × {size} × {size}")
-            for data in batch["image"]
+        found = [
+            stored_pixels(data, size, str(shard)) for data, shard in zip(batch["image"], batch["shard"], strict=True)
         ]
+        return [DataError(pixels) if isinstance(pixels, str) else pixels for pixels in found]
 
 
 ROWS_PER_BLOCK = 16
