@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,33 @@ def test_a_refusal_in_the_child_arrives_with_its_report(tmp_path: Path) -> None:
 def test_a_child_that_dies_is_named(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"the big split: the process loading it stopped \(exit code -9"):
         load_in_child(_die, "the big split")
+
+
+def sleep_long() -> None:
+    time.sleep(120)
+
+
+def _children(parent: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in found.split()]
+
+
+def test_ctrl_c_in_the_caller_stops_the_child() -> None:
+    code = (
+        "from mmray.data.child_load import load_in_child\n"
+        "from tests.data.test_child_load import sleep_long\n"
+        "load_in_child(sleep_long, 'a slow split')\n"
+    )
+    caller = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not (children := _children(caller.pid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert children, "the child never started"
+    time.sleep(2)  # the child is importing or sleeping
+    os.killpg(caller.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the caller's whole group
+    _, stderr = caller.communicate(timeout=30)
+    assert caller.returncode != 0 and "KeyboardInterrupt" in stderr
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in children), "the child outlived its caller"

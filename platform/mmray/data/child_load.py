@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,8 @@ class _Collect(logging.Handler):
 
 def _child(request_path: str, outcome_path: str) -> None:
     """The child's side: the request (load, its arguments, the log level) read, the outcome and log records
-    written."""
+    written. Ctrl-C is the caller's to handle: it kills the child."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with open(request_path, "rb") as file:
         load, kwargs, level = pickle.load(file)
     collect = _Collect()
