@@ -111,7 +111,8 @@ def test_corrupt_image_is_reported_and_skipped(model_bundle: tuple[Path, Path], 
         "train": {"captions": str(copy / "annotations/captions_train.json"), "images": str(copy / "images/train")},
         "image_check": "exists",
     }  # fmt: skip
-    result = run_mmray("index", str(write_job(tmp_path / "job.yaml", job)))
+    # in this process: decoding is the runners' common step (on Ray Data: tests/retrieval/test_damaged_corpus.py)
+    result = invoke_mmray("index", str(write_job(tmp_path / "job.yaml", job)), "index.runner=local")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = last_json(result.stdout)
     assert summary["failed"] == {"images": 1, "captions": 0}

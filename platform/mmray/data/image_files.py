@@ -1,4 +1,5 @@
-"""Reading and checking image files on local disk or S3."""
+"""Reading and checking image files on local disk or S3. The decoder (torch, torchvision) is imported where
+an image is decoded, so loading a split's records without decoding needs neither."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
-from torchvision.transforms.v2 import functional as tvf
 
 from mmray import storage
-from mmray.data.images import decode_rgb
 from mmray.errors import ImageDecodeError, StorageError
 
 
 def decode_image(data: bytes, name: str = "<bytes>") -> Image.Image:
     """Decode image bytes fully into an RGB PIL image (for display); truncated or invalid files raise."""
+    from torchvision.transforms.v2 import functional as tvf
+
+    from mmray.data.images import decode_rgb
+
     image: Image.Image = tvf.to_pil_image(decode_rgb(data, name))
     return image
 
@@ -35,6 +38,8 @@ def file_sizes(directory: str, names: Iterable[str]) -> dict[str, int]:
 
 
 def _decodes(uri: str) -> tuple[str, bool]:
+    from mmray.data.images import decode_rgb
+
     try:
         decode_rgb(storage.read_bytes(uri), uri)
     except (ImageDecodeError, StorageError):

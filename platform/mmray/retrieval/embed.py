@@ -71,20 +71,21 @@ def corpus_plan(
 ) -> ShardPlan:
     """Rows in id order: images carry their URI, captions their text. Images whose pixels were prepared
     (`prepared`) carry their shard and row there and come in the shards' order, so each is read once."""
-    prepared = prepared or {}
+    located = (prepared or {}) if kind == "images" else {}
     if kind == "images":
         items = [(r.image_id, r.image_uri, "") for r in dataset.records]
     else:
         items = [(cid, "", text) for r in dataset.records for cid, text in zip(r.caption_ids, r.captions, strict=True)]
-    items.sort(key=lambda item: (prepared.get(item[0], ("~", 0)), item[0]) if kind == "images" else item[0])
+    nowhere = ("", -1)
+    items.sort(key=lambda item: (item[0] not in located, located.get(item[0], nowhere), item[0]))
     rows: list[dict[str, Any]] = [
         {
             "id": row_id,
             "uri": uri,
             "text": text,
             "shard": position // shard_size,
-            "pixels_from": prepared.get(row_id, ("", -1))[0] if kind == "images" else "",
-            "pixels_row": prepared.get(row_id, ("", -1))[1] if kind == "images" else -1,
+            "pixels_from": located.get(row_id, nowhere)[0],
+            "pixels_row": located.get(row_id, nowhere)[1],
         }
         for position, (row_id, uri, text) in enumerate(items)
     ]
@@ -211,8 +212,8 @@ def local_batches(bundle: LoadedBundle, bundle_uri: str, kind: CorpusKind, batch
     def batches(rows: list[dict[str, Any]]) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            batch = {name: np.array([row[name] for row in chunk], dtype=object) for name in ("uri", "text")}
-            batch |= {name: np.array([row[name] for row in chunk], dtype=object) for name in ("pixels_from",)}
+            strings = ("uri", "text", "pixels_from")
+            batch = {name: np.array([row[name] for row in chunk], dtype=object) for name in strings}
             batch |= {name: np.array([row[name] for row in chunk]) for name in ("id", "shard", "pixels_row")}
             yield embed(decode(batch) if kind == "images" else batch)
 
