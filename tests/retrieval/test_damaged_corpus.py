@@ -12,6 +12,7 @@ import pytest
 from mmray.data.images import decode_rgb
 from mmray.errors import ImageDecodeError
 from tests.support.damaged_images import write_captions, write_corpus
+from tests.support.cli import invoke_mmray
 from tests.support.serving_bundles import dual_encoder_bundle
 from tests.train.conftest import last_json, run_mmray, write_job
 
@@ -70,7 +71,7 @@ def test_search_by_a_damaged_image_is_one_error_line(
     root, _, summary = indexed
     image = root / "images" / name
     assert image.exists(), name
-    result = run_mmray("search", summary["index_bundle"], "--image", str(image), timeout=300)
+    result = invoke_mmray("search", summary["index_bundle"], "--image", str(image))
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
     assert message in lines[0], lines[0]
