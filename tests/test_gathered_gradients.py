@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -9,13 +8,7 @@ import torch.multiprocessing as mp
 
 from mmray.config.training import ContrastiveLossConfig, InfoNceLossConfig, TripletLossConfig
 from tests.support.ddp_grads import ddp_worker, single_process_gradients
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
+from tests.support.ports import free_port
 
 CONFIGS = [
     InfoNceLossConfig(kind="infonce"),
@@ -32,7 +25,7 @@ CONFIGS = [
 def two_rank_gradients(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every config's gradients from one two-process gloo run (one spawn: its start-up is most of the cost)."""
     out = tmp_path_factory.mktemp("ddp-grads")
-    mp.spawn(ddp_worker, args=(2, _free_port(), CONFIGS, str(out)), nprocs=2, join=True)
+    mp.spawn(ddp_worker, args=(2, free_port(), CONFIGS, str(out)), nprocs=2, join=True)
     return out
 
 

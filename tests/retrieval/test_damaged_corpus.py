@@ -11,8 +11,8 @@ import pytest
 
 from mmray.data.images import decode_rgb
 from mmray.errors import ImageDecodeError
-from tests.support.damaged_images import write_captions, write_corpus
 from tests.support.cli import invoke_mmray
+from tests.support.damaged_images import write_captions, write_corpus
 from tests.support.serving_bundles import dual_encoder_bundle
 from tests.train.conftest import last_json, run_mmray, write_job
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from mmray.serving.auth import hash_key
+from tests.support.ports import free_port
 from tests.support.serving_bundles import dual_encoder_bundle, fusion_bundle, generation_bundle, index_bundle
 
 API_KEY = "test-key-3f9a1c"
@@ -56,12 +56,6 @@ def bundles(tiny_shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> Bund
         painter=generation_bundle(tiny_shapes, root / "painter", "vae"),
         captioner=generation_bundle(tiny_shapes, root / "captioner", "caption"),
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def small_deployments(models: list[str], retriever: bool = True) -> list[dict[str, Any]]:

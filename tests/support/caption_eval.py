@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from mmray.config import TrainJob
 from mmray.tasks.base import EvalContext
 from mmray.train.driver import DriverData, prepare_driver_data
+from tests.support.gloo import gloo_group
 
 
 def caption_job(data_root: Path, storage_root: Path, train_image_tower: bool) -> TrainJob:
@@ -59,13 +58,9 @@ def evaluate(data: DriverData, rank: int, world: int, times: int = 1) -> tuple[d
 
 
 def two_rank_worker(rank: int, data: DriverData, out: str, port: int) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, 2, port):
         metrics, encoded = evaluate(data, rank, 2)
         Path(out, f"rank{rank}.json").write_text(json.dumps({"metrics": metrics, "encoded": encoded}))
-    finally:
-        dist.destroy_process_group()
 
 
 def prepared(data_root: Path, storage_root: Path, train_image_tower: bool) -> DriverData:

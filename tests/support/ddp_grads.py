@@ -13,6 +13,7 @@ from mmray.config.training import LossConfig
 from mmray.losses.representation import RepresentationLoss
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.outputs import EncoderOutput
+from tests.support.gloo import gloo_group
 
 GLOBAL_BATCH = 8
 
@@ -73,17 +74,15 @@ def single_process_gradients(config: LossConfig) -> dict[str, torch.Tensor]:
 
 def ddp_worker(rank: int, world: int, port: int, configs: list[LossConfig], out_dir: str) -> None:
     """Each config's gradients on this rank's rows, saved as `{config index}-rank{rank}.pt`."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    images, ids, mask = make_batch()
-    rows = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
-    for index, config in enumerate(configs):
-        model = nn.parallel.DistributedDataParallel(make_model(config))
-        loss = RepresentationLoss(config)(model(images[rows], ids[rows], mask[rows]), step=3).loss
-        loss.backward()
-        torch.save({**gradients(model), "loss": loss.detach()}, Path(out_dir) / f"{index}-rank{rank}.pt")
-    dist.barrier()
-    dist.destroy_process_group()
+    with gloo_group(rank, world, port):
+        images, ids, mask = make_batch()
+        rows = slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
+        for index, config in enumerate(configs):
+            model = nn.parallel.DistributedDataParallel(make_model(config))
+            loss = RepresentationLoss(config)(model(images[rows], ids[rows], mask[rows]), step=3).loss
+            loss.backward()
+            torch.save({**gradients(model), "loss": loss.detach()}, Path(out_dir) / f"{index}-rank{rank}.pt")
+        dist.barrier()
     # Leave without interpreter teardown: gloo's worker threads can abort it
     # ("terminate called without an active exception") after the results are saved.
     os._exit(0)

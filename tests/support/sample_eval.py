@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from mmray.config import ShapesData, TrainJob
 from mmray.data.shapes import generate_shapes
 from mmray.tasks.base import EvalContext
 from mmray.train.driver import DriverData, prepare_driver_data
+from tests.support.gloo import gloo_group
 from tests.support.serving_bundles import dual_encoder_bundle
 
 ENCODER = {
@@ -63,10 +62,6 @@ def evaluate(data: DriverData, rank: int, world: int) -> tuple[dict[str, float],
 
 
 def two_rank_worker(rank: int, data: DriverData, out: str, port: int) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, 2, port):
         metrics, drawn = evaluate(data, rank, 2)
         Path(out, f"rank{rank}.json").write_text(json.dumps({"metrics": metrics, "drawn": drawn}))
-    finally:
-        dist.destroy_process_group()

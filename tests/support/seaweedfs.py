@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.ports import free_ports
+
 ACCESS_KEY = "mmray-test-key"
 SECRET_KEY = "mmray-test-secret"
 _PORT_FLAGS = (
@@ -53,18 +55,6 @@ class SeaweedServer:
                 self.process.wait(timeout=10)
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets, ports = [], []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-        ports.append(sock.getsockname()[1])
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 def _weed_binary() -> str:
     beside_python = Path(sys.executable).parent / "weed"
     found = str(beside_python) if beside_python.exists() else shutil.which("weed")
@@ -102,7 +92,7 @@ def start_seaweedfs(workdir: Path, timeout: float = 60.0) -> SeaweedServer:
             }
         )
     )
-    ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
+    ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
     command = [
         _weed_binary(),
         "mini",

@@ -5,24 +5,18 @@ baseline once per run, not at every evaluation."""
 from __future__ import annotations
 
 import math
-import socket
 from pathlib import Path
 
 import torch.multiprocessing as mp
 
 from tests.support.caption_eval import evaluate, prepared, read_rank, two_rank_worker
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.ports import free_port
 
 
 def test_two_ranks_evaluate_as_one_process_each_doing_half(tmp_path: Path) -> None:
     data = prepared(tmp_path / "data", tmp_path / "runs", train_image_tower=True)
     alone, encoded_alone = evaluate(data, 0, 1)
-    mp.spawn(two_rank_worker, args=(data, str(tmp_path), _free_port()), nprocs=2, join=True)
+    mp.spawn(two_rank_worker, args=(data, str(tmp_path), free_port()), nprocs=2, join=True)
     ranks = [read_rank(tmp_path, rank) for rank in (0, 1)]
     for rank in ranks:
         assert rank["metrics"].keys() == alone.keys() and "nn_cider_d" in alone

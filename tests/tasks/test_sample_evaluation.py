@@ -6,20 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
 
 from mmray.models.text_to_image import draw_noise
+from tests.support.ports import free_port
 from tests.support.sample_eval import evaluate, prepared, two_rank_worker
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_rows_noise_does_not_depend_on_the_batch_it_is_drawn_in() -> None:
@@ -33,7 +27,7 @@ def test_two_ranks_evaluate_samples_as_one_process_each_drawing_half(tmp_path: P
     data = prepared(tmp_path)
     alone, drawn_alone = evaluate(data, 0, 1)
     assert {"r_precision", "real_r_precision", "sample_diversity"} <= alone.keys()
-    mp.spawn(two_rank_worker, args=(data, str(tmp_path), _free_port()), nprocs=2, join=True)
+    mp.spawn(two_rank_worker, args=(data, str(tmp_path), free_port()), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     for rank in ranks:
         assert rank["metrics"].keys() == alone.keys()
