@@ -181,12 +181,15 @@ def test_index_job_reads_prepared_shards_instead_of_the_images(model_bundle: tup
     job["data"] = {
         "source": "coco",
         "val": {"captions": str(copy / "annotations/captions_val.json"), "images": str(copy / "images/val")},
+        "train": {"captions": str(copy / "annotations/captions_train.json"), "images": str(copy / "images/train")},
     }
     path = write_job(tmp_path / "job.yaml", job)
     shards = tmp_path / "prepared"
     prepared = invoke_mmray("data", "prepare", str(path), "--shards", str(shards))
     assert prepared.returncode == 0, prepared.stderr[-3000:]
-    assert prepared.last_json()["val"]["prepared"]["images"] == 96
+    summary = prepared.last_json()
+    assert summary["val"]["prepared"]["images"] == 96
+    assert "prepared" not in summary["train"] and not (shards / "train").exists(), "only the split it indexes"
     for image in (copy / "images" / "val").glob("*.jpg"):
         image.write_bytes(f"no longer a JPEG: {image.name}".encode())  # distinct bytes: no duplicate files
     for runner, run in (("ray_data", run_mmray), ("local", invoke_mmray)):

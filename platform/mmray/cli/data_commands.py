@@ -189,20 +189,21 @@ def prepare(
     if shards is not None and shards_job is not None:
         for split, written in write_shards(shards_job, shards).items():
             results[split]["prepared"] = written
-        typer.echo(f"written; train on them with data.prepared={shards}", err=True)
+        typer.echo(f"written; read them with data.prepared={shards}", err=True)
     typer.echo(json.dumps(results))
 
 
 def write_shards(spec: TrainJob | IndexJob, shards: str) -> dict[str, dict[str, Any]]:
-    """Each split of `spec`'s data decoded and resized by its model's processor (an index job's: its bundle's)
-    into shards under `shards`."""
+    """Each split of `spec`'s data (an index job's: the split it indexes) decoded and resized by its model's
+    processor (an index job's: its bundle's) into shards under `shards`."""
     from mmray import storage
     from mmray.artifacts.model_bundle import read_processor, resolve_model_bundle
     from mmray.data.prepared import prepare_split
     from mmray.data.sources import load_split, resolve_splits
     from mmray.models.registry import build_processor
 
-    splits = {split: load_split(spec.data, split) for split in resolve_splits(spec.data)}
+    names = [spec.index.split] if isinstance(spec, IndexJob) else list(resolve_splits(spec.data))
+    splits = {split: load_split(spec.data, split) for split in names}
     if isinstance(spec, IndexJob):
         processor, seed = read_processor(resolve_model_bundle(spec.checkpoint))[0], 0
     else:
