@@ -12,10 +12,12 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mmray import storage
 from mmray.errors import DataError, MmrayError
+
+T = TypeVar("T")
 
 CHILD_LOAD_BYTES = 32 * 2**20
 """Annotation files of at least this many bytes together are parsed in a child process (COCO train2017's
@@ -47,31 +49,31 @@ class _Collect(logging.Handler):
 
 
 def _child(request_path: str, outcome_path: str) -> None:
-    """The child's side: the request (load, its arguments, the log level) read, the outcome and log records
+    """The child's side: the request (what to call, the log level) read, the outcome and log records
     written. Ctrl-C is the caller's to handle: it kills the child."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with open(request_path, "rb") as file:
-        load, kwargs, level = pickle.load(file)
+        load, level = pickle.load(file)
     collect = _Collect()
     root = logging.getLogger()
     root.addHandler(collect)
     root.setLevel(level)
     try:
-        outcome: tuple[str, Any] = ("loaded", load(**kwargs))
+        outcome: tuple[str, Any] = ("loaded", load())
     except (MmrayError, OSError, ValueError) as exc:
         outcome = ("refused", exc)
     with open(outcome_path, "wb") as file:
         pickle.dump((outcome, collect.records), file, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def load_in_child(load: Callable[..., Any], what: str, **kwargs: Any) -> Any:
-    """`load(**kwargs)` run in a child Python; its result returned, its error raised, its log lines logged
-    here. The child is stopped if the caller is interrupted; a child that dies (killed, out of memory) is a
-    `DataError` naming `what`."""
+def load_in_child(load: Callable[[], T], what: str) -> T:
+    """`load()` (picklable: a module's function, or a partial of one) run in a child Python; its result
+    returned, its error raised, its log lines logged here. The child is stopped if the caller is interrupted;
+    a child that dies (killed, out of memory) is a `DataError` naming `what`."""
     with tempfile.TemporaryDirectory(prefix="mmray-load-") as scratch:
         request_path, outcome_path = os.path.join(scratch, "request.pickle"), os.path.join(scratch, "outcome.pickle")
         with open(request_path, "wb") as file:
-            pickle.dump((load, kwargs, logging.getLogger("mmray").getEffectiveLevel()), file)
+            pickle.dump((load, logging.getLogger("mmray").getEffectiveLevel()), file)
         child = subprocess.Popen([sys.executable, "-m", __name__, request_path, outcome_path])
         try:
             child.wait()
@@ -89,7 +91,8 @@ def load_in_child(load: Callable[..., Any], what: str, **kwargs: Any) -> Any:
             logger.handle(record)
     if kind == "refused":
         raise value
-    return value
+    loaded: T = value
+    return loaded
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from mmray.config.data import CocoData, CocoSplit, DataConfig
 from mmray.data.child_load import CHILD_LOAD_BYTES, annotation_bytes, load_in_child
 from mmray.data.coco import CocoDataset, load_coco
@@ -26,16 +28,17 @@ def load_split(
     if split not in splits:
         raise ConfigError(f"data has no {split!r} split; it gives {', '.join(splits)}")
     paths = splits[split]
-    arguments = {
-        "captions": paths.captions,
-        "images": paths.images,
-        "instances": paths.instances,
-        "on_bad_record": config.on_bad_record,
-        "image_check": config.image_check,
-        "progress": progress,
-        "merge_duplicate_files": config.merge_duplicate_files,
-    }
+    load = partial(
+        load_coco,
+        captions=paths.captions,
+        images=paths.images,
+        instances=paths.instances,
+        on_bad_record=config.on_bad_record,
+        image_check=config.image_check,
+        progress=progress,
+        merge_duplicate_files=config.merge_duplicate_files,
+    )
     files = [paths.captions, *([paths.instances] if paths.instances else [])]
     if annotation_bytes(files) >= child_load_bytes:
-        return load_in_child(load_coco, f"the {split} split ({paths.captions})", **arguments)  # type: ignore[no-any-return]
-    return load_coco(**arguments)  # type: ignore[arg-type]
+        return load_in_child(load, f"the {split} split ({paths.captions})")
+    return load()

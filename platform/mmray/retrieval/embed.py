@@ -29,7 +29,7 @@ from mmray import storage
 from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
 from mmray.config.indexing import CorpusKind
 from mmray.data.coco import CocoDataset
-from mmray.data.prepared import ROWS_PER_SHARD, PixelLocations, shard_pixels
+from mmray.data.prepared import PixelLocations, shard_pixels
 from mmray.data.processor import Processor
 from mmray.errors import DataError, IndexBundleError, StorageError
 from mmray.models.embedding import as_embedding_model
@@ -113,14 +113,14 @@ class DecodeImages:
     def __init__(self, processor: Processor) -> None:
         self.processor = processor
 
-    def _prepared(self, shards: set[str]) -> dict[str, list[np.ndarray | str]]:
-        size = self.processor.image.size
-        read: dict[str, list[np.ndarray | str]] = {}
+    def _prepared(self, shards: set[str]) -> dict[str, list[np.ndarray | str] | str]:
+        """Each shard's images in row order, or why the shard cannot be read."""
+        read: dict[str, list[np.ndarray | str] | str] = {}
         for uri in shards:
             try:
-                read[uri] = shard_pixels(uri, size)
+                read[uri] = shard_pixels(uri, self.processor.image.size)
             except DataError as exc:
-                read[uri] = [str(exc)] * ROWS_PER_SHARD
+                read[uri] = str(exc)
         return read
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -133,6 +133,8 @@ class DecodeImages:
             try:
                 if sources[row]:
                     stored, at = prepared[sources[row]], int(batch["pixels_row"][row])
+                    if isinstance(stored, str):
+                        raise DataError(stored)
                     found = stored[at] if at < len(stored) else f"{sources[row]} has no row {at}"
                     if isinstance(found, str):
                         raise DataError(found)
