@@ -44,12 +44,12 @@ def test_prepared_shards_give_the_decoded_pixels_and_are_written_once(tmp_path: 
     prepared = invoke_mmray("data", "prepare", str(job), "--shards", shards)
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     written = prepared.last_json()
-    assert written["train"]["prepared"] == {"uri": f"{shards}/train", "images": TRAIN_IMAGES, "shards": 3,
+    assert written["train"]["prepared"] == {"uri": f"{shards}/train", "images": TRAIN_IMAGES, "shards": 10,
                                             "left_out": 0}  # fmt: skip
     assert written["val"]["prepared"]["images"] == VAL_IMAGES
     assert f"data.prepared={shards}" in prepared.stderr
     manifest = read_manifest(f"{shards}/train")
-    assert manifest.pixels == {"size": 64, "resize": "stretch"} and len(manifest.shards) == 3
+    assert manifest.pixels == {"size": 64, "resize": "stretch"} and len(manifest.shards) == 10
 
     decoded = prepare_driver_data(TrainJob.model_validate(_job(data_root, str(tmp_path / "runs"))))
     from_shards = prepare_driver_data(TrainJob.model_validate(_job(data_root, str(tmp_path / "runs"), prepared=shards)))

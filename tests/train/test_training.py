@@ -16,7 +16,6 @@ import yaml
 from safetensors.torch import load
 
 from mmray import storage
-from tests.conftest import SESSION_RAY_CPUS
 from tests.support.cli import invoke_mmray
 from tests.train.conftest import REPO_ROOT, last_json, mmray_command, run_mmray, tiny_job, write_job
 
@@ -219,12 +218,13 @@ def test_checkpoints_go_to_s3(data_root: Path, tmp_path: Path, s3_env: str) -> N
     assert weights and all(torch.allclose(before[n], after[n], atol=1e-6) for n in weights), "started from the bundle"
 
 
-def test_ray_data_loader_streams_prepared_shards_with_every_cpu_held(data_root: Path, tmp_path: Path) -> None:
+def test_shards_loader_trains_two_workers_from_the_prepared_split_alone(data_root: Path, tmp_path: Path) -> None:
     """A split prepared by `mmray data prepare --shards` (its JPEGs emptied afterwards, so only the shards can
-    feed the run) streamed to two workers that hold every CPU of the session's Ray: the Ray Data actors share
-    their cores. Streaming from the JPEGs is tests/train/test_ray_data_feed.py's."""
-    job = tiny_job(data_root, tmp_path / "runs", "streamed", epochs=1, loader="ray_data", num_workers=2)
-    job["train"]["cpus_per_worker"] = SESSION_RAY_CPUS / 2
+    feed the run), read by two Ray Train workers themselves (`train.loader=shards`); the frozen text tower's
+    features computed once by both, each its share of the shards. Streaming the JPEGs through Ray Data is
+    tests/train/test_ray_data_feed.py's; the order of the shard feed and its features, test_shard_feed's."""
+    job = tiny_job(data_root, tmp_path / "runs", "streamed", epochs=1, loader="shards", num_workers=2)
+    job["model"]["text"]["trainable_blocks"] = 0
     job["data"]["root"] = str(tmp_path / "data")
     path = write_job(tmp_path / "job.yaml", job)
     prepared = invoke_mmray("data", "prepare", str(path), "--shards", str(tmp_path / "shards"))
@@ -236,9 +236,8 @@ def test_ray_data_loader_streams_prepared_shards_with_every_cpu_held(data_root: 
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "epoch 1/1 step 5/15 " in trained.stderr and "━" not in trained.stderr, "plain lines, no bar"
     said = " ".join(trained.stderr.split())  # log lines wrap at the terminal's width
-    warning = f"take every CPU of the cluster ({SESSION_RAY_CPUS:g}); Ray Data decodes on the same cores"
-    assert warning in said and "train: 480 images read from the prepared shards" in said, said[-3000:]
-    assert "skipping image" not in said
+    assert "train: 480 images read from the prepared shards" in said and "Ray Data" not in said, said[-3000:]
+    assert "train: frozen caption features of 480 images computed once, kept at" in said
     final = last_json(trained.stdout)
     assert final["epoch"] == 1 and final["step"] == 480 // 32
     assert final["t2i_R@10"] > 10 / 96

@@ -189,7 +189,8 @@ def prepare(
     if shards is not None and shards_job is not None:
         for split, written in write_shards(shards_job, shards).items():
             results[split]["prepared"] = written
-        typer.echo(f"written; read them with data.prepared={shards}", err=True)
+        how = "" if shards_job.kind == "index" else " (train.loader=shards: each worker reads its share)"
+        typer.echo(f"written; read them with data.prepared={shards}{how}", err=True)
     typer.echo(json.dumps(results))
 
 

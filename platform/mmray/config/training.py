@@ -153,11 +153,12 @@ class TrainSettings(Section):
     eval_batch_size: int = Field(512, ge=1, description="rows per batch when evaluating during training")
     log_every_steps: int = Field(20, ge=1)
     seed: int = 0
-    loader: Literal["auto", "memory", "ray_data"] = Field(
+    loader: Literal["auto", "memory", "shards", "ray_data"] = Field(
         "auto",
         description="memory: the driver decodes the split once into Ray's object store, shared by the workers; "
-        "ray_data: streamed, decoded by Ray Data actors on the cluster, reshuffled every epoch; auto: memory "
-        "up to 2 GiB of decoded images (and wherever the job needs it), else ray_data",
+        "shards: each worker reads its share of the prepared split (data.prepared) itself; ray_data: streamed, "
+        "decoded by Ray Data actors on the cluster; both streams reshuffled every epoch; auto: memory up to 2 GiB "
+        "of decoded images (and wherever the job needs it), else shards with data.prepared, else ray_data",
     )
     decode_actors: int | None = Field(
         None,

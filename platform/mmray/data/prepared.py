@@ -1,5 +1,5 @@
 """A split prepared once: its images decoded and resized by a job's processor, stored as Parquet shards
-(`part-NNNNN.parquet`, 64 images each, local or S3) with a manifest written last, so training, its
+(`part-NNNNN.parquet`, 16 images each, local or S3) with a manifest written last, so training, its
 Tune trials and its reruns read pixels instead of decoding JPEGs again."""
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "prepared.json"
 FORMAT = "mmray-prepared-split/1"
-ROWS_PER_SHARD = 64
+ROWS_PER_SHARD = 16
+"""Images per shard: few, since a shard's images are always shuffled together (`train.shard_feed`)."""
 READ_THREADS = 8
 
 
@@ -166,11 +167,16 @@ def check_prepared(manifest: PreparedManifest, uri: str, dataset: CocoDataset, t
         )
 
 
+def manifest_fingerprint(manifest: PreparedManifest) -> str:
+    """A hash of what a prepared split holds (records, pixel settings, shards)."""
+    return hashlib.sha256(json.dumps(asdict(manifest), sort_keys=True).encode()).hexdigest()[:32]
+
+
 def shard_uris(uri: str, manifest: PreparedManifest) -> list[str]:
     return [storage.absolute_uri(storage.join(uri, name)) for name in manifest.shards]
 
 
-def _read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
+def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     """A shard as an Arrow table, or a DataError naming it when it is damaged."""
     try:
         return pq.read_table(io.BytesIO(storage.read_bytes(uri)), columns=columns)
@@ -178,42 +184,45 @@ def _read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
         raise DataError(f"the prepared shard {uri} cannot be read ({exc}); prepare the split again") from exc
 
 
-def shard_records(uri: str) -> dict[str, np.ndarray]:
-    """A shard's columns as NumPy arrays: image_id (n,), image (n,) bytes, captions (n,) lists, labels (n, K)
-    float32, object_count and covered_fraction (n,) float32."""
-    table = _read_table(uri)
+def table_records(table: pa.Table) -> dict[str, np.ndarray]:
+    """A shard's record columns as NumPy arrays: image_id (n,), captions (n,) lists, labels (n, K) float32,
+    object_count and covered_fraction (n,) float32, and image (n,) bytes where the shard holds pixels."""
     labels = table.column("labels").to_pylist()
-    return {
+    found = {
         "image_id": np.asarray(table.column("image_id").to_pylist(), dtype=np.int64),
-        "image": np.asarray(table.column("image").to_pylist(), dtype=object),
         "captions": np.asarray([list(c) for c in table.column("captions").to_pylist()] + [None], dtype=object)[:-1],
         "labels": np.asarray(labels, dtype=np.float32).reshape(len(labels), -1),
         "object_count": np.asarray(table.column("object_count").to_pylist(), dtype=np.float32),
         "covered_fraction": np.asarray(table.column("covered_fraction").to_pylist(), dtype=np.float32),
     }
+    if "image" in table.column_names:
+        found["image"] = np.asarray(table.column("image").to_pylist(), dtype=object)
+    return found
 
 
 PixelLocations = dict[int, tuple[str, int]]
 """image id → (the prepared shard holding its pixels, its row there)."""
 
 
-def pixel_locations(uri: str, manifest: PreparedManifest) -> PixelLocations:
-    """Where each prepared image's pixels are (from the manifest; older splits' shards are read for it)."""
-    uris = shard_uris(uri, manifest)
+def shard_image_ids(uri: str, manifest: PreparedManifest) -> Iterable[list[int]]:
+    """Each shard's image ids in row order (from the manifest; older splits' shards are read for them)."""
     if manifest.shard_image_ids:
-        ids: Iterable[list[int]] = manifest.shard_image_ids
-    else:
-        ids = (_read_table(shard, ["image_id"]).column("image_id").to_pylist() for shard in uris)
+        return manifest.shard_image_ids
+    return (read_table(shard, ["image_id"]).column("image_id").to_pylist() for shard in shard_uris(uri, manifest))
+
+
+def pixel_locations(uri: str, manifest: PreparedManifest) -> PixelLocations:
+    """Where each prepared image's pixels are."""
     return {
         image_id: (shard, row)
-        for shard, shard_ids in zip(uris, ids, strict=True)
-        for row, image_id in enumerate(shard_ids)
+        for shard, ids in zip(shard_uris(uri, manifest), shard_image_ids(uri, manifest), strict=True)
+        for row, image_id in enumerate(ids)
     }
 
 
 def shard_pixels(uri: str, size: int) -> list[np.ndarray | str]:
     """A shard's images as uint8 (3, S, S) in row order, or why one is unusable."""
-    return [stored_pixels(data, size, uri) for data in _read_table(uri, ["image"]).column("image").to_pylist()]
+    return [stored_pixels(data, size, uri) for data in read_table(uri, ["image"]).column("image").to_pylist()]
 
 
 def stored_pixels(data: bytes, size: int, uri: str) -> np.ndarray | str:
@@ -224,7 +233,7 @@ def stored_pixels(data: bytes, size: int, uri: str) -> np.ndarray | str:
 
 
 def _read_shard(uri: str) -> pa.Table:
-    return _read_table(uri, ["image_id", "image"])
+    return read_table(uri, ["image_id", "image"])
 
 
 def prepared_pixels(uri: str, manifest: PreparedManifest, size: int) -> Callable[[ImageRecord], torch.Tensor | str]:

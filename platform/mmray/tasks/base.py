@@ -17,6 +17,7 @@ from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
 from mmray.models.registry import build_model
+from mmray.tasks.feature_cache import FrozenTowers
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
@@ -153,6 +154,11 @@ class Task(ABC):
         caption extras, which its batches and evaluation then read); by default unchanged.
         `cache_images` False: training batches augment the images, so image features are not fixed."""
         return splits
+
+    def frozen_towers(self, model: nn.Module, cache_images: bool = True) -> FrozenTowers | None:
+        """The encoders of the model's frozen parts whose features a streamed split carries instead of its
+        inputs (the fields `with_frozen_features` names in `batch_fields`); by default None."""
+        return None
 
     def start_weights(self, model: nn.Module, split: SplitTensors | None, context: EvalContext) -> str | None:
         """Set starting weights that the task computes from the training split (before the first step of a

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -41,7 +42,19 @@ def features_key(tower: nn.Module, tower_config: str, processor_fingerprint: str
     return digest.hexdigest()[:32]
 
 
-def _decided_by_rank_zero(value: bool) -> bool:
+@dataclass(frozen=True)
+class FrozenTowers:
+    """What a task computes once from its frozen towers when the split is streamed: an encoder of images
+    and / or of captions (the other None), and a hash of everything their features depend on."""
+
+    key: str
+    images: Callable[[torch.Tensor], torch.Tensor] | None
+    """Normalised images (b, 3, S, S) on the model's device -> pooled features (b, D_img)."""
+    captions: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
+    """Token ids and mask (c, L) on the model's device -> pooled features (c, D_txt)."""
+
+
+def decided_by_rank_zero(value: bool) -> bool:
     if not (dist.is_available() and dist.is_initialized()):
         return value
     box = [value]
@@ -71,7 +84,7 @@ def cached_features(
 ) -> torch.Tensor:
     """The features under `key` in the cache, or computed (by every rank together) and stored by rank 0."""
     uri = storage.join(cache_root, CACHE_DIR, f"{key}.safetensors") if cache_root else None
-    if uri is not None and _decided_by_rank_zero(storage.exists(uri) if rank == 0 else False):
+    if uri is not None and decided_by_rank_zero(storage.exists(uri) if rank == 0 else False):
         features = load_safetensors(storage.read_bytes(uri))["features"]
         if rank == 0:
             logger.info("[mmray] %s: %d cached features read from %s", what, features.shape[0], uri)

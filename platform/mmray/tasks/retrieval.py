@@ -21,7 +21,7 @@ from mmray.models.dual_encoder import DualEncoder
 from mmray.models.embedding import as_embedding_model
 from mmray.models.procrustes import start_from_procrustes
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
-from mmray.tasks.feature_cache import cached_features, compute_rows, features_key, is_frozen
+from mmray.tasks.feature_cache import FrozenTowers, cached_features, compute_rows, features_key, is_frozen
 from mmray.tasks.registry import register_task
 from mmray.tasks.split_embedding import embed_split
 from mmray.tasks.zero_shot import class_embeddings, zero_shot_metrics
@@ -129,6 +129,25 @@ class RetrievalTask(Task):
             *((TEXT_FEATURES,) if text_cached else ("caption_ids", "caption_mask")),
         )
         return done
+
+    def frozen_towers(self, model: nn.Module, cache_images: bool = True) -> FrozenTowers | None:
+        dual = as_dual_encoder(model)
+        images = cache_images and is_frozen(dual.image_encoder)
+        captions = is_frozen(dual.text_encoder)
+        if not (images or captions):
+            return None
+        config = self.model_config
+        assert isinstance(config, DualEncoderConfig | HfDualEncoderConfig)
+        fingerprint = self.processor.fingerprint()
+        keys = [
+            features_key(dual.image_encoder, config.image.model_dump_json(), fingerprint, []) if images else "-",
+            features_key(dual.text_encoder, config.text.model_dump_json(), fingerprint, []) if captions else "-",
+        ]
+        return FrozenTowers(
+            key="-".join(keys),
+            images=(lambda pixels: dual.encode_image_features(pixels).pooled) if images else None,
+            captions=(lambda ids, mask: dual.encode_text_features(ids, mask).pooled) if captions else None,
+        )
 
     def start_weights(self, model: nn.Module, split: SplitTensors | None, context: EvalContext) -> str | None:
         """With `model.init_projections: procrustes`, the heads from the training split's frozen features

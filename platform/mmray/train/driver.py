@@ -24,7 +24,13 @@ from mmray.artifacts.model_bundle import (
     warm_start_compatible,
 )
 from mmray.config import TrainJob, to_yaml
-from mmray.data.prepared import load_split_tensors, prepared_split, shard_uris
+from mmray.data.prepared import (
+    load_split_tensors,
+    manifest_fingerprint,
+    prepared_split,
+    shard_image_ids,
+    shard_uris,
+)
 from mmray.data.processor import Processor
 from mmray.data.record_columns import records_table
 from mmray.data.sources import load_split, resolve_splits
@@ -40,6 +46,7 @@ from mmray.train.curves import training_curves_png
 from mmray.train.loader_choice import choose_loader
 from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.run_record import METRICS
+from mmray.train.shard_feed import PreparedShards
 from mmray.train.state import TRAIN_STATE, read_history
 
 logger = logging.getLogger(__name__)
@@ -137,8 +144,8 @@ class DriverData:
     """The most captions of any training image."""
     train_tensors: SplitTensors | None
     val_tensors: SplitTensors | None
-    train_shards: list[str] | None = None
-    """The prepared training split's shards, streamed instead of the images (loader ray_data)."""
+    train_shards: PreparedShards | None = None
+    """The prepared training split's shards, read by the workers themselves (loader shards)."""
     train_records: pa.Table | None = None
     """The training records as columns, streamed (loader ray_data without shards; the Python records are
     dropped once these exist)."""
@@ -173,14 +180,16 @@ def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
         if spec.train.augment.flip == "unless_sides":
             train_tensors.caption_extras[NAMES_SIDE] = names_a_side([c for r in train.records for c in r.captions])
         examples = _train_examples(spec, task, train_tensors)
+    elif loader == "shards":
+        assert spec.data.prepared is not None
+        uri, manifest = prepared_split(spec.data.prepared, "train", train, processor.image)
+        rows = [len(ids) for ids in shard_image_ids(uri, manifest)]
+        train_shards = PreparedShards(shard_uris(uri, manifest), rows, manifest_fingerprint(manifest))
+        examples = train_shards.num_rows
     else:
         examples = len(train.records)
-        if spec.data.prepared is not None:
-            uri, manifest = prepared_split(spec.data.prepared, "train", train, processor.image)
-            train_shards, examples = shard_uris(uri, manifest), manifest.images
-        else:
-            train_records = records_table(train.records)
-        del train  # on a large split the records are most of the driver's memory
+        train_records = records_table(train.records)
+    del train  # on a large split the records are most of the driver's memory
     if examples < spec.train.batch_size:
         raise ConfigError(
             f"train.batch_size {spec.train.batch_size} is larger than the training split ({examples} examples): "
@@ -224,6 +233,8 @@ def loop_config(data: DriverData, share: Callable[[Any], Any]) -> dict[str, Any]
     }
     if data.train_tensors is not None:
         config["train_arrays"] = share(tensors_to_arrays(data.train_tensors))
+    if data.train_shards is not None:
+        config["train_shards"] = data.train_shards
     if data.val_tensors is not None:
         config["val_arrays"] = share(tensors_to_arrays(data.val_tensors))
     return config

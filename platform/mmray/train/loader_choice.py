@@ -1,5 +1,6 @@
-"""Which training feed a job gets: the split decoded into memory, or streamed by Ray Data (`train.loader`,
-`auto` deciding by the decoded split's size)."""
+"""Which training feed a job gets: the split decoded into memory, its prepared shards read by the workers,
+or streamed by Ray Data from the images (`train.loader`, `auto` deciding by the decoded split's size and
+whether the job names prepared shards)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from mmray.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 
-Loader = Literal["memory", "ray_data"]
+Loader = Literal["memory", "shards", "ray_data"]
+STREAMED = ("shards", "ray_data")
 
 MEMORY_LOADER_LIMIT_BYTES = 2 * 2**30
 """`auto` streams a training split whose decoded images (uint8, 3 × S × S each) would exceed this: the
@@ -41,29 +43,55 @@ def decoded_bytes(num_images: int, image_size: int) -> int:
     return num_images * 3 * image_size * image_size
 
 
+def _streamed_loader(spec: TrainJob) -> Loader:
+    """The streaming feed the job's data allows: its prepared shards when it names them, else Ray Data."""
+    return "shards" if spec.data.prepared is not None else "ray_data"
+
+
 def choose_loader(spec: TrainJob, task: Task, num_images: int, image_size: int, can_stream: bool = True) -> Loader:
-    """The job's loader, `auto` resolved (and said in the log); a streamed job that needs memory is refused."""
+    """The job's loader, `auto` resolved (and said in the log); a streamed job that needs memory is refused.
+    `can_stream`: whether Ray Data can feed the run (a local run has no Ray; it can read prepared shards)."""
     size = decoded_bytes(num_images, image_size)
     described = f"{num_images} training images at {image_size} px, {size / 2**30:.2f} GiB decoded"
     reason = memory_only_reason(spec, task)
-    if spec.train.loader == "ray_data":
+    wanted = spec.train.loader
+    if wanted in STREAMED:
         if reason is not None:
-            raise ConfigError(f"{reason[0]}; {reason[1]}")
-        if not can_stream:
-            raise ConfigError("a local run holds its splits in memory: use train.loader=memory (or auto) with --local")
-        return "ray_data"
-    if spec.train.loader == "memory":
+            raise ConfigError(f"{reason[0]}; {reason[1].replace('train.loader=ray_data', f'train.loader={wanted}')}")
+        if wanted != _streamed_loader(spec):
+            raise ConfigError(
+                "train.loader=shards reads the split prepared by `mmray data prepare JOB --shards URI`: set "
+                "data.prepared=URI"
+                if wanted == "shards"
+                else f"data.prepared={spec.data.prepared} is read by train.loader=shards (each worker reads its "
+                "share of the shards) or memory; train.loader=ray_data decodes the images"
+            )
+        if wanted == "ray_data" and not can_stream:
+            raise ConfigError(
+                "a local run has no Ray Data: use train.loader=memory (or auto), or train.loader=shards with a "
+                "prepared split, with --local"
+            )
+        return wanted
+    if wanted == "memory":
         return "memory"
     if size <= MEMORY_LOADER_LIMIT_BYTES:
         logger.info("train.loader=auto: memory (%s, within %d GiB)", described, MEMORY_LOADER_LIMIT_BYTES // 2**30)
         return "memory"
-    held = reason[0] if reason else ("a local run holds its splits in memory" if not can_stream else None)
+    streamed = _streamed_loader(spec)
+    held = reason[0] if reason else None
+    if held is None and streamed == "ray_data" and not can_stream:
+        held = "a local run has no Ray Data to stream the images (prepared shards would be read)"
     if held is not None:
         logger.warning("train.loader=auto: memory though the split is large (%s): %s", described, held)
         return "memory"
+    how = (
+        "read by the workers from the prepared shards" if streamed == "shards" else "decoded by Ray Data on the cluster"
+    )
     logger.info(
-        "train.loader=auto: ray_data (%s, over %d GiB: streamed, decoded by Ray Data on the cluster)",
+        "train.loader=auto: %s (%s, over %d GiB: streamed, %s)",
+        streamed,
         described,
         MEMORY_LOADER_LIMIT_BYTES // 2**30,
+        how,
     )
-    return "ray_data"
+    return streamed

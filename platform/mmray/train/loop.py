@@ -27,9 +27,11 @@ from mmray.distributed import describe_placement, gather_objects
 from mmray.tasks.base import Batch, EvalContext, StepContext, Task
 from mmray.train.augment import NAMES_SIDE, augment_images
 from mmray.train.context import TrainContext
+from mmray.train.feature_shards import feature_shards
 from mmray.train.feeds import memory_batches, steps_per_epoch, stream_batches
 from mmray.train.optimizers import layer_lr_scales, optimizer_for, tower_parameters
 from mmray.train.schedule import group_settings, retarget, warmup_cosine
+from mmray.train.shard_feed import PreparedShards, shard_batches
 from mmray.train.state import Progress, load_train_state, optimizer_state_off_device, save_train_state
 
 logger = logging.getLogger("mmray.train")
@@ -71,6 +73,7 @@ class Worker:
                   for name in ("train", "val") if f"{name}_arrays" in config}  # fmt: skip
         self.train_data: SplitTensors | None = shared.get("train")
         self.val_data: SplitTensors | None = shared.get("val")
+        self.train_shards: PreparedShards | None = config.get("train_shards")
         self.example_captions = self.task.example_captions(self.train_data) if self.train_data is not None else None
         self.micro_steps = steps_per_epoch(config["num_train_examples"], self.settings.batch_size)
         self.steps_per_epoch = max(1, self.micro_steps // self.settings.grad_accum_steps)
@@ -92,8 +95,8 @@ class Worker:
         misplaced = optimizer_state_off_device(self.optimizers)
         if misplaced:
             raise RuntimeError(f"optimizer state restored off its parameters' device: {misplaced}")
-        if self.settings.feature_cache == "auto" and self.train_data is not None:
-            self._use_frozen_features(config.get("storage_root"))
+        if self.settings.feature_cache == "auto" and (self.train_data is not None or self.train_shards is not None):
+            self._use_frozen_features(config["storage_root"])
         if checkpoint is None and continued is None:
             self._start_weights()
 
@@ -145,15 +148,27 @@ class Worker:
         self.say(f"frozen weights ({len(part.names)} tensors, {len(data) / 2**20:.0f} MiB) stored once: {uri}")
         return part
 
-    def _use_frozen_features(self, cache_root: str | None) -> None:
-        """Splits carrying what the task computes once from frozen towers (read from the cache when there)."""
-        assert self.train_data is not None
-        splits = {"train": self.train_data, **({"val": self.val_data} if self.val_data is not None else {})}
+    def _use_frozen_features(self, cache_root: str) -> None:
+        """Splits carrying what the task computes once from frozen towers (read from the cache when there):
+        in memory, or as shards of their own for the shard feed."""
+        cache_images = not self.settings.augment.active
+        splits = {n: split for n, split in (("train", self.train_data), ("val", self.val_data)) if split is not None}
         context = EvalContext(self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor, None)
-        prepared = self.task.with_frozen_features(
-            unwrap(self.model), splits, context, cache_root, cache_images=not self.settings.augment.active
-        )
-        self.train_data, self.val_data = prepared["train"], prepared.get("val", self.val_data)
+        model = unwrap(self.model)
+        prepared = self.task.with_frozen_features(model, splits, context, cache_root, cache_images)
+        self.train_data, self.val_data = prepared.get("train", self.train_data), prepared.get("val", self.val_data)
+        towers = self.task.frozen_towers(model, cache_images) if self.train_shards is not None else None
+        if self.train_shards is not None and towers is not None:
+            self.train_shards = feature_shards(
+                self.train_shards,
+                towers,
+                self.processor,
+                self.device,
+                self.settings.eval_batch_size,
+                cache_root,
+                self.rank,
+                self.world,
+            )
 
     def _start_weights(self) -> None:
         """What the task computes from the training data before a fresh run's first step (same on every rank)."""
@@ -194,8 +209,20 @@ class Worker:
                 self.example_captions,
                 every_caption=self.spec.data.captions_per_epoch == "all",
             )
-        shard = self.context.dataset_shard("train")
         local_batch = self.settings.batch_size // self.world
+        if self.train_shards is not None:
+            return shard_batches(
+                self.train_shards,
+                self.processor,
+                fields,
+                local_batch,
+                self.micro_steps,
+                self.settings.seed,
+                epoch,
+                self.rank,
+                self.world,
+            )
+        shard = self.context.dataset_shard("train")
         return stream_batches(shard, fields, local_batch, self.settings.seed, epoch, self.rank)
 
     def _to_device(self, raw: dict[str, torch.Tensor]) -> Batch:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -11,9 +10,8 @@ import numpy as np
 import pyarrow as pa
 import ray.data
 
-from mmray.data.prepared import shard_records, stored_pixels
 from mmray.data.processor import Processor
-from mmray.errors import DataError, ImageDecodeError, StorageError
+from mmray.errors import ImageDecodeError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +34,11 @@ class DecodeAndTokenize:
         except (ImageDecodeError, StorageError) as exc:
             return exc
 
-    def _images(self, batch: dict[str, np.ndarray]) -> Iterable[np.ndarray | Exception]:
-        """Each row's uint8 pixels (3, S, S), or why it has none."""
-        return self.readers.map(self._pixels, [str(uri) for uri in batch["image_uri"]])
-
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         size = self.processor.image.size
         length = self.processor.tokenizer.max_length
         images, keep = [], []
-        for row, pixels in enumerate(self._images(batch)):
+        for row, pixels in enumerate(self.readers.map(self._pixels, [str(uri) for uri in batch["image_uri"]])):
             if isinstance(pixels, Exception):
                 logger.warning("skipping image %s: %s", batch["image_id"][row], pixels)
                 continue
@@ -73,26 +67,6 @@ class DecodeAndTokenize:
         return result
 
 
-class TokenizePrepared(DecodeAndTokenize):
-    """`DecodeAndTokenize` for prepared shards: each row of the input names a shard, whose images (stored
-    decoded and resized) come out as rows with their captions tokenised."""
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [shard_records(str(uri)) for uri in batch["shard"]]
-        merged = {name: np.concatenate([r[name] for r in rows]) for name in rows[0]}
-        merged["shard"] = np.array(
-            [str(uri) for uri, r in zip(batch["shard"], rows, strict=True) for _ in r["image_id"]]
-        )
-        return super().__call__(merged)
-
-    def _images(self, batch: dict[str, np.ndarray]) -> Iterable[np.ndarray | Exception]:
-        size = self.processor.image.size
-        found = [
-            stored_pixels(data, size, str(shard)) for data, shard in zip(batch["image"], batch["shard"], strict=True)
-        ]
-        return [DataError(pixels) if isinstance(pixels, str) else pixels for pixels in found]
-
-
 ROWS_PER_BLOCK = 16
 """Records per block of the stream's source: small blocks, their order drawn anew each epoch, and the
 workers' shuffle buffer (`feeds.SHUFFLE_BUFFER_BATCHES` batches) mixing many of them make two epochs
@@ -118,21 +92,6 @@ def training_dataset(
         DecodeAndTokenize,
         fn_constructor_args=(processor, max_captions),
         batch_size=256,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
-        num_cpus=cpus,
-    )
-
-
-def prepared_training_dataset(
-    shards: list[str], processor: Processor, seed: int, max_captions: int, decode_actors: int = 4, cpus: float = 1.0
-) -> Any:
-    """A Ray Dataset of prepared shards (`mmray data prepare --shards`): the shard order drawn anew every
-    epoch from `seed`; each shard read and its captions tokenised by up to `decode_actors` actors reserving
-    `cpus` each (no listing or read tasks, which would each need a CPU)."""
-    return reshuffled_rows(pa.table({"shard": shards}), seed, rows_per_block=1).map_batches(
-        TokenizePrepared,
-        fn_constructor_args=(processor, max_captions),
-        batch_size=4,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
         num_cpus=cpus,
     )

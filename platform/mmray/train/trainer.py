@@ -20,7 +20,7 @@ from mmray.train.driver import DriverData, TrainOutcome, loop_config, prepare_dr
 from mmray.train.live import open_board
 from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.ray_context import train_loop_per_worker
-from mmray.train.ray_data_feed import prepared_training_dataset, training_dataset
+from mmray.train.ray_data_feed import training_dataset
 from mmray.train.run_record import Rerun, check_run_directory, record_job
 
 logger = logging.getLogger(__name__)
@@ -31,18 +31,13 @@ def loop_config_of(data: DriverData) -> tuple[dict[str, Any], dict[str, Any] | N
     config = loop_config(data, ray.put)
     config["ray_log_level"] = ray_log_level()
     datasets = None
-    if data.train_tensors is None:
+    if data.train_records is not None:
         actors, cpus = decode_pool(data.spec)
         logger.info(
             "streaming %d training images, decoded by up to %d Ray Data actors", data.num_train_examples, actors
         )
         seed, most = data.spec.train.seed, data.max_captions
-        if data.train_shards is not None:
-            stream = prepared_training_dataset(data.train_shards, data.processor, seed, most, actors, cpus)
-        else:
-            assert data.train_records is not None
-            stream = training_dataset(data.train_records, data.processor, seed, most, actors, cpus)
-        datasets = {"train": stream}
+        datasets = {"train": training_dataset(data.train_records, data.processor, seed, most, actors, cpus)}
     return config, datasets
 
 
