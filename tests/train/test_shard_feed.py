@@ -9,8 +9,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -23,7 +27,8 @@ from mmray.errors import DataError
 from mmray.models.registry import build_processor
 from mmray.tasks.registry import task_class
 from mmray.train.feature_shards import feature_shards
-from mmray.train.shard_feed import PreparedShards, rank_spans, shard_batches, windows
+from mmray.train.row_pool import RowPool, pooled_batches
+from mmray.train.shard_feed import PreparedShards, rank_spans, shard_batches
 from tests.train.conftest import tiny_job
 
 FIELDS = ("images", "caption_ids", "caption_mask", "labels")
@@ -76,17 +81,38 @@ def test_the_ranks_share_every_row_of_an_epoch_once() -> None:
         assert [sum(s.stop - s.start for s in share) for share in spans] == [91, 91, 91]
     assert rank_spans(rows, 5, 1, 0, 3) == rank_spans(rows, 5, 1, 0, 3)
     assert rank_spans(rows, 5, 1, 0, 1) != rank_spans(rows, 5, 2, 0, 1), "another epoch, another shard order"
-    spans = rank_spans(rows, 5, 0, 0, 1)
-    grouped = windows(spans, 128)
-    assert [span for group in grouped for span in group] == spans
-    assert all(sum(s.stop - s.start for s in group) <= 128 for group in grouped)
-    assert all(sum(s.stop - s.start for s in a + b[:1]) > 128 for a, b in itertools.pairwise(grouped)), "filled"
 
 
-@pytest.mark.parametrize("window_bytes", [None, 128 * 3 * 64 * 64], ids=["default window", "128-image window"])
-def test_an_epoch_gives_each_image_once_with_one_of_its_captions(prepared: tuple, window_bytes: int | None) -> None:
+def test_the_pool_draws_each_row_once_and_only_rows_already_read() -> None:
+    reads = [{"image_id": np.arange(start, start + 16)} for start in range(0, 160, 16)]
+    pulled: list[int] = []
+
+    def tracked() -> Iterator[dict[str, np.ndarray]]:
+        for rows in reads:
+            pulled.append(int(rows["image_id"][-1]))
+            yield rows
+
+    generator = torch.Generator().manual_seed(0)
+    drawn = []
+    for batch in pooled_batches(tracked(), 32, 64, 8, 100, generator):
+        assert batch["image_id"].max() <= pulled[-1], "drawn from what was read"
+        drawn.append(batch["image_id"])
+    assert [len(b) for b in drawn] == [8] * 20 and sorted(np.concatenate(drawn)) == list(range(160))
+    assert pulled[:2] == [15, 31] and len(drawn[0]) == 8, "two shards read before the first batch"
+    assert set(drawn[0]) <= set(range(32))
+
+    pool = RowPool()
+    pool.add({"image_id": np.arange(5), "captions": np.asarray([["a"]] * 5 + [None], dtype=object)[:-1]})
+    taken = pool.take(3, torch.Generator().manual_seed(1))
+    held = pool.arrays["image_id"][: pool.count]
+    assert pool.count == 2 and sorted([*taken["image_id"], *held]) == list(range(5))
+    assert list(pool.arrays["captions"][2:5]) == [None] * 3, "no references kept to rows given out"
+
+
+@pytest.mark.parametrize("pool_bytes", [None, 128 * 3 * 64 * 64], ids=["default pool", "128-image pool"])
+def test_an_epoch_gives_each_image_once_with_one_of_its_captions(prepared: tuple, pool_bytes: int | None) -> None:
     shards, processor, captions = prepared
-    options = {} if window_bytes is None else {"window_bytes": window_bytes}
+    options = {} if pool_bytes is None else {"pool_bytes": pool_bytes}
     epoch = _epoch(shards, processor, 0, **options)
     assert [len(rank) for rank in epoch] == [15, 15], "480 images in global batches of 32"
     seen = [key for rank in epoch for batch in rank for key in _keys(batch)]
@@ -121,6 +147,12 @@ def test_a_damaged_shard_is_named(prepared: tuple, tmp_path: Path) -> None:
     damaged.write_bytes(Path(shards.uris[0]).read_bytes()[:-200])
     broken = PreparedShards([str(damaged), *shards.uris[1:]], shards.rows, "damaged")
     with pytest.raises(DataError, match=r"the prepared shard .*part-00000.parquet cannot be read .*prepare the split"):
+        for rank in range(WORLD):
+            list(shard_batches(broken, processor, FIELDS, LOCAL_BATCH, 15, 0, 0, rank, WORLD))
+    table = pq.read_table(shards.uris[0])
+    cut = pa.array([data[:-1] for data in table.column("image").to_pylist()], pa.binary())
+    pq.write_table(table.set_column(table.column_names.index("image"), "image", cut), damaged)
+    with pytest.raises(DataError, match=r"an image of the prepared shard .* is damaged \(its pixels are 12287 bytes"):
         for rank in range(WORLD):
             list(shard_batches(broken, processor, FIELDS, LOCAL_BATCH, 15, 0, 0, rank, WORLD))
     short = PreparedShards(shards.uris, [shards.rows[0] + 5, *shards.rows[1:]], "short")

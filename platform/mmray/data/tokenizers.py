@@ -86,16 +86,17 @@ class WordTokenizer:
         return len(self.vocabulary)
 
     def encode(self, texts: Sequence[str]) -> TokenBatch:
-        ids = torch.full((len(texts), self.max_length), self.PAD, dtype=torch.long)  # (B, L)
-        truncated = torch.zeros(len(texts), dtype=torch.bool)  # (B,)
+        rows = [[self.PAD] * self.max_length for _ in texts]
+        truncated = [False] * len(texts)
         for row, text in enumerate(texts):
             words = [self.index.get(w, self.UNK) for w in _WORD.findall(text.lower())]
             tokens = [self.BOS, *words, self.EOS]
             if len(tokens) > self.max_length:
                 tokens = tokens[: self.max_length]
                 truncated[row] = True
-            ids[row, : len(tokens)] = torch.tensor(tokens)
-        return TokenBatch(ids=ids, mask=ids != self.PAD, truncated=truncated)
+            rows[row][: len(tokens)] = tokens
+        ids = torch.tensor(rows, dtype=torch.long).reshape(len(texts), self.max_length)  # (B, L)
+        return TokenBatch(ids=ids, mask=ids != self.PAD, truncated=torch.tensor(truncated, dtype=torch.bool))
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """Text of each row (B, L): specials skipped, stopping at the first EOS."""

@@ -21,7 +21,8 @@ from mmray.data.processor import Processor
 from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES
 from mmray.distributed import gather_objects, shard_range
 from mmray.tasks.feature_cache import CACHE_DIR, FrozenTowers, decided_by_rank_zero
-from mmray.train.shard_feed import PreparedShards, Rows, Span, read_span
+from mmray.train.row_pool import Rows
+from mmray.train.shard_feed import PreparedShards, Span, read_span
 
 logger = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ from mmray.train.context import TrainContext
 from mmray.train.feature_shards import feature_shards
 from mmray.train.feeds import memory_batches, steps_per_epoch, stream_batches
 from mmray.train.optimizers import layer_lr_scales, optimizer_for, tower_parameters
+from mmray.train.row_pool import RowPool
 from mmray.train.schedule import group_settings, retarget, warmup_cosine
 from mmray.train.shard_feed import PreparedShards, shard_batches
 from mmray.train.state import Progress, load_train_state, optimizer_state_off_device, save_train_state
@@ -74,6 +75,7 @@ class Worker:
         self.train_data: SplitTensors | None = shared.get("train")
         self.val_data: SplitTensors | None = shared.get("val")
         self.train_shards: PreparedShards | None = config.get("train_shards")
+        self.row_pool = RowPool()
         self.example_captions = self.task.example_captions(self.train_data) if self.train_data is not None else None
         self.micro_steps = steps_per_epoch(config["num_train_examples"], self.settings.batch_size)
         self.steps_per_epoch = max(1, self.micro_steps // self.settings.grad_accum_steps)
@@ -221,6 +223,7 @@ class Worker:
                 epoch,
                 self.rank,
                 self.world,
+                pool=self.row_pool,
             )
         shard = self.context.dataset_shard("train")
         return stream_batches(shard, fields, local_batch, self.settings.seed, epoch, self.rank)

@@ -1,35 +1,37 @@
 """The prepared split (`mmray data prepare --shards`) read by each training worker itself (`train.loader:
 shards`): no Ray Data, no decoding, nothing held on the driver. Every epoch the shards come in a new order
-drawn from (seed, epoch); each rank reads its contiguous share of that order a window of shards at a time, the
-next window fetched while the current one trains, its rows shuffled across the window, and one caption per
-image drawn and tokenised as its batch is formed."""
+drawn from (seed, epoch); each rank reads its contiguous share of that order, several shards at once and
+ahead of training, into a pool of up to 256 MiB of pixels from which its batches are drawn at random; one
+caption per image is drawn and tokenised as its batch is formed."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import torch
 
-from mmray.data.prepared import read_table, stored_pixels, table_records
+from mmray.data.prepared import read_table, table_records
 from mmray.data.processor import Processor
 from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES, sample_caption_per_image
 from mmray.errors import DataError
 from mmray.train.feeds import CAPTION_FIELDS, PER_IMAGE_FIELDS, caption_generator, epoch_order
+from mmray.train.row_pool import RowPool, Rows, pooled_batches
 
-WINDOW_BYTES = 256 * 2**20
-"""Pixels a rank shuffles together (one window trained on while the next is read): 21,000 images at 64 px,
-1,700 at 224 px. Images of one shard always share a window, so two epochs' batches share more pairs than two
-random shuffles' by about N × R / W² (N images, R per shard, W per window): about 0.6 for COCO train2017 at 224 px
-in shards of 16."""
+POOL_BYTES = 256 * 2**20
+"""Pixels a rank draws its batches from: 21,000 images at 64 px, 1,700 at 224 px. Images of one shard enter
+the pool together; two epochs' batches share 1.01× the in-batch pairs of two random shuffles at 10k or 100k
+images at 64 px, 1.13× for COCO train2017's 118k at 224 px (batches of 64 per rank, 2 ranks)."""
+FIRST_FILL_ROWS = 1024
+"""Images in the pool before an epoch's first batch; it then grows by a batch per batch up to `POOL_BYTES`."""
 READ_THREADS = 8
 """Shards read at once (S3 reads wait on the network)."""
-
-Rows = dict[str, np.ndarray]
-"""Prepared rows: image (n, 3, S, S) uint8, captions (n,) lists of str, labels (n, K) float32,
-object_count and covered_fraction (n,) float32."""
+READ_AHEAD_ROWS = 1024
+"""Images read ahead of the pool (in flight or waiting)."""
 
 
 @dataclass(frozen=True)
@@ -69,33 +71,15 @@ def rank_spans(rows: Sequence[int], seed: int, epoch: int, rank: int, world: int
     return spans
 
 
-def windows(spans: Sequence[Span], rows_per_window: int) -> list[list[Span]]:
-    """Consecutive spans grouped into windows of at most `rows_per_window` rows (or one span, if larger)."""
-    grouped: list[list[Span]] = []
-    held = rows_per_window
-    for span in spans:
-        size = span.stop - span.start
-        if held + size > rows_per_window:
-            grouped.append([])
-            held = 0
-        grouped[-1].append(span)
-        held += size
-    return grouped
-
-
 def read_span(uri: str, span: Span, size: int) -> Rows:
     """A span of a shard as rows (with `image_features` (n, D) and `caption_features` (n,) arrays (c_i, D)
     where the shard holds them), or a DataError naming the shard when its contents are damaged."""
     table = read_table(uri).slice(span.start, span.stop - span.start)
     if table.num_rows != span.stop - span.start:
         raise DataError(f"the prepared shard {uri} holds fewer rows than its manifest says; prepare the split again")
-    found = table_records(table)
-    if "image" in found:
-        pixels = [stored_pixels(data, size, uri) for data in found.pop("image")]
-        damaged = next((reason for reason in pixels if isinstance(reason, str)), None)
-        if damaged is not None:
-            raise DataError(f"an image of the prepared shard {uri} is damaged ({damaged}); prepare the split again")
-        found["image"] = np.stack(pixels)  # type: ignore[arg-type]  # (n, 3, S, S)
+    found = table_records(table.drop_columns(["image"]) if "image" in table.column_names else table)
+    if "image" in table.column_names:
+        found["image"] = _pixels(table.column("image").combine_chunks(), size, uri)  # (n, 3, S, S)
     if IMAGE_FEATURES in table.column_names:
         found[IMAGE_FEATURES] = np.stack([vector_of(data) for data in table.column(IMAGE_FEATURES).to_pylist()])
     if TEXT_FEATURES in table.column_names:
@@ -104,33 +88,39 @@ def read_span(uri: str, span: Span, size: int) -> Rows:
     return found
 
 
+def _pixels(images: pa.BinaryArray, size: int, uri: str) -> np.ndarray:
+    """A binary column of uint8 (3, S, S) images as one array, read from the column's buffers. -> (n, 3, S, S)"""
+    count = len(images)
+    offsets = np.frombuffer(images.buffers()[1], dtype=np.int32)[images.offset : images.offset + count + 1]
+    lengths = np.diff(offsets)
+    wrong = np.flatnonzero(lengths != 3 * size * size)
+    if wrong.size:
+        reason = f"its pixels are {lengths[wrong[0]]} bytes, not 3 × {size} × {size}"
+        raise DataError(f"an image of the prepared shard {uri} is damaged ({reason}); prepare the split again")
+    data = np.frombuffer(images.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data.reshape(count, 3, size, size).copy()
+
+
 def vector_of(data: bytes) -> np.ndarray:
     """A stored float32 feature vector. -> (D,)"""
     return np.frombuffer(data, dtype=np.float32)
 
 
-def _concatenated(parts: Sequence[Rows]) -> Rows:
-    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-
-
-def _taken(rows: Rows, chosen: np.ndarray) -> Rows:
-    return {name: values[chosen] for name, values in rows.items()}
-
-
-def _read_ahead(groups: Sequence[Sequence[Span]], shards: PreparedShards, size: int) -> Iterator[list[Rows]]:
-    """Each window's rows, a part per span, the next window's shards read while the current one is used (the
-    consumer empties each list it is given, so that a window is held once)."""
+def _ordered_reads(spans: Sequence[Span], shards: PreparedShards, size: int) -> Iterator[Rows]:
+    """The spans' rows in order, read `READ_THREADS` at a time up to `READ_AHEAD_ROWS` ahead."""
     pool = ThreadPoolExecutor(READ_THREADS)
-
-    def submit(group: Sequence[Span]) -> list[Future[Rows]]:
-        return [pool.submit(read_span, shards.uris[span.shard], span, size) for span in group]
-
+    pending: deque[tuple[int, Future[Rows]]] = deque()
+    following, ahead = 0, 0
     try:
-        pending = submit(groups[0]) if groups else []
-        for index in range(len(groups)):
-            parts = [future.result() for future in pending]
-            pending = submit(groups[index + 1]) if index + 1 < len(groups) else []
-            yield parts
+        while pending or following < len(spans):
+            while following < len(spans) and (not pending or ahead < READ_AHEAD_ROWS):
+                span = spans[following]
+                pending.append((span.stop - span.start, pool.submit(read_span, shards.uris[span.shard], span, size)))
+                ahead += span.stop - span.start
+                following += 1
+            rows, future = pending.popleft()
+            ahead -= rows
+            yield future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -168,32 +158,23 @@ def shard_batches(
     epoch: int,
     rank: int,
     world: int,
-    window_bytes: int = WINDOW_BYTES,
+    pool_bytes: int = POOL_BYTES,
+    pool: RowPool | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """This rank's `steps` batches of `local_batch` images for the epoch (each image at most once), their
-    rows shuffled within windows of `window_bytes` of pixels and one caption drawn per image, all seeded by
-    (seed, epoch, rank)."""
+    """This rank's `steps` batches of `local_batch` images for the epoch (each image at most once), drawn
+    at random from a pool of up to `pool_bytes` of pixels (`row_pool.pooled_batches`), one caption drawn
+    per image, all seeded by (seed, epoch, rank). `pool`: the rank's pool, kept from epoch to epoch."""
     size = processor.image.size
-    per_window = max(local_batch, window_bytes // (3 * size * size))
-    groups = windows(rank_spans(shards.rows, seed, epoch, rank, world), per_window)
+    capacity = max(local_batch, pool_bytes // (3 * size * size))
+    reads = _ordered_reads(rank_spans(shards.rows, seed, epoch, rank, world), shards, size)
     shuffle = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + rank)
     captions = caption_generator(seed, epoch, rank)
     made = 0
-    carried: list[Rows] = []
-    for parts in _read_ahead(groups, shards, size):
-        rows = _concatenated([*carried, *parts])
-        parts.clear()
-        count = rows["image_id"].shape[0]
-        order = torch.randperm(count, generator=shuffle).numpy()  # (n,)
-        full = count // local_batch
-        for index in range(min(full, steps - made)):
-            chosen = order[index * local_batch : (index + 1) * local_batch]  # (b,)
-            yield _batch(_taken(rows, chosen), fields, processor, captions)
-            made += 1
-        if made == steps:
-            return
-        carried = [_taken(rows, order[full * local_batch :])]
-    raise DataError(
-        f"rank {rank} read {made} of its {steps} batches of {local_batch} from the prepared shards: they hold fewer "
-        "images than their manifest says; prepare the split again"
-    )
+    for rows in pooled_batches(reads, FIRST_FILL_ROWS, capacity, local_batch, steps, shuffle, pool):
+        yield _batch(rows, fields, processor, captions)
+        made += 1
+    if made < steps:
+        raise DataError(
+            f"rank {rank} read {made} of its {steps} batches of {local_batch} from the prepared shards: they hold "
+            "fewer images than their manifest says; prepare the split again"
+        )
