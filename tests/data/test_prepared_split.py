@@ -17,6 +17,7 @@ from mmray.config import TrainJob
 from mmray.data.prepared import MANIFEST, read_manifest
 from mmray.errors import DataError
 from mmray.train.driver import prepare_driver_data
+from mmray.train.shard_feed import shard_batches
 from tests.support.cli import invoke_mmray
 from tests.train.conftest import tiny_job
 
@@ -106,3 +107,12 @@ def test_a_damaged_image_is_reported_and_left_out_or_refused(tmp_path: Path, s3_
     assert manifest["images"] == TRAIN_IMAGES - 1 and len(manifest["left_out"]) == 1
     loaded = prepare_driver_data(TrainJob.model_validate({**job, "data": {**job["data"], "prepared": shards}}))
     assert loaded.train_tensors is not None and loaded.train_tensors.num_images == TRAIN_IMAGES - 1
+
+    streamed_job = {**job, "data": {**job["data"], "prepared": shards}, "train": {**job["train"], "loader": "shards"}}
+    streamed = prepare_driver_data(TrainJob.model_validate(streamed_job))
+    assert streamed.train_shards is not None and streamed.train_shards.uris[0].startswith("s3://")
+    fields, batch = ("images", "caption_ids", "caption_mask"), 16
+    steps = (TRAIN_IMAGES - 1) // batch
+    batches = list(shard_batches(streamed.train_shards, streamed.processor, fields, batch, steps, 0, 0, 0, 1))
+    assert len(batches) == steps and all(b["images"].shape == (batch, 3, 64, 64) for b in batches)
+    assert all(b["images"].flatten(1).float().std(1).min() > 0 for b in batches), "real pixels, read from S3"
