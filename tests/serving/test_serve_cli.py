@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -51,12 +52,16 @@ def test_serve_in_the_foreground_query_it_and_stop_it(bundles: Bundles, tmp_path
         text=True,
     )
     url = f"http://127.0.0.1:{port}"
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(server.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
     try:
         deadline = time.monotonic() + 180
-        while invoke_mmray("query", url, "ready", "--timeout", "5").returncode != 0:
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            assert time.monotonic() < deadline, "the app did not answer within 180 s"
-            time.sleep(1)
+        while not any(f"mmray is serving at {url}/" in line for line in list(lines)):  # said once every app is ready
+            assert server.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "the app did not start within 180 s"
+            time.sleep(0.5)
+        assert invoke_mmray("query", url, "ready", "--timeout", "5").returncode == 0
         image = val_images(bundles.shapes, 1)[0]
         refused = invoke_mmray("query", url, "search", "--text", "a red circle")
         assert refused.returncode == 2 and "HTTP 401" in refused.stderr and "Traceback" not in refused.stderr
@@ -71,7 +76,9 @@ def test_serve_in_the_foreground_query_it_and_stop_it(bundles: Bundles, tmp_path
         raylets = descendants_named(server.pid, "raylet")
     finally:
         server.send_signal(signal.SIGTERM)
-        output, _ = server.communicate(timeout=120)
+        server.wait(timeout=120)
+        reader.join(timeout=10)
+    output = "".join(lines)
     assert server.returncode == 0, output[-3000:]
     assert f"mmray is serving at {url}/" in output and "cli-test-key" not in output
     assert "stopping" in output and "Traceback" not in output and "SIGTERM received" not in output, output[-3000:]
