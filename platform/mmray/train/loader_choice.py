@@ -21,20 +21,21 @@ MEMORY_LOADER_LIMIT_BYTES = 2 * 2**30
 memory loader holds them on the driver and once more in Ray's object store."""
 
 
-def memory_only_reason(spec: TrainJob, task: Task) -> tuple[str, str] | None:
-    """Why the job needs its split in memory (what the stream does not carry) and what to change, or None."""
+def memory_only_reason(spec: TrainJob, task: Task, stream: str) -> tuple[str, str] | None:
+    """Why the job needs its split in memory (what the `stream` loader does not carry) and what to change,
+    or None."""
     if task.example_unit == "caption":
         why = f"task {spec.task.kind!r} trains on every caption (its targets belong to captions)"
-        return why, "train.loader=ray_data draws one caption per image, so use train.loader=memory"
+        return why, f"train.loader={stream} draws one caption per image, so use train.loader=memory"
     if spec.train.augment.flip != "none":
         why = "train.augment.flip=unless_sides reads each example's caption"
-        return why, "train.loader=ray_data does not carry it, so use train.loader=memory or augment.flip=none"
+        return why, f"train.loader={stream} does not carry it, so use train.loader=memory or augment.flip=none"
     if getattr(spec.model, "init_projections", "random") == "procrustes":
         why = "model.init_projections=procrustes computes the heads' start from the whole training split"
-        return why, "train.loader=ray_data streams it, so use train.loader=memory"
+        return why, f"train.loader={stream} streams it, so use train.loader=memory"
     if spec.data.captions_per_epoch == "all":
         why = "data.captions_per_epoch=all packs every caption into batches held in memory"
-        fix = "train.loader=ray_data draws one caption per image, so use train.loader=memory or captions_per_epoch=one"
+        fix = f"train.loader={stream} draws one caption per image, so use train.loader=memory or captions_per_epoch=one"
         return why, fix
     return None
 
@@ -53,11 +54,11 @@ def choose_loader(spec: TrainJob, task: Task, num_images: int, image_size: int, 
     `can_stream`: whether Ray Data can feed the run (a local run has no Ray; it can read prepared shards)."""
     size = decoded_bytes(num_images, image_size)
     described = f"{num_images} training images at {image_size} px, {size / 2**30:.2f} GiB decoded"
-    reason = memory_only_reason(spec, task)
     wanted = spec.train.loader
+    reason = memory_only_reason(spec, task, wanted if wanted in STREAMED else _streamed_loader(spec))
     if wanted in STREAMED:
         if reason is not None:
-            raise ConfigError(f"{reason[0]}; {reason[1].replace('train.loader=ray_data', f'train.loader={wanted}')}")
+            raise ConfigError(f"{reason[0]}; {reason[1]}")
         if wanted != _streamed_loader(spec):
             raise ConfigError(
                 "train.loader=shards reads the split prepared by `mmray data prepare JOB --shards URI`: set "

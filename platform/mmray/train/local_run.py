@@ -26,7 +26,8 @@ from mmray.devices import pick_device
 from mmray.errors import ConfigError
 from mmray.train.context import TrainContext
 from mmray.train.driver import TrainOutcome, loop_config, prepare_driver_data, write_outputs
-from mmray.train.loop import CHECKPOINT_SCORE, run_loop
+from mmray.train.epochs import run_loop
+from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.run_record import LOCAL_LEDGER, Rerun, check_run_directory, read_local_ledger, record_job
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from torch import nn
 
 from mmray.ray_compat import train_report_logger
 from mmray.train.context import TrainContext
-from mmray.train.loop import run_loop
+from mmray.train.epochs import run_loop
 
 
 class RayTrainContext(TrainContext):
