@@ -12,11 +12,13 @@ Modes (the frozen features are computed once and kept under the storage root):
   and `refine`, the previous stage's best three instead);
 - `--confirm N`: the searches' best N settings scored again on 15 more halvings (30 folds) that no trial
   saw, paired with Procrustes there; the best of them is the one to ship;
+- `--normalization`: the shipped setting with and without `model.normalize_features`, its neighbours
+  with it, and Procrustes on normalised features, on the search and confirmation halvings (40 folds);
 - `--check-trainer`: the shipped job through mmray's trainer (Ray Train) on report fold s0a, against this
   script's in-process loop on the same fold;
 - `--costs`: an epoch with the towers at every step against one from cached features, and a 40-epoch
   run's stored checkpoints against one bundle.
-Usage: python benchmarks/coco_mini_cv.py [--search broad --samples 60 | --check-trainer | --costs]
+Usage: python benchmarks/coco_mini_cv.py [--search broad --samples 60 | --normalization | --check-trainer | --costs]
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--search", choices=("broad", "procrustes", "refine"))
     mode.add_argument("--confirm", type=int, metavar="N", help="re-score the searches' best N on fresh halvings")
+    mode.add_argument("--normalization", action="store_true", help="features L2-normalised before the heads or not")
     mode.add_argument("--check-trainer", action="store_true")
     mode.add_argument("--costs", action="store_true")
     parser.add_argument("--samples", type=int, default=40, help="random draws of a search")
@@ -102,6 +105,10 @@ def main() -> None:
         best = HeadSetting(**confirmed[0]["setting"])
         print("chosen as job overrides:", " ".join(best.overrides()))
         result = {"candidates": confirmed}
+    elif args.normalization:
+        from coco_mini.normalization import compare_normalization
+
+        result = {"rows": compare_normalization(features, shipped)}
     elif args.check_trainer:
         from coco_mini.check_trainer import check_trainer
 
@@ -124,7 +131,7 @@ def main() -> None:
         print_report(result)
     minutes = (time.perf_counter() - started) / 60
     print(f"({minutes:.1f} minutes)")
-    modes = {"check-trainer": args.check_trainer, "confirm": args.confirm, "costs": args.costs}
+    modes = {"normalization": args.normalization, "check-trainer": args.check_trainer, "confirm": args.confirm, "costs": args.costs}
     mode_name = f"search-{args.search}" if args.search else next((m for m, on in modes.items() if on), "report")
     _write(f"coco_mini_cv-{mode_name}.json", {**result, "minutes": minutes})
 

@@ -23,6 +23,16 @@ def procrustes(train: FoldData) -> tuple[Embed, Embed]:
     return (lambda x: F.normalize(image_map(x), dim=-1)), (lambda t: F.normalize(text_map(t), dim=-1))
 
 
+def procrustes_on_unit_features(train: FoldData) -> tuple[Embed, Embed]:
+    """`procrustes` on each tower's features L2-normalised first (what `model.normalize_features` does)."""
+    images, texts = F.normalize(train.images, dim=-1), F.normalize(train.texts, dim=-1)
+    image_map, text_map = procrustes_maps(images, texts, train.caption_image, PROCRUSTES_DIM)
+    return (
+        lambda x: F.normalize(image_map(F.normalize(x, dim=-1)), dim=-1),
+        lambda t: F.normalize(text_map(F.normalize(t, dim=-1)), dim=-1),
+    )
+
+
 def linear_infonce(train: FoldData, dim: int = 256, steps: int = 400) -> tuple[Embed, Embed]:
     """Two linear maps into `dim` dimensions trained with symmetric InfoNCE, full batch (every image with
     one of its captions drawn per step), Adam at 1e-3, a learned temperature from 0.05."""

@@ -29,6 +29,7 @@ class HeadSetting:
     """What the search varies, named as the job file names it."""
 
     embed_dim: int = 64
+    normalize_features: bool = False
     projection: Literal["linear", "mlp"] = "linear"
     init_projections: Literal["random", "procrustes"] = "procrustes"
     init_temperature: float = 0.3
@@ -48,6 +49,7 @@ class HeadSetting:
         assert isinstance(model, DualEncoderConfig)
         return cls(
             embed_dim=model.embed_dim,
+            normalize_features=model.normalize_features,
             projection=model.projection,
             init_projections=model.init_projections,
             init_temperature=model.init_temperature,
@@ -66,6 +68,7 @@ class HeadSetting:
         """The job overrides that make mmray's trainer train this setting."""
         return [
             f"model.embed_dim={self.embed_dim}",
+            f"model.normalize_features={str(self.normalize_features).lower()}",
             f"model.projection={self.projection}",
             f"model.init_projections={self.init_projections}",
             f"model.init_temperature={self.init_temperature}",
@@ -95,6 +98,7 @@ def train_heads(setting: HeadSetting, fold: FoldData) -> DualEncoder:
         projection_head(text_dim, setting.embed_dim, setting.projection),
         setting.init_temperature,
         setting.learn_temperature,
+        setting.normalize_features,
     )
     if setting.init_projections == "procrustes":
         start_from_procrustes(model, fold.images, fold.texts, fold.caption_image)

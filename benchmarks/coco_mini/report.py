@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .baselines import linear_infonce, procrustes
+from .baselines import linear_infonce, procrustes, procrustes_on_unit_features
 from .features import Features
 from .folds import REPORT_SEEDS, halvings
 from .heads import HeadSetting
@@ -21,6 +21,7 @@ def methods(shipped: HeadSetting) -> dict[str, Method]:
     rows: dict[str, Method] = {
         "shipped job": heads_method(shipped),
         "Procrustes": procrustes,
+        "Procrustes, unit features": procrustes_on_unit_features,
         "linear InfoNCE": linear_infonce,
         "earlier job settings": heads_method(EARLIER_JOB),
     }

@@ -1,6 +1,7 @@
 """`model.init_projections: procrustes`: linear heads set to orthogonal Procrustes on PCA of the training
 split's frozen features reproduce that closed-form baseline's retrieval, through the library function
-and through the retrieval task on a real (random-tower) model; the option refuses where it cannot apply."""
+and through the retrieval task on a real (random-tower) model, on the features as they are or L2-normalised
+(`model.normalize_features`); the option refuses where it cannot apply."""
 
 from __future__ import annotations
 
@@ -81,6 +82,28 @@ def test_started_heads_reproduce_the_procrustes_baseline(train_images: int, embe
         assert model.image_projection.weight[aligned:].abs().max() == 0, "dimensions past the rank start at zero"
 
 
+def _unit(rows: torch.Tensor) -> torch.Tensor:
+    return rows / rows.norm(dim=1, keepdim=True)
+
+
+def test_normalised_features_start_at_the_baseline_of_unit_features_and_ignore_scale() -> None:
+    images, texts, caption_image = _features(torch.Generator().manual_seed(3), 30, 4)
+    model = DualEncoder(nn.Identity(), nn.Identity(), nn.Linear(24, 8), nn.Linear(16, 8), normalize_features=True)
+    start_from_procrustes(model, images, texts, caption_image)
+    reference = _reference(_unit(images).double().numpy(), _unit(texts).double().numpy(), caption_image.numpy(), 8)
+
+    held_images, held_texts, _ = _features(torch.Generator().manual_seed(98), 20, 3)
+    scale = 0.2 + 5 * torch.rand(20, 1, generator=torch.Generator().manual_seed(1))  # (20, 1)
+    with torch.no_grad():
+        ours = model.project_image(held_images * scale) @ model.project_text(held_texts).T  # (20, 60)
+        plain = DualEncoder(nn.Identity(), nn.Identity(), model.image_projection, model.text_projection)
+        unnormalised = plain.project_image(held_images * scale) @ plain.project_text(held_texts).T  # (20, 60)
+    expected = torch.from_numpy(reference(_unit(held_images).double().numpy(), _unit(held_texts).double().numpy()))
+    torch.testing.assert_close(ours.double(), expected, atol=1e-4, rtol=0)
+    miss = (unnormalised.double() - expected).abs().max()
+    assert miss > 1e-2, "the same heads without normalize_features: each row's norm moves its similarities"
+
+
 def test_heads_that_are_not_linear_are_refused() -> None:
     images, texts, caption_image = _features(torch.Generator().manual_seed(0), 10, 2)
     with pytest.raises(ConfigError, match=r"needs linear projection heads .* the image head is a Sequential"):
@@ -106,8 +129,9 @@ def _job(tmp_path: Path, model: dict[str, Any], **top: Any) -> dict[str, Any]:
     }
 
 
-def test_the_retrieval_task_starts_a_random_tower_model_at_the_baseline(tmp_path: Path) -> None:
-    spec = validate_job(_job(tmp_path, {}), "test")
+@pytest.mark.parametrize("normalize", [False, True])
+def test_the_retrieval_task_starts_a_random_tower_model_at_the_baseline(tmp_path: Path, normalize: bool) -> None:
+    spec = validate_job(_job(tmp_path, {"normalize_features": normalize}), "test")
     assert isinstance(spec, TrainJob)
     train = load_split(spec.data, "train")
     processor = build_processor(spec.model, [caption for record in train.records for caption in record.captions])
@@ -122,6 +146,9 @@ def test_the_retrieval_task_starts_a_random_tower_model_at_the_baseline(tmp_path
     with torch.no_grad():
         image_features = model.encode_image_features(processor.normalize(split.images)).pooled  # (N, D_img)
         text_features = model.encode_text_features(split.caption_ids, split.caption_mask.bool()).pooled  # (C, D_txt)
+        assert model.normalize_features is normalize
+        if normalize:  # the baseline of the features as the heads read them
+            image_features, text_features = _unit(image_features), _unit(text_features)
         reference = _reference(image_features.double().numpy(), text_features.double().numpy(),
                                split.caption_image.numpy(), 8)  # fmt: skip
         expected = torch.from_numpy(reference(image_features.double().numpy(), text_features.double().numpy()))

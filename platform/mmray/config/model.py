@@ -110,6 +110,12 @@ class DualEncoderConfig(ModelSection):
     text: TextEncoderConfig = Field(default_factory=lambda: SmallTransformerConfig(kind="small_transformer"))
     init_temperature: float = Field(0.07, gt=0.0, le=1.0)
     learn_temperature: bool = True
+    normalize_features: bool = Field(
+        False,
+        description="L2-normalise each tower's pooled features before its projection head (and before the "
+        "procrustes start): frozen pretrained towers' features differ in norm from input to input, which then "
+        "carries no meaning for matching",
+    )
     init_projections: Literal["random", "procrustes"] = Field(
         "random",
         description="how the heads start: random, or procrustes (linear heads on frozen towers only): orthogonal "

@@ -18,7 +18,8 @@ def projection_head(in_dim: int, out_dim: int, kind: str) -> nn.Module:
 
 
 class DualEncoder(nn.Module):
-    """Image and text towers mapped into one L2-normalised space; `logit_scale` = 1 / temperature."""
+    """Image and text towers mapped into one L2-normalised space; `logit_scale` = 1 / temperature. With
+    `normalize_features` each tower's pooled vector is L2-normalised before its head."""
 
     def __init__(
         self,
@@ -28,6 +29,7 @@ class DualEncoder(nn.Module):
         text_projection: nn.Module,
         init_temperature: float = 0.07,
         learn_temperature: bool = True,
+        normalize_features: bool = False,
     ) -> None:
         super().__init__()
         self.image_encoder = image_encoder
@@ -38,6 +40,7 @@ class DualEncoder(nn.Module):
         log_scale = torch.tensor(math.log(1.0 / init_temperature))
         self.log_logit_scale = nn.Parameter(log_scale, requires_grad=learn_temperature)
         self.logit_bias: nn.Parameter | None = None
+        self.normalize_features = normalize_features
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -49,13 +52,17 @@ class DualEncoder(nn.Module):
     def encode_text_features(self, ids: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:
         return self.text_encoder(ids, mask)  # type: ignore[no-any-return]
 
+    def head_input(self, pooled: torch.Tensor) -> torch.Tensor:
+        """What a projection head reads from a tower's pooled vectors (B, D): them, or them L2-normalised."""
+        return F.normalize(pooled, dim=-1) if self.normalize_features else pooled
+
     def project_image(self, pooled: torch.Tensor) -> torch.Tensor:
         """The image tower's pooled vector (B, D_img) in the shared space, L2-normalised. -> (B, E)"""
-        return F.normalize(self.image_projection(pooled).float(), dim=-1)
+        return F.normalize(self.image_projection(self.head_input(pooled)).float(), dim=-1)
 
     def project_text(self, pooled: torch.Tensor) -> torch.Tensor:
         """The text tower's pooled vector (B, D_txt) in the shared space, L2-normalised. -> (B, E)"""
-        return F.normalize(self.text_projection(pooled).float(), dim=-1)
+        return F.normalize(self.text_projection(self.head_input(pooled)).float(), dim=-1)
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         return self.project_image(self.encode_image_features(images).pooled)  # (B, E)

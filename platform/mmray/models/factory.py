@@ -78,6 +78,7 @@ def build_dual_encoder(config: ModelSection, processor: Processor) -> DualEncode
         text_projection=projection_head(text_encoder.out_dim, dual.embed_dim, dual.projection),
         init_temperature=dual.init_temperature,
         learn_temperature=dual.learn_temperature,
+        normalize_features=dual.normalize_features,
     )
 
 

@@ -100,11 +100,13 @@ def start_from_procrustes(
     text_features: torch.Tensor,  # (C, D_txt)
     caption_image: torch.Tensor,  # (C,)
 ) -> int:
-    """Set the model's linear heads to the Procrustes maps of these (frozen, training) features; returns
-    the number of aligned dimensions. Raises ConfigError for heads that are not `nn.Linear`."""
+    """Set the model's linear heads to the Procrustes maps of these (frozen, training) features as the heads
+    read them (`model.head_input`); returns the number of aligned dimensions. Raises ConfigError for heads
+    that are not `nn.Linear`."""
     image_head = _linear_head(model.image_projection, "image", image_features.shape[1])
     text_head = _linear_head(model.text_projection, "text", text_features.shape[1])
-    image_map, text_map = procrustes_maps(image_features, text_features, caption_image, model.embed_dim)
+    image_inputs, text_inputs = model.head_input(image_features), model.head_input(text_features)
+    image_map, text_map = procrustes_maps(image_inputs, text_inputs, caption_image, model.embed_dim)
     for head, chosen in ((image_head, image_map), (text_head, text_map)):
         head.weight.copy_(chosen.weight.to(head.weight))
         head.bias.copy_(chosen.bias.to(head.bias))
