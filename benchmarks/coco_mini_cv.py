@@ -131,7 +131,12 @@ def main() -> None:
         print_report(result)
     minutes = (time.perf_counter() - started) / 60
     print(f"({minutes:.1f} minutes)")
-    modes = {"normalization": args.normalization, "check-trainer": args.check_trainer, "confirm": args.confirm, "costs": args.costs}
+    modes = {
+        "normalization": args.normalization,
+        "check-trainer": args.check_trainer,
+        "confirm": args.confirm,
+        "costs": args.costs,
+    }
     mode_name = f"search-{args.search}" if args.search else next((m for m, on in modes.items() if on), "report")
     _write(f"coco_mini_cv-{mode_name}.json", {**result, "minutes": minutes})
 

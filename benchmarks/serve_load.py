@@ -39,10 +39,10 @@ from mmray.config.tasks import RetrievalTaskConfig
 from mmray.data.coco import load_coco
 from mmray.data.shapes import generate_shapes, split_paths
 from mmray.data.tensors import split_to_tensors
-from mmray.evaluate import evaluation_context
 from mmray.index.faiss_index import IndexSpec, build_index
 from mmray.models.registry import build_model, build_processor
 from mmray.serving.auth import hash_key
+from mmray.tasks.evaluation import evaluation_context
 from mmray.tasks.split_embedding import embed_split
 
 ADMIN_KEY = "load-benchmark-admin"
@@ -210,7 +210,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each of the three phases")
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    from mmray.raycluster import connect
+    from mmray.cluster.connection import connect
 
     connect()
     with tempfile.TemporaryDirectory(prefix="mmray-serve-load-") as tmp:

@@ -108,7 +108,7 @@ def _own_ray(item: pytest.Item) -> bool:
 def ray_cluster(seaweedfs: SeaweedServer) -> Iterator[str]:
     """The session's Ray (one node, `SESSION_RAY_CPUS`): its GCS address. Its workers reach the test S3 server
     as a cluster's nodes reach theirs (credentials in their environment, not in each job's)."""
-    from mmray.raycluster import EMBEDDED_TRAIN_SETTINGS
+    from mmray.cluster.connection import EMBEDDED_TRAIN_SETTINGS
 
     python_path = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = {
@@ -147,7 +147,7 @@ def ray_session(ray_cluster: str) -> Iterator[None]:
     """This process joined to the session's Ray, for in-process Ray Train, Ray Data and Serve tests."""
     import ray
 
-    from mmray.raycluster import connect
+    from mmray.cluster.connection import connect
 
     previous = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = ray_cluster

@@ -1,4 +1,4 @@
-"""Each Ray internal of mmray.ray_compat still does what mmray uses it for, on the installed Ray."""
+"""Each Ray internal of mmray.cluster.ray_compat still does what mmray uses it for, on the installed Ray."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pytest
 import ray
 
-from mmray import ray_compat
+from mmray.cluster import ray_compat
 
 
 def test_the_installed_ray_is_the_checked_one() -> None:

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from mmray.artifacts.generators import Captioner, ImageGenerator
 from mmray.artifacts.model_bundle import write_bundle
 from mmray.config.generation import CaptionDecoderConfig, ConditionalGanConfig, ConditionalVaeConfig
 from mmray.config.model import DualEncoderConfig
 from mmray.errors import BundleError, QueryError
-from mmray.generators import Captioner, ImageGenerator
 from mmray.models.caption_decoder import CaptionDecoder
 from mmray.models.caption_search import beam_decode, greedy_decode, length_penalty
 from mmray.models.conditional_gan import ConditionalGan

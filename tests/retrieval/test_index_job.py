@@ -13,9 +13,9 @@ from mmray import storage
 from mmray.artifacts.model_bundle import write_bundle
 from mmray.config import IndexJob, TrainJob
 from mmray.data.sources import load_split
-from mmray.evaluate import evaluate_bundle
 from mmray.models.registry import build_model, build_processor
 from mmray.retrieval.embed import finished_shards
+from mmray.tasks.evaluation import evaluate_bundle
 from tests.support.cli import invoke_mmray
 from tests.train.conftest import last_json, run_mmray, tiny_job, write_job
 

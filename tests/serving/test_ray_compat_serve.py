@@ -1,4 +1,4 @@
-"""mmray.ray_compat's use of Serve's controller client on the running Serve (its deploy is the `served`
+"""mmray.cluster.ray_compat's use of Serve's controller client on the running Serve (its deploy is the `served`
 fixture's, through `start_serving`)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from mmray.ray_compat import ServeController
+from mmray.cluster.ray_compat import ServeController
 from mmray.serving.app import IMPORT_PATH
 from tests.serving.conftest import ServedApps
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from mmray.artifacts.generators import ImageGenerator
 from mmray.artifacts.model_bundle import open_bundle
 from mmray.data.image_files import decode_image
-from mmray.generators import ImageGenerator
 from mmray.retrieval.search import Searcher
 from tests.serving.conftest import ServedApps
 from tests.serving.helpers import b64, post, val_images

@@ -48,7 +48,7 @@ def _ray_kept() -> Iterator[None]:
     """A command's closing `disconnect` leaves alone a Ray this process joined before it (other tests use it)."""
     import ray
 
-    from mmray import raycluster
+    from mmray.cluster import connection as raycluster
 
     if not ray.is_initialized():
         yield
@@ -89,7 +89,7 @@ def ray_never_started() -> Iterator[list[str]]:
     import mmray.serving.runner
     import mmray.train.trainer
     import mmray.tune.search  # noqa: F401  (each imports `connect` by name)
-    from mmray import raycluster
+    from mmray.cluster import connection as raycluster
 
     calls: list[str] = []
     connect = raycluster.connect

@@ -11,7 +11,7 @@ import time
 
 import ray
 
-from mmray.raycluster import disconnect
+from mmray.cluster.connection import disconnect
 
 
 @ray.remote(num_cpus=0)

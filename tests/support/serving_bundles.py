@@ -18,9 +18,9 @@ from mmray.config.tasks import RetrievalTaskConfig, TaskSection
 from mmray.data.coco import load_coco
 from mmray.data.shapes import split_paths
 from mmray.data.tensors import split_to_tensors
-from mmray.evaluate import evaluation_context
 from mmray.index.faiss_index import IndexSpec, build_index
 from mmray.models.registry import build_model, build_processor
+from mmray.tasks.evaluation import evaluation_context
 from mmray.tasks.prediction import PredictTask
 from mmray.tasks.split_embedding import embed_split
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from ray.train.v2._internal import constants
 
-from mmray.raycluster import EMBEDDED_TRAIN_SETTINGS, use_embedded_train_settings
+from mmray.cluster.connection import EMBEDDED_TRAIN_SETTINGS, use_embedded_train_settings
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import torch
 
 from mmray.artifacts.model_bundle import open_bundle
 from mmray.config import TrainJob
-from mmray.evaluate import evaluate_bundle
+from mmray.tasks.evaluation import evaluate_bundle
 from mmray.train.local_run import run_local
 
 pytestmark = pytest.mark.slow

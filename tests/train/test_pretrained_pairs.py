@@ -19,10 +19,10 @@ from PIL import Image
 
 from mmray.artifacts.model_bundle import open_bundle
 from mmray.config import TrainJob, load_job
-from mmray.evaluate import evaluate_bundle
 from mmray.models.registry import build_model
 from mmray.serving.calls import EmbedCall, EmbedResult
 from mmray.serving.model_service import ModelService
+from mmray.tasks.evaluation import evaluate_bundle
 from mmray.train.local_run import run_local
 from tests.support.cli import invoke_mmray
 from tests.support.tiny_pairs import write_tiny_clip, write_tiny_siglip

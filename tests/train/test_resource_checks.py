@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
+from mmray.cluster.connection import check_worker_resources
 from mmray.errors import ConfigError
-from mmray.raycluster import check_worker_resources
 from tests.support.cli import invoke_mmray, ray_never_started
 from tests.train.conftest import tiny_job, write_job
 
@@ -47,6 +47,6 @@ def test_more_cpus_than_the_ray_has_are_refused_locally_and_awaited_on_a_cluster
     with pytest.raises(ConfigError, match=r"needs 1024 CPU \(the cluster has \d+\).*use fewer workers or CPUs"):
         check_worker_resources(2, 512.0, False, "training run cpus")
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    with caplog.at_level(logging.WARNING, logger="mmray.raycluster"):
+    with caplog.at_level(logging.WARNING, logger="mmray.cluster.connection"):
         check_worker_resources(2, 512.0, False, "training run cpus")
     assert "it waits until the cluster adds them" in caplog.text

@@ -66,7 +66,7 @@ def _options(
 ) -> None:
     """Multimodal (image + text) learning on Ray."""
     if verbose:
-        from mmray.raycluster import VERBOSE_ENV
+        from mmray.cluster.connection import VERBOSE_ENV
 
         os.environ[VERBOSE_ENV] = "1"
 

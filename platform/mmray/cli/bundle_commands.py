@@ -58,7 +58,7 @@ def wise_ft(
     from mmray.config.pipeline import PipelineJob
     from mmray.config.tuning import TuneJob
     from mmray.errors import ConfigError
-    from mmray.wise_ft import wise_ft as ensemble
+    from mmray.tasks.wise_ft import wise_ft as ensemble
 
     if alphas is None:
         values = [step / 10 for step in range(11)] if job is not None else [0.5]

@@ -45,7 +45,7 @@ def submit(
 
     Example: mmray submit jobs/coco-clip.yaml --address http://HEAD:8265 train.epochs=5
     """
-    from mmray.submission import exit_code, follow_job, submit_job
+    from mmray.cluster.submission import exit_code, follow_job, submit_job
 
     submission_id = submit_job(job, overrides or [], address, working_dir, _env_pairs(env))
     typer.echo(f"submitted {submission_id}", err=True)
@@ -63,7 +63,7 @@ def list_jobs(address: ADDRESS = None) -> None:
 
     Example: mmray jobs list --address http://HEAD:8265
     """
-    from mmray.submission import jobs_client
+    from mmray.cluster.submission import jobs_client
 
     details = sorted(jobs_client(address).list_jobs(), key=lambda job: job.start_time or 0, reverse=True)
     for job in details:
@@ -77,7 +77,7 @@ def status(submission_id: SUBMISSION, address: ADDRESS = None) -> None:
 
     Example: mmray jobs status mmray-train-shapes-clip-1a2b3c4d --address http://HEAD:8265
     """
-    from mmray.submission import exit_code, jobs_client
+    from mmray.cluster.submission import exit_code, jobs_client
 
     info = jobs_client(address).get_job_info(submission_id)
     typer.echo(json.dumps({"submission_id": submission_id, "status": info.status.value, "message": info.message}))
@@ -94,7 +94,7 @@ def logs(
 
     Example: mmray jobs logs mmray-train-shapes-clip-1a2b3c4d -f
     """
-    from mmray.submission import follow_job, jobs_client
+    from mmray.cluster.submission import follow_job, jobs_client
 
     if follow:
         follow_job(address, submission_id)
@@ -108,7 +108,7 @@ def stop(submission_id: SUBMISSION, address: ADDRESS = None) -> None:
 
     Example: mmray jobs stop mmray-train-shapes-clip-1a2b3c4d
     """
-    from mmray.submission import jobs_client
+    from mmray.cluster.submission import jobs_client
 
     stopped = jobs_client(address).stop_job(submission_id)
     typer.echo(json.dumps({"submission_id": submission_id, "stop_requested": bool(stopped)}))

@@ -28,8 +28,8 @@ def generate(
     Example: mmray generate runs/shapes-vae --text "a red circle above a blue square" --n 8 --out grid.png
     """
     from mmray import storage
+    from mmray.artifacts.generators import ImageGenerator
     from mmray.errors import QueryError
-    from mmray.generators import ImageGenerator
     from mmray.tasks.sample_evaluation import sample_grid_png
 
     if not out.startswith("s3://") and Path(out).is_dir():
@@ -61,8 +61,8 @@ def caption(
 
     Example: mmray caption runs/shapes-caption data/shapes/*/images/val/000000010001.jpg --beam 3
     """
+    from mmray.artifacts.generators import Captioner
     from mmray.data.image_files import decode_image
-    from mmray.generators import Captioner
 
     decoded = [decode_image(path.read_bytes(), str(path)) for path in images]
     captioner = Captioner.open(bundle, device)

@@ -33,7 +33,7 @@ def index(
 
     outcome = run_index_job(spec)
     if "ray" in sys.modules:
-        from mmray.raycluster import disconnect
+        from mmray.cluster.connection import disconnect
 
         disconnect()
     typer.echo(json.dumps(outcome.summary()))

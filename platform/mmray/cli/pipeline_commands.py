@@ -34,7 +34,7 @@ def pipeline(job: JOB, overrides: OVERRIDES = None) -> None:
 
     outcome = run_pipeline(spec, Path(job).resolve().parent)
     if "ray" in sys.modules:
-        from mmray.raycluster import disconnect
+        from mmray.cluster.connection import disconnect
 
         disconnect()
     typer.echo(json.dumps(outcome.summary()))

@@ -23,7 +23,7 @@ def serve(
 
     Example: mmray serve serve/local.yaml
     """
-    from mmray.raycluster import connect
+    from mmray.cluster.connection import connect
     from mmray.serving.runner import read_serve_config, start_serving, stop_serving
 
     checked = read_serve_config(config)

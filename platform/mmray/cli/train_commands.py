@@ -96,7 +96,7 @@ def _disconnect() -> None:
     import sys
 
     if "ray" in sys.modules:
-        from mmray.raycluster import disconnect
+        from mmray.cluster.connection import disconnect
 
         disconnect()
 
@@ -177,9 +177,9 @@ def evaluate(
     """
     from mmray import storage
     from mmray.artifacts.index_bundle import MANIFEST
-    from mmray.evaluate import evaluate_bundle, evaluate_starting_model
-    from mmray.raycluster import disconnect
+    from mmray.cluster.connection import disconnect
     from mmray.retrieval.evaluate import evaluate_index_bundle
+    from mmray.tasks.evaluation import evaluate_bundle, evaluate_starting_model
 
     loaded = load_job(job, overrides or [])
     if zero_shot:

@@ -25,7 +25,7 @@ def tune(
     Example: mmray tune jobs/shapes-tune.yaml tune.num_samples=4
     """
     spec = load_job_of_kind(job, overrides, TuneJob, "tune")
-    from mmray.raycluster import disconnect
+    from mmray.cluster.connection import disconnect
     from mmray.tune.search import run_tune
 
     try:

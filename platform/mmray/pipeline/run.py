@@ -16,9 +16,9 @@ from mmray import storage
 from mmray.artifacts.model_bundle import open_bundle
 from mmray.config import IndexJob, PipelineJob, TrainJob, TuneJob, load_job, to_yaml
 from mmray.errors import ConfigError
-from mmray.evaluate import evaluate_bundle
 from mmray.pipeline.registry import ModelRegistry, RegistryEntry
 from mmray.pipeline.stages import StageRecords, stage_key
+from mmray.tasks.evaluation import evaluate_bundle
 from mmray.tasks.registry import task_class
 
 logger = logging.getLogger(__name__)

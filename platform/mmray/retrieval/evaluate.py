@@ -15,8 +15,8 @@ from mmray.config.data import DataConfig
 from mmray.data.sources import load_split, resolve_splits
 from mmray.data.tensors import split_to_tensors
 from mmray.errors import IndexBundleError
-from mmray.evaluate import evaluation_context
 from mmray.metrics.retrieval import DEFAULT_KS, metrics_from_ranks
+from mmray.tasks.evaluation import evaluation_context
 from mmray.tasks.split_embedding import embed_split
 
 

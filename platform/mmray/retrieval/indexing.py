@@ -129,7 +129,7 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
     if runner == "local":
         logger.info("embedding %s in this process (no Ray; index.runner=%s)", settings.split, settings.runner)
     else:
-        from mmray.raycluster import connect
+        from mmray.cluster.connection import connect
 
         connect()
     run_dir = storage.join(spec.storage_root, spec.name)

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import ray.data
 
+from mmray.cluster.connection import ray_log_level
 from mmray.config.indexing import CorpusKind, IndexSettings
 from mmray.data.processor import Processor
-from mmray.raycluster import ray_log_level
 from mmray.retrieval.embed import BatchSource, DecodeImages, EmbedRows
 
 

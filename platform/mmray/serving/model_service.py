@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmray.artifacts.generators import caption_pixels
 from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
 from mmray.devices import pick_device
 from mmray.errors import MissingModalityError
-from mmray.generators import caption_pixels
 from mmray.models.caption_decoder import CaptionDecoder
 from mmray.models.embedding import EmbeddingModel
 from mmray.models.fusion_model import FusionModel

@@ -122,8 +122,8 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: 
     A failed deployment raises with Serve's reason."""
     from ray.serve.schema import ServeDeploySchema
 
-    from mmray.ray_compat import ServeController
-    from mmray.raycluster import connect
+    from mmray.cluster.connection import connect
+    from mmray.cluster.ray_compat import ServeController
 
     connect()
     schema = ServeDeploySchema.model_validate(config)

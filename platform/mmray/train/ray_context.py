@@ -12,7 +12,7 @@ import ray.train
 import ray.train.torch
 from torch import nn
 
-from mmray.ray_compat import train_report_logger
+from mmray.cluster.ray_compat import train_report_logger
 from mmray.train.context import TrainContext
 from mmray.train.epochs import run_loop
 

@@ -12,9 +12,9 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig
 from ray.train.torch import TorchTrainer
 
 from mmray import storage
+from mmray.cluster.connection import check_local_gpus, check_worker_resources, cluster_cpus, connect, ray_log_level
 from mmray.config import TrainJob
 from mmray.errors import TrainingError
-from mmray.raycluster import check_local_gpus, check_worker_resources, cluster_cpus, connect, ray_log_level
 from mmray.tasks.base import Score
 from mmray.train.driver import DriverData, TrainOutcome, loop_config, prepare_driver_data, write_outputs
 from mmray.train.live import open_board

@@ -14,12 +14,12 @@ from typing import Any, cast
 from ray.tune import Callback
 
 from mmray import storage
+from mmray.cluster.connection import check_local_gpus, check_worker_resources, connect, warn_if_other_local_ray
 from mmray.config.jobs import TrainJob
 from mmray.config.tuning import PbtScheduler, TuneJob
 from mmray.data.processor import Processor
 from mmray.data.sources import resolve_splits
 from mmray.errors import ConfigError, TrainingError
-from mmray.raycluster import check_local_gpus, check_worker_resources, connect, warn_if_other_local_ray
 from mmray.tasks.registry import task_class
 from mmray.tune.results import SearchOutcome, summarise
 from mmray.tune.schedulers import TIME_ATTR, build_scheduler, check_pbt

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmray import storage
+from mmray.cluster.connection import ray_log_level
 from mmray.config.jobs import TrainJob, validate_job
 from mmray.config.tuning import TrialResources, TuneJob
-from mmray.raycluster import ray_log_level
 from mmray.tune.reporting import ReportThroughChannel, TrainPointer, open_channel, report_to_tune
 from mmray.tune.space import Distribution, trial_mapping
 

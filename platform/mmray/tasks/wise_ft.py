@@ -11,9 +11,9 @@ from mmray.artifacts.weight_ensembling import check_new_target, ensembled_model,
 from mmray.config.data import DataConfig
 from mmray.devices import pick_device
 from mmray.errors import BundleError, ConfigError
-from mmray.evaluate import load_split_tensors
 from mmray.progress import track
 from mmray.tasks.base import EvalContext
+from mmray.tasks.evaluation import load_split_tensors
 from mmray.tasks.registry import task_class
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import ray
 
+from mmray.cluster.ray_compat import local_gcs_addresses, logs_dir
 from mmray.errors import Terminated
-from mmray.ray_compat import local_gcs_addresses, logs_dir
 
 logger = logging.getLogger(__name__)
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
