@@ -17,7 +17,6 @@ from mmray.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16", "fp16"]
-DeviceSetting = Literal["auto", "cpu", "cuda"]
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

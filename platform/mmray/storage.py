@@ -19,6 +19,7 @@ from typing import Any
 
 from mmray.errors import StorageError, StorageNotFoundError
 from mmray.s3_client import client, is_missing, s3_errors, transfer_config
+from mmray.s3_settings import current_endpoint
 from mmray.uris import (  # re-exported: storage.join etc. are the callers' names
     S3_SCHEME as S3_SCHEME,
     absolute_uri as absolute_uri,
@@ -122,17 +123,7 @@ def list_files(uri: str | Path) -> list[str]:
     """All files below a directory or prefix, as full paths/URIs, sorted."""
     uri = str(uri)
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        prefix = key.rstrip("/") + "/" if key else ""
-        found: list[str] = []
-        with s3_errors(uri):
-            for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                found.extend(
-                    f"{S3_SCHEME}{bucket}/{item['Key']}"
-                    for item in page.get("Contents", [])
-                    if not item["Key"].endswith("/") and not _is_temp(item["Key"])
-                )
-        return sorted(found)
+        return sorted(file_sizes(uri))
     root = Path(uri)
     if not root.is_dir():
         if root.exists():
@@ -221,22 +212,16 @@ def upload_file(local_path: str | Path, uri: str | Path) -> None:
 def download_file(uri: str | Path, local_path: str | Path) -> Path:
     """Copy `uri` to a local file atomically and return its path."""
     uri = str(uri)
-    target = Path(local_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = _temp_sibling(target)
-    try:
+    with atomic_output(local_path) as staged:
         if is_s3(uri):
             bucket, key = split_s3(uri)
             with s3_errors(uri, transfer=True):
                 client(transfer=True).download_file(bucket, key, str(staged))
+        elif not Path(uri).is_file():
+            raise StorageNotFoundError(f"{uri}: does not exist")
         else:
-            if not Path(uri).is_file():
-                raise StorageNotFoundError(f"{uri}: does not exist")
             shutil.copyfile(uri, staged)
-        os.replace(staged, target)
-    finally:
-        staged.unlink(missing_ok=True)
-    return target
+    return Path(local_path)
 
 
 def upload_dir(local_dir: str | Path, uri: str | Path) -> list[str]:
@@ -279,18 +264,13 @@ def pyarrow_filesystem(uri: str) -> tuple[Any, str]:
         return None, os.path.abspath(uri)
     from pyarrow import fs
 
-    env = os.environ
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    options: dict[str, Any] = {"region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"}
+    endpoint, region, (access_key, secret_key, session_token, _) = current_endpoint()
+    options: dict[str, Any] = {"region": region or "us-east-1"}
     if endpoint:
         scheme, _, host = endpoint.partition("://")
         options.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-    if env.get("AWS_ACCESS_KEY_ID"):
-        options.update(
-            access_key=env["AWS_ACCESS_KEY_ID"],
-            secret_key=env.get("AWS_SECRET_ACCESS_KEY"),
-            session_token=env.get("AWS_SESSION_TOKEN"),
-        )
+    if access_key:
+        options.update(access_key=access_key, secret_key=secret_key, session_token=session_token)
     return fs.S3FileSystem(**options), uri[len(S3_SCHEME) :].rstrip("/")
 
 

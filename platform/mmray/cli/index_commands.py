@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
+from mmray.cli.jobs import JOB, OVERRIDES, disconnect_ray, load_job_of_kind
 from mmray.config import IndexJob
 
 
@@ -32,10 +31,7 @@ def index(
     from mmray.retrieval.indexing import run_index_job
 
     outcome = run_index_job(spec)
-    if "ray" in sys.modules:
-        from mmray.cluster.connection import disconnect
-
-        disconnect()
+    disconnect_ray()
     typer.echo(json.dumps(outcome.summary()))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, TypeVar
 
 import typer
@@ -16,6 +17,14 @@ JOB = Annotated[str, typer.Argument(help="job spec YAML, e.g. jobs/shapes-clip.y
 OVERRIDES = Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")]
 
 JobT = TypeVar("JobT", TrainJob, IndexJob, EvaluateJob, TuneJob, PipelineJob)
+
+
+def disconnect_ray() -> None:
+    """Shut down a Ray this process started (none when the command ran without Ray)."""
+    if "ray" in sys.modules:
+        from mmray.cluster.connection import disconnect
+
+        disconnect()
 
 
 def load_job_of_kind(path: str, overrides: list[str] | None, expected: type[JobT], command: str) -> JobT:

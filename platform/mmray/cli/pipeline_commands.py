@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
+from mmray.cli.jobs import JOB, OVERRIDES, disconnect_ray, load_job_of_kind
 from mmray.config import PipelineJob
 
 app = typer.Typer(help="The model registry: every evaluated (model, index) pair and which one is served.",
@@ -33,10 +32,7 @@ def pipeline(job: JOB, overrides: OVERRIDES = None) -> None:
     from mmray.pipeline.run import run_pipeline
 
     outcome = run_pipeline(spec, Path(job).resolve().parent)
-    if "ray" in sys.modules:
-        from mmray.cluster.connection import disconnect
-
-        disconnect()
+    disconnect_ray()
     typer.echo(json.dumps(outcome.summary()))
 
 

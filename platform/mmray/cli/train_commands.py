@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
+from mmray.cli.jobs import JOB, OVERRIDES, disconnect_ray, load_job_of_kind
 from mmray.config import ConfigError, EvaluateJob, IndexJob, PipelineJob, TrainJob, TuneJob, load_job
 from mmray.config.base import validate
 from mmray.errors import how_stopped
@@ -65,13 +65,13 @@ def train(
         outcome = _train_local(spec, rerun) if local else _train_on_ray(spec, rerun)
     except KeyboardInterrupt as stop:
         how, code = how_stopped(stop)
-        _disconnect()  # Ray's late log lines before the final word; the run registers nothing after this
+        disconnect_ray()  # Ray's late log lines before the final word; the run registers nothing after this
         epoch = latest_checkpointed_epoch(run_directory(spec))
         saved = f"epoch {epoch} is checkpointed" if epoch else "no epoch was checkpointed yet"
         command = shlex.join(["mmray", "train", job, *(overrides or []), *(["--local"] if local else [])])
         typer.echo(f"{how}: run {spec.name}: {saved}; `{command}` resumes it", err=True)
         raise typer.Exit(code) from None
-    _disconnect()
+    disconnect_ray()
     typer.echo(json.dumps(outcome.summary()))
 
 
@@ -89,16 +89,6 @@ def _train_on_ray(spec: TrainJob, rerun: Rerun) -> TrainOutcome:
     board = prepared.board
     draw = (lambda thread: draw_until_done(board, thread)) if board is not None else None
     return finish_run(prepared, in_background(prepared.trainer.fit, draw))
-
-
-def _disconnect() -> None:
-    """Shut down a Ray this process started (none for a local run)."""
-    import sys
-
-    if "ray" in sys.modules:
-        from mmray.cluster.connection import disconnect
-
-        disconnect()
 
 
 def in_background(work: Callable[[], T], while_waiting: Callable[[threading.Thread], None] | None = None) -> T:

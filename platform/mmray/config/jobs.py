@@ -31,7 +31,6 @@ from mmray.config.tuning import TuneJob
 from mmray.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-JobKind = Literal["train", "index", "evaluate", "tune", "pipeline"]
 JOB_KINDS: tuple[str, ...] = ("train", "index", "evaluate", "tune", "pipeline")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 REGISTERED_KINDS = (FusionModelConfig, PredictTaskConfig, VaeTaskConfig, GanTaskConfig, CaptionTaskConfig)

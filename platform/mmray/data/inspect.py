@@ -7,7 +7,7 @@ from statistics import mean
 from typing import Any, Literal
 
 from mmray.data.coco import load_coco
-from mmray.data.records import LoadReport
+from mmray.data.records import ImageRecord, LoadReport
 from mmray.errors import DataError
 
 IDS_SHOWN = 1000
@@ -51,33 +51,29 @@ class InspectionSummary:
         return asdict(self)
 
 
-def _counts(report: LoadReport) -> dict[str, Any]:
-    return {
-        "missing_images": len(report.missing_images),
-        "unreadable_images": len(report.unreadable_images),
-        "images_without_captions": len(report.without_captions),
-        "orphan_captions": len(report.orphan_captions),
-        "problem_count": report.problem_count,
-        "problems": problem_table(report),
-        "merged_files": len(report.duplicate_files) if report.merged_files else 0,
-    }
-
-
-def _summary_of_failure(error: DataError, strict: bool) -> InspectionSummary:
-    report = error.report or LoadReport()
+def _summary(
+    report: LoadReport, records: list[ImageRecord], categories: int, strict: bool, error: str | None
+) -> InspectionSummary:
+    per_image = [len(r.captions) for r in records]
     return InspectionSummary(
         images=report.total_images,
-        usable_images=0,
-        captions=0,
-        captions_per_image_min=0,
-        captions_per_image_mean=0.0,
-        captions_per_image_max=0,
-        categories=0,
-        instances=0,
-        **_counts(report),
+        usable_images=len(records),
+        captions=sum(per_image),
+        captions_per_image_min=min(per_image, default=0),
+        captions_per_image_mean=round(mean(per_image), 3) if per_image else 0.0,
+        captions_per_image_max=max(per_image, default=0),
+        categories=categories,
+        instances=sum(len(r.boxes) for r in records),
+        missing_images=len(report.missing_images),
+        unreadable_images=len(report.unreadable_images),
+        images_without_captions=len(report.without_captions),
+        orphan_captions=len(report.orphan_captions),
+        problem_count=report.problem_count,
+        problems=problem_table(report),
+        merged_files=len(report.duplicate_files) if report.merged_files else 0,
         strict=strict,
-        usable=False,
-        error=str(error),
+        usable=error is None,
+        error=error,
     )
 
 
@@ -105,21 +101,8 @@ def inspect_split(
             merge_duplicate_files=merge_duplicate_files,
         )
     except DataError as exc:
-        return _summary_of_failure(exc, strict)
-    per_image = [len(r.captions) for r in dataset.records]
+        return _summary(exc.report or LoadReport(), [], 0, strict, str(exc))
     report = dataset.report
     refused = strict and report.problem_count > 0
-    return InspectionSummary(
-        images=report.total_images,
-        usable_images=len(dataset.records),
-        captions=sum(per_image),
-        captions_per_image_min=min(per_image),
-        captions_per_image_mean=round(mean(per_image), 3),
-        captions_per_image_max=max(per_image),
-        categories=len(dataset.categories),
-        instances=sum(len(r.boxes) for r in dataset.records),
-        **_counts(report),
-        strict=strict,
-        usable=not refused,
-        error=f"{captions}: --strict refuses any problem: {report.describe()}" if refused else None,
-    )
+    error = f"{captions}: --strict refuses any problem: {report.describe()}" if refused else None
+    return _summary(report, dataset.records, len(dataset.categories), strict, error)

@@ -23,7 +23,7 @@ from mmray.data.coco import CocoDataset
 from mmray.data.processor import ImageTransform, Processor
 from mmray.data.records import ImageRecord
 from mmray.data.tensors import SplitTensors, split_to_tensors
-from mmray.errors import DataError, ImageDecodeError, StorageError
+from mmray.errors import DataError
 from mmray.progress import track
 
 logger = logging.getLogger(__name__)
@@ -79,13 +79,6 @@ def shard_rows(records: Sequence[ImageRecord], pixels: Sequence[np.ndarray]) -> 
     )
 
 
-def _pixels_or_reason(processor: Processor, uri: str) -> np.ndarray | str:
-    try:
-        return processor.array_from_uri(uri)
-    except (ImageDecodeError, StorageError) as exc:
-        return str(exc)
-
-
 def prepare_split(
     dataset: CocoDataset, processor: Processor, out: str, seed: int = 0, strict: bool = False
 ) -> PreparedManifest:
@@ -103,8 +96,8 @@ def prepare_split(
     chunks = [order[i : i + ROWS_PER_SHARD] for i in range(0, len(order), ROWS_PER_SHARD)]
     with ThreadPoolExecutor(READ_THREADS) as pool:
         for chunk in track(chunks, f"preparing {len(order)} images", total=len(chunks)):
-            loaded = list(pool.map(lambda r: _pixels_or_reason(processor, r.image_uri), chunk))
-            good = [(r, p) for r, p in zip(chunk, loaded, strict=True) if not isinstance(p, str)]
+            loaded = list(pool.map(lambda r: processor.pixels_or_reason(r.image_uri), chunk))
+            good = [(r, p.numpy()) for r, p in zip(chunk, loaded, strict=True) if not isinstance(p, str)]
             left_out.update({str(r.image_id): p for r, p in zip(chunk, loaded, strict=True) if isinstance(p, str)})
             if not good:
                 continue
@@ -186,7 +179,7 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
 
 def table_records(table: pa.Table) -> dict[str, np.ndarray]:
     """A shard's record columns as NumPy arrays: image_id (n,), captions (n,) lists, labels (n, K) float32,
-    object_count and covered_fraction (n,) float32, and image (n,) bytes where the shard holds pixels."""
+    object_count and covered_fraction (n,) float32 (other columns are not read)."""
     labels = table.column("labels").to_pylist()
     found = {
         "image_id": np.asarray(table.column("image_id").to_pylist(), dtype=np.int64),
@@ -195,8 +188,6 @@ def table_records(table: pa.Table) -> dict[str, np.ndarray]:
         "object_count": np.asarray(table.column("object_count").to_pylist(), dtype=np.float32),
         "covered_fraction": np.asarray(table.column("covered_fraction").to_pylist(), dtype=np.float32),
     }
-    if "image" in table.column_names:
-        found["image"] = np.asarray(table.column("image").to_pylist(), dtype=object)
     return found
 
 

@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as tvf
 from mmray import storage
 from mmray.data.images import decode_rgb, resize_square
 from mmray.data.tokenizers import HF_TOKENIZER_DIR, WORD_TOKENIZER_FILE, TokenBatch, Tokenizer, WordTokenizer
-from mmray.errors import BundleError
+from mmray.errors import BundleError, ImageDecodeError, StorageError
 
 PROCESSOR_FILE = "processor.json"
 
@@ -62,6 +62,13 @@ class Processor:
     def pixels_from_uri(self, uri: str) -> torch.Tensor:
         """A stored image (path or s3:// URI) → uint8 (3, S, S)."""
         return self.pixels_from_bytes(storage.read_bytes(uri), uri)
+
+    def pixels_or_reason(self, uri: str) -> torch.Tensor | str:
+        """`pixels_from_uri`, or why the image could not be read. -> (3, S, S) uint8"""
+        try:
+            return self.pixels_from_uri(uri)
+        except (ImageDecodeError, StorageError) as exc:
+            return str(exc)
 
     def pixels_from_pil(self, image: Image.Image) -> torch.Tensor:
         """A PIL image → uint8 (3, S, S)."""

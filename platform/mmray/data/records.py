@@ -45,20 +45,6 @@ def _shown(ids: Sequence[object], limit: int) -> str:
     return ", ".join(str(i) for i in ids[:limit]) + more
 
 
-PROBLEM_KINDS = (
-    "missing_images",
-    "unreadable_images",
-    "images_without_captions",
-    "duplicate_files",
-    "duplicate_image_ids",
-    "empty_captions",
-    "duplicate_captions",
-    "orphan_captions",
-    "unknown_categories",
-)
-"""Every kind of problem a split's files can have, in the order they are reported."""
-
-
 @dataclass
 class LoadReport:
     """What was wrong with a split's files, by kind, with the ids concerned.
@@ -101,7 +87,7 @@ class LoadReport:
         return self.total_images - len(self.bad_ids) - merged
 
     def problems(self) -> dict[str, list[Any]]:
-        """The ids of each kind of problem (`PROBLEM_KINDS`); merged duplicate files are not one."""
+        """The ids of each kind of problem, in the order they are reported; merged duplicate files are not one."""
         return {
             "missing_images": self.missing_images,
             "unreadable_images": self.unreadable_images,

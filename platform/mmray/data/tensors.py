@@ -14,7 +14,7 @@ import torch
 from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.data.records import ImageRecord
-from mmray.errors import DataError, ImageDecodeError, StorageError
+from mmray.errors import DataError
 from mmray.progress import track
 
 logger = logging.getLogger(__name__)
@@ -56,14 +56,6 @@ class SplitTensors:
         return int(self.caption_ids.shape[0])
 
 
-def _load_pixels(processor: Processor, uri: str) -> torch.Tensor | str:
-    """The preprocessed image, or the reason it could not be read."""
-    try:
-        return processor.pixels_from_uri(uri)
-    except (ImageDecodeError, StorageError) as exc:
-        return str(exc)
-
-
 def _caption_targets(records: list[ImageRecord]) -> dict[str, torch.Tensor]:
     """Each target name any caption carries -> (C,) float32 over all captions, NaN where a caption lacks it."""
     per_caption = [targets for r in records for targets in (r.caption_targets or ({},) * len(r.captions))]
@@ -92,7 +84,7 @@ def split_to_tensors(
 
     Images that cannot be read are left out with a warning naming their ids.
     """
-    load = pixels_of or (lambda r: _load_pixels(processor, r.image_uri))
+    load = pixels_of or (lambda r: processor.pixels_or_reason(r.image_uri))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         loaded = list(
             track(

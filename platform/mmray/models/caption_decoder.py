@@ -10,15 +10,9 @@ from torch import nn
 from mmray.config.generation import CaptionDecoderConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
-from mmray.models.conditioning import (
-    ENCODER_KINDS,
-    encoder_processor,
-    image_feature_encoder,
-    rebuild_with_encoder,
-    save_encoder_extras,
-)
+from mmray.models.conditioning import ENCODER_KINDS, encoder_model_kind, image_feature_encoder
 from mmray.models.dual_encoder import DualEncoder
-from mmray.models.registry import ModelKind, register_model
+from mmray.models.registry import register_model
 
 
 def causal_mask(length: int, device: torch.device) -> torch.Tensor:
@@ -116,14 +110,4 @@ def build_caption_decoder(config: ModelSection, processor: Processor) -> Caption
     )
 
 
-register_model(
-    "caption_decoder",
-    ModelKind(
-        build=build_caption_decoder,
-        build_processor=encoder_processor,
-        save_extras=save_encoder_extras,
-        rebuild_config=rebuild_with_encoder,
-        warm_starts_from=dict.fromkeys(ENCODER_KINDS, "encoder."),
-        serves=("caption",),
-    ),
-)
+register_model("caption_decoder", encoder_model_kind(build_caption_decoder, ("caption",), ENCODER_KINDS))

@@ -16,15 +16,10 @@ from torch.nn.utils.parametrizations import spectral_norm
 from mmray.config.generation import ConditionalGanConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
-from mmray.models.conditioning import (
-    encoder_processor,
-    rebuild_with_encoder,
-    save_encoder_extras,
-    text_conditioning_encoder,
-)
+from mmray.models.conditioning import encoder_model_kind, text_conditioning_encoder
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.image_codec import ImageCodeEncoder, ImageDecoder
-from mmray.models.registry import ModelKind, register_model
+from mmray.models.registry import register_model
 from mmray.models.text_to_image import Noise, draw_noise
 
 GanStep = Literal["discriminator", "generator"]
@@ -126,14 +121,4 @@ def build_conditional_gan(config: ModelSection, processor: Processor) -> Conditi
     return ConditionalGan(encoder, gan.encoder.image.image_size, gan.noise_dim, gan.width, gan.spectral_norm)
 
 
-register_model(
-    "conditional_gan",
-    ModelKind(
-        build=build_conditional_gan,
-        build_processor=encoder_processor,
-        save_extras=save_encoder_extras,
-        rebuild_config=rebuild_with_encoder,
-        warm_starts_from={"dual_encoder": "encoder."},
-        serves=("generate",),
-    ),
-)
+register_model("conditional_gan", encoder_model_kind(build_conditional_gan, ("generate",), ("dual_encoder",)))

@@ -11,15 +11,10 @@ from torch import nn
 from mmray.config.generation import ConditionalVaeConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
-from mmray.models.conditioning import (
-    encoder_processor,
-    rebuild_with_encoder,
-    save_encoder_extras,
-    text_conditioning_encoder,
-)
+from mmray.models.conditioning import encoder_model_kind, text_conditioning_encoder
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.image_codec import ImageCodeEncoder, ImageDecoder
-from mmray.models.registry import ModelKind, register_model
+from mmray.models.registry import register_model
 from mmray.models.text_to_image import Noise, draw_noise
 
 
@@ -66,13 +61,6 @@ class ConditionalVae(nn.Module):
         return VaeOutput(self.decode(latent, condition), mu, logvar)
 
     @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Images decoded from their posterior means: normalised (B, 3, S, S) → [0, 1] (B, 3, S, S)."""
-        condition = self.condition(ids, mask)
-        mu, _ = self.encode(images, condition)
-        return torch.sigmoid(self.decode(mu, condition).float())
-
-    @torch.no_grad()
     def sample(self, condition: torch.Tensor, temperature: float = 1.0, generator: Noise = None) -> torch.Tensor:
         """One image per condition row (B, E) from the prior scaled by `temperature` → [0, 1] (B, 3, S, S)."""
         latent = draw_noise(condition.shape[0], self.latent_dim, condition.device, generator) * temperature
@@ -91,14 +79,4 @@ def build_conditional_vae(config: ModelSection, processor: Processor) -> Conditi
     return ConditionalVae(encoder, vae.encoder.image.image_size, vae.latent_dim, vae.width)
 
 
-register_model(
-    "conditional_vae",
-    ModelKind(
-        build=build_conditional_vae,
-        build_processor=encoder_processor,
-        save_extras=save_encoder_extras,
-        rebuild_config=rebuild_with_encoder,
-        warm_starts_from={"dual_encoder": "encoder."},
-        serves=("generate",),
-    ),
-)
+register_model("conditional_vae", encoder_model_kind(build_conditional_vae, ("generate",), ("dual_encoder",)))

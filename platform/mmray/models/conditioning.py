@@ -4,7 +4,7 @@ use are frozen (DDP needs a gradient for every trainable parameter), and frozen 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from torch import nn
@@ -15,7 +15,7 @@ from mmray.errors import ConfigError
 from mmray.losses.representation import freeze_unread_logit_parameters
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.freezing import FreezableTower
-from mmray.models.registry import build_model, build_processor, model_kind
+from mmray.models.registry import ModelKind, build_model, build_processor, model_kind
 
 ENCODER_KINDS = ("dual_encoder", "hf_dual_encoder")
 """Model kinds whose bundles initialise a model's `encoder`."""
@@ -63,20 +63,35 @@ def image_feature_encoder(config: ModelSection, processor: Processor, trainable:
     return encoder
 
 
-def encoder_processor(config: ModelSection, training_texts: Iterable[str]) -> Processor:
+def _encoder_processor(config: ModelSection, training_texts: Iterable[str]) -> Processor:
     """The processor of a model holding a dual encoder as `encoder`: that dual encoder's."""
     return build_processor(_encoder_config(config), training_texts)
 
 
-def save_encoder_extras(model: nn.Module, config: ModelSection, directory: Path) -> None:
+def _save_encoder_extras(model: nn.Module, config: ModelSection, directory: Path) -> None:
     encoder = _encoder_config(config)
     model_kind(encoder.kind).save_extras(model.get_submodule("encoder"), encoder, directory)
 
 
-def rebuild_with_encoder(config: ModelSection, directory: Path) -> ModelSection:
+def _rebuild_with_encoder(config: ModelSection, directory: Path) -> ModelSection:
     """The config with the encoder's initial weights removed (the bundle's weights replace them)."""
     encoder = _encoder_config(config)
     return config.model_copy(update={"encoder": model_kind(encoder.kind).rebuild_config(encoder, directory)})
+
+
+def encoder_model_kind(
+    build: Callable[[ModelSection, Processor], nn.Module], serves: tuple[str, ...], warm_starts: tuple[str, ...]
+) -> ModelKind:
+    """The `ModelKind` of a model holding a dual encoder as `encoder`: its processor is the encoder's, its
+    bundle keeps the encoder's extras, and bundles of the `warm_starts` kinds initialise `encoder.`."""
+    return ModelKind(
+        build=build,
+        build_processor=_encoder_processor,
+        save_extras=_save_encoder_extras,
+        rebuild_config=_rebuild_with_encoder,
+        warm_starts_from=dict.fromkeys(warm_starts, "encoder."),
+        serves=serves,
+    )
 
 
 def _encoder_config(config: ModelSection) -> ModelSection:

@@ -12,17 +12,11 @@ from mmray.config.fusion import FusionModelConfig, HeadConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
 from mmray.errors import ConfigError
-from mmray.models.conditioning import (
-    ENCODER_KINDS,
-    build_encoder,
-    encoder_processor,
-    rebuild_with_encoder,
-    save_encoder_extras,
-)
+from mmray.models.conditioning import ENCODER_KINDS, build_encoder, encoder_model_kind
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.fusion import Fusion, FusionDims, Modality, build_fusion
 from mmray.models.outputs import DualEncoderOutput
-from mmray.models.registry import ModelKind, register_model
+from mmray.models.registry import register_model
 
 
 @dataclass
@@ -114,14 +108,4 @@ def build_fusion_model(config: ModelSection, processor: Processor) -> FusionMode
     return FusionModel(encoder, fusion, fusion_config.heads)
 
 
-register_model(
-    "fusion",
-    ModelKind(
-        build=build_fusion_model,
-        build_processor=encoder_processor,
-        save_extras=save_encoder_extras,
-        rebuild_config=rebuild_with_encoder,
-        warm_starts_from=dict.fromkeys(ENCODER_KINDS, "encoder."),
-        serves=("classify",),
-    ),
-)
+register_model("fusion", encoder_model_kind(build_fusion_model, ("classify",), ENCODER_KINDS))

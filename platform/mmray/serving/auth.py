@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -46,12 +47,7 @@ def read_key_hashes(settings: AuthSettings, admin: bool = False) -> list[str]:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            digest = line.removeprefix(HASH_PREFIX)
-            if (
-                not line.startswith(HASH_PREFIX)
-                or len(digest) != 64
-                or any(c not in "0123456789abcdef" for c in digest)
-            ):
+            if not re.fullmatch(HASH_PREFIX + "[0-9a-f]{64}", line):
                 raise ConfigError(f"{setting}: {path} line {number} is not 'sha256:<64 hex digits>'")
             hashes.append(line)
     return hashes

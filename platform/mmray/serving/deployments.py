@@ -92,7 +92,7 @@ class ModelDeployment(Follower):
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         settings = BatchSettings.model_validate(user_config)
         self._batch_settings = settings
-        for method in (self._embed_batch, self._classify_batch, self._generate_batch, self._caption_batch):
+        for method in (self.embed, self.classify, self.generate, self.caption):
             batched: Any = method
             batched.set_max_batch_size(settings.max_batch_size)
             batched.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
@@ -149,36 +149,20 @@ class ModelDeployment(Follower):
                 results[i] = result
         return results
 
-    async def embed(self, call: EmbedCall) -> EmbedResult | RequestError:
-        result: EmbedResult | RequestError = await self._embed_batch(call)
-        return result
-
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _embed_batch(self, calls: list[EmbedCall]) -> list[EmbedResult | RequestError]:
+    async def embed(self, calls: list[EmbedCall]) -> list[EmbedResult | RequestError]:
         return await asyncio.to_thread(self._run_grouped, calls, "embed_many")
 
-    async def classify(self, call: ClassifyCall) -> ClassifyResult | RequestError:
-        result: ClassifyResult | RequestError = await self._classify_batch(call)
-        return result
-
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _classify_batch(self, calls: list[ClassifyCall]) -> list[ClassifyResult | RequestError]:
+    async def classify(self, calls: list[ClassifyCall]) -> list[ClassifyResult | RequestError]:
         return await asyncio.to_thread(self._run_grouped, calls, "classify_many")
 
-    async def generate(self, call: GenerateCall) -> GenerateResult | RequestError:
-        result: GenerateResult | RequestError = await self._generate_batch(call)
-        return result
-
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _generate_batch(self, calls: list[GenerateCall]) -> list[GenerateResult | RequestError]:
+    async def generate(self, calls: list[GenerateCall]) -> list[GenerateResult | RequestError]:
         return await asyncio.to_thread(self._run_grouped, calls, "generate_many")
 
-    async def caption(self, call: CaptionCall) -> CaptionResult | RequestError:
-        result: CaptionResult | RequestError = await self._caption_batch(call)
-        return result
-
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def _caption_batch(self, calls: list[CaptionCall]) -> list[CaptionResult | RequestError]:
+    async def caption(self, calls: list[CaptionCall]) -> list[CaptionResult | RequestError]:
         return await asyncio.to_thread(self._run_grouped, calls, "caption_many")
 
     def info(self) -> dict[str, Any]:

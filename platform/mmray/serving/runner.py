@@ -132,8 +132,9 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: 
     details = client.details()
     kept = _other_applications(details, names)
     if kept:
-        logger.info("keeping the applications already on this cluster: %s", ", ".join(kept.names))
-    client.deploy(kept.merged_with(schema))
+        logger.info("keeping the applications already on this cluster: %s", ", ".join(c.name for c in kept))
+    # Serve's config deploy replaces every application: the kept ones go with the new.
+    client.deploy(schema.model_copy(update={"applications": [*kept, *schema.applications]}))
     deadline = time.monotonic() + timeout_s
     _wait_running(names, deadline, timeout_s)
     running = details.get("http_options") or {}
@@ -149,33 +150,16 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: 
     return address
 
 
-class _Applications:
-    """Applications deployed on the cluster from a config, as their deployed configs."""
-
-    def __init__(self, configs: list[Any]) -> None:
-        self.configs = configs
-
-    def __bool__(self) -> bool:
-        return bool(self.configs)
-
-    @property
-    def names(self) -> list[str]:
-        return [config.name for config in self.configs]
-
-    def merged_with(self, schema: Any) -> Any:
-        """`schema` with these applications added (Serve's config deploy replaces every application)."""
-        return schema.model_copy(update={"applications": [*self.configs, *schema.applications]})
-
-
-def _other_applications(details: dict[str, Any], names: list[str]) -> _Applications:
+def _other_applications(details: dict[str, Any], names: list[str]) -> list[Any]:
+    """The applications deployed on the cluster from a config, other than `names`, as their deployed configs."""
     from ray.serve.schema import ServeApplicationSchema
 
-    configs = []
-    for name, application in (details.get("applications") or {}).items():
-        deployed = application.get("deployed_app_config")
-        if name not in names and deployed:
-            configs.append(ServeApplicationSchema.model_validate(deployed))
-    return _Applications(configs)
+    applications = (details.get("applications") or {}).items()
+    return [
+        ServeApplicationSchema.model_validate(application["deployed_app_config"])
+        for name, application in applications
+        if name not in names and application.get("deployed_app_config")
+    ]
 
 
 def _wait_running(names: list[str], deadline: float, timeout_s: float) -> None:

@@ -19,15 +19,11 @@ from mmray.distributed import gather_objects, gather_rows, shard_range
 from mmray.metrics.captions import caption_scores
 from mmray.models.caption_decoder import CaptionDecoder
 from mmray.models.caption_search import decode_captions
-from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
+from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, eval_mode, task_model
 from mmray.tasks.registry import register_task
 
 EXAMPLES_FILE = "captions.json"
 SHOWN_EXAMPLES = 24
-
-
-def as_caption_decoder(model: nn.Module) -> CaptionDecoder:
-    return task_model(model, CaptionDecoder, "caption")
 
 
 def references(split: SplitTensors, count: int, processor: Processor) -> list[list[str]]:
@@ -131,10 +127,8 @@ class CaptionTask(Task):
     def evaluation_report(
         self, model: nn.Module, split: SplitTensors, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, bytes]]:
-        decoder = as_caption_decoder(model)
-        was_training = decoder.training
-        decoder.eval()
-        try:
+        decoder = task_model(model, CaptionDecoder, "caption")
+        with eval_mode(decoder):
             count = min(self.caption_config.evaluation.images, split.num_images)
             refs = references(split, count, self.processor)
             candidates = self._decode(decoder, split, count, context)
@@ -143,8 +137,6 @@ class CaptionTask(Task):
                 "val_loss": self._validation_loss(decoder, split, count, context),
             }
             baseline = self._nearest_neighbour_captions(decoder, split, count, context)
-        finally:
-            decoder.train(was_training)
         if baseline is not None:
             metrics.update({f"nn_{key}": value for key, value in caption_scores(baseline, refs).items()})
         examples = [

@@ -18,7 +18,17 @@ from mmray.data.tensors import SplitTensors
 from mmray.errors import ConfigError
 from mmray.losses.generation import discriminator_loss, generator_loss
 from mmray.models.conditional_gan import ConditionalGan
-from mmray.tasks.base import Batch, EvalContext, OptimizerOptions, Score, StepContext, StepOutput, Task, task_model
+from mmray.tasks.base import (
+    Batch,
+    EvalContext,
+    OptimizerOptions,
+    Score,
+    StepContext,
+    StepOutput,
+    Task,
+    eval_mode,
+    task_model,
+)
 from mmray.tasks.registry import register_task
 from mmray.tasks.sample_evaluation import SampleEvaluation, bound_evaluation
 
@@ -78,12 +88,8 @@ class GanTask(Task):
         self, model: nn.Module, split: SplitTensors, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, bytes]]:
         gan = as_gan(model)
-        was_training = gan.training
-        gan.eval()
-        try:
+        with eval_mode(gan):
             return self.samples.evaluate(gan, split, context)
-        finally:
-            gan.train(was_training)
 
     def evaluate(self, model: nn.Module, split: SplitTensors, context: EvalContext) -> dict[str, float]:
         return self.evaluation_report(model, split, context)[0]

@@ -35,7 +35,7 @@ from mmray.metrics.prediction import (
 )
 from mmray.models.fusion_model import FusionModel
 from mmray.models.registry import build_model
-from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
+from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, eval_mode, task_model
 from mmray.tasks.binding import bind_predict_task, head_outputs, sized_heads
 from mmray.tasks.examples import example_targets, split_examples
 from mmray.tasks.prediction_figures import confusion_matrix_png, per_label_f1_png, predicted_vs_true_png
@@ -115,20 +115,18 @@ class PredictTask(Task):
     def predict_split(self, model: nn.Module, split: SplitTensors, context: EvalContext) -> dict[str, HeadPredictions]:
         """Every head's outputs on the split's examples, sharded over ranks and gathered on each."""
         fusion = as_fusion_model(model)
-        was_training = fusion.training
-        fusion.eval()
-        examples = split_examples(split, self.caption_targets)
-        rows = shard_range(examples.count, context.rank, context.world)
-        chunks: dict[str, list[torch.Tensor]] = {name: [] for name in self.predict_config.heads}
-        for start in range(rows.start, rows.stop, context.batch_size):
-            chosen = torch.arange(start, min(start + context.batch_size, rows.stop))
-            images = context.normalized_images(split.images[examples.image_index[chosen]])  # (b, 3, S, S)
-            captions = examples.caption_index[chosen]
-            ids = split.caption_ids[captions].to(context.device)  # (b, L)
-            mask = split.caption_mask[captions].to(context.device).bool()  # (b, L)
-            for name, values in fusion(images, ids, mask).predictions.items():
-                chunks[name].append(values.float())
-        fusion.train(was_training)
+        with eval_mode(fusion):
+            examples = split_examples(split, self.caption_targets)
+            rows = shard_range(examples.count, context.rank, context.world)
+            chunks: dict[str, list[torch.Tensor]] = {name: [] for name in self.predict_config.heads}
+            for start in range(rows.start, rows.stop, context.batch_size):
+                chosen = torch.arange(start, min(start + context.batch_size, rows.stop))
+                images = context.normalized_images(split.images[examples.image_index[chosen]])  # (b, 3, S, S)
+                captions = examples.caption_index[chosen]
+                ids = split.caption_ids[captions].to(context.device)  # (b, L)
+                mask = split.caption_mask[captions].to(context.device).bool()  # (b, L)
+                for name, values in fusion(images, ids, mask).predictions.items():
+                    chunks[name].append(values.float())
         predictions = {}
         for name, head in self.predict_config.heads.items():
             width = head_outputs(head)

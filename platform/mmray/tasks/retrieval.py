@@ -20,7 +20,7 @@ from mmray.metrics.retrieval import retrieval_metrics
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.embedding import as_embedding_model
 from mmray.models.procrustes import start_from_procrustes
-from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
+from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, eval_mode, task_model
 from mmray.tasks.feature_cache import FrozenTowers, cached_features, compute_rows, features_key, is_frozen
 from mmray.tasks.registry import register_task
 from mmray.tasks.split_embedding import embed_split
@@ -185,10 +185,8 @@ class RetrievalTask(Task):
         metrics = retrieval_metrics(image_vectors, text_vectors, split.caption_image)
         zero_shot = self.retrieval_config.zero_shot
         if zero_shot is not None and zero_shot.class_names is not None:
-            was_training = model.training
-            model.eval()
-            classes = class_embeddings(as_embedding_model(model), self.processor, zero_shot, context.device)
-            model.train(was_training)
+            with eval_mode(model):
+                classes = class_embeddings(as_embedding_model(model), self.processor, zero_shot, context.device)
             metrics |= zero_shot_metrics(image_vectors, classes.cpu(), split.labels)
         return metrics
 

@@ -14,13 +14,9 @@ from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
 from mmray.losses.generation import gaussian_kl, kl_weight, reconstruction_error, vae_terms
 from mmray.models.conditional_vae import ConditionalVae
-from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, task_model
+from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, eval_mode, task_model
 from mmray.tasks.registry import register_task
 from mmray.tasks.sample_evaluation import SampleEvaluation, bound_evaluation, first_captions
-
-
-def as_vae(model: nn.Module) -> ConditionalVae:
-    return task_model(model, ConditionalVae, "vae")
 
 
 class VaeTask(Task):
@@ -78,14 +74,10 @@ class VaeTask(Task):
     def evaluation_report(
         self, model: nn.Module, split: SplitTensors, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, bytes]]:
-        vae = as_vae(model)
-        was_training = vae.training
-        vae.eval()
-        try:
+        vae = task_model(model, ConditionalVae, "vae")
+        with eval_mode(vae):
             metrics = self._likelihood_figures(vae, split, context)
             sample_metrics, figures = self.samples.evaluate(vae, split, context)
-        finally:
-            vae.train(was_training)
         return {**metrics, **sample_metrics}, figures
 
     def evaluate(self, model: nn.Module, split: SplitTensors, context: EvalContext) -> dict[str, float]:

@@ -25,7 +25,7 @@ from mmray.config import TrainJob
 from mmray.devices import pick_device
 from mmray.errors import ConfigError
 from mmray.train.context import TrainContext
-from mmray.train.driver import TrainOutcome, loop_config, prepare_driver_data, write_outputs
+from mmray.train.driver import TrainOutcome, json_metrics, loop_config, prepare_driver_data, write_outputs
 from mmray.train.epochs import run_loop
 from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.run_record import LOCAL_LEDGER, Rerun, check_run_directory, read_local_ledger, record_job
@@ -95,7 +95,7 @@ class LocalContext(TrainContext):
         entry = {"name": checkpoint_name, "metrics": {"epoch": metrics["epoch"], CHECKPOINT_SCORE: score}}
         self.entries = [e for e in self.entries if e["name"] != checkpoint_name] + [entry]
         self._prune()
-        ledger = [{**e, "metrics": _json_safe(e["metrics"])} for e in self.entries]
+        ledger = [{**e, "metrics": json_metrics(e["metrics"])} for e in self.entries]
         storage.write_text(storage.join(self.run_dir, LOCAL_LEDGER), json.dumps(ledger, indent=2))
         if self.on_report is not None:
             self.on_report(metrics, uri)  # the latest is always kept
@@ -121,10 +121,6 @@ class LocalContext(TrainContext):
         checkpoints = [(LocalCheckpoint(storage.join(self.run_dir, e["name"])), e["metrics"]) for e in self.entries]
         latest = checkpoints[-1][0] if checkpoints else None
         return LocalResult(latest, checkpoints)
-
-
-def _json_safe(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}
 
 
 def local_device(spec: TrainJob, device: str | None = None) -> torch.device:

@@ -191,9 +191,6 @@ class Worker:
         if self.rank == 0:
             logger.info("[mmray] %s", message)
 
-    def _autocast(self) -> AbstractContextManager[Any]:
-        return self.precision.autocast()
-
     def _batches(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
         fields = self.task.batch_fields
         if self.settings.augment.flip != "none" and "images" in fields:
@@ -238,7 +235,7 @@ class Worker:
     def _step(self, batch: Batch, micro: int) -> dict[str, float]:
         settings = self.settings
         last_micro = (micro + 1) % settings.grad_accum_steps == 0
-        context = StepContext(step=self.progress.global_step, autocast=self._autocast)
+        context = StepContext(step=self.progress.global_step, autocast=self.precision.autocast)
         losses = {}
         for name in self.task.optimizer_names:
             sync: AbstractContextManager[Any] = nullcontext()

@@ -11,7 +11,6 @@ import pyarrow as pa
 import ray.data
 
 from mmray.data.processor import Processor
-from mmray.errors import ImageDecodeError, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -28,21 +27,16 @@ class DecodeAndTokenize:
         self.max_captions = max_captions
         self.readers = ThreadPoolExecutor(READ_THREADS)
 
-    def _pixels(self, uri: str) -> np.ndarray | Exception:
-        try:
-            return self.processor.array_from_uri(uri)
-        except (ImageDecodeError, StorageError) as exc:
-            return exc
-
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         size = self.processor.image.size
         length = self.processor.tokenizer.max_length
         images, keep = [], []
-        for row, pixels in enumerate(self.readers.map(self._pixels, [str(uri) for uri in batch["image_uri"]])):
-            if isinstance(pixels, Exception):
+        uris = [str(uri) for uri in batch["image_uri"]]
+        for row, pixels in enumerate(self.readers.map(self.processor.pixels_or_reason, uris)):
+            if isinstance(pixels, str):
                 logger.warning("skipping image %s: %s", batch["image_id"][row], pixels)
                 continue
-            images.append(pixels)
+            images.append(pixels.numpy())
             keep.append(row)
         ids = np.zeros((len(keep), self.max_captions, length), dtype=np.int64)
         mask = np.zeros((len(keep), self.max_captions, length), dtype=bool)

@@ -77,7 +77,7 @@ def read_span(uri: str, span: Span, size: int) -> Rows:
     table = read_table(uri).slice(span.start, span.stop - span.start)
     if table.num_rows != span.stop - span.start:
         raise DataError(f"the prepared shard {uri} holds fewer rows than its manifest says; prepare the split again")
-    found = table_records(table.drop_columns(["image"]) if "image" in table.column_names else table)
+    found = table_records(table)
     if "image" in table.column_names:
         found["image"] = _pixels(table.column("image").combine_chunks(), size, uri)  # (n, 3, S, S)
     if IMAGE_FEATURES in table.column_names:

@@ -4,7 +4,6 @@ key and value against the job's schema before any trial starts."""
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -164,7 +163,3 @@ def check_space(base: Mapping[str, Any], fixed: Mapping[str, Any], space: dict[s
         if not used:
             shown = ", ".join(f"{k}={list(space[k].candidates())}" for k in ancestors)
             raise ConfigError(f"space.{key}: no searched kind takes this key ({shown})")
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
