@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,10 @@ from mmray.config.prediction import PredictTaskConfig
 from mmray.config.serving import AuthSettings, RequestLimits
 from mmray.errors import ConfigError, IndexBundleError
 from mmray.serving.auth import KeyChecker, hash_key, new_key, read_key_hashes
-from mmray.serving.calls import ClassifyCall, ClassifyItem, EmbedCall, EmbedResult, RequestError
+from mmray.serving.calls import ClassifyCall, ClassifyItem, EmbedCall, EmbedResult, RequestError, SearchCall
 from mmray.serving.model_service import ModelService
 from mmray.serving.predictions import describe_predictions
+from mmray.serving.retrieval_service import RetrievalService
 from mmray.serving.runner import check_serve_config, read_serve_config
 from mmray.serving.schemas import SearchBody, parse_body
 from mmray.serving.state import model_for, resolve_state
@@ -145,6 +147,19 @@ def test_a_batch_keeps_each_calls_inputs_and_errors_apart(bundles: Bundles) -> N
     with pytest.raises(RequestError, match="cannot classify") as wrong:
         service.classify_many([ClassifyCall([ClassifyItem(text="a")])])
     assert wrong.value.status == 404
+
+
+def test_a_search_reads_query_vectors_that_arrive_read_only(bundles: Bundles) -> None:
+    """Vectors from Ray's object store are read-only NumPy arrays: searched without a warning, same hits."""
+    (embedded,) = ModelService.open(str(bundles.clip)).embed_many([EmbedCall(["a red circle"], [])])
+    assert isinstance(embedded, EmbedResult)
+    service = RetrievalService.open(str(bundles.index))
+    writable = service.search(SearchCall(text="a red circle", k=3), embedded)
+    embedded.text_vectors.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_only = service.search(SearchCall(text="a red circle", k=3), embedded)
+    assert [hit["id"] for hit in read_only.hits] == [hit["id"] for hit in writable.hits]
 
 
 def test_a_fusion_that_needs_both_modalities_refuses_only_the_call_missing_one(

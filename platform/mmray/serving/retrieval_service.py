@@ -43,10 +43,6 @@ class RetrievalService:
     def model_version(self) -> str:
         return self.index.model_version
 
-    @property
-    def model_uri(self) -> str:
-        return str(self.index.manifest.get("model_bundle", ""))
-
     def info(self) -> dict[str, Any]:
         manifest = self.index.manifest
         return {
@@ -80,8 +76,9 @@ class RetrievalService:
             raise IndexBundleError(
                 f"query embedded with model {embedded.model_version}, the index holds {self.model_version}"
             )
-        text = torch.from_numpy(embedded.text_vectors[0]) if len(embedded.text_vectors) else None  # (E,)
-        image = torch.from_numpy(embedded.image_vectors[0]) if len(embedded.image_vectors) else None  # (E,)
+        # copies: vectors from Ray's object store are read-only
+        text = torch.tensor(embedded.text_vectors[0]) if len(embedded.text_vectors) else None  # (E,)
+        image = torch.tensor(embedded.image_vectors[0]) if len(embedded.image_vectors) else None  # (E,)
         vector = fuse_query(image, text, call.alpha).numpy().astype(np.float32)  # (E,)
         try:
             hits = find(self.index, vector, call.k, target, call.nprobe, call.ef_search)  # type: ignore[arg-type]

@@ -102,8 +102,8 @@ def check_text(text: str, field: str, limits: RequestLimits) -> None:
         raise RequestError(f"is {len(text)} characters; the limit is {limits.max_text_chars}", field, 413)
 
 
-def check_count(count: int, field: str, limits: RequestLimits, allow_empty: bool = False) -> None:
-    if count == 0 and not allow_empty:
+def check_count(count: int, field: str, limits: RequestLimits) -> None:
+    if count == 0:
         raise RequestError("needs at least one entry", field)
     if count > limits.max_items:
         raise RequestError(f"has {count} entries; the limit is {limits.max_items}", field, 413)
