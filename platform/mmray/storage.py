@@ -212,7 +212,10 @@ def upload_file(local_path: str | Path, uri: str | Path) -> None:
 def download_file(uri: str | Path, local_path: str | Path) -> Path:
     """Copy `uri` to a local file atomically and return its path."""
     uri = str(uri)
-    with atomic_output(local_path) as staged:
+    target = Path(local_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = _temp_sibling(target)
+    try:  # no fsync, unlike atomic_output: most downloads are temporary copies (an index, a bundle)
         if is_s3(uri):
             bucket, key = split_s3(uri)
             with s3_errors(uri, transfer=True):
@@ -221,7 +224,10 @@ def download_file(uri: str | Path, local_path: str | Path) -> Path:
             raise StorageNotFoundError(f"{uri}: does not exist")
         else:
             shutil.copyfile(uri, staged)
-    return Path(local_path)
+        os.replace(staged, target)
+    finally:
+        staged.unlink(missing_ok=True)
+    return target
 
 
 def upload_dir(local_dir: str | Path, uri: str | Path) -> list[str]:
