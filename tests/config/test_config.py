@@ -8,7 +8,10 @@ import pytest
 import yaml
 
 from mmray.config import ConfigError, ShapesData, TrainJob, load_job, parse_overrides, to_yaml, validate_job
+from mmray.config.base import of_kind
 from mmray.config.data import CocoData
+from mmray.config.generation import VaeTaskConfig
+from mmray.config.tasks import RetrievalTaskConfig
 
 SPEC = {
     "kind": "train",
@@ -207,3 +210,10 @@ def test_the_config_reference_in_docs_is_current_and_lists_every_section() -> No
     train_only = runner.invoke(app, ["config", "schema", "train"])
     assert train_only.exit_code == 0 and "TrainJob" in train_only.output and "TuneJob" not in train_only.output
     assert runner.invoke(app, ["config", "schema", "trian"]).exit_code != 0
+
+
+def test_of_kind_narrows_a_section_or_names_the_kind_it_got() -> None:
+    retrieval = RetrievalTaskConfig()
+    assert of_kind(retrieval, RetrievalTaskConfig, "a retrieval task") is retrieval
+    with pytest.raises(TypeError, match="expected a vae task config, got kind 'retrieval'"):
+        of_kind(retrieval, VaeTaskConfig, "a vae task")

@@ -35,6 +35,13 @@ class Section(BaseModel):
 SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
+def of_kind(config: Any, expected: type[SectionT], what: str) -> SectionT:
+    """`config` as the `expected` section class, or a TypeError naming `what` was expected and the kind given."""
+    if not isinstance(config, expected):
+        raise TypeError(f"expected {what} config, got kind {config.kind!r}")
+    return config
+
+
 def _format_location(loc: Sequence[int | str], data: Any, missing: bool = False) -> str:
     """Dotted path of an error; union tags that pydantic inserts (absent from the input) are dropped.
     `missing`: the last item is a required key the input lacks, kept."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmray.config.base import of_kind
 from mmray.config.generation import CaptionDecoderConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
@@ -85,14 +86,8 @@ class CaptionDecoder(nn.Module):
         return self.decode(self.memory(images), ids[:, :-1])
 
 
-def _config(config: ModelSection) -> CaptionDecoderConfig:
-    if not isinstance(config, CaptionDecoderConfig):
-        raise TypeError(f"expected a caption_decoder config, got kind {config.kind!r}")
-    return config
-
-
 def build_caption_decoder(config: ModelSection, processor: Processor) -> CaptionDecoder:
-    caption = _config(config)
+    caption = of_kind(config, CaptionDecoderConfig, "a caption_decoder")
     tokenizer = processor.tokenizer
     encoder = image_feature_encoder(caption.encoder, processor, caption.train_image_tower)
     return CaptionDecoder(

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from mmray.config.base import of_kind
 from mmray.config.generation import ConditionalGanConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
@@ -109,14 +110,8 @@ class ConditionalGan(nn.Module):
         return self.generate(noise, condition)
 
 
-def _config(config: ModelSection) -> ConditionalGanConfig:
-    if not isinstance(config, ConditionalGanConfig):
-        raise TypeError(f"expected a conditional_gan config, got kind {config.kind!r}")
-    return config
-
-
 def build_conditional_gan(config: ModelSection, processor: Processor) -> ConditionalGan:
-    gan = _config(config)
+    gan = of_kind(config, ConditionalGanConfig, "a conditional_gan")
     encoder = text_conditioning_encoder(gan.encoder, processor, gan.train_condition)
     return ConditionalGan(encoder, gan.encoder.image.image_size, gan.noise_dim, gan.width, gan.spectral_norm)
 

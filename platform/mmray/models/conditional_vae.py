@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mmray.config.base import of_kind
 from mmray.config.generation import ConditionalVaeConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
@@ -67,14 +68,8 @@ class ConditionalVae(nn.Module):
         return torch.sigmoid(self.decode(latent, condition).float())
 
 
-def _config(config: ModelSection) -> ConditionalVaeConfig:
-    if not isinstance(config, ConditionalVaeConfig):
-        raise TypeError(f"expected a conditional_vae config, got kind {config.kind!r}")
-    return config
-
-
 def build_conditional_vae(config: ModelSection, processor: Processor) -> ConditionalVae:
-    vae = _config(config)
+    vae = of_kind(config, ConditionalVaeConfig, "a conditional_vae")
     encoder = text_conditioning_encoder(vae.encoder, processor, vae.train_condition)
     return ConditionalVae(encoder, vae.encoder.image.image_size, vae.latent_dim, vae.width)
 

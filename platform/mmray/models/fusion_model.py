@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mmray.config.base import of_kind
 from mmray.config.fusion import FusionModelConfig, HeadConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
@@ -84,16 +85,10 @@ class FusionModel(nn.Module):
         return FusionOutput({name: module(fused) for name, module in self.heads.items()}, fused, embeddings)
 
 
-def _fusion_config(config: ModelSection) -> FusionModelConfig:
-    if not isinstance(config, FusionModelConfig):
-        raise TypeError(f"expected a fusion config, got kind {config.kind!r}")
-    return config
-
-
 def build_fusion_model(config: ModelSection, processor: Processor) -> FusionModel:
     """A fusion model; a tower the fusion does not read is frozen (DDP needs a gradient for every
     trainable parameter)."""
-    fusion_config = _fusion_config(config)
+    fusion_config = of_kind(config, FusionModelConfig, "a fusion")
     encoder = build_encoder(fusion_config.encoder, processor)
     dims = FusionDims(
         embed_dim=encoder.embed_dim,

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmray.config.base import of_kind
 from mmray.config.generation import CaptionTaskConfig
 from mmray.config.model import ModelSection
 from mmray.config.tasks import TaskSection
@@ -61,9 +62,7 @@ class CaptionTask(Task):
 
     def __init__(self, config: TaskSection, model_config: ModelSection, processor: Processor) -> None:
         super().__init__(config, model_config, processor)
-        if not isinstance(config, CaptionTaskConfig):
-            raise TypeError(f"expected a caption task config, got kind {config.kind!r}")
-        self.caption_config = config
+        self.caption_config = of_kind(config, CaptionTaskConfig, "a caption task")
         self._cached_keys: tuple[SplitTensors, torch.Tensor] | None = None
 
     def _loss(self, logits: torch.Tensor, ids: torch.Tensor, smoothing: float) -> torch.Tensor:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from mmray.config.base import of_kind
 from mmray.config.generation import GanTaskConfig
 from mmray.config.model import ModelSection
 from mmray.config.tasks import TaskSection
@@ -44,10 +45,8 @@ class GanTask(Task):
 
     def __init__(self, config: TaskSection, model_config: ModelSection, processor: Processor) -> None:
         super().__init__(config, model_config, processor)
-        if not isinstance(config, GanTaskConfig):
-            raise TypeError(f"expected a gan task config, got kind {config.kind!r}")
-        self.gan_config = config
-        self.samples = SampleEvaluation(config.evaluation, processor)
+        self.gan_config = of_kind(config, GanTaskConfig, "a gan task")
+        self.samples = SampleEvaluation(self.gan_config.evaluation, processor)
 
     def bind(self, train: CocoDataset) -> tuple[TaskSection, ModelSection]:
         if self.gan_config.evaluation.evaluator is None:

@@ -9,6 +9,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from mmray.config.base import of_kind
 from mmray.config.model import DualEncoderConfig, HfDualEncoderConfig, ModelSection
 from mmray.config.tasks import RetrievalTaskConfig, TaskSection
 from mmray.data.coco import CocoDataset
@@ -58,10 +59,8 @@ class RetrievalTask(Task):
 
     def __init__(self, config: TaskSection, model_config: ModelSection, processor: Processor) -> None:
         super().__init__(config, model_config, processor)
-        if not isinstance(config, RetrievalTaskConfig):
-            raise TypeError(f"expected a retrieval task config, got kind {config.kind!r}")
-        self.retrieval_config = config
-        self.loss = RepresentationLoss(config.loss)
+        self.retrieval_config = of_kind(config, RetrievalTaskConfig, "a retrieval task")
+        self.loss = RepresentationLoss(self.retrieval_config.loss)
 
     def build_model(self) -> nn.Module:
         """The dual encoder; its temperature (and bias) train only under a loss that reads them (DDP needs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmray.config.base import of_kind
 from mmray.config.generation import VaeTaskConfig
 from mmray.config.model import ModelSection
 from mmray.config.tasks import TaskSection
@@ -24,10 +25,8 @@ class VaeTask(Task):
 
     def __init__(self, config: TaskSection, model_config: ModelSection, processor: Processor) -> None:
         super().__init__(config, model_config, processor)
-        if not isinstance(config, VaeTaskConfig):
-            raise TypeError(f"expected a vae task config, got kind {config.kind!r}")
-        self.vae_config = config
-        self.samples = SampleEvaluation(config.evaluation, processor)
+        self.vae_config = of_kind(config, VaeTaskConfig, "a vae task")
+        self.samples = SampleEvaluation(self.vae_config.evaluation, processor)
 
     def bind(self, train: CocoDataset) -> tuple[TaskSection, ModelSection]:
         evaluation = bound_evaluation(self.vae_config.evaluation)
