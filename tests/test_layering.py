@@ -14,7 +14,8 @@ import mmray
 PACKAGE = Path(mmray.__file__).parent
 LIBRARY_PACKAGES = ("config", "data", "models", "losses", "metrics", "artifacts", "index", "tasks")
 LIBRARY_MODULES = (
-    "devices", "distributed", "errors", "figures", "progress", "s3_client", "s3_settings", "storage", "uris",
+    "devices", "distributed", "errors", "figures", "pretrained", "progress", "s3_client", "s3_settings", "storage",
+    "uris",
 )  # fmt: skip
 FORBIDDEN = (
     "ray", "mmray.train", "mmray.retrieval", "mmray.tune", "mmray.serving", "mmray.cli", "mmray.pipeline",
@@ -99,3 +100,15 @@ def test_no_import_cycles_inside_a_package(package: str) -> None:
 
     cycles = [" -> ".join(c) for m in modules if (c := cycle_from(m))]
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_data_and_config_sit_below_models() -> None:
+    """Models read data (processors, tokenizers) and configs; neither reads models back."""
+    violations = [
+        f"{module} imports {name}"
+        for module, path in _modules().items()
+        if _within(module, "mmray.data") or _within(module, "mmray.config")
+        for name in sorted(set(_imports(path)))
+        if _within(name, "mmray.models")
+    ]
+    assert not violations, "\n".join(violations)

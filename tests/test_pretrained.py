@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mmray.errors import WeightsError
-from mmray.models.pretrained import local_model_dir, package_path
 from mmray.models.weights import read_state_dict
+from mmray.pretrained import local_model_dir, package_path
 
 
 def test_package_paths_resolve_to_the_installed_files() -> None:

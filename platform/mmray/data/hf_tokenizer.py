@@ -9,7 +9,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from mmray.data.tokenizers import HuggingFaceTokenizer
-from mmray.models.pretrained import local_model_dir
+from mmray.pretrained import local_model_dir
 
 MAX_LENGTH_FILE = "mmray_max_length.json"
 

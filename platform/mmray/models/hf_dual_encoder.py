@@ -19,8 +19,8 @@ from mmray.config.model import HF_DUAL_ENCODER_TYPES, HfDualEncoderConfig, Model
 from mmray.data.processor import ImageTransform, Processor
 from mmray.errors import ConfigError, WeightsError
 from mmray.models.hf_towers import HfTextTower, HfVisionTower, PretrainedDualEncoder
-from mmray.models.pretrained import local_model_dir
 from mmray.models.registry import ModelKind, register_model
+from mmray.pretrained import local_model_dir
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from transformers.utils import logging as hf_logging
 from mmray.config.model import HuggingFaceConfig
 from mmray.models.freezing import FreezableTower
 from mmray.models.outputs import EncoderOutput
-from mmray.models.pretrained import local_model_dir
 from mmray.models.text_encoders import pool_tokens
+from mmray.pretrained import local_model_dir
 
 logger = logging.getLogger(__name__)
 

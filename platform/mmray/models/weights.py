@@ -10,7 +10,7 @@ from torch import nn
 
 from mmray import storage
 from mmray.errors import StorageNotFoundError, WeightsError
-from mmray.models.pretrained import package_path
+from mmray.pretrained import package_path
 
 
 def read_state_dict(uri: str) -> dict[str, torch.Tensor]:

@@ -12,8 +12,8 @@ from mmray.data.sources import load_split, resolve_splits
 from mmray.data.tensors import SplitTensors, split_to_tensors
 from mmray.devices import pick_device
 from mmray.errors import BundleError, ConfigError
-from mmray.models.pretrained import check_pretrained_files
 from mmray.models.registry import build_processor
+from mmray.pretrained import check_pretrained_files
 from mmray.tasks.base import EvalContext, Task
 from mmray.tasks.registry import task_class
 

@@ -37,8 +37,8 @@ from mmray.data.sources import load_split, resolve_splits
 from mmray.data.tensors import SplitTensors, tensors_to_arrays
 from mmray.data.tokenizers import WordTokenizer
 from mmray.errors import ConfigError, TrainingError
-from mmray.models.pretrained import check_pretrained_files
 from mmray.models.registry import build_processor
+from mmray.pretrained import check_pretrained_files
 from mmray.tasks.base import Score, Task
 from mmray.tasks.registry import task_class
 from mmray.train.augment import NAMES_SIDE, names_a_side
