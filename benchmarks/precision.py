@@ -2,8 +2,9 @@
 
 One process, the job's model, task and batch size, AdamW: samples/s of full training steps (forward,
 InfoNCE, backward, optimizer) under each precision's autocast, after a warm-up step, in alternating rounds
-(a shared machine's speed drifts). Prints the table and the ratio of the precision `auto` picks here to the
-fastest one measured; the target is at least 0.9 on any machine.
+(a shared machine's speed drifts). Prints the table and the ratio of the precision `auto` picks here (on a
+GPU: timed on the first batch, as a run does) to the fastest one measured; the target is at least 0.9 on
+any machine.
 Usage: python benchmarks/precision.py [--device auto|cpu|cuda] [--batch 256] [--steps 3] [--rounds 2]
 """
 
@@ -19,11 +20,12 @@ from pathlib import Path
 import torch
 
 from mmray.config import TrainJob, load_job
-from mmray.devices import cpu_description, pick_device, resolve_precision
+from mmray.devices import PrecisionChoice, auto_candidates, cpu_description, pick_device, resolve_precision
 from mmray.models.registry import build_processor
-from mmray.tasks.base import StepContext
+from mmray.tasks.base import Batch, StepContext, Task
 from mmray.tasks.registry import task_class
 from mmray.train.loop import optimizer_for
+from mmray.train.precision_probe import fastest_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB = ROOT / "jobs" / "shapes-clip.yaml"
@@ -36,14 +38,12 @@ def runnable_precisions(device: torch.device) -> list[str]:
     return ["fp32", "bf16"]
 
 
-def samples_per_second(spec: TrainJob, precision: str, device: torch.device, batch: int, steps: int) -> float:
+def training_setup(spec: TrainJob, device: torch.device, batch: int) -> tuple[Task, torch.nn.Module, Batch]:
+    """The job's task and a fresh model (seeded) on `device`, and one random batch of `batch` rows."""
     torch.manual_seed(0)
     processor = build_processor(spec.model, ["a small red circle at the top", "a big blue square on the left"])
     task = task_class(spec.task.kind)(spec.task, spec.model, processor)
     model = task.build_model().to(device)
-    optimizer = optimizer_for([p for p in model.parameters() if p.requires_grad], spec.train.lr, 0.05)
-    choice = resolve_precision(precision, device)  # type: ignore[arg-type]
-    scaler = torch.amp.GradScaler(device.type, enabled=choice.needs_grad_scaler)
     size, length = processor.image.size, processor.tokenizer.max_length
     pixels = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)  # (B, 3, S, S)
     data = {
@@ -51,6 +51,14 @@ def samples_per_second(spec: TrainJob, precision: str, device: torch.device, bat
         "caption_ids": torch.randint(4, processor.tokenizer.vocab_size, (batch, length), device=device),  # (B, L)
         "caption_mask": torch.ones(batch, length, dtype=torch.bool, device=device),  # (B, L)
     }
+    return task, model, data
+
+
+def samples_per_second(spec: TrainJob, precision: str, device: torch.device, batch: int, steps: int) -> float:
+    task, model, data = training_setup(spec, device, batch)
+    optimizer = optimizer_for([p for p in model.parameters() if p.requires_grad], spec.train.lr, 0.05)
+    choice = resolve_precision(precision, device)  # type: ignore[arg-type]
+    scaler = torch.amp.GradScaler(device.type, enabled=choice.needs_grad_scaler)
 
     def step(number: int) -> None:
         output = task.training_step(model, data, "model", StepContext(number, choice.autocast))
@@ -67,6 +75,22 @@ def samples_per_second(spec: TrainJob, precision: str, device: torch.device, bat
         step(number + 1)
     synchronize()
     return batch * steps / (time.perf_counter() - started)
+
+
+def auto_choice(spec: TrainJob, device: torch.device, batch: int) -> str:
+    """What `auto` trains this job in here: the device's one candidate, or the fastest one timed on a first
+    batch as a run's first step does (`mmray.train.precision_probe`)."""
+    candidates = auto_candidates(device)
+    if len(candidates) == 1:
+        return candidates[0]
+    task, model, data = training_setup(spec, device, batch)
+
+    def step(choice: PrecisionChoice) -> None:
+        task.training_step(model, data, "model", StepContext(0, choice.autocast)).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    choice, _ = fastest_precision(step, candidates, model, device)
+    return choice.precision
 
 
 def main() -> int:
@@ -88,7 +112,7 @@ def main() -> int:
         for precision in precisions:
             rates[precision].append(samples_per_second(spec, precision, device, args.batch, args.steps))
     median = {p: statistics.median(values) for p, values in rates.items()}
-    auto = resolve_precision("auto", device).precision
+    auto = auto_choice(spec, device, args.batch)
     fastest = max(median, key=lambda p: median[p])
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({cpu_description()})"
     print(f"shapes-clip model, batch {args.batch}, {device} = {where}, {torch.get_num_threads()} threads")

@@ -35,8 +35,9 @@ import torch  # noqa: E402
 
 from mmray.config import ShapesData, TrainJob  # noqa: E402
 from mmray.data.shapes import dataset_dir, generate_shapes  # noqa: E402
-from mmray.devices import pick_device, resolve_precision  # noqa: E402
+from mmray.devices import PrecisionChoice, auto_candidates, pick_device, resolve_precision  # noqa: E402
 from mmray.train.local_run import run_local  # noqa: E402
+from mmray.train.precision_probe import fastest_precision  # noqa: E402
 
 DENSE_BF16_PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10": 125.0}
 """Dense bf16 tensor-core peaks from the vendors' data sheets (SXM parts), by a substring of the GPU's name."""
@@ -71,11 +72,14 @@ TASKS: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
 }
 
 
-def task_job(kind: str, data: ShapesData, runs: Path, name: str, evaluator: str | None) -> TrainJob:
+def task_job(
+    kind: str, data: ShapesData, runs: Path, name: str, evaluator: str | None, precision: str = "auto"
+) -> TrainJob:
     model, task, text = TASKS[kind]
     if "evaluation" in task and kind in ("vae", "gan"):
         task = {**task, "evaluation": {**task["evaluation"], "evaluator": evaluator}}
-    train = {"epochs": 2, "batch_size": 32, "lr": 0.003, "log_every_steps": 1000, "eval_batch_size": 64}
+    train = {"epochs": 2, "batch_size": 32, "lr": 0.003, "log_every_steps": 1000, "eval_batch_size": 64,
+             "precision": precision}  # fmt: skip
     extra = {"init_from": evaluator} if kind == "gan" else {}
     job = {"kind": "train", "name": name, "storage_root": str(runs), "model": model, "task": task,
            "data": data.model_copy(update={"text": text}).model_dump(),
@@ -101,14 +105,15 @@ def check_resumption(device: str, work: Path, tolerance: float, images: int, val
     results, evaluator = [], None
     for kind in TASKS:
         started = time.perf_counter()
-        straight = run_local(task_job(kind, data, work / "runs", f"{kind}-straight", evaluator), device=device)
         halves = task_job(kind, data, work / "runs", f"{kind}-resumed", evaluator)
         run_local(halves, device=device, stop_after_epoch=1)
-        resumed = run_local(halves, device=device)
+        resumed = run_local(halves, device=device)  # keeps the precision `auto` chose for its first half
+        chosen = resumed.metrics["precision"]
+        straight = run_local(task_job(kind, data, work / "runs", f"{kind}-straight", evaluator, chosen), device=device)
         key, difference = largest_difference(straight.history[1], resumed.history[1])
         result = {
             "task": kind,
-            "precision": straight.metrics["precision"],
+            "precision": chosen,
             "epoch_2_losses": {k: v for k, v in straight.history[1].items() if k.startswith("train_")},
             "largest_relative_difference": difference,
             "compared": key,
@@ -172,6 +177,15 @@ def measure_seed_model(
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     default = "bf16" if device.type == "cuda" else "auto"  # CPUs: what they run best
     precision = resolve_precision(precision_setting or default, device)  # type: ignore[arg-type]
+    timed: dict[str, float] = {}
+    if precision_setting == "auto" and len(auto_candidates(device)) > 1:
+
+        def trial(choice: PrecisionChoice) -> None:
+            with choice.autocast():
+                loss_fn(model(images, ids, mask)).loss.backward()
+            optimizer.zero_grad(set_to_none=True)
+
+        precision, timed = fastest_precision(trial, auto_candidates(device), model, device)  # type: ignore[assignment]
 
     def step() -> None:
         with precision.autocast():
@@ -205,6 +219,7 @@ def measure_seed_model(
         "step_ms": seconds * 1e3,
         "tflops_per_step": flops / 1e12,
         "achieved_tflops": flops / seconds / 1e12,
+        **({"auto_timed_samples_per_s": {p: rate * batch for p, rate in timed.items()}} if timed else {}),
     }
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -245,10 +260,11 @@ def main() -> int:
     if cuda:
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    auto = resolve_precision("auto", device)
+    candidates = auto_candidates(device)
+    auto = " / ".join(candidates) + " timed at a run's first step" if len(candidates) > 1 else candidates[0]
     what = torch.cuda.get_device_name(device) if cuda else "cpu"
-    print(f"device {device} ({what}), torch {torch.__version__}, precision auto → {auto.precision}", flush=True)
-    report: dict[str, Any] = {"device": str(device), "name": what, "torch": torch.__version__, "auto": auto.precision}
+    print(f"device {device} ({what}), torch {torch.__version__}, precision auto → {auto}", flush=True)
+    report: dict[str, Any] = {"device": str(device), "name": what, "torch": torch.__version__, "auto": auto}
     report["tasks"] = []
     if not args.seed_only:
         with tempfile.TemporaryDirectory(prefix="mmray-gpu-check-") as tmp:

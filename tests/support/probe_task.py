@@ -79,7 +79,7 @@ class ProbeTask(Task):
             predicted = model(batch["images"])  # (B,)
         loss = F.mse_loss(predicted.float(), batch["object_count"])
         return StepOutput(
-            loss=loss, logs={"count_mae": float((predicted.float() - batch["object_count"]).abs().mean())}
+            loss=loss, logs={"count_mae": float((predicted.detach().float() - batch["object_count"]).abs().mean())}
         )
 
     @torch.no_grad()

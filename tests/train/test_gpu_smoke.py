@@ -3,6 +3,7 @@ Skipped where CUDA is absent; run it with `make gpu-smoke` whenever a GPU machin
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,12 @@ def test_train_steps_and_evaluation_on_gpus(data_root: Path, tmp_path: Path) -> 
     job = tiny_job(data_root, tmp_path / "runs", "gpu", epochs=3, use_gpu=True, num_workers=workers)
     result = run_mmray("train", str(write_job(tmp_path / "job.yaml", job)))
     assert result.returncode == 0, result.stderr[-3000:]
-    native = "bf16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16"
-    assert f"(cuda, {native} auto-chosen)" in result.stderr, "trained on the GPUs, in their native precision"
+    timed = "bf16 / fp32 / fp16" if torch.cuda.get_device_capability()[0] >= 8 else "fp16 / fp32"
+    assert f"auto: {timed} timed at the first step)" in result.stderr, "trained on the GPUs, precision timed"
+    chosen = re.search(r"precision auto: (\w+), timed on the first batch", result.stderr)
+    assert chosen, result.stderr[-3000:]
     final = last_json(result.stdout)
-    assert final["epoch"] == 3 and final["precision"] == native
+    assert final["epoch"] == 3 and final["precision"] == chosen.group(1)
     assert final["t2i_R@10"] > 2 * CHANCE_R10 and final["i2t_R@10"] > 2 * CHANCE_R10, "it learned on the GPU"
 
     evaluated = run_mmray("evaluate", str(tmp_path / "job.yaml"), "--checkpoint", final["model_bundle"])

@@ -140,9 +140,10 @@ class TrainSettings(Section):
     clip_grad_norm: float | None = Field(1.0, gt=0.0)
     precision: PrecisionSetting = Field(
         "auto",
-        description="auto: bf16 autocast where the device computes bf16 natively (a CPU with AMX or AVX-512 BF16, "
-        "a GPU of compute capability 8.0+), fp16 with a gradient scaler on older GPUs, else fp32; each worker "
-        "decides for its own device",
+        description="auto: on a CPU bf16 autocast where it computes bf16 natively (AMX or AVX-512 BF16), else "
+        "fp32; on a GPU the first batch's step timed in each precision it computes natively (bf16, fp32, fp16; "
+        "fp16 with a gradient scaler) and the first within 5 % of the fastest kept, the ranks agreeing; a resumed "
+        "run keeps the precision it trained in; each worker decides for its own device",
     )
     eval_every: int = Field(1, ge=1, description="evaluate every N epochs (and after the last)")
     eval_at_start: bool | None = Field(

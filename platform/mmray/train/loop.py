@@ -21,7 +21,7 @@ from mmray.artifacts.model_bundle import load_initial_weights, load_weights, loc
 from mmray.config.jobs import TrainJob
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors, tensors_from_arrays
-from mmray.devices import resolve_precision
+from mmray.devices import PrecisionChoice, resolve_precision
 from mmray.distributed import describe_placement, gather_objects
 from mmray.tasks.base import Batch, EvalContext, StepContext, Task
 from mmray.train.augment import NAMES_SIDE, augment_images
@@ -29,10 +29,17 @@ from mmray.train.context import TrainContext
 from mmray.train.feature_shards import feature_shards
 from mmray.train.feeds import memory_batches, steps_per_epoch, stream_batches
 from mmray.train.optimizers import layer_lr_scales, optimizer_for, tower_parameters
+from mmray.train.precision_probe import auto_precision, compute_description, fastest_precision
 from mmray.train.row_pool import RowPool
 from mmray.train.schedule import group_settings, retarget, warmup_cosine
 from mmray.train.shard_feed import PreparedShards, shard_batches
-from mmray.train.state import Progress, load_train_state, optimizer_state_off_device, save_train_state
+from mmray.train.state import (
+    Progress,
+    load_train_state,
+    optimizer_state_off_device,
+    save_train_state,
+    trained_precision,
+)
 
 logger = logging.getLogger("mmray.train")
 FIGURES = "figures"
@@ -51,6 +58,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 class Worker:
     """One rank's state for a run: task, model, optimizers, data, progress."""
 
+    scaler: torch.amp.GradScaler
+
     def __init__(self, config: dict[str, Any], context: TrainContext) -> None:
         self.spec: TrainJob = config["spec"]
         self.processor: Processor = config["processor"]
@@ -65,9 +74,6 @@ class Worker:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)  # before the first collective, or every rank would use cuda:0
         self.precision = resolve_precision(self.settings.precision, self.device)
-        compute = f"{self.device.type}, {self.precision.describe()}"
-        # One line from rank 0: Ray holds back lines that differ only in numbers (one per rank) for seconds.
-        self.say(describe_placement(gather_objects((context.node, os.getpid(), compute))))
         self.task: Task = config["task_class"](self.spec.task, self.spec.model, self.processor)
         shared = {name: tensors_from_arrays(context.resolve(config[f"{name}_arrays"]))
                   for name in ("train", "val") if f"{name}_arrays" in config}  # fmt: skip
@@ -86,6 +92,13 @@ class Worker:
             continued = None
             if checkpoint is None and self.spec.continue_from:
                 continued = stack.enter_context(local_bundle(self.spec.continue_from))
+            resumed = checkpoint or continued
+            trained_in = trained_precision(resumed) if resumed is not None else None
+            self.precision, timed = auto_precision(self.precision, trained_in)
+            computes = gather_objects((context.node, os.getpid(), compute_description(self.precision, timed)))
+            # One line from rank 0: Ray holds back lines that differ only in numbers (one per rank) for seconds.
+            self.say(describe_placement(computes))
+            self.precisions_to_time = timed if len({compute for _, _, compute in computes}) == 1 else ()
             self.model = self._placed_model(checkpoint or continued, config.get("run_dir"))
             self._build_optimizers()
             if checkpoint is not None:
@@ -100,6 +113,24 @@ class Worker:
             self._use_frozen_features(config["storage_root"])
         if checkpoint is None and continued is None:
             self._start_weights()
+
+    def _time_precisions(self, batch: Batch) -> None:
+        """`auto` on a GPU: the fastest of `precisions_to_time` on this batch's step, the same on every rank."""
+        candidates, self.precisions_to_time = self.precisions_to_time, ()
+        optimizers = self.optimizers.values()
+
+        def step(choice: PrecisionChoice) -> None:
+            context = StepContext(step=self.progress.global_step, autocast=choice.autocast)
+            for name in self.task.optimizer_names:
+                torch.autograd.backward(self.task.training_step(self.model, batch, name, context).loss)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+
+        self.precision, timings = fastest_precision(step, candidates, unwrap(self.model), self.device)
+        if self.scaler.is_enabled() != self.precision.needs_grad_scaler:
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_grad_scaler)
+        shown = ", ".join(f"{p} {rate * self.settings.batch_size:,.0f}" for p, rate in timings.items())
+        self.say(f"precision auto: {self.precision.precision}, timed on the first batch ({shown} samples/s)")
 
     def _placed_model(self, weights: Path | None, run_dir: str | None) -> nn.Module:
         """The task's model with its starting weights (a checkpoint's or a bundle's, else `init_from`'s or
@@ -280,7 +311,10 @@ class Worker:
                 first_batch = time.perf_counter() - started
             if augment.active and "images" in raw:
                 raw["images"] = augment_images(raw["images"], augment, draws, raw.pop(NAMES_SIDE, None))
-            for key, value in self._step(self._to_device(raw), done).items():
+            batch = self._to_device(raw)
+            if self.precisions_to_time:
+                self._time_precisions(batch)
+            for key, value in self._step(batch, done).items():
                 totals[key] = totals.get(key, 0.0) + value
             done += 1
             if self.context.shows_progress:

@@ -110,3 +110,9 @@ def optimizer_state_off_device(optimizers: dict[str, torch.optim.Optimizer]) -> 
 def read_history(directory: Path) -> list[dict[str, Any]]:
     path = directory / HISTORY
     return list(json.loads(path.read_text())) if path.is_file() else []
+
+
+def trained_precision(directory: Path) -> str | None:
+    """The precision a checkpoint's run trained in (its last epoch's), None where its history does not say."""
+    history = read_history(directory)
+    return str(history[-1]["precision"]) if history and "precision" in history[-1] else None
