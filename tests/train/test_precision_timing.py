@@ -87,6 +87,9 @@ def test_a_run_times_its_first_batch_and_its_resumption_keeps_the_choice(
     chosen = first.history[0]["precision"]
     assert "auto: bf16 / fp32 timed at the first step" in caplog.text
     assert f"precision auto: {chosen}, timed on the first batch (bf16 " in caplog.text
+    untimed = spec.model_copy(update={"name": "untimed", "train": spec.train.model_copy(update={"precision": chosen})})
+    plain = run_local(untimed, stop_after_epoch=1)
+    assert plain.history[0]["train_loss"] == first.history[0]["train_loss"], "the timing steps left no trace"
 
     def no_second_timing(*args: object) -> None:
         raise AssertionError("a resumed run keeps the precision it trained in")

@@ -117,16 +117,15 @@ class Worker:
     def _time_precisions(self, batch: Batch) -> None:
         """`auto` on a GPU: the fastest of `precisions_to_time` on this batch's step, the same on every rank."""
         candidates, self.precisions_to_time = self.precisions_to_time, ()
-        optimizers = self.optimizers.values()
+        model = unwrap(self.model)
 
         def step(choice: PrecisionChoice) -> None:
             context = StepContext(step=self.progress.global_step, autocast=choice.autocast)
             for name in self.task.optimizer_names:
                 torch.autograd.backward(self.task.training_step(self.model, batch, name, context).loss)
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
 
-        self.precision, timings = fastest_precision(step, candidates, unwrap(self.model), self.device)
+        self.precision, timings = fastest_precision(step, candidates, model, self.device)
         if self.scaler.is_enabled() != self.precision.needs_grad_scaler:
             self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_grad_scaler)
         shown = ", ".join(f"{p} {rate * self.settings.batch_size:,.0f}" for p, rate in timings.items())
