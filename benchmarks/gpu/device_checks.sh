@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check that needs a GPU, in one run on a bare GPU machine (PyTorch, torchvision, transformers; no Ray):
-# the GPU check, the precision benchmark (the shapes model at its batch and at a compute-bound one, the seed
-# model in fp32 against the check's bf16), the serving benchmark's direct calls and the seed's model under
+# the GPU check, the precision benchmark (the shapes model at its batch and at a compute-bound one; the seed
+# model with `auto` timing bf16, fp32 and fp16 on its own step), the serving benchmark's direct calls and the seed's model under
 # torch.compile, each output kept in OUT.
 # Carry .whl (`make gpu-check-wheels`) with the tree. Usage: benchmarks/gpu/device_checks.sh OUT [PYTHON]
 set -uo pipefail
@@ -20,7 +20,7 @@ run() {  # run NAME SECONDS ARGS...: one check, its output in OUT/NAME.log
 run check 300 benchmarks/gpu/check.py --out "$out"
 run precision 60 benchmarks/precision.py --device cuda --batch 256 --steps 30 --rounds 3
 run precision-4096 60 benchmarks/precision.py --device cuda --batch 4096 --steps 5 --rounds 3
-run seed-fp32 60 benchmarks/gpu/check.py --seed-only --precision fp32 --steps 10 --out "$out/fp32"
+run seed-auto 60 benchmarks/gpu/check.py --seed-only --precision auto --steps 10 --out "$out/auto"
 run serve-direct 50 benchmarks/serve_throughput.py --direct-only --seconds 3 --out "$out"
 run compiled 120 benchmarks/gpu/check.py --seed-only --compile --out "$out/compiled"
 exit $status
