@@ -61,6 +61,21 @@ def test_timing_leaves_the_model_and_every_random_generator_as_they_were() -> No
     assert torch.equal(torch.get_rng_state(), before), "dropout's draws were given back"
 
 
+def test_a_precision_that_runs_out_of_memory_in_one_process_is_not_chosen() -> None:
+    model = nn.Linear(4, 2)
+
+    def step(choice: PrecisionChoice) -> None:
+        model(torch.ones(3, 4)).sum().backward()
+        if choice.precision == "fp32":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        model.zero_grad(set_to_none=True)
+
+    rates = measure_precisions(step, ("bf16", "fp32"), model, CPU)
+    assert rates["fp32"] == 0.0 and rates["bf16"] > 0
+    assert preferred_precision(rates, ("bf16", "fp32")) == "bf16"
+    assert all(p.grad is None for p in model.parameters()), "the failed step's gradients are cleared"
+
+
 def test_two_ranks_choose_alike_from_their_mean_timings(tmp_path: Path) -> None:
     mp.spawn(time_on_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]

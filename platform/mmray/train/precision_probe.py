@@ -76,8 +76,8 @@ def measure_precisions(
 ) -> dict[Precision, float]:
     """Steps per second of `step` (a forward and backward pass of the run's first batch, no optimizer step)
     under each of `candidates`, averaged over the ranks so that every rank chooses alike. The model's
-    buffers (batch-norm statistics) and every random generator are left as they were. A precision that
-    would not fit in memory is not tried and gets 0."""
+    buffers (batch-norm statistics) and every random generator are left as they were. fp32 is not tried
+    where it would not fit in memory, and a precision that runs out of memory in one process gets 0."""
     buffers = [buffer.detach().clone() for buffer in model.buffers()]
     generators = rng_state()
     rates: dict[Precision, float] = {}
@@ -86,7 +86,15 @@ def measure_precisions(
             if number > 0 and precision == "fp32" and not _room_for_fp32(device):
                 rates[precision] = 0.0
                 continue
-            rates[precision] = _steps_per_second(step, PrecisionChoice(precision, "auto", str(device)), device)
+            try:
+                rates[precision] = _steps_per_second(step, PrecisionChoice(precision, "auto", str(device)), device)
+            except torch.cuda.OutOfMemoryError:
+                if is_distributed():  # the other ranks wait inside this step's collectives: no way back
+                    raise
+                model.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                rates[precision] = 0.0
+                logger.warning("precision auto: %s ran out of GPU memory on the first batch; not chosen", precision)
     finally:
         with torch.no_grad():
             for saved, buffer in zip(buffers, model.buffers(), strict=True):
