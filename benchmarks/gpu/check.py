@@ -14,7 +14,7 @@ pycocoevalcap's BLEU/CIDEr): no Ray, no faiss, no boto3, no network. `make gpu-c
 for a bare Python 3.12 GPU machine (README: "The GPU check"). `--device cpu --size tiny` runs it on a CPU
 in a minute or two (`make test` does). Prints one line per check and writes the figures as JSON (--out).
 Usage: python benchmarks/gpu/check.py [--device auto|cuda|cpu] [--size full|tiny] [--out DIR] [--seed-only]
-       [--compile] [--precision auto|fp32|bf16|fp16]
+       [--compile] [--precision auto|fp32|bf16|fp16] [--batch N]
 """
 
 from __future__ import annotations
@@ -160,13 +160,19 @@ def seed_model(size: str, device: torch.device) -> tuple[torch.nn.Module, Any, d
 
 
 def measure_seed_model(
-    size: str, device: torch.device, steps: int, compiled: bool = False, precision_setting: str | None = None
+    size: str,
+    device: torch.device,
+    steps: int,
+    compiled: bool = False,
+    precision_setting: str | None = None,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Training samples/s of the seed's model in bf16 autocast, FLOPs per step and MFU; `compiled`: the
     model under torch.compile (FLOPs counted on the eager model first, the same arithmetic)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model, loss_fn, shape = seed_model(size, device)
+    shape["batch"] = batch_size or shape["batch"]
     forward = model
     batch = shape["batch"]
     images = torch.randn(batch, 3, shape["image_size"], shape["image_size"], device=device)  # (B, 3, S, S)
@@ -254,6 +260,7 @@ def main() -> int:
     parser.add_argument("--seed-only", action="store_true", help="measure the seed's model alone (no task checks)")
     parser.add_argument("--compile", action="store_true", help="measure the seed's model under torch.compile")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="the seed model's (bf16 on GPUs)")
+    parser.add_argument("--batch", type=int, help="the seed model's batch (default 256; 8 with --size tiny)")
     args = parser.parse_args()
     device = pick_device(args.device)
     cuda = device.type == "cuda"
@@ -273,7 +280,7 @@ def main() -> int:
     if cuda:  # the resumption checks need deterministic kernels; the speed measurement wants the fastest
         torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = True
-    report["seed_model"] = measure_seed_model(args.size, device, args.steps, args.compile, args.precision)
+    report["seed_model"] = measure_seed_model(args.size, device, args.steps, args.compile, args.precision, args.batch)
     seed = report["seed_model"]
     mfu = f", MFU {seed['mfu']:.1%} of {seed['dense_bf16_peak_tflops']:g} TFLOP/s" if "mfu" in seed else ""
     print(f"[ok] seed model ({seed['model']}): {seed['samples_per_s']:.0f} samples/s at batch {seed['batch']}, "
