@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,12 +116,17 @@ def serve_config(port: int, made: dict[str, Path]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def load_app_model_replicas(actors: Iterable[Any]) -> list[Any]:
+    """This app's model replicas among `actors` (Serve names a replica's actor class `ServeReplica:<app>:<deployment>`);
+    other apps on the cluster may serve a model under the same deployment name."""
+    return [a for a in actors if a.class_name == f"ServeReplica:{APP}:model_retrieval"]
+
+
 def kill_a_model_replica() -> int:
     """SIGKILL to one live model replica's process (a crash); returns its pid."""
     from ray.util.state import list_actors
 
-    replicas = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-                if "model_retrieval" in (a.class_name or "")]  # fmt: skip
+    replicas = load_app_model_replicas(list_actors(filters=[("state", "=", "ALIVE")], limit=1000))
     if not replicas:
         raise RuntimeError("no live model replica found to kill")
     pid = int(replicas[0].pid)

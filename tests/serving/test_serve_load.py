@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -26,4 +27,15 @@ def test_no_request_fails_when_a_replica_dies_or_the_app_reloads(served: ServedA
     versions = result["versions"]
     assert steady["search_versions"] == killed["search_versions"] == [versions["a"]]
     assert versions["b"] in reloaded["search_versions"], "the reload took effect within its phase"
-    assert requests.get(served.open_url + "/healthz", timeout=30).json()["ready"] is True, "the other apps stayed up"
+    health = requests.get(served.open_url + "/healthz", timeout=30).json()
+    assert health["ready"] is True, f"the other apps stayed up: {health}"
+
+
+def test_the_replica_killed_is_one_of_the_load_apps_own() -> None:
+    """Other apps on the cluster (the test apps here) serve a model of the same deployment name."""
+    from serve_load import APP, load_app_model_replicas
+
+    actors = [SimpleNamespace(class_name=f"ServeReplica:{app}:{name}", pid=pid)
+              for pid, (app, name) in enumerate([("open", "model_retrieval"), ("locked", "model_retrieval"),
+                                                 (APP, "Ingress"), (APP, "model_retrieval")])]  # fmt: skip
+    assert [actor.pid for actor in load_app_model_replicas(actors)] == [3]
