@@ -194,7 +194,7 @@ class PredictTask(Task):
     def epoch_logs(self, model: nn.Module) -> dict[str, float]:
         fusion = as_fusion_model(model).fusion
         alpha = getattr(fusion, "alpha", None)
-        return {"alpha": float(alpha)} if isinstance(alpha, torch.Tensor) else {}
+        return {"alpha": float(alpha.detach())} if isinstance(alpha, torch.Tensor) else {}
 
 
 register_task("predict", PredictTask)
