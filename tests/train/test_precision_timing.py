@@ -1,6 +1,6 @@
 """`precision: auto` on a GPU times the run's own step in each native precision and keeps the fastest: the
-choice rule, a timing that leaves the model and the random generators as they were, ranks that agree, and a
-resumed run that keeps the precision it trained in. The GPU's candidates stand in on the CPU here."""
+choice rule, a timing that leaves the model and the random generators as they were, ranks that agree on their
+slowest rank's rates, and a resumed run that keeps the precision it trained in. The GPU's candidates stand in on the CPU here."""
 
 from __future__ import annotations
 
@@ -76,11 +76,13 @@ def test_a_precision_that_runs_out_of_memory_in_one_process_is_not_chosen() -> N
     assert all(p.grad is None for p in model.parameters()), "the failed step's gradients are cleared"
 
 
-def test_two_ranks_choose_alike_from_their_mean_timings(tmp_path: Path) -> None:
+def test_two_ranks_choose_alike_by_their_slowest_rank(tmp_path: Path) -> None:
     mp.spawn(time_on_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert ranks[0] == ranks[1], "both ranks hold the same mean rates and the same choice"
-    assert ranks[0]["choice"] == "fp32", "rank 0's slow bf16 (30 ms) outweighs rank 1's slow fp32 (10 ms)"
+    assert ranks[0] == ranks[1], "both ranks hold the slowest rank's rates and the same choice"
+    rates = ranks[0]["rates"]
+    assert rates["bf16"] < 1 / 0.03 and rates["fp32"] < 1 / 0.01, "each precision at its slowest rank's rate"
+    assert ranks[0]["choice"] == "fp32", "a step waits for the slowest rank: bf16's 30 ms there beats fp32's 10 ms"
 
 
 def test_auto_keeps_what_a_resumed_run_trained_in_and_times_only_a_choice() -> None:

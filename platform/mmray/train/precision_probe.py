@@ -75,7 +75,7 @@ def measure_precisions(
     device: torch.device,
 ) -> dict[Precision, float]:
     """Steps per second of `step` (a forward and backward pass of the run's first batch, no optimizer step)
-    under each of `candidates`, averaged over the ranks so that every rank chooses alike. The model's
+    under each of `candidates`, on the slowest rank, so that every rank chooses alike. The model's
     buffers (batch-norm statistics) and every random generator are left as they were. fp32 is not tried
     where it would not fit in memory, and a precision that runs out of memory in one process gets 0."""
     buffers = [buffer.detach().clone() for buffer in model.buffers()]
@@ -100,7 +100,7 @@ def measure_precisions(
             for saved, buffer in zip(buffers, model.buffers(), strict=True):
                 buffer.copy_(saved)
         restore_rng_state(generators)
-    return _averaged_over_ranks(rates, device)
+    return _slowest_over_ranks(rates, device)
 
 
 def _steps_per_second(step: Callable[[PrecisionChoice], None], choice: PrecisionChoice, device: torch.device) -> float:
@@ -124,12 +124,13 @@ def _room_for_fp32(device: torch.device) -> bool:
     return float(fullest) < ROOM_FOR_FP32
 
 
-def _averaged_over_ranks(rates: dict[Precision, float], device: torch.device) -> dict[Precision, float]:
+def _slowest_over_ranks(rates: dict[Precision, float], device: torch.device) -> dict[Precision, float]:
+    """Each precision's rate on the slowest rank (a DDP step waits for it), the same on every rank."""
     if not is_distributed():
         return rates
     values = torch.tensor(list(rates.values()), dtype=torch.float64, device=device)  # (P,)
-    dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return {p: float(v) / dist.get_world_size() for p, v in zip(rates, values.tolist(), strict=True)}
+    dist.all_reduce(values, op=dist.ReduceOp.MIN)
+    return dict(zip(rates, values.tolist(), strict=True))
 
 
 def _synchronize(device: torch.device) -> None:
