@@ -1,6 +1,7 @@
 """`precision: auto` on a GPU times the run's own step in each native precision and keeps the fastest: the
 choice rule, a timing that leaves the model and the random generators as they were, ranks that agree on their
-slowest rank's rates, and a resumed run that keeps the precision it trained in. The GPU's candidates stand in on the CPU here."""
+slowest rank's rates, and a resumed run that keeps the precision it trained in. The GPU's candidates stand in
+on the CPU here."""
 
 from __future__ import annotations
 
