@@ -87,7 +87,6 @@ def auto_choice(spec: TrainJob, device: torch.device, batch: int) -> str:
 
     def step(choice: PrecisionChoice) -> None:
         task.training_step(model, data, "model", StepContext(0, choice.autocast)).loss.backward()
-        model.zero_grad(set_to_none=True)
 
     choice, _ = fastest_precision(step, candidates, model, device)
     return choice.precision

@@ -117,8 +117,8 @@ def serve_config(port: int, made: dict[str, Path]) -> dict[str, Any]:
 
 
 def load_app_model_replicas(actors: Iterable[Any]) -> list[Any]:
-    """This app's model replicas among `actors` (Serve names a replica's actor class `ServeReplica:<app>:<deployment>`);
-    other apps on the cluster may serve a model under the same deployment name."""
+    """This app's model replicas among `actors` (Serve names a replica's actor class
+    `ServeReplica:<app>:<deployment>`); other apps on the cluster may serve a model under the same name."""
     return [a for a in actors if a.class_name == f"ServeReplica:{APP}:model_retrieval"]
 
 

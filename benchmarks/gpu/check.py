@@ -184,14 +184,14 @@ def measure_seed_model(
     default = "bf16" if device.type == "cuda" else "auto"  # CPUs: what they run best
     precision = resolve_precision(precision_setting or default, device)  # type: ignore[arg-type]
     timed: dict[str, float] = {}
-    if precision_setting == "auto" and len(auto_candidates(device)) > 1:
+    candidates = auto_candidates(device)
+    if precision_setting == "auto" and len(candidates) > 1:
 
         def trial(choice: PrecisionChoice) -> None:
             with choice.autocast():
                 loss_fn(model(images, ids, mask)).loss.backward()
-            optimizer.zero_grad(set_to_none=True)
 
-        precision, timed = fastest_precision(trial, auto_candidates(device), model, device)  # type: ignore[assignment]
+        precision, timed = fastest_precision(trial, candidates, model, device)  # type: ignore[assignment]
 
     def step() -> None:
         with precision.autocast():

@@ -99,7 +99,7 @@ class Worker:
             # One line from rank 0: Ray holds back lines that differ only in numbers (one per rank) for seconds.
             self.say(describe_placement(computes))
             self.precisions_to_time = timed if len({compute for _, _, compute in computes}) == 1 else ()
-            self.model = self._placed_model(checkpoint or continued, config.get("run_dir"))
+            self.model = self._placed_model(resumed, config.get("run_dir"))
             self._build_optimizers()
             if checkpoint is not None:
                 self.progress = load_train_state(checkpoint, self.optimizers, self.schedulers, self.scaler)
@@ -117,15 +117,13 @@ class Worker:
     def _time_precisions(self, batch: Batch) -> None:
         """`auto` on a GPU: the fastest of `precisions_to_time` on this batch's step, the same on every rank."""
         candidates, self.precisions_to_time = self.precisions_to_time, ()
-        model = unwrap(self.model)
 
         def step(choice: PrecisionChoice) -> None:
             context = StepContext(step=self.progress.global_step, autocast=choice.autocast)
             for name in self.task.optimizer_names:
                 torch.autograd.backward(self.task.training_step(self.model, batch, name, context).loss)
-            model.zero_grad(set_to_none=True)
 
-        self.precision, timings = fastest_precision(step, candidates, model, self.device)
+        self.precision, timings = fastest_precision(step, candidates, unwrap(self.model), self.device)
         if self.scaler.is_enabled() != self.precision.needs_grad_scaler:
             self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_grad_scaler)
         shown = ", ".join(f"{p} {rate * self.settings.batch_size:,.0f}" for p, rate in timings.items())

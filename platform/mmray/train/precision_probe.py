@@ -76,7 +76,8 @@ def measure_precisions(
 ) -> dict[Precision, float]:
     """Steps per second of `step` (a forward and backward pass of the run's first batch, no optimizer step)
     under each of `candidates`, on the slowest rank, so that every rank chooses alike. The model's
-    buffers (batch-norm statistics) and every random generator are left as they were. fp32 is not tried
+    gradients are cleared after every step, and its buffers (batch-norm statistics) and every random
+    generator are left as they were. fp32 is not tried
     where it would not fit in memory, and a precision that runs out of memory in one process gets 0."""
     buffers = [buffer.detach().clone() for buffer in model.buffers()]
     generators = rng_state()
@@ -87,7 +88,8 @@ def measure_precisions(
                 rates[precision] = 0.0
                 continue
             try:
-                rates[precision] = _steps_per_second(step, PrecisionChoice(precision, "auto", str(device)), device)
+                choice = PrecisionChoice(precision, "auto", str(device))
+                rates[precision] = _steps_per_second(step, choice, model, device)
             except torch.cuda.OutOfMemoryError:
                 if is_distributed():  # the other ranks wait inside this step's collectives: no way back
                     raise
@@ -103,12 +105,18 @@ def measure_precisions(
     return _slowest_over_ranks(rates, device)
 
 
-def _steps_per_second(step: Callable[[PrecisionChoice], None], choice: PrecisionChoice, device: torch.device) -> float:
-    step(choice)
+def _steps_per_second(
+    step: Callable[[PrecisionChoice], None], choice: PrecisionChoice, model: nn.Module, device: torch.device
+) -> float:
+    def cleared_step() -> None:
+        step(choice)
+        model.zero_grad(set_to_none=True)
+
+    cleared_step()
     _synchronize(device)
     started = time.perf_counter()
     for _ in range(TIMED_STEPS):
-        step(choice)
+        cleared_step()
     _synchronize(device)
     return TIMED_STEPS / max(time.perf_counter() - started, 1e-9)
 
