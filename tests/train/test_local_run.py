@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmray.config import TrainJob
 from mmray.devices import resolve_precision
+from mmray.train.local_run import run_local
 from tests.support.cli import invoke_mmray
 from tests.train.conftest import last_json, tiny_job, write_job
 
@@ -47,3 +49,19 @@ def test_local_training_resumes_and_evaluates_on_the_chosen_device(data_root: Pa
     if not torch.cuda.is_available():
         refused = invoke_mmray("evaluate", str(job), "--device", "cuda")
         assert refused.returncode == 2 and "device 'cuda' was asked for, but this process sees no GPU" in refused.stderr
+
+
+def test_a_resumed_local_run_whose_ledger_holds_an_unmeasured_checkpoint_finishes(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """An epoch that is not evaluated is registered with no score (null in the ledger); the run that resumes
+    after it reads that null back and still picks the measured checkpoint as its best."""
+    job = tiny_job(data_root, tmp_path / "runs", "unmeasured", epochs=2, eval_every=2, num_workers=1)
+    spec = TrainJob.model_validate(job)
+    run_local(spec, stop_after_epoch=1)
+    ledger = json.loads((tmp_path / "runs" / "unmeasured" / "local_checkpoints.json").read_text())
+    assert ledger[0]["metrics"]["checkpoint_score"] is None
+
+    outcome = run_local(spec)
+    assert outcome.metrics["epoch"] == 2
+    assert Path(outcome.model_bundle).name == "checkpoint_epoch_0002"

@@ -44,10 +44,9 @@ from mmray.tasks.registry import task_class
 from mmray.train.augment import NAMES_SIDE, names_a_side
 from mmray.train.curves import training_curves_png
 from mmray.train.loader_choice import choose_loader
-from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.run_record import METRICS
 from mmray.train.shard_feed import PreparedShards
-from mmray.train.state import TRAIN_STATE, read_history
+from mmray.train.state import HISTORY, TRAIN_STATE
 
 logger = logging.getLogger(__name__)
 
@@ -240,38 +239,33 @@ def loop_config(data: DriverData, share: Callable[[Any], Any]) -> dict[str, Any]
     return config
 
 
-def _best(result: Any, latest: Any, mode: str) -> Any:
-    """The kept checkpoint with the best measured score; the latest when none was measured."""
-    measured = [
-        (checkpoint, metrics[CHECKPOINT_SCORE])
-        for checkpoint, metrics in (result.best_checkpoints or [])
-        if not math.isnan(metrics.get(CHECKPOINT_SCORE, math.nan))
-    ]
+Candidate = tuple[str, float | None]
+"""A kept checkpoint's URI and its score (None or NaN where the epoch was not evaluated)."""
+
+
+def best_checkpoint(candidates: Sequence[Candidate], latest: str, mode: str) -> str:
+    """The kept checkpoint with the best measured score; `latest` when none was measured."""
+    measured = [(uri, score) for uri, score in candidates if score is not None and not math.isnan(score)]
     if not measured:
         return latest
     pick = max if mode == "max" else min
     return pick(measured, key=lambda item: item[1])[0]
 
 
-def write_outputs(spec: TrainJob, result: Any, score_mode: str) -> TrainOutcome:
+def write_outputs(spec: TrainJob, latest: str | None, candidates: Sequence[Candidate], score_mode: str) -> TrainOutcome:
     """config.yaml, curves.png, the best / latest model pointers and, last, metrics.json (the final summary and
-    every epoch's metrics) of a finished run."""
-    if result.checkpoint is None:
+    every epoch's metrics) of a finished run, from the URIs of its kept checkpoints."""
+    if latest is None:
         raise TrainingError(f"training run {spec.name} finished without a checkpoint")
-    with result.checkpoint.as_directory() as directory:
-        history = read_history(Path(directory))
-        manifest = json.loads((Path(directory) / MANIFEST).read_text())
-    best = _best(result, result.checkpoint, score_mode)
+    history = json.loads(storage.read_text(storage.join(latest, HISTORY)))
+    best = best_checkpoint(candidates, latest, score_mode)
+    manifest = json.loads(storage.read_text(storage.join(best, MANIFEST)))
     run_dir = storage.join(spec.storage_root, spec.name)
-    latest_uri = storage.uri_under(result.checkpoint.path, spec.storage_root)
-    best_uri = storage.uri_under(best.path, spec.storage_root)
+    latest_uri, best_uri = storage.uri_under(latest, spec.storage_root), storage.uri_under(best, spec.storage_root)
     storage.write_text(storage.join(run_dir, "config.yaml"), to_yaml(spec))
     storage.write_bytes(storage.join(run_dir, "curves.png"), training_curves_png(history, spec.name))
     storage.write_text(storage.join(run_dir, LATEST_MODEL), json.dumps({"model_bundle": latest_uri}))
     storage.write_text(storage.join(run_dir, BEST_MODEL), json.dumps({"model_bundle": best_uri}))
-    if best is not result.checkpoint:
-        with best.as_directory() as directory:
-            manifest = json.loads((Path(directory) / MANIFEST).read_text())
     outcome = TrainOutcome(
         run_dir=run_dir if storage.is_s3(run_dir) else str(Path(run_dir).resolve()),
         model_bundle=best_uri,

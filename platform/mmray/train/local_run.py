@@ -12,7 +12,6 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from mmray.config import TrainJob
 from mmray.devices import pick_device
 from mmray.errors import ConfigError
 from mmray.train.context import TrainContext
-from mmray.train.driver import TrainOutcome, json_metrics, loop_config, prepare_driver_data, write_outputs
+from mmray.train.driver import Candidate, TrainOutcome, json_metrics, loop_config, prepare_driver_data, write_outputs
 from mmray.train.epochs import run_loop
 from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.run_record import LOCAL_LEDGER, Rerun, check_run_directory, read_local_ledger, record_job
@@ -33,27 +32,6 @@ from mmray.train.run_record import LOCAL_LEDGER, Rerun, check_run_directory, rea
 logger = logging.getLogger(__name__)
 OnReport = Callable[[dict[str, Any], str | None], None]
 """Called with every epoch's metrics and, when it was checkpointed, the registered checkpoint's URI."""
-
-
-@dataclass(frozen=True)
-class LocalCheckpoint:
-    """A registered checkpoint of a local run (the shape of Ray's `Checkpoint` that run outputs read)."""
-
-    path: str
-
-    @contextmanager
-    def as_directory(self) -> Iterator[str]:
-        with local_bundle(self.path) as directory:
-            yield str(directory)
-
-
-@dataclass
-class LocalResult:
-    """What a local run leaves, in the shape of Ray Train's `Result` that `write_outputs` reads."""
-
-    checkpoint: LocalCheckpoint | None
-    best_checkpoints: list[tuple[LocalCheckpoint, dict[str, Any]]]
-    error: BaseException | None = None
 
 
 class LocalContext(TrainContext):
@@ -117,10 +95,10 @@ class LocalContext(TrainContext):
                 storage.delete_tree(storage.join(self.run_dir, entry["name"]))
         self.entries = [e for e in self.entries if e["name"] in keep]
 
-    def result(self) -> LocalResult:
-        checkpoints = [(LocalCheckpoint(storage.join(self.run_dir, e["name"])), e["metrics"]) for e in self.entries]
-        latest = checkpoints[-1][0] if checkpoints else None
-        return LocalResult(latest, checkpoints)
+    def kept(self) -> tuple[str | None, list[Candidate]]:
+        """The latest checkpoint's URI and every kept one's with its score."""
+        candidates = [(storage.join(self.run_dir, e["name"]), e["metrics"].get(CHECKPOINT_SCORE)) for e in self.entries]
+        return (candidates[-1][0] if candidates else None), candidates
 
 
 def local_device(spec: TrainJob, device: str | None = None) -> torch.device:
@@ -158,4 +136,4 @@ def run_local(
     context = LocalContext(where, run_dir, checkpoint.num_to_keep, data.score.mode, on_report)
     logger.info("training %s in this process on %s (no Ray Train)", spec.name, where)
     run_loop(config, context)
-    return write_outputs(data.spec, context.result(), data.score.mode)
+    return write_outputs(data.spec, *context.kept(), data.score.mode)

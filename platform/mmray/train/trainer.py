@@ -131,7 +131,13 @@ def start_run(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "che
 def finish_run(prepared: PreparedRun, result: Any) -> TrainOutcome:
     if result.error is not None:
         raise TrainingError(f"training run {prepared.spec.name} failed: {result.error}") from result.error
-    return write_outputs(prepared.spec, result, prepared.score.mode)
+    root = prepared.spec.storage_root
+    latest = storage.uri_under(result.checkpoint.path, root) if result.checkpoint is not None else None
+    candidates = [
+        (storage.uri_under(checkpoint.path, root), metrics.get(CHECKPOINT_SCORE))
+        for checkpoint, metrics in result.best_checkpoints or []
+    ]
+    return write_outputs(prepared.spec, latest, candidates, prepared.score.mode)
 
 
 def run_training(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check") -> TrainOutcome:
