@@ -93,3 +93,17 @@ def test_a_large_split_meets_new_neighbours_every_epoch(ray_session: None) -> No
     chance = len(met[0]) * (batch - 1) / (rows - 1)
     shared = len(met[0] & met[1])
     assert shared < 3 * chance + 10, f"{shared} of {len(met[0])} in-batch pairs met again; a shuffle: ~{chance:.0f}"
+
+
+def test_a_split_without_instances_streams_rows_with_no_labels(ray_session: None, tiny_shapes: Path) -> None:
+    """Captions only (no instances file): every record has zero labels, and the stream gives (batch, 0)."""
+    paths = split_paths(str(tiny_shapes), "train")
+    split = load_coco(paths.captions, paths.images, None, progress=False)
+    assert split.records and all(len(r.labels) == 0 for r in split.records)
+    processor = Processor(
+        ImageTransform(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        WordTokenizer.build([c for r in split.records for c in r.captions], 40),
+    )
+    dataset = training_dataset(records_table(split.records), processor, 3, 5)
+    batch = next(iter(stream_batches(dataset, ("images", "labels"), local_batch=16, seed=3, epoch=0, rank=0)))
+    assert batch["images"].shape[0] == 16 and batch["labels"].shape == (16, 0)

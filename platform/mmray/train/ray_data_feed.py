@@ -54,7 +54,7 @@ class DecodeAndTokenize:
             "caption_mask": mask,
             "caption_count": counts,
         }
-        labels = batch["labels"]
+        labels = batch.get("labels", np.zeros((len(batch["image_id"]), 0), np.float32))  # (n, K)
         result["labels"] = np.stack(list(labels[keep])).astype(np.float32) if labels.dtype == object else labels[keep]
         for name in ("object_count", "covered_fraction"):
             result[name] = batch[name][keep]
