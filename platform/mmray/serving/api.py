@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI) over a Backend: routes, body parsing (JSON or multipart), limits, API keys,
+"""The HTTP API (FastAPI) over the Serve backend: routes, body parsing (JSON or multipart), limits, API keys,
 and JSON errors. Bad input always gets a 4xx naming the field; nothing a client sends yields a 500."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncGenerator
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -21,6 +21,7 @@ from mmray.config.serving import ServeAppConfig
 from mmray.errors import MmrayError
 from mmray.serving.access_log import AccessLog, Recorder
 from mmray.serving.auth import Access, under_roots
+from mmray.serving.backend import ServeBackend
 from mmray.serving.calls import (
     CaptionCall,
     CaptionResult,
@@ -51,32 +52,10 @@ from mmray.serving.schemas import (
     inline_schema,
     parse_body,
 )
-from mmray.serving.state import ServingState, model_for
+from mmray.serving.state import model_for
 from mmray.serving.uploads import check_image, from_base64
 
 logger = logging.getLogger(__name__)
-
-
-class Backend(Protocol):
-    """Where the API sends its calls: Serve deployment handles, or services in this process."""
-
-    async def state(self) -> ServingState: ...
-
-    async def embed(self, model: str, call: EmbedCall) -> EmbedResult | RequestError: ...
-
-    async def classify(self, model: str, call: ClassifyCall) -> ClassifyResult | RequestError: ...
-
-    async def generate(self, model: str, call: GenerateCall) -> GenerateResult | RequestError: ...
-
-    async def caption(self, model: str, call: CaptionCall) -> CaptionResult | RequestError: ...
-
-    async def search(self, call: SearchCall) -> SearchResult | RequestError: ...
-
-    async def describe(self) -> dict[str, Any]: ...
-
-    async def readiness(self) -> dict[str, Any]: ...
-
-    async def reload(self, models: dict[str, str], index: str | None) -> dict[str, Any]: ...
 
 
 class RequireApiKey:
@@ -113,12 +92,6 @@ class RequireApiKey:
 def _error(exc: RequestError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(exc.as_body(), status_code=exc.status, headers=headers)
-
-
-def _answer(result: Any) -> Any:
-    if isinstance(result, RequestError):
-        raise result
-    return result
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -199,7 +172,7 @@ def _image_bytes(value: str | None, files: dict[str, bytes], field: str, config:
 
 
 def build_api(
-    backend: Backend, config: ServeAppConfig, access: Access, roots: list[str], record: Recorder | None = None
+    backend: ServeBackend, config: ServeAppConfig, access: Access, roots: list[str], record: Recorder | None = None
 ) -> FastAPI:
     """The FastAPI app: the search page at `/`, `/healthz` and `/readyz`, and the `/v1` routes; reloads
     load bundles from under `roots` only; every request logged as one JSON line and passed to `record`."""
@@ -274,7 +247,7 @@ def build_api(
         check_count(len(body.texts) + len(images), "texts", limits)
         check_texts(body.texts, "texts", limits)
         name = await served_model("embed", body.model)
-        result = _answer(await backend.embed(name, EmbedCall(list(body.texts), [i for i in images if i])))
+        result: EmbedResult = await backend.call("embed", EmbedCall(list(body.texts), [i for i in images if i]), name)
         return {
             "model": name,
             "model_version": result.model_version,
@@ -294,7 +267,7 @@ def build_api(
                 check_text(item.text, f"items.{i}.text", limits)
             items.append(ClassifyItem(_image_bytes(item.image, files, f"items.{i}.image", config), item.text))
         name = await served_model("classify", body.model)
-        result = _answer(await backend.classify(name, ClassifyCall(items, body.top_k, body.threshold)))
+        result: ClassifyResult = await backend.call("classify", ClassifyCall(items, body.top_k, body.threshold), name)
         return {"model": name, "model_version": result.model_version, "predictions": result.predictions}
 
     @api.post("/v1/search", openapi_extra=body_of(SearchBody))
@@ -313,7 +286,7 @@ def build_api(
             raise RequestError("a search needs a text, an image, or both", "text")
         call = SearchCall(body.text, image, body.k, body.target, body.alpha, body.nprobe, body.ef_search,
                           body.thumbnails)  # fmt: skip
-        result = _answer(await backend.search(call))
+        result: SearchResult = await backend.call("search", call)
         return {
             "target": result.target,
             "model_version": result.model_version,
@@ -329,7 +302,8 @@ def build_api(
         check_text(body.text, "text", limits)
         name = await served_model("generate", body.model)
         seed = body.seed if body.seed is not None else secrets.randbits(31)
-        result = _answer(await backend.generate(name, GenerateCall(body.text, body.n, body.temperature, seed)))
+        call = GenerateCall(body.text, body.n, body.temperature, seed)
+        result: GenerateResult = await backend.call("generate", call, name)
         return {
             "model": name,
             "model_version": result.model_version,
@@ -348,7 +322,7 @@ def build_api(
             raise RequestError("is empty", f"images[{missing[0]}]")
         name = await served_model("caption", body.model)
         call = CaptionCall([image for image in images if image], body.beam, body.max_length)
-        result = _answer(await backend.caption(name, call))
+        result: CaptionResult = await backend.call("caption", call, name)
         return {"model": name, "model_version": result.model_version, "captions": result.captions}
 
     @api.post("/v1/admin/reload", openapi_extra=body_of(ReloadBody))

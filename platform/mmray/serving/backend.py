@@ -12,19 +12,7 @@ from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from mmray.errors import IndexBundleError, MmrayError
-from mmray.serving.calls import (
-    CaptionCall,
-    CaptionResult,
-    ClassifyCall,
-    ClassifyResult,
-    EmbedCall,
-    EmbedResult,
-    GenerateCall,
-    GenerateResult,
-    RequestError,
-    SearchCall,
-    SearchResult,
-)
+from mmray.serving.calls import RequestError
 from mmray.serving.state import ServingState, resolve_state
 
 STATE_TTL_S = 1.0
@@ -65,30 +53,15 @@ class ServeBackend:
             self._state_at = time.monotonic()
         return self._state
 
-    async def embed(self, model: str, call: EmbedCall) -> EmbedResult | RequestError:
-        result: EmbedResult | RequestError = await surviving_replica_loss(lambda: self.models[model].embed.remote(call))
-        return result
-
-    async def classify(self, model: str, call: ClassifyCall) -> ClassifyResult | RequestError:
-        handle = self.models[model]
-        result: ClassifyResult | RequestError = await surviving_replica_loss(lambda: handle.classify.remote(call))
-        return result
-
-    async def generate(self, model: str, call: GenerateCall) -> GenerateResult | RequestError:
-        handle = self.models[model]
-        result: GenerateResult | RequestError = await surviving_replica_loss(lambda: handle.generate.remote(call))
-        return result
-
-    async def caption(self, model: str, call: CaptionCall) -> CaptionResult | RequestError:
-        handle = self.models[model]
-        result: CaptionResult | RequestError = await surviving_replica_loss(lambda: handle.caption.remote(call))
-        return result
-
-    async def search(self, call: SearchCall) -> SearchResult | RequestError:
-        retriever = self.retriever
-        if retriever is None:
-            return RequestError("this app serves no index; start it with `index:` to search", None, 404)
-        result: SearchResult | RequestError = await surviving_replica_loss(lambda: retriever.search.remote(call))
+    async def call(self, method: str, call: Any, model: str | None = None) -> Any:
+        """`method` of the named model's deployment (of the retriever's without one); the RequestError a
+        replica answers with is raised."""
+        handle = self.models[model] if model is not None else self.retriever
+        if handle is None:
+            raise RequestError("this app serves no index; start it with `index:` to search", None, 404)
+        result = await surviving_replica_loss(lambda: getattr(handle, method).remote(call))
+        if isinstance(result, RequestError):
+            raise result
         return result
 
     async def describe(self) -> dict[str, Any]:
