@@ -1,10 +1,9 @@
 """How a trial's Train run reports to Tune: rank 0's metrics and checkpoint pass from Ray Train's
-controller through a small channel actor to the trial's driver, which reports them to Tune with a small checkpoint
+controller through two one-slot Ray queues to the trial's driver, which reports them to Tune with a small checkpoint
 that points at the Train checkpoint (Tune keeps the pointer; the weights stay where Train wrote them)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import tempfile
@@ -21,31 +20,19 @@ POINTER = "train_checkpoint.json"
 DRIVER_GONE_WAIT_S = 300.0
 
 
+@dataclass(frozen=True)
 class ReportChannel:
-    """A small async actor between a trial's Train controller and its driver: one report at a time,
-    and the acknowledgement that Tune took it."""
+    """Two one-slot Ray queues between a trial's Train controller and its driver: the reports, one at a time,
+    and the acknowledgements that Tune took each."""
 
-    def __init__(self) -> None:
-        self.reports: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=1)
-        self.acknowledgements: asyncio.Queue[bool] = asyncio.Queue(maxsize=1)
-
-    async def put_report(self, item: dict[str, Any] | None) -> None:
-        await self.reports.put(item)
-
-    async def next_report(self) -> dict[str, Any] | None:
-        return await self.reports.get()
-
-    async def acknowledge(self) -> None:
-        await self.acknowledgements.put(True)
-
-    async def wait_acknowledged(self) -> None:
-        await self.acknowledgements.get()
+    reports: Any
+    acknowledgements: Any
 
 
-def open_channel() -> Any:
-    import ray
+def open_channel() -> ReportChannel:
+    from ray.util.queue import Queue
 
-    return ray.remote(num_cpus=0)(ReportChannel).remote()
+    return ReportChannel(*(Queue(maxsize=1, actor_options={"num_cpus": 0}) for _ in range(2)))
 
 
 class ReportThroughChannel(UserCallback):  # type: ignore[misc]
@@ -53,16 +40,14 @@ class ReportThroughChannel(UserCallback):  # type: ignore[misc]
     controller waits for the driver's acknowledgement that Tune took it, so the run never registers a
     checkpoint ahead of the one Tune holds (Tune may pause or stop the trial at each report)."""
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: ReportChannel) -> None:
         self.channel = channel
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        import ray
-
         item = {"metrics": dict(metrics[0]), "checkpoint": checkpoint.path if checkpoint else None}
         try:
-            ray.get(self.channel.put_report.remote(item))
-            ray.get(self.channel.wait_acknowledged.remote())
+            self.channel.reports.put(item)
+            self.channel.acknowledgements.get()
         except RayError:
             # The channel dies with the trial's driver when Tune pauses or stops the trial; this controller
             # is owned by the same process and is stopped with it. Wait for that instead of failing loudly.

@@ -167,9 +167,8 @@ def _train_here(job: TrainJob, reporter: TrialReporter) -> None:
 
 
 def _train_on_ray_train(job: TrainJob, reporter: TrialReporter) -> None:
-    """The Train run in a thread; its controller's reports arrive through a channel actor, and each is
+    """The Train run in a thread; its controller's reports arrive through the channel's queues, and each is
     acknowledged once Tune took it."""
-    import ray
     from ray.exceptions import RayError
 
     from mmray.train.trainer import run_training
@@ -184,13 +183,13 @@ def _train_on_ray_train(job: TrainJob, reporter: TrialReporter) -> None:
             failure.append(exc)
         finally:
             with contextlib.suppress(RayError):  # the channel is gone when Tune stopped this trial
-                ray.get(channel.put_report.remote(None))
+                channel.reports.put(None)
 
     thread = threading.Thread(target=train, name=f"train-{reporter.segment.run}", daemon=True)
     thread.start()
-    while (item := ray.get(channel.next_report.remote())) is not None:
+    while (item := channel.reports.get()) is not None:
         reporter.epoch(item["metrics"], item["checkpoint"])
-        ray.get(channel.acknowledge.remote())
+        channel.acknowledgements.put(True)
     thread.join()
     if failure:
         raise failure[0]
