@@ -10,7 +10,7 @@ import typer
 
 from mmray.config import IndexJob, PipelineJob, ShapesData, TrainJob, TuneJob, load_job
 from mmray.config.base import validate
-from mmray.config.data import ImageCheck
+from mmray.config.data import ImageCheck, LoaderOptions
 from mmray.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -122,7 +122,8 @@ def inspect(
 
     check: ImageCheck = "decode" if decode else "exists"
     check_image_directory(images, check)
-    summary = inspect_split(captions, images, instances, check, strict=strict, merge_duplicate_files=merge_duplicates)
+    options = LoaderOptions(image_check=check, merge_duplicate_files=merge_duplicates)
+    summary = inspect_split(captions, images, instances, options, strict=strict)
     _print_summary(captions, summary, "--merge-duplicates (in a job: data.merge_duplicate_files=true)")
     typer.echo(json.dumps(summary.as_dict()))
     if not summary.usable:
@@ -173,14 +174,7 @@ def prepare(
         data = spec.data
     results: dict[str, Any] = {}
     for split, paths in resolve_splits(data).items():
-        summary = inspect_split(
-            paths.captions,
-            paths.images,
-            paths.instances,
-            data.image_check,
-            on_bad_record=data.on_bad_record,
-            merge_duplicate_files=data.merge_duplicate_files,
-        )
+        summary = inspect_split(paths.captions, paths.images, paths.instances, data)
         _print_summary(f"{split}: {paths.captions}", summary, "data.merge_duplicate_files=true")
         results[split] = summary.as_dict()
     if not all(r["usable"] for r in results.values()):

@@ -2,7 +2,7 @@
 
 from mmray.config.base import Section, parse_overrides, to_yaml
 from mmray.config.data import CocoData, CocoSplit, DataConfig, ShapesData
-from mmray.config.jobs import EvaluateJob, IndexJob, JobSpec, TrainJob, load_job, validate_job
+from mmray.config.jobs import EvaluateJob, IndexJob, TrainJob, load_job, validate_job
 from mmray.config.pipeline import PipelineJob
 from mmray.config.tuning import TuneJob
 from mmray.errors import ConfigError
@@ -14,7 +14,6 @@ __all__ = [
     "DataConfig",
     "EvaluateJob",
     "IndexJob",
-    "JobSpec",
     "PipelineJob",
     "Section",
     "ShapesData",

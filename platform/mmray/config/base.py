@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from mmray.errors import ConfigError
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are rejected with the list of valid ones."""
@@ -60,12 +62,11 @@ def _format_location(loc: Sequence[int | str], data: Any, missing: bool = False)
     return "".join(parts).lstrip(".") or "<top level>"
 
 
-def format_validation_error(error: ValidationError, source: str, data: Any = None, union_tag: bool = False) -> str:
-    """Render pydantic errors as one line per problem: `source: where: what (got value)`.
-    `union_tag`: the first location item is the tag of a discriminated union, not a key."""
+def format_validation_error(error: ValidationError, source: str, data: Any = None) -> str:
+    """Render pydantic errors as one line per problem: `source: where: what (got value)`."""
     lines = []
     for item in error.errors():
-        where = _format_location(item["loc"][1:] if union_tag else item["loc"], data, item["type"] == "missing")
+        where = _format_location(item["loc"], data, item["type"] == "missing")
         message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
         shown = "" if isinstance(got, Mapping) or item["type"] == "missing" else f" (got {got!r})"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -49,6 +49,10 @@ class LoaderOptions(Section):
         description="a directory or s3:// prefix written by `mmray data prepare JOB --shards URI`: each split's "
         "images are read from its decoded, resized shards (URI/train, URI/val) instead of decoded again",
     )
+
+    def coco_options(self) -> dict[str, Any]:
+        """The keyword arguments of `load_coco` these options set."""
+        return self.model_dump(include={"on_bad_record", "image_check", "merge_duplicate_files"})
 
 
 class CocoData(LoaderOptions):
@@ -101,16 +105,9 @@ DataConfig = Annotated[CocoData | ShapesData, Field(discriminator="source")]
 SPLITS = ("train", "val")
 
 
-def split_names(data: CocoData | ShapesData) -> list[str]:
-    """The splits a data section gives (the shapes data has both)."""
-    if isinstance(data, ShapesData):
-        return list(SPLITS)
-    return [name for name in SPLITS if getattr(data, name) is not None]
-
-
 def require_split(data: CocoData | ShapesData, split: str, reader: str) -> CocoData | ShapesData:
     """`data` when it gives `split`, else a ValueError naming what `reader` needs and what there is."""
-    given = split_names(data)
+    given = [name for name in SPLITS if isinstance(data, ShapesData) or getattr(data, name) is not None]
     if split not in given:
         if split not in SPLITS:
             raise ValueError(f"{reader} reads split {split!r}, but a data section has only train and val")

@@ -5,17 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import Field, TypeAdapter, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from mmray.config.base import (
-    Section,
-    deep_merge,
-    format_validation_error,
-    parse_overrides,
-    read_yaml_mapping,
-)
+from mmray.config.base import NAME_PATTERN, Section, deep_merge, parse_overrides, read_yaml_mapping, validate
 from mmray.config.data import CocoData, DataConfig, ShapesData, require_split
 from mmray.config.evaluation import EvaluateSettings
 from mmray.config.fusion import FusionModelConfig
@@ -31,8 +25,6 @@ from mmray.config.tuning import TuneJob
 from mmray.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-JOB_KINDS: tuple[str, ...] = ("train", "index", "evaluate", "tune", "pipeline")
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 REGISTERED_KINDS = (FusionModelConfig, PredictTaskConfig, VaeTaskConfig, GanTaskConfig, CaptionTaskConfig)
 """Config kinds registered by importing their modules; named so the imports are kept."""
 
@@ -119,8 +111,14 @@ class EvaluateJob(Section):
 
 
 AnyJob = TrainJob | IndexJob | EvaluateJob | TuneJob | PipelineJob
-JobSpec = Annotated[AnyJob, Field(discriminator="kind")]
-_JOB_ADAPTER: TypeAdapter[AnyJob] = TypeAdapter(JobSpec)
+JOB_CLASSES: dict[str, type[AnyJob]] = {
+    "train": TrainJob,
+    "index": IndexJob,
+    "evaluate": EvaluateJob,
+    "tune": TuneJob,
+    "pipeline": PipelineJob,
+}
+JOB_KINDS = tuple(JOB_CLASSES)
 
 
 def validate_job(data: dict[str, object], source: str) -> AnyJob:
@@ -129,19 +127,7 @@ def validate_job(data: dict[str, object], source: str) -> AnyJob:
     if kind not in JOB_KINDS:
         got = "missing" if kind is None else f"{kind!r}"
         raise ConfigError(f"{source}: top-level 'kind' is {got}; job kinds: {', '.join(JOB_KINDS)}")
-    try:
-        return _JOB_ADAPTER.validate_python(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source, data, union_tag=True)) from None
-
-
-JOB_CLASSES: dict[str, type[Section]] = {
-    "train": TrainJob,
-    "index": IndexJob,
-    "evaluate": EvaluateJob,
-    "tune": TuneJob,
-    "pipeline": PipelineJob,
-}
+    return validate(JOB_CLASSES[str(kind)], data, source)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

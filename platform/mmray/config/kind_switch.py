@@ -1,45 +1,52 @@
 """Merging overrides into a job where an override changes a section's `kind` (or a data section's
 `source`): that section keeps only the keys its new kind accepts, and the keys dropped are named.
-Whole sections may be given as mappings (`model.fusion={kind: gated, hidden: 64}`)."""
+Whole sections may be given as mappings (`model.fusion={kind: gated, hidden: 64}`). Also which sections
+a field may hold, and the key (`kind`, `source`) that chooses among them."""
 
 from __future__ import annotations
 
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
+from pydantic.fields import FieldInfo
 
 from mmray.config.base import deep_merge
+from mmray.config.registry import KindRegistry
 
 
-def _section_classes(annotation: Any, metadata: list[Any]) -> list[type[BaseModel]]:
-    """The config classes a field may hold: members of a union, or a kind registry's classes."""
-    for item in metadata:
-        registry = getattr(getattr(item, "func", None), "__self__", None)
-        if registry is not None and hasattr(registry, "classes"):
-            return list(registry.classes.values())
-    found: list[type[BaseModel]] = []
-    pending = [annotation]
-    while pending:
-        current = pending.pop()
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            found.append(current)
-        elif typing.get_origin(current) in (typing.Union, types.UnionType, typing.Annotated):
-            pending.extend(typing.get_args(current))
-    return found
+@dataclass(frozen=True)
+class Choice:
+    """Sections one key may hold, told apart by the value of `tag` (kind, source)."""
+
+    tag: str
+    sections: tuple[type[BaseModel], ...]
 
 
-TAGS = ("kind", "source")
+def union_members(annotation: Any) -> list[type[BaseModel]]:
+    """The config classes a type names: itself or its union's members (not those inside a list or dict)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    members = typing.get_args(annotation) if union else (annotation,)
+    return [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
 
 
-def _tag_of(classes: list[type[BaseModel]]) -> str:
-    """The key that tells a section's classes apart: `kind`, or `source` for data sections."""
-    return next((tag for tag in TAGS if classes and all(tag in c.model_fields for c in classes)), "kind")
+def choice_of(info: FieldInfo) -> Choice | None:
+    """The sections a field may hold when a tag chooses them: a kind registry's or a discriminated union's."""
+    for item in info.metadata:
+        registry = getattr(item.func, "__self__", None) if isinstance(item, BeforeValidator) else None
+        if isinstance(registry, KindRegistry):
+            return Choice("kind", tuple(registry.classes[kind] for kind in registry.kinds()))
+    sections = union_members(info.annotation)
+    if info.discriminator and sections:
+        return Choice(str(info.discriminator), tuple(sections))
+    return None
 
 
-def _kinds_of(cls: type[BaseModel], tag: str = "kind") -> tuple[str, ...]:
+def kinds_of(cls: type[BaseModel], tag: str = "kind") -> tuple[str, ...]:
+    """The values of `tag` that choose `cls`: its literal's, else its default."""
     field = cls.model_fields.get(tag)
     if field is None:
         return ()
@@ -47,20 +54,19 @@ def _kinds_of(cls: type[BaseModel], tag: str = "kind") -> tuple[str, ...]:
     return tuple(str(value) for value in literal) or ((str(field.default),) if field.default else ())
 
 
-def _field_classes(model: type[BaseModel], key: str) -> tuple[list[type[BaseModel]], str]:
-    """The config classes field `key` of `model` may hold, and the key that tells them apart."""
+def _field_choice(model: type[BaseModel], key: str) -> Choice:
+    """The sections field `key` of `model` may hold; a plain section field holds its one class."""
     field = model.model_fields.get(key)
     if field is None:
-        return [], "kind"
-    candidates = _section_classes(field.annotation, list(field.metadata))
-    return candidates, _tag_of(candidates)
+        return Choice("kind", ())
+    return choice_of(field) or Choice("kind", tuple(union_members(field.annotation)))
 
 
-def _class_for(candidates: list[type[BaseModel]], tag: str, kind: Any) -> type[BaseModel] | None:
-    """The class among `candidates` for a section of `kind` (None when it has no kinds)."""
+def _class_for(choice: Choice, kind: Any) -> type[BaseModel] | None:
+    """The section of `choice` for `kind` (None when it has no kinds)."""
     if kind is None:
-        return candidates[0] if len(candidates) == 1 else None
-    return next((cls for cls in candidates if str(kind) in _kinds_of(cls, tag)), None)
+        return choice.sections[0] if len(choice.sections) == 1 else None
+    return next((cls for cls in choice.sections if str(kind) in kinds_of(cls, choice.tag)), None)
 
 
 def merge_switching_kinds(
@@ -76,9 +82,9 @@ def merge_switching_kinds(
         if not (isinstance(value, Mapping) and isinstance(current, Mapping)):
             merged = deep_merge(merged, {key: value}, path)
             continue
-        candidates, tag = _field_classes(model, key)
-        old_kind, new_kind = current.get(tag), value.get(tag, current.get(tag))
-        cls = _class_for(candidates, tag, new_kind)
+        choice = _field_choice(model, key)
+        old_kind, new_kind = current.get(choice.tag), value.get(choice.tag, current.get(choice.tag))
+        cls = _class_for(choice, new_kind)
         if new_kind != old_kind and cls is not None:
             kept = {name: item for name, item in current.items() if name in cls.model_fields}
             dropped.extend(f"{where}.{name}" for name in current if name not in cls.model_fields)
@@ -101,6 +107,6 @@ def field_accepted(model: type[BaseModel], data: Mapping[str, Any], dotted: str)
         if cls is None or part not in cls.model_fields:
             return cls is None
         node = node.get(part, {}) if isinstance(node, Mapping) else {}
-        candidates, tag = _field_classes(cls, part)
-        cls = _class_for(candidates, tag, node.get(tag) if isinstance(node, Mapping) else None)
+        choice = _field_choice(cls, part)
+        cls = _class_for(choice, node.get(choice.tag) if isinstance(node, Mapping) else None)
     return cls is None or leaf in cls.model_fields

@@ -6,11 +6,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from mmray.config.base import Section
+from mmray.config.base import NAME_PATTERN, Section
 from mmray.config.data import DataConfig
 from mmray.config.indexing import IndexSettings
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class GateSettings(Section):

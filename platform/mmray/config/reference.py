@@ -8,55 +8,24 @@ import json
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from mmray.config.base import Section
-from mmray.config.registry import KindRegistry
+from mmray.config.kind_switch import choice_of, kinds_of, union_members
 
 CONSTRAINTS = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
-
-
-@dataclass(frozen=True)
-class Choice:
-    """Sections one key may hold, told apart by the value of `tag` (kind, source)."""
-
-    tag: str
-    sections: tuple[type[Section], ...]
 
 
 def anchor(cls: type[BaseModel]) -> str:
     return cls.__name__.lower()
 
 
-def _tag_value(cls: type[BaseModel], tag: str) -> str:
-    values = get_args(cls.model_fields[tag].annotation) or (cls.model_fields[tag].default,)
-    return " | ".join(str(value) for value in values)
-
-
-def _section_types(annotation: Any) -> list[type[Section]]:
-    members = get_args(annotation) if get_origin(annotation) in (typing.Union, types.UnionType) else (annotation,)
-    return [m for m in members if isinstance(m, type) and issubclass(m, Section)]
-
-
-def choice_of(info: FieldInfo) -> Choice | None:
-    """The sections a field may hold when they are chosen by a tag: a discriminated union or a registry."""
-    for item in info.metadata:
-        registry = getattr(item.func, "__self__", None) if isinstance(item, BeforeValidator) else None
-        if isinstance(registry, KindRegistry):
-            return Choice("kind", tuple(registry.classes[kind] for kind in registry.kinds()))
-    sections = _section_types(info.annotation)
-    if info.discriminator and sections:
-        return Choice(str(info.discriminator), tuple(sections))
-    return None
-
-
 def _link(cls: type[BaseModel], tag: str | None = None) -> str:
-    label = f"{tag}: {_tag_value(cls, tag)}" if tag else cls.__name__
+    label = f"{tag}: {' | '.join(kinds_of(cls, tag))}" if tag else cls.__name__
     return f"[{label}](#{anchor(cls)})"
 
 
@@ -117,7 +86,7 @@ def section_table(cls: type[BaseModel]) -> list[str]:
     tag = next(
         (t for t in ("kind", "source") if t in cls.model_fields and get_args(cls.model_fields[t].annotation)), None
     )
-    title = f"{cls.__name__} (`{tag}: {_tag_value(cls, tag)}`)" if tag else cls.__name__
+    title = f"{cls.__name__} (`{tag}: {' | '.join(kinds_of(cls, tag))}`)" if tag else cls.__name__
     lines = [f'<a id="{anchor(cls)}"></a>', f"### {title}", "", _cell(cls.__doc__ or ""), ""]
     lines += ["| key | type | default | description |", "|---|---|---|---|"]
     for name, info in cls.model_fields.items():
@@ -145,8 +114,8 @@ def sections_below(root: type[BaseModel]) -> list[type[BaseModel]]:
     return seen
 
 
-def _nested_sections(annotation: Any) -> list[type[Section]]:
-    found = _section_types(annotation)
+def _nested_sections(annotation: Any) -> list[type[BaseModel]]:
+    found = union_members(annotation)
     for arg in get_args(annotation):
         found += _nested_sections(arg)
     return found

@@ -6,9 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from mmray.config.base import Section
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+from mmray.config.base import NAME_PATTERN, Section
 
 
 class AshaScheduler(Section):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from statistics import mean
-from typing import Any, Literal
+from typing import Any
 
+from mmray.config.data import LoaderOptions
 from mmray.data.coco import load_coco
 from mmray.data.records import ImageRecord, LoadReport
 from mmray.errors import DataError
@@ -80,26 +81,16 @@ def _summary(
 def inspect_split(
     captions: str,
     images: str,
-    instances: str | None = None,
-    image_check: Literal["decode", "exists", "none"] = "decode",
+    instances: str | None,
+    options: LoaderOptions,
     progress: bool = True,
-    on_bad_record: Literal["skip", "error"] = "skip",
     strict: bool = False,
-    merge_duplicate_files: bool = False,
 ) -> InspectionSummary:
-    """Load a split and count what is there and what is wrong. Problems are skipped, or with
+    """Load a split as `options` say and count what is there and what is wrong. Problems are skipped, or with
     `on_bad_record="error"` make the split unusable (as they make a job using it fail); `strict` makes any
     problem leave the split unusable while still counting what it holds."""
     try:
-        dataset = load_coco(
-            captions,
-            images,
-            instances,
-            on_bad_record=on_bad_record,
-            image_check=image_check,
-            progress=progress,
-            merge_duplicate_files=merge_duplicate_files,
-        )
+        dataset = load_coco(captions, images, instances, progress=progress, **options.coco_options())
     except DataError as exc:
         return _summary(exc.report or LoadReport(), [], 0, strict, str(exc))
     report = dataset.report

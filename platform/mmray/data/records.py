@@ -107,35 +107,24 @@ class LoadReport:
     def describe(self, limit: int = 10) -> str:
         """One sentence naming each kind of problem with its count and first ids."""
         groups = [" = ".join(str(i) for i in group) for group in self.duplicate_files]
-        parts = [
-            f"{len(ids)} with {label} (ids {_shown(ids, limit)})"
-            for label, ids in (
-                ("missing image file", self.missing_images),
-                ("unreadable image", self.unreadable_images),
-                ("no captions", self.without_captions),
-            )
-            if ids
-        ]
-        if groups and not self.merged_files:
-            parts.append(
-                f"{len(groups)} image files under several ids (ids {_shown(groups, limit)}; the first of each "
-                "kept, or data.merge_duplicate_files=true makes each one image with all their captions)"
-            )
-        parts += [
-            f"{len(ids)} {label} {_shown(ids, limit)})"
-            for label, ids in (
-                ("image ids listed more than once in 'images' (the first entry kept; ids", self.duplicate_image_ids),
-                ("empty or whitespace-only captions (annotation ids", self.empty_captions),
-                ("captions repeating another of their image's (annotation ids", self.duplicate_captions),
-                ("captions naming an image id not in the file (annotation ids", self.orphan_captions),
-                (
-                    f"instances of a category not in 'categories' (category ids "
-                    f"{_shown(self.unknown_category_ids, limit)}; annotation ids",
-                    self.unknown_categories,
-                ),
-            )
-            if ids
-        ]
+        unknown = _shown(self.unknown_category_ids, limit)
+        kept = "the first of each kept, or data.merge_duplicate_files=true makes each one image with all their captions"
+        table: tuple[tuple[str, Sequence[object], str], ...] = (
+            ("with missing image file (ids", self.missing_images, ")"),
+            ("with unreadable image (ids", self.unreadable_images, ")"),
+            ("with no captions (ids", self.without_captions, ")"),
+            ("image files under several ids (ids", [] if self.merged_files else groups, f"; {kept})"),
+            ("image ids listed more than once in 'images' (the first entry kept; ids", self.duplicate_image_ids, ")"),
+            ("empty or whitespace-only captions (annotation ids", self.empty_captions, ")"),
+            ("captions repeating another of their image's (annotation ids", self.duplicate_captions, ")"),
+            ("captions naming an image id not in the file (annotation ids", self.orphan_captions, ")"),
+            (
+                f"instances of a category not in 'categories' (category ids {unknown}; annotation ids",
+                self.unknown_categories,
+                ")",
+            ),
+        )
+        parts = [f"{len(ids)} {label} {_shown(ids, limit)}{end}" for label, ids, end in table if ids]
         merged = f"; merged: {len(groups)} image files under several ids ({_shown(groups, limit)})"
         merged = merged if groups and self.merged_files else ""
         if not parts:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mmray import storage
-from mmray.config.data import CocoSplit, LoaderOptions, ShapesData
+from mmray.config.data import SPLITS, CocoSplit, LoaderOptions, ShapesData
 from mmray.data.shapes_questions import Question, chance_levels, questions_for
 from mmray.data.shapes_render import render_scene
 from mmray.data.shapes_scenes import SHAPES, Scene, captions_for, choose_holdout, sample_scene, scene_key
@@ -27,7 +27,6 @@ from mmray.progress import track
 logger = logging.getLogger(__name__)
 
 MANIFEST = "shapes.json"
-SPLITS = ("train", "val")
 _MAX_TRIES_PER_SCENE = 1000
 
 

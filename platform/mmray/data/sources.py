@@ -28,16 +28,7 @@ def load_split(
     if split not in splits:
         raise ConfigError(f"data has no {split!r} split; it gives {', '.join(splits)}")
     paths = splits[split]
-    load = partial(
-        load_coco,
-        captions=paths.captions,
-        images=paths.images,
-        instances=paths.instances,
-        on_bad_record=config.on_bad_record,
-        image_check=config.image_check,
-        progress=progress,
-        merge_duplicate_files=config.merge_duplicate_files,
-    )
+    load = partial(load_coco, paths.captions, paths.images, paths.instances, progress=progress, **config.coco_options())
     files = [paths.captions, *([paths.instances] if paths.instances else [])]
     if annotation_bytes(files) >= child_load_bytes:
         return load_in_child(load, f"the {split} split ({paths.captions})")

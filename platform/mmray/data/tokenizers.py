@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -27,25 +27,6 @@ class TokenBatch:
     ids: torch.Tensor  # (B, L) int64
     mask: torch.Tensor  # (B, L) bool, True where a token is real
     truncated: torch.Tensor  # (B,) bool, True where the text did not fit in max_length
-
-
-class Tokenizer(Protocol):
-    kind: str
-    max_length: int
-    pad_id: int
-    bos_id: int
-    eos_id: int
-
-    @property
-    def vocab_size(self) -> int: ...
-
-    def encode(self, texts: Sequence[str]) -> TokenBatch: ...
-
-    def decode(self, ids: torch.Tensor) -> list[str]: ...
-
-    def save(self, directory: Path) -> None: ...
-
-    def fingerprint(self) -> str: ...
 
 
 class WordTokenizer:
@@ -184,3 +165,6 @@ class HuggingFaceTokenizer:
     def fingerprint(self) -> str:
         vocabulary = json.dumps(sorted(self.tokenizer.get_vocab().items()))
         return hashlib.sha256(f"{vocabulary}|{self.max_length}".encode()).hexdigest()
+
+
+Tokenizer = WordTokenizer | HuggingFaceTokenizer
