@@ -15,7 +15,6 @@ PACKAGE = Path(mmray.__file__).parent
 LIBRARY_PACKAGES = ("config", "data", "models", "losses", "metrics", "artifacts", "index", "tasks")
 LIBRARY_MODULES = (
     "devices", "distributed", "errors", "figures", "pretrained", "progress", "s3_client", "s3_settings", "storage",
-    "uris",
 )  # fmt: skip
 FORBIDDEN = (
     "ray", "mmray.train", "mmray.retrieval", "mmray.tune", "mmray.serving", "mmray.cli", "mmray.pipeline",

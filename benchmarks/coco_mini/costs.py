@@ -7,7 +7,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from mmray.artifacts.bundle_export import export_bundle
+from mmray.artifacts.model_bundle import export_bundle
 from mmray.config import TrainJob, load_job
 from mmray.train.trainer import run_training
 

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "bf16", "fp16"]
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_CPU_BF16_CHECKS = {"AVX-512 BF16": "_is_avx512_bf16_supported", "AMX": "_is_amx_tile_supported"}
 
 
 def pick_device(setting: str = "auto") -> torch.device:
@@ -39,44 +40,28 @@ def pick_device(setting: str = "auto") -> torch.device:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AMX tiles or AVX-512 BF16); elsewhere PyTorch emulates
     it, many times slower than fp32."""
-    cpu = torch.cpu
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    if all(hasattr(cpu, name) for name in checks):
-        return any(bool(getattr(cpu, name)()) for name in checks)
+    if all(hasattr(torch.cpu, check) for check in _CPU_BF16_CHECKS.values()):
+        return any(bool(getattr(torch.cpu, check)()) for check in _CPU_BF16_CHECKS.values())
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def cpu_description() -> str:
     """'AVX2', 'AVX512', 'AVX512 + AMX' …: the instruction set PyTorch dispatches to on this CPU."""
     capability = str(torch.backends.cpu.get_cpu_capability())
-    extras = [
-        name
-        for name, check in (("AVX-512 BF16", "_is_avx512_bf16_supported"), ("AMX", "_is_amx_tile_supported"))
-        if getattr(torch.cpu, check, lambda: False)()
-    ]
+    extras = [name for name, check in _CPU_BF16_CHECKS.items() if getattr(torch.cpu, check, lambda: False)()]
     return " + ".join([capability, *extras])
-
-
-def native_precision(device: torch.device) -> Precision:
-    """The fastest precision that trains safely on `device`: bf16 autocast on a CPU with native bf16 and
-    on GPUs of compute capability 8.0 or newer, fp16 (with a gradient scaler) on older GPUs, else fp32."""
-    if device.type == "cuda":
-        major, _ = torch.cuda.get_device_capability(device)
-        return "bf16" if major >= 8 else "fp16"
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
 
 
 def auto_candidates(device: torch.device) -> tuple[Precision, ...]:
     """What `auto` chooses among on `device`, most preferred first. On a GPU every precision it computes
-    natively, timed on the run's own step (bf16 loses to fp32 on a model too small to fill the GPU); on a
-    CPU only its native one (bf16 measured 1.6-1.7× fp32 wherever it is native; a CPU step is too slow to
+    natively (bf16 from compute capability 8.0, else fp16 with a gradient scaler), timed on the run's own
+    step (bf16 loses to fp32 on a model too small to fill the GPU); on a CPU only its native one, bf16 where
+    it is native, else fp32 (bf16 measured 1.6-1.7× fp32 wherever it is native; a CPU step is too slow to
     time them all)."""
     if device.type == "cuda":
         major, _ = torch.cuda.get_device_capability(device)
         return ("bf16", "fp32", "fp16") if major >= 8 else ("fp16", "fp32")
-    return (native_precision(device),)
+    return ("bf16",) if device.type == "cpu" and cpu_has_native_bf16() else ("fp32",)
 
 
 @dataclass(frozen=True)
@@ -107,10 +92,10 @@ class PrecisionChoice:
 
 
 def resolve_precision(requested: PrecisionSetting, device: torch.device) -> PrecisionChoice:
-    """`auto` → the device's `native_precision`. An explicit bf16 on a CPU without native bf16 still runs,
-    with one warning naming its measured cost; fp16 is refused off the GPU (CPUs have no fast fp16)."""
+    """`auto` → the first of the device's `auto_candidates`. An explicit bf16 on a CPU without native bf16 still
+    runs, with one warning naming its measured cost; fp16 is refused off the GPU (CPUs have no fast fp16)."""
     if requested == "auto":
-        return PrecisionChoice(native_precision(device), requested, str(device))
+        return PrecisionChoice(auto_candidates(device)[0], requested, str(device))
     if requested == "fp16" and device.type != "cuda":
         raise ConfigError(f"precision fp16 needs a CUDA GPU; this process runs on {device}: use auto, bf16 or fp32")
     if requested == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():

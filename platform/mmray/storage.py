@@ -1,4 +1,5 @@
-"""One interface over local paths and `s3://bucket/prefix` URIs (S3 through `mmray.s3_client`).
+"""One interface over local paths and `s3://bucket/prefix` URIs (S3 through `mmray.s3_client`), and the URIs
+as strings: joined, split and related without I/O.
 
 Writes are atomic: a local file is written to a temporary sibling and renamed into place; an S3 object
 becomes visible only when its (multipart) upload completes, which S3 guarantees to be all or nothing.
@@ -20,17 +21,50 @@ from typing import Any
 from mmray.errors import StorageError, StorageNotFoundError
 from mmray.s3_client import client, is_missing, s3_errors, transfer_config
 from mmray.s3_settings import current_endpoint
-from mmray.uris import (  # re-exported: storage.join etc. are the callers' names
-    S3_SCHEME as S3_SCHEME,
-    absolute_uri as absolute_uri,
-    is_s3 as is_s3,
-    join as join,
-    relative_to as relative_to,
-    split_s3 as split_s3,
-    uri_under as uri_under,
-)
 
+S3_SCHEME = "s3://"
 _TEMP_MARK = ".mmray-tmp-"
+
+
+def is_s3(uri: str | Path) -> bool:
+    return str(uri).startswith(S3_SCHEME)
+
+
+def absolute_uri(uri: str) -> str:
+    """A local path made absolute (Ray workers run in other directories); s3:// URIs unchanged."""
+    return uri if is_s3(uri) else str(Path(uri).resolve())
+
+
+def uri_under(path: str, root: str) -> str:
+    """A path that pyarrow reported under `root` as a URI (its S3 paths come without the scheme)."""
+    return f"{S3_SCHEME}{path}" if is_s3(root) and not is_s3(path) else path
+
+
+def join(base: str | Path, *parts: str) -> str:
+    """Join path components below a local path or an S3 URI."""
+    if is_s3(base):
+        return posixpath.join(str(base), *parts)
+    return os.path.join(str(base), *parts)
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """`s3://bucket/a/b` -> (`bucket`, `a/b`)."""
+    if not is_s3(uri):
+        raise StorageError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
+    if not bucket:
+        raise StorageError(f"S3 URI {uri!r} names no bucket; expected s3://bucket/key")
+    return bucket, key
+
+
+def relative_to(uri: str, base: str) -> str:
+    """The part of `uri` below `base`, with forward slashes."""
+    base_norm = str(base).rstrip("/") + "/"
+    if is_s3(uri):
+        if not uri.startswith(base_norm):
+            raise StorageError(f"{uri} is not below {base}")
+        return uri[len(base_norm) :]
+    return Path(uri).relative_to(Path(base)).as_posix()
 
 
 def s3_object_info(uri: str) -> dict[str, Any]:
@@ -230,17 +264,37 @@ def download_file(uri: str | Path, local_path: str | Path) -> Path:
     return target
 
 
-def upload_dir(local_dir: str | Path, uri: str | Path) -> list[str]:
-    """Copy every file below `local_dir` to the same relative place below `uri`."""
+def upload_dir(local_dir: str | Path, uri: str | Path, last: str | None = None) -> list[str]:
+    """Copy every file below `local_dir` to the same relative place below `uri`, the file `last` after the rest."""
     root = Path(local_dir)
     if not root.is_dir():
         raise StorageNotFoundError(f"{local_dir}: no such local directory to upload")
     written = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not _is_temp(p.name)):
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not _is_temp(p.name))
+    for path in sorted(files, key=lambda p: p.relative_to(root).as_posix() == last):
         target = join(str(uri), path.relative_to(root).as_posix())
         upload_file(path, target)
         written.append(target)
     return written
+
+
+def publish_dir(staged: Path, target: str, last: str | None = None) -> None:
+    """Put the finished local directory `staged` at `target` whole, replacing what is there. Locally a copy
+    is renamed into place (the old one moved aside first); on S3 the file `last` (a manifest) is deleted
+    first and uploaded after the rest."""
+    if is_s3(target):
+        if last is not None:
+            delete(join(target, last))
+        upload_dir(staged, target, last)
+        return
+    destination = Path(target)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    incoming, retired = _temp_sibling(destination), _temp_sibling(destination)
+    shutil.copytree(staged, incoming)
+    if destination.exists():
+        destination.rename(retired)
+    incoming.rename(destination)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def download_dir(uri: str | Path, local_dir: str | Path) -> list[Path]:

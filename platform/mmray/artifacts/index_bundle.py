@@ -4,10 +4,8 @@ stamped with the model version they were built with, written atomically under on
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,25 +74,8 @@ def write_index_bundle(
             "indexes": {kind: {"type": idx.kind, "size": idx.size, "dim": idx.dim} for kind, idx in indexes.items()},
             **manifest,
         }
-        if storage.is_s3(uri):
-            storage.delete(storage.join(uri, MANIFEST))
-            storage.upload_dir(staging, uri)
-            storage.write_text(storage.join(uri, MANIFEST), json.dumps(content, indent=2))
-            return
         (staging / MANIFEST).write_text(json.dumps(content, indent=2))
-        _publish_directory(staging, Path(uri))
-
-
-def _publish_directory(staging: Path, target: Path) -> None:
-    """Move a finished directory into place, replacing an older bundle only once the new one is whole."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    incoming = target.parent / f".{target.name}.incoming-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(staging, incoming)
-    retired = target.parent / f".{target.name}.retired-{uuid.uuid4().hex[:8]}"
-    if target.exists():
-        target.rename(retired)
-    incoming.rename(target)
-    shutil.rmtree(retired, ignore_errors=True)
+        storage.publish_dir(staging, uri, last=MANIFEST)
 
 
 def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:

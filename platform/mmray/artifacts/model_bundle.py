@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from mmray import storage
 from mmray.artifacts.frozen_weights import (
     MANIFEST_KEY as FROZEN_KEY,
     FrozenPart,
+    copy_beside,
     fetch_beside,
     frozen_state,
     state_bytes,
@@ -252,3 +254,26 @@ def read_processor(uri: str) -> tuple[Processor, ModelSection]:
     with local_bundle(uri) as directory:
         read_manifest(directory)
         return Processor.load(directory), _read_config(directory / MODEL_CONFIG, ModelConfig)
+
+
+def check_new_target(target: str) -> None:
+    """Refuse a `target` that holds a bundle, or anything at all where it is local."""
+    if storage.exists(storage.join(target, MANIFEST)) or (not storage.is_s3(target) and Path(target).exists()):
+        raise BundleError(f"{target} already exists; write into a new directory or prefix")
+
+
+def export_bundle(source: str, target: str) -> dict[str, Any]:
+    """`mmray export`: copy the bundle at `source` (or a run's best) to `target` with everything it needs to
+    load on its own (a run's frozen weights beside it); checked by loading the copy before it is published."""
+    check_new_target(target)
+    resolved = resolve_model_bundle(source)
+    with local_bundle(resolved) as directory, tempfile.TemporaryDirectory(prefix="mmray-export-") as tmp:
+        staged = Path(tmp) / "bundle"
+        shutil.copytree(directory, staged)
+        reference = read_manifest(directory).get(FROZEN_KEY)
+        if reference is not None:
+            copy_beside(directory, staged, reference)
+        version = read_bundle(staged).version
+        size = sum(path.stat().st_size for path in staged.rglob("*") if path.is_file())
+        storage.publish_dir(staged, target)
+    return {"bundle": target, "source": resolved, "model_version": version, "bytes": size}

@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from mmray import storage
-from mmray.artifacts.bundle_export import publish_directory
-from mmray.artifacts.model_bundle import MANIFEST, LoadedBundle, open_bundle, write_bundle
+from mmray.artifacts.model_bundle import LoadedBundle, check_new_target as check_new_target, open_bundle, write_bundle
 from mmray.errors import BundleError, ConfigError
 from mmray.models.registry import build_model
 
@@ -79,11 +78,6 @@ def ensembled_model(zero_shot: nn.Module, fine_tuned: LoadedBundle, alpha: float
     return model.eval()
 
 
-def check_new_target(target: str) -> None:
-    if storage.exists(storage.join(target, MANIFEST)) or (not storage.is_s3(target) and Path(target).exists()):
-        raise BundleError(f"{target} already exists; write the ensemble into a new directory or prefix")
-
-
 def write_ensemble(
     model: nn.Module,
     fine_tuned: LoadedBundle,
@@ -100,5 +94,5 @@ def write_ensemble(
         version = write_bundle(
             staged, model, fine_tuned.model_config, fine_tuned.processor, fine_tuned.task_config, extra=extra
         )
-        publish_directory(staged, target)
+        storage.publish_dir(staged, target)
     return version

@@ -19,7 +19,7 @@ def export(
 
     Example: mmray export runs/coco-mini-clip exported/coco-mini-clip
     """
-    from mmray.artifacts.bundle_export import export_bundle
+    from mmray.artifacts.model_bundle import export_bundle
 
     typer.echo(json.dumps(export_bundle(bundle, out)))
 

@@ -125,16 +125,6 @@ class VectorIndex:
     def on_gpu(self) -> bool:
         return self.gpu_index is not None
 
-    def set_default_search_params(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """The IVF `nprobe` / HNSW `efSearch` saved with the index (set while building, before sharing it)."""
-        if nprobe is not None and self.kind.startswith("ivf"):
-            faiss.extract_index_ivf(self.index).nprobe = nprobe
-            if self.gpu_index is not None:
-                check_gpu_nprobe(nprobe)
-                faiss.GpuParameterSpace().set_index_parameter(self.gpu_index, "nprobe", nprobe)
-        if ef_search is not None and self.kind == "hnsw":
-            self.index.hnsw.efSearch = ef_search
-
     def default_nprobe(self) -> int | None:
         return int(faiss.extract_index_ivf(self.index).nprobe) if self.kind.startswith("ivf") else None
 
@@ -162,8 +152,6 @@ class VectorIndex:
         params = self.search_parameters(nprobe, ef_search)
         if self.gpu_index is not None:
             scores, rows = self._search_gpu(matrix, k, nprobe)
-        elif params is None:
-            scores, rows = self.index.search(matrix, k)
         else:
             scores, rows = self.index.search(matrix, k, params=params)
         ids = np.where(rows >= 0, self.ids[np.clip(rows, 0, None)], -1)
@@ -230,13 +218,12 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, spec: IndexSpec) -> Vector
             index = faiss.IndexIVFPQ(quantizer, dim, nlist, spec.pq_m, spec.pq_bits, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = spec.seed
         index.train(_training_sample(matrix, max(spec.train_sample, 39 * nlist), spec.seed))
+        index.nprobe = spec.nprobe
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = spec.ef_construction
+        index.hnsw.efSearch = spec.ef_search
     else:
         raise ValueError(f"unknown index type {kind!r}; expected flat, ivf_flat, ivf_pq, hnsw or auto")
     index.add(matrix)
-    built = VectorIndex(index, ids, kind)
-    built.set_default_search_params(nprobe=spec.nprobe, ef_search=spec.ef_search)
-    built.gpu_index = _gpu_clone(index, kind, spec.use_gpu)
-    return built
+    return VectorIndex(index, ids, kind, _gpu_clone(index, kind, spec.use_gpu))
