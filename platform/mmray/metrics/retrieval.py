@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 DEFAULT_KS = (1, 5, 10)
@@ -44,17 +42,10 @@ def image_to_text_ranks(
     return torch.cat(ranks)
 
 
-def recall_at(ranks: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:
-    return {k: float((ranks <= k).float().mean()) for k in ks}
-
-
 def retrieval_metrics(
-    image_embeddings: torch.Tensor,
-    text_embeddings: torch.Tensor,
-    caption_image: torch.Tensor,
-    ks: Sequence[int] = DEFAULT_KS,
+    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, caption_image: torch.Tensor
 ) -> dict[str, float]:
-    """`i2t_R@K`, `t2i_R@K`, their mean `recall_mean`, and `i2t_medr` / `t2i_medr`.
+    """`i2t_R@K`, `t2i_R@K` (K in `DEFAULT_KS`), their mean `recall_mean`, and `i2t_medr` / `t2i_medr`.
 
     An image→text query hits at K when any of the image's captions is in the top K; a text→image
     query ranks all images for one caption. Ties count in the query's favour.
@@ -63,17 +54,19 @@ def retrieval_metrics(
     texts = text_embeddings.float()
     i2t = image_to_text_ranks(images, texts, caption_image)
     t2i = text_to_image_ranks(texts, images, caption_image)
-    return metrics_from_ranks(i2t, t2i, ks)
+    return metrics_from_ranks(i2t, t2i)
 
 
-def metrics_from_ranks(i2t: torch.Tensor, t2i: torch.Tensor, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+def metrics_from_ranks(i2t: torch.Tensor, t2i: torch.Tensor) -> dict[str, float]:
     """Recall@K and median ranks from 1-based first-hit ranks (inf where a search returned no hit)."""
-    metrics: dict[str, float] = {}
-    for k, value in recall_at(i2t, ks).items():
-        metrics[f"i2t_R@{k}"] = value
-    for k, value in recall_at(t2i, ks).items():
-        metrics[f"t2i_R@{k}"] = value
-    metrics["i2t_medr"] = float(i2t.float().median())
-    metrics["t2i_medr"] = float(t2i.float().median())
-    metrics["recall_mean"] = sum(metrics[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks) / (2 * len(ks))
-    return metrics
+    recalls = {
+        f"{direction}_R@{k}": float((ranks <= k).float().mean())
+        for direction, ranks in (("i2t", i2t), ("t2i", t2i))
+        for k in DEFAULT_KS
+    }
+    return {
+        **recalls,
+        "i2t_medr": float(i2t.float().median()),
+        "t2i_medr": float(t2i.float().median()),
+        "recall_mean": sum(recalls.values()) / len(recalls),
+    }

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from mmray.config.base import of_kind
 from mmray.config.model import DualEncoderConfig, GruConfig, HuggingFaceConfig, ModelSection, SmallTransformerConfig
 from mmray.data.processor import ImageTransform, Processor
 from mmray.data.tokenizers import Tokenizer, WordTokenizer
@@ -22,9 +23,7 @@ if TYPE_CHECKING:
 
 
 def _dual(config: ModelSection) -> DualEncoderConfig:
-    if not isinstance(config, DualEncoderConfig):
-        raise TypeError(f"expected a dual_encoder config, got kind {config.kind!r}")
-    return config
+    return of_kind(config, DualEncoderConfig, "a dual_encoder")
 
 
 def build_tokenizer(config: DualEncoderConfig, training_texts: Iterable[str] = ()) -> Tokenizer:

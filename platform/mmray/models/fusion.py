@@ -44,10 +44,9 @@ class FusionDims:
 
 
 class Fusion(nn.Module):
-    """Base: `uses_tokens` says whether the towers' token features are read (else only embeddings)."""
+    """Base: `out_dim` is the fused width; `modalities` names the towers whose outputs are read."""
 
     out_dim: int
-    uses_tokens: bool = False
     modalities: tuple[str, ...] = ("image", "text")
 
     def require_both(self, image: Modality | None, text: Modality | None) -> tuple[Modality, Modality]:
@@ -150,8 +149,6 @@ class AttentionFusion(Fusion):
     part. Cell side (`cell_layers`): cells attend to each other and to the text tokens; their mean and
     max over cells are the others (whether any cell, and how many, match the text). Returned beside
     both embeddings: [text side; cell mean; cell max; z_img; z_txt]."""
-
-    uses_tokens = True
 
     def __init__(self, config: AttentionFusionConfig, dims: FusionDims) -> None:
         super().__init__()

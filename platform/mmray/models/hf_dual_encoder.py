@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmray.config.base import of_kind
 from mmray.config.model import HF_DUAL_ENCODER_TYPES, HfDualEncoderConfig, ModelSection
 from mmray.data.processor import ImageTransform, Processor
 from mmray.errors import ConfigError, WeightsError
@@ -35,9 +36,7 @@ FAMILY_DEFAULTS: dict[str, tuple[tuple[float, float, float], tuple[float, float,
 
 
 def _config(config: ModelSection) -> HfDualEncoderConfig:
-    if not isinstance(config, HfDualEncoderConfig):
-        raise TypeError(f"expected an hf_dual_encoder config, got kind {config.kind!r}")
-    return config
+    return of_kind(config, HfDualEncoderConfig, "an hf_dual_encoder")
 
 
 def _checked_type(hf_config: Any, where: str) -> Any:
@@ -68,7 +67,7 @@ def _load_hf_model(config: HfDualEncoderConfig, hf_config: Any) -> Any:
     """The whole `CLIPModel` / `SiglipModel` in fp32: pretrained weights, or random from the architecture."""
     from transformers import CLIPModel, SiglipModel
 
-    from mmray.models.huggingface import quiet_loading
+    from mmray.models.huggingface import quiet_loading, warn_missing_weights
 
     cls: Any = CLIPModel if hf_config.model_type == "clip" else SiglipModel
     if config.architecture is not None:
@@ -77,12 +76,7 @@ def _load_hf_model(config: HfDualEncoderConfig, hf_config: Any) -> Any:
     folder = local_model_dir(config.pretrained)
     with quiet_loading():
         model, info = cls.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
-    missing = sorted(info.get("missing_keys", ()))
-    if missing:
-        logger.warning(
-            "%s lacks %d of the model's weights, which start random: %s%s",
-            config.pretrained, len(missing), ", ".join(missing[:8]), ", ..." if len(missing) > 8 else "",
-        )  # fmt: skip
+    warn_missing_weights(logger, config.pretrained, info)
     return model
 
 

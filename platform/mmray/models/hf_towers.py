@@ -15,13 +15,16 @@ from mmray.models.outputs import EncoderOutput
 _BEFORE_BLOCKS = ("embeddings", "pre_layrnorm")
 
 
-def _freeze_by_depth(tower: FreezableTower, model: nn.Module, trainable_blocks: int | None) -> None:
-    """Embeddings (and CLIP's pre-norm) before the transformer blocks; final norms and heads after them."""
+def freeze_by_depth(tower: FreezableTower, model: nn.Module, trainable_blocks: int | None) -> None:
+    """Embeddings (and CLIP's pre-norm) before the blocks (`encoder.layer(s)`); final norms and heads after them."""
+    encoder = getattr(model, "encoder", None)
+    blocks = getattr(encoder, "layer", None) or getattr(encoder, "layers", None)
+    if blocks is None:
+        raise ValueError(f"cannot find the transformer layers of {type(model).__name__} to freeze")
     children = dict(model.named_children())
     before = [children[name] for name in _BEFORE_BLOCKS if name in children]
     after = [module for name, module in children.items() if name not in (*_BEFORE_BLOCKS, "encoder")]
-    blocks = list(model.get_submodule("encoder.layers").children())
-    tower.freeze(blocks, trainable_blocks, before=before, after=after)
+    tower.freeze(list(blocks), trainable_blocks, before=before, after=after)
 
 
 class HfVisionTower(FreezableTower):
@@ -33,7 +36,7 @@ class HfVisionTower(FreezableTower):
         self.model = model
         self.out_dim = int(model.config.hidden_size)
         self.skip_class_token = hasattr(model, "pre_layrnorm")
-        _freeze_by_depth(self, model, trainable_blocks)
+        freeze_by_depth(self, model, trainable_blocks)
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:  # images: (B, 3, S, S)
         output = self.model(pixel_values=images)
@@ -51,7 +54,7 @@ class HfTextTower(FreezableTower):
         self.model = model
         self.out_dim = int(model.config.hidden_size)
         self.use_mask = use_mask
-        _freeze_by_depth(self, model, trainable_blocks)
+        freeze_by_depth(self, model, trainable_blocks)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:  # ids, mask: (B, L)
         attention = mask.long() if self.use_mask else None

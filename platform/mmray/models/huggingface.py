@@ -15,6 +15,7 @@ from transformers.utils import logging as hf_logging
 
 from mmray.config.model import HuggingFaceConfig
 from mmray.models.freezing import FreezableTower
+from mmray.models.hf_towers import freeze_by_depth
 from mmray.models.outputs import EncoderOutput
 from mmray.models.text_encoders import pool_tokens
 from mmray.pretrained import local_model_dir
@@ -22,18 +23,10 @@ from mmray.pretrained import local_model_dir
 logger = logging.getLogger(__name__)
 
 
-def _encoder_blocks(model: nn.Module) -> list[nn.Module]:
-    encoder = getattr(model, "encoder", None)
-    layers = getattr(encoder, "layer", None) or getattr(encoder, "layers", None)
-    if layers is None:
-        raise ValueError(f"cannot find the transformer layers of {type(model).__name__} to freeze")
-    return list(layers)
-
-
 @contextmanager
 def quiet_loading() -> Iterator[None]:
     """Without transformers' progress bar and its load report (whose one finding that matters, weights
-    missing from the checkpoint, `_from_pretrained` reports itself)."""
+    missing from the checkpoint, `warn_missing_weights` reports)."""
     verbosity = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
@@ -46,6 +39,16 @@ def quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
+def warn_missing_weights(log: logging.Logger, source: str, loading_info: dict[str, Any]) -> None:
+    """Warn through `log` of the weights the checkpoint at `source` lacks, which transformers starts random."""
+    missing = sorted(loading_info.get("missing_keys", ()))
+    if missing:
+        log.warning(
+            "%s lacks %d of the model's weights, which start random: %s%s",
+            source, len(missing), ", ".join(missing[:8]), ", ..." if len(missing) > 8 else "",
+        )  # fmt: skip
+
+
 def _from_pretrained(folder: str) -> Any:
     """Without the unused pooler where the architecture has one (an untrained pooler breaks DDP)."""
     with quiet_loading():
@@ -53,12 +56,7 @@ def _from_pretrained(folder: str) -> Any:
             model, info = AutoModel.from_pretrained(folder, add_pooling_layer=False, output_loading_info=True)
         except TypeError:
             model, info = AutoModel.from_pretrained(folder, output_loading_info=True)
-    missing = sorted(info.get("missing_keys", ()))
-    if missing:
-        logger.warning(
-            "%s lacks %d of the model's weights, which start random: %s%s",
-            folder, len(missing), ", ".join(missing[:8]), ", ..." if len(missing) > 8 else "",
-        )  # fmt: skip
+    warn_missing_weights(logger, folder, info)
     return model
 
 
@@ -87,9 +85,7 @@ class HuggingFaceEncoder(FreezableTower):
         else:
             raise ValueError("a huggingface text tower needs text.pretrained or text.architecture")
         self.out_dim = int(self.model.config.hidden_size)
-        before = [m for name, m in self.model.named_children() if name == "embeddings"]
-        after = [m for name, m in self.model.named_children() if name not in ("embeddings", "encoder")]
-        self.freeze(_encoder_blocks(self.model), config.trainable_blocks, before=before, after=after)
+        freeze_by_depth(self, self.model, config.trainable_blocks)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:  # ids, mask: (B, L)
         hidden = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, L, D)

@@ -22,18 +22,9 @@ from mmray.tasks.feature_cache import FrozenTowers
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
 Batch = dict[str, torch.Tensor]
-"""A batch: field name → tensor on the training device; `images` already normalised float (B, 3, S, S)."""
-
-BATCH_FIELDS = (
-    "images",  # (B, 3, S, S)
-    "caption_ids",  # (B, L) one caption per image
-    "caption_mask",  # (B, L)
-    "labels",  # (B, K) multi-hot
-    "object_count",  # (B,)
-    "covered_fraction",  # (B,)
-    "boxes",  # (B, M, 4)
-    "box_count",  # (B,)
-)
+"""A batch: field name → tensor on the training device; `images` already normalised float (B, 3, S, S),
+`caption_ids` / `caption_mask` (B, L) one caption per image, `labels` (B, K) multi-hot, `object_count` /
+`covered_fraction` / `box_count` (B,), `boxes` (B, M, 4)."""
 
 
 @contextmanager

@@ -16,11 +16,12 @@ from mmray.config.model import ModelSection
 from mmray.config.tasks import TaskSection
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
-from mmray.distributed import gather_objects, gather_rows, shard_range
+from mmray.distributed import gather_objects, shard_range
 from mmray.metrics.captions import caption_scores
 from mmray.models.caption_decoder import CaptionDecoder
 from mmray.models.caption_search import decode_captions
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, eval_mode, task_model
+from mmray.tasks.feature_cache import compute_rows
 from mmray.tasks.registry import register_task
 
 EXAMPLES_FILE = "captions.json"
@@ -38,14 +39,12 @@ def references(split: SplitTensors, count: int, processor: Processor) -> list[li
 def pooled_features(model: CaptionDecoder, images: torch.Tensor, context: EvalContext) -> torch.Tensor:
     """uint8 images (N, 3, S, S) → L2-normalised pooled image-tower vectors (N, D) on the CPU; each rank
     encodes its share, the shares gathered."""
-    rows = shard_range(images.shape[0], context.rank, context.world)
-    vectors = [
-        F.normalize(model.encoder.encode_image_features(context.normalized_images(images[start:stop])).pooled, dim=-1)
-        for start, stop in batch_bounds(rows, context.batch_size)
-    ]  # each (b, D)
-    width = model.pooled_projection.in_features
-    local = torch.cat(vectors).float() if vectors else torch.zeros(0, width, device=context.device)  # (n_r, D)
-    return gather_rows(local, images.shape[0], context.world).cpu()  # (N, D)
+
+    def encode(start: int, stop: int) -> torch.Tensor:
+        pixels = context.normalized_images(images[start:stop])  # (b, 3, S, S)
+        return F.normalize(model.encoder.encode_image_features(pixels).pooled, dim=-1)  # (b, D)
+
+    return compute_rows(encode, images.shape[0], context.batch_size, context.rank, context.world)  # (N, D)
 
 
 def batch_bounds(rows: range, batch_size: int) -> list[tuple[int, int]]:

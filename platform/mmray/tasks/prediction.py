@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from mmray.config.base import of_kind
 from mmray.config.fusion import FusionModelConfig
 from mmray.config.model import ModelSection
 from mmray.config.prediction import (
@@ -63,8 +64,7 @@ class PredictTask(Task):
 
     def __init__(self, config: TaskSection, model_config: ModelSection, processor: Processor) -> None:
         super().__init__(config, model_config, processor)
-        if not isinstance(config, PredictTaskConfig):
-            raise TypeError(f"expected a predict task config, got kind {config.kind!r}")
+        config = of_kind(config, PredictTaskConfig, "a predict task")
         if not isinstance(model_config, FusionModelConfig):
             raise ConfigError(f"task.kind=predict trains a model of kind 'fusion', not {model_config.kind!r}")
         self.predict_config = config

@@ -82,6 +82,21 @@ class RetrievalTask(Task):
         )
         return bound, self.model_config
 
+    def _feature_keys(self, dual: DualEncoder, cache_images: bool) -> tuple[partial[str] | None, partial[str] | None]:
+        """Of the image and the text tower, where frozen (the image tower only with `cache_images`), its
+        inputs -> the key of its features (`features_key`); else None."""
+        images = cache_images and is_frozen(dual.image_encoder)
+        captions = is_frozen(dual.text_encoder)
+        if not (images or captions):
+            return None, None
+        config = self.model_config
+        assert isinstance(config, DualEncoderConfig | HfDualEncoderConfig)
+        fingerprint = self.processor.fingerprint()
+        return (
+            partial(features_key, dual.image_encoder, config.image.model_dump_json(), fingerprint) if images else None,
+            partial(features_key, dual.text_encoder, config.text.model_dump_json(), fingerprint) if captions else None,
+        )
+
     def with_frozen_features(
         self,
         model: nn.Module,
@@ -91,61 +106,44 @@ class RetrievalTask(Task):
         cache_images: bool = True,
     ) -> dict[str, SplitTensors]:
         dual = as_dual_encoder(model)
-        image_cached = cache_images and is_frozen(dual.image_encoder)
-        text_cached = is_frozen(dual.text_encoder)
-        if not (image_cached or text_cached):
+        image_key, text_key = self._feature_keys(dual, cache_images)
+        if image_key is None and text_key is None:
             return splits
-        fingerprint = self.processor.fingerprint()
-        model_config = self.model_config
-        assert isinstance(model_config, DualEncoderConfig | HfDualEncoderConfig)
         done: dict[str, SplitTensors] = {}
         for name, split in splits.items():
             image_extras, caption_extras = dict(split.image_extras), dict(split.caption_extras)
-            if image_cached:
-                key = features_key(
-                    dual.image_encoder, model_config.image.model_dump_json(), fingerprint, [split.images]
-                )
+            if image_key is not None:
                 image_extras[IMAGE_FEATURES] = cached_features(
                     cache_root,
-                    key,
+                    image_key([split.images]),
                     f"{name} images",
                     partial(_image_rows, dual, split, context),
                     context.rank,
                 )
-            if text_cached:
-                inputs = [split.caption_ids, split.caption_mask]
-                key = features_key(dual.text_encoder, model_config.text.model_dump_json(), fingerprint, inputs)
+            if text_key is not None:
                 caption_extras[TEXT_FEATURES] = cached_features(
                     cache_root,
-                    key,
+                    text_key([split.caption_ids, split.caption_mask]),
                     f"{name} captions",
                     partial(_text_rows, dual, split, context),
                     context.rank,
                 )
             done[name] = replace(split, image_extras=image_extras, caption_extras=caption_extras)
         self.batch_fields = (
-            *((IMAGE_FEATURES,) if image_cached else ("images",)),
-            *((TEXT_FEATURES,) if text_cached else ("caption_ids", "caption_mask")),
+            *((IMAGE_FEATURES,) if image_key is not None else ("images",)),
+            *((TEXT_FEATURES,) if text_key is not None else ("caption_ids", "caption_mask")),
         )
         return done
 
     def frozen_towers(self, model: nn.Module, cache_images: bool = True) -> FrozenTowers | None:
         dual = as_dual_encoder(model)
-        images = cache_images and is_frozen(dual.image_encoder)
-        captions = is_frozen(dual.text_encoder)
-        if not (images or captions):
+        image_key, text_key = self._feature_keys(dual, cache_images)
+        if image_key is None and text_key is None:
             return None
-        config = self.model_config
-        assert isinstance(config, DualEncoderConfig | HfDualEncoderConfig)
-        fingerprint = self.processor.fingerprint()
-        keys = [
-            features_key(dual.image_encoder, config.image.model_dump_json(), fingerprint, []) if images else "-",
-            features_key(dual.text_encoder, config.text.model_dump_json(), fingerprint, []) if captions else "-",
-        ]
         return FrozenTowers(
-            key="-".join(keys),
-            images=(lambda pixels: dual.encode_image_features(pixels).pooled) if images else None,
-            captions=(lambda ids, mask: dual.encode_text_features(ids, mask).pooled) if captions else None,
+            key="-".join(key([]) if key is not None else "-" for key in (image_key, text_key)),
+            images=(lambda pixels: dual.encode_image_features(pixels).pooled) if image_key is not None else None,
+            captions=(lambda ids, mask: dual.encode_text_features(ids, mask).pooled) if text_key is not None else None,
         )
 
     def start_weights(self, model: nn.Module, split: SplitTensors | None, context: EvalContext) -> str | None:

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES, SplitTensors
-from mmray.distributed import gather_rows, shard_range
 from mmray.models.embedding import as_embedding_model
 from mmray.tasks.base import EvalContext, eval_mode
+from mmray.tasks.feature_cache import compute_rows
 
 
 @torch.no_grad()
@@ -16,30 +16,22 @@ def embed_split(model: nn.Module, split: SplitTensors, context: EvalContext) -> 
     """fp32 embeddings of all images (N, E) and captions (C, E), returned on CPU. Each rank embeds
     its shard on its device; shards are gathered there (NCCL gathers only device tensors)."""
     embedder = as_embedding_model(model)
+    image_features, text_features = split.image_extras.get(IMAGE_FEATURES), split.caption_extras.get(TEXT_FEATURES)
+
+    def images(start: int, stop: int) -> torch.Tensor:
+        if image_features is not None:  # a frozen tower's features, computed once
+            return model.project_image(image_features[start:stop].to(context.device))  # type: ignore[operator,no-any-return]
+        pixels = context.normalized_images(split.images[start:stop])  # (b, 3, S, S)
+        return embedder.embed_images(pixels)  # (b, E)
+
+    def texts(start: int, stop: int) -> torch.Tensor:
+        if text_features is not None:
+            return model.project_text(text_features[start:stop].to(context.device))  # type: ignore[operator,no-any-return]
+        ids = split.caption_ids[start:stop].to(context.device)  # (b, L)
+        return embedder.embed_texts(ids, split.caption_mask[start:stop].to(context.device))  # (b, E)
+
     with eval_mode(model):
-        image_features, text_features = split.image_extras.get(IMAGE_FEATURES), split.caption_extras.get(TEXT_FEATURES)
-        images, texts = [], []
-        rows = shard_range(split.num_images, context.rank, context.world)
-        for start in range(rows.start, rows.stop, context.batch_size):
-            stop = min(start + context.batch_size, rows.stop)
-            if image_features is not None:  # a frozen tower's features, computed once
-                images.append(model.project_image(image_features[start:stop].to(context.device)))  # type: ignore[operator]
-            else:
-                pixels = context.normalized_images(split.images[start:stop])  # (b, 3, S, S)
-                images.append(embedder.embed_images(pixels).float())  # (b, E)
-        rows = shard_range(split.num_captions, context.rank, context.world)
-        for start in range(rows.start, rows.stop, context.batch_size):
-            stop = min(start + context.batch_size, rows.stop)
-            if text_features is not None:
-                texts.append(model.project_text(text_features[start:stop].to(context.device)))  # type: ignore[operator]
-                continue
-            ids = split.caption_ids[start:stop].to(context.device)  # (b, L)
-            mask = split.caption_mask[start:stop].to(context.device)  # (b, L)
-            texts.append(embedder.embed_texts(ids, mask).float())  # (b, E)
-    empty = torch.zeros(0, embedder.embed_dim, device=context.device)
-    local_images = torch.cat(images) if images else empty  # (n_r, E)
-    local_texts = torch.cat(texts) if texts else empty  # (c_r, E)
-    return (
-        gather_rows(local_images, split.num_images, context.world).cpu(),
-        gather_rows(local_texts, split.num_captions, context.world).cpu(),
-    )
+        return (
+            compute_rows(images, split.num_images, context.batch_size, context.rank, context.world),
+            compute_rows(texts, split.num_captions, context.batch_size, context.rank, context.world),
+        )

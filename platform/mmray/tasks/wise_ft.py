@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mmray.artifacts.model_bundle import open_bundle
-from mmray.artifacts.weight_ensembling import check_new_target, ensembled_model, write_ensemble, zero_shot_model
+from mmray.artifacts.model_bundle import check_new_target, open_bundle
+from mmray.artifacts.weight_ensembling import ensembled_model, write_ensemble, zero_shot_model
 from mmray.config.data import DataConfig
 from mmray.devices import pick_device
 from mmray.errors import BundleError, ConfigError
