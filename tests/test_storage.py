@@ -83,6 +83,24 @@ def test_directory_upload_download_round_trip(root: str, tmp_path: Path) -> None
     assert not storage.exists(storage.join(root, "bundle"))
 
 
+def test_a_published_directory_replaces_the_old_one_its_manifest_uploaded_last(root: str, tmp_path: Path) -> None:
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    for name in ("a.bin", "bundle.json", "z.bin"):
+        (staged / name).write_bytes(name.encode())
+    uploaded = storage.upload_dir(staged, storage.join(root, "uploaded"), last="bundle.json")
+    assert [uri.rsplit("/", 1)[-1] for uri in uploaded] == ["a.bin", "z.bin", "bundle.json"]
+
+    target = storage.join(root, "published")
+    storage.publish_dir(staged, target, last="bundle.json")
+    (staged / "a.bin").write_bytes(b"new")
+    storage.publish_dir(staged, target, last="bundle.json")
+    assert storage.read_bytes(storage.join(target, "a.bin")) == b"new"
+    assert sorted(uri.rsplit("/", 1)[-1] for uri in storage.list_files(target)) == ["a.bin", "bundle.json", "z.bin"]
+    if not storage.is_s3(root):
+        assert sorted(p.name for p in Path(root).iterdir()) == ["published", "uploaded"], "nothing staged is left"
+
+
 def test_download_of_missing_directory_fails(root: str, tmp_path: Path) -> None:
     with pytest.raises(storage.StorageNotFoundError):
         storage.download_dir(storage.join(root, "absent"), tmp_path / "x")

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load
 
 from mmray.artifacts.frozen_weights import BESIDE, frozen_part, frozen_state_names, write_once
-from mmray.artifacts.model_bundle import load_weights, open_bundle, read_bundle, write_bundle
+from mmray.artifacts.model_bundle import export_bundle, load_weights, open_bundle, read_bundle, write_bundle
 from mmray.config.model import DualEncoderConfig, SmallCnnConfig
 from mmray.config.tasks import RetrievalTaskConfig
 from mmray.errors import BundleError
@@ -150,3 +150,46 @@ def test_mmray_export_makes_a_bundle_that_loads_without_its_run(tmp_path: Path) 
 
     again = subprocess.run([mmray, "export", str(out), str(out)], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and f"error: {out} already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_an_export_to_s3_loads_from_there(tmp_path: Path, s3_env: str) -> None:
+    config = _config(trainable_blocks=0)
+    processor = build_processor(config, CAPTIONS)
+    model = build_model(config, processor)
+    checkpoint = _checkpoint_of(tmp_path / "run", 2, model, config, processor)
+    target = f"{s3_env}/exported"
+    answer = export_bundle(str(checkpoint), target)
+    shutil.rmtree(tmp_path / "run")
+    loaded = open_bundle(target)
+    assert loaded.version == answer["model_version"]
+    assert torch.equal(_embed(loaded.model, processor), _embed(model, processor))
+    with pytest.raises(BundleError, match="already exists"):
+        export_bundle(target, target)
+
+
+def test_an_export_to_s3_cut_off_midway_is_not_taken_for_a_bundle(
+    tmp_path: Path, s3_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manifest goes up last: an upload that stops after some files leaves no bundle.json, so the
+    partial copy is neither opened as a bundle nor refused as an existing one by the retry."""
+    from mmray import storage
+
+    config = _config(trainable_blocks=0)
+    processor = build_processor(config, CAPTIONS)
+    checkpoint = _checkpoint_of(tmp_path / "run", 2, build_model(config, processor), config, processor)
+    target, upload, calls = f"{s3_env}/exported", storage.upload_file, []
+
+    def upload_then_fail(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        if len(calls) == 3:
+            raise ConnectionError("the connection dropped")
+        return upload(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage, "upload_file", upload_then_fail)
+    with pytest.raises(ConnectionError):
+        export_bundle(str(checkpoint), target)
+    monkeypatch.setattr(storage, "upload_file", upload)
+    assert storage.list_files(target), "some files were uploaded before the failure"
+    assert not storage.exists(storage.join(target, "bundle.json"))
+    assert export_bundle(str(checkpoint), target)["bundle"] == target
+    assert open_bundle(target).version

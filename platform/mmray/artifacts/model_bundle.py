@@ -275,5 +275,5 @@ def export_bundle(source: str, target: str) -> dict[str, Any]:
             copy_beside(directory, staged, reference)
         version = read_bundle(staged).version
         size = sum(path.stat().st_size for path in staged.rglob("*") if path.is_file())
-        storage.publish_dir(staged, target)
+        storage.publish_dir(staged, target, last=MANIFEST)
     return {"bundle": target, "source": resolved, "model_version": version, "bytes": size}

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mmray import storage
-from mmray.artifacts.model_bundle import LoadedBundle, check_new_target, open_bundle, write_bundle
+from mmray.artifacts.model_bundle import MANIFEST, LoadedBundle, check_new_target, open_bundle, write_bundle
 from mmray.errors import BundleError, ConfigError
 from mmray.models.registry import build_model
 
@@ -94,5 +94,5 @@ def write_ensemble(
         version = write_bundle(
             staged, model, fine_tuned.model_config, fine_tuned.processor, fine_tuned.task_config, extra=extra
         )
-        storage.publish_dir(staged, target)
+        storage.publish_dir(staged, target, last=MANIFEST)
     return version
