@@ -1,13 +1,18 @@
 """Metrics of prediction heads through torchmetrics (the only module that imports it).
 
 Macro averages over labels (multi-label F1 and mAP) count only the labels that occur in the
-split's targets: a label with no positive example has no defined average precision.
+split's targets: a label with no positive example has no defined average precision. With no label
+present (or no label at all) mAP and both F1 scores are NaN. torchmetrics' multi-label functions
+need two labels or more, so a single label (one category, or one present in the split) is scored
+as a binary problem, which gives the value the multi-label functions give that label among others.
 """
 
 from __future__ import annotations
 
 import torch
 from torchmetrics.functional.classification import (
+    binary_average_precision,
+    binary_f1_score,
     multiclass_accuracy,
     multiclass_confusion_matrix,
     multiclass_f1_score,
@@ -37,33 +42,50 @@ def confusion_matrix(logits: torch.Tensor, target: torch.Tensor, classes: int) -
     return multiclass_confusion_matrix(logits, target.long(), num_classes=classes).long()
 
 
+def _per_label_f1(probabilities: torch.Tensor, target: torch.Tensor, threshold: float) -> torch.Tensor:
+    """F1 of each label. probabilities: (N, K) in [0, 1]; target: (N, K) int64 -> (K,)"""
+    labels = target.shape[1]
+    if labels == 0:
+        return probabilities.new_zeros(0)  # (0,)
+    if labels == 1:
+        return binary_f1_score(probabilities[:, 0], target[:, 0], threshold=threshold).reshape(1)  # (1,)
+    return multilabel_f1_score(probabilities, target, num_labels=labels, threshold=threshold, average="none")
+
+
+def _per_label_average_precision(probabilities: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Average precision of each label (each needs a positive example).
+    probabilities: (N, K) in [0, 1], K >= 1; target: (N, K) int64 -> (K,)"""
+    labels = target.shape[1]
+    if labels == 1:
+        return binary_average_precision(probabilities[:, 0], target[:, 0]).reshape(1)  # (1,)
+    return multilabel_average_precision(probabilities, target, num_labels=labels, average="none")
+
+
 def multilabel_per_label_f1(logits: torch.Tensor, target: torch.Tensor, threshold: float) -> torch.Tensor:
     """F1 of each label at a probability threshold. logits, target: (N, K) -> (K,)"""
-    probabilities = torch.sigmoid(logits.float())
-    return multilabel_f1_score(
-        probabilities, target.long(), num_labels=target.shape[1], threshold=threshold, average="none"
-    )
+    return _per_label_f1(torch.sigmoid(logits.float()), target.long(), threshold)
 
 
 def multilabel_metrics(logits: torch.Tensor, target: torch.Tensor, threshold: float) -> dict[str, float]:
-    """mAP and macro F1 over the labels with a positive example, micro F1 over all.
-    logits, target: (N, K) multi-hot."""
+    """mAP and macro F1 over the labels with a positive example, micro F1 over all; NaN scores when
+    no label has one. logits, target: (N, K) multi-hot."""
     labels = target.shape[1]
     probabilities = torch.sigmoid(logits.float())  # (N, K)
     occurring = target.sum(dim=0) > 0  # (K,)
+    target = target.long()  # (N, K)
     if not bool(occurring.any()):
         return {"mAP": float("nan"), "f1_macro": float("nan"), "f1_micro": float("nan"), "labels_present": 0.0}
-    present = int(occurring.sum())
-    precision = multilabel_average_precision(
-        probabilities[:, occurring], target[:, occurring].long(), num_labels=present, average="none"
-    )  # (K_present,)
-    per_label = multilabel_per_label_f1(logits, target, threshold)  # (K,)
-    micro = multilabel_f1_score(probabilities, target.long(), num_labels=labels, threshold=threshold, average="micro")
+    precision = _per_label_average_precision(probabilities[:, occurring], target[:, occurring])  # (K_present,)
+    per_label = _per_label_f1(probabilities, target, threshold)  # (K,)
+    if labels == 1:
+        micro = per_label[0]  # pooled counts of one label are that label's
+    else:
+        micro = multilabel_f1_score(probabilities, target, num_labels=labels, threshold=threshold, average="micro")
     return {
         "mAP": float(precision.mean()),
         "f1_macro": float(per_label[occurring].mean()),
         "f1_micro": float(micro),
-        "labels_present": float(present),
+        "labels_present": float(occurring.sum()),
     }
 
 
