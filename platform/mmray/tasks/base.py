@@ -144,6 +144,11 @@ class Task(ABC):
         weights); run once on the driver before training, so bundles record the resolved configs."""
         return self.config, self.model_config
 
+    def evaluation_split(self, split: CocoDataset) -> CocoDataset:
+        """`split`, about to be evaluated by the bound task, with its labels as the task reads them (in the
+        order of the classes it was trained on); refused where the split lacks what the task evaluates."""
+        return split
+
     def with_frozen_features(
         self,
         model: nn.Module,

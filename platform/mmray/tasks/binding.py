@@ -14,6 +14,7 @@ from mmray.config.prediction import (
     RegressionHeadConfig,
 )
 from mmray.data.coco import CocoDataset
+from mmray.data.label_order import labels_for_classes
 from mmray.data.records import IMAGE_TARGETS
 from mmray.errors import ConfigError, DataError
 
@@ -69,6 +70,9 @@ def _bind_head(name: str, head: HeadTaskConfig, train: CocoDataset) -> HeadTaskC
     if head.target == "labels":
         raise ConfigError(f"head {name!r}: the multi-hot labels need a multilabel head, not {head.kind}")
     if head.target in IMAGE_TARGETS:
+        if train.instances_uri is None:
+            raise ConfigError(f"head {name!r}: target {head.target!r} is counted from the instances file, and the "
+                              "training split has no instances file (data.train.instances)")  # fmt: skip
         return head
     values = caption_target_values(train, head.target)
     if any(math.isnan(v) for v in values):
@@ -76,6 +80,20 @@ def _bind_head(name: str, head: HeadTaskConfig, train: CocoDataset) -> HeadTaskC
     if isinstance(head, MulticlassHeadConfig):
         _check_classes(name, head, values)
     return head
+
+
+def evaluated_split(config: PredictTaskConfig, split: CocoDataset) -> CocoDataset:
+    """`split` with its labels in the order of the multilabel heads' classes; refused where a head's image
+    target is counted from an instances file the split lacks."""
+    for name, head in config.heads.items():
+        if head.target in IMAGE_TARGETS and head.target != "labels" and split.instances_uri is None:
+            raise DataError(
+                f"{split.captions_uri}: head {name!r}: target {head.target!r} is counted from the instances file, "
+                "and this split has none (give it the instances file of its images)"
+            )
+        if isinstance(head, MultilabelHeadConfig) and head.class_names is not None:
+            split = labels_for_classes(split, head.class_names, f"head {name!r}")
+    return split
 
 
 def head_outputs(config: HeadTaskConfig) -> int:

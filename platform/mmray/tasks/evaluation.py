@@ -18,12 +18,12 @@ from mmray.tasks.base import EvalContext, Task
 from mmray.tasks.registry import task_class
 
 
-def load_split_tensors(data: DataConfig, split: str, bundle: LoadedBundle) -> SplitTensors:
-    """A split of `data` preprocessed by the bundle's own processor."""
+def load_split_tensors(data: DataConfig, split: str, bundle: LoadedBundle, task: Task) -> SplitTensors:
+    """A split of `data` as `task` evaluates it, preprocessed by the bundle's own processor."""
     available = resolve_splits(data)
     if split not in available:
         raise ConfigError(f"the data section has no {split!r} split to evaluate on; it has {', '.join(available)}")
-    return split_to_tensors(load_split(data, split), bundle.processor)
+    return split_to_tensors(task.evaluation_split(load_split(data, split)), bundle.processor)
 
 
 def evaluation_context(bundle: LoadedBundle, batch_size: int, device: str = "auto") -> EvalContext:
@@ -82,7 +82,7 @@ def evaluate_starting_model(
 def _report(
     bundle: LoadedBundle, task: Task, data: DataConfig, split: str, batch_size: int, figures_dir: str, device: str
 ) -> dict[str, Any]:
-    tensors = load_split_tensors(data, split, bundle)
+    tensors = load_split_tensors(data, split, bundle, task)
     context = evaluation_context(bundle, batch_size, device)
     metrics, figures = task.evaluation_report(bundle.model, tensors, context)
     written = []

@@ -37,7 +37,7 @@ from mmray.metrics.prediction import (
 from mmray.models.fusion_model import FusionModel
 from mmray.models.registry import build_model
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, eval_mode, task_model
-from mmray.tasks.binding import bind_predict_task, head_outputs, sized_heads
+from mmray.tasks.binding import bind_predict_task, evaluated_split, head_outputs, sized_heads
 from mmray.tasks.examples import example_targets, split_examples
 from mmray.tasks.prediction_figures import confusion_matrix_png, per_label_f1_png, predicted_vs_true_png
 from mmray.tasks.registry import register_task
@@ -81,6 +81,9 @@ class PredictTask(Task):
     def bind(self, train: CocoDataset) -> tuple[TaskSection, ModelSection]:
         assert isinstance(self.model_config, FusionModelConfig)
         return bind_predict_task(self.predict_config, self.model_config, train)
+
+    def evaluation_split(self, split: CocoDataset) -> CocoDataset:
+        return evaluated_split(self.predict_config, split)
 
     def example_captions(self, split: SplitTensors) -> torch.Tensor | None:
         if self.example_unit == "image":

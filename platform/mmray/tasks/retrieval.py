@@ -13,6 +13,7 @@ from mmray.config.base import of_kind
 from mmray.config.model import DualEncoderConfig, HfDualEncoderConfig, ModelSection
 from mmray.config.tasks import RetrievalTaskConfig, TaskSection
 from mmray.data.coco import CocoDataset
+from mmray.data.label_order import labels_for_classes
 from mmray.data.processor import Processor
 from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES, SplitTensors
 from mmray.errors import ConfigError
@@ -81,6 +82,12 @@ class RetrievalTask(Task):
             update={"zero_shot": zero_shot.model_copy(update={"class_names": names})}
         )
         return bound, self.model_config
+
+    def evaluation_split(self, split: CocoDataset) -> CocoDataset:
+        zero_shot = self.retrieval_config.zero_shot
+        if zero_shot is None or zero_shot.class_names is None:
+            return split
+        return labels_for_classes(split, zero_shot.class_names, "task.zero_shot")
 
     def _feature_keys(self, dual: DualEncoder, cache_images: bool) -> tuple[partial[str] | None, partial[str] | None]:
         """Of the image and the text tower, where frozen (the image tower only with `cache_images`), its

@@ -46,7 +46,7 @@ def wise_ft(
         task = task_class(fine_tuned.task_config.kind)(
             fine_tuned.task_config, fine_tuned.model_config, fine_tuned.processor
         )
-        tensors = load_split_tensors(data, split, fine_tuned)
+        tensors = load_split_tensors(data, split, fine_tuned, task)
         where = pick_device(device)
         context = EvalContext(0, 1, where, batch_size, fine_tuned.processor)
         score = task.score

@@ -194,7 +194,7 @@ def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
             f"train.batch_size {spec.train.batch_size} is larger than the training split ({examples} examples): "
             "no full batch; lower train.batch_size or use more data"
         )
-    val = load_split(spec.data, "val") if "val" in splits else None
+    val = task.evaluation_split(load_split(spec.data, "val")) if "val" in splits else None
     val_tensors = load_split_tensors(val, processor, spec.data.prepared, "val") if val is not None else None
     return DriverData(
         spec, processor, cls, score, examples, max_captions, train_tensors, val_tensors, train_shards, train_records
