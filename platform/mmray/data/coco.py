@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import reprlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from mmray import storage
+from mmray.data.coco_entries import CAPTION_FIELDS, INSTANCE_FIELDS, Fields, check_entries, entry_name
 from mmray.data.duplicates import same_content_groups
 from mmray.data.image_files import check_decodable, file_sizes
 from mmray.data.records import IMAGE_TARGETS, Category, ImageRecord, LoadReport
@@ -40,16 +42,17 @@ class CocoDataset:
         return sum(len(r.captions) for r in self.records)
 
 
-def _read_coco(uri: str, required: tuple[str, ...]) -> COCO:
+def _read_coco(uri: str, fields: Fields) -> COCO:
     try:
         content = json.loads(storage.read_bytes(uri))
     except json.JSONDecodeError as exc:
         raise DataError(f"{uri}: not valid JSON ({exc})") from exc
     if not isinstance(content, dict):
         raise DataError(f"{uri}: expected a COCO JSON object, got {type(content).__name__}")
-    missing = [key for key in required if key not in content]
+    missing = [key for key in fields if key not in content]
     if missing:
         raise DataError(f"{uri}: not a COCO annotation file, missing keys {missing}")
+    check_entries(uri, content, fields)
     coco = COCO()
     coco.dataset = content
     with contextlib.redirect_stdout(io.StringIO()):
@@ -57,8 +60,9 @@ def _read_coco(uri: str, required: tuple[str, ...]) -> COCO:
     return coco
 
 
-def _covered_fraction(annotations: list[dict[str, Any]], height: int, width: int) -> float:
-    """Fraction of the image covered by the union of the instances' masks (boxes when no mask)."""
+def _covered_fraction(annotations: list[dict[str, Any]], height: int, width: int, uri: str) -> float:
+    """Fraction of the image covered by the union of the instances' masks (boxes when no mask); a mask that
+    is neither polygons nor an RLE of the image's size is a `DataError` naming the annotation."""
     if not annotations or height <= 0 or width <= 0:
         return 0.0
     rles = []
@@ -67,8 +71,22 @@ def _covered_fraction(annotations: list[dict[str, Any]], height: int, width: int
         if not segmentation:
             x, y, w, h = ann["bbox"]
             segmentation = [[x, y, x + w, y, x + w, y + h, x, y + h]]
-        encoded = mask_utils.frPyObjects(segmentation, height, width)
-        rles.extend(encoded if isinstance(encoded, list) else [encoded])
+        try:
+            encoded = mask_utils.frPyObjects(segmentation, height, width)
+            encoded = encoded if isinstance(encoded, list) else [encoded]
+            mask_utils.area(encoded)
+        except Exception as exc:  # pycocotools raises bare Exception for an unsupported input
+            raise DataError(
+                f"{uri}: annotation {ann['id']}: 'segmentation' is neither polygons nor an RLE "
+                f"({reprlib.repr(segmentation)}: {exc})"
+            ) from exc
+        wrong = [rle.get("size") for rle in encoded if rle.get("size") != [height, width]]
+        if wrong:
+            raise DataError(
+                f"{uri}: annotation {ann['id']}: 'segmentation' RLE size {wrong[0]} is not its image's "
+                f"[height, width] {[height, width]}"
+            )
+        rles.extend(encoded)
     union = mask_utils.merge(rles)
     return float(mask_utils.area(union)) / float(height * width)
 
@@ -211,18 +229,40 @@ def _instances_of(
     return found
 
 
+def _check_sizes(uri: str, images: list[dict[str, Any]], with_instances: set[int]) -> None:
+    """The kept entry of each image with instances has `width` and `height`: its masks are rasterised at that size."""
+    seen: set[int] = set()
+    for index, img in enumerate(images):
+        if img["id"] in seen:
+            continue
+        seen.add(img["id"])
+        missing = [key for key in ("width", "height") if key not in img]
+        if img["id"] in with_instances and missing:
+            raise DataError(
+                f"{uri}: {entry_name('images', index, img)}: missing key {missing[0]!r}, needed for the "
+                "covered fraction of its instances"
+            )
+
+
 def _record(
-    img: dict[str, Any], images: str, captions: list[Caption], anns: list[dict[str, Any]], index_of: dict[int, int]
+    img: dict[str, Any],
+    images: str,
+    captions: list[Caption],
+    anns: list[dict[str, Any]],
+    index_of: dict[int, int],
+    instances: str | None,
 ) -> ImageRecord:
+    """The image's record; `width` and `height` are 0 where its entry gives none (an image without instances)."""
     labels = [0] * len(index_of)
     for ann in anns:
         labels[index_of[ann["category_id"]]] = 1
+    width, height = int(img.get("width", 0)), int(img.get("height", 0))
     return ImageRecord(
         image_id=int(img["id"]),
         file_name=img["file_name"],
         image_uri=storage.join(images, img["file_name"]),
-        width=int(img["width"]),
-        height=int(img["height"]),
+        width=width,
+        height=height,
         captions=tuple(text for _, text, _ in captions),
         caption_ids=tuple(caption_id for caption_id, _, _ in captions),
         caption_targets=tuple(targets for _, _, targets in captions),
@@ -230,7 +270,7 @@ def _record(
         boxes=tuple(tuple(float(v) for v in ann["bbox"]) for ann in anns),  # type: ignore[misc]
         box_categories=tuple(index_of[ann["category_id"]] for ann in anns),
         object_count=sum(1 for ann in anns if not ann.get("iscrowd", 0)),
-        covered_fraction=_covered_fraction(anns, int(img["height"]), int(img["width"])),
+        covered_fraction=_covered_fraction(anns, height, width, str(instances)),
     )
 
 
@@ -252,8 +292,8 @@ def load_coco(
     """
     if not storage.is_s3(images):
         images = os.path.abspath(images)
-    caps = _read_coco(captions, ("images", "annotations"))
-    inst = _read_coco(instances, ("images", "annotations", "categories")) if instances else None
+    caps = _read_coco(captions, CAPTION_FIELDS)
+    inst = _read_coco(instances, INSTANCE_FIELDS) if instances else None
     categories = _categories(inst)
     index_of = {c.id: c.index for c in categories}
 
@@ -272,6 +312,10 @@ def load_coco(
         group[0]: next((i for i in group if instances_of.get(i)), group[0])
         for group in (report.duplicate_files if report.merged_files else [])
     }
+    left_out = set(report.bad_ids) | copies
+    kept = [img for img in entries if img["id"] not in left_out]
+    anns_of = {img["id"]: instances_of.get(instance_source.get(img["id"], img["id"]), []) for img in kept}
+    _check_sizes(captions, caps.dataset["images"], {i for i, anns in anns_of.items() if anns})
 
     if report.problem_count:
         message = f"{captions}: {report.describe()}"
@@ -279,18 +323,7 @@ def load_coco(
             raise DataError(message + " (data.on_bad_record=error)", report)
         logger.warning("%s; skipping them", message)
 
-    left_out = set(report.bad_ids) | copies
-    records = [
-        _record(
-            img,
-            images,
-            captions_of[img["id"]],
-            instances_of.get(instance_source.get(img["id"], img["id"]), []),
-            index_of,
-        )
-        for img in entries
-        if img["id"] not in left_out
-    ]
+    records = [_record(img, images, captions_of[img["id"]], anns_of[img["id"]], index_of, instances) for img in kept]
     if not records:
         raise DataError(f"{captions}: no usable images ({report.describe()})", report)
     return CocoDataset(
