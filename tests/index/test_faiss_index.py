@@ -7,7 +7,8 @@ import pytest
 
 from mmray import storage
 from mmray.artifacts.index_bundle import IndexBundleError, load_index_bundle, write_index_bundle
-from mmray.errors import QueryError
+from mmray.errors import ConfigError, QueryError
+from mmray.index import faiss_index
 from mmray.index.faiss_index import GPU_MAX_NPROBE, IndexSpec, VectorIndex, build_index, check_gpu_nprobe
 
 
@@ -74,6 +75,39 @@ def test_auto_rule_and_errors(data: tuple) -> None:
         build_index(base, ids, IndexSpec(type="ivf_pq", pq_m=48))
     with pytest.raises(ValueError, match="unknown index type"):
         build_index(base, ids, IndexSpec(type="lsh"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "shown"),
+    [
+        (
+            IndexSpec(type="ivf_pq", pq_m=16),
+            r"index\.type=ivf_pq needs at least 256 vectors to train its product quantizer \(2\*\*index\.pq_bits, "
+            r"index\.pq_bits=8\), but there are 26; use index\.type=auto or flat for so few, or lower index\.pq_bits",
+        ),
+        (
+            IndexSpec(type="ivf_flat", nlist=64),
+            r"index\.nlist=64 IVF lists need at least 64 vectors to train, but there are 26; lower index\.nlist "
+            r"\(unset, it is about √n\), or use index\.type=auto or flat",
+        ),
+        (IndexSpec(type="ivf_pq", pq_m=16, pq_bits=4, nlist=27), r"index\.nlist=27 IVF lists need at least 27"),
+    ],
+)
+def test_too_few_vectors_to_train_is_a_config_error(data: tuple, spec: IndexSpec, shown: str) -> None:
+    base, _, ids, _ = data
+    with pytest.raises(ConfigError, match=shown):
+        build_index(base[:26], ids[:26], spec)
+    with pytest.raises(ConfigError, match=shown.replace("vectors", "captions")):
+        faiss_index.check_trainable(spec, 26, "captions")
+
+
+def test_just_enough_vectors_to_train(data: tuple) -> None:
+    base, queries, ids, _ = data
+    assert build_index(base[:26], ids[:26], IndexSpec(type="ivf_flat", nlist=26)).size == 26
+    assert build_index(base[:26], ids[:26], IndexSpec(type="ivf_pq", pq_m=16, pq_bits=4)).kind == "ivf_pq"
+    small_sample = IndexSpec(type="ivf_pq", pq_m=16, pq_bits=12, nlist=4, train_sample=1000)
+    assert build_index(base, ids, small_sample).search(queries[:1], 3)[1].shape == (1, 3), "trained on 4096"
+    faiss_index.check_trainable(IndexSpec(type="ivf_pq"), 256, "images")
 
 
 def _bundle(base: np.ndarray, ids: np.ndarray) -> dict[str, VectorIndex]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mmray.errors import QueryError
+from mmray.errors import ConfigError, QueryError
 
 try:
     import faiss
@@ -81,6 +81,32 @@ class IndexSpec:
         if count <= AUTO_FLAT_LIMIT:
             return "flat"
         return "ivf_flat" if count <= AUTO_IVF_FLAT_LIMIT else "ivf_pq"
+
+    def resolved_nlist(self, count: int) -> int:
+        """`nlist`, or by default about √count lists of at least 39 vectors each."""
+        return self.nlist or max(1, min(count // 39, round(math.sqrt(count))))
+
+
+def check_trainable(spec: IndexSpec, count: int, what: str = "vectors") -> None:
+    """`ConfigError` when `count` vectors are too few to train the index `spec` asks for: an IVF index needs
+    at least `nlist` of them, IVF-PQ also 2**pq_bits (the centroids of each sub-quantizer)."""
+    kind = spec.resolved_type(count)
+    if kind not in ("ivf_flat", "ivf_pq"):
+        return
+    chosen = f"index.type={spec.type}" + (f" (chose {kind})" if spec.type != kind else "")
+    other = "index.type=flat" if spec.type == "auto" else "index.type=auto or flat"
+    nlist = spec.resolved_nlist(count)
+    if count < nlist:
+        raise ConfigError(
+            f"{chosen}: index.nlist={nlist} IVF lists need at least {nlist} {what} to train, but there are "
+            f"{count}; lower index.nlist (unset, it is about √n), or use {other}"
+        )
+    if kind == "ivf_pq" and count < 2**spec.pq_bits:
+        raise ConfigError(
+            f"{chosen} needs at least {2**spec.pq_bits} {what} to train its product quantizer (2**index.pq_bits, "
+            f"index.pq_bits={spec.pq_bits}), but there are {count}; use {other} for so few, or "
+            "lower index.pq_bits"
+        )
 
 
 def _as_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -205,7 +231,8 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, spec: IndexSpec) -> Vector
     if count == 0:
         raise ValueError("cannot build an index over zero vectors")
     kind = spec.resolved_type(count)
-    nlist = spec.nlist or max(1, min(count // 39, round(math.sqrt(count))))
+    check_trainable(spec, count)
+    nlist = spec.resolved_nlist(count)
     if kind == "flat":
         index: Any = faiss.IndexFlatIP(dim)
     elif kind in ("ivf_flat", "ivf_pq"):
@@ -214,10 +241,11 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, spec: IndexSpec) -> Vector
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         else:
             if dim % spec.pq_m:
-                raise ValueError(f"pq_m={spec.pq_m} must divide the embedding dimension {dim}")
+                raise ConfigError(f"index.pq_m={spec.pq_m} must divide the embedding dimension {dim}")
             index = faiss.IndexIVFPQ(quantizer, dim, nlist, spec.pq_m, spec.pq_bits, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = spec.seed
-        index.train(_training_sample(matrix, max(spec.train_sample, 39 * nlist), spec.seed))
+        least = max(39 * nlist, 2**spec.pq_bits if kind == "ivf_pq" else 0)
+        index.train(_training_sample(matrix, max(spec.train_sample, least), spec.seed))
         index.nprobe = spec.nprobe
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)

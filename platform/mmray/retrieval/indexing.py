@@ -18,7 +18,7 @@ from mmray.config.indexing import CorpusKind, IndexSettings
 from mmray.data.coco import CocoDataset
 from mmray.data.prepared import PixelLocations, pixel_locations, prepared_split
 from mmray.data.sources import load_split
-from mmray.index.faiss_index import IndexSpec, VectorIndex, build_index
+from mmray.index.faiss_index import IndexSpec, VectorIndex, build_index, check_trainable
 from mmray.models.embedding import as_embedding_model
 from mmray.retrieval.embed import BatchSource, corpus_plan, embed_corpus, local_batches, read_shards
 from mmray.retrieval.evaluate import recall_through_indexes
@@ -83,12 +83,17 @@ def _recall_from_shards(
     return {"index_types": {kind: index.kind for kind, index in indexes.items()}, **recall}
 
 
+def corpus_size(dataset: CocoDataset, kind: CorpusKind) -> int:
+    """Rows of a corpus: one per image, or one per caption."""
+    return dataset.caption_count if kind == "captions" else len(dataset.records)
+
+
 def chosen_runner(settings: IndexSettings, dataset: CocoDataset) -> str:
     """Where the rows are embedded: `settings.runner`, or for `auto` this process when the corpora hold at most
     `local_max_rows` rows and no more than one CPU actor is asked (Ray's start-up would dominate), else Ray Data."""
     if settings.runner != "auto":
         return settings.runner
-    rows = sum(len(r.captions) if kind == "captions" else 1 for r in dataset.records for kind in settings.corpus)
+    rows = sum(corpus_size(dataset, kind) for kind in settings.corpus)
     one_cpu_actor = settings.embed_actors == 1 and settings.gpus_per_actor == 0
     return "local" if one_cpu_actor and rows <= settings.local_max_rows else "ray_data"
 
@@ -116,7 +121,8 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
     """Embed `spec.index.corpus` of split `spec.index.split` with the model bundle `spec.checkpoint` (on Ray
     Data or in this process, `chosen_runner`), build one index per corpus and write the bundle to
     `<storage_root>/<name>/index`. Finished embedding shards are kept under the run, so a re-run only embeds
-    what is missing; both runners write the same shards."""
+    what is missing; both runners write the same shards. An index the corpora are too small to train is
+    refused before anything is embedded."""
     bundle_uri = resolve_model_bundle(spec.checkpoint)
     if not storage.is_s3(bundle_uri):
         bundle_uri = os.path.abspath(bundle_uri)
@@ -125,6 +131,8 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
     version = bundle.version
     settings = spec.index
     dataset = load_split(spec.data, settings.split)
+    for kind in settings.corpus:
+        check_trainable(index_spec(settings), corpus_size(dataset, kind), kind)
     runner = chosen_runner(settings, dataset)
     if runner == "local":
         logger.info("embedding %s in this process (no Ray; index.runner=%s)", settings.split, settings.runner)
