@@ -250,3 +250,24 @@ def test_every_caption_once_per_epoch_with_augmented_images(data_root: Path, tmp
     result = invoke_mmray("train", str(job), *overrides, "--local")  # batches are the loop's: the runner adds nothing
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.last_json()["step"] == 480 * 3 // 32, "an epoch is a pass over the 1440 captions"
+
+
+def test_a_ray_run_keeping_an_unevaluated_checkpoint_resumes(data_root: Path, tmp_path: Path) -> None:
+    """Ray Train's snapshot stores a NaN score as null and could not rank it on restore, so a run whose kept
+    checkpoints included an epoch without evaluation failed on every rerun; it resumes, and its best model is
+    the evaluated checkpoint."""
+    job = tiny_job(data_root, tmp_path / "runs", "unevaluated", epochs=2, eval_every=2, num_workers=1)
+    job["train"]["checkpoint"] = {"num_to_keep": None}
+    path = write_job(tmp_path / "job.yaml", job)
+    first = invoke_mmray("train", str(path))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert last_json(first.stdout)["epoch"] == 2
+
+    resumed = invoke_mmray("train", str(path), "train.epochs=3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    three = last_json(resumed.stdout)
+    assert three["epoch"] == 3
+    history = json.loads((Path(three["run_dir"]) / "metrics.json").read_text())["history"]
+    assert [epoch["checkpoint_score"] is None for epoch in history] == [True, False, False]
+    best = max(history[1:], key=lambda epoch: epoch["checkpoint_score"])["epoch"]
+    assert Path(three["model_bundle"]).name == f"checkpoint_epoch_{best:04d}"

@@ -42,6 +42,7 @@ from mmray.pretrained import check_pretrained_files
 from mmray.tasks.base import Score, Task
 from mmray.tasks.registry import task_class
 from mmray.train.augment import NAMES_SIDE, names_a_side
+from mmray.train.checkpoint_score import is_measured
 from mmray.train.curves import training_curves_png
 from mmray.train.loader_choice import choose_loader
 from mmray.train.run_record import METRICS
@@ -240,12 +241,12 @@ def loop_config(data: DriverData, share: Callable[[Any], Any]) -> dict[str, Any]
 
 
 Candidate = tuple[str, float | None]
-"""A kept checkpoint's URI and its score (None or NaN where the epoch was not evaluated)."""
+"""A kept checkpoint's URI and its score (None, NaN or Ray's unmeasured worst where the epoch was not evaluated)."""
 
 
 def best_checkpoint(candidates: Sequence[Candidate], latest: str, mode: str) -> str:
     """The kept checkpoint with the best measured score; `latest` when none was measured."""
-    measured = [(uri, score) for uri, score in candidates if score is not None and not math.isnan(score)]
+    measured = [(uri, score) for uri, score in candidates if score is not None and is_measured(score)]
     if not measured:
         return latest
     pick = max if mode == "max" else min

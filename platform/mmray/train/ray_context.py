@@ -13,20 +13,22 @@ import ray.train.torch
 from torch import nn
 
 from mmray.cluster.ray_compat import train_report_logger
+from mmray.train.checkpoint_score import ranked_by_ray
 from mmray.train.context import TrainContext
 from mmray.train.epochs import run_loop
+from mmray.train.loop import CHECKPOINT_SCORE
 
 
 class RayTrainContext(TrainContext):
     """A Ray Train worker: its rank, the device Ray Train gave it, DDP through `prepare_model`, checkpoints
     through `ray.train.report`, progress posted to the driver's board actor."""
 
-    def __init__(self, board: Any = None) -> None:
+    def __init__(self, score_mode: str, board: Any = None) -> None:
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device()
         self.node = ray.get_runtime_context().get_node_id()[:8]
-        self.board = board
+        self.board, self.score_mode = board, score_mode
         self.shows_progress = board is not None
 
     @contextmanager
@@ -45,6 +47,8 @@ class RayTrainContext(TrainContext):
         return placed
 
     def report(self, metrics: dict[str, Any], checkpoint: Path | None, checkpoint_name: str | None) -> None:
+        if CHECKPOINT_SCORE in metrics:
+            metrics = {**metrics, CHECKPOINT_SCORE: ranked_by_ray(metrics[CHECKPOINT_SCORE], self.score_mode)}
         if checkpoint is None:
             ray.train.report(metrics)
             return
@@ -73,4 +77,4 @@ def _set_report_log_level(level: str) -> None:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """What every Ray Train worker runs: the loop (`run_loop`) in this worker's context."""
     _set_report_log_level(config.get("ray_log_level", "WARNING"))
-    run_loop(config, RayTrainContext(config.get("progress_board")))
+    run_loop(config, RayTrainContext(config["score_mode"], config.get("progress_board")))
