@@ -65,3 +65,43 @@ def test_a_resumed_local_run_whose_ledger_holds_an_unmeasured_checkpoint_finishe
     outcome = run_local(spec)
     assert outcome.metrics["epoch"] == 2
     assert Path(outcome.model_bundle).name == "checkpoint_epoch_0002"
+
+
+def test_a_local_run_keeps_its_best_checkpoints_and_the_latest_as_ray_train_does(
+    data_root: Path, tmp_path: Path
+) -> None:
+    job = tiny_job(data_root, tmp_path / "runs", "keep", epochs=3, eval_every=1, num_workers=1)
+    job["train"]["checkpoint"] = {"num_to_keep": 1, "score_order": "min"}  # recall rises: an early best
+    outcome = run_local(TrainJob.model_validate(job))
+    scores = {epoch["epoch"]: epoch["checkpoint_score"] for epoch in outcome.history}
+    best = min(scores.values())
+    kept = {p.name for p in Path(outcome.run_dir).glob("checkpoint_epoch_*")}
+    assert "checkpoint_epoch_0003" in kept, "the latest is kept"
+    assert all(scores[int(name[-4:])] == best for name in kept - {"checkpoint_epoch_0003"})
+    assert len(kept) == (1 if scores[3] == best else 2), kept
+    assert scores[int(Path(outcome.model_bundle).name[-4:])] == best
+
+
+def test_a_local_run_stopped_while_pruning_resumes(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop between deleting an old checkpoint and rewriting the ledger left the ledger naming a deleted
+    checkpoint, and every rerun failed; the ledger is rewritten first."""
+    from mmray import storage
+
+    job = tiny_job(data_root, tmp_path / "runs", "pruned", epochs=3, num_workers=1)
+    job["train"]["checkpoint"] = {"num_to_keep": 1}
+    spec = TrainJob.model_validate(job)
+    delete_tree = storage.delete_tree
+
+    def delete_then_stop(uri: str) -> None:
+        delete_tree(uri)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage, "delete_tree", delete_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_local(spec)
+    monkeypatch.setattr(storage, "delete_tree", delete_tree)
+    ledger = json.loads((tmp_path / "runs" / "pruned" / "local_checkpoints.json").read_text())
+    assert all((tmp_path / "runs" / "pruned" / entry["name"]).is_dir() for entry in ledger)
+    assert run_local(spec).metrics["epoch"] == 3

@@ -72,28 +72,30 @@ class LocalContext(TrainContext):
         score = metrics.get(CHECKPOINT_SCORE, math.nan)
         entry = {"name": checkpoint_name, "metrics": {"epoch": metrics["epoch"], CHECKPOINT_SCORE: score}}
         self.entries = [e for e in self.entries if e["name"] != checkpoint_name] + [entry]
-        self._prune()
+        dropped = self._prune()
         ledger = [{**e, "metrics": json_metrics(e["metrics"])} for e in self.entries]
         storage.write_text(storage.join(self.run_dir, LOCAL_LEDGER), json.dumps(ledger, indent=2))
+        for name in dropped:  # after the ledger stops naming them, as Ray Train deletes after its snapshot
+            storage.delete_tree(storage.join(self.run_dir, name))
         if self.on_report is not None:
             self.on_report(metrics, uri)  # the latest is always kept
 
-    def _prune(self) -> None:
-        """Keep the latest and the best `num_to_keep` by measured score (unmeasured ranks last)."""
+    def _prune(self) -> list[str]:
+        """Keep the best `num_to_keep` by measured score (unmeasured rank last) and the latest, as Ray Train
+        does; the names of the others, to delete."""
         if self.num_to_keep is None or len(self.entries) <= self.num_to_keep:
-            return
+            return []
         sign = 1.0 if self.score_mode == "max" else -1.0
 
         def rank(entry: dict[str, Any]) -> float:
             score = entry["metrics"].get(CHECKPOINT_SCORE)
             return -math.inf if score is None or math.isnan(score) else sign * score
 
-        ranked = sorted(self.entries[:-1], key=rank, reverse=True)
-        keep = {e["name"] for e in ranked[: max(0, self.num_to_keep - 1)]} | {self.entries[-1]["name"]}
-        for entry in self.entries:
-            if entry["name"] not in keep:
-                storage.delete_tree(storage.join(self.run_dir, entry["name"]))
+        ranked = sorted(self.entries, key=rank, reverse=True)
+        keep = {e["name"] for e in ranked[: self.num_to_keep]} | {self.entries[-1]["name"]}
+        dropped = [e["name"] for e in self.entries if e["name"] not in keep]
         self.entries = [e for e in self.entries if e["name"] in keep]
+        return dropped
 
     def kept(self) -> tuple[str | None, list[Candidate]]:
         """The latest checkpoint's URI and every kept one's with its score."""
