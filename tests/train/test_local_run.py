@@ -105,3 +105,45 @@ def test_a_local_run_stopped_while_pruning_resumes(
     ledger = json.loads((tmp_path / "runs" / "pruned" / "local_checkpoints.json").read_text())
     assert all((tmp_path / "runs" / "pruned" / entry["name"]).is_dir() for entry in ledger)
     assert run_local(spec).metrics["epoch"] == 3
+
+
+def test_a_stopped_extension_leaves_pointers_to_checkpoints_it_keeps(data_root: Path, tmp_path: Path) -> None:
+    """Extending a finished run prunes the checkpoints its outputs named; the pointers follow every
+    registered checkpoint, so a stop midway leaves a run that evaluate, export and serving can read."""
+    from mmray.artifacts.model_bundle import open_bundle, resolve_model_bundle, run_pointer
+
+    job = tiny_job(data_root, tmp_path / "runs", "extended", epochs=2, num_workers=1)
+    job["train"]["checkpoint"] = {"num_to_keep": 1}
+    run_local(TrainJob.model_validate(job))
+    job["train"]["epochs"] = 5
+
+    def stop_after_the_fourth(metrics: dict[str, object], checkpoint: str | None) -> None:
+        if metrics["epoch"] == 4:
+            raise KeyboardInterrupt  # Ctrl-C once epoch 4 is registered, before the run's outputs
+
+    with pytest.raises(KeyboardInterrupt):
+        run_local(TrainJob.model_validate(job), on_report=stop_after_the_fourth)
+    run_dir = str(tmp_path / "runs" / "extended")
+    kept = sorted(p.name for p in Path(run_dir).glob("checkpoint_epoch_*"))
+    latest, best = run_pointer(run_dir, "latest_model.json"), run_pointer(run_dir, "best_model.json")
+    assert latest is not None and best is not None
+    assert Path(latest).name == "checkpoint_epoch_0004" and Path(best).name in kept
+    assert open_bundle(resolve_model_bundle(run_dir)).version
+
+
+def test_the_ray_callback_points_at_the_kept_checkpoints(tmp_path: Path) -> None:
+    from mmray.artifacts.model_bundle import run_pointer
+    from mmray.train.trainer import PointAtKept
+
+    for epoch, score in ((2, 0.7), (3, float("nan")), (5, 0.4)):
+        directory = tmp_path / f"checkpoint_epoch_{epoch:04d}"
+        directory.mkdir()
+        (directory / "bundle.json").write_text(json.dumps({"metrics": {"epoch": epoch, "checkpoint_score": score}}))
+    (tmp_path / "checkpoint_epoch_0006").mkdir()  # being written: no manifest yet
+    PointAtKept(str(tmp_path), "max").after_report(None, [{}], checkpoint=None)
+    assert run_pointer(str(tmp_path), "best_model.json") is None, "nothing registered, nothing written"
+    PointAtKept(str(tmp_path), "max").after_report(None, [{}], checkpoint=object())
+    assert run_pointer(str(tmp_path), "latest_model.json") == str(tmp_path / "checkpoint_epoch_0005")
+    assert run_pointer(str(tmp_path), "best_model.json") == str(tmp_path / "checkpoint_epoch_0002")
+    PointAtKept(str(tmp_path), "min").after_report(None, [{}], checkpoint=object())
+    assert run_pointer(str(tmp_path), "best_model.json") == str(tmp_path / "checkpoint_epoch_0005")

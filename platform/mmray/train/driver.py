@@ -15,7 +15,6 @@ import pyarrow as pa
 
 from mmray import storage
 from mmray.artifacts.model_bundle import (
-    BEST_MODEL,
     LATEST_MODEL,
     MANIFEST,
     read_processor,
@@ -42,9 +41,9 @@ from mmray.pretrained import check_pretrained_files
 from mmray.tasks.base import Score, Task
 from mmray.tasks.registry import task_class
 from mmray.train.augment import NAMES_SIDE, names_a_side
-from mmray.train.checkpoint_score import is_measured
 from mmray.train.curves import training_curves_png
 from mmray.train.loader_choice import choose_loader
+from mmray.train.run_pointers import Candidate, best_checkpoint, write_pointers
 from mmray.train.run_record import METRICS
 from mmray.train.shard_feed import PreparedShards
 from mmray.train.state import HISTORY, TRAIN_STATE
@@ -240,19 +239,6 @@ def loop_config(data: DriverData, share: Callable[[Any], Any]) -> dict[str, Any]
     return config
 
 
-Candidate = tuple[str, float | None]
-"""A kept checkpoint's URI and its score (None, NaN or Ray's unmeasured worst where the epoch was not evaluated)."""
-
-
-def best_checkpoint(candidates: Sequence[Candidate], latest: str, mode: str) -> str:
-    """The kept checkpoint with the best measured score; `latest` when none was measured."""
-    measured = [(uri, score) for uri, score in candidates if score is not None and is_measured(score)]
-    if not measured:
-        return latest
-    pick = max if mode == "max" else min
-    return pick(measured, key=lambda item: item[1])[0]
-
-
 def write_outputs(spec: TrainJob, latest: str | None, candidates: Sequence[Candidate], score_mode: str) -> TrainOutcome:
     """config.yaml, curves.png, the best / latest model pointers and, last, metrics.json (the final summary and
     every epoch's metrics) of a finished run, from the URIs of its kept checkpoints."""
@@ -265,8 +251,7 @@ def write_outputs(spec: TrainJob, latest: str | None, candidates: Sequence[Candi
     latest_uri, best_uri = storage.uri_under(latest, spec.storage_root), storage.uri_under(best, spec.storage_root)
     storage.write_text(storage.join(run_dir, "config.yaml"), to_yaml(spec))
     storage.write_bytes(storage.join(run_dir, "curves.png"), training_curves_png(history, spec.name))
-    storage.write_text(storage.join(run_dir, LATEST_MODEL), json.dumps({"model_bundle": latest_uri}))
-    storage.write_text(storage.join(run_dir, BEST_MODEL), json.dumps({"model_bundle": best_uri}))
+    write_pointers(run_dir, latest_uri, best_uri)
     outcome = TrainOutcome(
         run_dir=run_dir if storage.is_s3(run_dir) else str(Path(run_dir).resolve()),
         model_bundle=best_uri,

@@ -10,6 +10,7 @@ from typing import Any
 import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.train.v2.api.callback import UserCallback
 
 from mmray import storage
 from mmray.cluster.connection import check_local_gpus, check_worker_resources, cluster_cpus, connect, ray_log_level
@@ -21,6 +22,7 @@ from mmray.train.live import open_board
 from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.ray_context import train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
+from mmray.train.run_pointers import point_at_kept
 from mmray.train.run_record import Rerun, check_run_directory, record_job
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,18 @@ class PreparedRun:
     board: Any = None  # where rank 0 posts progress for the driver's bar, when one is drawn
 
 
+class PointAtKept(UserCallback):  # type: ignore[misc]
+    """Ray Train callback (in the Train controller, after Ray registered and pruned each checkpoint): the run's
+    best and latest model pointers name checkpoints it keeps."""
+
+    def __init__(self, run_dir: str, score_mode: str) -> None:
+        self.run_dir, self.score_mode = run_dir, score_mode
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        if checkpoint is not None:
+            point_at_kept(self.run_dir, self.score_mode)
+
+
 def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), live: bool = False) -> PreparedRun:
     """The TorchTrainer of a train job, with extra Ray Train callbacks (e.g. Tune's report callback).
     Data, files and weights are checked before Ray starts; resources right after."""
@@ -80,6 +94,8 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), live: bool = Fa
     filesystem, storage_path = storage.pyarrow_filesystem(root)
     loop_config, datasets = loop_config_of(data)
     board = open_board() if live else None
+    run_dir = storage.absolute_uri(storage.join(root, spec.name))
+    run_callbacks: list[Any] = [PointAtKept(run_dir, data.score.mode), *callbacks]
     loop_config["progress_board"] = board
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -101,7 +117,7 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), live: bool = Fa
                 checkpoint_score_order=data.score.mode,
             ),
             failure_config=FailureConfig(max_failures=settings.max_failures),
-            callbacks=list(callbacks) or None,
+            callbacks=run_callbacks,
         ),
         datasets=datasets,
         dataset_config=DataConfig(execution_options=ordered_ingest()) if datasets else None,

@@ -1,0 +1,62 @@
+"""A run's best and latest model pointers (`best_model.json`, `latest_model.json`). They are rewritten
+after every registered checkpoint, not only at the end: a resumed or extended run prunes the checkpoints its
+last outputs named, and pointers that outlived them would leave a stopped run unusable until it finished."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+
+from mmray import storage
+from mmray.artifacts.model_bundle import BEST_MODEL, LATEST_MODEL, MANIFEST
+from mmray.errors import MmrayError
+from mmray.train.checkpoint_score import is_measured
+from mmray.train.loop import CHECKPOINT_SCORE
+
+logger = logging.getLogger(__name__)
+_CHECKPOINT_MANIFEST = re.compile(r"[/\\](checkpoint_epoch_\d+)[/\\]" + re.escape(MANIFEST) + "$")
+
+Candidate = tuple[str, float | None]
+"""A kept checkpoint's URI and its score (None, NaN or Ray's unmeasured worst where the epoch was not evaluated)."""
+
+
+def best_checkpoint(candidates: Sequence[Candidate], latest: str, mode: str) -> str:
+    """The kept checkpoint with the best measured score; `latest` when none was measured."""
+    measured = [(uri, score) for uri, score in candidates if score is not None and is_measured(score)]
+    if not measured:
+        return latest
+    pick = max if mode == "max" else min
+    return pick(measured, key=lambda item: item[1])[0]
+
+
+def write_pointers(run_dir: str, latest: str, best: str) -> None:
+    storage.write_text(storage.join(run_dir, LATEST_MODEL), json.dumps({"model_bundle": latest}))
+    storage.write_text(storage.join(run_dir, BEST_MODEL), json.dumps({"model_bundle": best}))
+
+
+def kept_checkpoints(run_dir: str) -> list[Candidate]:
+    """The run's complete checkpoints (their manifest written), oldest first, with their epochs' scores."""
+    found = sorted(
+        (match.group(1), uri[: match.start(1) + len(match.group(1))])
+        for uri in storage.list_files(run_dir)
+        if (match := _CHECKPOINT_MANIFEST.search(uri))
+    )
+    kept: list[Candidate] = []
+    for _, uri in found:
+        metrics = json.loads(storage.read_text(storage.join(uri, MANIFEST))).get("metrics", {})
+        score = metrics.get(CHECKPOINT_SCORE)
+        kept.append((uri, float(score) if isinstance(score, int | float) else None))
+    return kept
+
+
+def point_at_kept(run_dir: str, mode: str) -> None:
+    """Rewrite the run's pointers from the checkpoints it keeps now (a warning, not a failure, when storage
+    refuses: the run's outputs rewrite them at its end)."""
+    try:
+        kept = kept_checkpoints(run_dir)
+        if kept:
+            write_pointers(run_dir, kept[-1][0], best_checkpoint(kept, kept[-1][0], mode))
+    except MmrayError as exc:
+        logger.warning("could not update the model pointers of %s: %s", run_dir, exc)
