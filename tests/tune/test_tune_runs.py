@@ -1,6 +1,7 @@
 """`mmray tune` end to end on the session's Ray: one ASHA search of local trials (each trains in its Tune
-process) stopping trials, stopped by SIGTERM and resumed, its results and exported best job; a trial on Ray
-Train; population-based training on S3 (local trials)."""
+process) stopping trials, stopped by SIGTERM and resumed, its results and exported best job; a search stopped
+while its trial's run trained on to its last epoch, resumed; a trial on Ray Train; population-based training
+on S3 (local trials)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import yaml
 from mmray import storage
 from mmray.artifacts.model_bundle import open_bundle
 from mmray.config import TrainJob, load_job
+from mmray.train.local_run import run_local
 from tests.support.cli import invoke_mmray, ray_never_started
 from tests.train.conftest import REPO_ROOT, last_json, mmray_command, run_mmray, tiny_job
 
@@ -134,6 +136,66 @@ def test_a_search_stops_trials_early_resumes_after_sigterm_and_exports_the_best(
 
 def _trial_ids(results_csv: str) -> list[str]:
     return [line.split(",")[0] for line in storage.read_text(results_csv).strip().splitlines()[1:]]
+
+
+def _epoch_lines(stderr: str, epoch: int) -> list[str]:
+    """The trials whose `epoch` reached Tune, from the progress lines."""
+    return [line.split()[2] for line in stderr.splitlines() if line.startswith("INFO") and f" epoch {epoch}:" in line]
+
+
+def _settled(run: Path, quiet_s: float = 3.0, within_s: float = 120.0) -> None:
+    """Wait until nothing under a run directory has changed for `quiet_s` (its stopped trial is gone)."""
+    deadline, seen, since = time.monotonic() + within_s, None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*") if p.exists())
+        if now != seen:
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{run} kept changing for {within_s} s")
+
+
+def test_a_resumed_trial_reports_the_epochs_its_run_finished_after_the_stop(data_root: Path, tmp_path: Path) -> None:
+    """Stopped (SIGTERM) right after its trial's epoch 2 of 3 reached Tune; the trial's run finishes epoch 3
+    regardless (the stopped trial's own run, or here the run resumed outside Tune), so Tune holds epoch 2 of a
+    run with nothing left to train. The resumed search reports epoch 3 from the run's history: the trial
+    completed, its last epoch the run's."""
+    runs = tmp_path / "runs"
+    spec = tune_job(data_root, str(runs), "caught-up", samples=1, epochs=3, concurrent=1)
+    spec["tune"]["trial"]["runner"] = "local"
+    job = write(tmp_path / "tune.yaml", spec)
+    log = tmp_path / "first.log"
+    with log.open("w") as stderr:
+        driver = subprocess.Popen(mmray_command("tune", str(job)), cwd=REPO_ROOT, env=os.environ.copy(),
+                                  stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 600
+        while not _epoch_lines(log.read_text(), 2):
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no epoch 2 within 600 s"
+            time.sleep(0.1)
+        driver.terminate()
+        assert driver.wait(timeout=300) == 143, log.read_text()[-3000:]
+    (trial,) = _epoch_lines(log.read_text(), 2)
+    assert _result_lines(runs / "caught-up", trial) == 2, "Tune holds the trial's epoch 2"
+    run = runs / "caught-up" / "trials" / f"trial-{trial}"
+    _settled(run)
+    trained = load_job(str(run / "job.yaml"))
+    assert isinstance(trained, TrainJob)
+    finished = run_local(trained, rerun="resume", threads=1)
+    assert [entry["epoch"] for entry in finished.history] == [1, 2, 3]
+
+    result = run_mmray("tune", str(job), "--resume", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = last_json(result.stdout)
+    assert (summary["trials"], summary["stopped_early"], summary["errors"]) == (1, 0, 0)
+    table = result.stdout.strip().splitlines()[:-1]
+    row = table[1].split()
+    assert row[:3] == [trial, "completed", "3"], table
+    assert float(row[3]) == pytest.approx(finished.metrics["recall_mean"], abs=5e-5)
+    assert summary["best_objective"] == pytest.approx(finished.metrics["recall_mean"])
+    assert _result_lines(runs / "caught-up", trial) == 3, "epoch 3 reached Tune once"
+    assert summary["model_bundle"].startswith(str(run / "checkpoint_epoch_"))
 
 
 def test_a_trial_trains_on_ray_train_and_reports_every_epoch_to_tune(data_root: Path, tmp_path: Path) -> None:

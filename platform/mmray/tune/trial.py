@@ -6,19 +6,26 @@ under population-based training) continues from the checkpoint the pointer names
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmray import storage
 from mmray.cluster.connection import ray_log_level
 from mmray.config.jobs import TrainJob, validate_job
 from mmray.config.tuning import TrialResources, TuneJob
+from mmray.train.loop import checkpoint_name
+from mmray.train.state import HISTORY, TRAIN_STATE
 from mmray.tune.reporting import ReportThroughChannel, TrainPointer, open_channel, report_to_tune
 from mmray.tune.space import Distribution, trial_mapping
+
+if TYPE_CHECKING:
+    from mmray.train.driver import TrainOutcome
 
 WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 TRIAL_WORKER_START_TIMEOUT_S = 1800
@@ -111,62 +118,100 @@ def next_segment(trial_id: str, restored: TrainPointer | None) -> Segment:
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """Tune's trainable: `config["values"]` holds this trial's values of the space. Each epoch is reported
     to Tune as it arrives, the last one once the run has finished and written its outputs (Tune stops a
-    trial at its last epoch)."""
+    trial at its last epoch). A restored trial first reports the epochs its run finished after the pointer
+    Tune holds (a search interrupted while the run trained on), from the run's history."""
     from ray import tune
 
     wait_for_sibling_trials_resources()
     # Tune logs every pointer checkpoint this driver reports ("Checkpoint successfully created at …").
     logging.getLogger("ray.train._internal.storage").setLevel(ray_log_level())
     trial_id = tune.get_context().get_trial_id()
-    segment = next_segment(trial_id, TrainPointer.of(tune.get_checkpoint()))
+    restored = TrainPointer.of(tune.get_checkpoint())
+    segment = next_segment(trial_id, restored)
     job = trial_job(plan, dict(config["values"]), segment.run, segment.continue_from)
-    reporter = TrialReporter(trial_id, segment, plan.trials_root, job.train.epochs)
+    received = restored.epoch if restored is not None else 0
+    reporter = TrialReporter(trial_id, segment, plan.trials_root, job.train.epochs, received)
     if plan.resources.runner == "local":
-        _train_here(job, reporter)
+        outcome = _train_here(job, reporter)
     else:
-        _train_on_ray_train(job, reporter)
-    reporter.report_last()
+        outcome = _train_on_ray_train(job, reporter)
+    reporter.finish(outcome)
 
 
 @dataclass
 class TrialReporter:
     """Passes a trial's epochs to Tune with a pointer to each Train checkpoint; the last epoch is held
-    until `report_last`, once the run's outputs are written."""
+    until `finish`, once the run's outputs are written. Epochs of the run's history after `received` (the
+    epoch of the pointer Tune restored the trial from) that Tune never got are reported before the next."""
 
     trial_id: str
     segment: Segment
     trials_root: str
     epochs: int
+    received: int = 0
+    """The last epoch Tune received from this trial."""
     last: tuple[dict[str, Any], str | None] | None = None
 
     def epoch(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
-        if int(metrics.get("epoch", 0)) >= self.epochs:
+        number = _epoch_of(metrics)
+        if checkpoint and number > self.received + 1:
+            self._catch_up(_history(self._uri(checkpoint)), number)
+        if number >= self.epochs:
             self.last = (metrics, checkpoint)
         else:
             self._to_tune(metrics, checkpoint)
 
-    def report_last(self) -> None:
+    def finish(self, outcome: TrainOutcome) -> None:
+        """The held last epoch; for a resumed run that trained none, its history's last epoch (with the
+        latest checkpoint) when Tune has not received it. Epochs Tune missed before it are reported first."""
+        history = outcome.history
+        if self.last is None and history and _epoch_of(history[-1]) > self.received:
+            self.last = (history[-1], outcome.latest_bundle)
         if self.last is not None:
+            self._catch_up(history, _epoch_of(self.last[0]))
             self._to_tune(*self.last)
 
+    def _catch_up(self, history: Sequence[dict[str, Any]], before: int) -> None:
+        """Report the history's epochs after `received` and before `before`, each with its own checkpoint
+        while the run still keeps it."""
+        run_uri = storage.join(self.trials_root, self.segment.run)
+        for entry in history:
+            if self.received < _epoch_of(entry) < before:
+                checkpoint = storage.join(run_uri, checkpoint_name(_epoch_of(entry)))
+                kept = storage.exists(storage.join(checkpoint, TRAIN_STATE))
+                self._to_tune(entry, checkpoint if kept else None)
+
+    def _uri(self, checkpoint: str) -> str:
+        return storage.absolute_uri(storage.uri_under(checkpoint, self.trials_root))
+
     def _to_tune(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
+        epoch = _epoch_of(metrics)
         metrics = {**metrics, "train_run": self.segment.run, "continued_from": self.segment.origin}
         pointer = None
         if checkpoint:
-            uri = storage.absolute_uri(storage.uri_under(checkpoint, self.trials_root))
-            pointer = TrainPointer(self.trial_id, self.segment.run, uri, int(metrics.get("epoch", 0)))
+            pointer = TrainPointer(self.trial_id, self.segment.run, self._uri(checkpoint), epoch)
         report_to_tune(metrics, pointer)
+        self.received = max(self.received, epoch)
 
 
-def _train_here(job: TrainJob, reporter: TrialReporter) -> None:
+def _epoch_of(metrics: dict[str, Any]) -> int:
+    return int(metrics.get("epoch", 0))
+
+
+def _history(checkpoint: str) -> list[dict[str, Any]]:
+    """Every epoch's metrics up to a Train checkpoint's, as its run recorded them."""
+    return list(json.loads(storage.read_text(storage.join(checkpoint, HISTORY))))
+
+
+def _train_here(job: TrainJob, reporter: TrialReporter) -> TrainOutcome:
     """The trial's one worker in this process, on the CPUs the trial holds: each epoch reaches Tune once its
     checkpoint is registered."""
     from mmray.train.local_run import run_local
 
-    run_local(job, rerun="resume", on_report=reporter.epoch, threads=max(1, int(job.train.cpus_per_worker)))
+    return run_local(job, rerun="resume", on_report=reporter.epoch, threads=max(1, int(job.train.cpus_per_worker)))
 
 
-def _train_on_ray_train(job: TrainJob, reporter: TrialReporter) -> None:
+def _train_on_ray_train(job: TrainJob, reporter: TrialReporter) -> TrainOutcome:
     """The Train run in a thread; its controller's reports arrive through the channel's queues, and each is
     acknowledged once Tune took it."""
     from ray.exceptions import RayError
@@ -174,11 +219,12 @@ def _train_on_ray_train(job: TrainJob, reporter: TrialReporter) -> None:
     from mmray.train.trainer import run_training
 
     channel = open_channel()
+    outcome: list[TrainOutcome] = []
     failure: list[BaseException] = []
 
     def train() -> None:
         try:
-            run_training(job, callbacks=[ReportThroughChannel(channel)], rerun="resume")
+            outcome.append(run_training(job, callbacks=[ReportThroughChannel(channel)], rerun="resume"))
         except BaseException as exc:
             failure.append(exc)
         finally:
@@ -193,3 +239,4 @@ def _train_on_ray_train(job: TrainJob, reporter: TrialReporter) -> None:
     thread.join()
     if failure:
         raise failure[0]
+    return outcome[0]
