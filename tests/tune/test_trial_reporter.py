@@ -91,3 +91,21 @@ def test_a_run_tune_followed_throughout_reports_each_epoch_once(
         reporter.epoch(_entry(epoch), uris[epoch - 1])
     reporter.finish(_outcome(tmp_path, 3))
     assert reports == [(e, TrainPointer("t_00000", RUN, uris[e - 1], e)) for e in (1, 2, 3)]
+
+
+def test_the_train_callback_gives_tune_an_unmeasured_score_as_nan() -> None:
+    """Ray Train is given an unmeasured epoch's score as a finite worst (its snapshot cannot hold NaN); Tune's
+    results get NaN back, as the run's own history has it."""
+    import math
+    import queue
+    import sys
+
+    from mmray.tune.reporting import ReportChannel, ReportThroughChannel
+
+    channel = ReportChannel(queue.Queue(1), queue.Queue(1))
+    callback = ReportThroughChannel(channel)
+    for score in (-sys.float_info.max, 0.5):
+        channel.acknowledgements.put(True)
+        callback.after_report(None, [{"epoch": 1, "checkpoint_score": score}], None)
+        reported = channel.reports.get()["metrics"]["checkpoint_score"]
+        assert math.isnan(reported) if score < 0 else reported == 0.5

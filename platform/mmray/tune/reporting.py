@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -14,6 +15,9 @@ from typing import Any
 
 from ray.exceptions import RayError
 from ray.train.v2.api.callback import UserCallback
+
+from mmray.train.checkpoint_score import is_measured
+from mmray.train.loop import CHECKPOINT_SCORE
 
 logger = logging.getLogger(__name__)
 POINTER = "train_checkpoint.json"
@@ -44,7 +48,10 @@ class ReportThroughChannel(UserCallback):  # type: ignore[misc]
         self.channel = channel
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        item = {"metrics": dict(metrics[0]), "checkpoint": checkpoint.path if checkpoint else None}
+        reported = dict(metrics[0])
+        if CHECKPOINT_SCORE in reported and not is_measured(reported[CHECKPOINT_SCORE]):
+            reported[CHECKPOINT_SCORE] = math.nan  # Ray's finite stand-in for an unmeasured score
+        item = {"metrics": reported, "checkpoint": checkpoint.path if checkpoint else None}
         try:
             self.channel.reports.put(item)
             self.channel.acknowledgements.get()
