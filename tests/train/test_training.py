@@ -47,6 +47,10 @@ def test_two_workers_train_continue_and_evaluate(data_root: Path, tmp_path: Path
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 2
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    done = invoke_mmray("train", str(job), "name=nothing-left", f"continue_from={run_dir}", "--local")
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert f"continue_from {run_dir}/checkpoint_epoch_0002 has trained 2 epochs; train.epochs=2" in done.stderr
+
     first_epoch = str(run_dir / "checkpoint_epoch_0001")
     overrides = ("name=tiny-continued", "train.lr=0.0003", f"continue_from={first_epoch}")
     continued = invoke_mmray("train", str(job), *overrides, "--local")  # the loop continues alike on either runner

@@ -158,6 +158,13 @@ def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
         spec = spec.model_copy(update={"init_from": storage.absolute_uri(resolve_model_bundle(spec.init_from))})
     if spec.continue_from:
         checkpoint_uri = storage.absolute_uri(resolve_training_checkpoint(spec.continue_from))
+        history = json.loads(storage.read_text(storage.join(checkpoint_uri, HISTORY)))
+        trained = int(history[-1]["epoch"]) if history else 0
+        if trained >= spec.train.epochs:
+            raise ConfigError(
+                f"continue_from {checkpoint_uri} has trained {trained} epochs; train.epochs={spec.train.epochs} "
+                f"would train none: raise train.epochs above {trained}"
+            )
         spec = spec.model_copy(update={"continue_from": checkpoint_uri})
     check_pretrained_files(spec.model)
     splits = resolve_splits(spec.data)
