@@ -75,3 +75,28 @@ def test_search_by_a_damaged_image_is_one_error_line(
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
     assert message in lines[0], lines[0]
+
+
+def test_a_corpus_of_which_nothing_embeds_is_one_error_naming_the_first_failure(
+    tiny_shapes: Path, tmp_path: Path
+) -> None:
+    samples = write_corpus(tmp_path / "images")
+    damaged = []
+    for sample in samples:
+        try:
+            decode_rgb((tmp_path / "images" / sample.name).read_bytes(), sample.name)
+        except ImageDecodeError:
+            damaged.append(sample)
+    split = {"captions": str(write_captions(damaged, tmp_path / "captions.json")), "images": str(tmp_path / "images")}
+    job = {
+        "kind": "index",
+        "name": "all-damaged",
+        "storage_root": str(tmp_path / "runs"),
+        "data": {"source": "coco", "val": split, "image_check": "exists"},
+        "checkpoint": str(dual_encoder_bundle(tiny_shapes, tmp_path / "model")),
+        "index": {"split": "val", "type": "flat", "runner": "local", "corpus": ["images"]},
+    }
+    result = invoke_mmray("index", str(write_job(tmp_path / "job.yaml", job)))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"none of the {len(damaged)} images of split 'val' could be embedded (the first failure: " in result.stderr
+    assert "Traceback" not in result.stderr

@@ -18,6 +18,7 @@ from mmray.config.indexing import CorpusKind, IndexSettings
 from mmray.data.coco import CocoDataset
 from mmray.data.prepared import PixelLocations, pixel_locations, prepared_split
 from mmray.data.sources import load_split
+from mmray.errors import DataError
 from mmray.index.faiss_index import IndexSpec, VectorIndex, build_index, check_trainable
 from mmray.models.embedding import as_embedding_model
 from mmray.retrieval.embed import BatchSource, corpus_plan, embed_corpus, local_batches, read_shards
@@ -155,6 +156,12 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
         if failures:
             logger.warning("%d %s could not be embedded and are not indexed: ids %s", len(failures), kind,
                            ", ".join(str(i) for i, _ in failures[:10]))  # fmt: skip
+        if not len(ids):
+            first = failures[0][1] if failures else "none reported"
+            raise DataError(
+                f"none of the {len(plan.rows)} {kind} of split {settings.split!r} could be embedded (the first "
+                f"failure: {first}); nothing to index"
+            )
         indexes[kind] = build_index(vectors, ids, index_spec(settings))
         logger.info("%s: %s index over %d vectors", kind, indexes[kind].kind, indexes[kind].size)
     index_uri = storage.join(run_dir, "index")
