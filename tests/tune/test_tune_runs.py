@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,21 @@ def _result_lines(experiment: Path, trial: str) -> int:
     return len(result.read_text().splitlines()) if result.exists() else 0
 
 
+def _search_stopped_once(job: Path, log: Path, ready: Callable[[str], object], missing: str) -> None:
+    """`mmray tune JOB` in a process of its own, its log in `log`, stopped with SIGTERM (Tune's graceful stop,
+    as Ctrl-C) as soon as `ready(log)` holds."""
+    with log.open("w") as stderr:
+        driver = subprocess.Popen(mmray_command("tune", str(job)), cwd=REPO_ROOT, env=os.environ.copy(),
+                                  stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)  # fmt: skip
+        deadline = time.monotonic() + 600
+        while not ready(log.read_text()):
+            assert driver.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"{missing} within 600 s"
+            time.sleep(0.1)
+        driver.terminate()
+        assert driver.wait(timeout=300) == 143, log.read_text()[-3000:]
+
+
 def test_a_search_stops_trials_early_resumes_after_sigterm_and_exports_the_best(
     data_root: Path, tmp_path: Path
 ) -> None:
@@ -84,16 +100,7 @@ def test_a_search_stops_trials_early_resumes_after_sigterm_and_exports_the_best(
     spec["tune"]["trial"]["runner"] = "local"
     job = write(tmp_path / "tune.yaml", spec)
     log = tmp_path / "first.log"
-    with log.open("w") as stderr:
-        driver = subprocess.Popen(mmray_command("tune", str(job)), cwd=REPO_ROOT, env=os.environ.copy(),
-                                  stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)  # fmt: skip
-        deadline = time.monotonic() + 600
-        while not _finished(log.read_text()):  # the next trial is starting: stopped before its first epoch
-            assert driver.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "no trial finished within 600 s"
-            time.sleep(0.2)
-        driver.terminate()  # SIGTERM: Tune's graceful stop, as Ctrl-C
-        assert driver.wait(timeout=300) == 143, log.read_text()[-3000:]
+    _search_stopped_once(job, log, _finished, "no trial finished")  # the next trial starting: before its epoch 1
     said = log.read_text()
     stopped = f"terminated: search search stopped, its state saved; `mmray tune {job} --resume` continues it"
     assert said.rstrip().endswith(stopped) and "Tuner.restore" not in said, said[-3000:]
@@ -166,16 +173,7 @@ def test_a_resumed_trial_reports_the_epochs_its_run_finished_after_the_stop(data
     spec["tune"]["trial"]["runner"] = "local"
     job = write(tmp_path / "tune.yaml", spec)
     log = tmp_path / "first.log"
-    with log.open("w") as stderr:
-        driver = subprocess.Popen(mmray_command("tune", str(job)), cwd=REPO_ROOT, env=os.environ.copy(),
-                                  stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)  # fmt: skip
-        deadline = time.monotonic() + 600
-        while not _epoch_lines(log.read_text(), 2):
-            assert driver.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "no epoch 2 within 600 s"
-            time.sleep(0.1)
-        driver.terminate()
-        assert driver.wait(timeout=300) == 143, log.read_text()[-3000:]
+    _search_stopped_once(job, log, lambda said: _epoch_lines(said, 2), "no epoch 2")
     (trial,) = _epoch_lines(log.read_text(), 2)
     assert _result_lines(runs / "caught-up", trial) == 2, "Tune holds the trial's epoch 2"
     run = runs / "caught-up" / "trials" / f"trial-{trial}"
