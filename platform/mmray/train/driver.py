@@ -46,7 +46,7 @@ from mmray.train.loader_choice import choose_loader
 from mmray.train.run_pointers import Candidate, best_checkpoint, write_pointers
 from mmray.train.run_record import METRICS
 from mmray.train.shard_feed import PreparedShards
-from mmray.train.state import HISTORY, TRAIN_STATE
+from mmray.train.state import TRAIN_STATE, checkpoint_history
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
         spec = spec.model_copy(update={"init_from": storage.absolute_uri(resolve_model_bundle(spec.init_from))})
     if spec.continue_from:
         checkpoint_uri = storage.absolute_uri(resolve_training_checkpoint(spec.continue_from))
-        history = json.loads(storage.read_text(storage.join(checkpoint_uri, HISTORY)))
+        history = checkpoint_history(checkpoint_uri)
         trained = int(history[-1]["epoch"]) if history else 0
         if trained >= spec.train.epochs:
             raise ConfigError(
@@ -251,7 +251,7 @@ def write_outputs(spec: TrainJob, latest: str | None, candidates: Sequence[Candi
     every epoch's metrics) of a finished run, from the URIs of its kept checkpoints."""
     if latest is None:
         raise TrainingError(f"training run {spec.name} finished without a checkpoint")
-    history = json.loads(storage.read_text(storage.join(latest, HISTORY)))
+    history = checkpoint_history(latest)
     best = best_checkpoint(candidates, latest, score_mode)
     manifest = json.loads(storage.read_text(storage.join(best, MANIFEST)))
     run_dir = storage.join(spec.storage_root, spec.name)

@@ -27,7 +27,7 @@ from mmray.train.context import TrainContext
 from mmray.train.driver import TrainOutcome, json_metrics, loop_config, prepare_driver_data, write_outputs
 from mmray.train.epochs import run_loop
 from mmray.train.loop import CHECKPOINT_SCORE
-from mmray.train.run_pointers import Candidate, point_at_kept
+from mmray.train.run_pointers import Candidate, best_checkpoint, write_pointers
 from mmray.train.run_record import LOCAL_LEDGER, Rerun, check_run_directory, read_local_ledger, record_job
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,9 @@ class LocalContext(TrainContext):
         storage.write_text(storage.join(self.run_dir, LOCAL_LEDGER), json.dumps(ledger, indent=2))
         for name in dropped:  # after the ledger stops naming them, as Ray Train deletes after its snapshot
             storage.delete_tree(storage.join(self.run_dir, name))
-        point_at_kept(self.run_dir, self.score_mode)
+        latest, kept = self.kept()  # from the ledger (a Ray run's callback lists the run instead)
+        if latest is not None:
+            write_pointers(self.run_dir, latest, best_checkpoint(kept, latest, self.score_mode))
         if self.on_report is not None:
             self.on_report(metrics, uri)  # the latest is always kept
 

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmray import storage
+
 TRAIN_STATE = "train_state.pt"
 HISTORY = "history.json"
 
@@ -110,6 +112,11 @@ def optimizer_state_off_device(optimizers: dict[str, torch.optim.Optimizer]) -> 
 def read_history(directory: Path) -> list[dict[str, Any]]:
     path = directory / HISTORY
     return list(json.loads(path.read_text())) if path.is_file() else []
+
+
+def checkpoint_history(uri: str) -> list[dict[str, Any]]:
+    """Every epoch's metrics up to a checkpoint's (a local path or an s3:// URI), as its run recorded them."""
+    return list(json.loads(storage.read_text(storage.join(uri, HISTORY))))
 
 
 def trained_precision(directory: Path) -> str | None:

@@ -6,7 +6,6 @@ under population-based training) continues from the checkpoint the pointer names
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -20,7 +19,7 @@ from mmray.cluster.connection import ray_log_level
 from mmray.config.jobs import TrainJob, validate_job
 from mmray.config.tuning import TrialResources, TuneJob
 from mmray.train.loop import checkpoint_name
-from mmray.train.state import HISTORY, TRAIN_STATE
+from mmray.train.state import TRAIN_STATE, checkpoint_history
 from mmray.tune.reporting import ReportThroughChannel, TrainPointer, open_channel, report_to_tune
 from mmray.tune.space import Distribution, trial_mapping
 
@@ -155,7 +154,7 @@ class TrialReporter:
     def epoch(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
         number = _epoch_of(metrics)
         if checkpoint and number > self.received + 1:
-            self._catch_up(_history(self._uri(checkpoint)), number)
+            self._catch_up(checkpoint_history(self._uri(checkpoint)), number)
         if number >= self.epochs:
             self.last = (metrics, checkpoint)
         else:
@@ -196,11 +195,6 @@ class TrialReporter:
 
 def _epoch_of(metrics: dict[str, Any]) -> int:
     return int(metrics.get("epoch", 0))
-
-
-def _history(checkpoint: str) -> list[dict[str, Any]]:
-    """Every epoch's metrics up to a Train checkpoint's, as its run recorded them."""
-    return list(json.loads(storage.read_text(storage.join(checkpoint, HISTORY))))
 
 
 def _train_here(job: TrainJob, reporter: TrialReporter) -> TrainOutcome:
