@@ -50,7 +50,7 @@ def test_prepared_shards_give_the_decoded_pixels_and_are_written_once(tmp_path: 
     assert written["val"]["prepared"]["images"] == VAL_IMAGES
     assert f"data.prepared={shards}" in prepared.stderr
     manifest = read_manifest(f"{shards}/train")
-    assert manifest.pixels == {"size": 64, "resize": "stretch"} and len(manifest.shards) == 10
+    assert manifest.pixels == {"size": 64, "resize": "stretch", "orientation": "exif"} and len(manifest.shards) == 10
 
     decoded = prepare_driver_data(TrainJob.model_validate(_job(data_root, str(tmp_path / "runs"))))
     from_shards = prepare_driver_data(TrainJob.model_validate(_job(data_root, str(tmp_path / "runs"), prepared=shards)))
@@ -70,8 +70,16 @@ def test_shards_for_other_images_or_preprocessing_or_damaged_are_refused(tmp_pat
 
     bigger = _job(data_root, str(tmp_path / "runs"), prepared=shards)
     bigger["model"]["image"]["image_size"] = 96
-    with pytest.raises(DataError, match=r"prepared with images as \{'size': 64, 'resize': 'stretch'\}; the job"):
+    with pytest.raises(
+        DataError,
+        match=r"prepared with images as \{'size': 64, 'resize': 'stretch', 'orientation': "
+        r"'exif'\}; the job needs them as \{'size': 96, ",
+    ):
         prepare_driver_data(TrainJob.model_validate(bigger))
+    as_stored = _job(data_root, str(tmp_path / "runs"), prepared=shards)
+    as_stored["model"]["image"]["orientation"] = "stored"
+    with pytest.raises(DataError, match=r"'resize': 'stretch'\}: prepare again"):
+        prepare_driver_data(TrainJob.model_validate(as_stored))
     other_data = _job(data_root, str(tmp_path / "runs"), prepared=shards, seed=4)
     with pytest.raises(DataError, match="prepared from other records"):
         prepare_driver_data(TrainJob.model_validate(other_data))

@@ -21,6 +21,11 @@ class _ImageTower(Section):
         description="how images become image_size squares everywhere (training, evaluation, indexing, serving): "
         "stretch the whole image, or center_crop (short side to image_size, aspect kept, the centre cut out)",
     )
+    orientation: Literal["exif", "stored"] = Field(
+        "exif",
+        description="exif: turn each image as its EXIF orientation tag says (phone photos are stored sideways), as "
+        "viewers show it; stored: the pixels as stored, as models saved before this setting read them",
+    )
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     weights: str | None = Field(
@@ -152,6 +157,11 @@ class HfImageSide(Section):
         None,
         description="None: as the folder's preprocessor_config.json does (center_crop where it crops, as CLIP's; "
         "else stretch, as SigLIP's)",
+    )
+    orientation: Literal["exif", "stored"] = Field(
+        "exif",
+        description="exif: turn each image as its EXIF orientation tag says (phone photos are stored sideways), as "
+        "viewers show it; stored: the pixels as stored, as models saved before this setting read them",
     )
     mean: tuple[float, float, float] | None = Field(
         None, description="None: the folder's preprocessor_config.json image_mean, else the family's default"

@@ -3,17 +3,19 @@
 The header is read first (`read_header`: format, size against the pixel limit). JPEGs, the corpora's
 format, take torchvision's libjpeg-turbo decoder (which refuses damaged data with an error); every
 other format is decoded by Pillow, PNGs after a check that they are whole (`png_problem`): torchvision's
-PNG decoder can crash the process on a truncated file.
+PNG decoder can crash the process on a truncated file. `upright` turns an image as its EXIF orientation
+tag says (phone photos are stored sideways); a missing, damaged or out-of-range tag leaves it as stored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as tvf
 
@@ -24,6 +26,7 @@ from mmray.errors import ImageDecodeError
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
 # Set once here: `catch_warnings` in decoding threads would race on the process's filters.
 warnings.filterwarnings("ignore", message="Palette images with Transparency", category=UserWarning)
+warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)  # the image is kept as stored
 _WIDE_GREY = ("I;16", "I;16B", "I;16L", "I")  # 16-bit greyscale (a PNG's "I;16"), scaled to 8 bits
 
 
@@ -35,10 +38,18 @@ def _rgb_array(image: Image.Image) -> np.ndarray:
     return np.array(image if image.mode == "RGB" else image.convert("RGB"))  # (H, W, 3), writable
 
 
-def _decode_with_pil(data: bytes, name: str) -> torch.Tensor:
+def turn_upright(image: Image.Image) -> None:
+    """Turn a loaded image in place as its EXIF orientation tag says."""
+    with contextlib.suppress(Exception):  # a damaged EXIF block: the image as stored
+        ImageOps.exif_transpose(image, in_place=True)
+
+
+def _decode_with_pil(data: bytes, name: str, upright: bool) -> torch.Tensor:
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
             image.load()
+            if upright:
+                turn_upright(image)
             pixels = _rgb_array(image)  # (H, W, 3)
     except Exception as exc:  # Pillow's plugins raise many kinds on damaged data
         reason = str(exc) or type(exc).__name__
@@ -46,33 +57,34 @@ def _decode_with_pil(data: bytes, name: str) -> torch.Tensor:
     return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
-def _decode_jpeg(data: bytes, name: str) -> torch.Tensor:
+def _decode_jpeg(data: bytes, name: str, upright: bool) -> torch.Tensor:
     try:
         buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)  # (n,)
-        decoded: torch.Tensor = decode_image(buffer, mode=ImageReadMode.RGB)  # (3, H, W); dispatches to JPEG
+        # (3, H, W); dispatches to JPEG
+        decoded: torch.Tensor = decode_image(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=upright)
         return decoded
     except RuntimeError as first:
         try:
-            return _decode_with_pil(data, name)  # JPEG variants libjpeg-turbo leaves out
+            return _decode_with_pil(data, name, upright)  # JPEG variants libjpeg-turbo leaves out
         except ImageDecodeError:
             reason = str(first).rsplit(", ", 1)[-1]
             raise ImageDecodeError(f"{name}: cannot decode image: {reason}") from None
 
 
-def _decode_checked(data: bytes, header: ImageHeader, name: str) -> torch.Tensor:
+def _decode_checked(data: bytes, header: ImageHeader, name: str, upright: bool) -> torch.Tensor:
     """Decode bytes whose header `read_header` accepted -> uint8 (3, H, W)."""
     if header.format in ("JPEG", "MPO"):
-        return _decode_jpeg(data, name)
+        return _decode_jpeg(data, name, upright)
     if header.format == "PNG" and (problem := png_problem(data)):
         raise ImageDecodeError(f"{name}: cannot decode image: {problem}")
-    return _decode_with_pil(data, name)
+    return _decode_with_pil(data, name, upright)
 
 
-def decode_rgb(data: bytes, name: str = "<bytes>", max_pixels: int | None = None) -> torch.Tensor:
-    """Fully decode image bytes to uint8 RGB (3, H, W). Empty, unreadable, truncated or damaged data raise
-    ImageDecodeError; more pixels than `max_pixels` (default: the MMRAY_MAX_IMAGE_PIXELS limit)
-    ImageTooLargeError, before anything is decoded."""
-    return _decode_checked(data, read_header(data, name, max_pixels), name)
+def decode_rgb(data: bytes, name: str = "<bytes>", max_pixels: int | None = None, upright: bool = True) -> torch.Tensor:
+    """Fully decode image bytes to uint8 RGB (3, H, W), turned as their EXIF orientation says unless not
+    `upright`. Empty, unreadable, truncated or damaged data raise ImageDecodeError; more pixels than
+    `max_pixels` (default: the MMRAY_MAX_IMAGE_PIXELS limit) ImageTooLargeError, before anything is decoded."""
+    return _decode_checked(data, read_header(data, name, max_pixels), name, upright)
 
 
 def resize_square(pixels: torch.Tensor, size: int, mode: str = "stretch") -> torch.Tensor:

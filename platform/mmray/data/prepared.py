@@ -20,7 +20,7 @@ import torch
 
 from mmray import storage
 from mmray.data.coco import CocoDataset
-from mmray.data.processor import ImageTransform, Processor
+from mmray.data.processor import LEGACY_ORIENTATION, ImageTransform, Processor
 from mmray.data.records import ImageRecord
 from mmray.data.tensors import SplitTensors, split_to_tensors
 from mmray.errors import DataError
@@ -43,7 +43,7 @@ class PreparedManifest:
     images: int
     shards: list[str]
     pixels: dict[str, object]
-    """What the stored pixels depend on: the processor's image size and resize mode."""
+    """What the stored pixels depend on: the processor's image size, resize mode and orientation."""
     records: str
     """`records_fingerprint` of the split's records when prepared."""
     left_out: dict[str, str]
@@ -62,7 +62,11 @@ def records_fingerprint(records: Sequence[ImageRecord]) -> str:
 
 
 def pixel_settings(transform: ImageTransform) -> dict[str, object]:
-    return {"size": transform.size, "resize": transform.resize}
+    """What stored pixels depend on; the orientation is left out at the value splits prepared before it had."""
+    settings: dict[str, object] = {"size": transform.size, "resize": transform.resize}
+    if transform.orientation != LEGACY_ORIENTATION:
+        settings["orientation"] = transform.orientation
+    return settings
 
 
 def shard_rows(records: Sequence[ImageRecord], pixels: Sequence[np.ndarray]) -> pa.Table:
@@ -150,7 +154,7 @@ def check_prepared(manifest: PreparedManifest, uri: str, dataset: CocoDataset, t
     """Refuse shards made from other records or with other image preprocessing than the job's."""
     if manifest.pixels != pixel_settings(transform):
         raise DataError(
-            f"{uri} was prepared with images as {manifest.pixels}; the job resizes them as "
+            f"{uri} was prepared with images as {manifest.pixels}; the job needs them as "
             f"{pixel_settings(transform)}: prepare again with this job"
         )
     if manifest.records != records_fingerprint(dataset.records):

@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as tvf
 
 from mmray import storage
-from mmray.data.images import decode_rgb, resize_square
+from mmray.data.images import decode_rgb, resize_square, turn_upright
 from mmray.data.tokenizers import HF_TOKENIZER_DIR, WORD_TOKENIZER_FILE, TokenBatch, Tokenizer, WordTokenizer
 from mmray.errors import BundleError, ImageDecodeError, StorageError
 
@@ -24,23 +24,35 @@ PROCESSOR_FILE = "processor.json"
 
 
 ResizeMode = Literal["stretch", "center_crop"]
+Orientation = Literal["exif", "stored"]
+LEGACY_ORIENTATION: Orientation = "stored"
+"""What bundles and prepared splits made before the orientation setting did."""
 
 
 @dataclass(frozen=True)
 class ImageTransform:
-    """Square resize to `size` (`resize`: stretch the whole image, or keep its aspect and cut out the
-    centre), then per-channel standardisation with `mean` / `std` on [0, 1] values."""
+    """Turn upright by the EXIF orientation tag (`orientation="exif"`) or keep the stored pixels, square
+    resize to `size` (`resize`: stretch the whole image, or keep its aspect and cut out the centre), then
+    per-channel standardisation with `mean` / `std` on [0, 1] values."""
 
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     resize: ResizeMode = "stretch"
+    orientation: Orientation = "exif"
+
+    @property
+    def upright(self) -> bool:
+        return self.orientation == "exif"
 
     def description(self) -> dict[str, Any]:
-        """What preprocessing depends on (the default resize left out, as bundles before it had)."""
+        """What preprocessing depends on; the settings bundles before them lacked are left out at the value
+        those bundles had, so their fingerprints stay."""
         content = asdict(self)
         if self.resize == "stretch":
             content.pop("resize")
+        if self.orientation == LEGACY_ORIENTATION:
+            content.pop("orientation")
         return content
 
 
@@ -53,7 +65,7 @@ class Processor:
 
     def pixels_from_bytes(self, data: bytes, name: str = "<bytes>") -> torch.Tensor:
         """Encoded image bytes → uint8 (3, S, S); raises ImageDecodeError naming `name`."""
-        return self.resize(decode_rgb(data, name))
+        return self.resize(decode_rgb(data, name, upright=self.image.upright))
 
     def resize(self, pixels: torch.Tensor) -> torch.Tensor:
         """A decoded uint8 (3, H, W) image → (3, S, S), by this processor's resize mode."""
@@ -71,8 +83,11 @@ class Processor:
             return str(exc)
 
     def pixels_from_pil(self, image: Image.Image) -> torch.Tensor:
-        """A PIL image → uint8 (3, S, S)."""
-        return self.resize(tvf.pil_to_tensor(image.convert("RGB")))
+        """A PIL image → uint8 (3, S, S), turned by its EXIF orientation (if it has one) as the processor does."""
+        rgb = image.convert("RGB")  # a copy, with the image's info (its EXIF) kept
+        if self.image.upright:
+            turn_upright(rgb)
+        return self.resize(tvf.pil_to_tensor(rgb))
 
     def array_from_uri(self, uri: str) -> np.ndarray:
         """`pixels_from_uri` as a NumPy array, for Ray Data and the object store. -> (3, S, S) uint8"""
@@ -120,6 +135,7 @@ class Processor:
             mean=tuple(image["mean"]),
             std=tuple(image["std"]),
             resize=image.get("resize", "stretch"),
+            orientation=image.get("orientation", LEGACY_ORIENTATION),
         )
         return cls(transform, load_tokenizer(directory, description["tokenizer"]))
 

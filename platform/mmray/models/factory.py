@@ -45,7 +45,7 @@ def build_tokenizer(config: DualEncoderConfig, training_texts: Iterable[str] = (
 def build_dual_encoder_processor(config: ModelSection, training_texts: Iterable[str] = ()) -> Processor:
     dual = _dual(config)
     image = dual.image
-    transform = ImageTransform(image.image_size, image.mean, image.std, image.resize)
+    transform = ImageTransform(image.image_size, image.mean, image.std, image.resize, image.orientation)
     return Processor(transform, build_tokenizer(dual, training_texts))
 
 

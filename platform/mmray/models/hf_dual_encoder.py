@@ -135,6 +135,7 @@ def _image_transform(pair: HfDualEncoderConfig, hf_config: Any) -> ImageTransfor
         mean=image.mean or mean,
         std=image.std or std,
         resize=image.resize or resize,  # type: ignore[arg-type]
+        orientation=image.orientation,
     )
 
 

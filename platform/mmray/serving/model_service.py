@@ -112,7 +112,8 @@ class ModelService:
     def decode(self, data: bytes, field: str) -> torch.Tensor:
         """One upload decoded and resized as the bundle's processor resizes (the path of training, indexing and
         search) -> uint8 (3, S, S); a bad one is a RequestError naming `field`."""
-        return self.bundle.processor.resize(decode_upload(data, field, self.max_image_pixels))
+        processor = self.bundle.processor
+        return processor.resize(decode_upload(data, field, self.max_image_pixels, processor.image.upright))
 
     def pixels(self, images: Sequence[bytes], field: str) -> torch.Tensor:
         """Decode and resize uploads -> uint8 (N, 3, S, S); a bad one is a RequestError naming it."""

@@ -41,11 +41,12 @@ def check_image(data: bytes, field: str, limits: RequestLimits) -> tuple[int, in
     return header.width, header.height
 
 
-def decode_upload(data: bytes, field: str, max_pixels: int | None = None) -> torch.Tensor:
-    """Fully decode an upload to uint8 (3, H, W), its header checked again against `max_pixels` (default:
-    the MMRAY_MAX_IMAGE_PIXELS limit): too large is a 413, truncated or damaged data a 422."""
+def decode_upload(data: bytes, field: str, max_pixels: int | None = None, upright: bool = True) -> torch.Tensor:
+    """Fully decode an upload to uint8 (3, H, W), turned by its EXIF orientation unless not `upright`, its
+    header checked again against `max_pixels` (default: the MMRAY_MAX_IMAGE_PIXELS limit): too large is a 413,
+    truncated or damaged data a 422."""
     try:
-        return decode_rgb(data, field, max_pixels)
+        return decode_rgb(data, field, max_pixels, upright)
     except ImageTooLargeError as exc:
         raise RequestError(str(exc).removeprefix(f"{field}: image "), field, 413) from None
     except ImageDecodeError as exc:
