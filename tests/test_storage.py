@@ -101,6 +101,16 @@ def test_a_published_directory_replaces_the_old_one_its_manifest_uploaded_last(r
         assert sorted(p.name for p in Path(root).iterdir()) == ["published", "uploaded"], "nothing staged is left"
 
 
+@pytest.mark.parametrize("key", ["/tmp/planted.txt", "../../planted.txt", "a/../../planted.txt", "a//b.txt", "./a"])
+def test_a_listed_key_that_would_land_outside_the_download_directory_is_refused(tmp_path: Path, key: str) -> None:
+    # S3 stores such keys as given (SeaweedFS normalises them, so a bucket listing them is not made here)
+    with pytest.raises(storage.StorageError, match=r"s3://b/bundle: the key .* is not a plain relative path"):
+        storage.local_target(tmp_path / "down", key, "s3://b/bundle")
+    assert storage.local_target(tmp_path / "down", "nested/model.safetensors", "s3://b/bundle") == (
+        tmp_path / "down" / "nested" / "model.safetensors"
+    )
+
+
 def test_download_of_missing_directory_fails(root: str, tmp_path: Path) -> None:
     with pytest.raises(storage.StorageNotFoundError):
         storage.download_dir(storage.join(root, "absent"), tmp_path / "x")

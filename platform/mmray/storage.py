@@ -297,12 +297,21 @@ def publish_dir(staged: Path, target: str, last: str | None = None) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+def local_target(local_dir: str | Path, relative: str, uri: str | Path) -> Path:
+    """`local_dir / relative` for a file listed below `uri`; a key that is absolute or holds empty, `.` or `..`
+    parts (S3 allows them) would land elsewhere and is refused."""
+    if relative.startswith("/") or any(part in ("", ".", "..") for part in relative.split("/")):
+        raise StorageError(f"{uri}: the key {relative!r} is not a plain relative path; not downloading it")
+    return Path(local_dir) / relative
+
+
 def download_dir(uri: str | Path, local_dir: str | Path) -> list[Path]:
     """Copy every file below `uri` to the same relative place below `local_dir`."""
     files = list_files(uri)
     if not files:
         raise StorageNotFoundError(f"{uri}: no files to download")
-    return [download_file(item, Path(local_dir) / relative_to(item, str(uri))) for item in files]
+    targets = [local_target(local_dir, relative_to(item, str(uri)), uri) for item in files]  # all checked first
+    return [download_file(item, target) for item, target in zip(files, targets, strict=True)]
 
 
 def ensure_bucket(uri: str) -> None:
