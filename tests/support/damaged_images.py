@@ -58,6 +58,16 @@ def png_claiming(width: int, height: int, rows: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(data)) + _chunk(b"IEND", b"")
 
 
+def _png_with_a_second_header(width: int, height: int) -> bytes:
+    """A PNG whose first IHDR claims 1 × 1 (what a header check reads) and whose second, which decoders
+    take, claims width × height, with image data for the second."""
+    first = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    second = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = (b"\x00" + b"\x80" * (width * 3)) * height
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", first) + _chunk(b"IHDR", second)
+            + _chunk(b"IDAT", zlib.compress(data)) + _chunk(b"IEND", b""))  # fmt: skip
+
+
 def _png16(samples: np.ndarray, colour_type: int) -> bytes:
     """A 16-bit PNG (grey: colour type 0, RGB: 2) of big-endian samples (H, W) or (H, W, 3)."""
     height, width = samples.shape[:2]
@@ -153,6 +163,7 @@ def _unusual(picture: np.ndarray) -> list[tuple[str, bytes, Expect, np.ndarray |
         ("empty.jpg", b"", "refused", None, 0.0),
         ("text.jpg", b"These are the minutes of the meeting, not a picture.\n" * 3, "refused", None, 0.0),
         ("one-row.png", png_claiming(100, 100, 1), "refused", None, 0.0),
+        ("second-header.png", _png_with_a_second_header(300, 200), "refused", None, 0.0),
         ("bomb-40000.png", png_claiming(40000, 40000, 1), "too_large", None, 0.0),
         ("bomb-7000.png", png_claiming(7000, 7000, 1), "too_large", None, 0.0),
         ("bomb.jpg", _jpeg_claiming(60000, 60000), "too_large", None, 0.0),

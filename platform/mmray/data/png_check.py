@@ -1,5 +1,6 @@
-"""Whether a PNG holds what its header promises, checked before its pixels are decoded: every chunk whole
-with a matching CRC up to IEND, and compressed image data for every row. Pillow fills missing rows with
+"""Whether a PNG holds what its header promises, checked before its pixels are decoded: one IHDR, first (the
+size the pixel limit was checked against), every chunk whole with a matching CRC up to IEND, and compressed
+image data for every row. Pillow fills missing rows with
 black without a word; libpng stops with "Not enough image data", an error path that can crash the process."""
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def _chunks(data: bytes) -> tuple[bytes, list[memoryview]] | str:
         content = view[position + 8 : end - 4]
         if zlib.crc32(content, zlib.crc32(kind)) != struct.unpack_from(">I", data, end - 4)[0]:
             return f"chunk {name!r} is damaged (CRC mismatch)"
+        if (kind == b"IHDR") != (position == len(SIGNATURE)):  # the header check reads the first chunk only
+            return "its IHDR chunk is not the first chunk, or is repeated"
         if kind == b"IHDR":
             header = bytes(content)
         elif kind == b"IDAT":
