@@ -80,6 +80,9 @@ def test_a_missing_key_names_file_section_entry_and_key(
         ("images", 0, {"file_name": None}, r"images\[0\] \(id 1\): 'file_name' must be a non-empty string"),
         ("images", 0, {"width": "wide"}, r"images\[0\] \(id 1\): 'width' must be a positive number, got 'wide'"),
         ("annotations", 0, {"image_id": {"a": 1}}, r"annotations\[0\] \(id 10\): 'image_id' must be an integer"),
+        ("annotations", 0, {"caption": ["x", 3]}, r"annotations\[0\] \(id 10\): 'caption' must be a string or null"),
+        ("annotations", 0, {"targets": {"answer": float("nan")}}, r"annotation 10: target 'answer' must be a finite"),
+        ("annotations", 0, {"targets": {"answer": float("inf")}}, r"annotation 10: target 'answer' must be a finite"),
     ],
 )
 def test_a_wrong_value_names_file_section_entry_and_key(
@@ -114,6 +117,21 @@ def test_sections_and_entries_of_the_wrong_shape(tmp_path: Path) -> None:
         _load(paths)
     paths.captions.write_text(json.dumps({**content, "annotations": [*content["annotations"], "a caption"]}))
     with pytest.raises(DataError, match=r"captions\.json: annotations\[12\] must be a JSON object, got str"):
+        _load(paths)
+
+
+@pytest.mark.parametrize(
+    ("content", "shown"),
+    [
+        ('{"images": [{"id": 1, "file_name": "é.jpg"}]}'.encode("latin-1"), "not UTF-8 JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, r"not valid JSON \(nested too deeply\)"),
+        (b'{"images": [{"id": ' + b"9" * 5000 + b"}]}", "not valid JSON"),
+    ],
+)
+def test_an_unreadable_file_is_named(tmp_path: Path, content: bytes, shown: str) -> None:
+    paths = clean_split(tmp_path)
+    paths.captions.write_bytes(content)
+    with pytest.raises(DataError, match=rf"captions\.json: {shown}"):
         _load(paths)
 
 

@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from mmray import storage
-from mmray.data.coco_entries import CAPTION_FIELDS, INSTANCE_FIELDS, Fields, check_entries, entry_name
+from mmray.data.coco_entries import CAPTION_FIELDS, INSTANCE_FIELDS, Fields, check_entries, entry_name, is_number
 from mmray.data.duplicates import same_content_groups
 from mmray.data.image_files import check_decodable, file_sizes
 from mmray.data.records import IMAGE_TARGETS, Category, ImageRecord, LoadReport
@@ -45,8 +45,12 @@ class CocoDataset:
 def _read_coco(uri: str, fields: Fields) -> COCO:
     try:
         content = json.loads(storage.read_bytes(uri))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{uri}: not valid JSON ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{uri}: not UTF-8 JSON ({exc})") from None
+    except ValueError as exc:  # not JSON, or a number of more than 4300 digits
+        raise DataError(f"{uri}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise DataError(f"{uri}: not valid JSON (nested too deeply)") from None
     if not isinstance(content, dict):
         raise DataError(f"{uri}: expected a COCO JSON object, got {type(content).__name__}")
     missing = [key for key in fields if key not in content]
@@ -100,9 +104,9 @@ def caption_targets(annotation: dict[str, Any], uri: str) -> dict[str, float]:
     for name, value in targets.items():
         if name in IMAGE_TARGETS:
             raise DataError(f"{uri}: annotation {annotation.get('id')}: target name {name!r} is reserved for images")
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not is_number(value):
             raise DataError(
-                f"{uri}: annotation {annotation.get('id')}: target {name!r} must be a number, got {value!r}"
+                f"{uri}: annotation {annotation.get('id')}: target {name!r} must be a finite number, got {value!r}"
             )
         checked[str(name)] = float(value)
     return checked

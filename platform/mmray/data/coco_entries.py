@@ -22,25 +22,28 @@ INSTANCE_FIELDS: Fields = {
     "annotations": {"id": "integer", "image_id": "integer", "category_id": "integer", "bbox": "box"},
     "categories": {"id": "integer", "name": "name"},
 }
-OPTIONAL_FIELDS: Fields = {"images": {"width": "size", "height": "size"}}
-"""Keys checked where present: an image's size is needed only to rasterise its instances."""
+OPTIONAL_FIELDS: Fields = {"images": {"width": "size", "height": "size"}, "annotations": {"caption": "text"}}
+"""Keys checked where present: an image's size is needed only to rasterise its instances; a caption may be
+null (reported as empty)."""
 
 
 def _is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An integer or a finite float (JSON's NaN and Infinity are not numbers here)."""
     return _is_integer(value) or (isinstance(value, float) and math.isfinite(value))
 
 
 VALUE_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "integer": ("an integer", _is_integer),
     "name": ("a non-empty string", lambda v: isinstance(v, str) and bool(v)),
-    "size": ("a positive number", lambda v: _is_number(v) and v > 0),
+    "size": ("a positive number", lambda v: is_number(v) and v > 0),
+    "text": ("a string or null", lambda v: v is None or isinstance(v, str)),
     "box": (
         "[x, y, width, height] numbers",
-        lambda v: isinstance(v, list) and len(v) == 4 and all(_is_number(x) for x in v),
+        lambda v: isinstance(v, list) and len(v) == 4 and all(is_number(x) for x in v),
     ),
 }
 
