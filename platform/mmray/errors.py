@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -76,3 +79,23 @@ class Terminated(KeyboardInterrupt):
 def how_stopped(stop: KeyboardInterrupt) -> tuple[str, int]:
     """The word and exit code for work stopped by SIGTERM (`Terminated`, 143) or Ctrl-C (130)."""
     return ("terminated", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+
+
+def json_object(text: str | bytes) -> dict[str, Any]:
+    """A JSON text that must hold an object (for use inside `reading`)."""
+    content = json.loads(text)
+    if not isinstance(content, dict):
+        raise TypeError(f"expected a JSON object, got {type(content).__name__}")
+    return content
+
+
+@contextlib.contextmanager
+def reading(where: object, error: type[MmrayError]) -> Iterator[None]:
+    """Any failure other than mmray's own while reading the file `where` (truncated, edited, replaced: a JSON,
+    YAML, safetensors or faiss error, a missing key, a wrong type) becomes `error` naming it."""
+    try:
+        yield
+    except MmrayError:
+        raise
+    except Exception as exc:
+        raise error(f"{where} is damaged or not what mmray wrote ({type(exc).__name__}: {exc})") from None

@@ -14,7 +14,7 @@ import numpy as np
 
 from mmray import storage
 from mmray.data.coco import CocoDataset
-from mmray.errors import IndexBundleError
+from mmray.errors import IndexBundleError, json_object, reading
 from mmray.index.faiss_index import VectorIndex
 
 MANIFEST = "index.json"
@@ -78,18 +78,36 @@ def write_index_bundle(
         storage.publish_dir(staging, uri, last=MANIFEST)
 
 
-def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
-    """Load an index bundle from a directory or s3:// prefix."""
+def read_index_manifest(uri: str) -> dict[str, Any]:
+    """The manifest of the index bundle at `uri`, checked: its format, model version and index types."""
     manifest_uri = storage.join(uri, MANIFEST)
     if not storage.exists(manifest_uri):
         raise IndexBundleError(f"{uri} is not a complete index bundle: {MANIFEST} is missing")
-    manifest = json.loads(storage.read_text(manifest_uri))
+    with reading(manifest_uri, IndexBundleError):
+        manifest = json_object(storage.read_text(manifest_uri))
+        manifest["indexes"] = {
+            str(kind): {**info, "type": str(info["type"])} for kind, info in manifest["indexes"].items()
+        }
+        manifest["model_version"] = str(manifest["model_version"])
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexBundleError(
+            f"{manifest_uri} has index format_version {version!r}; this mmray reads {FORMAT_VERSION}"
+        )
+    return manifest
+
+
+def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
+    """Load an index bundle from a directory or s3:// prefix; a damaged file is an error naming it."""
+    manifest = read_index_manifest(uri)
+    metadata_uri = storage.join(uri, METADATA)
+    with storage.local_copy(metadata_uri) as metadata_path, reading(metadata_uri, IndexBundleError):
+        metadata = json_object(metadata_path.read_text())
     indexes = {}
-    with storage.local_copy(storage.join(uri, METADATA)) as metadata_path:
-        metadata = json.loads(metadata_path.read_text())
     for kind, info in manifest["indexes"].items():
-        with storage.local_copy(storage.join(uri, f"{kind}.ids.npy")) as ids_path:
+        ids_uri, index_uri = storage.join(uri, f"{kind}.ids.npy"), storage.join(uri, f"{kind}.faiss")
+        with storage.local_copy(ids_uri) as ids_path, reading(ids_uri, IndexBundleError):
             ids = np.load(ids_path)
-        with storage.local_copy(storage.join(uri, f"{kind}.faiss")) as index_path:
+        with storage.local_copy(index_uri) as index_path, reading(index_uri, IndexBundleError):
             indexes[kind] = VectorIndex.load(index_path, ids, info["type"], use_gpu=use_gpu)
     return IndexBundle(indexes=indexes, metadata=metadata, manifest=manifest, uri=uri)

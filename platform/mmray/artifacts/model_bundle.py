@@ -39,7 +39,7 @@ from mmray.config.base import format_validation_error
 from mmray.config.model import ModelConfig, ModelSection
 from mmray.config.tasks import TaskConfig, TaskSection
 from mmray.data.processor import Processor
-from mmray.errors import BundleError
+from mmray.errors import BundleError, json_object, reading
 from mmray.models.registry import model_kind
 from mmray.models.weights import grow_token_embeddings, load_state_dict_strictly
 
@@ -125,7 +125,10 @@ def check_format(manifest: dict[str, Any], where: str) -> None:
 def run_pointer(run_dir: str, name: str) -> str | None:
     """The bundle a training run's pointer file (`best_model.json`, `latest_model.json`) names, if any."""
     pointer = storage.join(run_dir, name)
-    return str(json.loads(storage.read_text(pointer))["model_bundle"]) if storage.exists(pointer) else None
+    if not storage.exists(pointer):
+        return None
+    with reading(pointer, BundleError):
+        return str(json.loads(storage.read_text(pointer))["model_bundle"])
 
 
 def resolve_model_bundle(uri: str) -> str:
@@ -170,7 +173,8 @@ class LoadedBundle:
 
 
 def _read_config(path: Path, annotation: Any) -> Any:
-    data = yaml.safe_load(path.read_text())
+    with reading(path, BundleError):
+        data = yaml.safe_load(path.read_text())
     try:
         return TypeAdapter(annotation).validate_python(data)
     except ValidationError as exc:
@@ -181,7 +185,8 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     path = directory / MANIFEST
     if not path.is_file():
         raise BundleError(f"{directory} is not a model bundle: {MANIFEST} is missing")
-    manifest: dict[str, Any] = json.loads(path.read_text())
+    with reading(path, BundleError):
+        manifest: dict[str, Any] = json_object(path.read_text())
     check_format(manifest, str(directory))
     return manifest
 
@@ -197,7 +202,8 @@ def load_weights(model: nn.Module, directory: Path, grow_vocabulary: bool = Fals
     path = directory / WEIGHTS
     if not _present(path):
         raise BundleError(f"{directory} is not a complete model bundle: {WEIGHTS} is missing")
-    state: dict[str, torch.Tensor] = load_safetensors(path.read_bytes())
+    with reading(path, BundleError):
+        state: dict[str, torch.Tensor] = load_safetensors(path.read_bytes())
     reference = read_manifest(directory).get(FROZEN_KEY) if (directory / MANIFEST).is_file() else None
     if reference is not None:
         state = {**frozen_state(directory, reference, model), **state}

@@ -18,7 +18,7 @@ from torchvision.transforms.v2 import functional as tvf
 from mmray import storage
 from mmray.data.images import decode_rgb, resize_square, turn_upright
 from mmray.data.tokenizers import HF_TOKENIZER_DIR, WORD_TOKENIZER_FILE, TokenBatch, Tokenizer, WordTokenizer
-from mmray.errors import BundleError, ImageDecodeError, StorageError
+from mmray.errors import BundleError, ImageDecodeError, StorageError, json_object, reading
 
 PROCESSOR_FILE = "processor.json"
 
@@ -128,16 +128,29 @@ class Processor:
         path = directory / PROCESSOR_FILE
         if not path.is_file():
             raise BundleError(f"{directory} has no {PROCESSOR_FILE}")
-        description: dict[str, Any] = json.loads(path.read_text())
-        image = description["image"]
-        transform = ImageTransform(
-            size=int(image["size"]),
-            mean=tuple(image["mean"]),
-            std=tuple(image["std"]),
-            resize=image.get("resize", "stretch"),
-            orientation=image.get("orientation", LEGACY_ORIENTATION),
-        )
-        return cls(transform, load_tokenizer(directory, description["tokenizer"]))
+        with reading(path, BundleError):
+            description = json_object(path.read_text())
+            image = description["image"]
+            transform = ImageTransform(
+                size=int(image["size"]),
+                mean=_three_numbers(image["mean"]),
+                std=_three_numbers(image["std"]),
+                resize=_one_of(image.get("resize", "stretch"), ("stretch", "center_crop")),
+                orientation=_one_of(image.get("orientation", LEGACY_ORIENTATION), ("exif", "stored")),
+            )
+            kind = str(description["tokenizer"])
+        return cls(transform, load_tokenizer(directory, kind))
+
+
+def _three_numbers(value: Any) -> tuple[float, float, float]:
+    first, second, third = (float(v) for v in value)
+    return first, second, third
+
+
+def _one_of(value: Any, allowed: tuple[str, ...]) -> Any:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {allowed}")
+    return value
 
 
 def load_tokenizer(directory: Path, kind: str) -> Tokenizer:
@@ -145,9 +158,11 @@ def load_tokenizer(directory: Path, kind: str) -> Tokenizer:
     if kind == WordTokenizer.kind:
         if not (directory / WORD_TOKENIZER_FILE).is_file():
             raise BundleError(f"{directory} has no {WORD_TOKENIZER_FILE}")
-        return WordTokenizer.load(directory)
+        with reading(directory / WORD_TOKENIZER_FILE, BundleError):
+            return WordTokenizer.load(directory)
     if kind == "huggingface":
         from mmray.data.hf_tokenizer import load_hf_tokenizer
 
-        return load_hf_tokenizer(str(directory / HF_TOKENIZER_DIR))
+        with reading(directory / HF_TOKENIZER_DIR, BundleError):
+            return load_hf_tokenizer(str(directory / HF_TOKENIZER_DIR))
     raise BundleError(f"{directory}: unknown tokenizer kind {kind!r}")

@@ -3,17 +3,15 @@ Checked from the manifests alone (no model is loaded), so a bad pair is refused 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from mmray import storage
+from mmray.artifacts.index_bundle import read_index_manifest
 from mmray.artifacts.model_bundle import MANIFEST, check_format, resolve_model_bundle
-from mmray.errors import BundleError, IndexBundleError, StorageError
+from mmray.errors import BundleError, IndexBundleError, StorageError, json_object, reading
 from mmray.models.registry import model_kind
-
-INDEX_MANIFEST = "index.json"
 
 
 @dataclass(frozen=True)
@@ -48,19 +46,13 @@ def read_model_manifest(uri: str) -> tuple[str, dict[str, Any]]:
     """A model bundle's resolved URI (a run directory names its best bundle) and its manifest."""
     try:
         resolved = resolve_model_bundle(uri)
-        manifest: dict[str, Any] = json.loads(storage.read_text(storage.join(resolved, MANIFEST)))
+        manifest_uri = storage.join(resolved, MANIFEST)
+        with reading(manifest_uri, BundleError):
+            manifest = json_object(storage.read_text(manifest_uri))
     except StorageError as exc:
         raise BundleError(f"model bundle {uri}: {exc}") from None
     check_format(manifest, resolved)
     return resolved, manifest
-
-
-def read_index_manifest(uri: str) -> dict[str, Any]:
-    manifest_uri = storage.join(uri, INDEX_MANIFEST)
-    if not storage.exists(manifest_uri):
-        raise IndexBundleError(f"{uri} is not a complete index bundle: {INDEX_MANIFEST} is missing")
-    manifest: dict[str, Any] = json.loads(storage.read_text(manifest_uri))
-    return manifest
 
 
 def absolute(uri: str) -> str:
