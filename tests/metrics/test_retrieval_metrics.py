@@ -62,3 +62,24 @@ def test_perfect_embeddings_have_recall_one() -> None:
     metrics = retrieval_metrics(images, texts, torch.arange(6).repeat_interleave(2))
     assert metrics["i2t_R@1"] == metrics["t2i_R@1"] == 1.0
     assert metrics["i2t_medr"] == metrics["t2i_medr"] == 1.0
+
+
+def test_tied_scores_count_against_the_query() -> None:
+    collapsed_images, collapsed_texts = torch.ones(20, 4), torch.ones(40, 4)  # every score equal
+    owner = torch.arange(20).repeat_interleave(2)
+    metrics = retrieval_metrics(collapsed_images, collapsed_texts, owner)
+    assert metrics["recall_mean"] == 0.0, "a model that says the same for everything finds nothing"
+    assert metrics["t2i_medr"] == 20 and metrics["i2t_medr"] == 39, "ranked behind every tie but its own"
+
+
+def test_non_finite_embeddings_rank_last() -> None:
+    images = F.normalize(torch.randn(20, 8, generator=torch.Generator().manual_seed(3)), dim=-1)
+    owner = torch.arange(20)
+    nan_metrics = retrieval_metrics(torch.full_like(images, float("nan")), torch.full_like(images, float("nan")), owner)
+    assert nan_metrics["recall_mean"] == 0.0 and nan_metrics["t2i_medr"] == 20 and nan_metrics["i2t_medr"] == 20
+    texts = images.clone()
+    texts[0] = float("nan")  # one diverged caption: ranked last itself, never ahead of another's
+    ranks = text_to_image_ranks(texts, images, owner)
+    assert ranks[0] == 20 and bool((ranks[1:] == 1).all())
+    ranks = image_to_text_ranks(images, texts, owner)
+    assert ranks[0] == 20 and bool((ranks[1:] == 1).all())

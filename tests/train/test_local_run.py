@@ -11,6 +11,7 @@ import torch
 
 from mmray.config import TrainJob
 from mmray.devices import resolve_precision
+from mmray.errors import TrainingError
 from mmray.train.local_run import run_local
 from tests.support.cli import invoke_mmray
 from tests.train.conftest import last_json, tiny_job, write_job
@@ -147,3 +148,13 @@ def test_the_ray_callback_points_at_the_kept_checkpoints(tmp_path: Path) -> None
     assert run_pointer(str(tmp_path), "best_model.json") == str(tmp_path / "checkpoint_epoch_0002")
     PointAtKept(str(tmp_path), "min").after_report(None, [{}], checkpoint=object())
     assert run_pointer(str(tmp_path), "best_model.json") == str(tmp_path / "checkpoint_epoch_0005")
+
+
+def test_a_run_whose_weights_diverge_stops_before_they_are_scored_or_kept(data_root: Path, tmp_path: Path) -> None:
+    """A learning rate that blows the weights up to NaN / infinity stops the run after that epoch, before it is
+    scored or checkpointed (a NaN model ranked every caption first and became the run's best)."""
+    spec = TrainJob.model_validate(tiny_job(data_root, tmp_path / "runs", "diverges", epochs=2, num_workers=1, lr=1e30))
+    with pytest.raises(TrainingError, match=r"the model diverged in epoch 1: .* NaN or infinite .* lower train\.lr"):
+        run_local(spec)
+    run_dir = tmp_path / "runs" / "diverges"
+    assert not list(run_dir.glob("checkpoint_epoch_*")) and not (run_dir / "best_model.json").exists()

@@ -13,14 +13,16 @@ def text_to_image_ranks(
     caption_image: torch.Tensor,  # (C,) index of each caption's image
     chunk_size: int = 1024,
 ) -> torch.Tensor:
-    """1-based rank of each caption's own image among all images. -> (C,)"""
+    """1-based rank of each caption's own image among all images, behind every image scored as high. A NaN
+    own score ranks last; another image's NaN score is never ahead. -> (C,)"""
     ranks = []
     for start in range(0, text_embeddings.shape[0], chunk_size):
         queries = text_embeddings[start : start + chunk_size]  # (c, E)
         scores = queries @ image_embeddings.T  # (c, N)
         own = caption_image[start : start + chunk_size]  # (c,)
         positive = scores.gather(1, own.unsqueeze(1))  # (c, 1)
-        ranks.append((scores > positive).sum(dim=1) + 1)  # (c,)
+        at_least_as_high = (scores >= positive).sum(dim=1)  # (c,) the own image included; 0 for a NaN own score
+        ranks.append(torch.where(positive.squeeze(1).isnan(), scores.shape[1], at_least_as_high))  # (c,)
     return torch.cat(ranks)
 
 
@@ -30,15 +32,18 @@ def image_to_text_ranks(
     caption_image: torch.Tensor,  # (C,)
     chunk_size: int = 256,
 ) -> torch.Tensor:
-    """1-based rank of each image's best-ranked own caption among all captions. -> (N,)"""
+    """1-based rank of each image's best-ranked own caption among all captions, behind every other caption
+    scored as high. NaN own scores rank last; another caption's NaN score is never ahead. -> (N,)"""
     ranks = []
     for start in range(0, image_embeddings.shape[0], chunk_size):
         queries = image_embeddings[start : start + chunk_size]  # (n, E)
         scores = queries @ text_embeddings.T  # (n, C)
         indices = torch.arange(start, start + queries.shape[0], device=caption_image.device)  # (n,)
         own = caption_image.unsqueeze(0) == indices.unsqueeze(1)  # (n, C)
-        best_own = scores.masked_fill(~own, float("-inf")).max(dim=1, keepdim=True).values  # (n, 1)
-        ranks.append((scores > best_own).sum(dim=1) + 1)  # (n,)
+        own_scores = scores.nan_to_num(nan=float("-inf")).masked_fill(~own, float("-inf"))  # (n, C)
+        best_own = own_scores.max(dim=1, keepdim=True).values  # (n, 1); -inf: every own score NaN
+        ahead = ((scores >= best_own) & ~own).sum(dim=1) + 1  # (n,)
+        ranks.append(torch.where(best_own.squeeze(1) == float("-inf"), scores.shape[1], ahead))  # (n,)
     return torch.cat(ranks)
 
 
@@ -48,7 +53,8 @@ def retrieval_metrics(
     """`i2t_R@K`, `t2i_R@K` (K in `DEFAULT_KS`), their mean `recall_mean`, and `i2t_medr` / `t2i_medr`.
 
     An image→text query hits at K when any of the image's captions is in the top K; a text→image
-    query ranks all images for one caption. Ties count in the query's favour.
+    query ranks all images for one caption. Ties count against the query (a collapsed model that scores
+    everything alike finds nothing) and NaN scores of its own pairs rank last (a diverged model).
     """
     images = image_embeddings.float()
     texts = text_embeddings.float()

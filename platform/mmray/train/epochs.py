@@ -6,10 +6,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+from torch import nn
+
 from mmray.config import TrainJob
 from mmray.config.model import HfDualEncoderConfig
+from mmray.errors import TrainingError
 from mmray.train.context import TrainContext
-from mmray.train.loop import CHECKPOINT_SCORE, Worker
+from mmray.train.loop import CHECKPOINT_SCORE, Worker, unwrap
 
 
 def run_loop(config: dict[str, Any], context: TrainContext) -> None:
@@ -29,6 +33,7 @@ def run_loop(config: dict[str, Any], context: TrainContext) -> None:
             worker.say(f"epoch 0 (the starting model, before training): {_shown(start, score)}")
     for epoch in range(worker.progress.epochs_done, settings.epochs):
         metrics: dict[str, Any] = {"epoch": epoch + 1, **worker.run_epoch(epoch)}
+        check_finite_weights(unwrap(worker.model), epoch, metrics)
         worker.progress.epochs_done = epoch + 1
         if (epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs:
             evaluation = worker.evaluate()
@@ -43,6 +48,21 @@ def run_loop(config: dict[str, Any], context: TrainContext) -> None:
         if epoch + 1 == config.get("stop_after_epoch"):
             worker.say(f"stopped after epoch {epoch + 1} as asked; a rerun resumes from its checkpoint")
             return
+
+
+def check_finite_weights(model: nn.Module, epoch: int, metrics: dict[str, Any]) -> None:
+    """Stop a run whose weights hold NaN or infinity after an epoch (steps were taken on a non-finite loss):
+    before it is evaluated, scored or checkpointed, so the kept checkpoints stay the good ones."""
+    weights = list(model.parameters())
+    if bool(torch.stack([p.detach().isfinite().all() for p in weights]).all()):
+        return
+    broken = sum(not bool(p.detach().isfinite().all()) for p in weights)
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("train_loss"))
+    raise TrainingError(
+        f"the model diverged in epoch {epoch + 1}: {broken} of its {len(weights)} weight tensors hold NaN or "
+        f"infinite values ({losses}); lower train.lr, set train.clip_grad_norm or train.precision fp32. "
+        f"The checkpoints of epochs up to {epoch} are kept"
+    )
 
 
 def evaluates_at_start(spec: TrainJob) -> bool:
