@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmray.artifacts.model_bundle import resolve_model_bundle, run_pointer
 from mmray.config import TrainJob
 from mmray.devices import resolve_precision
 from mmray.errors import TrainingError
@@ -158,3 +159,15 @@ def test_a_run_whose_weights_diverge_stops_before_they_are_scored_or_kept(data_r
         run_local(spec)
     run_dir = tmp_path / "runs" / "diverges"
     assert not list(run_dir.glob("checkpoint_epoch_*")) and not (run_dir / "best_model.json").exists()
+
+
+def test_a_moved_run_points_at_its_own_checkpoints(data_root: Path, tmp_path: Path) -> None:
+    """A run moved aside (`--force-new`) or copied elsewhere resolves to its own checkpoints, not to those now
+    at its old place (its export gave the new run's model)."""
+    spec = TrainJob.model_validate(tiny_job(data_root, tmp_path / "runs", "moved", epochs=1, num_workers=1))
+    run_local(spec)
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    (tmp_path / "runs" / "moved").rename(moved)
+    assert resolve_model_bundle(str(moved)) == str(moved / "checkpoint_epoch_0001")
+    assert run_pointer(str(moved), "latest_model.json") == str(moved / "checkpoint_epoch_0001")

@@ -128,7 +128,11 @@ def run_pointer(run_dir: str, name: str) -> str | None:
     if not storage.exists(pointer):
         return None
     with reading(pointer, BundleError):
-        return str(json.loads(storage.read_text(pointer))["model_bundle"])
+        content = json_object(storage.read_text(pointer))
+        in_run = content.get("in_run")
+        if isinstance(in_run, str) and in_run and not in_run.startswith(("/", "..")):
+            return storage.join(run_dir, in_run)  # where the run is now, wherever it was written
+        return str(content["model_bundle"])
 
 
 def resolve_model_bundle(uri: str) -> str:

@@ -4,6 +4,7 @@ last outputs named, and pointers that outlived them would leave a stopped run un
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 
 from mmray import storage
 from mmray.artifacts.model_bundle import BEST_MODEL, LATEST_MODEL, MANIFEST
-from mmray.errors import MmrayError
+from mmray.errors import MmrayError, StorageError
 from mmray.train.checkpoint_score import is_measured
 from mmray.train.loop import CHECKPOINT_SCORE
 
@@ -32,8 +33,13 @@ def best_checkpoint(candidates: Sequence[Candidate], latest: str, mode: str) -> 
 
 
 def write_pointers(run_dir: str, latest: str, best: str) -> None:
-    storage.write_text(storage.join(run_dir, LATEST_MODEL), json.dumps({"model_bundle": latest}))
-    storage.write_text(storage.join(run_dir, BEST_MODEL), json.dumps({"model_bundle": best}))
+    """Each pointer names its checkpoint by URI and, for a checkpoint inside the run, by its place there, which
+    readers prefer (`run_pointer`): a run moved aside or copied elsewhere points at its own checkpoints."""
+    for name, uri in ((LATEST_MODEL, latest), (BEST_MODEL, best)):
+        pointer: dict[str, str] = {"model_bundle": uri}
+        with contextlib.suppress(StorageError, ValueError):
+            pointer["in_run"] = storage.relative_to(uri, run_dir)
+        storage.write_text(storage.join(run_dir, name), json.dumps(pointer))
 
 
 def kept_checkpoints(run_dir: str) -> list[Candidate]:
