@@ -75,6 +75,20 @@ def test_wrong_type_and_range_name_the_value(spec_file: Path) -> None:
         load_job(spec_file, ["data.val_images=500"])
 
 
+@pytest.mark.parametrize(
+    ("overrides", "shown"),
+    [
+        (["model.text.kind=small_transformer", "model.text.width=64", "model.text.heads=3"],
+         r"model\.text: .*width 64 does not split into 3 heads"),
+        (["model.image.kind=small_cnn", "model.image.image_size=16", "model.image.blocks=6"],
+         r"model\.image: .*image_size 16 is too small for 6 blocks \(it is halved per block; at least 64\)"),
+    ],
+)  # fmt: skip
+def test_tower_settings_that_cannot_be_built_are_refused(spec_file: Path, overrides: list[str], shown: str) -> None:
+    with pytest.raises(ConfigError, match=shown):
+        load_job(spec_file, overrides)
+
+
 def test_overrides_parse_yaml_scalars_and_nest() -> None:
     tree = parse_overrides(["a.b=3", "a.c=0.5", "a.d=true", "e=[1, 2]", "f=hello", "a.g.h=null"])
     assert tree == {"a": {"b": 3, "c": 0.5, "d": True, "g": {"h": None}}, "e": [1, 2], "f": "hello"}

@@ -57,3 +57,27 @@ def test_a_refused_rerun_of_a_run_without_checkpoints_says_starting_afresh_loses
     with pytest.raises(ConfigError, match=r"train\.lr: 0\.003 → 0\.01\.") as refused:
         check_run_directory(changed)
     assert "no checkpoint" not in str(refused.value)
+
+
+def test_resuming_with_another_model_is_refused_before_anything_is_written(tiny_shapes: Path, tmp_path: Path) -> None:
+    """--resume continues a run's checkpoints: a changed model section cannot load them. The refusal came only
+    once the checkpoint failed to load, after job.yaml was rewritten, which then refused the original job."""
+    first = TrainJob.model_validate(_job(tiny_shapes, tmp_path / "runs"))
+    prepare_run_directory(first)
+    checkpoint = tmp_path / "runs" / "refused-first" / "checkpoint_epoch_0001"
+    checkpoint.mkdir()
+    (checkpoint / "train_state.pt").write_bytes(b"x")
+    record = (tmp_path / "runs" / "refused-first" / JOB_RECORD).read_text()
+    wider = first.model_copy(update={"model": first.model.model_copy(update={"embed_dim": 64})})
+    with pytest.raises(ConfigError, match=r"--resume cannot change the model \(model\.embed_dim: 32 → 64\)"):
+        check_run_directory(wider, rerun="resume")
+    assert (tmp_path / "runs" / "refused-first" / JOB_RECORD).read_text() == record
+    faster = first.model_copy(update={"train": first.train.model_copy(update={"lr": 0.01})})
+    check_run_directory(faster, rerun="resume")  # training settings may change
+
+
+def test_a_storage_root_that_is_a_file_is_refused_before_the_data_loads(tiny_shapes: Path, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a directory")
+    job = TrainJob.model_validate(_job(tiny_shapes, tmp_path / "notes.txt"))
+    with pytest.raises(ConfigError, match=r"storage_root .*notes\.txt is a file; name a directory"):
+        check_run_directory(job)

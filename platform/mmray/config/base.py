@@ -173,3 +173,9 @@ def validate(model: type[SectionT], data: Mapping[str, Any], source: str) -> Sec
 def to_yaml(config: BaseModel) -> str:
     """Dump a config as YAML that loads back to an equal config."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def check_heads(width: int, heads: int) -> None:
+    """Attention splits `width` evenly over its heads."""
+    if width % heads:
+        raise ValueError(f"width {width} does not split into {heads} heads: make width a multiple of heads")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from mmray.config.base import Section
+from mmray.config.base import Section, check_heads
 from mmray.config.model import DualEncoderConfig, EncoderConfig, ModelSection, model_kinds
 
 
@@ -42,6 +42,11 @@ class AttentionFusionConfig(Section):
         "over cells (does any / how many cells match); 0: the text side only",
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_split_the_width(self) -> AttentionFusionConfig:
+        check_heads(self.width, self.heads)
+        return self
 
 
 class GatedFusionConfig(Section):

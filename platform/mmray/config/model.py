@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SerializeAsAny, model_validator
 
-from mmray.config.base import Section
+from mmray.config.base import Section, check_heads
 from mmray.config.registry import KindRegistry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -44,6 +44,15 @@ class SmallCnnConfig(_ImageTower):
     width: int = Field(32, ge=4, description="channels of the first block, doubled per block")
     blocks: int = Field(4, ge=1, le=6)
 
+    @model_validator(mode="after")
+    def _fits_the_blocks(self) -> SmallCnnConfig:
+        if self.image_size < 2**self.blocks:
+            raise ValueError(
+                f"image_size {self.image_size} is too small for {self.blocks} blocks (it is halved per block; "
+                f"at least {2**self.blocks})"
+            )
+        return self
+
 
 class TorchvisionConfig(_ImageTower):
     """A torchvision CNN by name with its classifier removed."""
@@ -69,6 +78,11 @@ class SmallTransformerConfig(_TextTower):
     layers: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)
     weights: str | None = None
+
+    @model_validator(mode="after")
+    def _heads_split_the_width(self) -> SmallTransformerConfig:
+        check_heads(self.width, self.heads)
+        return self
 
 
 class GruConfig(_TextTower):

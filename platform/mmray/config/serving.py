@@ -26,6 +26,10 @@ class RequestLimits(Section):
     max_items: int = Field(64, ge=1, description="most texts or images in one embed / classify request")
     max_text_chars: int = Field(2000, ge=1, description="longest text, in characters")
     max_k: int = Field(1000, ge=1, description="most results one search may ask for")
+    max_nprobe: int = Field(4096, ge=1, description="most IVF lists one search may probe (its work grows with each)")
+    max_ef_search: int = Field(
+        4096, ge=1, description="largest HNSW search breadth one search may ask for (its memory and work grow with it)"
+    )
     max_thumbnails: int = Field(32, ge=0, description="most hits of one search that get a thumbnail")
     max_thumbnail_bytes: int = Field(
         16 * 1024 * 1024, ge=0, description="most image bytes one search reads for its thumbnails"

@@ -28,9 +28,7 @@ class SmallCnn(FreezableTower):
 
     def __init__(self, config: SmallCnnConfig) -> None:
         super().__init__()
-        grid = config.image_size // (2**config.blocks)
-        if grid < 1:
-            raise ValueError(f"image_size {config.image_size} is too small for {config.blocks} blocks")
+        grid = config.image_size // (2**config.blocks)  # ≥ 1: the config checks it
         channels = [3] + [config.width * 2**i for i in range(config.blocks)]
         self.blocks = nn.ModuleList(
             nn.Sequential(_conv_bn_relu(c_in, c_out, 2), _conv_bn_relu(c_out, c_out, 1))

@@ -8,6 +8,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -124,6 +125,7 @@ def check_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner =
     (`check`) or by the other runner, resume it anyway (`resume`), or move it aside and start afresh
     (`new`). Nothing is written: `record_job` records the job once the run's checks have passed, so a run
     refused before training leaves nothing that blocks its corrected rerun."""
+    _check_root_is_a_directory(spec.storage_root)
     run_dir = run_directory(spec)
     if not run_exists(run_dir):
         return
@@ -133,6 +135,8 @@ def check_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner =
         logger.warning("moved the earlier run %s aside to %s; starting afresh", run_dir, aside)
         return
     _check_runner(run_dir, spec.name, runner)
+    if rerun == "resume" and storage.exists(storage.join(run_dir, JOB_RECORD)):
+        _check_same_model(recorded_job(run_dir), yaml.safe_load(to_yaml(spec)), run_dir)
     if rerun == "check" and storage.exists(storage.join(run_dir, JOB_RECORD)):
         changed = differences(recorded_job(run_dir), yaml.safe_load(to_yaml(spec)))
         if changed:
@@ -145,6 +149,29 @@ def check_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner =
                 "resumes its run: --resume continues it under the new settings, --force-new moves it aside "
                 f"and starts afresh, or give the job another name=...{nothing}"
             )
+
+
+def _check_root_is_a_directory(root: str) -> None:
+    """A local storage root (or its nearest existing parent) must be a directory, found before any data loads."""
+    if storage.is_s3(root):
+        return
+    existing = Path(root).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"storage_root {root}: {existing} is a file; name a directory for the runs")
+
+
+def _check_same_model(recorded: Mapping[str, Any], requested: Mapping[str, Any], run_dir: str) -> None:
+    """Resuming loads the run's checkpoints into the job's model: it must be the one they hold."""
+    changed = differences({"model": recorded.get("model")}, {"model": requested.get("model")})
+    if changed and latest_checkpointed_epoch(run_dir) is not None:
+        shown = "; ".join(f"{key}: {old!r} → {new!r}" for key, old, new in changed[:8])
+        raise ConfigError(
+            f"--resume cannot change the model ({shown}): the checkpoints in {run_dir} hold the recorded one. "
+            "--force-new moves the run aside and starts afresh, or give the job another name=... (init_from=<its "
+            "checkpoint> starts the new model from the weights that fit)"
+        )
 
 
 def finished_summary(spec: TrainJob) -> dict[str, Any] | None:
