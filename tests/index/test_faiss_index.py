@@ -61,6 +61,18 @@ def test_query_time_parameters_trade_recall(data: tuple) -> None:
         check_gpu_nprobe(4096)
 
 
+def test_a_breadth_beyond_the_index_searches_as_the_whole_index_does(data: tuple) -> None:
+    base, queries, ids, _ = data
+    ivf = build_index(base[:2000], ids[:2000], IndexSpec(type="ivf_flat", nlist=16))
+    everything = ivf.search(queries, 10, nprobe=16)
+    for huge in (17, 2**40, 2**64):  # faiss takes a size_t: 2**64 overflowed
+        np.testing.assert_array_equal(ivf.search(queries, 10, nprobe=huge)[1], everything[1])
+    hnsw = build_index(base[:500], ids[:500], IndexSpec(type="hnsw"))
+    widest = hnsw.search(queries, 10, ef_search=500)
+    for huge in (501, 3_000_000_000):  # an int: 3e9 overflowed, 1e8 took 0.8 GB
+        np.testing.assert_array_equal(hnsw.search(queries, 10, ef_search=huge)[1], widest[1])
+
+
 def test_auto_rule_and_errors(data: tuple) -> None:
     assert IndexSpec().resolved_type(1000) == "flat"
     assert IndexSpec().resolved_type(500_000) == "ivf_flat"

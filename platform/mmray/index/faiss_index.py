@@ -156,14 +156,16 @@ class VectorIndex:
 
     def search_parameters(self, nprobe: int | None = None, ef_search: int | None = None) -> Any:
         """Per-call faiss SearchParameters (None: the index's saved defaults); the shared index is
-        never changed, so concurrent searches with different settings cannot race."""
+        never changed, so concurrent searches with different settings cannot race. A breadth beyond the
+        whole index (every list, every vector) searches as the whole index does."""
         for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
             if value is not None and value < 1:
                 raise QueryError(f"{name} must be at least 1, got {value}")
         if nprobe is not None and self.kind.startswith("ivf"):
-            return faiss.SearchParametersIVF(nprobe=int(nprobe))  # type: ignore[call-arg]
+            lists = int(faiss.extract_index_ivf(self.index).nlist)
+            return faiss.SearchParametersIVF(nprobe=min(int(nprobe), lists))  # type: ignore[call-arg]
         if ef_search is not None and self.kind == "hnsw":
-            return faiss.SearchParametersHNSW(efSearch=int(ef_search))  # type: ignore[attr-defined]
+            return faiss.SearchParametersHNSW(efSearch=min(int(ef_search), max(self.size, 1)))  # type: ignore[attr-defined]
         return None
 
     def search(
@@ -186,7 +188,8 @@ class VectorIndex:
     def _search_gpu(self, matrix: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
         """One search at a time on the GPU clone; a per-call nprobe is set for the call and put back."""
         default = self.default_nprobe()
-        wanted = nprobe if nprobe is not None and default is not None else None
+        lists = int(faiss.extract_index_ivf(self.index).nlist) if default is not None else 0
+        wanted = min(nprobe, lists) if nprobe is not None and default is not None else None
         check_gpu_nprobe(wanted)
         space = faiss.GpuParameterSpace()
         with self._gpu_lock:
@@ -205,6 +208,8 @@ class VectorIndex:
     @classmethod
     def load(cls, path: Path, ids: np.ndarray, kind: str, use_gpu: bool = True) -> VectorIndex:
         index = faiss.read_index(str(path))
+        if ids.shape != (index.ntotal,):
+            raise ValueError(f"{index.ntotal} vectors but ids of shape {ids.shape}")
         return cls(index, ids, kind, _gpu_clone(index, kind, use_gpu))
 
 

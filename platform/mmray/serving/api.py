@@ -152,8 +152,10 @@ async def parse_request(
         raise RequestError("the body is empty; send a JSON object", "body", 400)
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, or a number of more than 4300 digits
         raise RequestError(f"the body is not valid JSON: {exc}", "body", 400) from None
+    except RecursionError:
+        raise RequestError("the body is not valid JSON: it is nested too deeply", "body", 400) from None
     if not isinstance(data, dict):
         raise RequestError("the body must be a JSON object", "body", 400)
     return parse_body(model, data), {}
@@ -274,8 +276,10 @@ def build_api(
     async def search(request: Request) -> dict[str, Any]:
         opened("search")
         body, files = await parse_request(request, SearchBody, limits.max_body_bytes)
-        if not 1 <= body.k <= limits.max_k:
-            raise RequestError(f"must lie in 1..{limits.max_k}, got {body.k}", "k")
+        for field, value, most in (("k", body.k, limits.max_k), ("nprobe", body.nprobe, limits.max_nprobe),
+                                   ("ef_search", body.ef_search, limits.max_ef_search)):  # fmt: skip
+            if value is not None and not 1 <= value <= most:
+                raise RequestError(f"must lie in 1..{most}, got {value}", field)
         if body.thumbnails and body.k > limits.max_thumbnails:
             raise RequestError(f"thumbnails come with at most {limits.max_thumbnails} hits (limits.max_thumbnails); "
                                f"ask for k ≤ {limits.max_thumbnails} or thumbnails: false", "k")  # fmt: skip

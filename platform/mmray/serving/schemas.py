@@ -46,8 +46,12 @@ class SearchBody(ApiBody):
         None, description="what to find; default: images for text or fused queries, captions for an image alone"
     )
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="image weight of a fused query")
-    nprobe: int | None = Field(None, ge=1, description="IVF lists to probe (this request only)")
-    ef_search: int | None = Field(None, ge=1, description="HNSW search breadth (this request only)")
+    nprobe: int | None = Field(
+        None, ge=1, description="IVF lists to probe (this request only; 1 to the app's max_nprobe)"
+    )
+    ef_search: int | None = Field(
+        None, ge=1, description="HNSW search breadth (this request only; 1 to the app's max_ef_search)"
+    )
     thumbnails: bool = Field(False, description="add each hit's image as a small JPEG data URL")
 
 
@@ -56,7 +60,7 @@ class GenerateImageBody(ApiBody):
     n: int = Field(1, ge=1, le=64, description="images to sample")
     temperature: float = Field(1.0, gt=0.0, le=10.0)
     seed: int | None = Field(
-        None, ge=0, description="noise seed (equal seeds, equal images); default: a random one, returned"
+        None, ge=0, le=2**63 - 1, description="noise seed (equal seeds, equal images); default: a random one, returned"
     )
     model: str | None = None
 
