@@ -12,7 +12,7 @@ import torch
 from mmray.artifacts.model_bundle import resolve_model_bundle, run_pointer
 from mmray.config import TrainJob
 from mmray.devices import resolve_precision
-from mmray.errors import TrainingError
+from mmray.errors import ConfigError, TrainingError
 from mmray.train.local_run import run_local
 from tests.support.cli import invoke_mmray
 from tests.train.conftest import last_json, tiny_job, write_job
@@ -171,3 +171,14 @@ def test_a_moved_run_points_at_its_own_checkpoints(data_root: Path, tmp_path: Pa
     (tmp_path / "runs" / "moved").rename(moved)
     assert resolve_model_bundle(str(moved)) == str(moved / "checkpoint_epoch_0001")
     assert run_pointer(str(moved), "latest_model.json") == str(moved / "checkpoint_epoch_0001")
+
+
+def test_a_score_attribute_the_task_does_not_measure_is_refused_at_the_first_evaluation(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """A mistyped `train.checkpoint.score_attribute` left every checkpoint unscored and the best one unranked."""
+    job = tiny_job(data_root, tmp_path / "runs", "mistyped", epochs=2, num_workers=1)
+    job["train"]["checkpoint"] = {"score_attribute": "recall_maen", "num_to_keep": 1}
+    with pytest.raises(ConfigError, match=r"score_attribute 'recall_maen' is not one of .*recall_mean"):
+        run_local(TrainJob.model_validate(job))
+    assert not list((tmp_path / "runs" / "mistyped").glob("checkpoint_epoch_*"))

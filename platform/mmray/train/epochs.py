@@ -11,7 +11,7 @@ from torch import nn
 
 from mmray.config import TrainJob
 from mmray.config.model import HfDualEncoderConfig
-from mmray.errors import TrainingError
+from mmray.errors import ConfigError, TrainingError
 from mmray.train.context import TrainContext
 from mmray.train.loop import CHECKPOINT_SCORE, Worker, unwrap
 
@@ -27,6 +27,7 @@ def run_loop(config: dict[str, Any], context: TrainContext) -> None:
     score: str = config["score_metric"]
     if worker.progress.epochs_done == 0 and not worker.progress.history and evaluates_at_start(worker.spec):
         start = worker.evaluate()
+        check_score_is_measured(start, score)
         worker.figures = {}
         if start:
             worker.progress.history.append({"epoch": 0, **start, "step": 0, "precision": worker.precision.precision})
@@ -37,6 +38,7 @@ def run_loop(config: dict[str, Any], context: TrainContext) -> None:
         worker.progress.epochs_done = epoch + 1
         if (epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs:
             evaluation = worker.evaluate()
+            check_score_is_measured(evaluation, score)
             metrics.update(evaluation)
             worker.progress.last_eval_epoch = epoch + 1 if evaluation else worker.progress.last_eval_epoch
         metrics["step"] = worker.progress.global_step
@@ -48,6 +50,15 @@ def run_loop(config: dict[str, Any], context: TrainContext) -> None:
         if epoch + 1 == config.get("stop_after_epoch"):
             worker.say(f"stopped after epoch {epoch + 1} as asked; a rerun resumes from its checkpoint")
             return
+
+
+def check_score_is_measured(evaluation: dict[str, Any], score: str) -> None:
+    """The metric ranking checkpoints must be one the evaluation gives (a mistyped name ranked nothing)."""
+    if evaluation and score not in evaluation:
+        measured = ", ".join(sorted(k for k, v in evaluation.items() if isinstance(v, int | float)))
+        raise ConfigError(
+            f"train.checkpoint.score_attribute {score!r} is not one of the metrics this task evaluates: {measured}"
+        )
 
 
 def check_finite_weights(model: nn.Module, epoch: int, metrics: dict[str, Any]) -> None:
