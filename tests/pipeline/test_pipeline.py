@@ -17,6 +17,7 @@ import yaml
 
 from mmray.config import PipelineJob
 from mmray.data.image_files import decode_image
+from mmray.errors import ConfigError
 from mmray.pipeline.registry import ModelRegistry
 from mmray.pipeline.run import run_pipeline
 from mmray.retrieval.search import Searcher
@@ -125,3 +126,16 @@ def test_a_pipeline_promotes_only_past_its_gate_under_load_and_rolls_back(
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stderr.count("done before for these inputs") >= 2, "train and index were not run again"
     assert rerun.last_json()["reason"] == "this pair is the one served already"
+
+
+def test_splits_no_stage_can_read_are_refused_before_any_stage_runs(tmp_path: Path, data_root: Path) -> None:
+    spec = _pipeline(tmp_path, data_root, "splits").model_dump(mode="json")
+    with pytest.raises(ValueError, match=r"gate\.split reads split 'test', but a data section has only train and val"):
+        PipelineJob.model_validate({**spec, "gate": {"split": "test"}})
+    coco_train = tiny_job(data_root, "unused", "candidate", epochs=1)
+    split = {"captions": str(data_root / "c.json"), "images": str(data_root)}
+    coco_train["data"] = {"source": "coco", "train": split}  # no val split to index
+    write_job(tmp_path / "splits-train.yaml", coco_train)
+    with pytest.raises(ConfigError, match=r"index\.split: no val split"):
+        run_pipeline(PipelineJob.model_validate(spec), tmp_path)
+    assert not (tmp_path / "runs").exists(), "refused before the train stage"

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mmray.config.base import NAME_PATTERN, Section
-from mmray.config.data import DataConfig
+from mmray.config.data import DataConfig, require_split
 from mmray.config.indexing import IndexSettings
 
 
@@ -53,4 +53,5 @@ class PipelineJob(Section):
     def _one_source(self) -> PipelineJob:
         if (self.tune is None) == (self.train is None):
             raise ValueError("name exactly one of tune (a search whose best trial trains) or train (a train job)")
+        require_split(self.holdout, self.gate.split, "gate.split")
         return self

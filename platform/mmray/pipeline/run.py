@@ -15,11 +15,14 @@ import yaml
 from mmray import storage
 from mmray.artifacts.model_bundle import open_bundle
 from mmray.config import IndexJob, PipelineJob, TrainJob, TuneJob, load_job, to_yaml
+from mmray.config.base import validate
+from mmray.config.data import require_split
 from mmray.errors import ConfigError
 from mmray.pipeline.registry import ModelRegistry, RegistryEntry
 from mmray.pipeline.stages import StageRecords, stage_key
 from mmray.tasks.evaluation import evaluate_bundle
 from mmray.tasks.registry import task_class
+from mmray.tune.space import base_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ def train_job_of(spec: PipelineJob, base: Path, records: StageRecords) -> TrainJ
 
             return {"best_job": run_tune(tune, base_directory=tune_file.parent).best_job}
 
+        _check_index_split(spec, validate(TrainJob, base_mapping(tune, tune_file.parent), str(tune_file)))
         best = records.run("tune", key, search)["best_job"]
         job = TrainJob.model_validate(yaml.safe_load(storage.read_text(best)))
     else:
@@ -71,9 +75,19 @@ def train_job_of(spec: PipelineJob, base: Path, records: StageRecords) -> TrainJ
         if not isinstance(loaded, TrainJob):
             raise ConfigError(f"pipeline {spec.name}: train names {train_file}, a {loaded.kind!r} job")
         job = loaded
+        _check_index_split(spec, job)
     content = to_yaml(job.model_copy(update={"name": "-", "storage_root": "-"}))
     return job.model_copy(update={"name": f"{spec.name}-train-{stage_key(job=content)[:10]}",
                                   "storage_root": spec.storage_root})  # fmt: skip
+
+
+def _check_index_split(spec: PipelineJob, job: TrainJob) -> None:
+    """The index stage reads `index.split` of the train job's data: refused before any stage runs."""
+    if spec.index is not None:
+        try:
+            require_split(job.data, spec.index.split, "index.split")
+        except ValueError as exc:
+            raise ConfigError(f"pipeline {spec.name}: index.split: {exc}") from None
 
 
 def _train(spec: PipelineJob, job: TrainJob) -> dict[str, Any]:
@@ -97,10 +111,10 @@ def _index(spec: PipelineJob, job: TrainJob, trained: dict[str, Any], records: S
     def build() -> dict[str, Any]:
         from mmray.retrieval.indexing import run_index_job
 
-        index_job = IndexJob.model_validate({"kind": "index", "name": f"{spec.name}-index-{key[:10]}",
-                                             "storage_root": spec.storage_root, "checkpoint": trained["model_bundle"],
-                                             "index": settings.model_dump(mode="json"),
-                                             "data": job.data.model_dump(mode="json")})  # fmt: skip
+        fields = {"kind": "index", "name": f"{spec.name}-index-{key[:10]}", "storage_root": spec.storage_root,
+                  "checkpoint": trained["model_bundle"], "index": settings.model_dump(mode="json"),
+                  "data": job.data.model_dump(mode="json")}  # fmt: skip
+        index_job = validate(IndexJob, fields, f"pipeline {spec.name}")
         built = run_index_job(index_job)
         return {"index_bundle": built.index_bundle, "index_version": built.model_version}
 
