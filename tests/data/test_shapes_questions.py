@@ -101,6 +101,6 @@ def test_a_non_numeric_target_is_an_error_naming_the_annotation(questions_root: 
     broken = tmp_path / "questions.json"
     broken.write_text(json.dumps(content))
     with pytest.raises(
-        DataError, match=rf"annotation {content['annotations'][3]['id']}: target 'present' must be a number"
+        DataError, match=rf"annotation {content['annotations'][3]['id']}: target 'present' must be a finite number"
     ):
         load_coco(str(broken), paths.images, progress=False)
