@@ -61,3 +61,17 @@ def test_a_run_on_s3_is_moved_aside_too(s3_env: str) -> None:
     moved = [f for f in storage.list_files(root) if ".replaced-" in f]
     assert len(moved) == 2 and any(f.endswith("/checkpoint_epoch_0001/train_state.pt") for f in moved)
     assert latest_checkpointed_epoch(storage.join(root, "shapes-clip")) is None
+
+
+def test_a_run_recorded_before_the_orientation_setting_read_stored_pixels(tmp_path: Path) -> None:
+    """Its job.yaml lacks `orientation`: it trained on stored pixels, so the setting's new default (exif) is a
+    change a rerun must name, not a default filled in (which resumed it turning photos, its version changed)."""
+    root = str(tmp_path)
+    prepare_run_directory(_job(root))
+    record = tmp_path / "shapes-clip" / JOB_RECORD
+    recorded = yaml.safe_load(record.read_text())
+    del recorded["model"]["image"]["orientation"]
+    record.write_text(yaml.safe_dump(recorded))
+    with pytest.raises(ConfigError, match=r"model\.image\.orientation: 'stored' → 'exif'"):
+        prepare_run_directory(_job(root))
+    prepare_run_directory(_job(root, "model.image.orientation=stored"))

@@ -10,6 +10,8 @@ from pydantic import BeforeValidator, Field, SerializeAsAny, model_validator
 from mmray.config.base import Section, check_heads
 from mmray.config.registry import KindRegistry
 
+LEGACY_ORIENTATION: Literal["stored"] = "stored"
+"""What bundles, prepared splits and recorded jobs made before the orientation setting did."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import torch
 
 from mmray import storage
+from mmray.config.model import LEGACY_ORIENTATION
 from mmray.data.coco import CocoDataset
-from mmray.data.processor import LEGACY_ORIENTATION, ImageTransform, Processor
+from mmray.data.processor import ImageTransform, Processor
 from mmray.data.records import ImageRecord
 from mmray.data.tensors import SplitTensors, split_to_tensors
 from mmray.errors import DataError

@@ -16,6 +16,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as tvf
 
 from mmray import storage
+from mmray.config.model import LEGACY_ORIENTATION
 from mmray.data.images import decode_rgb, resize_square, turn_upright
 from mmray.data.tokenizers import HF_TOKENIZER_DIR, WORD_TOKENIZER_FILE, TokenBatch, Tokenizer, WordTokenizer
 from mmray.errors import BundleError, ImageDecodeError, StorageError, json_object, reading
@@ -25,8 +26,6 @@ PROCESSOR_FILE = "processor.json"
 
 ResizeMode = Literal["stretch", "center_crop"]
 Orientation = Literal["exif", "stored"]
-LEGACY_ORIENTATION: Orientation = "stored"
-"""What bundles and prepared splits made before the orientation setting did."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import yaml
 
 from mmray import storage
 from mmray.config import TrainJob, to_yaml
+from mmray.config.model import LEGACY_ORIENTATION
 from mmray.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -70,10 +71,21 @@ def differences(recorded: Mapping[str, Any], requested: Mapping[str, Any]) -> li
     ]
 
 
+def _with_legacy_values(section: Any) -> Any:
+    """Image tower sections recorded before `orientation` read stored pixels: that, not the new default."""
+    if not isinstance(section, dict):
+        return section
+    filled = {key: _with_legacy_values(value) for key, value in section.items()}
+    if "resize" in filled and "mean" in filled and "orientation" not in filled:
+        filled["orientation"] = LEGACY_ORIENTATION
+    return filled
+
+
 def recorded_job(run_dir: str) -> dict[str, Any]:
-    """A run's `job.yaml` with the defaults of keys this mmray has and the recording one lacked, so that a key
-    added since is no difference; as written when it no longer validates."""
-    recorded = yaml.safe_load(storage.read_text(storage.join(run_dir, JOB_RECORD)))
+    """A run's `job.yaml` with the defaults of keys this mmray has and the recording one lacked (a key added
+    since is no difference), but what it did before a setting existed where the setting's default differs;
+    as written when it no longer validates."""
+    recorded = _with_legacy_values(yaml.safe_load(storage.read_text(storage.join(run_dir, JOB_RECORD))))
     try:
         return dict(yaml.safe_load(to_yaml(TrainJob.model_validate(recorded))))
     except ValueError:
