@@ -27,6 +27,15 @@ def local_gcs_addresses() -> set[str]:
     return set(find_gcs_addresses())  # type: ignore[no-untyped-call]
 
 
+def left_out_of_upload(excludes: list[str], relative_path: str) -> bool:
+    """Whether a working directory's file (its path relative to the directory) is left out by `excludes`, as the
+    Jobs API's upload matches them (`ray._private.runtime_env.packaging`: its vendored pathspec, gitwildmatch)."""
+    from ray._private.thirdparty.pathspec import PathSpec  # type: ignore[attr-defined]
+
+    spec = PathSpec.from_lines("gitwildmatch", excludes)  # type: ignore[no-untyped-call]
+    return bool(spec.match_file(relative_path))
+
+
 def train_report_logger() -> logging.Logger | None:
     """The logger Ray Train V2 writes every report to: named after its file
     (`ray.train.v2._internal.execution.context`), so Ray's own logging config does not reach it."""

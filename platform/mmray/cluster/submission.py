@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from mmray import storage
+from mmray.cluster.ray_compat import left_out_of_upload
 from mmray.config.jobs import load_job
 from mmray.errors import ConfigError, MmrayError
 
 logger = logging.getLogger(__name__)
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 ADDRESS_ENV = "RAY_DASHBOARD_ADDRESS"
-EXCLUDES = [".venv/", "data/", "runs/", ".git/", "**/__pycache__/", "*.egg-info/", "**/.mmray-tmp-*"]
-"""Never uploaded with the working directory: environments, data, outputs and caches."""
+EXCLUDES = ["/.venv/", "/data/", "/runs/", "/.git/", "**/__pycache__/", "*.egg-info/", "**/.mmray-tmp-*"]
+"""Never uploaded with the working directory: environments, data, outputs and caches (gitignore patterns, as
+Ray matches them: the top-level folders only, not `platform/mmray/data`)."""
 FORWARDED_ENV = (
     "AWS_ENDPOINT_URL",
     "AWS_REGION",
@@ -87,6 +89,11 @@ def submit_job(
         relative = job.resolve().relative_to(root)
     except ValueError:
         raise ConfigError(f"{job} is outside the working directory {root}, which is what the job gets") from None
+    if left_out_of_upload(EXCLUDES, relative.as_posix()):
+        raise ConfigError(
+            f"{relative.as_posix()} is left out of the upload (data/, runs/ and environments are not sent to the "
+            "cluster): copy it under jobs/ and submit the copy"
+        )
     root_setting = getattr(spec, "storage_root", None)
     if isinstance(root_setting, str) and not storage.is_s3(root_setting):
         logger.warning(
