@@ -15,7 +15,7 @@ from mmray.artifacts.generators import Captioner, ImageGenerator
 from mmray.artifacts.model_bundle import write_bundle
 from mmray.config.generation import CaptionDecoderConfig, ConditionalGanConfig, ConditionalVaeConfig
 from mmray.config.model import DualEncoderConfig
-from mmray.errors import BundleError, QueryError
+from mmray.errors import BundleError, ConfigError, QueryError
 from mmray.models.caption_decoder import CaptionDecoder
 from mmray.models.caption_search import beam_decode, greedy_decode, length_penalty
 from mmray.models.conditional_gan import ConditionalGan
@@ -78,14 +78,26 @@ def test_a_generator_bundle_reloads_and_generates_identically(config, tmp_path: 
 
 def test_generation_inputs_are_checked(tmp_path: Path) -> None:
     generator = ImageGenerator.open(str(_bundle(VAE, tmp_path / "vae")))
+    caption = _bundle(CAPTION, tmp_path / "caption")
     with pytest.raises(QueryError, match="caption 2 is empty"):
         generator.sample(["a red circle", "  "], 2)
     with pytest.raises(QueryError, match="between 1 and 64"):
         generator.sample(["a red circle"], 0)
-    with pytest.raises(QueryError, match="temperature"):
-        generator.sample(["a red circle"], 2, temperature=0.0)
+    for temperature in (0.0, -5.0, float("nan"), float("inf")):  # NaN drew blank images, -5 interpolated
+        with pytest.raises(QueryError, match=r"temperature must be a finite number above 0"):
+            generator.sample(["a red circle"], 2, temperature=temperature)
+        with pytest.raises(QueryError, match=r"temperature must be a finite number above 0"):
+            generator.interpolate("a red circle", "a blue square", 3, temperature=temperature)
+    for seed in (-1, 2**64):
+        with pytest.raises(QueryError, match=r"seed must lie in 0\.\.2\*\*63 - 1"):
+            generator.sample(["a red circle"], 2, seed=seed)
+    for device in ("bogus", *([] if torch.cuda.is_available() else ["cuda"])):
+        with pytest.raises(ConfigError, match=rf"device '{device}'"):
+            ImageGenerator.open(str(tmp_path / "vae"), device)
+        with pytest.raises(ConfigError, match=rf"device '{device}'"):
+            Captioner.open(str(caption), device)
     with pytest.raises(BundleError, match="does not generate images"):
-        ImageGenerator.open(str(_bundle(CAPTION, tmp_path / "caption")))
+        ImageGenerator.open(str(caption))
     with pytest.raises(BundleError, match="does not caption images"):
         Captioner.open(str(tmp_path / "vae"))
 

@@ -3,6 +3,7 @@ captions from images (greedy or beam search). Shared by `mmray generate`, `mmray
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from PIL import Image
 
 from mmray.artifacts.model_bundle import LoadedBundle, open_bundle
 from mmray.data.processor import Processor
+from mmray.devices import pick_device
 from mmray.errors import BundleError, QueryError
 from mmray.models.caption_decoder import CaptionDecoder
 from mmray.models.caption_search import decode_captions
@@ -18,6 +20,14 @@ from mmray.models.text_to_image import TextToImageModel, as_text_to_image
 
 MAX_SAMPLES = 64
 MAX_BEAM = 16
+MAX_SEED = 2**63 - 1
+
+
+def _check_noise(seed: int, temperature: float) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise QueryError(f"seed must lie in 0..2**63 - 1, got {seed}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise QueryError(f"temperature must be a finite number above 0, got {temperature}")
 
 
 def _check_texts(texts: Sequence[str]) -> None:
@@ -38,10 +48,11 @@ class ImageGenerator:
 
     @classmethod
     def open(cls, uri: str, device: str = "cpu") -> ImageGenerator:
+        where = pick_device(device)
         bundle = open_bundle(uri)
         model = as_text_to_image(bundle.model, f"the bundle {uri}")
-        bundle.model.to(device)
-        return cls(bundle, model, torch.device(device))
+        bundle.model.to(where)
+        return cls(bundle, model, where)
 
     @torch.no_grad()
     def conditions(self, texts: Sequence[str]) -> torch.Tensor:
@@ -55,8 +66,7 @@ class ImageGenerator:
         give equal images."""
         if not 1 <= per_text <= MAX_SAMPLES:
             raise QueryError(f"samples per caption must be between 1 and {MAX_SAMPLES}, got {per_text}")
-        if temperature <= 0:
-            raise QueryError(f"temperature must be above 0, got {temperature}")
+        _check_noise(seed, temperature)
         condition = self.conditions(texts).repeat_interleave(per_text, dim=0)  # (T·n, E)
         generator = torch.Generator().manual_seed(seed)
         images = self.model.sample(condition, temperature, generator).float().cpu()
@@ -67,6 +77,7 @@ class ImageGenerator:
         (steps, 3, S, S) in [0, 1]."""
         if not 2 <= steps <= MAX_SAMPLES:
             raise QueryError(f"interpolation steps must be between 2 and {MAX_SAMPLES}, got {steps}")
+        _check_noise(seed, temperature)
         ends = self.conditions([first, second])  # (2, E)
         weights = torch.linspace(0.0, 1.0, steps, device=self.device)[:, None]  # (steps, 1)
         condition = (1 - weights) * ends[0] + weights * ends[1]  # (steps, E)
@@ -107,11 +118,12 @@ class Captioner:
 
     @classmethod
     def open(cls, uri: str, device: str = "cpu") -> Captioner:
+        where = pick_device(device)
         bundle = open_bundle(uri)
         if not isinstance(bundle.model, CaptionDecoder):
             raise BundleError(f"the bundle {uri} ({type(bundle.model).__name__}) does not caption images")
-        bundle.model.to(device)
-        return cls(bundle, bundle.model, torch.device(device))
+        bundle.model.to(where)
+        return cls(bundle, bundle.model, where)
 
     @torch.no_grad()
     def caption(
