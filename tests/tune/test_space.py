@@ -47,6 +47,9 @@ def test_each_form_parses(text: str, form: str, args: tuple) -> None:
         ("uniform(a, b)", "takes two numbers"),
         ("uniform(2, 1)", "needs low < high"),
         ("loguniform(0, 1)", "positive bounds"),
+        ("uniform(0.001, inf)", "finite bounds"),
+        ("loguniform(1e-4, 1e400)", "finite bounds"),
+        ("uniform(.nan, 1)", "finite bounds"),
         ("randint(1.5, 3)", "randint takes integers"),
         ("choice([])", "one non-empty list"),
         ("choice(a, b)", "one non-empty list"),
@@ -108,6 +111,9 @@ def test_the_tune_job_itself_is_checked() -> None:
     optuna_grid = _job({"train.batch_size": "grid([64, 128])"}, tune={"search": {"kind": "optuna"}})
     with pytest.raises(ConfigError, match=r"grid.*needs tune.search.kind=random"):
         prepare_search(optuna_grid)
+    for seed in (-1, 2**32):  # the samplers take 0..2**32 - 1; Ray refused it only once started
+        with pytest.raises(ValueError, match=r"tune\.search\.seed"):
+            _job({"train.lr": "uniform(0.001, 0.002)"}, tune={"search": {"seed": seed}})
     with pytest.raises(ConfigError, match=r"tune.scheduler"):
         load_job(REPO / "jobs" / "shapes-tune.yaml", ["tune.scheduler.kind=hyperband"])
 

@@ -50,7 +50,7 @@ class SearchAlgorithm(Section):
     """random: samples the space (grid(...) keys are crossed); optuna: TPE, guided by finished trials."""
 
     kind: Literal["random", "optuna"] = "random"
-    seed: int | None = Field(0, description="seed of the sampler (None: a new search each time)")
+    seed: int | None = Field(0, ge=0, le=2**32 - 1, description="seed of the sampler (None: a new search each time)")
 
 
 class TrialResources(Section):

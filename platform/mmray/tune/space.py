@@ -4,6 +4,7 @@ key and value against the job's schema before any trial starts."""
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -75,6 +76,8 @@ def parse_distribution(key: str, text: str) -> Distribution:
     if len(args) != 2 or not all(isinstance(a, int | float) and not isinstance(a, bool) for a in args):
         raise ConfigError(f"space.{key}: {form} takes two numbers, e.g. {form}(1, 10); got {text!r}")
     low, high = args
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ConfigError(f"space.{key}: {form} needs finite bounds, got {low} and {high}")
     if not low < high:
         raise ConfigError(f"space.{key}: {form} needs low < high, got {low} and {high}")
     if form == "loguniform" and low <= 0:
