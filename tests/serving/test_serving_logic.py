@@ -210,6 +210,18 @@ def test_a_serve_config_with_mistakes_is_refused_naming_them(tmp_path: Path) -> 
         check_serve_config({**base, "http_options": {"port": "eighty"}}, "cfg")
     with pytest.raises(ConfigError, match="it is a directory"):
         read_serve_config(str(tmp_path))
+    app = base["applications"][0]
+    listed = {**base, "applications": [{**app, "deployments": ["model_retrieval"]}]}
+    with pytest.raises(ConfigError, match=r"cfg: .*deployments"):  # Ray's schema raised AttributeError on it
+        check_serve_config(listed, "cfg")
+    for user_config, shown in (({"max_batch_sise": 16}, "max_batch_sise"), ({"max_batch_size": 0}, "max_batch_size"),
+                               ({"batch_wait_timeout_s": float("inf")}, "batch_wait_timeout_s")):  # fmt: skip
+        deployments = [{"name": "model_retrieval", "user_config": user_config}]
+        with pytest.raises(ConfigError, match=rf"model_retrieval.*user_config.*{shown}"):
+            check_serve_config({**base, "applications": [{**app, "deployments": deployments}]}, "cfg")
+    with pytest.raises(ConfigError, match="batch_wait_timeout_s"):  # a lone request waited for ever
+        check_serve_config({**base, "applications": [{**app, "args": {**app["args"],
+                           "batching": {"batch_wait_timeout_s": float("inf")}}}]}, "cfg")  # fmt: skip
 
 
 def test_device_cuda_needs_a_gpu_in_every_model_replica() -> None:

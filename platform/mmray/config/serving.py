@@ -45,7 +45,7 @@ class BatchSettings(Section):
     """`@serve.batch` settings of the model deployments (a deployment's `user_config` can change them)."""
 
     max_batch_size: int = Field(32, ge=1, description="requests gathered into one model call (1: no batching)")
-    batch_wait_timeout_s: float = Field(0.005, ge=0.0, description="how long a batch waits to fill up")
+    batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=10.0, description="how long a batch waits to fill up")
 
 
 class AuthSettings(Section):
@@ -86,7 +86,7 @@ class ServeAppConfig(Section):
     auth: AuthSettings = AuthSettings()
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: the replica's GPU when it has one")
     thumbnail_size: int = Field(160, ge=16, le=1024, description="longest side of result thumbnails")
-    reload_timeout_s: float = Field(300.0, gt=0, description="how long a reload waits for every replica")
+    reload_timeout_s: float = Field(300.0, gt=0, le=86_400, description="how long a reload waits for every replica")
     allowed_roots: list[str] | None = Field(
         None,
         description="directories or s3:// prefixes a reload may load bundles from (anything else is a 403); "

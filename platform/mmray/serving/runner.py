@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from mmray import storage
 from mmray.config.base import format_validation_error, read_yaml_file
+from mmray.config.serving import BatchSettings
 from mmray.errors import ConfigError, MmrayError
 from mmray.serving.app import IMPORT_PATH, app_config
 from mmray.serving.auth import env_key_hashes
@@ -67,6 +68,7 @@ def check_serve_config(raw: Any, source: str, base: Path | None = None) -> dict[
 
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: a Serve config is a mapping with `applications:`")
+    _check_entry_kinds(raw, source)
     try:
         ServeDeploySchema.model_validate(raw)
     except ValidationError as exc:
@@ -89,10 +91,42 @@ def check_serve_config(raw: Any, source: str, base: Path | None = None) -> dict[
                         f"this app has {', '.join(sorted(names))}"
                     )
             _check_model_gpus(args, application.get("deployments") or [], where)
+            _check_batch_settings(application.get("deployments") or [], where)
             application["args"] = args
         applications.append(application)
     config["applications"] = applications
     return config
+
+
+def _check_entry_kinds(raw: dict[str, Any], source: str) -> None:
+    """Applications and their deployments are mappings (Serve's schema code fails on anything else)."""
+    applications = raw.get("applications")
+    if not isinstance(applications, list):
+        raise ConfigError(f"{source}: applications must be a list of applications, got {applications!r}")
+    for position, application in enumerate(applications):
+        if not isinstance(application, dict):
+            raise ConfigError(f"{source}: applications[{position}] must be a mapping, got {application!r}")
+        deployments = application.get("deployments") or []
+        if not isinstance(deployments, list):
+            raise ConfigError(f"{source}: applications[{position}].deployments must be a list, got {deployments!r}")
+        for index, deployment in enumerate(deployments):
+            if not isinstance(deployment, dict):
+                raise ConfigError(
+                    f"{source}: applications[{position}].deployments[{index}] must be a mapping (name: ..., "
+                    f"num_replicas: ...), got {deployment!r}"
+                )
+
+
+def _check_batch_settings(deployments: list[dict[str, Any]], where: str) -> None:
+    """A model deployment's `user_config` is its batch settings (checked in the replica otherwise: after Serve
+    started)."""
+    for deployment in deployments:
+        if str(deployment.get("name", "")).startswith("model_") and deployment.get("user_config") is not None:
+            try:
+                BatchSettings.model_validate(deployment["user_config"])
+            except ValidationError as exc:
+                shown = format_validation_error(exc, f"{where}: {deployment['name']}.user_config", None)
+                raise ConfigError(shown) from None
 
 
 def _check_model_gpus(args: dict[str, Any], deployments: list[dict[str, Any]], where: str) -> None:
