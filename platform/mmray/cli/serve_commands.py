@@ -82,7 +82,7 @@ def query(
     key: Annotated[
         str | None, typer.Option(help="API key [default: $MMRAY_API_KEY; for reload $MMRAY_ADMIN_KEY]")
     ] = None,
-    timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for the answer")] = 60.0,
+    timeout: Annotated[float, typer.Option(min=0.1, max=86_400, help="seconds to wait for the answer")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json", help="print the JSON answer")] = False,
 ) -> None:
     """Call a served mmray app.
@@ -103,23 +103,25 @@ def query(
     chosen = model[0] if model else None
     body: Any
     if endpoint == "health":
-        body = client.get("/healthz")
+        body = client.get("/healthz", expects=("status",))
     elif endpoint == "ready":
         body = client.get("/readyz")  # 503 (an error, exit 2) while bundles load
     elif endpoint == "models":
-        body = client.get("/v1/models")
+        body = client.get("/v1/models", expects=("models",))
     elif endpoint == "embed":
         body = client.post("/v1/embed", {"texts": texts, "images": images, "model": chosen})
     elif endpoint == "classify":
-        body = client.post("/v1/classify", {"items": classify_items(texts, images), "top_k": top_k, "model": chosen})
+        body = client.post("/v1/classify", {"items": classify_items(texts, images), "top_k": top_k, "model": chosen},
+                           expects=("predictions",))  # fmt: skip
     elif endpoint == "generate":
         if len(texts) != 1:
             raise ConfigError("generate takes one --text")
-        body = client.post("/v1/generate/image", {"text": texts[0], "n": n, "seed": seed, "model": chosen})
+        body = client.post("/v1/generate/image", {"text": texts[0], "n": n, "seed": seed, "model": chosen},
+                           expects=("images",))  # fmt: skip
         if out is not None:
             body["images"] = write_data_urls(body["images"], out)
     elif endpoint == "caption":
-        body = client.post("/v1/caption", {"images": images, "beam": beam, "model": chosen})
+        body = client.post("/v1/caption", {"images": images, "beam": beam, "model": chosen}, expects=("captions",))
         if not as_json:
             for path, caption in zip(image or [], body["captions"], strict=True):
                 typer.echo(f"{path}\t{caption}")
@@ -136,7 +138,7 @@ def query(
             raise ConfigError("search takes one --text and/or one --image")
         query_body = {"text": texts[0] if texts else None, "image": images[0] if images else None, "k": k,
                       "target": target, "alpha": alpha}  # fmt: skip
-        body = client.post("/v1/search", query_body)
+        body = client.post("/v1/search", query_body, expects=("hits",))
         if not as_json:
             _print_hits(body)
             return

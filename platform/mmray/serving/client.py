@@ -53,23 +53,34 @@ class ApiClient:
         if key:
             self.session.headers["Authorization"] = f"Bearer {key}"
 
-    def _answer(self, response: requests.Response) -> Any:
+    def _answer(self, response: requests.Response, path: str, expects: tuple[str, ...]) -> Any:
+        """The answer's JSON object; an error status is an ApiError, anything but the API's answer an MmrayError
+        naming the address (a web page, another service)."""
+        where = self.url + path
         try:
             body = response.json()
         except ValueError:
-            body = {"error": response.text[:200] or response.reason}
+            body = None
+        if not isinstance(body, dict):
+            shown = (response.text[:200] or response.reason or "").strip()
+            if response.status_code >= 400:
+                raise ApiError(response.status_code, f"{where}: not an mmray API answer: {shown}", None)
+            raise MmrayError(f"{where}: not an mmray API (the answer is not a JSON object: {shown!r})")
         if response.status_code >= 400:
             raise ApiError(response.status_code, str(body.get("error", body)), body.get("field"))
+        missing = [key for key in expects if key not in body]
+        if missing:
+            raise MmrayError(f"{where}: not an mmray API (its answer has no {', '.join(missing)})")
         return body
 
-    def get(self, path: str) -> Any:
+    def get(self, path: str, expects: tuple[str, ...] = ()) -> Any:
         try:
-            return self._answer(self.session.get(self.url + path, timeout=self.timeout_s))
+            return self._answer(self.session.get(self.url + path, timeout=self.timeout_s), path, expects)
         except requests.RequestException as exc:
             raise MmrayError(f"cannot reach {self.url}: {exc}") from None
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
+    def post(self, path: str, body: dict[str, Any], expects: tuple[str, ...] = ()) -> Any:
         try:
-            return self._answer(self.session.post(self.url + path, json=body, timeout=self.timeout_s))
+            return self._answer(self.session.post(self.url + path, json=body, timeout=self.timeout_s), path, expects)
         except requests.RequestException as exc:
             raise MmrayError(f"cannot reach {self.url}: {exc}") from None
