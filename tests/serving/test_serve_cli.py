@@ -115,3 +115,5 @@ def test_a_new_api_key_is_added_to_a_keys_file_as_its_hash(tmp_path: Path) -> No
     key = made.stdout.split("key:")[1].split()[0]
     assert key not in keys_file.read_text()
     assert KeyChecker(read_key_hashes(AuthSettings(keys_file=str(keys_file)))).allows(f"Bearer {key}")
+    refused = invoke_mmray("api-key", "--keys-file", str(tmp_path))  # a directory: an IsADirectoryError traceback
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr and str(tmp_path) in refused.stderr

@@ -105,7 +105,7 @@ def _one_line_short_helps(commands: typer.Typer) -> None:
 
 _one_line_short_helps(app)
 
-USER_ERRORS = (MmrayError, FileExistsError, FileNotFoundError)
+USER_ERRORS = (MmrayError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 DEBUG_ENV = "MMRAY_DEBUG"
 """Set (to anything) to get the traceback of a user error too."""
 
