@@ -109,6 +109,15 @@ def test_a_mask_that_cannot_be_read_names_its_annotation(tmp_path: Path, segment
         _load(paths)
 
 
+def test_a_category_id_listed_twice_is_refused(tmp_path: Path) -> None:
+    paths = clean_split(tmp_path)
+    content = json.loads(paths.instances.read_text())
+    content["categories"].append({"id": content["categories"][0]["id"], "name": "another"})
+    paths.instances.write_text(json.dumps(content))
+    with pytest.raises(DataError, match=r"instances\.json: categories\[\d+\] \(id 1\): id 1 is listed more than once"):
+        _load(paths)
+
+
 def test_sections_and_entries_of_the_wrong_shape(tmp_path: Path) -> None:
     paths = clean_split(tmp_path)
     content = json.loads(paths.captions.read_text())

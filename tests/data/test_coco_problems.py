@@ -24,7 +24,7 @@ def test_every_problem_is_counted_with_its_ids_and_left_out(tmp_path: Path) -> N
     dataset = _load(tmp_path)
     report = dataset.report
     assert report.problems() == PROBLEMS
-    assert report.problem_count == 9
+    assert report.problem_count == 10
     assert report.unknown_category_ids == [99]
     assert report.total_images == 10, "image 10 counts once"
     by_id = {r.image_id: r for r in dataset.records}
@@ -51,6 +51,7 @@ def test_the_warning_names_every_problem(tmp_path: Path, caplog: pytest.LogCaptu
         "2 empty or whitespace-only captions (annotation ids 30, 31)",
         "2 captions repeating another of their image's (annotation ids 41, 42)",
         "1 captions naming an image id not in the file (annotation ids 900)",
+        "1 instances naming an image id not in the file (annotation ids 2077)",
         "(category ids 99; annotation ids 2005)",
         "skipping them",
     ):
@@ -75,7 +76,7 @@ def test_duplicate_files_merge_into_one_image_with_all_their_captions(tmp_path: 
     dataset = _load(tmp_path, merge_duplicate_files=True)
     report = dataset.report
     assert report.merged_files and report.duplicate_files == [(2, 9)]
-    assert report.problems()["duplicate_files"] == [] and report.problem_count == 8
+    assert report.problems()["duplicate_files"] == [] and report.problem_count == 9
     by_id = {r.image_id: r for r in dataset.records}
     assert 9 not in by_id
     assert by_id[2].caption_ids == (20, 21, 91), "9's caption equal to one of 2's is not repeated"

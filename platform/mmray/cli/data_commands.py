@@ -28,6 +28,7 @@ KIND_NAMES = {
     "empty_captions": "empty or whitespace-only captions (annotation ids",
     "duplicate_captions": "captions repeating another of their image's (annotation ids",
     "orphan_captions": "captions of an image id not in the file (annotation ids",
+    "orphan_instances": "instances of an image id not in the file (annotation ids",
     "unknown_categories": "instances of a category not in 'categories' (annotation ids",
 }
 

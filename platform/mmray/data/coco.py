@@ -215,13 +215,15 @@ def _same_files(
 def _instances_of(
     inst: COCO | None, ids: set[int], known: set[int], report: LoadReport
 ) -> dict[int, list[dict[str, Any]]]:
-    """Each image's instance annotations; those of a category not in `categories` are reported and left out."""
+    """Each image's instance annotations; those of an image or a category not in the file are reported and
+    left out."""
     if inst is None:
         return {}
     found: dict[int, list[dict[str, Any]]] = defaultdict(list)
     unknown: set[int] = set()
     for ann in inst.dataset["annotations"]:
         if ann["image_id"] not in ids:
+            report.orphan_instances.append(int(ann["id"]))
             continue
         if ann["category_id"] in known:
             found[ann["image_id"]].append(ann)

@@ -61,6 +61,7 @@ def check_entries(uri: str, content: dict[str, Any], fields: Fields) -> None:
         if not isinstance(entries, list):
             raise DataError(f"{uri}: {section!r} must be a list of entries, got {type(entries).__name__}")
         optional = OPTIONAL_FIELDS.get(section, {})
+        seen: set[int] = set()
         for index, entry in enumerate(entries):
             if not isinstance(entry, dict):
                 raise DataError(f"{uri}: {section}[{index}] must be a JSON object, got {type(entry).__name__}")
@@ -75,3 +76,9 @@ def check_entries(uri: str, content: dict[str, Any], fields: Fields) -> None:
                         f"{uri}: {entry_name(section, index, entry)}: {key!r} must be {wanted}, "
                         f"got {reprlib.repr(entry[key])}"
                     )
+            if section == "categories":  # images listed twice are reported and the first kept; a category is ambiguous
+                if entry["id"] in seen:
+                    raise DataError(
+                        f"{uri}: {entry_name(section, index, entry)}: id {entry['id']} is listed more than once"
+                    )
+                seen.add(entry["id"])

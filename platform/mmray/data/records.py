@@ -53,8 +53,8 @@ class LoadReport:
     (listed more than once in `images`; the first entry is kept). `duplicate_files`: groups of image ids whose
     files hold the same bytes, the id kept first (the others are skipped, or with `merged_files` joined into
     it). Annotation ids: `empty_captions` (empty or whitespace only), `duplicate_captions` (a caption without
-    targets repeating an earlier one of its image), `orphan_captions` (naming an image id not in the file),
-    `unknown_categories` (instances whose `category_id`, listed in `unknown_category_ids`, is not in
+    targets repeating an earlier one of its image), `orphan_captions` and `orphan_instances` (naming an image id
+    not in the file), `unknown_categories` (instances whose `category_id`, listed in `unknown_category_ids`, is not in
     `categories`). Every problem leaves out what it names; the image is kept where something usable remains."""
 
     total_images: int = 0
@@ -67,6 +67,7 @@ class LoadReport:
     empty_captions: list[int] = field(default_factory=list)
     duplicate_captions: list[int] = field(default_factory=list)
     orphan_captions: list[int] = field(default_factory=list)
+    orphan_instances: list[int] = field(default_factory=list)
     unknown_categories: list[int] = field(default_factory=list)
     unknown_category_ids: list[int] = field(default_factory=list)
 
@@ -97,6 +98,7 @@ class LoadReport:
             "empty_captions": self.empty_captions,
             "duplicate_captions": self.duplicate_captions,
             "orphan_captions": self.orphan_captions,
+            "orphan_instances": self.orphan_instances,
             "unknown_categories": self.unknown_categories,
         }
 
@@ -118,6 +120,7 @@ class LoadReport:
             ("empty or whitespace-only captions (annotation ids", self.empty_captions, ")"),
             ("captions repeating another of their image's (annotation ids", self.duplicate_captions, ")"),
             ("captions naming an image id not in the file (annotation ids", self.orphan_captions, ")"),
+            ("instances naming an image id not in the file (annotation ids", self.orphan_instances, ")"),
             (
                 f"instances of a category not in 'categories' (category ids {unknown}; annotation ids",
                 self.unknown_categories,

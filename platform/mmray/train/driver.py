@@ -32,6 +32,7 @@ from mmray.data.prepared import (
 )
 from mmray.data.processor import Processor
 from mmray.data.record_columns import records_table
+from mmray.data.records import ImageRecord
 from mmray.data.sources import load_split, resolve_splits
 from mmray.data.tensors import SplitTensors, tensors_to_arrays
 from mmray.data.tokenizers import WordTokenizer
@@ -195,6 +196,7 @@ def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
     else:
         examples = len(train.records)
         train_records = records_table(train.records)
+    train_files = {r.image_uri for r in train.records}
     del train  # on a large split the records are most of the driver's memory
     if examples < spec.train.batch_size:
         raise ConfigError(
@@ -202,10 +204,27 @@ def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
             "no full batch; lower train.batch_size or use more data"
         )
     val = task.evaluation_split(load_split(spec.data, "val")) if "val" in splits else None
+    if val is not None:
+        warn_of_training_images(val.records, train_files)
     val_tensors = load_split_tensors(val, processor, spec.data.prepared, "val") if val is not None else None
     return DriverData(
         spec, processor, cls, score, examples, max_captions, train_tensors, val_tensors, train_shards, train_records
     )
+
+
+def warn_of_training_images(val_records: Sequence[ImageRecord], train_files: set[str]) -> None:
+    """A validation split holding training image files measures the model (and picks its best checkpoint) on
+    what it trained on: said, naming them."""
+    shared = [r.image_id for r in val_records if r.image_uri in train_files]
+    if shared:
+        many = f"all {len(val_records)}" if len(shared) == len(val_records) else f"{len(shared)} of {len(val_records)}"
+        shown = ", ".join(map(str, shared[:10])) + (", …" if len(shared) > 10 else "")
+        logger.warning(
+            "%s validation images are also in the training split (image ids %s): their Recall@K and the best "
+            "checkpoint measure images the model trains on; hold out other images for data.val",
+            many,
+            shown,
+        )
 
 
 def _train_examples(spec: TrainJob, task: Task, tensors: SplitTensors) -> int:
