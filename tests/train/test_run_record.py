@@ -72,6 +72,12 @@ def test_a_run_recorded_before_the_orientation_setting_read_stored_pixels(tmp_pa
     recorded = yaml.safe_load(record.read_text())
     del recorded["model"]["image"]["orientation"]
     record.write_text(yaml.safe_dump(recorded))
-    with pytest.raises(ConfigError, match=r"model\.image\.orientation: 'stored' → 'exif'"):
+    (tmp_path / "shapes-clip" / "checkpoint_epoch_0001").mkdir()
+    (tmp_path / "shapes-clip" / "checkpoint_epoch_0001" / "train_state.pt").write_bytes(b"x")
+    with pytest.raises(
+        ConfigError,
+        match=r"model\.image\.orientation: 'stored' → 'exif'\. .*set "
+        r"model\.image\.orientation back to resume it \(--resume cannot change the model\)",
+    ):
         prepare_run_directory(_job(root))
     prepare_run_directory(_job(root, "model.image.orientation=stored"))

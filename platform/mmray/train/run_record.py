@@ -156,10 +156,16 @@ def check_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner =
             more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
             unsaved = latest_checkpointed_epoch(run_dir) is None
             nothing = " It has no checkpoint yet, so --force-new loses no training." if unsaved else ""
+            model = [key for key, _, _ in changed if key.startswith("model.")]
+            resume = (
+                f"set {', '.join(model[:3])} back to resume it (--resume cannot change the model)"
+                if model and not unsaved
+                else "--resume continues it under the new settings"
+            )
             raise ConfigError(
                 f"run {spec.name} exists at {run_dir} with other settings: {shown}{more}. Re-running a name "
-                "resumes its run: --resume continues it under the new settings, --force-new moves it aside "
-                f"and starts afresh, or give the job another name=...{nothing}"
+                f"resumes its run: {resume}, --force-new moves it aside and starts afresh, or give the job another "
+                f"name=...{nothing}"
             )
 
 
