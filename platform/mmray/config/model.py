@@ -10,8 +10,14 @@ from pydantic import BeforeValidator, Field, SerializeAsAny, model_validator
 from mmray.config.base import Section, check_heads
 from mmray.config.registry import KindRegistry
 
-LEGACY_ORIENTATION: Literal["stored"] = "stored"
+Orientation = Literal["exif", "stored"]
+LEGACY_ORIENTATION: Orientation = "stored"
 """What bundles, prepared splits and recorded jobs made before the orientation setting did."""
+ORIENTATION: Any = Field(
+    "exif",
+    description="exif: turn each image as its EXIF orientation tag says (phone photos are stored sideways), as "
+    "viewers show it; stored: the pixels as stored, as models saved before this setting read them",
+)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -23,11 +29,7 @@ class _ImageTower(Section):
         description="how images become image_size squares everywhere (training, evaluation, indexing, serving): "
         "stretch the whole image, or center_crop (short side to image_size, aspect kept, the centre cut out)",
     )
-    orientation: Literal["exif", "stored"] = Field(
-        "exif",
-        description="exif: turn each image as its EXIF orientation tag says (phone photos are stored sideways), as "
-        "viewers show it; stored: the pixels as stored, as models saved before this setting read them",
-    )
+    orientation: Orientation = ORIENTATION
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     weights: str | None = Field(
@@ -174,11 +176,7 @@ class HfImageSide(Section):
         description="None: as the folder's preprocessor_config.json does (center_crop where it crops, as CLIP's; "
         "else stretch, as SigLIP's)",
     )
-    orientation: Literal["exif", "stored"] = Field(
-        "exif",
-        description="exif: turn each image as its EXIF orientation tag says (phone photos are stored sideways), as "
-        "viewers show it; stored: the pixels as stored, as models saved before this setting read them",
-    )
+    orientation: Orientation = ORIENTATION
     mean: tuple[float, float, float] | None = Field(
         None, description="None: the folder's preprocessor_config.json image_mean, else the family's default"
     )

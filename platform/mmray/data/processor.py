@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as tvf
 
 from mmray import storage
-from mmray.config.model import LEGACY_ORIENTATION
+from mmray.config.model import LEGACY_ORIENTATION, Orientation
 from mmray.data.images import decode_rgb, resize_square, turn_upright
 from mmray.data.tokenizers import HF_TOKENIZER_DIR, WORD_TOKENIZER_FILE, TokenBatch, Tokenizer, WordTokenizer
 from mmray.errors import BundleError, ImageDecodeError, StorageError, json_object, reading
@@ -25,7 +25,6 @@ PROCESSOR_FILE = "processor.json"
 
 
 ResizeMode = Literal["stretch", "center_crop"]
-Orientation = Literal["exif", "stored"]
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,7 @@ class Processor:
                 mean=_three_numbers(image["mean"]),
                 std=_three_numbers(image["std"]),
                 resize=_one_of(image.get("resize", "stretch"), ("stretch", "center_crop")),
-                orientation=_one_of(image.get("orientation", LEGACY_ORIENTATION), ("exif", "stored")),
+                orientation=_one_of(image.get("orientation", LEGACY_ORIENTATION), get_args(Orientation)),
             )
             kind = str(description["tokenizer"])
         return cls(transform, load_tokenizer(directory, kind))
