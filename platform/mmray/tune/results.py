@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,9 +110,8 @@ def _distinct(frame: Any, column: str) -> list[str]:
 
 
 def best_trial_bundle(run_dir: str, metric: str, mode: str) -> str:
-    """The trial's best model bundle: its run's pointer when the run wrote one, else its kept
-    checkpoint (each a model bundle) with the best reported `metric` (a scheduler may stop a trial
-    after its last report, before the run writes its pointers)."""
+    """The run's best-model pointer, else its kept checkpoint (a model bundle) with the best `metric`: a
+    scheduler may stop a trial after its last report, before the run writes its pointers."""
     best = run_pointer(run_dir, BEST_MODEL)
     if best is not None:
         return best
@@ -147,8 +145,7 @@ def summarise(prepared: PreparedSearch, grid: Any) -> SearchOutcome:
     if not completed:
         errors = [str(r.error).splitlines()[0] for r in grid if r.error][:3]
         raise TrainingError(f"search {prepared.job.name}: no trial completed; errors: {errors or 'none reported'}")
-    pick = max if mode == "max" else min
-    best = pick(completed, key=lambda r: r.objective)
+    best = (max if mode == "max" else min)(completed, key=lambda r: r.objective)
     root = prepared.experiment_uri
     results_csv = storage.join(root, "results.csv")
     storage.write_text(results_csv, _csv(rows, metric))
@@ -170,9 +167,4 @@ def summarise(prepared: PreparedSearch, grid: Any) -> SearchOutcome:
                    f"continued from {' > '.join(best.origins)} (trial@epoch)\n")  # fmt: skip
     storage.write_text(best_job, header + to_yaml(exported))
     model_bundle = best_trial_bundle(storage.join(prepared.plan.trials_root, best.runs[-1]), metric, mode)
-    return SearchOutcome(metric, mode, rows, best, _absolute(best_job), model_bundle, _absolute(results_csv),
-                         [_absolute(f) for f in figures])  # fmt: skip
-
-
-def _absolute(uri: str) -> str:
-    return uri if storage.is_s3(uri) else os.path.abspath(uri)
+    return SearchOutcome(metric, mode, rows, best, best_job, model_bundle, results_csv, figures)

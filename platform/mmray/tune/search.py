@@ -86,15 +86,6 @@ def _shown(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
 
-def _refuse_a_second_search(prepared: PreparedSearch) -> None:
-    """A new search under the name of one that exists (checked before Ray is reached)."""
-    if storage.exists(storage.join(prepared.experiment_uri, "tuner.pkl")):
-        raise ConfigError(
-            f"a search named {prepared.job.name!r} exists at {prepared.experiment_uri}; "
-            "`mmray tune JOB --resume` continues it, or choose another name"
-        )
-
-
 def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -110,7 +101,6 @@ def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
         return tune.Tuner.restore(
             experiment_path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=filesystem
         )
-    scheduler = build_scheduler(job, prepared.space, prepared.epochs)
     seed = settings.search.seed
     limit: int | None = settings.max_concurrent_trials
     if settings.search.kind == "optuna":
@@ -125,7 +115,7 @@ def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
             mode=prepared.mode,
             num_samples=settings.num_samples,
             max_concurrent_trials=limit,
-            scheduler=scheduler,
+            scheduler=build_scheduler(job, prepared.space, prepared.epochs),
             search_alg=search,
         ),
         run_config=tune.RunConfig(
@@ -146,8 +136,11 @@ def run_tune(job: TuneJob, resume: bool = False, base_directory: Path | None = N
     prepared = prepare_search(job, base_directory)
     # Trials keep the driver's working directory (relative paths in the base job mean the same there).
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
-    if not resume:
-        _refuse_a_second_search(prepared)
+    if not resume and storage.exists(storage.join(prepared.experiment_uri, "tuner.pkl")):
+        raise ConfigError(
+            f"a search named {prepared.job.name!r} exists at {prepared.experiment_uri}; "
+            "`mmray tune JOB --resume` continues it, or choose another name"
+        )
     check_local_gpus(job.tune.trial.num_workers, job.tune.trial.use_gpu, f"each trial of {job.name}")
     resolve_splits(prepared.example.data)  # generated data is made once here, not by every trial
     connect()

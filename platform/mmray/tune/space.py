@@ -3,6 +3,7 @@ key and value against the job's schema before any trial starts."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import re
@@ -38,24 +39,18 @@ class Distribution:
     def to_tune(self) -> Any:
         from ray import tune
 
-        if self.form == "uniform":
-            return tune.uniform(*self.args)
-        if self.form == "loguniform":
-            return tune.loguniform(*self.args)
+        if self.form in ("uniform", "loguniform"):
+            return getattr(tune, self.form)(*self.args)
         if self.form == "randint":
-            return tune.randint(self.args[0], self.args[1] + 1)
-        if self.form == "choice":
-            return tune.choice(list(self.args[0]))
-        return tune.grid_search(list(self.args[0]))
+            return tune.randint(self.args[0], self.args[1] + 1)  # Tune's upper end is excluded
+        return (tune.choice if self.form == "choice" else tune.grid_search)(list(self.args[0]))
 
 
 def _number(value: Any) -> Any:
     """YAML reads 1e-4 (no dot) as text; such text becomes the number it spells."""
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             return float(value)
-        except ValueError:
-            return value
     return value
 
 
@@ -136,10 +131,6 @@ def trial_mapping(
     return mapping, inactive
 
 
-def _first_line(error: ConfigError) -> str:
-    return str(error).splitlines()[0].split(": ", 1)[-1]
-
-
 def check_space(base: Mapping[str, Any], fixed: Mapping[str, Any], space: dict[str, Distribution]) -> None:
     """Every value a trial can take must give a valid training job: each key's bounds or choices are
     tried (under each searched kind of its sections); the first rejection is an error naming it."""
@@ -162,7 +153,8 @@ def check_space(base: Mapping[str, Any], fixed: Mapping[str, Any], space: dict[s
                 try:
                     validate_job(mapping, "trial")
                 except ConfigError as exc:
-                    raise ConfigError(f"space.{key}: value {value!r} is rejected: {_first_line(exc)}") from None
+                    reason = str(exc).splitlines()[0].split(": ", 1)[-1]
+                    raise ConfigError(f"space.{key}: value {value!r} is rejected: {reason}") from None
         if not used:
             shown = ", ".join(f"{k}={list(space[k].candidates())}" for k in ancestors)
             raise ConfigError(f"space.{key}: no searched kind takes this key ({shown})")

@@ -1,7 +1,6 @@
-"""One Tune trial: a small driver that builds the trial's training job and runs it on Ray Train (or, with
-`runner: local`, in its own process), reporting every evaluation to Tune with a pointer to its checkpoint.
-A trial that Tune restores (its own pointer after a failure or an interrupted search, or another trial's
-under population-based training) continues from the checkpoint the pointer names."""
+"""One Tune trial: a driver that runs the trial's training job on Ray Train (or, with `runner: local`, in
+its own process) and reports every evaluation to Tune with a pointer to its checkpoint, from which a
+restored trial (after a failure, an interrupted search, or under population-based training) continues."""
 
 from __future__ import annotations
 
@@ -28,16 +27,13 @@ if TYPE_CHECKING:
 
 WORKER_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 TRIAL_WORKER_START_TIMEOUT_S = 1800
-"""How long a trial's Train run waits for its workers' resources. Sibling trials hold them for a while
-(a trial continued from another under population-based training starts while the one it replaces
-still releases its workers); Ray Train's default of 60 s would fail that wait and log a traceback.
-Requests no node can ever meet are refused before the search starts."""
+"""How long a trial's Train run waits for workers that sibling trials still release (under population-based
+training a continued trial starts before the one it replaces ends); Ray Train's 60 s would fail with a
+traceback. Requests no node can ever meet are refused before the search starts."""
 
 
 def wait_for_sibling_trials_resources() -> None:
-    """Let this process's Train runs wait `TRIAL_WORKER_START_TIMEOUT_S` for their workers, unless the
-    user set the timeout (Ray Train passes the variable from the process that starts a run to its
-    controller)."""
+    """Let this process's Train runs (and their controllers) wait that long, unless the user set the timeout."""
     os.environ.setdefault(WORKER_START_TIMEOUT_ENV, str(TRIAL_WORKER_START_TIMEOUT_S))
 
 
@@ -73,14 +69,13 @@ class PreparedSearch:
 
 
 def trial_job(plan: TrialPlan, values: dict[str, Any], name: str, continue_from: str | None = None) -> TrainJob:
-    """The training job of a trial: the base, the fixed overrides, the trial's values, its resources;
-    evaluated every epoch (the scheduler compares trials epoch by epoch)."""
-    resources = plan.resources
+    """A trial's training job: the base, the fixed overrides, the trial's values and resources; evaluated
+    every epoch (the scheduler compares trials epoch by epoch)."""
     fixed = {
         **plan.fixed,
-        "train.num_workers": resources.num_workers,
-        "train.cpus_per_worker": resources.cpus_per_worker,
-        "train.use_gpu": resources.use_gpu,
+        "train.num_workers": plan.resources.num_workers,
+        "train.cpus_per_worker": plan.resources.cpus_per_worker,
+        "train.use_gpu": plan.resources.use_gpu,
         "train.eval_every": 1,
         "name": name,
         "storage_root": plan.trials_root,
@@ -89,8 +84,7 @@ def trial_job(plan: TrialPlan, values: dict[str, Any], name: str, continue_from:
         fixed["train.checkpoint.num_to_keep"] = None
     if continue_from:
         fixed["continue_from"] = continue_from
-    mapping, _ = trial_mapping(plan.base, fixed, values)
-    spec = validate_job(mapping, f"trial {name}")
+    spec = validate_job(trial_mapping(plan.base, fixed, values)[0], f"trial {name}")
     assert isinstance(spec, TrainJob)
     return spec
 
@@ -115,10 +109,8 @@ def next_segment(trial_id: str, restored: TrainPointer | None) -> Segment:
 
 
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
-    """Tune's trainable: `config["values"]` holds this trial's values of the space. Each epoch is reported
-    to Tune as it arrives, the last one once the run has finished and written its outputs (Tune stops a
-    trial at its last epoch). A restored trial first reports the epochs its run finished after the pointer
-    Tune holds (a search interrupted while the run trained on), from the run's history."""
+    """Tune's trainable over this trial's `config["values"]`: each epoch is reported as it arrives, the last
+    once the run has written its outputs (Tune stops a trial at its last epoch)."""
     from ray import tune
 
     wait_for_sibling_trials_resources()
@@ -131,7 +123,11 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     received = restored.epoch if restored is not None else 0
     reporter = TrialReporter(trial_id, segment, plan.trials_root, job.train.epochs, received)
     if plan.resources.runner == "local":
-        outcome = _train_here(job, reporter)
+        from mmray.train.local_run import run_local
+
+        # One worker in this process, on the CPUs the trial holds; each epoch reaches Tune once checkpointed.
+        threads = max(1, int(job.train.cpus_per_worker))
+        outcome = run_local(job, rerun="resume", on_report=reporter.epoch, threads=threads)
     else:
         outcome = _train_on_ray_train(job, reporter)
     reporter.finish(outcome)
@@ -139,9 +135,8 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 
 @dataclass
 class TrialReporter:
-    """Passes a trial's epochs to Tune with a pointer to each Train checkpoint; the last epoch is held
-    until `finish`, once the run's outputs are written. Epochs of the run's history after `received` (the
-    epoch of the pointer Tune restored the trial from) that Tune never got are reported before the next."""
+    """Passes a trial's epochs to Tune with a pointer to each Train checkpoint, the last held until `finish`;
+    epochs of the run's history that Tune never got (after `received`) are reported before the next."""
 
     trial_id: str
     segment: Segment
@@ -161,8 +156,7 @@ class TrialReporter:
             self._to_tune(metrics, checkpoint)
 
     def finish(self, outcome: TrainOutcome) -> None:
-        """The held last epoch; for a resumed run that trained none, its history's last epoch (with the
-        latest checkpoint) when Tune has not received it. Epochs Tune missed before it are reported first."""
+        """The held last epoch (for a resumed run that trained none, its history's last one Tune lacks)."""
         history = outcome.history
         if self.last is None and history and _epoch_of(history[-1]) > self.received:
             self.last = (history[-1], outcome.latest_bundle)
@@ -171,8 +165,7 @@ class TrialReporter:
             self._to_tune(*self.last)
 
     def _catch_up(self, history: Sequence[dict[str, Any]], before: int) -> None:
-        """Report the history's epochs after `received` and before `before`, each with its own checkpoint
-        while the run still keeps it."""
+        """Report the history's epochs after `received` and before `before`, with checkpoints still kept."""
         run_uri = storage.join(self.trials_root, self.segment.run)
         for entry in history:
             if self.received < _epoch_of(entry) < before:
@@ -195,14 +188,6 @@ class TrialReporter:
 
 def _epoch_of(metrics: dict[str, Any]) -> int:
     return int(metrics.get("epoch", 0))
-
-
-def _train_here(job: TrainJob, reporter: TrialReporter) -> TrainOutcome:
-    """The trial's one worker in this process, on the CPUs the trial holds: each epoch reaches Tune once its
-    checkpoint is registered."""
-    from mmray.train.local_run import run_local
-
-    return run_local(job, rerun="resume", on_report=reporter.epoch, threads=max(1, int(job.train.cpus_per_worker)))
 
 
 def _train_on_ray_train(job: TrainJob, reporter: TrialReporter) -> TrainOutcome:
