@@ -8,10 +8,7 @@ from pydantic import Field, model_validator
 
 from mmray.config.base import Section
 
-BadRecordPolicy = Literal["skip", "error"]
 ImageCheck = Literal["decode", "exists", "none"]
-ShapesText = Literal["captions", "questions"]
-CaptionsPerEpoch = Literal["one", "all"]
 
 
 class CocoSplit(Section):
@@ -25,7 +22,7 @@ class CocoSplit(Section):
 class LoaderOptions(Section):
     """How a job reads its data; shared by every data source and no part of what the data is."""
 
-    on_bad_record: BadRecordPolicy = Field(
+    on_bad_record: Literal["skip", "error"] = Field(
         "skip", description="skip (with a warning listing ids) or error on bad records"
     )
     image_check: ImageCheck = Field(
@@ -38,7 +35,7 @@ class LoaderOptions(Section):
         description="image files with the same content under several ids become one image with all their "
         "captions (else the first id is kept and the others are bad records)",
     )
-    captions_per_epoch: CaptionsPerEpoch = Field(
+    captions_per_epoch: Literal["one", "all"] = Field(
         "one",
         description="training pairs per image and epoch: one (a caption drawn anew each epoch; an epoch is "
         "one pass over the images) or all (every caption is a pair, no image twice in a batch; "
@@ -86,7 +83,7 @@ class ShapesData(LoaderOptions):
         2, ge=0, le=20, description="yes/no questions per image in questions_*.json (balanced)"
     )
     count_questions_per_image: int = Field(2, ge=0, le=20, description="how-many questions per image")
-    text: ShapesText = Field(
+    text: Literal["captions", "questions"] = Field(
         "captions",
         description="the text of each example: captions (describe the scene) or questions (with answers as targets)",
     )

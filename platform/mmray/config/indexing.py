@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from mmray.config.base import Section
 
 IndexType = Literal["auto", "flat", "ivf_flat", "ivf_pq", "hnsw"]
-Runner = Literal["auto", "ray_data", "local"]
 CorpusKind = Literal["images", "captions"]
-CORPUS_KINDS: tuple[CorpusKind, ...] = ("images", "captions")
 
 
 class IndexSettings(Section):
     """Embedding a split (on Ray Data, or in this process) and indexing the vectors with faiss."""
 
     split: str = Field("val", description="which split of the data section to index")
-    corpus: list[CorpusKind] = Field(default_factory=lambda: list(CORPUS_KINDS))
+    corpus: list[CorpusKind] = Field(default_factory=lambda: list(get_args(CorpusKind)))
     type: IndexType = Field("auto", description="auto: flat up to 50k vectors, ivf_flat up to 2M, else ivf_pq")
     nlist: int | None = Field(None, ge=1, description="IVF lists; default √n")
     nprobe: int = Field(8, ge=1, description="IVF lists searched per query (changeable at query time)")
@@ -30,7 +28,7 @@ class IndexSettings(Section):
     train_sample: int = Field(200_000, ge=1000, description="vectors sampled to train IVF / PQ")
     shard_size: int = Field(4096, ge=16, description="rows per embedding shard (the unit of resume)")
     batch_size: int = Field(256, ge=1, description="rows per embedding batch")
-    runner: Runner = Field(
+    runner: Literal["auto", "ray_data", "local"] = Field(
         "auto",
         description="where rows are embedded: ray_data (CPU decoding tasks, a pool of model actors), local (this "
         "process, no Ray), or auto: local for at most local_max_rows rows when one CPU actor is asked, else ray_data",

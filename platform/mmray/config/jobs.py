@@ -5,28 +5,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from mmray.config import fusion, generation, prediction  # noqa: F401 (importing them registers their kinds)
 from mmray.config.base import NAME_PATTERN, Section, deep_merge, parse_overrides, read_yaml_mapping, validate
 from mmray.config.data import CocoData, DataConfig, ShapesData, require_split
 from mmray.config.evaluation import EvaluateSettings
-from mmray.config.fusion import FusionModelConfig
-from mmray.config.generation import CaptionTaskConfig, GanTaskConfig, VaeTaskConfig
 from mmray.config.indexing import IndexSettings
-from mmray.config.kind_switch import merge_switching_kinds
+from mmray.config.kind_switch import kinds_of, merge_switching_kinds
 from mmray.config.model import DualEncoderConfig, ModelConfig
 from mmray.config.pipeline import PipelineJob
-from mmray.config.prediction import PredictTaskConfig
 from mmray.config.tasks import TaskConfig
 from mmray.config.training import TrainSettings
 from mmray.config.tuning import TuneJob
 from mmray.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-REGISTERED_KINDS = (FusionModelConfig, PredictTaskConfig, VaeTaskConfig, GanTaskConfig, CaptionTaskConfig)
-"""Config kinds registered by importing their modules; named so the imports are kept."""
 
 
 class TrainJob(Section):
@@ -55,13 +51,9 @@ class TrainJob(Section):
         return require_split(data, "train", "a train job")
 
     @model_validator(mode="after")
-    def _one_start(self) -> TrainJob:
+    def _start(self) -> TrainJob:
         if self.init_from and self.continue_from:
             raise ValueError("set init_from (weights only) or continue_from (the whole training state), not both")
-        return self
-
-    @model_validator(mode="after")
-    def _procrustes_start(self) -> TrainJob:
         nested = getattr(self.model, "encoder", None)
         if isinstance(nested, DualEncoderConfig) and nested.init_projections == "procrustes":
             raise ValueError(
@@ -111,13 +103,7 @@ class EvaluateJob(Section):
 
 
 AnyJob = TrainJob | IndexJob | EvaluateJob | TuneJob | PipelineJob
-JOB_CLASSES: dict[str, type[AnyJob]] = {
-    "train": TrainJob,
-    "index": IndexJob,
-    "evaluate": EvaluateJob,
-    "tune": TuneJob,
-    "pipeline": PipelineJob,
-}
+JOB_CLASSES: dict[str, type[AnyJob]] = {kinds_of(job)[0]: job for job in get_args(AnyJob)}
 JOB_KINDS = tuple(JOB_CLASSES)
 
 

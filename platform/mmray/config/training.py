@@ -8,10 +8,6 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from mmray.config.base import Section
 
-ContrastiveNegatives = Literal["active", "all", "weighted", "semi_hard", "hardest", "sampled"]
-MARGIN_DEFAULT = 1.6
-NEGATIVES_DEFAULT: ContrastiveNegatives = "weighted"
-
 
 class InfoNceLossConfig(Section):
     """Symmetric InfoNCE (CLIP) over the global batch, temperature from the model."""
@@ -37,13 +33,13 @@ class ContrastiveLossConfig(Section):
 
     kind: Literal["contrastive"]
     margin: float = Field(
-        MARGIN_DEFAULT,
+        1.6,
         gt=0.0,
         le=2.0,
         description="distance non-matching pairs are pushed beyond; above √2, random pairs start inside it",
     )
-    negatives: ContrastiveNegatives = Field(
-        NEGATIVES_DEFAULT,
+    negatives: Literal["active", "all", "weighted", "semi_hard", "hardest", "sampled"] = Field(
+        "weighted",
         description="weighted: every non-matching pair, weighted by softmax(-d²/0.1) so the closest count most; "
         "active: mean over the pairs still inside the margin; all: mean over every non-matching pair; "
         "semi_hard: per anchor the closest negative farther than its match; hardest: per anchor the closest "
