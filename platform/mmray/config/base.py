@@ -96,25 +96,6 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     return tree
 
 
-def deep_merge(base: Mapping[str, Any], updates: Mapping[str, Any], path: str = "") -> dict[str, Any]:
-    """Merge `updates` into a copy of `base`; a mapping may not be replaced by a scalar."""
-    merged = dict(base)
-    for key, value in updates.items():
-        where = f"{path}.{key}" if path else key
-        current = merged.get(key)
-        if isinstance(value, Mapping) and isinstance(current, Mapping):
-            merged[key] = deep_merge(current, value, where)
-        elif isinstance(current, Mapping) and not isinstance(value, Mapping) and value is not None:
-            keys = sorted(current)
-            raise ConfigError(
-                f"override {where}={value!r}: {where!r} is a section with keys {', '.join(keys)}; "
-                f"set one of them, e.g. {where}.{keys[0] if keys else 'key'}=..."
-            )
-        else:
-            merged[key] = value
-    return merged
-
-
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """A YAML error in one line: where, then what."""
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from mmray.config import fusion, generation, prediction  # noqa: F401 (importing them registers their kinds)
-from mmray.config.base import NAME_PATTERN, Section, deep_merge, parse_overrides, read_yaml_mapping, validate
+from mmray.config.base import NAME_PATTERN, Section, parse_overrides, read_yaml_mapping, validate
 from mmray.config.data import CocoData, DataConfig, ShapesData, require_split
 from mmray.config.evaluation import EvaluateSettings
 from mmray.config.indexing import IndexSettings
@@ -116,21 +116,14 @@ def validate_job(data: dict[str, object], source: str) -> AnyJob:
     return validate(JOB_CLASSES[str(kind)], data, source)
 
 
-def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Merge nested overrides into a job mapping; an override that changes a section's `kind` keeps
-    only the keys the new kind accepts, and says which it dropped."""
-    job_class = JOB_CLASSES.get(str(overrides.get("kind", raw.get("kind"))))
-    if job_class is None:
-        return deep_merge(raw, overrides)
-    merged, dropped = merge_switching_kinds(raw, overrides, job_class)
+def load_job(path: str | Path, overrides: Sequence[str] = ()) -> AnyJob:
+    """Load a job spec from YAML, apply `section.key=value` overrides and validate it by its kind; an
+    override that changes a section's `kind` keeps only the keys the new kind accepts, naming those dropped."""
+    raw = read_yaml_mapping(path)
+    updates = parse_overrides(overrides)
+    job_class = JOB_CLASSES.get(str(updates.get("kind", raw.get("kind"))))
+    merged, dropped = merge_switching_kinds(raw, updates, job_class)
     if dropped:
         logger.warning("a section's kind changed; keys the new kind does not take were dropped: %s", ", ".join(dropped))
-    return merged
-
-
-def load_job(path: str | Path, overrides: Sequence[str] = ()) -> AnyJob:
-    """Load a job spec from YAML, apply `section.key=value` overrides and validate it by its kind."""
-    raw = read_yaml_mapping(path)
-    merged = apply_overrides(raw, parse_overrides(overrides))
     source = str(path) + (" (with overrides)" if overrides else "")
     return validate_job(merged, source)

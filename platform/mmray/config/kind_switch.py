@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel, BeforeValidator
 from pydantic.fields import FieldInfo
 
-from mmray.config.base import deep_merge
 from mmray.config.registry import KindRegistry
+from mmray.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,9 @@ def kinds_of(cls: type[BaseModel], tag: str = "kind") -> tuple[str, ...]:
     return tuple(str(value) for value in literal) or ((str(field.default),) if field.default else ())
 
 
-def _field_choice(model: type[BaseModel], key: str) -> Choice:
+def _field_choice(model: type[BaseModel] | None, key: str) -> Choice:
     """The sections field `key` of `model` may hold; a plain section field holds its one class."""
-    field = model.model_fields.get(key)
+    field = model.model_fields.get(key) if model else None
     if field is None:
         return Choice("kind", ())
     return choice_of(field) or Choice("kind", tuple(union_members(field.annotation)))
@@ -70,17 +70,24 @@ def _class_for(choice: Choice, kind: Any) -> type[BaseModel] | None:
 
 
 def merge_switching_kinds(
-    base: Mapping[str, Any], updates: Mapping[str, Any], model: type[BaseModel], path: str = ""
+    base: Mapping[str, Any], updates: Mapping[str, Any], model: type[BaseModel] | None, path: str = ""
 ) -> tuple[dict[str, Any], list[str]]:
-    """`deep_merge(base, updates)`, except that a section whose `kind` changes keeps only the keys its
-    new kind's class accepts; returns the merged mapping and the dropped keys (dotted)."""
+    """Merge `updates` into a copy of `base` (a mapping may not be replaced by a scalar), except that a
+    section of `model` whose `kind` changes keeps only the keys its new kind's class accepts; returns the
+    merged mapping and the dropped keys (dotted). Below a `model` of None, nothing is dropped."""
     merged = dict(base)
     dropped: list[str] = []
     for key, value in updates.items():
         where = f"{path}.{key}" if path else key
         current = merged.get(key)
         if not (isinstance(value, Mapping) and isinstance(current, Mapping)):
-            merged = deep_merge(merged, {key: value}, path)
+            if isinstance(current, Mapping) and value is not None:
+                keys = sorted(current)
+                raise ConfigError(
+                    f"override {where}={value!r}: {where!r} is a section with keys {', '.join(keys)}; "
+                    f"set one of them, e.g. {where}.{keys[0] if keys else 'key'}=..."
+                )
+            merged[key] = value
             continue
         choice = _field_choice(model, key)
         old_kind, new_kind = current.get(choice.tag), value.get(choice.tag, current.get(choice.tag))
@@ -89,9 +96,6 @@ def merge_switching_kinds(
             kept = {name: item for name, item in current.items() if name in cls.model_fields}
             dropped.extend(f"{where}.{name}" for name in current if name not in cls.model_fields)
             current = kept
-        if cls is None:
-            merged[key] = deep_merge(current, value, where)
-            continue
         merged[key], inner = merge_switching_kinds(current, value, cls, where)
         dropped.extend(inner)
     return merged, dropped
