@@ -1,7 +1,5 @@
-"""Merging overrides into a job where an override changes a section's `kind` (or a data section's
-`source`): that section keeps only the keys its new kind accepts, and the keys dropped are named.
-Whole sections may be given as mappings (`model.fusion={kind: gated, hidden: 64}`). Also which sections
-a field may hold, and the key (`kind`, `source`) that chooses among them."""
+"""Which sections a field may hold and the key (`kind`, `source`) choosing among them; merging overrides
+(whole sections may be mappings) where one changes a section's kind, which keeps only the keys it accepts."""
 
 from __future__ import annotations
 

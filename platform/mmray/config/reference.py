@@ -12,7 +12,6 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 from mmray.config.base import Section
 from mmray.config.kind_switch import choice_of, kinds_of, union_members
@@ -63,12 +62,9 @@ def _constraints(info: FieldInfo) -> str:
 
 
 def _default(info: FieldInfo) -> str:
-    if info.default_factory is not None:
-        value = info.default_factory()  # type: ignore[call-arg]
-    elif info.default is PydanticUndefined:
+    if info.is_required():
         return "required"
-    else:
-        value = info.default
+    value = info.get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
         tag = next((t for t in ("kind", "source") if t in type(value).model_fields), None)
         return f"`{tag}: {getattr(value, tag)}`" if tag else "its defaults"
@@ -134,10 +130,6 @@ def reference_markdown(jobs: Sequence[type[BaseModel]]) -> str:
         "Jobs: " + ", ".join(_link(job, "kind") for job in jobs),
         "",
     ]
-    documented: list[type[BaseModel]] = []
-    for job in jobs:
-        for cls in sections_below(job):
-            if cls not in documented:
-                documented.append(cls)
-                lines += section_table(cls)
+    for cls in dict.fromkeys(cls for job in jobs for cls in sections_below(job)):
+        lines += section_table(cls)
     return "\n".join(lines).rstrip() + "\n"

@@ -12,11 +12,8 @@ SectionT = TypeVar("SectionT", bound=Section)
 
 
 class KindRegistry(Generic[SectionT]):
-    """Config classes of one family by the literal default of their `kind` field.
-
-    `validate` is a pydantic before-validator: a mapping becomes the instance of its kind's class,
-    an instance passes through, anything else is rejected naming the registered kinds.
-    """
+    """Config classes of one family by the literal default of their `kind` field. `validate` is a pydantic
+    before-validator: a mapping becomes its kind's instance, an instance passes, anything else is rejected."""
 
     def __init__(self, family: str, base: type[SectionT]) -> None:
         self.family = family
