@@ -18,6 +18,9 @@ ORIENTATION: Any = Field(
     description="exif: turn each image as its EXIF orientation tag says (phone photos are stored sideways), as "
     "viewers show it; stored: the pixels as stored, as models saved before this setting read them",
 )
+HF_TRAINABLE_BLOCKS: Any = Field(
+    None, ge=0, description="None: train everything; 0: freeze the tower; N: train its last N transformer blocks"
+)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -168,9 +171,7 @@ ModelConfig = Annotated[SerializeAsAny[ModelSection], BeforeValidator(model_kind
 class HfImageSide(Section):
     """The vision tower of a pretrained pair; its input size is the checkpoint's."""
 
-    trainable_blocks: int | None = Field(
-        None, ge=0, description="None: train everything; 0: freeze the tower; N: train its last N transformer blocks"
-    )
+    trainable_blocks: int | None = HF_TRAINABLE_BLOCKS
     resize: Literal["stretch", "center_crop"] | None = Field(
         None,
         description="None: as the folder's preprocessor_config.json does (center_crop where it crops, as CLIP's; "
@@ -188,9 +189,7 @@ class HfImageSide(Section):
 class HfTextSide(Section):
     """The text tower of a pretrained pair, with the tokenizer saved beside it."""
 
-    trainable_blocks: int | None = Field(
-        None, ge=0, description="None: train everything; 0: freeze the tower; N: train its last N transformer blocks"
-    )
+    trainable_blocks: int | None = HF_TRAINABLE_BLOCKS
     max_length: int | None = Field(
         None, ge=4, le=512, description="tokens per text; None: the text tower's max_position_embeddings"
     )

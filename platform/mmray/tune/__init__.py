@@ -1,2 +1,1 @@
-"""Hyperparameter search with Ray Tune: search spaces over training jobs, the per-trial driver that
-runs a Ray Train run, and the search's results."""
+"""Hyperparameter search with Ray Tune: spaces over training jobs, per-trial drivers of Ray Train runs, results."""

@@ -179,9 +179,7 @@ class TrialReporter:
     def _to_tune(self, metrics: dict[str, Any], checkpoint: str | None) -> None:
         epoch = _epoch_of(metrics)
         metrics = {**metrics, "train_run": self.segment.run, "continued_from": self.segment.origin}
-        pointer = None
-        if checkpoint:
-            pointer = TrainPointer(self.trial_id, self.segment.run, self._uri(checkpoint), epoch)
+        pointer = TrainPointer(self.trial_id, self.segment.run, self._uri(checkpoint), epoch) if checkpoint else None
         report_to_tune(metrics, pointer)
         self.received = max(self.received, epoch)
 
