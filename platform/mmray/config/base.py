@@ -134,9 +134,9 @@ def read_yaml_file(path: str | Path, what: str = "job spec") -> Any:
         raise ConfigError(f"{file}: not valid YAML: {_yaml_problem(exc)}") from None
 
 
-def read_yaml_mapping(path: str | Path, what: str = "job spec") -> dict[str, Any]:
-    """Read a YAML file whose top level must be a mapping."""
-    data = read_yaml_file(path, what)
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a job spec YAML file whose top level must be a mapping."""
+    data = read_yaml_file(path)
     if not isinstance(data, dict):
         kind = type(data).__name__
         raise ConfigError(f"{path}: top level must be a mapping of sections (kind: ..., name: ...), got {kind}")

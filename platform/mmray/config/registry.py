@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
-from mmray.config.base import Section
-
-SectionT = TypeVar("SectionT", bound=Section)
+from mmray.config.base import SectionT
 
 
 class KindRegistry(Generic[SectionT]):

@@ -120,8 +120,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     restored = TrainPointer.of(tune.get_checkpoint())
     segment = next_segment(trial_id, restored)
     job = trial_job(plan, dict(config["values"]), segment.run, segment.continue_from)
-    received = restored.epoch if restored is not None else 0
-    reporter = TrialReporter(trial_id, segment, plan.trials_root, job.train.epochs, received)
+    reporter = TrialReporter(trial_id, segment, plan.trials_root, job.train.epochs, restored.epoch if restored else 0)
     if plan.resources.runner == "local":
         from mmray.train.local_run import run_local
 
