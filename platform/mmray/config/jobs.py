@@ -125,5 +125,4 @@ def load_job(path: str | Path, overrides: Sequence[str] = ()) -> AnyJob:
     merged, dropped = merge_switching_kinds(raw, updates, job_class)
     if dropped:
         logger.warning("a section's kind changed; keys the new kind does not take were dropped: %s", ", ".join(dropped))
-    source = str(path) + (" (with overrides)" if overrides else "")
-    return validate_job(merged, source)
+    return validate_job(merged, str(path) + (" (with overrides)" if overrides else ""))

@@ -51,9 +51,8 @@ class ReportThroughChannel(UserCallback):  # type: ignore[misc]
         reported = dict(metrics[0])
         if CHECKPOINT_SCORE in reported and not is_measured(reported[CHECKPOINT_SCORE]):
             reported[CHECKPOINT_SCORE] = math.nan  # Ray's finite stand-in for an unmeasured score
-        item = {"metrics": reported, "checkpoint": checkpoint.path if checkpoint else None}
         try:
-            self.channel.reports.put(item)
+            self.channel.reports.put({"metrics": reported, "checkpoint": checkpoint.path if checkpoint else None})
             self.channel.acknowledgements.get()
         except RayError:
             # The channel dies with the trial's driver when Tune pauses or stops the trial; this controller
