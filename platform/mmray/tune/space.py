@@ -141,9 +141,8 @@ def check_space(base: Mapping[str, Any], fixed: Mapping[str, Any], space: dict[s
     kind_keys = [key for key in space if key.endswith(".kind")]
     for key, distribution in space.items():
         ancestors = [k for k in kind_keys if k != key and key.startswith(k[: -len("kind")])]
-        combos = list(itertools.product(*(space[k].candidates() for k in ancestors))) or [()]
         used = False
-        for combo in combos:
+        for combo in itertools.product(*(space[k].candidates() for k in ancestors)):  # one () without ancestors
             for value in distribution.candidates():
                 values = {**dict(zip(ancestors, combo, strict=True)), key: value}
                 mapping, inactive = trial_mapping(base, fixed, values)
