@@ -76,9 +76,5 @@ def check_pretrained_files(section: BaseModel, where: str = "model") -> None:
 
 def _check_exists(key: str, location: str) -> None:
     resolved = package_path(os.path.expanduser(location))  # a missing package file is refused here already
-    if storage.is_s3(resolved):
-        if storage.exists(resolved) or storage.list_files(resolved):
-            return
-    elif Path(resolved).exists():
-        return
-    raise WeightsError(f"{key}: {location} does not exist (weights are read from local paths, pkg: or s3://)")
+    if not storage.exists(resolved):  # on S3 also a prefix holding objects (a folder)
+        raise WeightsError(f"{key}: {location} does not exist (weights are read from local paths, pkg: or s3://)")

@@ -42,9 +42,8 @@ def uri_under(path: str, root: str) -> str:
 
 def join(base: str | Path, *parts: str) -> str:
     """Join path components below a local path or an S3 URI."""
-    if is_s3(base):
-        return posixpath.join(str(base), *parts)
-    return os.path.join(str(base), *parts)
+    joined: str = (posixpath if is_s3(base) else os.path).join(str(base), *parts)
+    return joined
 
 
 def split_s3(uri: str) -> tuple[str, str]:

@@ -98,16 +98,15 @@ def _covered_fraction(annotations: list[dict[str, Any]], height: int, width: int
 def caption_targets(annotation: dict[str, Any], uri: str) -> dict[str, float]:
     """The `targets` mapping of a caption annotation (name → number), checked."""
     targets = annotation.get("targets", {})
+    where = f"{uri}: annotation {annotation.get('id')}"
     if not isinstance(targets, dict):
-        raise DataError(f"{uri}: annotation {annotation.get('id')}: 'targets' must be a mapping, got {targets!r}")
+        raise DataError(f"{where}: 'targets' must be a mapping, got {targets!r}")
     checked = {}
     for name, value in targets.items():
         if name in IMAGE_TARGETS:
-            raise DataError(f"{uri}: annotation {annotation.get('id')}: target name {name!r} is reserved for images")
+            raise DataError(f"{where}: target name {name!r} is reserved for images")
         if not is_number(value):
-            raise DataError(
-                f"{uri}: annotation {annotation.get('id')}: target {name!r} must be a finite number, got {value!r}"
-            )
+            raise DataError(f"{where}: target {name!r} must be a finite number, got {value!r}")
         checked[str(name)] = float(value)
     return checked
 

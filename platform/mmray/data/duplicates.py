@@ -16,17 +16,11 @@ HEAD_BYTES = 64 * 1024
 
 def _digest(uri: str, head_only: bool) -> str | None:
     """SHA-256 of a file's bytes (its first `HEAD_BYTES` with `head_only`); None when it cannot be read."""
-    digest = hashlib.sha256()
     try:
         if storage.is_s3(uri):
-            digest.update(storage.read_bytes(uri))
-            return digest.hexdigest()
+            return hashlib.sha256(storage.read_bytes(uri)).hexdigest()
         with open(uri, "rb") as file:
-            if head_only:
-                digest.update(file.read(HEAD_BYTES))
-            else:
-                for block in iter(lambda: file.read(1 << 20), b""):
-                    digest.update(block)
+            digest = hashlib.sha256(file.read(HEAD_BYTES)) if head_only else hashlib.file_digest(file, "sha256")
     except (OSError, StorageError):
         return None
     return digest.hexdigest()

@@ -29,12 +29,8 @@ def file_sizes(directory: str, names: Iterable[str]) -> dict[str, int]:
     if storage.is_s3(directory):
         listed = storage.file_sizes(directory)
         return {name: size for uri, size in listed.items() if (name := storage.relative_to(uri, directory)) in wanted}
-    sizes = {}
-    for name in wanted:
-        path = os.path.join(directory, name)
-        if os.path.isfile(path):
-            sizes[name] = os.path.getsize(path)
-    return sizes
+    paths = {name: os.path.join(directory, name) for name in wanted}
+    return {name: os.path.getsize(path) for name, path in paths.items() if os.path.isfile(path)}
 
 
 def _decodes(uri: str) -> tuple[str, bool]:

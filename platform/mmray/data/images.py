@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as tvf
 
-from mmray.data.image_header import FORMATS, ImageHeader, read_header
+from mmray.data.image_header import FORMATS, read_header
 from mmray.data.png_check import png_problem
 from mmray.errors import ImageDecodeError
 
@@ -60,9 +60,8 @@ def _decode_with_pil(data: bytes, name: str, upright: bool) -> torch.Tensor:
 def _decode_jpeg(data: bytes, name: str, upright: bool) -> torch.Tensor:
     try:
         buffer = torch.frombuffer(bytearray(data), dtype=torch.uint8)  # (n,)
-        # (3, H, W); dispatches to JPEG
         decoded: torch.Tensor = decode_image(buffer, mode=ImageReadMode.RGB, apply_exif_orientation=upright)
-        return decoded
+        return decoded  # (3, H, W)
     except RuntimeError as first:
         try:
             return _decode_with_pil(data, name, upright)  # JPEG variants libjpeg-turbo leaves out
@@ -71,20 +70,16 @@ def _decode_jpeg(data: bytes, name: str, upright: bool) -> torch.Tensor:
             raise ImageDecodeError(f"{name}: cannot decode image: {reason}") from None
 
 
-def _decode_checked(data: bytes, header: ImageHeader, name: str, upright: bool) -> torch.Tensor:
-    """Decode bytes whose header `read_header` accepted -> uint8 (3, H, W)."""
+def decode_rgb(data: bytes, name: str = "<bytes>", max_pixels: int | None = None, upright: bool = True) -> torch.Tensor:
+    """Fully decode image bytes to uint8 RGB (3, H, W), turned as their EXIF orientation says unless not
+    `upright`. Empty, unreadable, truncated or damaged data raise ImageDecodeError; more pixels than
+    `max_pixels` (default: the MMRAY_MAX_IMAGE_PIXELS limit) ImageTooLargeError, before anything is decoded."""
+    header = read_header(data, name, max_pixels)
     if header.format in ("JPEG", "MPO"):
         return _decode_jpeg(data, name, upright)
     if header.format == "PNG" and (problem := png_problem(data)):
         raise ImageDecodeError(f"{name}: cannot decode image: {problem}")
     return _decode_with_pil(data, name, upright)
-
-
-def decode_rgb(data: bytes, name: str = "<bytes>", max_pixels: int | None = None, upright: bool = True) -> torch.Tensor:
-    """Fully decode image bytes to uint8 RGB (3, H, W), turned as their EXIF orientation says unless not
-    `upright`. Empty, unreadable, truncated or damaged data raise ImageDecodeError; more pixels than
-    `max_pixels` (default: the MMRAY_MAX_IMAGE_PIXELS limit) ImageTooLargeError, before anything is decoded."""
-    return _decode_checked(data, read_header(data, name, max_pixels), name, upright)
 
 
 def resize_square(pixels: torch.Tensor, size: int, mode: str = "stretch") -> torch.Tensor:

@@ -9,7 +9,7 @@ import io
 import json
 import logging
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -97,7 +97,6 @@ def prepare_split(
     shards: list[str] = []
     shard_image_ids: list[list[int]] = []
     left_out: dict[str, str] = {}
-    kept = 0
     chunks = [order[i : i + ROWS_PER_SHARD] for i in range(0, len(order), ROWS_PER_SHARD)]
     with ThreadPoolExecutor(READ_THREADS) as pool:
         for chunk in track(chunks, f"preparing {len(order)} images", total=len(chunks)):
@@ -112,17 +111,16 @@ def prepare_split(
             storage.write_bytes(storage.join(out, name), buffer.getvalue())
             shards.append(name)
             shard_image_ids.append([r.image_id for r, _ in good])
-            kept += len(good)
     if left_out:
         shown = "; ".join(f"{i}: {why}" for i, why in list(left_out.items())[:10])
         if strict:
             raise DataError(f"{len(left_out)} images could not be read (data.on_bad_record=error): {shown}")
         logger.warning("%d images could not be read and are left out: %s", len(left_out), shown)
-    if not kept:
+    if not shards:
         raise DataError(f"none of the {len(order)} images of {dataset.captions_uri} could be read")
     manifest = PreparedManifest(
         FORMAT,
-        kept,
+        sum(len(ids) for ids in shard_image_ids),
         shards,
         pixel_settings(processor.image),
         records_fingerprint(dataset.records),
@@ -186,14 +184,13 @@ def table_records(table: pa.Table) -> dict[str, np.ndarray]:
     """A shard's record columns as NumPy arrays: image_id (n,), captions (n,) lists, labels (n, K) float32,
     object_count and covered_fraction (n,) float32 (other columns are not read)."""
     labels = table.column("labels").to_pylist()
-    found = {
+    return {
         "image_id": np.asarray(table.column("image_id").to_pylist(), dtype=np.int64),
         "captions": np.asarray([list(c) for c in table.column("captions").to_pylist()] + [None], dtype=object)[:-1],
         "labels": np.asarray(labels, dtype=np.float32).reshape(len(labels), -1),
         "object_count": np.asarray(table.column("object_count").to_pylist(), dtype=np.float32),
         "covered_fraction": np.asarray(table.column("covered_fraction").to_pylist(), dtype=np.float32),
     }
-    return found
 
 
 PixelLocations = dict[int, tuple[str, int]]
@@ -228,16 +225,11 @@ def stored_pixels(data: bytes, size: int, uri: str) -> np.ndarray | str:
     return np.frombuffer(data, dtype=np.uint8).reshape(3, size, size)
 
 
-def _read_shard(uri: str) -> pa.Table:
-    return read_table(uri, ["image_id", "image"])
-
-
 def prepared_pixels(uri: str, manifest: PreparedManifest, size: int) -> Callable[[ImageRecord], torch.Tensor | str]:
     """Each record's uint8 pixels (3, S, S) from the shards, or why there are none."""
     pixels: dict[int, bytes] = {}
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        tables: Iterator[pa.Table] = pool.map(_read_shard, shard_uris(uri, manifest))
-        for table in tables:
+        for table in pool.map(lambda shard: read_table(shard, ["image_id", "image"]), shard_uris(uri, manifest)):
             pixels.update(zip(table.column("image_id").to_pylist(), table.column("image").to_pylist(), strict=True))
 
     def lookup(record: ImageRecord) -> torch.Tensor | str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -116,11 +115,8 @@ def _write_split(out: Path, split: str, scenes: list[Scene], first_id: int, conf
         rng = np.random.default_rng([config.seed, image_id])
         image, drawn = render_scene(scene, config.image_size, rng)
         file_name = f"{image_id:012d}.jpg"
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=92)
-        (image_dir / file_name).write_bytes(buffer.getvalue())
-        size = config.image_size
-        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+        image.save(image_dir / file_name, format="JPEG", quality=92)
+        images.append({"id": image_id, "file_name": file_name, "width": config.image_size, "height": config.image_size})
         for text in captions_for(scene, rng, config.captions_per_image):
             captions.append({"id": len(captions) + 1, "image_id": image_id, "caption": text})
         for item in drawn:
@@ -172,9 +168,9 @@ def _generate_into(out: Path, config: ShapesData, root: str) -> ShapesSummary:
         written[split] = _write_split(out, split, scenes[split], first_id, config)
         first_id += len(scenes[split])
     train_keys = {scene_key(s) for s in scenes["train"]}
-    summary = ShapesSummary(
+    return ShapesSummary(
         root=root,
-        params=_params(config),
+        params=_generation_params(config.model_dump()),
         images={s: written[s]["images"] for s in SPLITS},
         captions={s: written[s]["captions"] for s in SPLITS},
         objects_per_image={
@@ -186,7 +182,6 @@ def _generate_into(out: Path, config: ShapesData, root: str) -> ShapesSummary:
         questions={s: written[s]["questions"] for s in SPLITS},
         question_chance={s: written[s]["chance"] for s in SPLITS},
     )
-    return summary
 
 
 def _manifest_text(summary: ShapesSummary) -> str:
@@ -208,14 +203,9 @@ def _publish_local(staged: Path, target: Path) -> None:
 _NOT_GENERATION = {"root", "source", "text", *LoaderOptions.model_fields}
 
 
-def _params(config: ShapesData) -> dict[str, Any]:
-    """What the generated files depend on; how a job reads them (loader options, text kind) is not."""
-    return _generation_params(config.model_dump())
-
-
 def _generation_params(recorded: dict[str, Any]) -> dict[str, Any]:
-    """The parameters generation depends on, from a config's dump or a manifest (whose older versions
-    also recorded loader options)."""
+    """What the generated files depend on, from a config's dump or a manifest (whose older versions also
+    recorded loader options); how a job reads them (loader options, text kind) is not."""
     return {key: value for key, value in recorded.items() if key not in _NOT_GENERATION}
 
 
@@ -227,7 +217,7 @@ def generate_shapes(config: ShapesData, target: str) -> ShapesSummary:
     """
     existing = read_summary(target)
     if existing is not None:
-        if _generation_params(existing.params) == _params(config):
+        if _generation_params(existing.params) == _generation_params(config.model_dump()):
             return existing
         raise FileExistsError(
             f"{target} holds a shapes dataset with other parameters ({existing.params}); "
@@ -269,17 +259,14 @@ def ensure_shapes(config: ShapesData) -> tuple[ShapesSummary, dict[str, CocoSpli
     parameters, or the parent of one dataset per parameter set."""
     own = read_summary(config.root)
     if own is not None:
-        wanted = _params(config)
-        changed = {key: (own.params.get(key), value) for key, value in wanted.items() if own.params.get(key) != value}
+        wanted = _generation_params(config.model_dump())
+        changed = [key for key, value in wanted.items() if own.params.get(key) != value]
         if changed:
-            shown = ", ".join(
-                f"data.{key}: {value!r} there, {asked!r} asked" for key, (value, asked) in changed.items()
-            )
+            shown = ", ".join(f"data.{key}: {own.params.get(key)!r} there, {wanted[key]!r} asked" for key in changed)
             raise DataError(
                 f"data.root {config.root} is a shapes dataset with other parameters ({shown}); set the job's "
                 "data parameters to match, or point data.root at another directory"
             )
         return own, {split: split_paths(config.root, split, config.text) for split in SPLITS}
     root = dataset_dir(config)
-    summary = generate_shapes(config, root)
-    return summary, {split: split_paths(root, split, config.text) for split in SPLITS}
+    return generate_shapes(config, root), {split: split_paths(root, split, config.text) for split in SPLITS}

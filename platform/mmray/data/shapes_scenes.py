@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,19 +53,11 @@ def scene_key(scene: Scene) -> Scene:
     return tuple(sorted(scene))
 
 
-def all_objects() -> list[ShapeObject]:
-    return [
-        ShapeObject(shape, colour, size, cell)
-        for shape in SHAPES
-        for colour in COLOURS
-        for size in SIZES
-        for cell in range(len(CELLS))
-    ]
-
-
 def choose_holdout(rng: np.random.Generator, fraction: float) -> frozenset[ShapeObject]:
     """Object combinations that never occur in training and occur in every validation scene."""
-    objects = all_objects()
+    objects = [
+        ShapeObject(*combination) for combination in itertools.product(SHAPES, COLOURS, SIZES, range(len(CELLS)))
+    ]
     count = round(fraction * len(objects))
     picked = rng.choice(len(objects), size=count, replace=False)
     return frozenset(objects[int(i)] for i in picked)
@@ -131,13 +124,10 @@ def _join(phrases: list[str]) -> str:
 def caption(scene: Scene, rng: np.random.Generator, style: int) -> str:
     """One caption naming every object's size, colour, shape and cell, in one of four wordings."""
     order = [scene[i] for i in rng.permutation(len(scene))]
-    if style % 4 == 0:
-        return _join([_object_phrase(obj, rng) for obj in order])
-    if style % 4 == 1:
-        return f"{_NUMBER_WORDS[len(scene)]}: " + _join([_object_phrase(obj, rng) for obj in order])
     if style % 4 == 2:
         return "; ".join(_located_phrase(obj, rng) for obj in order)
-    return "an image showing " + _join([_object_phrase(obj, rng) for obj in order])
+    opening = ("", f"{_NUMBER_WORDS[len(scene)]}: ", "", "an image showing ")[style % 4]
+    return opening + _join([_object_phrase(obj, rng) for obj in order])
 
 
 def captions_for(scene: Scene, rng: np.random.Generator, count: int) -> list[str]:
