@@ -53,11 +53,9 @@ def cpu_description() -> str:
 
 
 def auto_candidates(device: torch.device) -> tuple[Precision, ...]:
-    """What `auto` chooses among on `device`, most preferred first. On a GPU every precision it computes
-    natively (bf16 from compute capability 8.0, else fp16 with a gradient scaler), timed on the run's own
-    step (bf16 loses to fp32 on a model too small to fill the GPU); on a CPU only its native one, bf16 where
-    it is native, else fp32 (bf16 measured 1.6-1.7× fp32 wherever it is native; a CPU step is too slow to
-    time them all)."""
+    """What `auto` chooses among on `device`, most preferred first: on a GPU every precision it computes natively
+    (bf16 from compute capability 8.0, else fp16), timed on the run's own step (bf16 loses to fp32 on a model too
+    small to fill the GPU); on a CPU, too slow to time them all, bf16 where native (1.6-1.7× fp32), else fp32."""
     if device.type == "cuda":
         major, _ = torch.cuda.get_device_capability(device)
         return ("bf16", "fp32", "fp16") if major >= 8 else ("fp16", "fp32")
@@ -99,12 +97,11 @@ def resolve_precision(requested: PrecisionSetting, device: torch.device) -> Prec
     if requested == "fp16" and device.type != "cuda":
         raise ConfigError(f"precision fp16 needs a CUDA GPU; this process runs on {device}: use auto, bf16 or fp32")
     if requested == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
-        slowdown = measured_bf16_slowdown()
         logger.warning(
             "precision bf16 on a CPU without native bf16 (%s): PyTorch emulates it, measured %.0f× slower than "
             "fp32 on a matrix product here; precision auto picks fp32 on this CPU",
             cpu_description(),
-            slowdown,
+            measured_bf16_slowdown(),
         )
     return PrecisionChoice(requested, requested, str(device))
 

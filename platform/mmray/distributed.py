@@ -19,10 +19,8 @@ def is_distributed() -> bool:
 
 
 def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
-    """Concatenate every rank's rows (equal counts per rank), gradients flowing back to their owners
-    (`torch.distributed.nn.functional.all_gather`: its backward sums every rank's gradient of the rows).
-    (B, E) -> (W·B, E)
-    """
+    """Concatenate every rank's rows (equal counts per rank), gradients flowing back to their owners (the
+    backward of `all_gather_with_grad` sums every rank's gradient of the rows). (B, E) -> (W·B, E)"""
     if not is_distributed():
         return local
     return torch.cat(all_gather_with_grad(local), dim=0)  # type: ignore[no-untyped-call]  # (W·B, E)

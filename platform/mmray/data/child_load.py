@@ -1,5 +1,5 @@
-"""Loading a large split in a child process: the JSON parse and pycocotools' index (several times the size of
-the files) peak there, and only the records come back, so a driver's memory grows by the records alone."""
+"""Loading a large split in a child process: the JSON parse (several times the size of the files)
+peaks there, and only the records come back, so a driver's memory grows by the records alone."""
 
 from __future__ import annotations
 

@@ -1,19 +1,16 @@
-"""COCO-format loading through pycocotools (the only module that imports it)."""
+"""COCO-format loading; masks through pycocotools (the only module that imports it)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import os
 import reprlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
 
 from mmray import storage
 from mmray.data.coco_entries import CAPTION_FIELDS, INSTANCE_FIELDS, Fields, check_entries, entry_name, is_number
@@ -42,7 +39,7 @@ class CocoDataset:
         return sum(len(r.captions) for r in self.records)
 
 
-def _read_coco(uri: str, fields: Fields) -> COCO:
+def _read_coco(uri: str, fields: Fields) -> dict[str, Any]:
     try:
         content = json.loads(storage.read_bytes(uri))
     except UnicodeDecodeError as exc:
@@ -57,11 +54,7 @@ def _read_coco(uri: str, fields: Fields) -> COCO:
     if missing:
         raise DataError(f"{uri}: not a COCO annotation file, missing keys {missing}")
     check_entries(uri, content, fields)
-    coco = COCO()
-    coco.dataset = content
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
+    return content
 
 
 def _covered_fraction(annotations: list[dict[str, Any]], height: int, width: int, uri: str) -> float:
@@ -111,10 +104,10 @@ def caption_targets(annotation: dict[str, Any], uri: str) -> dict[str, float]:
     return checked
 
 
-def _categories(instances: COCO | None) -> list[Category]:
+def _categories(instances: dict[str, Any] | None) -> list[Category]:
     if instances is None:
         return []
-    ordered = sorted(instances.loadCats(instances.getCatIds()), key=lambda c: c["id"])
+    ordered = sorted(instances["categories"], key=lambda c: c["id"])
     return [
         Category(id=c["id"], name=c["name"], supercategory=c.get("supercategory", ""), index=i)
         for i, c in enumerate(ordered)
@@ -159,13 +152,9 @@ Caption = tuple[int, str, dict[str, float]]
 def _entries(images: list[dict[str, Any]], report: LoadReport) -> list[dict[str, Any]]:
     """The `images` entries in id order, the first of each id (later ones reported)."""
     first: dict[int, dict[str, Any]] = {}
-    repeated = set()
     for img in images:
-        if img["id"] in first:
-            repeated.add(img["id"])
-        else:
-            first[img["id"]] = img
-    report.duplicate_image_ids = sorted(repeated)
+        first.setdefault(img["id"], img)
+    report.duplicate_image_ids = sorted(i for i, n in Counter(img["id"] for img in images).items() if n > 1)
     return [first[i] for i in sorted(first)]
 
 
@@ -212,7 +201,7 @@ def _same_files(
 
 
 def _instances_of(
-    inst: COCO | None, ids: set[int], known: set[int], report: LoadReport
+    inst: dict[str, Any] | None, ids: set[int], known: set[int], report: LoadReport
 ) -> dict[int, list[dict[str, Any]]]:
     """Each image's instance annotations; those of an image or a category not in the file are reported and
     left out."""
@@ -220,7 +209,7 @@ def _instances_of(
         return {}
     found: dict[int, list[dict[str, Any]]] = defaultdict(list)
     unknown: set[int] = set()
-    for ann in inst.dataset["annotations"]:
+    for ann in inst["annotations"]:
         if ann["image_id"] not in ids:
             report.orphan_instances.append(int(ann["id"]))
             continue
@@ -288,13 +277,11 @@ def load_coco(
     progress: bool = True,
     merge_duplicate_files: bool = False,
 ) -> CocoDataset:
-    """Read a COCO captions file (and optionally its instances file) into per-image records.
-
-    Every problem of `LoadReport` is found (files only with an `image_check`; same-content files among
-    those that exist and, with `"decode"`, decode) and reported: what it names is skipped with a warning
-    naming the ids, or with `on_bad_record="error"` the split is refused with `DataError`. With
-    `merge_duplicate_files` images whose files hold the same bytes become one image with all their captions.
-    """
+    """Read a COCO captions file (and optionally its instances file) into per-image records. Every problem of
+    `LoadReport` is found (files only with an `image_check`; same-content files among those that exist and, with
+    `"decode"`, decode) and reported: what it names is skipped with a warning naming the ids, or with
+    `on_bad_record="error"` the split is refused with `DataError`. With `merge_duplicate_files` images whose
+    files hold the same bytes become one image with all their captions."""
     if not storage.is_s3(images):
         images = os.path.abspath(images)
     caps = _read_coco(captions, CAPTION_FIELDS)
@@ -303,10 +290,10 @@ def load_coco(
     index_of = {c.id: c.index for c in categories}
 
     report = LoadReport()
-    entries = _entries(caps.dataset["images"], report)
+    entries = _entries(caps["images"], report)
     report.total_images = len(entries)
     ids = {img["id"] for img in entries}
-    captions_of = _captions_of(caps.dataset["annotations"], ids, captions, report)
+    captions_of = _captions_of(caps["annotations"], ids, captions, report)
     check_image_directory(images, image_check)
     files = _find_bad_images(entries, images, image_check, report, progress)
     _same_files(files, captions_of, merge_duplicate_files, report)
@@ -320,7 +307,7 @@ def load_coco(
     left_out = set(report.bad_ids) | copies
     kept = [img for img in entries if img["id"] not in left_out]
     anns_of = {img["id"]: instances_of.get(instance_source.get(img["id"], img["id"]), []) for img in kept}
-    _check_sizes(captions, caps.dataset["images"], {i for i, anns in anns_of.items() if anns})
+    _check_sizes(captions, caps["images"], {i for i, anns in anns_of.items() if anns})
 
     if report.problem_count:
         message = f"{captions}: {report.describe()}"

@@ -1,5 +1,5 @@
-"""What each entry of a COCO file must hold before pycocotools indexes it: the keys it is read by, with
-values of their kind; else a `DataError` naming the file, section, entry and key."""
+"""What each entry of a COCO file must hold before it is read: the keys it is read by, with values of their
+kind; else a `DataError` naming the file, section, entry and key."""
 
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ def entry_name(section: str, index: int, entry: dict[str, Any]) -> str:
 
 
 def check_entries(uri: str, content: dict[str, Any], fields: Fields) -> None:
-    """Every entry of each section has the keys it is read by, with values of their kind (pycocotools and this
-    module index by them), else `DataError` naming the file, section, entry and key."""
+    """Every entry of each section has the keys it is read by, with values of their kind, else `DataError`
+    naming the file, section, entry and key."""
     for section, required in fields.items():
         entries = content[section]
         if not isinstance(entries, list):

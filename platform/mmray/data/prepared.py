@@ -140,8 +140,7 @@ def read_manifest(uri: str) -> PreparedManifest:
             "finish); run `mmray data prepare JOB --shards URI`"
         )
     try:
-        fields = json.loads(storage.read_text(path))
-        manifest = PreparedManifest(**fields)
+        manifest = PreparedManifest(**json.loads(storage.read_text(path)))
     except (ValueError, TypeError) as exc:
         raise DataError(f"{path} is not a prepared split's manifest: {exc}") from exc
     if manifest.format != FORMAT:

@@ -93,13 +93,12 @@ def _categories() -> list[dict[str, Any]]:
 
 def _questions(scenes: list[Scene], first_id: int, config: ShapesData) -> list[tuple[int, Question]]:
     pool = [obj for scene in scenes for obj in scene]
-    asked = []
+    presence, counts = config.presence_questions_per_image, config.count_questions_per_image
+    asked: list[tuple[int, Question]] = []
     for offset, scene in enumerate(scenes):
         rng = np.random.default_rng([config.seed, first_id + offset, 1])
-        for question in questions_for(
-            scene, pool, rng, config.presence_questions_per_image, config.count_questions_per_image
-        ):
-            asked.append((first_id + offset, question))
+        questions = questions_for(scene, pool, rng, presence, counts)
+        asked.extend((first_id + offset, question) for question in questions)
     return asked
 
 
@@ -210,11 +209,8 @@ def _generation_params(recorded: dict[str, Any]) -> dict[str, Any]:
 
 
 def generate_shapes(config: ShapesData, target: str) -> ShapesSummary:
-    """Generate the dataset into `target`; it appears there only once complete.
-
-    A complete dataset with the same parameters already at `target` is reused; anything else
-    already there is an error, never overwritten.
-    """
+    """Generate the dataset into `target`; it appears there only once complete. A complete dataset with the
+    same parameters already at `target` is reused; anything else already there is an error, never overwritten."""
     existing = read_summary(target)
     if existing is not None:
         if _generation_params(existing.params) == _generation_params(config.model_dump()):

@@ -80,10 +80,7 @@ def split_to_tensors(
     pixels_of: Callable[[ImageRecord], torch.Tensor | str] | None = None,
 ) -> SplitTensors:
     """Decode and resize every image (or take its pixels from `pixels_of`, e.g. prepared shards) and tokenise
-    every caption of `dataset` with `processor`.
-
-    Images that cannot be read are left out with a warning naming their ids.
-    """
+    every caption of `dataset` with `processor`; images that cannot be read are left out with a warning."""
     load = pixels_of or (lambda r: processor.pixels_or_reason(r.image_uri))
     with ThreadPoolExecutor(max_workers=threads) as pool:
         loaded = list(
