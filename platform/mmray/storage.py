@@ -277,13 +277,12 @@ def upload_dir(local_dir: str | Path, uri: str | Path, last: str | None = None) 
     return written
 
 
-def publish_dir(staged: Path, target: str, last: str | None = None) -> None:
+def publish_dir(staged: Path, target: str, last: str) -> None:
     """Put the finished local directory `staged` at `target` whole, replacing what is there. Locally a copy
     is renamed into place (the old one moved aside first); on S3 the file `last` (a manifest) is deleted
     first and uploaded after the rest."""
     if is_s3(target):
-        if last is not None:
-            delete(join(target, last))
+        delete(join(target, last))
         upload_dir(staged, target, last)
         return
     destination = Path(target)

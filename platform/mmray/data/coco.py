@@ -107,10 +107,9 @@ def caption_targets(annotation: dict[str, Any], uri: str) -> dict[str, float]:
 def _categories(instances: dict[str, Any] | None) -> list[Category]:
     if instances is None:
         return []
-    ordered = sorted(instances["categories"], key=lambda c: c["id"])
     return [
         Category(id=c["id"], name=c["name"], supercategory=c.get("supercategory", ""), index=i)
-        for i, c in enumerate(ordered)
+        for i, c in enumerate(sorted(instances["categories"], key=lambda c: c["id"]))
     ]
 
 
@@ -151,9 +150,7 @@ Caption = tuple[int, str, dict[str, float]]
 
 def _entries(images: list[dict[str, Any]], report: LoadReport) -> list[dict[str, Any]]:
     """The `images` entries in id order, the first of each id (later ones reported)."""
-    first: dict[int, dict[str, Any]] = {}
-    for img in images:
-        first.setdefault(img["id"], img)
+    first = {img["id"]: img for img in reversed(images)}  # the first entry of an id written last
     report.duplicate_image_ids = sorted(i for i, n in Counter(img["id"] for img in images).items() if n > 1)
     return [first[i] for i in sorted(first)]
 
@@ -225,15 +222,12 @@ def _instances_of(
 
 def _check_sizes(uri: str, images: list[dict[str, Any]], with_instances: set[int]) -> None:
     """The kept entry of each image with instances has `width` and `height`: its masks are rasterised at that size."""
-    seen: set[int] = set()
-    for index, img in enumerate(images):
-        if img["id"] in seen:
-            continue
-        seen.add(img["id"])
-        missing = [key for key in ("width", "height") if key not in img]
-        if img["id"] in with_instances and missing:
+    first = {img["id"]: index for index, img in reversed(list(enumerate(images)))}
+    for index in sorted(first[image_id] for image_id in with_instances):
+        missing = [key for key in ("width", "height") if key not in images[index]]
+        if missing:
             raise DataError(
-                f"{uri}: {entry_name('images', index, img)}: missing key {missing[0]!r}, needed for the "
+                f"{uri}: {entry_name('images', index, images[index])}: missing key {missing[0]!r}, needed for the "
                 "covered fraction of its instances"
             )
 
@@ -247,9 +241,7 @@ def _record(
     instances: str | None,
 ) -> ImageRecord:
     """The image's record; `width` and `height` are 0 where its entry gives none (an image without instances)."""
-    labels = [0] * len(index_of)
-    for ann in anns:
-        labels[index_of[ann["category_id"]]] = 1
+    present = {index_of[ann["category_id"]] for ann in anns}
     width, height = int(img.get("width", 0)), int(img.get("height", 0))
     return ImageRecord(
         image_id=int(img["id"]),
@@ -260,7 +252,7 @@ def _record(
         captions=tuple(text for _, text, _ in captions),
         caption_ids=tuple(caption_id for caption_id, _, _ in captions),
         caption_targets=tuple(targets for _, _, targets in captions),
-        labels=tuple(labels),
+        labels=tuple(int(index in present) for index in range(len(index_of))),
         boxes=tuple(tuple(float(v) for v in ann["bbox"]) for ann in anns),  # type: ignore[misc]
         box_categories=tuple(index_of[ann["category_id"]] for ann in anns),
         object_count=sum(1 for ann in anns if not ann.get("iscrowd", 0)),

@@ -106,9 +106,8 @@ def prepare_split(
             if not good:
                 continue
             name = f"part-{len(shards):05d}.parquet"
-            buffer = io.BytesIO()
-            pq.write_table(shard_rows([r for r, _ in good], [p for _, p in good]), buffer)
-            storage.write_bytes(storage.join(out, name), buffer.getvalue())
+            with storage.atomic_output(storage.join(out, name)) as staged:
+                pq.write_table(shard_rows([r for r, _ in good], [p for _, p in good]), str(staged))
             shards.append(name)
             shard_image_ids.append([r.image_id for r, _ in good])
     if left_out:

@@ -67,17 +67,11 @@ class WordTokenizer:
         return len(self.vocabulary)
 
     def encode(self, texts: Sequence[str]) -> TokenBatch:
-        rows = [[self.PAD] * self.max_length for _ in texts]
-        truncated = [False] * len(texts)
-        for row, text in enumerate(texts):
-            words = [self.index.get(w, self.UNK) for w in _WORD.findall(text.lower())]
-            tokens = [self.BOS, *words, self.EOS]
-            if len(tokens) > self.max_length:
-                tokens = tokens[: self.max_length]
-                truncated[row] = True
-            rows[row][: len(tokens)] = tokens
+        tokens = [[self.BOS, *(self.index.get(w, self.UNK) for w in _WORD.findall(t.lower())), self.EOS] for t in texts]
+        rows = [(row + [self.PAD] * self.max_length)[: self.max_length] for row in tokens]
         ids = torch.tensor(rows, dtype=torch.long).reshape(len(texts), self.max_length)  # (B, L)
-        return TokenBatch(ids=ids, mask=ids != self.PAD, truncated=torch.tensor(truncated, dtype=torch.bool))
+        truncated = torch.tensor([len(row) > self.max_length for row in tokens], dtype=torch.bool)  # (B,)
+        return TokenBatch(ids=ids, mask=ids != self.PAD, truncated=truncated)
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """Text of each row (B, L): specials skipped, stopping at the first EOS."""
