@@ -1,5 +1,4 @@
-"""Where pretrained files come from: a local folder, an installed package (`pkg:`), a cached download of
-an s3:// prefix, or a hub name."""
+"""Where pretrained files come from: a folder, an installed package (`pkg:`), an s3:// prefix, or a hub name."""
 
 from __future__ import annotations
 
@@ -38,8 +37,7 @@ def package_path(location: str) -> str:
 
 
 def local_model_dir(location: str) -> str:
-    """A local folder for `location`: itself, a package folder (`pkg:`), a cached download of an s3://
-    prefix, or a hub name."""
+    """A local folder (or hub name) for `location`: itself, a `pkg:` folder, or a cached copy of an s3:// prefix."""
     location = package_path(location)
     if not storage.is_s3(location):
         return location

@@ -30,8 +30,7 @@ def current_endpoint() -> Endpoint:
 
 
 def s3_timeouts() -> tuple[float, float, float]:
-    """(connect, metadata read, transfer read) timeouts of S3 calls in seconds: MMRAY_S3_CONNECT_TIMEOUT (5),
-    MMRAY_S3_METADATA_TIMEOUT (5) and MMRAY_S3_READ_TIMEOUT (60); each call is tried S3_ATTEMPTS times."""
+    """(connect, metadata read, transfer read) timeouts of S3 calls in seconds, from `S3_TIMEOUTS`' variables."""
     values = []
     for name, default in S3_TIMEOUTS:
         raw = os.environ.get(name, "")

@@ -200,8 +200,7 @@ def _same_files(
 def _instances_of(
     inst: dict[str, Any] | None, ids: set[int], known: set[int], report: LoadReport
 ) -> dict[int, list[dict[str, Any]]]:
-    """Each image's instance annotations; those of an image or a category not in the file are reported and
-    left out."""
+    """Each image's instance annotations; those of an unknown image or category are reported and left out."""
     if inst is None:
         return {}
     found: dict[int, list[dict[str, Any]]] = defaultdict(list)

@@ -54,8 +54,7 @@ def entry_name(section: str, index: int, entry: dict[str, Any]) -> str:
 
 
 def check_entries(uri: str, content: dict[str, Any], fields: Fields) -> None:
-    """Every entry of each section has the keys it is read by, with values of their kind, else `DataError`
-    naming the file, section, entry and key."""
+    """Refuse (`DataError`) the first entry of a section lacking a key of `fields` or holding a wrong value."""
     for section, required in fields.items():
         entries = content[section]
         if not isinstance(entries, list):

@@ -73,8 +73,7 @@ def _random_object(rng: np.random.Generator, cell: int) -> ShapeObject:
 
 
 def sample_scene(rng: np.random.Generator, holdout: frozenset[ShapeObject], for_validation: bool) -> Scene:
-    """A scene of 1-3 objects in distinct cells; training scenes contain no held-out object, validation
-    scenes at least one."""
+    """1-3 objects in distinct cells; a held-out object in every validation scene and in no training scene."""
     count = int(rng.choice(OBJECTS_PER_IMAGE, p=OBJECT_COUNT_WEIGHTS))
     cells = rng.choice(len(CELLS), size=count, replace=False)
     while True:

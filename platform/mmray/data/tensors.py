@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
@@ -63,15 +64,6 @@ def _caption_targets(records: list[ImageRecord]) -> dict[str, torch.Tensor]:
     return {name: torch.tensor([t.get(name, float("nan")) for t in per_caption], dtype=torch.float32) for name in names}
 
 
-def _padded_boxes(boxes: list[tuple[tuple[float, float, float, float], ...]]) -> torch.Tensor:
-    most = max((len(b) for b in boxes), default=0)
-    padded = torch.zeros(len(boxes), most, 4, dtype=torch.float32)  # (N, M, 4)
-    for row, image_boxes in enumerate(boxes):
-        if image_boxes:
-            padded[row, : len(image_boxes)] = torch.tensor(image_boxes, dtype=torch.float32)
-    return padded
-
-
 def split_to_tensors(
     dataset: CocoDataset,
     processor: Processor,
@@ -115,7 +107,9 @@ def split_to_tensors(
         labels=torch.tensor([list(r.labels) for r in records], dtype=torch.float32).reshape(len(records), -1),
         object_count=torch.tensor([r.object_count for r in records], dtype=torch.float32),
         covered_fraction=torch.tensor([r.covered_fraction for r in records], dtype=torch.float32),
-        boxes=_padded_boxes([r.boxes for r in records]),
+        boxes=pad_sequence(
+            [torch.tensor(r.boxes, dtype=torch.float32).reshape(-1, 4) for r in records], batch_first=True
+        ),
         box_count=torch.tensor([len(r.boxes) for r in records], dtype=torch.long),
         caption_targets=_caption_targets(records),
     )
