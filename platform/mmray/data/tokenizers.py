@@ -133,15 +133,11 @@ class HuggingFaceTokenizer:
     def encode(self, texts: Sequence[str]) -> TokenBatch:
         """Special tokens added by the tokenizer; a text too long keeps its first tokens and ends with EOS."""
         rows = self.tokenizer(list(texts), truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
-        ids = torch.full((len(rows), self.max_length), self.pad_id, dtype=torch.long)  # (B, L)
-        mask = torch.zeros((len(rows), self.max_length), dtype=torch.bool)  # (B, L)
-        truncated = torch.zeros(len(rows), dtype=torch.bool)  # (B,)
-        for index, row in enumerate(rows):
-            if len(row) > self.max_length:
-                row = [*row[: self.max_length - 1], self.eos_id]
-                truncated[index] = True
-            ids[index, : len(row)] = torch.tensor(row)
-            mask[index, : len(row)] = True
+        kept = [row if len(row) <= self.max_length else [*row[: self.max_length - 1], self.eos_id] for row in rows]
+        padded = [row + [self.pad_id] * (self.max_length - len(row)) for row in kept]
+        ids = torch.tensor(padded, dtype=torch.long).reshape(len(rows), self.max_length)  # (B, L)
+        mask = torch.arange(self.max_length) < torch.tensor([len(row) for row in kept])[:, None]  # (B, L)
+        truncated = torch.tensor([len(row) > self.max_length for row in rows], dtype=torch.bool)  # (B,)
         return TokenBatch(ids=ids, mask=mask, truncated=truncated)
 
     def decode(self, ids: torch.Tensor) -> list[str]:
