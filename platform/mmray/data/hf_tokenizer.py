@@ -8,10 +8,8 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from mmray.data.tokenizers import HuggingFaceTokenizer
+from mmray.data.tokenizers import MAX_LENGTH_FILE, HuggingFaceTokenizer
 from mmray.pretrained import local_model_dir
-
-MAX_LENGTH_FILE = "mmray_max_length.json"
 
 
 def load_hf_tokenizer(location: str, max_length: int | None = None) -> HuggingFaceTokenizer:

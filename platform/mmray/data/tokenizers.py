@@ -19,6 +19,7 @@ import torch
 
 WORD_TOKENIZER_FILE = "word_tokenizer.json"
 HF_TOKENIZER_DIR = "hf_tokenizer"
+MAX_LENGTH_FILE = "mmray_max_length.json"
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
 
@@ -150,7 +151,7 @@ class HuggingFaceTokenizer:
 
     def save(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(directory / HF_TOKENIZER_DIR)
-        (directory / HF_TOKENIZER_DIR / "mmray_max_length.json").write_text(json.dumps({"max_length": self.max_length}))
+        (directory / HF_TOKENIZER_DIR / MAX_LENGTH_FILE).write_text(json.dumps({"max_length": self.max_length}))
 
     def fingerprint(self) -> str:
         vocabulary = json.dumps(sorted(self.tokenizer.get_vocab().items()))
