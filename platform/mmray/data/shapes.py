@@ -87,10 +87,6 @@ def _sample_scenes(config: ShapesData, rng: np.random.Generator) -> tuple[dict[s
     return {"train": train, "val": val}, len(holdout)
 
 
-def _categories() -> list[dict[str, Any]]:
-    return [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)]
-
-
 def _questions(scenes: list[Scene], first_id: int, config: ShapesData) -> list[tuple[int, Question]]:
     pool = [obj for scene in scenes for obj in scene]
     presence, counts = config.presence_questions_per_image, config.count_questions_per_image
@@ -108,7 +104,6 @@ def _write_split(out: Path, split: str, scenes: list[Scene], first_id: int, conf
     images: list[dict[str, Any]] = []
     captions: list[dict[str, Any]] = []
     instances: list[dict[str, Any]] = []
-    category_id = {name: i + 1 for i, name in enumerate(SHAPES)}
     for offset, scene in enumerate(track(scenes, f"drawing {split} images", total=len(scenes))):
         image_id = first_id + offset
         rng = np.random.default_rng([config.seed, image_id])
@@ -123,7 +118,7 @@ def _write_split(out: Path, split: str, scenes: list[Scene], first_id: int, conf
                 {
                     "id": len(instances) + 1,
                     "image_id": image_id,
-                    "category_id": category_id[item.obj.shape],
+                    "category_id": SHAPES.index(item.obj.shape) + 1,
                     "bbox": list(item.bbox),
                     "area": item.area,
                     "segmentation": [list(item.polygon)],
@@ -135,7 +130,8 @@ def _write_split(out: Path, split: str, scenes: list[Scene], first_id: int, conf
     annotations = out / "annotations"
     annotations.mkdir(parents=True, exist_ok=True)
     caption_file = {"info": info, "images": images, "annotations": captions}
-    instance_file = {**caption_file, "annotations": instances, "categories": _categories()}
+    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES)]
+    instance_file = {**caption_file, "annotations": instances, "categories": categories}
     (annotations / f"captions_{split}.json").write_text(json.dumps(caption_file))
     (annotations / f"instances_{split}.json").write_text(json.dumps(instance_file))
     asked = _questions(scenes, first_id, config)
