@@ -268,13 +268,11 @@ def upload_dir(local_dir: str | Path, uri: str | Path, last: str | None = None) 
     root = Path(local_dir)
     if not root.is_dir():
         raise StorageNotFoundError(f"{local_dir}: no such local directory to upload")
-    written = []
     files = sorted(p for p in root.rglob("*") if p.is_file() and not _is_temp(p.name))
-    for path in sorted(files, key=lambda p: p.relative_to(root).as_posix() == last):
-        target = join(str(uri), path.relative_to(root).as_posix())
-        upload_file(path, target)
-        written.append(target)
-    return written
+    names = sorted((p.relative_to(root).as_posix() for p in files), key=lambda name: name == last)
+    for name in names:
+        upload_file(root / name, join(str(uri), name))
+    return [join(str(uri), name) for name in names]
 
 
 def publish_dir(staged: Path, target: str, last: str) -> None:
