@@ -84,8 +84,7 @@ def _covered_fraction(annotations: list[dict[str, Any]], height: int, width: int
                 f"[height, width] {[height, width]}"
             )
         rles.extend(encoded)
-    union = mask_utils.merge(rles)
-    return float(mask_utils.area(union)) / float(height * width)
+    return float(mask_utils.area(mask_utils.merge(rles))) / float(height * width)
 
 
 def caption_targets(annotation: dict[str, Any], uri: str) -> dict[str, float]:

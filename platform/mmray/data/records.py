@@ -84,8 +84,7 @@ class LoadReport:
 
     @property
     def usable_images(self) -> int:
-        merged = len(self.copies) if self.merged_files else 0
-        return self.total_images - len(self.bad_ids) - merged
+        return self.total_images - len(self.bad_ids) - (len(self.copies) if self.merged_files else 0)
 
     def problems(self) -> dict[str, list[Any]]:
         """The ids of each kind of problem, in the order they are reported; merged duplicate files are not one."""

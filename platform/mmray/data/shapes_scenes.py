@@ -58,8 +58,7 @@ def choose_holdout(rng: np.random.Generator, fraction: float) -> frozenset[Shape
     objects = [
         ShapeObject(*combination) for combination in itertools.product(SHAPES, COLOURS, SIZES, range(len(CELLS)))
     ]
-    count = round(fraction * len(objects))
-    picked = rng.choice(len(objects), size=count, replace=False)
+    picked = rng.choice(len(objects), size=round(fraction * len(objects)), replace=False)
     return frozenset(objects[int(i)] for i in picked)
 
 

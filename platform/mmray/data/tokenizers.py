@@ -57,8 +57,7 @@ class WordTokenizer:
     def extended(self, texts: Iterable[str]) -> tuple[WordTokenizer, list[str]]:
         """This vocabulary with the unknown words of `texts` appended (existing ids unchanged), and those
         words in order; for fine-tuning a trained text tower on texts with new words."""
-        known = set(self.index)
-        added = sorted({w for text in texts for w in _WORD.findall(text.lower())} - known)
+        added = sorted({w for text in texts for w in _WORD.findall(text.lower())} - set(self.index))
         if not added:
             return self, []
         return WordTokenizer([*self.vocabulary, *added], self.max_length), added
