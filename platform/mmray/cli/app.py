@@ -133,13 +133,8 @@ def main() -> None:
         how, code = how_stopped(stop)
         print(how, file=sys.stderr)
         sys.exit(code)
-    except TrainingError as exc:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
     except USER_ERRORS as exc:
         if os.environ.get(DEBUG_ENV):
             raise
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(1 if isinstance(exc, TrainingError) else 2)
