@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from mmray import storage
 from mmray.config.base import format_validation_error, read_yaml_file
-from mmray.config.serving import BatchSettings
+from mmray.config.serving import BatchSettings, ServeAppConfig
 from mmray.errors import ConfigError, MmrayError
 from mmray.serving.app import IMPORT_PATH, app_config
 from mmray.serving.auth import env_key_hashes
@@ -25,12 +25,6 @@ FIXED_DEPLOYMENTS = ("StateKeeper", "RetrieverDeployment", "Ingress")
 
 class ServeStartError(MmrayError, RuntimeError):
     """An application that Serve could not deploy; the message is Serve's reason."""
-
-
-def deployment_names(args: dict[str, Any]) -> set[str]:
-    """The deployments `build_app` creates for these args (what a config's `deployments` may name)."""
-    config = app_config(args)
-    return {*FIXED_DEPLOYMENTS, *(f"model_{name}" for name in config.models)}
 
 
 def _absolute(uri: str, base: Path) -> str:
@@ -79,19 +73,18 @@ def check_serve_config(raw: Any, source: str, base: Path | None = None) -> dict[
         application = dict(application)
         where = f"{source}: applications[{position}]"
         if application.get("import_path") == IMPORT_PATH:
-            args = absolute_paths(dict(application.get("args") or {}), base or Path.cwd())
-            try:
-                names = deployment_names(args)
-            except ConfigError as exc:
-                raise ConfigError(f"{where}.args: {exc}") from None
-            for deployment in application.get("deployments") or []:
+            args = absolute_paths(dict(application.get("args") or {}), base or Path.cwd())  # validates them
+            app = app_config(args)
+            names = {*FIXED_DEPLOYMENTS, *(f"model_{name}" for name in app.models)}  # the ones `build_app` makes
+            deployments = application.get("deployments") or []
+            for deployment in deployments:
                 if deployment.get("name") not in names:
                     raise ConfigError(
                         f"{where}: no deployment is named {deployment.get('name')!r}; "
                         f"this app has {', '.join(sorted(names))}"
                     )
-            _check_model_gpus(args, application.get("deployments") or [], where)
-            _check_batch_settings(application.get("deployments") or [], where)
+            _check_model_gpus(app, deployments, where)
+            _check_batch_settings(deployments, where)
             application["args"] = args
         applications.append(application)
     config["applications"] = applications
@@ -129,10 +122,9 @@ def _check_batch_settings(deployments: list[dict[str, Any]], where: str) -> None
                 raise ConfigError(shown) from None
 
 
-def _check_model_gpus(args: dict[str, Any], deployments: list[dict[str, Any]], where: str) -> None:
+def _check_model_gpus(config: ServeAppConfig, deployments: list[dict[str, Any]], where: str) -> None:
     """`device: cuda` needs a GPU in every model replica, which Serve gives only with `num_gpus`; with
     `device: auto`, replicas without one serve on the CPU (each logs its device)."""
-    config = app_config(args)
     gpus = {str(d.get("name")): float((d.get("ray_actor_options") or {}).get("num_gpus") or 0) for d in deployments}
     without = [f"model_{name}" for name in config.models if gpus.get(f"model_{name}", 0.0) <= 0]
     if config.device == "cuda" and without:
