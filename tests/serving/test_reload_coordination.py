@@ -3,6 +3,8 @@ a failure or silence aborts it and the app keeps what it served; readiness follo
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
 from mmray.serving import coordination
@@ -27,7 +29,7 @@ def test_a_stage_commits_only_once_every_live_replica_holds_it() -> None:
     with pytest.raises(ReloadBusyError, match="generation 1 is being loaded"):
         keeper.stage(_state("c"))
     keeper.report("m1", "model", 0, 1, None, None)
-    assert keeper.progress(1).as_dict() == {"replicas": 2, "staged": 1, "serving": 0, "failed": []}
+    assert asdict(keeper.progress(1)) == {"replicas": 2, "staged": 1, "serving": 0, "failed": []}
     keeper.report("r1", "retriever", 0, 1, None, None)
     assert keeper.progress(1).staged == 2
     committed = keeper.commit(1)

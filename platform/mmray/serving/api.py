@@ -36,7 +36,6 @@ from mmray.serving.calls import (
     SearchCall,
     SearchResult,
 )
-from mmray.serving.model_service import as_numpy_rows
 from mmray.serving.page import search_page
 from mmray.serving.schemas import (
     ApiBody,
@@ -48,7 +47,6 @@ from mmray.serving.schemas import (
     SearchBody,
     check_count,
     check_text,
-    check_texts,
     inline_schema,
     parse_body,
 )
@@ -91,7 +89,7 @@ class RequireApiKey:
 
 def _error(exc: RequestError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(exc.as_body(), status_code=exc.status, headers=headers)
+    return JSONResponse({"error": exc.message, "field": exc.field}, status_code=exc.status, headers=headers)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -247,15 +245,16 @@ def build_api(
         body, files = await parse_request(request, EmbedBody, limits.max_body_bytes, ("texts", "images"))
         images = [_image_bytes(v, files, f"images[{i}]", config) for i, v in enumerate(body.images)]
         check_count(len(body.texts) + len(images), "texts", limits)
-        check_texts(body.texts, "texts", limits)
+        for i, text in enumerate(body.texts):
+            check_text(text, f"texts[{i}]", limits)
         name = await served_model("embed", body.model)
         result: EmbedResult = await backend.call("embed", EmbedCall(list(body.texts), [i for i in images if i]), name)
         return {
             "model": name,
             "model_version": result.model_version,
             "dim": int(result.text_vectors.shape[1] if len(body.texts) else result.image_vectors.shape[1]),
-            "text_embeddings": as_numpy_rows(result.text_vectors),
-            "image_embeddings": as_numpy_rows(result.image_vectors),
+            "text_embeddings": result.text_vectors.tolist(),
+            "image_embeddings": result.image_vectors.tolist(),
             "truncated_texts": result.truncated,
         }
 

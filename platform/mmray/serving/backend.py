@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 from ray.exceptions import RayActorError
@@ -105,7 +106,7 @@ class ServeBackend:
         applied: ServingState = await self.keeper.commit.remote(generation)
         self._state = None
         progress = await self._wait_for(generation, "serving", current.generation)
-        return {"generation": applied.generation, **applied.as_dict(), "replicas": progress}
+        return {"generation": applied.generation, **asdict(applied), "replicas": progress}
 
     async def _wait_for(self, generation: int, phase: str, served: int) -> dict[str, Any]:
         """Until every live replica has `phase` (staged: loaded and probed; serving: swapped) `generation`."""

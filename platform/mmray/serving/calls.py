@@ -23,9 +23,6 @@ class RequestError(MmrayError):
     def __str__(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
 
-    def as_body(self) -> dict[str, Any]:
-        return {"error": self.message, "field": self.field}
-
 
 @dataclass
 class EmbedCall:

@@ -38,9 +38,6 @@ class ReloadProgress:
     serving: int
     failed: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, object]:
-        return {"replicas": self.replicas, "staged": self.staged, "serving": self.serving, "failed": self.failed}
-
 
 class ReloadBusyError(RuntimeError):
     """A reload was asked for while another is staged."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from dataclasses import asdict
 from typing import Any
 
 from ray import serve
@@ -58,7 +59,7 @@ class StateKeeper:
         self.coordinator.report(replica, role, serving, staged, failed, error)
 
     def progress(self, generation: int) -> dict[str, Any]:
-        return self.coordinator.progress(generation).as_dict()
+        return asdict(self.coordinator.progress(generation))
 
     def readiness(self) -> dict[str, Any]:
         return self.coordinator.readiness()

@@ -8,7 +8,6 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -308,12 +307,6 @@ class ModelService:
             pixels = self.decode(item.image, f"items[{i}].image") if item.image else None
             rows.append((pixels, item.text))
         return rows
-
-
-def as_numpy_rows(vectors: np.ndarray) -> list[list[float]]:
-    """(N, E) float32 -> JSON-ready lists."""
-    rows: list[list[float]] = vectors.astype(np.float64).tolist()
-    return rows
 
 
 def image_png(image: torch.Tensor) -> bytes:

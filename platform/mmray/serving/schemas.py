@@ -94,11 +94,6 @@ def parse_body(model: type[ApiBody], data: Any, strict: bool = True) -> Any:
         raise RequestError(message, field) from None
 
 
-def check_texts(texts: list[str], field: str, limits: RequestLimits) -> None:
-    for i, text in enumerate(texts):
-        check_text(text, f"{field}[{i}]", limits)
-
-
 def check_text(text: str, field: str, limits: RequestLimits) -> None:
     if not text.strip():
         raise RequestError("is empty", field)

@@ -4,7 +4,7 @@ Checked from the manifests alone (no model is loaded), so a bad pair is refused 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from mmray import storage
@@ -37,9 +37,6 @@ class ServingState:
     models: dict[str, ServedModel]
     index: ServedIndex | None = None
     generation: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def read_model_manifest(uri: str) -> tuple[str, dict[str, Any]]:
