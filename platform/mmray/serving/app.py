@@ -4,7 +4,7 @@ with the arguments of `ServeAppConfig`."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from ray.serve import Application, Deployment
@@ -51,20 +51,21 @@ def build_app(args: dict[str, Any]) -> Application:
     hashes, admin = read_key_hashes(config.auth), read_key_hashes(config.auth, admin=True)
     if not hashes:
         logger.warning("mmray serve: no API keys are set (%s or auth.keys_file); the API is open", config.auth.keys_env)
-    keeper = _deployment(StateKeeper).bind(state)
-    model = _deployment(ModelDeployment)
+    keeper = cast(Deployment, StateKeeper).bind(state)
+    model, limits = cast(Deployment, ModelDeployment), config.limits.model_dump()
     models = {
         name: model.options(name=f"model_{name}", user_config=config.batching.model_dump()).bind(
-            name, keeper, config.device, config.limits.model_dump()
+            name, keeper, config.device, limits
         )
         for name in state.models
     }
     retriever = None
     if state.index:
-        limits = config.limits.model_dump()
-        retriever = _deployment(RetrieverDeployment).bind(keeper, models, config.thumbnail_size, limits)
+        retriever = cast(Deployment, RetrieverDeployment).bind(keeper, models, config.thumbnail_size, limits)
     roots = config.allowed_roots or default_roots(config)
-    return _deployment(Ingress).bind(config.model_dump(mode="json"), hashes, admin, roots, keeper, models, retriever)
+    return cast(Deployment, Ingress).bind(
+        config.model_dump(mode="json"), hashes, admin, roots, keeper, models, retriever
+    )
 
 
 def default_roots(config: ServeAppConfig) -> list[str]:
@@ -72,12 +73,6 @@ def default_roots(config: ServeAppConfig) -> list[str]:
     runs) and the index bundle the app starts with."""
     uris = [*config.models.values(), *([config.index] if config.index else [])]
     return sorted({uri.rstrip("/").rsplit("/", 1)[0] for uri in uris})
-
-
-def _deployment(decorated: Any) -> Deployment:
-    """A class decorated with `@serve.deployment` (typed as the class by the decorator's stubs)."""
-    assert isinstance(decorated, Deployment)
-    return decorated
 
 
 __all__ = ["ENDPOINT_GROUPS", "IMPORT_PATH", "build_app"]

@@ -85,8 +85,6 @@ class Access:
         return self.query.enabled
 
     def may_query(self, authorization: str | None) -> bool:
-        if not self.enabled:
-            return True
         return self.query.allows(authorization) or self.may_administer(authorization)
 
     def may_administer(self, authorization: str | None) -> bool:

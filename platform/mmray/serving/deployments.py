@@ -90,8 +90,7 @@ class ModelDeployment(Follower):
         return ModelService.open(uri, self._device, limits.max_image_pixels, limits.max_caption_work)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        settings = BatchSettings.model_validate(user_config)
-        self._batch_settings = settings
+        self._batch_settings = settings = BatchSettings.model_validate(user_config)
         for method in (self.embed, self.classify, self.generate, self.caption):
             batched: Any = method
             batched.set_max_batch_size(settings.max_batch_size)

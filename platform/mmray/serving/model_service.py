@@ -100,12 +100,9 @@ class ModelService:
 
     def require(self, capability: str) -> None:
         if capability not in self.capabilities:
-            kind = self.bundle.manifest.get("model_kind")
+            kind, can = self.bundle.manifest.get("model_kind"), ", ".join(sorted(self.capabilities)) or "nothing served"
             raise RequestError(
-                f"model {self.bundle.uri} (kind {kind!r}) cannot {capability}; it can: "
-                f"{', '.join(sorted(self.capabilities)) or 'nothing served'}",
-                "model",
-                404,
+                f"model {self.bundle.uri} (kind {kind!r}) cannot {capability}; it can: {can}", "model", 404
             )
 
     def decode(self, data: bytes, field: str) -> torch.Tensor:
@@ -153,7 +150,7 @@ class ModelService:
         good = [entry for entry in checked if not isinstance(entry, RequestError)]
         all_texts = [text for call, _ in good for text in call.texts]
         text_vectors, truncated = self.embed_text_batch(all_texts)
-        image_vectors = self.embed_pixels(torch.cat([pixels for _, pixels in good])) if good else None
+        image_vectors = self.embed_pixels(torch.cat([pixels for _, pixels in good])) if good else torch.zeros(0)
         results: list[EmbedResult | RequestError] = []
         text_at = image_at = 0
         for entry in checked:
@@ -162,7 +159,6 @@ class ModelService:
                 continue
             call, pixels = entry
             texts, images = len(call.texts), pixels.shape[0]
-            assert image_vectors is not None
             results.append(
                 EmbedResult(
                     text_vectors=text_vectors[text_at : text_at + texts].numpy(),

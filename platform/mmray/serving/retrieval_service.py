@@ -63,10 +63,8 @@ class RetrievalService:
             raise RequestError(str(exc), "alpha") from None
         target = default_target(call.text is not None, call.target)  # type: ignore[arg-type]
         if target not in self.index.indexes:
-            raise RequestError(
-                f"this index bundle has no {target!r} index; it has {', '.join(sorted(self.index.indexes))}",
-                "target",
-            )
+            has = ", ".join(sorted(self.index.indexes))
+            raise RequestError(f"this index bundle has no {target!r} index; it has {has}", "target")
         return target
 
     def search(self, call: SearchCall, embedded: EmbedResult) -> SearchResult:
