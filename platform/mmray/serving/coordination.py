@@ -9,7 +9,8 @@ from the count; one silent for `LIVE_S` has died."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from mmray.serving.state import ServingState
 
@@ -27,16 +28,6 @@ class ReplicaReport:
     failed: int | None
     error: str | None
     seen: float
-
-
-@dataclass
-class ReloadProgress:
-    """Live replicas and, for one generation, how many hold it staged, serve it, or failed to load it."""
-
-    replicas: int
-    staged: int
-    serving: int
-    failed: list[str] = field(default_factory=list)
 
 
 class ReloadBusyError(RuntimeError):
@@ -82,16 +73,17 @@ class Coordinator:
         now = time.monotonic()
         return {name: report for name, report in self.reports.items() if now - report.seen < LIVE_S}
 
-    def progress(self, generation: int) -> ReloadProgress:
+    def progress(self, generation: int) -> dict[str, Any]:
+        """Live replicas and, for `generation`, how many hold it staged, serve it, or failed to load it."""
         live = self.live()
         failed = [f"{report.role} {name}: {report.error}" for name, report in live.items()
                   if report.failed == generation]  # fmt: skip
-        return ReloadProgress(
-            replicas=len(live),
-            staged=sum(1 for r in live.values() if r.staged == generation or r.serving >= generation),
-            serving=sum(1 for r in live.values() if r.serving >= generation),
-            failed=failed,
-        )
+        return {
+            "replicas": len(live),
+            "staged": sum(1 for r in live.values() if r.staged == generation or r.serving >= generation),
+            "serving": sum(1 for r in live.values() if r.serving >= generation),
+            "failed": failed,
+        }
 
     def readiness(self) -> dict[str, object]:
         """Ready: some replica reports, and every live one serves the committed generation."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import asdict
 from typing import Any
 
 from ray import serve
@@ -29,40 +28,18 @@ POLL_S = 0.5
     ray_actor_options={"num_cpus": 0},
     logging_config={"enable_access_log": False},
 )
-class StateKeeper:
-    """The served bundles and each following replica's reports (a `Coordinator`)."""
-
-    def __init__(self, state: ServingState) -> None:
-        self.coordinator = Coordinator(state)
+class StateKeeper(Coordinator):
+    """The app's `Coordinator`: the served bundles and each following replica's reports."""
 
     def current(self) -> ServingState:
-        return self.coordinator.state
+        return self.state
 
-    def plan(self) -> tuple[ServingState, ServingState | None]:
-        return self.coordinator.plan()
-
-    def stage(self, state: ServingState) -> int | RequestError:
+    def stage(self, state: ServingState) -> int | RequestError:  # type: ignore[override]
+        """A reload asked for while another is staged is answered as a 409."""
         try:
-            return self.coordinator.stage(state)
+            return super().stage(state)
         except ReloadBusyError as exc:
             return RequestError(str(exc), None, 409)
-
-    def commit(self, generation: int) -> ServingState:
-        return self.coordinator.commit(generation)
-
-    def abort(self, generation: int) -> None:
-        self.coordinator.abort(generation)
-
-    def report(
-        self, replica: str, role: str, serving: int, staged: int | None, failed: int | None, error: str | None
-    ) -> None:
-        self.coordinator.report(replica, role, serving, staged, failed, error)
-
-    def progress(self, generation: int) -> dict[str, Any]:
-        return asdict(self.coordinator.progress(generation))
-
-    def readiness(self) -> dict[str, Any]:
-        return self.coordinator.readiness()
 
 
 class Follower:
