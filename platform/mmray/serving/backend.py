@@ -77,9 +77,8 @@ class ServeBackend:
         return result
 
     async def reload(self, models: dict[str, str], index: str | None) -> dict[str, Any]:
-        """Check the new pair from its manifests (refusing versions that differ), stage it, wait until every
-        live replica has loaded it and answered a probe, then commit; a failure or a timeout aborts the stage
-        and the app keeps serving what it served."""
+        """Check the new pair from its manifests (refusing versions that differ), stage it, and commit it once
+        every live replica has loaded and probed it; a failure or a timeout aborts the stage (`coordination.py`)."""
         current: ServingState = await self.keeper.current.remote()
         unknown = sorted(set(models) - set(current.models))
         if unknown:

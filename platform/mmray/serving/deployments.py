@@ -1,11 +1,9 @@
 """The model and retriever deployments, each a `Follower` of the app's `StateKeeper` (`following.py`).
 
 Their bundles load in the background, so a replica is up (and the app answers /healthz) at once and reports
-ready when loaded. A staged reload loads beside what they serve and answers a probe before it is committed;
-on commit they swap, so requests already running finish on the bundle they started with. A model replica
-keeps the previous version, and a search asks for the version its index carries, so a search never mixes
-two models' spaces. The HTTP entry over them is `ingress.py`.
-"""
+ready when loaded. On a reload's commit they swap, so requests already running finish on the bundle they
+started with; a model replica keeps the previous version, and a search asks for the version its index
+carries, so a search never mixes two models' spaces."""
 
 from __future__ import annotations
 

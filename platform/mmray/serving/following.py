@@ -1,4 +1,4 @@
-"""How the replicas of an app agree on what they serve: `StateKeeper` (one replica) holds the `Coordinator`
+"""How the replicas of an app agree on what they serve: `StateKeeper` (one replica) is the `Coordinator`
 (the committed bundles, the staged ones during a reload, every following replica's reports); each model
 and retriever replica is a `Follower` of the keeper's plan, loading in the background and swapping on
 commit."""

@@ -53,9 +53,8 @@ def answer_each(calls: Sequence[CallT], answer: Callable[[CallT], ResultT]) -> l
 
 class ModelService:
     """A loaded bundle and what it can do (`capabilities`): `embed` for models with one embedding space,
-    `classify` for fusion models with prediction heads, `generate` for text → image models, `caption`
-    for caption decoders. Batched methods take many calls at once and
-    run the model over all their inputs together, in chunks of `max_rows`."""
+    `classify` for fusion models with prediction heads, `generate` for text → image models, `caption` for
+    caption decoders. Batched methods run the model over all their calls' inputs together, in `max_rows` chunks."""
 
     def __init__(
         self,
