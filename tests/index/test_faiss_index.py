@@ -55,7 +55,7 @@ def test_query_time_parameters_trade_recall(data: tuple) -> None:
     assert recall(index.search(queries, 10)[1], exact) == default, "a per-call nprobe leaves the index as it was"
     with pytest.raises(ValueError, match="nprobe must be at least 1, got -3"):
         index.search(queries, 10, nprobe=-3)
-    assert not index.on_gpu, "faiss-cpu: searched on the CPU index"
+    assert index.gpu_index is None, "faiss-cpu: searched on the CPU index"
     check_gpu_nprobe(GPU_MAX_NPROBE)
     with pytest.raises(QueryError, match=r"nprobe 4096 is more than faiss's GPU indexes search \(2048\)"):
         check_gpu_nprobe(4096)

@@ -1,8 +1,6 @@
 """faiss indexes over L2-normalised embeddings (inner product); the only module that imports faiss.
-
-An index is built and kept on the CPU (what is saved); with GPUs (faiss-gpu), flat and IVF indexes are
-searched through a GPU clone on every GPU (one index, or replicas), one search at a time, since faiss's GPU
-indexes are not thread-safe."""
+An index is built and saved on the CPU; with GPUs (faiss-gpu), flat and IVF indexes are searched through a
+GPU clone, one search at a time (faiss's GPU indexes are not thread-safe)."""
 
 from __future__ import annotations
 
@@ -52,11 +50,6 @@ AUTO_FLAT_LIMIT = 50_000
 AUTO_IVF_FLAT_LIMIT = 2_000_000
 GPU_MAX_NPROBE = 2048
 """The most IVF lists faiss's GPU indexes search per query."""
-
-
-def gpu_count() -> int:
-    """GPUs visible to faiss (0 with faiss-cpu)."""
-    return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
 
 
 @dataclass(frozen=True)
@@ -125,10 +118,8 @@ def check_gpu_nprobe(nprobe: int | None) -> None:
 
 
 class VectorIndex:
-    """A faiss index plus the ids of its rows; `search` answers (scores, ids), best first.
-
-    `index` is the CPU index (saved, and holding the default search settings); `gpu_index`, when set, is its
-    clone on the GPUs that searches run on, one at a time."""
+    """A faiss index plus the ids of its rows; `search` answers (scores, ids), best first. `index`: the CPU
+    index (saved, holding the default search settings); `gpu_index`: its GPU clone searches run on, if any."""
 
     def __init__(self, index: Any, ids: np.ndarray, kind: str, gpu_index: Any = None) -> None:
         if index.ntotal != len(ids):
@@ -146,13 +137,6 @@ class VectorIndex:
     @property
     def dim(self) -> int:
         return int(self.index.d)
-
-    @property
-    def on_gpu(self) -> bool:
-        return self.gpu_index is not None
-
-    def default_nprobe(self) -> int | None:
-        return int(faiss.extract_index_ivf(self.index).nprobe) if self.kind.startswith("ivf") else None
 
     def search_parameters(self, nprobe: int | None = None, ef_search: int | None = None) -> Any:
         """Per-call faiss SearchParameters (None: the index's saved defaults); the shared index is
@@ -179,28 +163,27 @@ class VectorIndex:
         k = min(k, self.size)
         params = self.search_parameters(nprobe, ef_search)
         if self.gpu_index is not None:
-            scores, rows = self._search_gpu(matrix, k, nprobe)
+            scores, rows = self._search_gpu(matrix, k, params)
         else:
             scores, rows = self.index.search(matrix, k, params=params)
         ids = np.where(rows >= 0, self.ids[np.clip(rows, 0, None)], -1)
         return scores, ids
 
-    def _search_gpu(self, matrix: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """One search at a time on the GPU clone; a per-call nprobe is set for the call and put back."""
-        default = self.default_nprobe()
-        lists = int(faiss.extract_index_ivf(self.index).nlist) if default is not None else 0
-        wanted = min(nprobe, lists) if nprobe is not None and default is not None else None
+    def _search_gpu(self, matrix: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
+        """One search at a time on the GPU clone; a per-call nprobe (`params`) is set for the call and put back."""
+        # `params`: IVF's with the nprobe wanted, or None (a flat index, or the saved nprobe)
+        default = 0 if params is None else int(faiss.extract_index_ivf(self.index).nprobe)
+        wanted = default if params is None else int(params.nprobe)
         check_gpu_nprobe(wanted)
         space = faiss.GpuParameterSpace()
         with self._gpu_lock:
-            if wanted is not None and wanted != default:
+            if wanted != default:
                 space.set_index_parameter(self.gpu_index, "nprobe", wanted)
             try:
-                scores, rows = self.gpu_index.search(matrix, k)
+                return self.gpu_index.search(matrix, k)  # type: ignore[no-any-return]
             finally:
-                if wanted is not None and default is not None and wanted != default:
+                if wanted != default:
                     space.set_index_parameter(self.gpu_index, "nprobe", default)
-        return scores, rows
 
     def save(self, path: Path) -> None:
         faiss.write_index(self.index, str(path))
@@ -216,7 +199,7 @@ class VectorIndex:
 def _gpu_clone(index: Any, kind: str, use_gpu: bool) -> Any:
     """The index cloned onto every GPU faiss sees (one GPU index, or replicas of it), or None: no GPU, not
     asked for, or HNSW (CPU only). The clone searches with the CPU index's nprobe."""
-    if not use_gpu or gpu_count() == 0 or kind == "hnsw":
+    if not use_gpu or kind == "hnsw" or not hasattr(faiss, "get_num_gpus") or faiss.get_num_gpus() == 0:
         return None
     check_gpu_nprobe(int(faiss.extract_index_ivf(index).nprobe) if kind.startswith("ivf") else None)
     return faiss.index_cpu_to_all_gpus(index)
