@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,22 +49,12 @@ def warn_missing_weights(log: logging.Logger, source: str, loading_info: dict[st
         )  # fmt: skip
 
 
-def _from_pretrained(folder: str) -> Any:
-    """Without the unused pooler where the architecture has one (an untrained pooler breaks DDP)."""
-    with quiet_loading():
-        try:
-            model, info = AutoModel.from_pretrained(folder, add_pooling_layer=False, output_loading_info=True)
-        except TypeError:
-            model, info = AutoModel.from_pretrained(folder, output_loading_info=True)
-    warn_missing_weights(logger, folder, info)
-    return model
-
-
-def _from_config(config: Any) -> Any:
+def _without_pooler(load: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`load(...)` without the unused pooler where the architecture has one (an untrained pooler breaks DDP)."""
     try:
-        return AutoModel.from_config(config, add_pooling_layer=False)  # type: ignore[no-untyped-call,no-any-return]
+        return load(*args, add_pooling_layer=False, **kwargs)
     except TypeError:
-        return AutoModel.from_config(config)  # type: ignore[no-untyped-call,no-any-return]
+        return load(*args, **kwargs)
 
 
 class HuggingFaceEncoder(FreezableTower):
@@ -75,13 +65,16 @@ class HuggingFaceEncoder(FreezableTower):
         self.pooling = config.pooling
         self.model: Any
         if config.pretrained:
-            self.model = _from_pretrained(local_model_dir(config.pretrained))
+            folder = local_model_dir(config.pretrained)
+            with quiet_loading():
+                self.model, info = _without_pooler(AutoModel.from_pretrained, folder, output_loading_info=True)
+            warn_missing_weights(logger, folder, info)
         elif config.architecture:
             arguments = dict(config.architecture)
             model_type = arguments.pop("model_type", None)
             if not model_type:
                 raise ValueError("text.architecture needs a model_type, e.g. bert")
-            self.model = _from_config(AutoConfig.for_model(model_type, **arguments))
+            self.model = _without_pooler(AutoModel.from_config, AutoConfig.for_model(model_type, **arguments))
         else:
             raise ValueError("a huggingface text tower needs text.pretrained or text.architecture")
         self.out_dim = int(self.model.config.hidden_size)
