@@ -1,6 +1,5 @@
-"""The caption decoder (image → text): a causal transformer over caption tokens that cross-attends to the
-image tower's feature-map cells (with learned 2-D cell positions) and its pooled vector; registered as
-model kind `caption_decoder`."""
+"""The caption decoder (image → text), model kind `caption_decoder`: a causal transformer over caption tokens
+cross-attending to the image tower's feature-map cells (with learned positions) and its pooled vector."""
 
 from __future__ import annotations
 
@@ -25,24 +24,13 @@ class CaptionDecoder(nn.Module):
     """Memory: the image's cells and pooled vector projected to `width`; tokens: embeddings + positions;
     pre-norm transformer decoder layers; output logits tied to the token embeddings."""
 
-    def __init__(
-        self,
-        encoder: DualEncoder,
-        vocab_size: int,
-        max_length: int,
-        image_size: int,
-        width: int,
-        layers: int,
-        heads: int,
-        dropout: float,
-        bos_id: int,
-        eos_id: int,
-        pad_id: int,
-    ) -> None:
+    def __init__(self, encoder: DualEncoder, config: CaptionDecoderConfig, processor: Processor) -> None:
         super().__init__()
+        tokenizer, width = processor.tokenizer, config.width
         self.encoder = encoder
-        self.max_length = max_length
-        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self.max_length = tokenizer.max_length
+        self.bos_id, self.eos_id, self.pad_id = tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id
+        image_size = processor.image.size
         with torch.no_grad():
             probe = encoder.image_encoder.eval()(torch.zeros(1, 3, image_size, image_size))
         encoder.image_encoder.train()
@@ -50,14 +38,14 @@ class CaptionDecoder(nn.Module):
         self.cell_projection = nn.Linear(cell_dim, width)
         self.pooled_projection = nn.Linear(pooled_dim, width)
         self.cell_positions = nn.Parameter(torch.randn(1, cells + 1, width) * 0.02)
-        self.token_embedding = nn.Embedding(vocab_size, width)
+        self.token_embedding = nn.Embedding(tokenizer.vocab_size, width)
         nn.init.normal_(self.token_embedding.weight, std=0.02)  # tied to the output: logits start near 0
-        self.token_positions = nn.Parameter(torch.randn(1, max_length, width) * 0.02)
+        self.token_positions = nn.Parameter(torch.randn(1, self.max_length, width) * 0.02)
         layer = nn.TransformerDecoderLayer(
-            width, heads, 4 * width, dropout, activation="gelu", batch_first=True, norm_first=True
+            width, config.heads, 4 * width, config.dropout, activation="gelu", batch_first=True, norm_first=True
         )
-        self.decoder = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(width))
-        self.output = nn.Linear(width, vocab_size, bias=False)
+        self.decoder = nn.TransformerDecoder(layer, config.layers, norm=nn.LayerNorm(width))
+        self.output = nn.Linear(width, tokenizer.vocab_size, bias=False)
         self.output.weight = self.token_embedding.weight
 
     def memory(self, images: torch.Tensor) -> torch.Tensor:
@@ -88,21 +76,8 @@ class CaptionDecoder(nn.Module):
 
 def build_caption_decoder(config: ModelSection, processor: Processor) -> CaptionDecoder:
     caption = of_kind(config, CaptionDecoderConfig, "a caption_decoder")
-    tokenizer = processor.tokenizer
     encoder = image_feature_encoder(caption.encoder, processor, caption.train_image_tower)
-    return CaptionDecoder(
-        encoder,
-        vocab_size=tokenizer.vocab_size,
-        max_length=tokenizer.max_length,
-        image_size=processor.image.size,
-        width=caption.width,
-        layers=caption.layers,
-        heads=caption.heads,
-        dropout=caption.dropout,
-        bos_id=tokenizer.bos_id,
-        eos_id=tokenizer.eos_id,
-        pad_id=tokenizer.pad_id,
-    )
+    return CaptionDecoder(encoder, caption, processor)
 
 
 register_model("caption_decoder", encoder_model_kind(build_caption_decoder, ("caption",), ENCODER_KINDS))

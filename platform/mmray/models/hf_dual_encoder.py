@@ -1,8 +1,6 @@
-"""A pretrained Hugging Face CLIP or SigLIP model as mmray's dual encoder; registered as `hf_dual_encoder`.
-
-Loaded with `from_pretrained` from a local folder (an `s3://` prefix or `pkg:` path is made one first);
-its processor (image size, mean / std, crop or stretch, tokenizer) becomes mmray's `Processor`. A bundle
-keeps the checkpoint's config, so it rebuilds from the bundle alone."""
+"""A pretrained Hugging Face CLIP or SigLIP model (a local folder, `s3://` prefix or `pkg:` path) as mmray's
+dual encoder, its processor as mmray's `Processor`; a bundle keeps the checkpoint's config, so it rebuilds
+from the bundle alone. Registered as `hf_dual_encoder`."""
 
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ from mmray.config.base import of_kind
 from mmray.config.model import HF_DUAL_ENCODER_TYPES, HfDualEncoderConfig, ModelSection
 from mmray.data.processor import ImageTransform, Processor
 from mmray.errors import ConfigError, WeightsError
-from mmray.models.hf_towers import HfTextTower, HfVisionTower, PretrainedDualEncoder
+from mmray.models.hf_towers import PretrainedDualEncoder
 from mmray.models.registry import ModelKind, register_model
 from mmray.pretrained import local_model_dir
 
@@ -98,25 +96,7 @@ def build_hf_dual_encoder(config: ModelSection, processor: Processor) -> Pretrai
     pair = _config(config)
     hf_config = hf_config_of(pair)
     _check_tokenizer(processor, hf_config.text_config)
-    model = _load_hf_model(pair, hf_config)
-    image_projection: nn.Module
-    if hf_config.model_type == "clip":
-        image_projection, text_projection, bias = model.visual_projection, model.text_projection, None
-    else:
-        if not model.vision_model.use_head:
-            raise ConfigError("a SigLIP vision tower without its attention-pooling head (vision_use_head: false)")
-        image_projection, text_projection, bias = nn.Identity(), model.text_model.head, model.logit_bias
-        model.text_model.head = nn.Identity()
-    return PretrainedDualEncoder(
-        image_encoder=HfVisionTower(model.vision_model, pair.image.trainable_blocks),
-        text_encoder=HfTextTower(model.text_model, pair.text.trainable_blocks, use_mask=hf_config.model_type == "clip"),
-        image_projection=image_projection,
-        text_projection=text_projection,
-        log_logit_scale=model.logit_scale,
-        logit_bias=bias,
-        learn_temperature=pair.learn_temperature,
-        hf_config=hf_config,
-    )
+    return PretrainedDualEncoder(_load_hf_model(pair, hf_config), pair, hf_config)
 
 
 def _image_transform(pair: HfDualEncoderConfig, hf_config: Any) -> ImageTransform:

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmray.config.model import HfDualEncoderConfig
+from mmray.errors import ConfigError
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.freezing import FreezableTower
 from mmray.models.outputs import EncoderOutput
@@ -67,23 +69,26 @@ class PretrainedDualEncoder(DualEncoder):
     ends in the shared space), logit scale without mmray's clamp (SigLIP's exceeds 100) and optional bias;
     `hf_config` is the checkpoint's config, which bundles keep."""
 
-    def __init__(
-        self,
-        image_encoder: HfVisionTower,
-        text_encoder: HfTextTower,
-        image_projection: nn.Module,
-        text_projection: nn.Module,
-        log_logit_scale: torch.Tensor,
-        logit_bias: torch.Tensor | None,
-        learn_temperature: bool,
-        hf_config: Any,
-    ) -> None:
-        super().__init__(image_encoder, text_encoder, image_projection, text_projection, 0.07, learn_temperature)
+    def __init__(self, model: Any, config: HfDualEncoderConfig, hf_config: Any) -> None:
+        """`model`: the whole `CLIPModel` / `SiglipModel`, whose parts it takes over."""
+        clip = hf_config.model_type == "clip"
+        image_projection: nn.Module
+        if clip:
+            image_projection, text_projection, bias = model.visual_projection, model.text_projection, None
+        else:
+            if not model.vision_model.use_head:
+                raise ConfigError("a SigLIP vision tower without its attention-pooling head (vision_use_head: false)")
+            image_projection, text_projection, bias = nn.Identity(), model.text_model.head, model.logit_bias
+            model.text_model.head = nn.Identity()
+        image_encoder = HfVisionTower(model.vision_model, config.image.trainable_blocks)
+        text_encoder = HfTextTower(model.text_model, config.text.trainable_blocks, use_mask=clip)
+        learn = config.learn_temperature
+        super().__init__(image_encoder, text_encoder, image_projection, text_projection, 0.07, learn)
         self.hf_config = hf_config
         with torch.no_grad():
-            self.log_logit_scale.copy_(log_logit_scale.detach().reshape(()))
-        if logit_bias is not None:
-            self.logit_bias = nn.Parameter(logit_bias.detach().reshape(()).clone(), requires_grad=learn_temperature)
+            self.log_logit_scale.copy_(model.logit_scale.detach().reshape(()))
+        if bias is not None:
+            self.logit_bias = nn.Parameter(bias.detach().reshape(()).clone(), requires_grad=learn)
 
     @property
     def logit_scale(self) -> torch.Tensor:
