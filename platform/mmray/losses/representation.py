@@ -48,8 +48,7 @@ Columns = tuple[torch.Tensor, torch.Tensor]
 
 
 def matches(rows: int, columns: int, offset: int, device: torch.device) -> torch.Tensor:
-    """Where row i's match is: column `offset + i` (a rank's rows start at `offset` of the global batch).
-    -> (B, N) bool"""
+    """Where row i's match is: column `offset + i` (a rank's rows start at `offset`). -> (B, N) bool"""
     column = torch.arange(columns, device=device).unsqueeze(0)  # (1, N)
     return column == (torch.arange(rows, device=device) + offset).unsqueeze(1)  # (B, N)
 
@@ -57,9 +56,8 @@ def matches(rows: int, columns: int, offset: int, device: torch.device) -> torch
 def _negative_term(
     distances: torch.Tensor, match: torch.Tensor, positive: torch.Tensor, margin: float, negatives: str
 ) -> torch.Tensor:
-    """Per anchor (row), the non-matching part of the loss over its in-batch negatives. -> (B,)
-
-    distances: (B, N); match: (B, N), one True per row; positive: (B,) the matching distances."""
+    """Per anchor (row), the non-matching part of the loss over its in-batch negatives. distances: (B, N);
+    match: (B, N), one True per row; positive: (B,) the matching distances. -> (B,)"""
     hinge = 0.5 * F.relu(margin - distances).pow(2)  # (B, N)
     if negatives == "weighted":
         weights = torch.softmax((-distances.pow(2) / HARDNESS_TEMPERATURE).masked_fill(match, float("-inf")), dim=1)
@@ -92,10 +90,8 @@ def contrastive_batch_loss(
     `negatives`: `all` (the mean over every other pair), `active` (the mean over pairs still inside
     the margin), `weighted` (every other pair weighted by softmax(−d²/τ), the closest counting most),
     `hardest` (the closest non-matching pair), `semi_hard` (the closest one farther than the match,
-    else the closest).
-
-    With `columns`, the rows are this rank's share (starting at `offset`) of the gathered batch
-    `columns`, each compared with every column: the mean of the ranks' losses is the global batch's."""
+    else the closest). With `columns`, the rows are this rank's share (from `offset`) of the gathered
+    batch, each compared with every column: the mean of the ranks' losses is the global batch's."""
     all_image, all_text = columns or (image, text)
     image_to_text = pairwise_distances(image, all_text)  # (B, N)
     text_to_image = image_to_text.T if columns is None else pairwise_distances(text, all_image)  # (B, N)
@@ -115,12 +111,9 @@ def triplet_loss(
     columns: Columns | None = None,
     offset: int = 0,
 ) -> torch.Tensor:
-    """Both directions of max(0, margin − s(i, t⁺) + s(i, t⁻)), row i's positive on the diagonal.
-
-    `hardest`: the most similar negative (VSE++); `semi_hard`: the most similar negative that is
-    still less similar than the positive (the hardest one when none is); `all`: the mean over all.
-    `columns` and `offset`: as in `contrastive_batch_loss`.
-    """
+    """Both directions of max(0, margin − s(i, t⁺) + s(i, t⁻)), row i's positive on the diagonal. `hardest`:
+    the most similar negative (VSE++); `semi_hard`: the most similar one less similar than the positive
+    (else the hardest); `all`: the mean over all. `columns`, `offset`: as in `contrastive_batch_loss`."""
     all_image, all_text = columns or (image, text)
     scores = image @ all_text.T  # (B, N)
     match = matches(image.shape[0], all_text.shape[0], offset, image.device)  # (B, N)
@@ -188,22 +181,13 @@ class RepresentationLoss(nn.Module):
 
     @property
     def uses_temperature(self) -> bool:
-        """Only InfoNCE and the sigmoid loss read the model's temperature; other losses must leave it frozen
-        under DDP."""
+        """Only InfoNCE and the sigmoid loss read the model's temperature (others leave it frozen for DDP)."""
         return isinstance(self.config, InfoNceLossConfig | SigmoidLossConfig)
 
     @property
     def uses_bias(self) -> bool:
         """Only the sigmoid loss reads the model's logit bias."""
         return isinstance(self.config, SigmoidLossConfig)
-
-    def _negative_pairs(self, rows: torch.Tensor, batch: int, seed: int) -> torch.Tensor:
-        """For each of `rows` (indices into the global batch of `batch` pairs), caption indices of other
-        pairs (the same draws on all ranks). -> (B·k,)"""
-        assert isinstance(self.config, ContrastiveLossConfig)
-        generator = torch.Generator().manual_seed(seed)
-        shifts = torch.randint(1, batch, (self.config.negatives_per_positive,), generator=generator)
-        return torch.cat([(rows + s) % batch for s in shifts.tolist()])  # (B·k,)
 
     def forward(self, output: DualEncoderOutput, step: int = 0) -> LossOutput:
         """This rank's rows against the gathered batch; the value is the global batch's loss (the mean over
@@ -218,8 +202,11 @@ class RepresentationLoss(nn.Module):
         elif isinstance(config, ContrastiveLossConfig) and config.negatives != "sampled":
             loss = contrastive_batch_loss(image, text, config.margin, config.negatives, columns, offset)
         elif isinstance(config, ContrastiveLossConfig):
+            # each row's negatives: the captions of other pairs, by shifts drawn alike on all ranks
+            generator = torch.Generator().manual_seed(step)
+            shifts = torch.randint(1, batch, (config.negatives_per_positive,), generator=generator)
             indices = torch.arange(rows, device=image.device) + offset  # (B,)
-            negatives = self._negative_pairs(indices, batch, seed=step)  # (B·k,)
+            negatives = torch.cat([(indices + s) % batch for s in shifts.tolist()])  # (B·k,)
             first = torch.cat([image, image.repeat(config.negatives_per_positive, 1)])  # (B + B·k, E)
             second = torch.cat([text, (text if columns is None else columns[1])[negatives]])  # (B + B·k, E)
             is_match = torch.arange(first.shape[0], device=image.device) < rows  # (B + B·k,)

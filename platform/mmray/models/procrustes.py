@@ -1,7 +1,6 @@
 """The closed-form start of a dual encoder's linear heads: each modality's frozen features reduced by PCA,
-then the orthogonal map that best carries each image's components onto its captions' components
-(orthogonal Procrustes). Retrieval with these maps is the classic training-free baseline; heads that
-start from them begin where it ends."""
+then the orthogonal map best carrying each image's components onto its captions' (orthogonal Procrustes):
+the classic training-free retrieval baseline, where heads starting from it begin."""
 
 from __future__ import annotations
 
@@ -33,8 +32,7 @@ def _pca_basis(features: torch.Tensor, components: int) -> tuple[torch.Tensor, t
 
 
 def procrustes_dimensions(num_images: int, num_captions: int, image_dim: int, text_dim: int, embed_dim: int) -> int:
-    """Components the alignment can use: no more than the embedding has, nor than either centred feature
-    matrix has rank."""
+    """Components the alignment can use: at most the embedding's size and either centred feature matrix's rank."""
     return min(embed_dim, num_images - 1, num_captions - 1, image_dim, text_dim)
 
 
@@ -71,11 +69,8 @@ def procrustes_maps(
 
 def _padded(weight: torch.Tensor, bias: torch.Tensor, embed_dim: int) -> AffineMap:
     """A (k, D) map grown to (embed_dim, D) with zero rows (they leave every cosine unchanged)."""
-    full_weight = weight.new_zeros(embed_dim, weight.shape[1])  # (E, D)
-    full_bias = bias.new_zeros(embed_dim)  # (E,)
-    full_weight[: weight.shape[0]] = weight
-    full_bias[: bias.shape[0]] = bias
-    return AffineMap(full_weight.float(), full_bias.float())
+    rows = embed_dim - weight.shape[0]
+    return AffineMap(nn.functional.pad(weight, (0, 0, 0, rows)).float(), nn.functional.pad(bias, (0, rows)).float())
 
 
 def _linear_head(head: nn.Module, side: str, in_dim: int) -> nn.Linear:
@@ -100,9 +95,8 @@ def start_from_procrustes(
     text_features: torch.Tensor,  # (C, D_txt)
     caption_image: torch.Tensor,  # (C,)
 ) -> int:
-    """Set the model's linear heads to the Procrustes maps of these (frozen, training) features as the heads
-    read them (`model.head_input`); returns the number of aligned dimensions. Raises ConfigError for heads
-    that are not `nn.Linear`."""
+    """Set the model's linear heads (else ConfigError) to the Procrustes maps of these (frozen, training)
+    features as the heads read them (`model.head_input`); returns the number of aligned dimensions."""
     image_head = _linear_head(model.image_projection, "image", image_features.shape[1])
     text_head = _linear_head(model.text_projection, "text", text_features.shape[1])
     image_inputs, text_inputs = model.head_input(image_features), model.head_input(text_features)

@@ -54,13 +54,8 @@ def load_state_dict_strictly(
         for k in sorted(wanted & given)
         if state[k].shape != expected[k].shape
     ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches: {_listing(mismatched)}")
+    found = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+    problems = [f"{what}: {_listing(keys)}" for what, keys in found if keys]
     if problems:
         raise WeightsError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
     model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=False)
