@@ -1,6 +1,5 @@
-"""BLEU-4 and CIDEr-D of generated captions against references, with the COCO caption evaluation code
-(pycocoevalcap; its Java tokenizer replaced by lower-casing and splitting off punctuation); the only
-importer of pycocoevalcap."""
+"""BLEU-4 and CIDEr-D of generated captions with the COCO caption evaluation code (pycocoevalcap, imported
+here only; its Java tokenizer replaced by lower-casing and splitting off punctuation)."""
 
 from __future__ import annotations
 
@@ -19,9 +18,8 @@ def caption_tokens(text: str) -> str:
 
 
 def caption_scores(candidates: Sequence[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Corpus BLEU-4 and CIDEr-D of one candidate per image against that image's references, on the
-    COCO evaluation's scale (CIDEr-D 1.0 is the "100" of papers). CIDEr-D's document frequencies come
-    from these references."""
+    """Corpus BLEU-4 and CIDEr-D of one candidate per image against its references, on the COCO evaluation's
+    scale (CIDEr-D 1.0 is the "100" of papers); CIDEr-D's document frequencies come from these references."""
     if len(candidates) != len(references):
         raise ValueError(f"{len(candidates)} candidates but {len(references)} reference lists")
     if not candidates:

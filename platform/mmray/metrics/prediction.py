@@ -1,13 +1,11 @@
-"""Metrics of prediction heads through torchmetrics (the only module that imports it).
-
-Macro averages over labels (multi-label F1 and mAP) count only the labels that occur in the
-split's targets: a label with no positive example has no defined average precision. With no label
-present (or no label at all) mAP and both F1 scores are NaN. torchmetrics' multi-label functions
-need two labels or more, so a single label (one category, or one present in the split) is scored
-as a binary problem, which gives the value the multi-label functions give that label among others.
-"""
+"""Metrics of prediction heads through torchmetrics (the only module that imports it). Multi-label macro
+averages count only labels with a positive example in the split (others have no average precision); with
+none, mAP and both F1 scores are NaN. A single label is scored as a binary problem (torchmetrics'
+multi-label functions need two), which gives the value it would get among others."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torchmetrics.functional.classification import (
@@ -23,8 +21,7 @@ from torchmetrics.functional.regression import mean_absolute_error, mean_squared
 
 
 def multiclass_metrics(logits: torch.Tensor, target: torch.Tensor, classes: int) -> dict[str, float]:
-    """accuracy, macro F1 (over classes that occur in target or prediction) and micro F1.
-    logits: (N, C); target: (N,) class indices."""
+    """accuracy, macro F1 (over classes in target or prediction), micro F1. logits: (N, C); target: (N,)"""
     target = target.long()
     per_class = multiclass_f1_score(logits, target, num_classes=classes, average="none")  # (C,)
     occurring = (
@@ -42,19 +39,21 @@ def confusion_matrix(logits: torch.Tensor, target: torch.Tensor, classes: int) -
     return multiclass_confusion_matrix(logits, target.long(), num_classes=classes).long()
 
 
-def _per_label_f1(probabilities: torch.Tensor, target: torch.Tensor, threshold: float) -> torch.Tensor:
-    """F1 of each label. probabilities: (N, K) in [0, 1]; target: (N, K) int64 -> (K,)"""
+def _f1(
+    probabilities: torch.Tensor, target: torch.Tensor, threshold: float, average: Literal["none", "micro"] = "none"
+) -> torch.Tensor:
+    """F1 of each label, or (`micro`) of their pooled counts. probabilities: (N, K) in [0, 1]; target: (N, K)
+    int64 -> (K,), or one value for `micro`"""
     labels = target.shape[1]
     if labels == 0:
         return probabilities.new_zeros(0)  # (0,)
-    if labels == 1:
+    if labels == 1:  # pooled counts of one label are that label's
         return binary_f1_score(probabilities[:, 0], target[:, 0], threshold=threshold).reshape(1)  # (1,)
-    return multilabel_f1_score(probabilities, target, num_labels=labels, threshold=threshold, average="none")
+    return multilabel_f1_score(probabilities, target, num_labels=labels, threshold=threshold, average=average)
 
 
 def _per_label_average_precision(probabilities: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Average precision of each label (each needs a positive example).
-    probabilities: (N, K) in [0, 1], K >= 1; target: (N, K) int64 -> (K,)"""
+    """Average precision of each label (each needs a positive). probabilities, target: (N, K ≥ 1) -> (K,)"""
     labels = target.shape[1]
     if labels == 1:
         return binary_average_precision(probabilities[:, 0], target[:, 0]).reshape(1)  # (1,)
@@ -63,28 +62,23 @@ def _per_label_average_precision(probabilities: torch.Tensor, target: torch.Tens
 
 def multilabel_per_label_f1(logits: torch.Tensor, target: torch.Tensor, threshold: float) -> torch.Tensor:
     """F1 of each label at a probability threshold. logits, target: (N, K) -> (K,)"""
-    return _per_label_f1(torch.sigmoid(logits.float()), target.long(), threshold)
+    return _f1(torch.sigmoid(logits.float()), target.long(), threshold)
 
 
 def multilabel_metrics(logits: torch.Tensor, target: torch.Tensor, threshold: float) -> dict[str, float]:
     """mAP and macro F1 over the labels with a positive example, micro F1 over all; NaN scores when
     no label has one. logits, target: (N, K) multi-hot."""
-    labels = target.shape[1]
     probabilities = torch.sigmoid(logits.float())  # (N, K)
     occurring = target.sum(dim=0) > 0  # (K,)
     target = target.long()  # (N, K)
     if not bool(occurring.any()):
         return {"mAP": float("nan"), "f1_macro": float("nan"), "f1_micro": float("nan"), "labels_present": 0.0}
     precision = _per_label_average_precision(probabilities[:, occurring], target[:, occurring])  # (K_present,)
-    per_label = _per_label_f1(probabilities, target, threshold)  # (K,)
-    if labels == 1:
-        micro = per_label[0]  # pooled counts of one label are that label's
-    else:
-        micro = multilabel_f1_score(probabilities, target, num_labels=labels, threshold=threshold, average="micro")
+    per_label = _f1(probabilities, target, threshold)  # (K,)
     return {
         "mAP": float(precision.mean()),
         "f1_macro": float(per_label[occurring].mean()),
-        "f1_micro": float(micro),
+        "f1_micro": float(_f1(probabilities, target, threshold, "micro")),
         "labels_present": float(occurring.sum()),
     }
 

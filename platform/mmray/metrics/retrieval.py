@@ -51,16 +51,11 @@ def retrieval_metrics(
     image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, caption_image: torch.Tensor
 ) -> dict[str, float]:
     """`i2t_R@K`, `t2i_R@K` (K in `DEFAULT_KS`), their mean `recall_mean`, and `i2t_medr` / `t2i_medr`.
-
-    An image→text query hits at K when any of the image's captions is in the top K; a text→image
-    query ranks all images for one caption. Ties count against the query (a collapsed model that scores
-    everything alike finds nothing) and NaN scores of its own pairs rank last (a diverged model).
-    """
-    images = image_embeddings.float()
-    texts = text_embeddings.float()
+    An image→text query hits at K when any of the image's captions is in the top K. Ties count against
+    the query (a collapsed model finds nothing) and NaN scores of its own pairs rank last (a diverged one)."""
+    images, texts = image_embeddings.float(), text_embeddings.float()
     i2t = image_to_text_ranks(images, texts, caption_image)
-    t2i = text_to_image_ranks(texts, images, caption_image)
-    return metrics_from_ranks(i2t, t2i)
+    return metrics_from_ranks(i2t, text_to_image_ranks(texts, images, caption_image))
 
 
 def metrics_from_ranks(i2t: torch.Tensor, t2i: torch.Tensor) -> dict[str, float]:

@@ -1,6 +1,5 @@
-"""The conditional GAN (text → image): a DCGAN-style generator and a projection discriminator (Miyato &
-Koyama, 2018) with spectral normalisation, both conditioned on a caption embedding; registered as model
-kind `conditional_gan`."""
+"""The conditional GAN (text → image), model kind `conditional_gan`: a DCGAN-style generator and a spectrally
+normalised projection discriminator (Miyato & Koyama, 2018), both conditioned on a caption embedding."""
 
 from __future__ import annotations
 
@@ -84,8 +83,7 @@ class ConditionalGan(nn.Module):
 
     def generate(self, noise: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """(B, N), (B, E) → images in [0, 1] (B, 3, S, S)."""
-        logits = self.generator(noise, condition)
-        return torch.sigmoid(logits.float())
+        return torch.sigmoid(self.generator(noise, condition).float())
 
     def forward(
         self, step: GanStep, real: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from mmray.config.base import of_kind
-from mmray.config.model import DualEncoderConfig, GruConfig, HuggingFaceConfig, ModelSection, SmallTransformerConfig
+from mmray.config.model import DualEncoderConfig, HuggingFaceConfig, ModelSection, SmallTransformerConfig
 from mmray.data.processor import ImageTransform, Processor
 from mmray.data.tokenizers import Tokenizer, WordTokenizer
 from mmray.models.dual_encoder import DualEncoder, projection_head
@@ -55,11 +55,9 @@ def _text_encoder(config: DualEncoderConfig, vocab_size: int) -> SmallTransforme
         from mmray.models.huggingface import HuggingFaceEncoder
 
         return HuggingFaceEncoder(text)
-    encoder: SmallTransformer | GruEncoder
-    if isinstance(text, SmallTransformerConfig):
-        encoder = SmallTransformer(text, vocab_size)
-    elif isinstance(text, GruConfig):
-        encoder = GruEncoder(text, vocab_size)
+    encoder = (
+        SmallTransformer(text, vocab_size) if isinstance(text, SmallTransformerConfig) else GruEncoder(text, vocab_size)
+    )
     if text.weights:
         load_state_dict_strictly(encoder, read_state_dict(text.weights), source=text.weights)
     return encoder

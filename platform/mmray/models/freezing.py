@@ -24,10 +24,9 @@ class FreezableTower(nn.Module):
         before: Sequence[nn.Module] = (),
         after: Sequence[nn.Module] = (),
     ) -> None:
-        """`None`: everything trains. `0`: the whole tower is frozen. `N`: the last N of `blocks` train,
-        with the modules `after` them (pooling, final norms); the modules `before` them (stems,
-        embeddings) and the earlier blocks are frozen, as are parameters held by the tower itself.
-        The blocks, in order, also give the tower's depths for `lr_layers`."""
+        """`None`: everything trains; `0`: the whole tower is frozen; `N`: the last N of `blocks` train with
+        the modules `after` them (pooling, final norms), the rest is frozen (stems, embeddings, parameters of
+        the tower itself). The blocks, in order, also give the tower's depths for `lr_layers`."""
         if blocks:
             self._depths = ([*before], [*blocks])
         if trainable_blocks is None:
@@ -47,13 +46,9 @@ class FreezableTower(nn.Module):
         self.train(self.training)
 
     def train(self, mode: bool = True) -> Self:
-        super().train(mode)
+        super().train(mode and self not in self._frozen_modules)
         for module in self._frozen_modules:
-            if module is self:
-                for child in self.children():
-                    child.train(False)
-                self.training = False
-            else:
+            if module is not self:
                 module.train(False)
         return self
 

@@ -1,5 +1,4 @@
-"""The fusion model: a dual encoder, a fusion of its two towers and named prediction heads;
-registered as model kind `fusion`."""
+"""The fusion model (kind `fusion`): a dual encoder, a fusion of its two towers and named prediction heads."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from mmray.data.processor import Processor
 from mmray.errors import ConfigError
 from mmray.models.conditioning import ENCODER_KINDS, build_encoder, encoder_model_kind
 from mmray.models.dual_encoder import DualEncoder
-from mmray.models.fusion import Fusion, FusionDims, Modality, build_fusion
+from mmray.models.fusion import Fusion, FusionDims, Modality, build_fusion, mlp
 from mmray.models.outputs import DualEncoderOutput
 from mmray.models.registry import register_model
 
@@ -37,13 +36,7 @@ def head(in_dim: int, config: HeadConfig) -> nn.Module:
     norm = nn.LayerNorm(in_dim)
     if config.hidden is None:
         return nn.Sequential(norm, nn.Linear(in_dim, config.outputs))
-    return nn.Sequential(
-        norm,
-        nn.Linear(in_dim, config.hidden),
-        nn.GELU(),
-        nn.Dropout(config.dropout),
-        nn.Linear(config.hidden, config.outputs),
-    )
+    return nn.Sequential(norm, *mlp(in_dim, config.hidden, 1, config.dropout), nn.Linear(config.hidden, config.outputs))
 
 
 class FusionModel(nn.Module):
@@ -63,12 +56,10 @@ class FusionModel(nn.Module):
         image = text = None
         if images is not None and "image" in self.fusion.modalities:
             features = self.encoder.encode_image_features(images)
-            embedding = self.encoder.project_image(features.pooled)  # (B, E)
-            image = Modality(embedding, features.tokens, features.mask)
+            image = Modality(self.encoder.project_image(features.pooled), features.tokens, features.mask)
         if ids is not None and mask is not None and "text" in self.fusion.modalities:
             features = self.encoder.encode_text_features(ids, mask)
-            embedding = self.encoder.project_text(features.pooled)  # (B, E)
-            text = Modality(embedding, features.tokens, features.mask)
+            text = Modality(self.encoder.project_text(features.pooled), features.tokens, features.mask)
         return image, text
 
     def forward(

@@ -32,13 +32,11 @@ class ConditionalBatchNorm(nn.Module):
     def forward(self, features: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """features (B, C, H, W), condition (B, D) → (B, C, H, W)."""
         scale, shift = self.affine(condition.to(features.dtype)).chunk(2, dim=1)  # (B, C) each
-        normalized = self.norm(features)
-        return normalized * (1.0 + scale[:, :, None, None]) + shift[:, :, None, None]  # type: ignore[no-any-return]
+        return self.norm(features) * (1.0 + scale[:, :, None, None]) + shift[:, :, None, None]  # type: ignore[no-any-return]
 
 
 class DecoderStage(nn.Module):
-    """×2 nearest-neighbour upsampling, then two 3×3 convolutions, each followed by conditional batch norm
-    and ReLU."""
+    """×2 nearest-neighbour upsampling, then twice a 3×3 convolution, conditional batch norm and ReLU."""
 
     def __init__(self, c_in: int, c_out: int, condition_dim: int) -> None:
         super().__init__()
@@ -56,8 +54,7 @@ class DecoderStage(nn.Module):
 
 class ImageDecoder(nn.Module):
     """A vector (B, D) and a condition (B, E) → image logits (B, 3, S, S): a linear layer from [vector;
-    condition] to 4×4, stages that double the side with the condition modulating every batch norm, and a
-    3×3 convolution to RGB."""
+    condition] to 4×4, stages doubling the side (the condition modulating their batch norms), a 3×3 conv."""
 
     def __init__(self, in_dim: int, condition_dim: int, image_size: int, width: int) -> None:
         super().__init__()

@@ -37,6 +37,8 @@ class SmallCnn(FreezableTower):
         self.out_dim = channels[-1]
         self.pool = nn.Linear(self.out_dim * grid * grid, self.out_dim)
         self.freeze(list(self.blocks), config.trainable_blocks, after=[self.pool])
+        if config.weights:
+            load_state_dict_strictly(self, read_state_dict(config.weights), source=config.weights)
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:  # images: (B, 3, H, W)
         features = images
@@ -90,9 +92,4 @@ class TorchvisionEncoder(FreezableTower):
 
 
 def build_image_encoder(config: SmallCnnConfig | TorchvisionConfig) -> SmallCnn | TorchvisionEncoder:
-    if isinstance(config, SmallCnnConfig):
-        encoder = SmallCnn(config)
-        if config.weights:
-            load_state_dict_strictly(encoder, read_state_dict(config.weights), source=config.weights)
-        return encoder
-    return TorchvisionEncoder(config)
+    return SmallCnn(config) if isinstance(config, SmallCnnConfig) else TorchvisionEncoder(config)

@@ -44,8 +44,7 @@ class SmallTransformer(FreezableTower):
         self.freeze(list(self.layers.layers), config.trainable_blocks, before=[self.embed], after=[self.norm])
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:  # ids, mask: (B, L)
-        length = ids.shape[1]
-        hidden = self.embed(ids) + self.position[:length]  # (B, L, D)
+        hidden = self.embed(ids) + self.position[: ids.shape[1]]  # (B, L, D)
         hidden = self.layers(hidden, src_key_padding_mask=~mask)  # (B, L, D)
         tokens = self.norm(hidden)  # (B, L, D)
         return EncoderOutput(pooled=pool_tokens(tokens, mask, self.pooling), tokens=tokens, mask=mask)
