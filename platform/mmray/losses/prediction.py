@@ -29,7 +29,6 @@ def pos_weight_tensor(config: MultilabelHeadConfig, labels: int, device: torch.d
 
 def head_loss(config: HeadTaskConfig, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The mean loss of one head over rows with a known target; 0 (still on the graph) when none.
-
     outputs: (B, O) logits or values; target: (B,) class index / value, or (B, K) multi-hot."""
     rows = known_rows(target)  # (B,)
     if not bool(rows.any()):

@@ -1,9 +1,6 @@
-"""Fusion modules: from the two towers' outputs to one fused vector.
-
-Each module takes a `Modality` per tower (or None when that modality is missing) and returns
-(B, out_dim). Weighted sum, gated fusion and the single-modality baselines work with one modality
-missing; concatenation and attention need both and raise `MissingModalityError` otherwise.
-"""
+"""Fusion modules: a `Modality` per tower (None when missing) → one fused vector (B, out_dim). Weighted sum,
+gated fusion and the single-modality baselines accept one modality missing; concatenation and attention
+raise `MissingModalityError`."""
 
 from __future__ import annotations
 
@@ -143,12 +140,10 @@ def _decoder(config: AttentionFusionConfig, layers: int) -> nn.TransformerDecode
 
 
 class AttentionFusion(Fusion):
-    """Cross-attention both ways between text tokens and image feature-map cells (2-D positions added).
-
-    Text side (`layers`): text tokens attend to each other and to the cells; their masked mean is one
-    part. Cell side (`cell_layers`): cells attend to each other and to the text tokens; their mean and
-    max over cells are the others (whether any cell, and how many, match the text). Returned beside
-    both embeddings: [text side; cell mean; cell max; z_img; z_txt]."""
+    """Cross-attention both ways between text tokens and image cells (2-D positions added) → [text side;
+    cell mean; cell max; z_img; z_txt]. Text side (`layers`): the masked mean of text tokens attending to
+    the cells; cell side (`cell_layers`): mean and max of cells attending to the text (whether any cell,
+    and how many, match it)."""
 
     def __init__(self, config: AttentionFusionConfig, dims: FusionDims) -> None:
         super().__init__()

@@ -18,8 +18,7 @@ class EncoderOutput:
 
 @dataclass
 class DualEncoderOutput:
-    """L2-normalised embeddings of both towers, the contrastive logit scale, and the logit bias of models
-    that have one (SigLIP)."""
+    """L2-normalised embeddings of both towers, the contrastive logit scale and (SigLIP) the logit bias."""
 
     image_embeddings: torch.Tensor  # (B, E)
     text_embeddings: torch.Tensor  # (B, E)

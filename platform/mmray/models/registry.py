@@ -25,16 +25,14 @@ BUILTIN_MODULES = (
 
 @dataclass(frozen=True)
 class ModelKind:
-    """What mmray needs to know of one kind of model.
-
+    """What mmray needs to know of one kind of model:
     - `build`: a fresh model (initial weights loaded as the config names them) for a processor;
     - `build_processor`: the processor, learning a word vocabulary from training texts where needed;
     - `save_extras` / `rebuild_config`: what a bundle stores beside the weights, and the config that
       rebuilds the architecture from it without reading any initial weights;
     - `warm_starts_from`: other kinds whose bundles initialise a sub-module (kind → parameter prefix),
       e.g. a fusion model's `encoder.` from a dual-encoder bundle;
-    - `serves`: the endpoint groups a served bundle of this kind answers (embed, classify, ...).
-    """
+    - `serves`: the endpoint groups a served bundle of this kind answers (embed, classify, ...)."""
 
     build: Callable[[ModelSection, Processor], nn.Module]
     build_processor: Callable[[ModelSection, Iterable[str]], Processor]
