@@ -15,11 +15,6 @@ from mmray.models.dual_encoder import DualEncoder
 from mmray.models.registry import register_model
 
 
-def causal_mask(length: int, device: torch.device) -> torch.Tensor:
-    """(L, L) bool, True above the diagonal: position i attends to positions ≤ i only."""
-    return torch.triu(torch.ones(length, length, dtype=torch.bool, device=device), diagonal=1)
-
-
 class CaptionDecoder(nn.Module):
     """Memory: the image's cells and pooled vector projected to `width`; tokens: embeddings + positions;
     pre-norm transformer decoder layers; output logits tied to the token embeddings."""
@@ -59,10 +54,11 @@ class CaptionDecoder(nn.Module):
         """Memory (B, M, W) and token prefixes (B, T) → next-token logits at every position (B, T, V)."""
         length = ids.shape[1]
         tokens = self.token_embedding(ids) + self.token_positions[:, :length]  # (B, T, W)
+        # causal mask (T, T), True above the diagonal: position i attends to positions ≤ i only
         hidden = self.decoder(
             tokens,
             memory.to(tokens.dtype),
-            tgt_mask=causal_mask(length, ids.device),
+            tgt_mask=torch.triu(torch.ones(length, length, dtype=torch.bool, device=ids.device), diagonal=1),
             tgt_key_padding_mask=ids == self.pad_id,
             tgt_is_causal=True,
         )

@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 CONFIG_DIR = "hf_dual_encoder"
 """The bundle's folder holding the checkpoint's config.json."""
-PREPROCESSOR_FILE = "preprocessor_config.json"
 FAMILY_DEFAULTS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], str]] = {
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711), "center_crop"),
     "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "stretch"),
@@ -103,7 +102,7 @@ def _image_transform(pair: HfDualEncoderConfig, hf_config: Any) -> ImageTransfor
     """The checkpoint's input size, and its processor's mean / std and crop (else the family's), as overridden."""
     mean, std, resize = FAMILY_DEFAULTS[hf_config.model_type]
     if pair.pretrained is not None:
-        saved = Path(local_model_dir(pair.pretrained)) / PREPROCESSOR_FILE
+        saved = Path(local_model_dir(pair.pretrained)) / "preprocessor_config.json"
         if saved.is_file():
             settings = json.loads(saved.read_text())
             mean = tuple(settings.get("image_mean", mean))  # type: ignore[assignment]
