@@ -33,16 +33,14 @@ class FreezableTower(nn.Module):
             return
         if trainable_blocks > len(blocks):
             raise ValueError(f"trainable_blocks={trainable_blocks} but the tower has only {len(blocks)} blocks")
-        for parameter in self.parameters():
-            parameter.requires_grad_(False)
+        self.requires_grad_(False)
         if trainable_blocks == 0:
             self._frozen_modules = [self]
         else:
             first_trained = len(blocks) - trainable_blocks
             self._frozen_modules = [*before, *blocks[:first_trained]]
             for module in [*blocks[first_trained:], *after]:
-                for parameter in module.parameters():
-                    parameter.requires_grad_(True)
+                module.requires_grad_(True)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> Self:
