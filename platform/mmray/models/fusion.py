@@ -192,10 +192,6 @@ class GatedFusion(Fusion):
     def text_part(self, text: Modality) -> torch.Tensor:
         return torch.tanh(self.text(self.scale * text.embedding))  # (B, H)
 
-    def gate_values(self, image: Modality, text: Modality) -> torch.Tensor:
-        """The image's share per dimension. -> (B, H) in (0, 1)"""
-        return torch.sigmoid(self.gate(self.scale * torch.cat([image.embedding, text.embedding], dim=-1)))
-
     def forward(self, image: Modality | None, text: Modality | None) -> torch.Tensor:
         if image is None and text is None:
             raise MissingModalityError("fusion needs at least one modality")
@@ -204,7 +200,7 @@ class GatedFusion(Fusion):
             return self.image_part(image)
         if image is None:
             return self.text_part(text)
-        gate = self.gate_values(image, text)  # (B, H)
+        gate = torch.sigmoid(self.gate(self.scale * torch.cat([image.embedding, text.embedding], dim=-1)))  # (B, H)
         return gate * self.image_part(image) + (1 - gate) * self.text_part(text)  # (B, H)
 
 

@@ -49,10 +49,11 @@ class FusionModel(nn.Module):
         self.fusion = fusion
         self.heads = nn.ModuleDict({name: head(fusion.out_dim, config) for name, config in heads.items()})
 
-    def modalities(
-        self, images: torch.Tensor | None, ids: torch.Tensor | None, mask: torch.Tensor | None
-    ) -> tuple[Modality | None, Modality | None]:
-        """Each given modality's embedding and tokens; the ones the fusion does not read are skipped."""
+    def forward(
+        self, images: torch.Tensor | None, ids: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> FusionOutput:
+        """images: (B, 3, S, S) normalised, ids/mask: (B, L); either modality may be None, and one the fusion
+        does not read is not encoded."""
         image = text = None
         if images is not None and "image" in self.fusion.modalities:
             features = self.encoder.encode_image_features(images)
@@ -60,13 +61,6 @@ class FusionModel(nn.Module):
         if ids is not None and mask is not None and "text" in self.fusion.modalities:
             features = self.encoder.encode_text_features(ids, mask)
             text = Modality(self.encoder.project_text(features.pooled), features.tokens, features.mask)
-        return image, text
-
-    def forward(
-        self, images: torch.Tensor | None, ids: torch.Tensor | None = None, mask: torch.Tensor | None = None
-    ) -> FusionOutput:
-        """images: (B, 3, S, S) normalised, ids/mask: (B, L); either modality may be None."""
-        image, text = self.modalities(images, ids, mask)
         fused = self.fusion(image, text)  # (B, F)
         embeddings = None
         if image is not None and text is not None:
