@@ -52,14 +52,6 @@ def _f1(
     return multilabel_f1_score(probabilities, target, num_labels=labels, threshold=threshold, average=average)
 
 
-def _per_label_average_precision(probabilities: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Average precision of each label (each needs a positive). probabilities, target: (N, K ≥ 1) -> (K,)"""
-    labels = target.shape[1]
-    if labels == 1:
-        return binary_average_precision(probabilities[:, 0], target[:, 0]).reshape(1)  # (1,)
-    return multilabel_average_precision(probabilities, target, num_labels=labels, average="none")
-
-
 def multilabel_per_label_f1(logits: torch.Tensor, target: torch.Tensor, threshold: float) -> torch.Tensor:
     """F1 of each label at a probability threshold. logits, target: (N, K) -> (K,)"""
     return _f1(torch.sigmoid(logits.float()), target.long(), threshold)
@@ -73,7 +65,11 @@ def multilabel_metrics(logits: torch.Tensor, target: torch.Tensor, threshold: fl
     target = target.long()  # (N, K)
     if not bool(occurring.any()):
         return {"mAP": float("nan"), "f1_macro": float("nan"), "f1_micro": float("nan"), "labels_present": 0.0}
-    precision = _per_label_average_precision(probabilities[:, occurring], target[:, occurring])  # (K_present,)
+    present, present_target = probabilities[:, occurring], target[:, occurring]  # (N, K_present) each
+    if present.shape[1] == 1:  # torchmetrics' multi-label functions need two labels
+        precision = binary_average_precision(present[:, 0], present_target[:, 0])  # ()
+    else:
+        precision = multilabel_average_precision(present, present_target, num_labels=present.shape[1], average="none")
     per_label = _f1(probabilities, target, threshold)  # (K,)
     return {
         "mAP": float(precision.mean()),

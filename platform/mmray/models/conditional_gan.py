@@ -3,8 +3,6 @@ normalised projection discriminator (Miyato & Koyama, 2018), both conditioned on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,19 +29,6 @@ class GanScores:
 
     real: torch.Tensor | None  # (B,)
     fake: torch.Tensor  # (B,)
-
-
-@contextmanager
-def without_gradients(module: nn.Module) -> Iterator[None]:
-    """Parameters of `module` leave the autograd graph built inside the block (so a generator step
-    accumulates no discriminator gradients, and DDP sees them as unused)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for parameter, flag in zip(module.parameters(), flags, strict=True):
-            parameter.requires_grad_(flag)
 
 
 class ProjectionDiscriminator(nn.Module):
@@ -94,12 +79,17 @@ class ConditionalGan(nn.Module):
                 condition = self.condition(ids, mask)
                 fake = self.generate(noise, condition)
             scores = self.discriminator(torch.cat([real, fake]) * 2.0 - 1.0, torch.cat([condition, condition]))
-            real_scores, fake_scores = scores.chunk(2)
-            return GanScores(real_scores, fake_scores)
+            return GanScores(*scores.chunk(2))  # real, fake
         condition = self.condition(ids, mask)
         fake = self.generate(noise, condition)
-        with without_gradients(self.discriminator):
+        # the discriminator's parameters leave this graph: no gradients for them, and DDP sees them as unused
+        flags = [p.requires_grad for p in self.discriminator.parameters()]
+        self.discriminator.requires_grad_(False)
+        try:
             return GanScores(None, self.discriminator(fake * 2.0 - 1.0, condition.detach()))
+        finally:
+            for parameter, flag in zip(self.discriminator.parameters(), flags, strict=True):
+                parameter.requires_grad_(flag)
 
     @torch.no_grad()
     def sample(self, condition: torch.Tensor, temperature: float = 1.0, generator: Noise = None) -> torch.Tensor:

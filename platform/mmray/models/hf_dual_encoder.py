@@ -77,8 +77,11 @@ def _load_hf_model(config: HfDualEncoderConfig, hf_config: Any) -> Any:
     return model
 
 
-def _check_tokenizer(processor: Processor, text_config: Any) -> None:
-    tokenizer = processor.tokenizer
+def build_hf_dual_encoder(config: ModelSection, processor: Processor) -> PretrainedDualEncoder:
+    """The pair's towers, projections, logit scale and (SigLIP) bias as a `DualEncoder`."""
+    pair = _config(config)
+    hf_config = hf_config_of(pair)
+    tokenizer, text_config = processor.tokenizer, hf_config.text_config
     if tokenizer.vocab_size > text_config.vocab_size:
         raise ConfigError(
             f"the tokenizer has {tokenizer.vocab_size} tokens but the text tower embeds {text_config.vocab_size}"
@@ -88,13 +91,6 @@ def _check_tokenizer(processor: Processor, text_config: Any) -> None:
             f"model.text.max_length is {tokenizer.max_length} but the text tower has "
             f"{text_config.max_position_embeddings} positions"
         )
-
-
-def build_hf_dual_encoder(config: ModelSection, processor: Processor) -> PretrainedDualEncoder:
-    """The pair's towers, projections, logit scale and (SigLIP) bias as a `DualEncoder`."""
-    pair = _config(config)
-    hf_config = hf_config_of(pair)
-    _check_tokenizer(processor, hf_config.text_config)
     return PretrainedDualEncoder(_load_hf_model(pair, hf_config), pair, hf_config)
 
 
