@@ -205,13 +205,6 @@ def _gpu_clone(index: Any, kind: str, use_gpu: bool) -> Any:
     return faiss.index_cpu_to_all_gpus(index)
 
 
-def _training_sample(vectors: np.ndarray, size: int, seed: int) -> np.ndarray:
-    if len(vectors) <= size:
-        return vectors
-    rows = np.random.default_rng(seed).choice(len(vectors), size=size, replace=False)
-    return vectors[np.sort(rows)]
-
-
 def build_index(vectors: np.ndarray, ids: np.ndarray, spec: IndexSpec) -> VectorIndex:
     """Build and fill an inner-product index of the type `spec` asks for (or its size rule picks)."""
     matrix = _as_matrix(vectors)
@@ -232,8 +225,9 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, spec: IndexSpec) -> Vector
                 raise ConfigError(f"index.pq_m={spec.pq_m} must divide the embedding dimension {dim}")
             index = faiss.IndexIVFPQ(quantizer, dim, nlist, spec.pq_m, spec.pq_bits, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = spec.seed
-        least = max(39 * nlist, 2**spec.pq_bits if kind == "ivf_pq" else 0)
-        index.train(_training_sample(matrix, max(spec.train_sample, least), spec.seed))
+        size = max(spec.train_sample, 39 * nlist, 2**spec.pq_bits if kind == "ivf_pq" else 0)  # a seeded sample
+        rng = np.random.default_rng(spec.seed)
+        index.train(matrix if count <= size else matrix[np.sort(rng.choice(count, size=size, replace=False))])
         index.nprobe = spec.nprobe
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, spec.hnsw_m, faiss.METRIC_INNER_PRODUCT)
