@@ -139,9 +139,8 @@ class VectorIndex:
         return int(self.index.d)
 
     def search_parameters(self, nprobe: int | None = None, ef_search: int | None = None) -> Any:
-        """Per-call faiss SearchParameters (None: the index's saved defaults); the shared index is
-        never changed, so concurrent searches with different settings cannot race. A breadth beyond the
-        whole index (every list, every vector) searches as the whole index does."""
+        """Per-call faiss SearchParameters (None: the index's saved defaults), so concurrent searches never race
+        on the shared index; a breadth beyond the whole index (every list, every vector) searches all of it."""
         for name, value in (("nprobe", nprobe), ("ef_search", ef_search)):
             if value is not None and value < 1:
                 raise QueryError(f"{name} must be at least 1, got {value}")

@@ -65,8 +65,7 @@ class CaptionDecoder(nn.Module):
         return self.output(hidden)  # type: ignore[no-any-return]
 
     def forward(self, images: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: images (B, 3, S, S), captions (B, L) starting with BOS → logits (B, L - 1, V)
-        predicting ids[:, 1:]."""
+        """Teacher forcing: images (B, 3, S, S), captions (B, L) from BOS → logits (B, L - 1, V) for ids[:, 1:]."""
         return self.decode(self.memory(images), ids[:, :-1])
 
 

@@ -71,8 +71,7 @@ class FusionModel(nn.Module):
 
 
 def build_fusion_model(config: ModelSection, processor: Processor) -> FusionModel:
-    """A fusion model; a tower the fusion does not read is frozen (DDP needs a gradient for every
-    trainable parameter)."""
+    """A fusion model; towers the fusion does not read are frozen (DDP needs gradients for all trainable ones)."""
     fusion_config = of_kind(config, FusionModelConfig, "a fusion")
     encoder = build_encoder(fusion_config.encoder, processor)
     dims = FusionDims(
