@@ -156,3 +156,13 @@ def test_inspect_reports_a_missing_key_in_its_json_without_a_traceback(tmp_path:
     _edit(paths.captions, "images", 0, drop="width")
     result = invoke_mmray("data", "inspect", "--captions", str(paths.captions), "--images", str(paths.images))
     assert result.returncode == 0 and result.last_json()["usable"] is True, result.stderr
+
+
+def test_a_captions_file_that_lists_categories_loads(tmp_path: Path) -> None:
+    """Some exports copy the `categories` list into the captions file, whose annotations have no category."""
+    paths = clean_split(tmp_path)
+    content = json.loads(paths.captions.read_text())
+    content["categories"] = json.loads(paths.instances.read_text())["categories"]
+    paths.captions.write_text(json.dumps(content))
+    dataset = load_coco(str(paths.captions), str(paths.images), str(paths.instances), progress=False)
+    assert len(dataset.records) == 6 and dataset.report.problem_count == 0
