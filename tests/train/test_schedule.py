@@ -49,18 +49,18 @@ def test_retarget_applies_the_new_lr_and_decay_at_the_restored_step() -> None:
 def test_towers_learn_at_their_own_scale_of_the_lr() -> None:
     from mmray.config.model import DualEncoderConfig
     from mmray.models.factory import build_dual_encoder, build_dual_encoder_processor
-    from mmray.train.loop import tower_parameters
+    from mmray.train.loop import layer_lr_scales
 
     config = DualEncoderConfig(embed_dim=16)
     model = build_dual_encoder(config, build_dual_encoder_processor(config, ["a red circle"]))
-    towers = {id(p) for p in tower_parameters(model)}
+    towers = set(layer_lr_scales(model, 1.0, 1.0))
     assert towers == {id(p) for p in [*model.image_encoder.parameters(), *model.text_encoder.parameters()]}
     assert not towers & {id(p) for p in model.image_projection.parameters()}
 
     parameters = list(model.parameters())
-    plain = optimizer_for(parameters, 1e-3, 0.05, tower_parameters=tower_parameters(model))
+    plain = optimizer_for(parameters, 1e-3, 0.05, lr_scales=layer_lr_scales(model, 1.0, 1.0))
     assert [g["lr"] for g in plain.param_groups] == [1e-3, 1e-3], "scale 1: the groups of before"
-    gentle = optimizer_for(parameters, 1e-3, 0.05, tower_parameters=tower_parameters(model), tower_lr_scale=0.1)
+    gentle = optimizer_for(parameters, 1e-3, 0.05, lr_scales=layer_lr_scales(model, 0.1, 1.0))
     by_lr: dict[float, set[int]] = {}
     for group in gentle.param_groups:
         by_lr.setdefault(group["lr"], set()).update(id(p) for p in group["params"])

@@ -25,6 +25,7 @@ from mmray.data.sources import load_split, resolve_splits
 from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES
 from mmray.errors import DataError
 from mmray.models.registry import build_processor
+from mmray.tasks.base import EvalContext
 from mmray.tasks.registry import task_class
 from mmray.train.feature_shards import feature_shards
 from mmray.train.row_pool import RowPool, pooled_batches
@@ -173,8 +174,9 @@ def test_frozen_towers_features_are_computed_once_and_streamed_in_place_of_their
     towers = task.frozen_towers(model)
     assert towers is not None and towers.images is not None and towers.captions is not None
     with caplog.at_level(logging.INFO, logger="mmray"):
-        features = feature_shards(shards, towers, processor, torch.device("cpu"), 64, str(tmp_path), 0, 1)
-        again = feature_shards(shards, towers, processor, torch.device("cpu"), 64, str(tmp_path), 0, 1)
+        context = EvalContext(0, 1, torch.device("cpu"), 64, processor)
+        features = feature_shards(shards, towers, context, str(tmp_path))
+        again = feature_shards(shards, towers, context, str(tmp_path))
     assert "frozen image and caption features of 480 images computed once" in caplog.text
     assert "frozen image and caption features of 480 images read from" in caplog.text and again == features
     fields = (IMAGE_FEATURES, TEXT_FEATURES)

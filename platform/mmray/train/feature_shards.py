@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import torch
 
 from mmray import storage
-from mmray.data.processor import Processor
 from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES
 from mmray.distributed import gather_objects, shard_range
+from mmray.tasks.base import EvalContext
 from mmray.tasks.feature_cache import CACHE_DIR, FrozenTowers, decided_by_rank_zero
 from mmray.train.row_pool import Rows
 from mmray.train.shard_feed import PreparedShards, Span, read_span
@@ -35,21 +35,21 @@ def _vectors(features: torch.Tensor) -> list[bytes]:
 
 
 @torch.no_grad()
-def encoded_rows(rows: Rows, towers: FrozenTowers, processor: Processor, device: torch.device, batch: int) -> Rows:
+def encoded_rows(rows: Rows, towers: FrozenTowers, context: EvalContext) -> Rows:
     """`rows` with the frozen towers' features in place of their inputs: `image_features` (n,) bytes of D
     float32 for a frozen image tower (pixels dropped), `text_features` (n,) lists of such bytes, one per
     caption, for a frozen text tower (captions kept: the feed draws among them)."""
-    encoded = dict(rows)
+    encoded, device, batch = dict(rows), context.device, context.batch_size
     if towers.images is not None:
         pixels = torch.from_numpy(encoded.pop("image"))  # (n, 3, S, S) uint8
         pieces = [
-            towers.images(processor.normalize(pixels[start : start + batch].to(device)))
+            towers.images(context.normalized_images(pixels[start : start + batch]))
             for start in range(0, pixels.shape[0], batch)
         ]
         encoded[IMAGE_FEATURES] = np.asarray([*_vectors(torch.cat(pieces)), None], dtype=object)[:-1]
     if towers.captions is not None:
         texts = [str(text) for captions in rows["captions"] for text in captions]
-        tokens = processor.tokenize(texts)
+        tokens = context.processor.tokenize(texts)
         pieces = [
             towers.captions(tokens.ids[start : start + batch].to(device), tokens.mask[start : start + batch].to(device))
             for start in range(0, len(texts), batch)
@@ -81,17 +81,11 @@ def rows_table(rows: Rows) -> pa.Table:
 
 
 def feature_shards(
-    shards: PreparedShards,
-    towers: FrozenTowers,
-    processor: Processor,
-    device: torch.device,
-    batch: int,
-    cache_root: str,
-    rank: int,
-    world: int,
+    shards: PreparedShards, towers: FrozenTowers, context: EvalContext, cache_root: str
 ) -> PreparedShards:
-    """The split's shards with the towers' features (read from the cache, or computed by every rank
-    together, each its share of the shards, the manifest written by rank 0 once all are)."""
+    """The split's shards with the towers' features: read from the cache, or computed by the ranks together
+    (each its share of the shards, in batches of `context.batch_size`), the manifest written by rank 0 last."""
+    rank = context.rank
     key = hashlib.sha256(f"{towers.key}|{shards.fingerprint}".encode()).hexdigest()[:32]
     where = storage.absolute_uri(storage.join(cache_root, CACHE_DIR, f"shards-{key}"))
     uris = [storage.join(where, f"part-{index:05d}.parquet") for index in range(len(shards.uris))]
@@ -101,11 +95,10 @@ def feature_shards(
         if rank == 0:
             logger.info("[mmray] train: frozen %s features of %d images read from %s", what, shards.num_rows, where)
         return cached
-    size = processor.image.size
-    for index in shard_range(len(shards.uris), rank, world):
-        rows = read_span(shards.uris[index], Span(index, 0, shards.rows[index]), size)
+    for index in shard_range(len(shards.uris), rank, context.world):
+        rows = read_span(shards.uris[index], Span(index, 0, shards.rows[index]), context.processor.image.size)
         buffer = io.BytesIO()
-        pq.write_table(rows_table(encoded_rows(rows, towers, processor, device, batch)), buffer)
+        pq.write_table(rows_table(encoded_rows(rows, towers, context)), buffer)
         storage.write_bytes(uris[index], buffer.getvalue())
     gather_objects(rank)  # every rank's shards are written
     if rank == 0:

@@ -28,7 +28,7 @@ from mmray.train.augment import NAMES_SIDE, augment_images
 from mmray.train.context import TrainContext
 from mmray.train.feature_shards import feature_shards
 from mmray.train.feeds import memory_batches, steps_per_epoch, stream_batches
-from mmray.train.optimizers import layer_lr_scales, optimizer_for, tower_parameters
+from mmray.train.optimizers import layer_lr_scales, optimizer_for
 from mmray.train.precision_probe import auto_precision, compute_description, fastest_precision
 from mmray.train.row_pool import RowPool
 from mmray.train.schedule import group_settings, retarget, warmup_cosine
@@ -148,18 +148,14 @@ class Worker:
         total = self.steps_per_epoch * self.settings.epochs
         warmup = int(self.settings.warmup_fraction * total)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        towers = tower_parameters(model)
-        scales = None
-        if self.settings.layer_lr_decay != 1.0:
-            scales = layer_lr_scales(model, self.settings.tower_lr_scale, self.settings.layer_lr_decay)
+        scales = layer_lr_scales(model, self.settings.tower_lr_scale, self.settings.layer_lr_decay)
         for name in self.task.optimizer_names:
             options = self.task.optimizer_options(name)
-            lr = self.settings.lr * options.lr_scale
             parameters = list(self.task.parameters(model, name))
+            lr = self.settings.lr * options.lr_scale
             self.optimizers[name] = optimizer_for(
-                parameters, lr, self.settings.weight_decay, options.betas,
-                towers, self.settings.tower_lr_scale, fused=self.device.type == "cuda", lr_scales=scales,
-            )  # fmt: skip
+                parameters, lr, self.settings.weight_decay, options.betas, self.device.type == "cuda", scales
+            )
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {
             name: warmup_cosine(optimizer, total, warmup, self.settings.min_lr_ratio)
             for name, optimizer in self.optimizers.items()
@@ -182,29 +178,21 @@ class Worker:
         in memory, or as shards of their own for the shard feed."""
         cache_images = not self.settings.augment.active
         splits = {n: split for n, split in (("train", self.train_data), ("val", self.val_data)) if split is not None}
-        context = EvalContext(self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor, None)
+        context = self._eval_context()
         model = unwrap(self.model)
         prepared = self.task.with_frozen_features(model, splits, context, cache_root, cache_images)
         self.train_data, self.val_data = prepared.get("train", self.train_data), prepared.get("val", self.val_data)
-        towers = self.task.frozen_towers(model, cache_images) if self.train_shards is not None else None
-        if self.train_shards is not None and towers is not None:
-            self.train_shards = feature_shards(
-                self.train_shards,
-                towers,
-                self.processor,
-                self.device,
-                self.settings.eval_batch_size,
-                cache_root,
-                self.rank,
-                self.world,
-            )
+        if self.train_shards is not None and (towers := self.task.frozen_towers(model, cache_images)) is not None:
+            self.train_shards = feature_shards(self.train_shards, towers, context, cache_root)
 
     def _start_weights(self) -> None:
         """What the task computes from the training data before a fresh run's first step (same on every rank)."""
-        context = EvalContext(self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor, None)
-        done = self.task.start_weights(unwrap(self.model), self.train_data, context)
+        done = self.task.start_weights(unwrap(self.model), self.train_data, self._eval_context())
         if done:
             self.say(done)
+
+    def _eval_context(self, reference: SplitTensors | None = None) -> EvalContext:
+        return EvalContext(self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor, reference)
 
     def _continue(self, directory: Path) -> None:
         """Another run's training state (its weights are loaded already), under this run's optimizer settings."""
@@ -358,10 +346,7 @@ class Worker:
         if self.world > 1:
             for buffer in model.buffers():
                 torch.distributed.broadcast(buffer, src=0)
-        context = EvalContext(
-            self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor, self.train_data
-        )
-        metrics, self.figures = self.task.evaluation_report(model, self.val_data, context)
+        metrics, self.figures = self.task.evaluation_report(model, self.val_data, self._eval_context(self.train_data))
         return metrics
 
     def report(self, metrics: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@ with layer-wise decay, each tower block at a further factor per block above it."
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -17,21 +17,15 @@ def optimizer_for(
     lr: float,
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.999),
-    tower_parameters: Collection[nn.Parameter] = (),
-    tower_lr_scale: float = 1.0,
     fused: bool = False,
     lr_scales: Mapping[int, float] | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW; biases, norms and scalars (1-D or 0-D parameters) get no weight decay. With a
-    `tower_lr_scale` other than 1, `tower_parameters` train at lr × that scale in groups of their own;
-    `lr_scales` (id of a parameter → lr multiplier, as `layer_lr_scales` gives) replaces both. One pair of
-    groups per multiplier, the largest (the heads' 1) first. `fused`: one CUDA kernel for the whole
-    update (parameters on a GPU)."""
-    if lr_scales is None:
-        lr_scales = {id(p): tower_lr_scale for p in tower_parameters} if tower_lr_scale != 1.0 else {}
+    """AdamW; biases, norms and scalars (1-D or 0-D parameters) get no weight decay. `lr_scales` (id of a
+    parameter → lr multiplier, as `layer_lr_scales` gives): one pair of groups per multiplier, the largest
+    (the heads' 1) first. `fused`: one CUDA kernel for the whole update (parameters on a GPU)."""
     by_scale: dict[float, list[nn.Parameter]] = {1.0: []}
     for parameter in parameters:
-        by_scale.setdefault(lr_scales.get(id(parameter), 1.0), []).append(parameter)
+        by_scale.setdefault((lr_scales or {}).get(id(parameter), 1.0), []).append(parameter)
     groups = []
     for scale in sorted(by_scale, reverse=True):
         if by_scale[scale] or scale == 1.0:
@@ -44,11 +38,6 @@ def _decay_groups(members: list[nn.Parameter], lr: float, weight_decay: float) -
         {"params": [p for p in members if p.ndim >= 2], "weight_decay": weight_decay, "lr": lr},
         {"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr": lr},
     ]
-
-
-def tower_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters of the model's image and text towers (pretrained or not), not its heads."""
-    return [p for module in model.modules() if isinstance(module, FreezableTower) for p in module.parameters()]
 
 
 def layer_lr_scales(model: nn.Module, tower_lr_scale: float, layer_decay: float) -> dict[int, float]:
