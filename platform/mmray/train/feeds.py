@@ -66,27 +66,19 @@ def memory_batches(
             images, captions = tensors.caption_image[example_captions], example_captions  # (E,), (E,)
         order = epoch_order(images.shape[0], seed, epoch)
         steps = steps_per_epoch(images.shape[0], global_batch)
+    per_image = {name: getattr(tensors, name) for name in ("images", *PER_IMAGE_FIELDS)} | tensors.image_extras
+    per_caption = tensors.caption_targets | tensors.caption_extras  # caption targets under their own names
     for step in range(steps):
         chosen = order[step * global_batch + rank * local : step * global_batch + (rank + 1) * local]  # (b,)
         image_rows, caption_rows = images[chosen], captions[chosen]  # (b,), (b,)
         batch: dict[str, torch.Tensor] = {}
-        if "images" in fields:
-            batch["images"] = tensors.images[image_rows]  # (b, 3, S, S)
         if any(name in fields for name in CAPTION_FIELDS):
             batch["caption_ids"] = tensors.caption_ids[caption_rows]  # (b, L)
             batch["caption_mask"] = tensors.caption_mask[caption_rows]  # (b, L)
-        for name in PER_IMAGE_FIELDS:
-            if name in fields:
-                batch[name] = getattr(tensors, name)[image_rows]
-        for name, values in tensors.caption_targets.items():
-            if name in fields:
-                batch[name] = values[caption_rows]  # (b,)
-        for name, values in tensors.image_extras.items():
-            if name in fields:
-                batch[name] = values[image_rows]  # (b, ...)
-        for name, values in tensors.caption_extras.items():
-            if name in fields:
-                batch[name] = values[caption_rows]  # (b, ...)
+        for by_name, rows in ((per_image, image_rows), (per_caption, caption_rows)):
+            for name, values in by_name.items():
+                if name in fields:
+                    batch[name] = values[rows]  # (b, ...): images (b, 3, S, S) uint8
         yield batch
 
 
