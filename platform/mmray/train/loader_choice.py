@@ -22,8 +22,7 @@ memory loader holds them on the driver and once more in Ray's object store."""
 
 
 def memory_only_reason(spec: TrainJob, task: Task, stream: str) -> tuple[str, str] | None:
-    """Why the job needs its split in memory (what the `stream` loader does not carry) and what to change,
-    or None."""
+    """Why the job needs its split in memory (what the `stream` loader does not carry) and what to change, or None."""
     if task.example_unit == "caption":
         why = f"task {spec.task.kind!r} trains on every caption (its targets belong to captions)"
         return why, f"train.loader={stream} draws one caption per image, so use train.loader=memory"
@@ -40,10 +39,6 @@ def memory_only_reason(spec: TrainJob, task: Task, stream: str) -> tuple[str, st
     return None
 
 
-def decoded_bytes(num_images: int, image_size: int) -> int:
-    return num_images * 3 * image_size * image_size
-
-
 def _streamed_loader(spec: TrainJob) -> Loader:
     """The streaming feed the job's data allows: its prepared shards when it names them, else Ray Data."""
     return "shards" if spec.data.prepared is not None else "ray_data"
@@ -52,7 +47,7 @@ def _streamed_loader(spec: TrainJob) -> Loader:
 def choose_loader(spec: TrainJob, task: Task, num_images: int, image_size: int, can_stream: bool = True) -> Loader:
     """The job's loader, `auto` resolved (and said in the log); a streamed job that needs memory is refused.
     `can_stream`: whether Ray Data can feed the run (a local run has no Ray; it can read prepared shards)."""
-    size = decoded_bytes(num_images, image_size)
+    size = num_images * 3 * image_size * image_size  # decoded uint8 pixels
     described = f"{num_images} training images at {image_size} px, {size / 2**30:.2f} GiB decoded"
     wanted = spec.train.loader
     reason = memory_only_reason(spec, task, wanted if wanted in STREAMED else _streamed_loader(spec))

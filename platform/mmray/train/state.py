@@ -109,11 +109,6 @@ def optimizer_state_off_device(optimizers: dict[str, torch.optim.Optimizer]) -> 
     return found
 
 
-def read_history(directory: Path) -> list[dict[str, Any]]:
-    path = directory / HISTORY
-    return list(json.loads(path.read_text())) if path.is_file() else []
-
-
 def checkpoint_history(uri: str) -> list[dict[str, Any]]:
     """Every epoch's metrics up to a checkpoint's (a local path or an s3:// URI), as its run recorded them."""
     return list(json.loads(storage.read_text(storage.join(uri, HISTORY))))
@@ -121,5 +116,6 @@ def checkpoint_history(uri: str) -> list[dict[str, Any]]:
 
 def trained_precision(directory: Path) -> str | None:
     """The precision a checkpoint's run trained in (its last epoch's), None where its history does not say."""
-    history = read_history(directory)
+    path = directory / HISTORY
+    history = json.loads(path.read_text()) if path.is_file() else []
     return str(history[-1]["precision"]) if history and "precision" in history[-1] else None
