@@ -64,13 +64,9 @@ class TrainOutcome:
     history: list[dict[str, Any]]
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "run_dir": self.run_dir,
-            "model_bundle": self.model_bundle,
-            "latest_bundle": self.latest_bundle,
-            "model_version": self.model_version,
-            **json_metrics(self.metrics),
-        }
+        """Where the run and its bundles are, then its final metrics (the last line `mmray train` prints)."""
+        where = {key: value for key, value in vars(self).items() if key not in ("metrics", "history")}
+        return {**where, **json_metrics(self.metrics)}
 
 
 def json_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
