@@ -17,11 +17,8 @@ from mmray.train.loop import CHECKPOINT_SCORE, Worker, unwrap
 
 
 def run_loop(config: dict[str, Any], context: TrainContext) -> None:
-    """Train; evaluate every `eval_every` epochs and after the last; checkpoint after every epoch.
-
-    Every report carries `checkpoint_score`: the task's score when this epoch measured it, else NaN,
-    so checkpoints are ranked only on scores that were measured, and `precision`: what this rank
-    computed in."""
+    """The run's epochs (see the module). Every report carries `checkpoint_score`, the task's score where this
+    epoch measured it, else NaN (only measured scores rank checkpoints), and `precision`, what this rank used."""
     worker = Worker(config, context)
     settings = worker.settings
     score: str = config["score_metric"]

@@ -1,6 +1,5 @@
-"""Training progress as a bar on a terminal: rank 0 posts where the run is to a small actor, and the
-driver draws it while the run goes on. Elsewhere (a pipe, a log file, `ray job submit`) the workers'
-periodic plain lines remain."""
+"""Training progress as a bar on a terminal: rank 0 posts where the run is to a small actor, and the driver draws it
+while the run goes on. Elsewhere (a pipe, a log file, `ray job submit`) the workers' periodic plain lines remain."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""Training in this one process, without Ray (`mmray train --local`, the GPU check, fast tests): the same
-loop, task, metrics, checkpoints and run outputs as a Ray Train run of one worker.
-
-Checkpoints are registered in the run's `local_checkpoints.json` once complete (what Ray Train's snapshot is
-to its runs); a rerun resumes from the latest one there."""
+"""Training in this one process, without Ray (`mmray train --local`, the GPU check, fast tests): the same loop, task,
+metrics, checkpoints and run outputs as a Ray Train run of one worker. Checkpoints are registered in the run's
+`local_checkpoints.json` once complete (what Ray Train's snapshot is to its runs); a rerun resumes from the latest one
+there."""
 
 from __future__ import annotations
 

@@ -74,11 +74,10 @@ def measure_precisions(
     model: nn.Module,
     device: torch.device,
 ) -> dict[Precision, float]:
-    """Steps per second of `step` (a forward and backward pass of the run's first batch, no optimizer step)
-    under each of `candidates`, on the slowest rank, so that every rank chooses alike. The model's
-    gradients are cleared after every step, and its buffers (batch-norm statistics) and every random
-    generator are left as they were. fp32 is not tried
-    where it would not fit in memory, and a precision that runs out of memory in one process gets 0."""
+    """Steps per second of `step` (a forward and backward pass of the run's first batch, no optimizer step) under each
+    of `candidates`, on the slowest rank, so that every rank chooses alike. The model's gradients are cleared after
+    every step, and its buffers (batch-norm statistics) and every random generator are left as they were. fp32 is not
+    tried where it would not fit in memory, and a precision that runs out of memory in one process gets 0."""
     buffers = [buffer.detach().clone() for buffer in model.buffers()]
     generators = rng_state()
     rates: dict[Precision, float] = {}

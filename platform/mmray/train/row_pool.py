@@ -72,11 +72,10 @@ def pooled_batches(
     generator: torch.Generator,
     pool: RowPool | None = None,
 ) -> Iterator[Rows]:
-    """Up to `steps` batches of `batch` rows drawn at random from a pool filled from `reads` in order: to
-    `first_fill` rows before the first batch, then to one batch more before each next one, up to
-    `capacity` (so the first batch waits for a few shards only, and the reads need to outpace training by
-    2× during the ramp). Which rows are drawn depends only on the reads' order and `generator`. `pool`: one
-    to reuse (emptied first)."""
+    """Up to `steps` batches of `batch` rows drawn at random from a pool filled from `reads` in order: to `first_fill`
+    rows before the first batch, then to one batch more before each next one, up to `capacity` (so the first batch waits
+    for a few shards only, and the reads need to outpace training by 2× during the ramp). Which rows are drawn depends
+    only on the reads' order and `generator`. `pool`: one to reuse (emptied first)."""
     pool = pool if pool is not None else RowPool()
     pool.expected = max(pool.expected, capacity)
     pool.clear()
