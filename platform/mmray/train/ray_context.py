@@ -66,15 +66,11 @@ class RayTrainContext(TrainContext):
         self.board.post.remote(state)  # fire and forget
 
 
-def _set_report_log_level(level: str) -> None:
-    """Ray Train 2.60 logs every report ("Reporting training result N: TrainingReport(...)") from a logger
-    named after its file, which its own log level (RunConfig.logging_config) does not reach."""
-    logger = train_report_logger()
-    if logger is not None:
-        logger.setLevel(level)
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """What every Ray Train worker runs: the loop (`run_loop`) in this worker's context."""
-    _set_report_log_level(config.get("ray_log_level", "WARNING"))
+    # Ray Train 2.60 logs every report ("Reporting training result N: TrainingReport(...)") from a logger
+    # named after its file, which its own log level (RunConfig.logging_config) does not reach.
+    report_logger = train_report_logger()
+    if report_logger is not None:
+        report_logger.setLevel(config.get("ray_log_level", "WARNING"))
     run_loop(config, RayTrainContext(config["score_mode"], config.get("progress_board")))

@@ -17,7 +17,7 @@ from mmray.cluster.connection import check_local_gpus, check_worker_resources, c
 from mmray.config import TrainJob
 from mmray.errors import TrainingError
 from mmray.tasks.base import Score
-from mmray.train.driver import DriverData, TrainOutcome, loop_config, prepare_driver_data, write_outputs
+from mmray.train.driver import TrainOutcome, loop_config, prepare_driver_data, write_outputs
 from mmray.train.live import open_board
 from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.ray_context import train_loop_per_worker
@@ -26,21 +26,6 @@ from mmray.train.run_pointers import point_at_kept
 from mmray.train.run_record import Rerun, check_run_directory, record_job
 
 logger = logging.getLogger(__name__)
-
-
-def loop_config_of(data: DriverData) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The workers' loop config (splits put into Ray's object store once) and the Ray datasets."""
-    config = loop_config(data, ray.put)
-    config["ray_log_level"] = ray_log_level()
-    datasets = None
-    if data.train_records is not None:
-        actors, cpus = decode_pool(data.spec)
-        logger.info(
-            "streaming %d training images, decoded by up to %d Ray Data actors", data.num_train_examples, actors
-        )
-        seed, most = data.spec.train.seed, data.max_captions
-        datasets = {"train": training_dataset(data.train_records, data.processor, seed, most, actors, cpus)}
-    return config, datasets
 
 
 def decode_pool(spec: TrainJob) -> tuple[int, float]:
@@ -84,22 +69,28 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), live: bool = Fa
     """The TorchTrainer of a train job, with extra Ray Train callbacks (e.g. Tune's report callback).
     Data, files and weights are checked before Ray starts; resources right after."""
     settings = spec.train
-    root = spec.storage_root
     check_local_gpus(settings.num_workers, settings.use_gpu, f"training run {spec.name}")
     data = prepare_driver_data(spec)
     connect()
     check_worker_resources(
         settings.num_workers, settings.cpus_per_worker, settings.use_gpu, f"training run {spec.name}"
     )
-    filesystem, storage_path = storage.pyarrow_filesystem(root)
-    loop_config, datasets = loop_config_of(data)
+    filesystem, storage_path = storage.pyarrow_filesystem(spec.storage_root)
+    config = {**loop_config(data, ray.put), "ray_log_level": ray_log_level()}
+    datasets = None
+    if data.train_records is not None:
+        actors, cpus = decode_pool(data.spec)
+        logger.info(
+            "streaming %d training images, decoded by up to %d Ray Data actors", data.num_train_examples, actors
+        )
+        seed, most = data.spec.train.seed, data.max_captions
+        datasets = {"train": training_dataset(data.train_records, data.processor, seed, most, actors, cpus)}
     board = open_board() if live else None
-    run_dir = storage.absolute_uri(storage.join(root, spec.name))
-    run_callbacks: list[Any] = [PointAtKept(run_dir, data.score.mode), *callbacks]
-    loop_config["progress_board"] = board
+    config["progress_board"] = board
+    run_callbacks: list[Any] = [PointAtKept(config["run_dir"], data.score.mode), *callbacks]
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,
+        train_loop_config=config,
         scaling_config=ScalingConfig(
             num_workers=settings.num_workers,
             use_gpu=settings.use_gpu,
