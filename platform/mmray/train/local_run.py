@@ -63,25 +63,23 @@ class LocalContext(TrainContext):
         return model.to(self.device)
 
     def report(self, metrics: dict[str, Any], checkpoint: Path | None, checkpoint_name: str | None) -> None:
-        if checkpoint is None or checkpoint_name is None:
-            if self.on_report is not None:
-                self.on_report(metrics, None)
-            return
-        uri = storage.join(self.run_dir, checkpoint_name)
-        storage.upload_dir(checkpoint, uri)
-        score = metrics.get(CHECKPOINT_SCORE, math.nan)
-        entry = {"name": checkpoint_name, "metrics": {"epoch": metrics["epoch"], CHECKPOINT_SCORE: score}}
-        self.entries = [e for e in self.entries if e["name"] != checkpoint_name] + [entry]
-        dropped = self._prune()
-        ledger = [{**e, "metrics": json_metrics(e["metrics"])} for e in self.entries]
-        storage.write_text(storage.join(self.run_dir, LOCAL_LEDGER), json.dumps(ledger, indent=2))
-        for name in dropped:  # after the ledger stops naming them, as Ray Train deletes after its snapshot
-            storage.delete_tree(storage.join(self.run_dir, name))
-        latest, kept = self.kept()  # from the ledger (a Ray run's callback lists the run instead)
-        if latest is not None:
-            write_pointers(self.run_dir, latest, best_checkpoint(kept, latest, self.score_mode))
+        uri = None
+        if checkpoint is not None and checkpoint_name is not None:
+            uri = storage.join(self.run_dir, checkpoint_name)
+            storage.upload_dir(checkpoint, uri)
+            score = metrics.get(CHECKPOINT_SCORE, math.nan)
+            entry = {"name": checkpoint_name, "metrics": {"epoch": metrics["epoch"], CHECKPOINT_SCORE: score}}
+            self.entries = [e for e in self.entries if e["name"] != checkpoint_name] + [entry]
+            dropped = self._prune()
+            ledger = [{**e, "metrics": json_metrics(e["metrics"])} for e in self.entries]
+            storage.write_text(storage.join(self.run_dir, LOCAL_LEDGER), json.dumps(ledger, indent=2))
+            for name in dropped:  # after the ledger stops naming them, as Ray Train deletes after its snapshot
+                storage.delete_tree(storage.join(self.run_dir, name))
+            latest, kept = self.kept()  # from the ledger (a Ray run's callback lists the run instead)
+            if latest is not None:
+                write_pointers(self.run_dir, latest, best_checkpoint(kept, latest, self.score_mode))
         if self.on_report is not None:
-            self.on_report(metrics, uri)  # the latest is always kept
+            self.on_report(metrics, uri)  # a registered checkpoint: the latest is always kept
 
     def _prune(self) -> list[str]:
         """Keep the best `num_to_keep` by measured score (unmeasured rank last) and the latest, as Ray Train
@@ -136,9 +134,8 @@ def run_local(
     config = loop_config(data, share=lambda value: value)
     config["threads"] = spec.train.threads_per_worker or threads or os.cpu_count() or 1
     config["stop_after_epoch"] = stop_after_epoch
-    checkpoint = data.spec.train.checkpoint
-    run_dir = storage.absolute_uri(storage.join(data.spec.storage_root, data.spec.name))
-    context = LocalContext(where, run_dir, checkpoint.num_to_keep, data.score.mode, on_report)
+    num_to_keep = data.spec.train.checkpoint.num_to_keep
+    context = LocalContext(where, config["run_dir"], num_to_keep, data.score.mode, on_report)
     logger.info("training %s in this process on %s (no Ray Train)", spec.name, where)
     run_loop(config, context)
     return write_outputs(data.spec, *context.kept(), data.score.mode)
