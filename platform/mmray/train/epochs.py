@@ -76,9 +76,8 @@ def check_finite_weights(model: nn.Module, epoch: int, metrics: dict[str, Any]) 
 def evaluates_at_start(spec: TrainJob) -> bool:
     """`train.eval_at_start`, by default true for a pretrained pair trained as itself, whose starting figures
     are its zero-shot ones (a model around one, e.g. a fusion model, starts with untrained heads)."""
-    if spec.train.eval_at_start is not None:
-        return spec.train.eval_at_start
-    return isinstance(spec.model, HfDualEncoderConfig)
+    at_start = spec.train.eval_at_start
+    return at_start if at_start is not None else isinstance(spec.model, HfDualEncoderConfig)
 
 
 def _shown(metrics: dict[str, Any], score: str) -> str:

@@ -59,19 +59,15 @@ def draw_until_done(board: Any, thread: threading.Thread) -> None:
             thread.join(POLL_S)
             state = ray.get(board.read.remote())
             if state:
-                _show(progress, task, state)
+                steps = int(state["steps"])
+                progress.update(
+                    task,
+                    total=int(state["epochs"]) * steps,
+                    completed=(int(state["epoch"]) - 1) * steps + int(state["step"]),
+                    epoch=int(state["epoch"]),
+                    epochs=int(state["epochs"]),
+                    loss="-" if math.isnan(state["loss"]) else f"{state['loss']:.4f}",
+                    rate=f"{state['samples_per_s']:.0f}",
+                )
             if not thread.is_alive():
                 break
-
-
-def _show(progress: Any, task: Any, state: dict[str, float]) -> None:
-    steps = int(state["steps"])
-    progress.update(
-        task,
-        total=int(state["epochs"]) * steps,
-        completed=(int(state["epoch"]) - 1) * steps + int(state["step"]),
-        epoch=int(state["epoch"]),
-        epochs=int(state["epochs"]),
-        loss="-" if math.isnan(state["loss"]) else f"{state['loss']:.4f}",
-        rate=f"{state['samples_per_s']:.0f}",
-    )

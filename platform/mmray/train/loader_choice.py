@@ -70,8 +70,9 @@ def choose_loader(spec: TrainJob, task: Task, num_images: int, image_size: int, 
         return wanted
     if wanted == "memory":
         return "memory"
+    limit = MEMORY_LOADER_LIMIT_BYTES // 2**30
     if size <= MEMORY_LOADER_LIMIT_BYTES:
-        logger.info("train.loader=auto: memory (%s, within %d GiB)", described, MEMORY_LOADER_LIMIT_BYTES // 2**30)
+        logger.info("train.loader=auto: memory (%s, within %d GiB)", described, limit)
         return "memory"
     streamed = _streamed_loader(spec)
     held = reason[0] if reason else None
@@ -83,11 +84,5 @@ def choose_loader(spec: TrainJob, task: Task, num_images: int, image_size: int, 
     how = (
         "read by the workers from the prepared shards" if streamed == "shards" else "decoded by Ray Data on the cluster"
     )
-    logger.info(
-        "train.loader=auto: %s (%s, over %d GiB: streamed, %s)",
-        streamed,
-        described,
-        MEMORY_LOADER_LIMIT_BYTES // 2**30,
-        how,
-    )
+    logger.info("train.loader=auto: %s (%s, over %d GiB: streamed, %s)", streamed, described, limit, how)
     return streamed

@@ -65,9 +65,8 @@ class Worker:
         self.processor: Processor = config["processor"]
         self.settings = self.spec.train
         self.context = context
-        settings = self.settings
         torch.set_num_threads(
-            config.get("threads") or settings.threads_per_worker or max(1, int(settings.cpus_per_worker))
+            config.get("threads") or self.settings.threads_per_worker or max(1, int(self.settings.cpus_per_worker))
         )
         torch.manual_seed(self.settings.seed)
         self.rank, self.world, self.device = context.rank, context.world, context.device
@@ -165,8 +164,7 @@ class Worker:
     def _store_frozen_part(self, model: nn.Module, run_dir: str | None) -> FrozenPart | None:
         """What of the model never trains, written once to the run's `frozen/` by rank 0; checkpoints
         then hold only the rest."""
-        found = frozen_part(model) if run_dir and self.rank == 0 else None
-        if found is None or run_dir is None:
+        if not run_dir or self.rank != 0 or (found := frozen_part(model)) is None:
             return None
         part, data = found
         uri = write_once(run_dir, part, data)

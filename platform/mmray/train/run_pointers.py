@@ -45,7 +45,7 @@ def write_pointers(run_dir: str, latest: str, best: str) -> None:
 def kept_checkpoints(run_dir: str) -> list[Candidate]:
     """The run's complete checkpoints (their manifest written), oldest first, with their epochs' scores."""
     found = sorted(
-        (match.group(1), uri[: match.start(1) + len(match.group(1))])
+        (match.group(1), uri[: match.end(1)])
         for uri in storage.list_files(run_dir)
         if (match := _CHECKPOINT_MANIFEST.search(uri))
     )
