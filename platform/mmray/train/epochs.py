@@ -62,9 +62,10 @@ def check_finite_weights(model: nn.Module, epoch: int, metrics: dict[str, Any]) 
     """Stop a run whose weights hold NaN or infinity after an epoch (steps were taken on a non-finite loss):
     before it is evaluated, scored or checkpointed, so the kept checkpoints stay the good ones."""
     weights = list(model.parameters())
-    if bool(torch.stack([p.detach().isfinite().all() for p in weights]).all()):
+    finite = torch.stack([p.detach().isfinite().all() for p in weights])  # (P,) bool
+    if bool(finite.all()):
         return
-    broken = sum(not bool(p.detach().isfinite().all()) for p in weights)
+    broken = int((~finite).sum())
     losses = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith("train_loss"))
     raise TrainingError(
         f"the model diverged in epoch {epoch + 1}: {broken} of its {len(weights)} weight tensors hold NaN or "

@@ -43,9 +43,7 @@ def compute_description(choice: PrecisionChoice, timed: Sequence[Precision]) -> 
     """A rank's device and precision in the placement line ('cuda NVIDIA H200, auto: bf16 / fp32 / fp16 timed
     at the first step'); ranks time precisions together only where every rank's line is the same."""
     device = torch.device(choice.device)
-    where = device.type
-    if device.type == "cuda":
-        where = f"{where} {torch.cuda.get_device_name(device)}"
+    where = f"cuda {torch.cuda.get_device_name(device)}" if device.type == "cuda" else device.type
     if timed:
         return f"{where}, auto: {' / '.join(timed)} timed at the first step"
     return f"{where}, {choice.describe()}"
