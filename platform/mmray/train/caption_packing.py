@@ -37,10 +37,9 @@ def pack_distinct_images(
 ) -> torch.Tensor:
     """`steps` global batches of caption indices, no image twice in a batch. -> (steps, global_batch)
 
-    Captions are taken in rounds (every image's first caption, then every second, ...); a caption
-    whose image is already in the batch waits for the next one. Each caption is used at most once,
-    so all but fewer than a batch are seen per epoch, except where the last rounds hold too few
-    images to fill a batch: those batches are completed with captions of other images drawn again."""
+    Captions are taken in rounds (every image's first caption, then every second, ...); a caption whose image is
+    already in the batch waits for the next one. Each is used at most once, except where the last rounds hold too
+    few images to fill a batch: those batches are completed with captions of other images drawn again."""
     if num_images < global_batch:
         raise ValueError(f"{num_images} images cannot fill a batch of {global_batch} with distinct images")
     queue = deque(_round_order(caption_image, num_images, generator).tolist())

@@ -1,8 +1,6 @@
-"""Frozen towers' features for a prepared split read by the workers (`train.loader: shards`): computed once
-by the ranks together, each encoding its share of the shards, and kept under the storage root's
-`feature-cache/` as shards of their own (each prepared shard's rows with the image's pooled features and
-each caption's in place of the frozen towers' inputs), which the shard feed then reads instead. Another run
-of the same towers on the same prepared split (a Tune trial, a rerun) reads them."""
+"""Frozen towers' features for a prepared split read by the workers (`train.loader: shards`): computed once by the
+ranks together and kept under the storage root's `feature-cache/` as shards of their own (the rows with the towers'
+features in place of their inputs), read by the shard feed and by later runs of the same towers on the same split."""
 
 from __future__ import annotations
 

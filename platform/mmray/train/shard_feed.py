@@ -1,8 +1,6 @@
-"""The prepared split (`mmray data prepare --shards`) read by each training worker itself (`train.loader:
-shards`): no Ray Data, no decoding, nothing held on the driver. Every epoch the shards come in a new order
-drawn from (seed, epoch); each rank reads its contiguous share of that order, several shards at once and
-ahead of training, into a pool of up to 256 MiB of pixels from which its batches are drawn at random; one
-caption per image is drawn and tokenised as its batch is formed."""
+"""The prepared split (`mmray data prepare --shards`) read by each training worker itself (`train.loader: shards`):
+no Ray Data, no decoding, nothing held on the driver. Each epoch a rank reads its share of the shards, in an order
+drawn from (seed, epoch), ahead of training into a pool (`POOL_BYTES`) its batches are drawn from at random."""
 
 from __future__ import annotations
 
