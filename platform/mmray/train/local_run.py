@@ -9,8 +9,8 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +51,10 @@ class LocalContext(TrainContext):
         self.on_report = on_report
         self.entries: list[dict[str, Any]] = read_local_ledger(run_dir)
 
-    @contextmanager
-    def restored_checkpoint(self) -> Iterator[Path | None]:
+    def restored_checkpoint(self) -> AbstractContextManager[Path | None]:
         if not self.entries:
-            yield None
-            return
-        with local_bundle(storage.join(self.run_dir, self.entries[-1]["name"])) as directory:
-            yield directory
+            return nullcontext()
+        return local_bundle(storage.join(self.run_dir, self.entries[-1]["name"]))
 
     def place_model(self, model: nn.Module, find_unused_parameters: bool) -> nn.Module:
         return model.to(self.device)

@@ -49,12 +49,8 @@ class RayTrainContext(TrainContext):
     def report(self, metrics: dict[str, Any], checkpoint: Path | None, checkpoint_name: str | None) -> None:
         if CHECKPOINT_SCORE in metrics:
             metrics = {**metrics, CHECKPOINT_SCORE: ranked_by_ray(metrics[CHECKPOINT_SCORE], self.score_mode)}
-        if checkpoint is None:
-            ray.train.report(metrics)
-            return
-        ray.train.report(
-            metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint), checkpoint_dir_name=checkpoint_name
-        )
+        saved = ray.train.Checkpoint.from_directory(checkpoint) if checkpoint is not None else None
+        ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=checkpoint_name)
 
     def resolve(self, value: Any) -> Any:
         return ray.get(value) if isinstance(value, ray.ObjectRef) else value
