@@ -26,18 +26,14 @@ def optimizer_for(
     by_scale: dict[float, list[nn.Parameter]] = {1.0: []}
     for parameter in parameters:
         by_scale.setdefault((lr_scales or {}).get(id(parameter), 1.0), []).append(parameter)
-    groups = []
-    for scale in sorted(by_scale, reverse=True):
-        if by_scale[scale] or scale == 1.0:
-            groups += _decay_groups(by_scale[scale], lr * scale, weight_decay)
+    groups: list[dict[str, Any]] = []
+    for scale, members in sorted(by_scale.items(), reverse=True):
+        if members or scale == 1.0:
+            groups += [
+                {"params": [p for p in members if p.ndim >= 2], "weight_decay": weight_decay, "lr": lr * scale},
+                {"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr": lr * scale},
+            ]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused or None)
-
-
-def _decay_groups(members: list[nn.Parameter], lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    return [
-        {"params": [p for p in members if p.ndim >= 2], "weight_decay": weight_decay, "lr": lr},
-        {"params": [p for p in members if p.ndim < 2], "weight_decay": 0.0, "lr": lr},
-    ]
 
 
 def layer_lr_scales(model: nn.Module, tower_lr_scale: float, layer_decay: float) -> dict[int, float]:

@@ -96,10 +96,6 @@ def run_directory(spec: TrainJob) -> str:
     return storage.join(spec.storage_root, spec.name)
 
 
-def run_exists(run_dir: str) -> bool:
-    return any(storage.exists(storage.join(run_dir, name)) for name in (JOB_RECORD, TRAIN_SNAPSHOT, LOCAL_LEDGER))
-
-
 def read_local_ledger(run_dir: str) -> list[dict[str, Any]]:
     path = storage.join(run_dir, LOCAL_LEDGER)
     return list(json.loads(storage.read_text(path))) if storage.exists(path) else []
@@ -139,7 +135,7 @@ def check_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner =
     refused before training leaves nothing that blocks its corrected rerun."""
     _check_root_is_a_directory(spec.storage_root)
     run_dir = run_directory(spec)
-    if not run_exists(run_dir):
+    if not any(storage.exists(storage.join(run_dir, name)) for name in (JOB_RECORD, TRAIN_SNAPSHOT, LOCAL_LEDGER)):
         return
     if rerun == "new":
         aside = f"{run_dir.rstrip('/')}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
