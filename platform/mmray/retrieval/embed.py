@@ -1,14 +1,9 @@
-"""Embedding a corpus into resumable shards: the shard plan, the decoding and embedding steps, and the
-writer that turns embedded batches into shards. The batches come from Ray Data (`ray_embed`) or from
-this process (`local_batches`); both run the same steps on the same rows.
+"""Embedding a corpus (a split's images or captions) into resumable shards of `shard_size` rows, from batches
+embedded by Ray Data (`ray_embed`) or this process (`local_batches`), both running the same steps.
 
-The corpus (images or captions of a split) is cut into fixed shards of `shard_size` rows in id
-order. Shards live under a directory keyed by the embedding plan (model version, corpus, rows and
-their contents, shard size), so another split, other data or another model never reuses them.
-Each shard is written atomically as one `.npz` (ids, vectors, failed ids and reasons) once
-all its rows are embedded, so a killed job leaves only complete shards and a re-run embeds only
-the missing ones. Rows stream through in order; the writer holds at most a few partial shards,
-never the corpus.
+Shards live under a directory keyed by the plan (model version, corpus, rows and their contents, shard size),
+so nothing else reuses them. Each is written atomically as one `.npz` (ids, vectors, failed ids and reasons)
+once all its rows are embedded: a killed job leaves only complete shards, and a re-run embeds the missing ones.
 """
 
 from __future__ import annotations
@@ -98,12 +93,10 @@ def shard_uri(directory: str, shard: int) -> str:
 
 def finished_shards(directory: str) -> set[int]:
     """Shards already written completely (atomic writes: a listed shard is a whole shard)."""
-    done = set()
-    for uri in storage.list_files(directory):
-        name = uri.rsplit("/", 1)[-1]
-        if name.startswith("shard-") and name.endswith(".npz"):
-            done.add(int(name[len("shard-") : -len(".npz")]))
-    return done
+    names = (uri.rsplit("/", 1)[-1] for uri in storage.list_files(directory))
+    return {
+        int(name[len("shard-") : -len(".npz")]) for name in names if name.startswith("shard-") and name.endswith(".npz")
+    }
 
 
 class DecodeImages:
@@ -113,21 +106,16 @@ class DecodeImages:
     def __init__(self, processor: Processor) -> None:
         self.processor = processor
 
-    def _prepared(self, shards: set[str]) -> dict[str, list[np.ndarray | str] | str]:
-        """Each shard's images in row order, or why the shard cannot be read."""
-        read: dict[str, list[np.ndarray | str] | str] = {}
-        for uri in shards:
-            try:
-                read[uri] = shard_pixels(uri, self.processor.image.size)
-            except DataError as exc:
-                read[uri] = str(exc)
-        return read
-
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         size = self.processor.image.size
         pixels = np.zeros((len(batch["id"]), 3, size, size), dtype=np.uint8)
         sources = [str(uri) for uri in batch.get("pixels_from", [""] * len(batch["id"]))]
-        prepared = self._prepared({uri for uri in sources if uri})
+        prepared: dict[str, list[np.ndarray | str] | str] = {}  # each shard's images in row order, or why not
+        for source in {uri for uri in sources if uri}:
+            try:
+                prepared[source] = shard_pixels(source, size)
+            except DataError as exc:
+                prepared[source] = str(exc)
         errors = []
         for row, uri in enumerate(batch["uri"]):
             try:
@@ -181,10 +169,6 @@ class _PendingShard:
     ids: list[int] = field(default_factory=list)
     vectors: list[np.ndarray] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
-
-    @property
-    def received(self) -> int:
-        return len(self.ids) + len(self.failed)
 
 
 PROGRESS_EVERY_S = 10.0
@@ -245,8 +229,7 @@ def _check_plan(plan: ShardPlan, directory: str) -> None:
 
 
 def embed_corpus(plan: ShardPlan, directory: str, embedded: BatchSource) -> int:
-    """Embed every shard of `plan` not yet in `directory` through `embedded`; returns how many shards were
-    written."""
+    """Embed every shard of `plan` not yet in `directory` through `embedded`; returns how many were written."""
     _check_plan(plan, directory)
     storage.remove_temporary_files(directory)
     done = finished_shards(directory)
@@ -270,7 +253,7 @@ def embed_corpus(plan: ShardPlan, directory: str, embedded: BatchSource) -> int:
             else:
                 target.ids.append(int(row_id))
                 target.vectors.append(np.asarray(vector, dtype=np.float32))
-            if target.received == target.expected:
+            if len(target.ids) + len(target.failed) == target.expected:
                 _write_shard(shard_uri(directory, int(shard)), target, dim)
                 del pending[int(shard)]
                 written += 1

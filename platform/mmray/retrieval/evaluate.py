@@ -50,10 +50,7 @@ def recall_through_indexes(
     _, found_captions = indexes["captions"].search(image_vectors, k, nprobe, ef_search)  # (N, k)
     found_owners = np.vectorize(lambda cid: caption_owners.get(str(cid), {}).get("image_id", -1))(found_captions)
     i2t = _first_hit_ranks(found_owners, image_ids)
-    unanswered = (
-        torch.full((missing[0],), math.inf, dtype=torch.float64),
-        torch.full((missing[1],), math.inf, dtype=torch.float64),
-    )
+    unanswered = [torch.full((count,), math.inf, dtype=torch.float64) for count in missing]
     metrics: dict[str, Any] = metrics_from_ranks(torch.cat([i2t, unanswered[0]]), torch.cat([t2i, unanswered[1]]))
     for key in ("i2t_medr", "t2i_medr"):
         metrics[key] = None if math.isinf(metrics[key]) else metrics[key]
@@ -69,20 +66,17 @@ def evaluate_index_bundle(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Embed the indexed split's images and captions with the bundle's model (on `device`) and query the
-    indexes.
-
-    Each query retrieves the top `SEARCH_DEPTH` results; a median rank beyond that depth is reported
-    as null, since an approximate index does not rank what it does not return.
-    """
+    indexes for the top `SEARCH_DEPTH` results each; a median rank beyond that depth is reported as null
+    (an approximate index does not rank what it does not return)."""
     bundle = load_index_bundle(index_uri)
     if {"images", "captions"} - set(bundle.indexes):
         raise IndexBundleError(f"{index_uri} needs both an images and a captions index to measure Recall@K")
     model = open_bundle(bundle.manifest["model_bundle"])
     bundle.check_model(model.version)
     split = bundle.manifest["split"]
-    dataset = load_split(data, split) if split in resolve_splits(data) else None
-    if dataset is None:
+    if split not in resolve_splits(data):
         raise IndexBundleError(f"{index_uri} indexes split {split!r}, which the job's data section does not have")
+    dataset = load_split(data, split)
     indexed = {key: tuple(entry.get("captions", ())) for key, entry in bundle.metadata.get("images", {}).items()}
     given = {str(r.image_id): tuple(r.captions) for r in dataset.records}
     if indexed != given:

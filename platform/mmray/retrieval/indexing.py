@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
 from mmray import storage
 from mmray.artifacts.index_bundle import corpus_metadata, write_index_bundle
-from mmray.artifacts.model_bundle import LoadedBundle, open_bundle, resolve_model_bundle
+from mmray.artifacts.model_bundle import open_bundle, resolve_model_bundle
 from mmray.config import IndexJob
 from mmray.config.indexing import CorpusKind, IndexSettings
 from mmray.data.coco import CocoDataset
@@ -21,7 +21,7 @@ from mmray.data.sources import load_split
 from mmray.errors import DataError
 from mmray.index.faiss_index import IndexSpec, VectorIndex, build_index, check_trainable
 from mmray.models.embedding import as_embedding_model
-from mmray.retrieval.embed import BatchSource, corpus_plan, embed_corpus, local_batches, read_shards
+from mmray.retrieval.embed import corpus_plan, embed_corpus, local_batches, read_shards
 from mmray.retrieval.evaluate import recall_through_indexes
 
 logger = logging.getLogger(__name__)
@@ -46,20 +46,9 @@ class IndexOutcome:
 
 
 def index_spec(settings: IndexSettings) -> IndexSpec:
-    """The faiss build parameters of an `index` config section."""
-    return IndexSpec(
-        type=settings.type,
-        nlist=settings.nlist,
-        nprobe=settings.nprobe,
-        pq_m=settings.pq_m,
-        pq_bits=settings.pq_bits,
-        hnsw_m=settings.hnsw_m,
-        ef_construction=settings.ef_construction,
-        ef_search=settings.ef_search,
-        train_sample=settings.train_sample,
-        use_gpu=settings.use_gpu_index,
-        seed=settings.seed,
-    )
+    """The faiss build parameters of an `index` config section (its `use_gpu_index` is the spec's `use_gpu`)."""
+    shared = {spec_field.name for spec_field in fields(IndexSpec)} - {"use_gpu"}
+    return IndexSpec(**settings.model_dump(include=shared), use_gpu=settings.use_gpu_index)
 
 
 def _recall_from_shards(
@@ -99,30 +88,10 @@ def chosen_runner(settings: IndexSettings, dataset: CocoDataset) -> str:
     return "local" if one_cpu_actor and rows <= settings.local_max_rows else "ray_data"
 
 
-def _batches(
-    runner: str, bundle: LoadedBundle, bundle_uri: str, kind: CorpusKind, settings: IndexSettings
-) -> BatchSource:
-    if runner == "local":
-        return local_batches(bundle, bundle_uri, kind, settings.batch_size)
-    from mmray.retrieval.ray_embed import ray_data_batches
-
-    return ray_data_batches(bundle_uri, kind, settings, bundle.processor)
-
-
-def _prepared_pixels(spec: IndexJob, dataset: CocoDataset, bundle: LoadedBundle) -> PixelLocations | None:
-    """Where the split's images were prepared (`data.prepared`, checked against the bundle's preprocessing),
-    so they are read instead of decoded."""
-    if spec.data.prepared is None:
-        return None
-    uri, manifest = prepared_split(spec.data.prepared, spec.index.split, dataset, bundle.processor.image)
-    return pixel_locations(uri, manifest)
-
-
 def run_index_job(spec: IndexJob) -> IndexOutcome:
-    """Embed `spec.index.corpus` of split `spec.index.split` with the model bundle `spec.checkpoint` (on Ray
-    Data or in this process, `chosen_runner`), build one index per corpus and write the bundle to
-    `<storage_root>/<name>/index`. Finished embedding shards are kept under the run, so a re-run only embeds
-    what is missing; both runners write the same shards. An index the corpora are too small to train is
+    """Embed `spec.index.corpus` of split `spec.index.split` with the bundle `spec.checkpoint` (`chosen_runner`),
+    build one index per corpus and write the bundle to `<storage_root>/<name>/index`. Embedding shards are kept
+    under the run, so a re-run embeds only what is missing; an index that the corpora are too small to train is
     refused before anything is embedded."""
     bundle_uri = resolve_model_bundle(spec.checkpoint)
     if not storage.is_s3(bundle_uri):
@@ -145,11 +114,21 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
     indexes: dict[str, VectorIndex] = {}
     embedded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     failed: dict[str, list[dict[str, Any]]] = {}
-    prepared = _prepared_pixels(spec, dataset, bundle) if "images" in settings.corpus else None
+    prepared: PixelLocations | None = None
+    if "images" in settings.corpus and spec.data.prepared is not None:
+        # images prepared with the bundle's preprocessing (checked) are read instead of decoded
+        uri, manifest = prepared_split(spec.data.prepared, settings.split, dataset, bundle.processor.image)
+        prepared = pixel_locations(uri, manifest)
     for kind in settings.corpus:
         plan = corpus_plan(dataset, kind, settings.shard_size, version, prepared)
         shards = plan.directory(storage.join(run_dir, "embeddings"))
-        embed_corpus(plan, shards, _batches(runner, bundle, bundle_uri, kind, settings))
+        if runner == "local":
+            batches = local_batches(bundle, bundle_uri, kind, settings.batch_size)
+        else:
+            from mmray.retrieval.ray_embed import ray_data_batches
+
+            batches = ray_data_batches(bundle_uri, kind, settings, bundle.processor)
+        embed_corpus(plan, shards, batches)
         ids, vectors, failures = read_shards(shards, plan.shard_count)
         embedded[kind] = (ids, vectors)
         failed[kind] = [{"id": row_id, "error": reason} for row_id, reason in failures]

@@ -76,15 +76,6 @@ class Searcher:
                 shown.append((decode_image(storage.read_bytes(uri), uri), heading, text))
         return shown
 
-    def query_vector(self, text: str | None, image: Image.Image | None, alpha: float) -> torch.Tensor:
-        """The query embedding: one modality, or normalize(α·z_image + (1 − α)·z_text) for both."""
-        check_alpha(alpha)
-        return fuse_query(
-            self.embed_image(image) if image is not None else None,
-            self.embed_text(text) if text is not None else None,
-            alpha,
-        )
-
     def search(
         self,
         text: str | None = None,
@@ -96,9 +87,11 @@ class Searcher:
         ef_search: int | None = None,
     ) -> list[Hit]:
         """Top-k of `target` (default: images for text or fused queries, captions for an image alone)."""
-        chosen = default_target(text is not None, target)
-        vector = self.query_vector(text, image, alpha).float().numpy()  # (E,)
-        return find(self.index, vector, k, chosen, nprobe, ef_search)
+        check_alpha(alpha)
+        image_vector = self.embed_image(image) if image is not None else None
+        text_vector = self.embed_text(text) if text is not None else None
+        vector = fuse_query(image_vector, text_vector, alpha).float().numpy()  # (E,)
+        return find(self.index, vector, k, default_target(text is not None, target), nprobe, ef_search)
 
 
 def hit_image(bundle: IndexBundle, hit: Hit) -> tuple[str | None, str]:
