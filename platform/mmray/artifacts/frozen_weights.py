@@ -1,10 +1,8 @@
 """Frozen tower weights written once per run, not into every checkpoint.
 
-A model's frozen part is every parameter that does not train and every buffer of a module kept in
-eval mode (frozen towers' batch-norm statistics): it is the same after every epoch. A run writes it
-once to `<run>/frozen/<sha>.safetensors`; each checkpoint's `model.safetensors` holds the rest, and
-its manifest names the frozen file by content hash and by its path relative to the checkpoint. A
-bundle exported to stand alone (`mmray export`) holds it as `frozen.safetensors`."""
+A model's frozen part (parameters that do not train, buffers of modules kept in eval mode) is the same after
+every epoch: a run writes it once to `<run>/frozen/<sha>.safetensors`, and each checkpoint's manifest names it
+by content hash and relative path. A bundle exported to stand alone holds it as `frozen.safetensors`."""
 
 from __future__ import annotations
 
@@ -91,19 +89,21 @@ def fetch_beside(bundle_uri: str, directory: Path, reference: dict[str, Any]) ->
         storage.download_file(source, directory / BESIDE)
 
 
-def _checked(data: bytes, reference: dict[str, Any], where: str) -> dict[str, torch.Tensor]:
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != reference["sha256"]:
-        raise BundleError(f"{where} has content {digest[:16]}, not the frozen weights {reference['sha256'][:16]}")
-    return dict(load_safetensors(data))
+def _local_file(directory: Path, reference: dict[str, Any]) -> Path | None:
+    """The frozen part of the bundle in `directory`: beside it, else at the path its manifest gives."""
+    return next((p for p in (directory / BESIDE, (directory / str(reference["path"])).resolve()) if p.is_file()), None)
 
 
 def frozen_state(directory: Path, reference: dict[str, Any], model: nn.Module) -> dict[str, torch.Tensor]:
     """The frozen tensors a bundle references: beside it, at its relative path, or those `model`
     already holds when their hash matches (a training run that resumes has its pretrained towers)."""
-    for path in (directory / BESIDE, (directory / str(reference["path"])).resolve()):
-        if path.is_file():
-            return _checked(path.read_bytes(), reference, str(path))
+    path = _local_file(directory, reference)
+    if path is not None:
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != reference["sha256"]:
+            raise BundleError(f"{path} has content {digest[:16]}, not the frozen weights {reference['sha256'][:16]}")
+        return dict(load_safetensors(data))
     held = frozen_part(model)
     if held is not None and held[0].sha256 == reference["sha256"]:
         state = model.state_dict()
@@ -117,8 +117,7 @@ def frozen_state(directory: Path, reference: dict[str, Any], model: nn.Module) -
 
 def copy_beside(source: Path, target: Path, reference: dict[str, Any]) -> None:
     """Put the frozen part that the bundle at `source` references beside its copy at `target`."""
-    for path in (source / BESIDE, (source / str(reference["path"])).resolve()):
-        if path.is_file():
-            (target / BESIDE).write_bytes(path.read_bytes())
-            return
-    raise BundleError(f"{source} keeps its frozen weights in {reference['path']}, which is not there")
+    path = _local_file(source, reference)
+    if path is None:
+        raise BundleError(f"{source} keeps its frozen weights in {reference['path']}, which is not there")
+    (target / BESIDE).write_bytes(path.read_bytes())

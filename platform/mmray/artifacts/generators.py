@@ -30,14 +30,6 @@ def _check_noise(seed: int, temperature: float) -> None:
         raise QueryError(f"temperature must be a finite number above 0, got {temperature}")
 
 
-def _check_texts(texts: Sequence[str]) -> None:
-    if not texts:
-        raise QueryError("no caption given")
-    for i, text in enumerate(texts):
-        if not text.strip():
-            raise QueryError(f"caption {i + 1} is empty")
-
-
 @dataclass
 class ImageGenerator:
     """A text → image bundle on a device."""
@@ -57,7 +49,11 @@ class ImageGenerator:
     @torch.no_grad()
     def conditions(self, texts: Sequence[str]) -> torch.Tensor:
         """Captions → conditioning vectors (T, E); captions longer than the tokenizer's limit are cut."""
-        _check_texts(texts)
+        if not texts:
+            raise QueryError("no caption given")
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise QueryError(f"caption {i + 1} is empty")
         tokens = self.bundle.processor.tokenize(list(texts))
         return self.model.condition(tokens.ids.to(self.device), tokens.mask.to(self.device))
 

@@ -56,11 +56,6 @@ _REFUSED_FORMATS = {
 }
 
 
-def weights_bytes(model: nn.Module, leave_out: frozenset[str] = frozenset()) -> bytes:
-    """The model's state dict, but the keys in `leave_out`, as safetensors bytes."""
-    return state_bytes({name: tensor for name, tensor in model.state_dict().items() if name not in leave_out})
-
-
 def model_version(
     weights: bytes, model_config: ModelSection, processor: Processor, frozen_sha256: str | None = None
 ) -> str:
@@ -86,7 +81,8 @@ def write_bundle(
     """Write a bundle into the local `directory`; returns the model version. With `frozen`, its
     tensors are left out and referenced (a checkpoint of a run that stores them once)."""
     directory.mkdir(parents=True, exist_ok=True)
-    weights = weights_bytes(model, frozen.names if frozen is not None else frozenset())
+    leave_out = frozen.names if frozen is not None else frozenset()
+    weights = state_bytes({name: tensor for name, tensor in model.state_dict().items() if name not in leave_out})
     (directory / WEIGHTS).write_bytes(weights)
     (directory / MODEL_CONFIG).write_text(yaml.safe_dump(model_config.model_dump(mode="json"), sort_keys=False))
     if task_config is not None:

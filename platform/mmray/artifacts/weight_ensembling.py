@@ -66,8 +66,7 @@ def zero_shot_model(fine_tuned: LoadedBundle, zero_shot_uri: str | None) -> nn.M
             f"{fine_tuned.uri} holds a {fine_tuned.model_config.kind!r} model, which names no pretrained weights; "
             f"give the zero-shot model's bundle (models of kind {', '.join(PRETRAINED_KINDS)} rebuild it themselves)"
         )
-    model = build_model(fine_tuned.model_config, fine_tuned.processor)
-    return model.eval()
+    return build_model(fine_tuned.model_config, fine_tuned.processor).eval()
 
 
 def ensembled_model(zero_shot: nn.Module, fine_tuned: LoadedBundle, alpha: float) -> nn.Module:
