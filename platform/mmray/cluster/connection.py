@@ -14,7 +14,7 @@ from typing import Any
 import ray
 
 from mmray.cluster.ray_compat import local_gcs_addresses, logs_dir
-from mmray.errors import Terminated
+from mmray.errors import ConfigError, Terminated
 
 logger = logging.getLogger(__name__)
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
@@ -51,13 +51,6 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def _say_where_logs_go() -> None:
-    logs = logs_dir()
-    if logs is None:
-        return
-    logger.info("Ray's logs (every process, at every level): %s", logs)
 
 
 def _raise_terminated(*_: Any) -> None:
@@ -100,7 +93,9 @@ def connect(num_cpus: int | None = None) -> None:
         finally:
             if not chosen_by_user:
                 os.environ.pop(GCS_PORT_ENV, None)
-        _say_where_logs_go()
+        logs = logs_dir()
+        if logs is not None:
+            logger.info("Ray's logs (every process, at every level): %s", logs)
     stop_on_sigterm()
 
 
@@ -122,8 +117,6 @@ def cluster_cpus() -> float:
 def check_worker_resources(workers: int, cpus_per_worker: float, use_gpu: bool, what: str) -> None:
     """Refuse at once what the connected cluster can never give; on a cluster (RAY_ADDRESS), which
     may add nodes, say what the run waits for instead."""
-    from mmray.errors import ConfigError
-
     available: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     needs = {"CPU": workers * cpus_per_worker, **({"GPU": float(workers)} if use_gpu else {})}
     short = {
@@ -145,8 +138,6 @@ def check_local_gpus(workers: int, use_gpu: bool, what: str) -> None:
     if not use_gpu or os.environ.get("RAY_ADDRESS"):
         return
     import torch
-
-    from mmray.errors import ConfigError
 
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if have < workers:

@@ -1,7 +1,6 @@
 """Ray internals mmray reaches where Ray has no public API for what it needs, in one place: a Ray upgrade
-that moves them breaks here, and tests/test_ray_compat.py has one test per use.
-
-Checked against Ray `CHECKED_RAY_VERSION`."""
+that moves them breaks here, and tests/test_ray_compat.py has one test per use (checked against Ray
+`CHECKED_RAY_VERSION`)."""
 
 from __future__ import annotations
 
@@ -14,8 +13,7 @@ CHECKED_RAY_VERSION = "2.60.0"
 
 
 def logs_dir() -> str | None:
-    """The connected Ray node's log directory (`ray._private.worker.global_worker.node`); None before
-    `ray.init`."""
+    """The connected Ray node's log directory (`ray._private.worker.global_worker.node`); None before init."""
     node = getattr(ray._private.worker.global_worker, "node", None)
     return None if node is None else str(node.get_logs_dir_path())
 

@@ -1,8 +1,6 @@
-"""mmray jobs on a Ray cluster through the Ray Jobs API: submitting a job spec (checked here first) with
-the project as working directory, following its logs, and the job's status as an exit code.
-
-The client adds Ray's token-authentication header itself when token auth is on (RAY_AUTH_MODE=token
-with RAY_AUTH_TOKEN or a token file)."""
+"""mmray jobs on a Ray cluster through the Ray Jobs API: submitting a checked job spec with the project as
+working directory, following its logs, and the job's status as an exit code. The client adds Ray's token
+header itself when token auth is on (RAY_AUTH_MODE=token with RAY_AUTH_TOKEN or a token file)."""
 
 from __future__ import annotations
 
@@ -65,16 +63,6 @@ def jobs_client(address: str | None) -> Any:
         raise SubmissionError(f"cannot reach the Ray Jobs API at {chosen}: {exc}") from None
 
 
-def entrypoint(job_path: str, kind: str, overrides: Sequence[str]) -> str:
-    """The shell command the job runs: the mmray command of the job's kind on its spec."""
-    return shlex.join(["mmray", kind, job_path, *overrides])
-
-
-def runtime_env(working_dir: Path, env: dict[str, str]) -> dict[str, Any]:
-    forwarded = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
-    return {"working_dir": str(working_dir), "excludes": EXCLUDES, "env_vars": {**forwarded, **env}}
-
-
 def submit_job(
     job: Path,
     overrides: Sequence[str],
@@ -103,11 +91,12 @@ def submit_job(
         )
     client = jobs_client(address)
     submission_id = f"mmray-{spec.kind}-{spec.name}-{uuid.uuid4().hex[:8]}"
+    forwarded = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     try:
         result: str = client.submit_job(
-            entrypoint=entrypoint(relative.as_posix(), spec.kind, overrides),
+            entrypoint=shlex.join(["mmray", spec.kind, relative.as_posix(), *overrides]),
             submission_id=submission_id,
-            runtime_env=runtime_env(root, env or {}),
+            runtime_env={"working_dir": str(root), "excludes": EXCLUDES, "env_vars": {**forwarded, **(env or {})}},
             metadata={"mmray_job": relative.as_posix(), "mmray_kind": spec.kind},
         )
     except (ConnectionError, RuntimeError) as exc:
