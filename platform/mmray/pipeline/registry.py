@@ -1,8 +1,6 @@
-"""The model registry under a storage root: every (model, index) pair a pipeline evaluated, with its versions,
-metrics, the job that made it and when, and which pair is served (promotions and rollbacks in order).
-
-One JSON file, `<storage_root>/registry/registry.json`, rewritten whole on each change (atomically: a local
-rename, or one S3 put); one writer at a time (a pipeline, or a person's `mmray models` command)."""
+"""The model registry under a storage root: every (model, index) pair a pipeline evaluated and which pair is
+served (promotions and rollbacks in order). One JSON file, `<storage_root>/registry/registry.json`, rewritten
+whole and atomically on each change; one writer at a time (a pipeline, or a person's `mmray models` command)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -25,6 +25,7 @@ from mmray.tasks.registry import task_class
 from mmray.tune.space import base_mapping
 
 logger = logging.getLogger(__name__)
+JobT = TypeVar("JobT", TrainJob, TuneJob)
 
 
 @dataclass
@@ -44,20 +45,21 @@ class PipelineOutcome:
                 "served": self.served, "promoted": self.promoted, "reason": self.reason}  # fmt: skip
 
 
-def _job_file(spec: PipelineJob, path: str, base: Path) -> Path:
+def _job_file(spec: PipelineJob, stage: str, path: str, base: Path, expected: type[JobT]) -> tuple[Path, JobT]:
+    """The job file a stage names (relative to `base`) and its job, which must be of the `expected` kind."""
     resolved = Path(path) if Path(path).is_absolute() else base / path
     if not resolved.is_file():
         raise ConfigError(f"pipeline {spec.name}: {path} (relative to {base}) is not a job file")
-    return resolved
+    job = load_job(resolved)
+    if not isinstance(job, expected):
+        raise ConfigError(f"pipeline {spec.name}: {stage} names {resolved}, a {job.kind!r} job")
+    return resolved, job
 
 
 def train_job_of(spec: PipelineJob, base: Path, records: StageRecords) -> TrainJob:
     """The job the train stage runs: the tune stage's best trial, or the pipeline's train job."""
     if spec.tune is not None:
-        tune_file = _job_file(spec, spec.tune, base)
-        tune = load_job(tune_file)
-        if not isinstance(tune, TuneJob):
-            raise ConfigError(f"pipeline {spec.name}: tune names {tune_file}, a {tune.kind!r} job")
+        tune_file, tune = _job_file(spec, "tune", spec.tune, base, TuneJob)
         tune = tune.model_copy(update={"name": f"{spec.name}-tune", "storage_root": spec.storage_root})
         key = stage_key(tune=to_yaml(tune))
 
@@ -70,11 +72,7 @@ def train_job_of(spec: PipelineJob, base: Path, records: StageRecords) -> TrainJ
         best = records.run("tune", key, search)["best_job"]
         job = TrainJob.model_validate(yaml.safe_load(storage.read_text(best)))
     else:
-        train_file = _job_file(spec, str(spec.train), base)
-        loaded = load_job(train_file)
-        if not isinstance(loaded, TrainJob):
-            raise ConfigError(f"pipeline {spec.name}: train names {train_file}, a {loaded.kind!r} job")
-        job = loaded
+        job = _job_file(spec, "train", str(spec.train), base, TrainJob)[1]
         _check_index_split(spec, job)
     content = to_yaml(job.model_copy(update={"name": "-", "storage_root": "-"}))
     return job.model_copy(update={"name": f"{spec.name}-train-{stage_key(job=content)[:10]}",

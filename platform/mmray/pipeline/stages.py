@@ -26,12 +26,9 @@ class StageRecords:
     def __init__(self, storage_root: str, pipeline: str) -> None:
         self.directory = storage.join(storage_root, pipeline, "stages")
 
-    def uri(self, stage: str, key: str) -> str:
-        return storage.join(self.directory, f"{stage}-{key}.json")
-
     def run(self, stage: str, key: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """`work()`'s outputs, or those recorded by an earlier run of this stage with the same key."""
-        uri = self.uri(stage, key)
+        uri = storage.join(self.directory, f"{stage}-{key}.json")
         if storage.exists(uri):
             outputs: dict[str, Any] = json.loads(storage.read_text(uri))["outputs"]
             logger.info("%s: done before for these inputs (%s), skipped", stage, uri)
