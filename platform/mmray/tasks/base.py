@@ -129,9 +129,10 @@ class Task(ABC):
     def training_step(self, model: nn.Module, batch: Batch, optimizer_name: str, context: StepContext) -> StepOutput:
         """The loss of one (micro-)batch for optimizer `optimizer_name`; `model` may be DDP-wrapped."""
 
-    @abstractmethod
     def evaluate(self, model: nn.Module, split: SplitTensors, context: EvalContext) -> dict[str, float]:
-        """Metrics of `model` on a split; must include `score.metric`."""
+        """Metrics of `model` on a split; must include `score.metric`. A task overrides this method or
+        `evaluation_report`: each defaults to the other."""
+        return self.evaluation_report(model, split, context)[0]
 
     def evaluation_report(
         self, model: nn.Module, split: SplitTensors, context: EvalContext

@@ -31,21 +31,6 @@ def caption_target_values(train: CocoDataset, target: str) -> list[float]:
     return values
 
 
-def _check_classes(name: str, head: MulticlassHeadConfig, values: list[float]) -> None:
-    bad = sorted({v for v in values if not (v.is_integer() and 0 <= v < head.classes)})
-    if bad:
-        raise DataError(
-            f"head {name!r}: target {head.target!r} must be class indices 0..{head.classes - 1}, got {bad[:5]}"
-        )
-
-
-def _balanced_pos_weight(train: CocoDataset) -> list[float]:
-    """Negatives ÷ positives per label over the training images (1 for a label never positive)."""
-    images = len(train.records)
-    positives = [sum(r.labels[k] for r in train.records) for k in range(len(train.categories))]
-    return [(images - p) / p if p else 1.0 for p in positives]
-
-
 def _bind_multilabel(name: str, head: MultilabelHeadConfig, train: CocoDataset) -> MultilabelHeadConfig:
     if head.target != "labels":
         raise ConfigError(f"head {name!r}: a multilabel head's target is the image labels, not {head.target!r}")
@@ -57,8 +42,9 @@ def _bind_multilabel(name: str, head: MultilabelHeadConfig, train: CocoDataset) 
     update: dict[str, object] = {"classes": labels}
     if head.class_names is None:
         update["class_names"] = [c.name for c in train.categories]
-    if head.pos_weight == "balanced":
-        update["pos_weight"] = _balanced_pos_weight(train)
+    if head.pos_weight == "balanced":  # negatives ÷ positives per label (1 for a label never positive)
+        positives = [sum(r.labels[k] for r in train.records) for k in range(labels)]
+        update["pos_weight"] = [(len(train.records) - p) / p if p else 1.0 for p in positives]
     elif isinstance(head.pos_weight, list) and len(head.pos_weight) != labels:
         raise ConfigError(f"head {name!r}: pos_weight has {len(head.pos_weight)} values for {labels} labels")
     return head.model_copy(update=update)
@@ -78,7 +64,11 @@ def _bind_head(name: str, head: HeadTaskConfig, train: CocoDataset) -> HeadTaskC
     if any(math.isnan(v) for v in values):
         raise DataError(f"head {name!r}: target {head.target!r} has NaN values in {train.captions_uri}")
     if isinstance(head, MulticlassHeadConfig):
-        _check_classes(name, head, values)
+        bad = sorted({v for v in values if not (v.is_integer() and 0 <= v < head.classes)})
+        if bad:
+            raise DataError(
+                f"head {name!r}: target {head.target!r} must be class indices 0..{head.classes - 1}, got {bad[:5]}"
+            )
     return head
 
 

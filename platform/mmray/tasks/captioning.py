@@ -47,15 +47,6 @@ def pooled_features(model: CaptionDecoder, images: torch.Tensor, context: EvalCo
     return compute_rows(encode, images.shape[0], context.batch_size, context.rank, context.world)  # (N, D)
 
 
-def batch_bounds(rows: range, batch_size: int) -> list[tuple[int, int]]:
-    """(start, stop) of each batch of `rows`."""
-    return [(start, min(start + batch_size, rows.stop)) for start in range(rows.start, rows.stop, batch_size)]
-
-
-def image_tower_frozen(decoder: CaptionDecoder) -> bool:
-    return not any(p.requires_grad for p in decoder.encoder.image_encoder.parameters())
-
-
 class CaptionTask(Task):
     batch_fields = ("images", "caption_ids", "caption_mask")
 
@@ -80,26 +71,25 @@ class CaptionTask(Task):
         return StepOutput(self._loss(logits, batch["caption_ids"], self.caption_config.label_smoothing))
 
     @torch.no_grad()
-    def _decode(self, decoder: CaptionDecoder, split: SplitTensors, count: int, context: EvalContext) -> list[str]:
-        """Captions of the first `count` images, each rank decoding its share."""
+    def _decode(
+        self, decoder: CaptionDecoder, split: SplitTensors, count: int, context: EvalContext
+    ) -> tuple[list[str], float]:
+        """Captions of the first `count` images, each rank decoding its share, and the teacher-forced
+        cross-entropy (no smoothing) of each image's first caption."""
         settings = self.caption_config.evaluation
-        captions: list[str] = []
-        for start, stop in batch_bounds(shard_range(count, context.rank, context.world), context.batch_size):
-            images = context.normalized_images(split.images[start:stop])
-            ids = decode_captions(decoder, images, settings.beam, settings.length_penalty)
-            captions += self.processor.tokenizer.decode(ids)
-        return [caption for share in gather_objects(captions) for caption in share]
-
-    @torch.no_grad()
-    def _validation_loss(self, decoder: CaptionDecoder, split: SplitTensors, count: int, context: EvalContext) -> float:
-        """Teacher-forced cross-entropy (no smoothing) of the first caption of each evaluated image."""
         first = split.caption_offsets[:count]
+        captions: list[str] = []
         total = 0.0
-        for start, stop in batch_bounds(shard_range(count, context.rank, context.world), context.batch_size):
-            images = context.normalized_images(split.images[start:stop])
+        rows = shard_range(count, context.rank, context.world)
+        for start in range(rows.start, rows.stop, context.batch_size):
+            stop = min(start + context.batch_size, rows.stop)
+            images = context.normalized_images(split.images[start:stop])  # (b, 3, S, S)
+            decoded = decode_captions(decoder, images, settings.beam, settings.length_penalty)
+            captions += self.processor.tokenizer.decode(decoded)
             ids = split.caption_ids[first[start:stop]].to(context.device)
             total += float(self._loss(decoder(images, ids), ids, 0.0)) * (stop - start)
-        return float(sum(gather_objects(total))) / count
+        gathered = [caption for share in gather_objects(captions) for caption in share]
+        return gathered, float(sum(gather_objects(total))) / count
 
     def _reference_keys(self, decoder: CaptionDecoder, train: SplitTensors, context: EvalContext) -> torch.Tensor:
         """The training images' pooled vectors (N_train, D): encoded once per evaluation, and once per run
@@ -108,7 +98,8 @@ class CaptionTask(Task):
         if cached is not None and cached[0] is train:
             return cached[1]
         keys = pooled_features(decoder, train.images, context)  # (N_train, D)
-        self._cached_keys = (train, keys) if image_tower_frozen(decoder) else None
+        frozen = not any(p.requires_grad for p in decoder.encoder.image_encoder.parameters())
+        self._cached_keys = (train, keys) if frozen else None
         return keys
 
     def _nearest_neighbour_captions(
@@ -129,11 +120,8 @@ class CaptionTask(Task):
         with eval_mode(decoder):
             count = min(self.caption_config.evaluation.images, split.num_images)
             refs = references(split, count, self.processor)
-            candidates = self._decode(decoder, split, count, context)
-            metrics = {
-                **caption_scores(candidates, refs),
-                "val_loss": self._validation_loss(decoder, split, count, context),
-            }
+            candidates, val_loss = self._decode(decoder, split, count, context)
+            metrics = {**caption_scores(candidates, refs), "val_loss": val_loss}
             baseline = self._nearest_neighbour_captions(decoder, split, count, context)
         if baseline is not None:
             metrics.update({f"nn_{key}": value for key, value in caption_scores(baseline, refs).items()})
@@ -143,9 +131,6 @@ class CaptionTask(Task):
             for i in range(min(SHOWN_EXAMPLES, count))
         ]
         return metrics, {EXAMPLES_FILE: json.dumps(examples, indent=2).encode()}
-
-    def evaluate(self, model: nn.Module, split: SplitTensors, context: EvalContext) -> dict[str, float]:
-        return self.evaluation_report(model, split, context)[0]
 
     @property
     def score(self) -> Score:

@@ -33,12 +33,6 @@ def evaluation_context(bundle: LoadedBundle, batch_size: int, device: str = "aut
     return EvalContext(rank=0, world=1, device=where, batch_size=batch_size, processor=bundle.processor)
 
 
-def default_figures_dir(bundle_uri: str, split: str) -> str:
-    """evaluation/<split> in the directory holding the bundle (a training run's, for its checkpoints)."""
-    parent = bundle_uri.rstrip("/").rsplit("/", 1)[0] if "/" in bundle_uri.rstrip("/") else "."
-    return storage.join(parent, "evaluation", split)
-
-
 def evaluate_bundle(
     data: DataConfig,
     bundle_uri: str,
@@ -53,7 +47,9 @@ def evaluate_bundle(
     if bundle.task_config is None:
         raise BundleError(f"{bundle_uri} records no task, so mmray cannot tell which metrics to compute")
     task = task_class(bundle.task_config.kind)(bundle.task_config, bundle.model_config, bundle.processor)
-    figures = figures_dir or default_figures_dir(bundle.uri, split)
+    # by default evaluation/<split> in the directory holding the bundle (a training run's, for its checkpoints)
+    parent = bundle.uri.rstrip("/").rsplit("/", 1)[0] if "/" in bundle.uri.rstrip("/") else "."
+    figures = figures_dir or storage.join(parent, "evaluation", split)
     report = _report(bundle, task, data, split, batch_size, figures, device)
     return {"model_bundle": bundle.uri, "model_version": bundle.version, **report}
 

@@ -1,9 +1,6 @@
-"""Features of frozen towers computed once: a tower that never trains maps each image (or caption) to
-the same pooled vector every epoch, so a run computes those vectors once, keeps them on its storage
-root under a key of everything they depend on, and trains the heads from them.
-
-The key hashes the tower's weights and config, the processor and the split's inputs (pixels or token
-ids): change any of them and the features are computed anew."""
+"""Features of frozen towers computed once: a tower that never trains gives each image (or caption) the same
+pooled vector every epoch, so a run keeps those vectors on its storage root under a hash of everything they
+depend on (the tower's weights and config, the processor, the split's pixels or token ids)."""
 
 from __future__ import annotations
 

@@ -60,9 +60,7 @@ class GanTask(Task):
     def parameters(self, model: nn.Module, optimizer_name: str) -> Iterator[nn.Parameter]:
         """The discriminator's, or the generator's with the text tower's when it trains."""
         gan = as_gan(model)
-        if optimizer_name == "discriminator":
-            return (p for p in gan.discriminator.parameters() if p.requires_grad)
-        modules = (gan.generator, gan.encoder)
+        modules = (gan.discriminator,) if optimizer_name == "discriminator" else (gan.generator, gan.encoder)
         return (p for module in modules for p in module.parameters() if p.requires_grad)
 
     def optimizer_options(self, optimizer_name: str) -> OptimizerOptions:
@@ -78,9 +76,8 @@ class GanTask(Task):
         if optimizer_name == "discriminator":
             assert scores.real is not None
             real_scores = scores.real.float()
-            loss = discriminator_loss(real_scores, fake, self.gan_config.loss)
             logs = {"d_real": float(real_scores.mean().detach()), "d_fake": float(fake.mean().detach())}
-            return StepOutput(loss, logs)
+            return StepOutput(discriminator_loss(real_scores, fake, self.gan_config.loss), logs)
         return StepOutput(generator_loss(fake, self.gan_config.loss))
 
     def evaluation_report(
@@ -89,9 +86,6 @@ class GanTask(Task):
         gan = as_gan(model)
         with eval_mode(gan):
             return self.samples.evaluate(gan, split, context)
-
-    def evaluate(self, model: nn.Module, split: SplitTensors, context: EvalContext) -> dict[str, float]:
-        return self.evaluation_report(model, split, context)[0]
 
     @property
     def score(self) -> Score:

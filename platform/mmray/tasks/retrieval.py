@@ -120,20 +120,14 @@ class RetrievalTask(Task):
         for name, split in splits.items():
             image_extras, caption_extras = dict(split.image_extras), dict(split.caption_extras)
             if image_key is not None:
-                image_extras[IMAGE_FEATURES] = cached_features(
-                    cache_root,
-                    image_key([split.images]),
-                    f"{name} images",
-                    partial(_image_rows, dual, split, context),
-                    context.rank,
-                )
+                key = image_key([split.images])
+                compute = partial(_image_rows, dual, split, context)
+                image_extras[IMAGE_FEATURES] = cached_features(cache_root, key, f"{name} images", compute, context.rank)
             if text_key is not None:
+                key = text_key([split.caption_ids, split.caption_mask])
+                compute = partial(_text_rows, dual, split, context)
                 caption_extras[TEXT_FEATURES] = cached_features(
-                    cache_root,
-                    text_key([split.caption_ids, split.caption_mask]),
-                    f"{name} captions",
-                    partial(_text_rows, dual, split, context),
-                    context.rank,
+                    cache_root, key, f"{name} captions", compute, context.rank
                 )
             done[name] = replace(split, image_extras=image_extras, caption_extras=caption_extras)
         self.batch_fields = (

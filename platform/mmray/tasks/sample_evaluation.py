@@ -1,10 +1,7 @@
-"""Measuring a text → image model on a validation split: samples for the first caption of the first images,
-their R-precision under a trained retrieval model beside the real images' (the ceiling), how much samples
-of one caption differ, and a grid of samples for fixed captions.
-
-Each row's noise comes from its own seeded generator, so the ranks share the R-precision samples (each
-generates and embeds its `shard_range` of rows, the vectors gathered) and every rank reports the figures
-of one process; the small grid is drawn on every rank."""
+"""Measuring a text → image model on a validation split: the R-precision of samples for the first caption of
+the first images under a trained retrieval model, beside the real images' (the ceiling), sample diversity and a
+grid of samples. Each row's noise comes from its own seeded generator, so ranks can share the R-precision rows
+and still report the figures of one process; the small grid is drawn on every rank."""
 
 from __future__ import annotations
 
@@ -36,11 +33,6 @@ def first_captions(split: SplitTensors, count: int) -> tuple[torch.Tensor, torch
     return split.caption_ids[first], split.caption_mask[first]
 
 
-def row_generators(seed: int, rows: range) -> list[torch.Generator]:
-    """One generator per row, seeded by the evaluation's seed and the row's index."""
-    return [torch.Generator().manual_seed(seed * 1_000_003 + row) for row in rows]
-
-
 @torch.no_grad()
 def generate(
     model: TextToImageModel,
@@ -57,7 +49,8 @@ def generate(
     for start in range(rows.start, rows.stop, context.batch_size):
         stop = min(start + context.batch_size, rows.stop)
         condition = model.condition(ids[start:stop].to(context.device), mask[start:stop].to(context.device))
-        samples.append(model.sample(condition, temperature, row_generators(seed, range(start, stop))).float().cpu())
+        generators = [torch.Generator().manual_seed(seed * 1_000_003 + row) for row in range(start, stop)]
+        samples.append(model.sample(condition, temperature, generators).float().cpu())
     if not samples:
         return torch.empty(0, 3, model.image_size, model.image_size)
     return torch.cat(samples)

@@ -79,15 +79,10 @@ class VaeTask(Task):
             sample_metrics, figures = self.samples.evaluate(vae, split, context)
         return {**metrics, **sample_metrics}, figures
 
-    def evaluate(self, model: nn.Module, split: SplitTensors, context: EvalContext) -> dict[str, float]:
-        return self.evaluation_report(model, split, context)[0]
-
     @property
     def score(self) -> Score:
         """R-precision of samples with an evaluator, else the validation ELBO."""
-        if self.vae_config.evaluation.evaluator is not None:
-            return Score("r_precision", "max")
-        return Score("elbo", "max")
+        return Score("r_precision" if self.vae_config.evaluation.evaluator is not None else "elbo", "max")
 
 
 register_task("vae", VaeTask)
