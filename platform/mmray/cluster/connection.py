@@ -57,16 +57,9 @@ def _raise_terminated(*_: Any) -> None:
     raise Terminated
 
 
-def stop_on_sigterm() -> None:
-    """Turn SIGTERM into `Terminated` in this (main) thread, replacing the handler Ray's core worker
-    installs at `ray.init`, which dumps a stack and aborts without the command's own clean-up."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)
-
-
 def connect(num_cpus: int | None = None) -> None:
     """Initialise Ray once per process; local runs bind to 127.0.0.1 and use every core by default.
-    SIGTERM then stops the process's work as Ctrl-C does (`stop_on_sigterm`)."""
+    SIGTERM then stops the process's work as Ctrl-C does."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -96,7 +89,10 @@ def connect(num_cpus: int | None = None) -> None:
         logs = logs_dir()
         if logs is not None:
             logger.info("Ray's logs (every process, at every level): %s", logs)
-    stop_on_sigterm()
+    # SIGTERM raises `Terminated` in the main thread, replacing the handler Ray's core worker installs at
+    # `ray.init`, which dumps a stack and aborts without the command's own clean-up.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def disconnect() -> None:
