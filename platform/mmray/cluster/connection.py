@@ -96,9 +96,8 @@ def connect(num_cpus: int | None = None) -> None:
 
 
 def disconnect() -> None:
-    """Shut this process's Ray down (an embedded local Ray stops), so no late log line of Ray's can
-    follow a command's final output. The lines Ray still holds (its folded repeats) go to stderr: stdout
-    keeps only the command's own output."""
+    """Shut this process's Ray down (an embedded local Ray stops), so no late log line of Ray's follows a
+    command's final output; the lines Ray still holds (its folded repeats) go to stderr, not stdout."""
     if ray.is_initialized():
         with contextlib.redirect_stdout(sys.stderr):
             ray.shutdown()

@@ -45,9 +45,8 @@ def train_report_logger() -> logging.Logger | None:
 
 
 class ServeController:
-    """Serve's controller client (`ray.serve._private.api.serve_start`): Serve started with these HTTP
-    options where it does not run yet; the whole cluster's Serve details and a deploy of a whole Serve
-    config (what `serve deploy` does, without the dashboard)."""
+    """Serve's controller client (`ray.serve._private.api.serve_start`, starting Serve where it does not run):
+    the cluster's Serve details, and a deploy of a whole Serve config (`serve deploy` without the dashboard)."""
 
     def __init__(self, http_options: dict[str, Any], proxy_location: Any) -> None:
         from ray.serve._private import api

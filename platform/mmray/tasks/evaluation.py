@@ -57,9 +57,8 @@ def evaluate_bundle(
 def evaluate_starting_model(
     spec: TrainJob, split: str = "val", batch_size: int = 512, figures_dir: str | None = None, device: str = "auto"
 ) -> dict[str, Any]:
-    """The task metrics of the model a train job starts from, before any training: for a pretrained pair
-    (hf_dual_encoder), its zero-shot figures. Figures go to `figures_dir`, by default
-    <storage_root>/<name>/evaluation/<split>-start."""
+    """The task metrics of the model a train job starts from, before any training (a pretrained pair's zero-shot
+    figures); figures go to `figures_dir`, by default <storage_root>/<name>/evaluation/<split>-start."""
     if spec.init_from or spec.continue_from:
         raise ConfigError(
             f"{spec.name} starts from a bundle ({spec.init_from or spec.continue_from}); evaluate that bundle instead"

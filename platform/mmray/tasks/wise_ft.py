@@ -27,10 +27,9 @@ def wise_ft(
     batch_size: int = 512,
     device: str = "auto",
 ) -> dict[str, Any]:
-    """θ = (1 − α)·θ₀ + α·θ₁ of the zero-shot model (`zero_shot_uri`, else rebuilt from the pretrained
-    weights the fine-tuned bundle's config names) and the fine-tuned bundle, written to `target`. With
-    `data`, every α is measured on `split` and the best by the task's score is kept; without, `alphas`
-    must hold one."""
+    """θ = (1 − α)·θ₀ + α·θ₁ of the zero-shot model (`zero_shot_uri`, else rebuilt from its pretrained weights)
+    and the fine-tuned bundle, written to `target`. With `data`, every α is measured on `split` and the best by
+    the task's score is kept; without, `alphas` must hold one."""
     if not alphas:
         raise ConfigError("give at least one alpha in [0, 1]")
     if len(alphas) > 1 and data is None:
