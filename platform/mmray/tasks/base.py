@@ -108,6 +108,11 @@ class Task(ABC):
     optimizer_names: ClassVar[tuple[str, ...]] = ("model",)
     find_unused_parameters: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.evaluate is Task.evaluate and cls.evaluation_report is Task.evaluation_report:
+            raise TypeError(f"task {cls.__name__} must override evaluate or evaluation_report")
+
     def __init__(self, config: TaskSection, model_config: ModelSection, processor: Processor) -> None:
         self.config = config
         self.model_config = model_config
