@@ -27,7 +27,8 @@ def test_every_problem_is_in_the_json_with_its_ids(tmp_path: Path) -> None:
         kind: len(ids) for kind, ids in PROBLEMS.items()
     }
     assert summary["problems"]["unknown_categories"]["category_ids"] == [99]
-    assert summary["problem_count"] == 10
+    assert summary["problem_count"] == 11
+    assert "1 instance ids listed twice (annotation ids, the one kept first 2001)" in printed
     assert (summary["images"], summary["usable_images"], summary["captions"]) == (10, 8, 16)
     assert summary["images_without_captions"] == 1 and summary["orphan_captions"] == 1
     assert "2 empty or whitespace-only captions (annotation ids 30, 31)" in printed

@@ -85,6 +85,7 @@ PROBLEMS = {
     "duplicate_captions": [41, 42],
     "orphan_captions": [900],
     "orphan_instances": [2077],
+    "duplicate_instances": [2001],
     "unknown_categories": [2005],
 }
 """The problems of `problem_split`, with their ids."""
@@ -93,7 +94,8 @@ PROBLEMS = {
 def problem_split(root: Path) -> CocoFiles:
     """Ten images with every mistake people make in their own COCO files (see `PROBLEMS`): image 3's captions
     are empty, image 4 repeats a caption, image 9's file is image 2's under another name, image 10 is listed
-    twice, an instance of image 5 names category 99, caption 900 and instance 2077 name image 77. Image 6 asks
+    twice, an instance of image 5 names category 99, caption 900 and instance 2077 name image 77, instance id 2001
+    is listed twice. Image 6 asks
     one question twice (annotations with targets), which is no problem."""
     images = [{"id": i, "file_name": f"img{i:03d}.jpg"} for i in range(1, 11) if i != 9]
     images += [{"id": 9, "file_name": "copy-of-2.jpg"}, {"id": 10, "file_name": "img010-again.jpg"}]
@@ -115,5 +117,6 @@ def problem_split(root: Path) -> CocoFiles:
     ]
     instances = [{"id": 2000 + i, "image_id": i, "category_id": 1} for i in range(1, 11) if i != 5]
     instances += [{"id": 2005, "image_id": 5, "category_id": 99}, {"id": 2015, "image_id": 5, "category_id": 2},
-                  {"id": 2077, "image_id": 77, "category_id": 1}]  # fmt: skip
+                  {"id": 2077, "image_id": 77, "category_id": 1},
+                  {"id": 2001, "image_id": 1, "category_id": 2}]  # fmt: skip
     return write_split(root, images, captions, instances, files)

@@ -49,7 +49,7 @@ def test_a_refusal_in_the_child_arrives_with_its_report(tmp_path: Path) -> None:
     config = _config(tmp_path, on_bad_record="error")
     with pytest.raises(DataError, match="on_bad_record=error") as refused:
         load_split(config, "train", progress=False, child_load_bytes=0)
-    assert refused.value.report is not None and refused.value.report.problem_count == 10
+    assert refused.value.report is not None and refused.value.report.problem_count == 11
 
 
 def test_a_child_that_dies_is_named(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ def test_every_problem_is_counted_with_its_ids_and_left_out(tmp_path: Path) -> N
     dataset = _load(tmp_path)
     report = dataset.report
     assert report.problems() == PROBLEMS
-    assert report.problem_count == 10
+    assert report.problem_count == 11
     assert report.unknown_category_ids == [99]
     assert report.total_images == 10, "image 10 counts once"
     by_id = {r.image_id: r for r in dataset.records}
@@ -34,6 +34,7 @@ def test_every_problem_is_counted_with_its_ids_and_left_out(tmp_path: Path) -> N
     assert by_id[10].captions == ("picture 10, caption 0", "picture 10, caption 1")
     assert by_id[10].file_name == "img010.jpg", "the first entry of an id is kept"
     assert by_id[5].labels == (0, 1) and by_id[5].box_categories == (1,), "category 99 left out"
+    assert by_id[1].labels == (1, 0) and by_id[1].box_categories == (0,), "the first instance 2001 kept"
     assert dataset.caption_count == 16
     assert all(text.strip() for r in dataset.records for text in r.captions)
     assert report.usable_images == len(dataset.records) == 8
@@ -52,6 +53,7 @@ def test_the_warning_names_every_problem(tmp_path: Path, caplog: pytest.LogCaptu
         "2 captions repeating another of their image's (annotation ids 41, 42)",
         "1 captions naming an image id not in the file (annotation ids 900)",
         "1 instances naming an image id not in the file (annotation ids 2077)",
+        "1 instance ids listed more than once (the first kept; annotation ids 2001)",
         "(category ids 99; annotation ids 2005)",
         "skipping them",
     ):
@@ -76,7 +78,7 @@ def test_duplicate_files_merge_into_one_image_with_all_their_captions(tmp_path: 
     dataset = _load(tmp_path, merge_duplicate_files=True)
     report = dataset.report
     assert report.merged_files and report.duplicate_files == [(2, 9)]
-    assert report.problems()["duplicate_files"] == [] and report.problem_count == 9
+    assert report.problems()["duplicate_files"] == [] and report.problem_count == 10
     by_id = {r.image_id: r for r in dataset.records}
     assert 9 not in by_id
     assert by_id[2].caption_ids == (20, 21, 91), "9's caption equal to one of 2's is not repeated"

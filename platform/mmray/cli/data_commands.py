@@ -29,6 +29,7 @@ KIND_NAMES = {
     "duplicate_captions": "captions repeating another of their image's (annotation ids",
     "orphan_captions": "captions of an image id not in the file (annotation ids",
     "orphan_instances": "instances of an image id not in the file (annotation ids",
+    "duplicate_instances": "instance ids listed twice (annotation ids, the one kept first",
     "unknown_categories": "instances of a category not in 'categories' (annotation ids",
 }
 

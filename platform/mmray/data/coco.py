@@ -199,12 +199,18 @@ def _same_files(
 def _instances_of(
     inst: dict[str, Any] | None, ids: set[int], known: set[int], report: LoadReport
 ) -> dict[int, list[dict[str, Any]]]:
-    """Each image's instance annotations; those of an unknown image or category are reported and left out."""
+    """Each image's instance annotations; those of an unknown image or category, or repeating an earlier one's id,
+    are reported and left out."""
     if inst is None:
         return {}
     found: dict[int, list[dict[str, Any]]] = defaultdict(list)
     unknown: set[int] = set()
+    seen: set[int] = set()
     for ann in inst["annotations"]:
+        if ann["id"] in seen:
+            report.duplicate_instances.append(int(ann["id"]))
+            continue
+        seen.add(ann["id"])
         if ann["image_id"] not in ids:
             report.orphan_instances.append(int(ann["id"]))
             continue

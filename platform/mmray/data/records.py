@@ -54,8 +54,9 @@ class LoadReport:
     files hold the same bytes, the id kept first (the others are skipped, or with `merged_files` joined into
     it). Annotation ids: `empty_captions` (empty or whitespace only), `duplicate_captions` (a caption without
     targets repeating an earlier one of its image), `orphan_captions` and `orphan_instances` (naming an image id
-    not in the file), `unknown_categories` (instances whose `category_id`, listed in `unknown_category_ids`, is not in
-    `categories`). Every problem leaves out what it names; the image is kept where something usable remains."""
+    not in the file), `duplicate_instances` (an instance id listed again; the first is kept), `unknown_categories`
+    (instances whose `category_id`, listed in `unknown_category_ids`, is not in `categories`). Every problem
+    leaves out what it names; the image is kept where something usable remains."""
 
     total_images: int = 0
     missing_images: list[int] = field(default_factory=list)
@@ -68,6 +69,7 @@ class LoadReport:
     duplicate_captions: list[int] = field(default_factory=list)
     orphan_captions: list[int] = field(default_factory=list)
     orphan_instances: list[int] = field(default_factory=list)
+    duplicate_instances: list[int] = field(default_factory=list)
     unknown_categories: list[int] = field(default_factory=list)
     unknown_category_ids: list[int] = field(default_factory=list)
 
@@ -98,6 +100,7 @@ class LoadReport:
             "duplicate_captions": self.duplicate_captions,
             "orphan_captions": self.orphan_captions,
             "orphan_instances": self.orphan_instances,
+            "duplicate_instances": self.duplicate_instances,
             "unknown_categories": self.unknown_categories,
         }
 
@@ -120,6 +123,7 @@ class LoadReport:
             ("captions repeating another of their image's (annotation ids", self.duplicate_captions, ")"),
             ("captions naming an image id not in the file (annotation ids", self.orphan_captions, ")"),
             ("instances naming an image id not in the file (annotation ids", self.orphan_instances, ")"),
+            ("instance ids listed more than once (the first kept; annotation ids", self.duplicate_instances, ")"),
             (
                 f"instances of a category not in 'categories' (category ids {unknown}; annotation ids",
                 self.unknown_categories,
