@@ -70,7 +70,7 @@ def check_finite_weights(model: nn.Module, epoch: int, metrics: dict[str, Any]) 
     raise TrainingError(
         f"the model diverged in epoch {epoch + 1}: {broken} of its {len(weights)} weight tensors hold NaN or "
         f"infinite values ({losses}); lower train.lr, set train.clip_grad_norm or train.precision fp32. "
-        f"The checkpoints of epochs up to {epoch} are kept"
+        + (f"The checkpoints of epochs up to {epoch} are kept" if epoch else "No checkpoint was written")
     )
 
 

@@ -13,6 +13,7 @@ import ray.train.torch
 from torch import nn
 
 from mmray.cluster.ray_compat import train_report_logger
+from mmray.errors import ConfigError, TrainingError
 from mmray.train.checkpoint_score import ranked_by_ray
 from mmray.train.context import TrainContext
 from mmray.train.epochs import run_loop
@@ -62,11 +63,18 @@ class RayTrainContext(TrainContext):
         self.board.post.remote(state)  # fire and forget
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """What every Ray Train worker runs: the loop (`run_loop`) in this worker's context."""
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, str] | None:
+    """What every Ray Train worker runs: the loop (`run_loop`) in this worker's context. A stop that every
+    rank meets alike and every retry would meet again (a `ConfigError` or `TrainingError`, e.g. divergence) ends
+    the loop with its error as the return value (rank 0's is the run's) instead of failing a worker, which Ray
+    Train retries `max_failures` times; `trainer.finish_run` raises it."""
     # Ray Train 2.60 logs every report ("Reporting training result N: TrainingReport(...)") from a logger
     # named after its file, which its own log level (RunConfig.logging_config) does not reach.
     report_logger = train_report_logger()
     if report_logger is not None:
         report_logger.setLevel(config.get("ray_log_level", "WARNING"))
-    run_loop(config, RayTrainContext(config["score_mode"], config.get("progress_board")))
+    try:
+        run_loop(config, RayTrainContext(config["score_mode"], config.get("progress_board")))
+    except (ConfigError, TrainingError) as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+    return None

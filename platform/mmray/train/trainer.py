@@ -15,7 +15,7 @@ from ray.train.v2.api.callback import UserCallback
 from mmray import storage
 from mmray.cluster.connection import check_local_gpus, check_worker_resources, cluster_cpus, connect, ray_log_level
 from mmray.config import TrainJob
-from mmray.errors import TrainingError
+from mmray.errors import ConfigError, TrainingError
 from mmray.tasks.base import Score
 from mmray.train.driver import TrainOutcome, loop_config, prepare_driver_data, write_outputs
 from mmray.train.live import open_board
@@ -89,7 +89,7 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), live: bool = Fa
     config["progress_board"] = board
     run_callbacks: list[Any] = [PointAtKept(config["run_dir"], data.score.mode), *callbacks]
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        train_loop_per_worker,  # type: ignore[arg-type]  # its return value is Result.return_value (Ray 2.60)
         train_loop_config=config,
         scaling_config=ScalingConfig(
             num_workers=settings.num_workers,
@@ -138,6 +138,10 @@ def start_run(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "che
 def finish_run(prepared: PreparedRun, result: Any) -> TrainOutcome:
     if result.error is not None:
         raise TrainingError(f"training run {prepared.spec.name} failed: {result.error}") from result.error
+    stopped = result.return_value  # see train_loop_per_worker
+    if stopped is not None:
+        error = ConfigError if stopped["error"] == "ConfigError" else TrainingError
+        raise error(f"training run {prepared.spec.name}: {stopped['message']}")
     root = prepared.spec.storage_root
     latest = storage.uri_under(result.checkpoint.path, root) if result.checkpoint is not None else None
     candidates = [
