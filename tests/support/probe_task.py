@@ -67,6 +67,7 @@ register_model("test_probe", ModelKind(_build, _processor, _no_extras, _same_con
 class ProbeTaskConfig(TaskSection):
     kind: Literal["test_probe"] = "test_probe"
     scores: tuple[float, ...] = (0.9, 0.5, 0.7)
+    fails: bool = False  # every training step raises, as a bug in a task would
 
 
 class ProbeTask(Task):
@@ -75,6 +76,9 @@ class ProbeTask(Task):
     def training_step(
         self, model: nn.Module, batch: dict[str, torch.Tensor], optimizer_name: str, context: StepContext
     ) -> StepOutput:
+        assert isinstance(self.config, ProbeTaskConfig)
+        if self.config.fails:
+            raise RuntimeError("the probe task was told to fail")
         with context.autocast():
             predicted = model(batch["images"])  # (B,)
         loss = F.mse_loss(predicted.float(), batch["object_count"])

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mmray.config import TrainJob
+from mmray.errors import TrainingError
 from mmray.train.driver import TrainOutcome
 from mmray.train.local_run import run_local
 from tests.support.probe_task import ProbeModelConfig, ProbeTaskConfig
@@ -70,3 +71,20 @@ def test_loop_trains_a_task_it_does_not_know_and_ranks_only_measured_scores(
     ], "unmeasured epochs rank last and are dropped first"
     assert json.loads((run_dir / "best_model.json").read_text())["model_bundle"] == outcome.model_bundle
     assert json.loads((run_dir / "latest_model.json").read_text())["model_bundle"] == outcome.latest_bundle
+
+
+def test_a_worker_error_past_the_retries_is_a_training_error_naming_it(
+    data_root: Path, tmp_path: Path, ray_session: None
+) -> None:
+    """Ray Train raises its own WorkerGroupError, holding each rank's traceback, once the retries are used up;
+    the run raises a `TrainingError` (one line in the CLI, exit 1) that names the run and the worker's error."""
+    from mmray.train.trainer import run_training
+
+    probe = probe_job(data_root, tmp_path / "runs", "failing", epochs=1, eval_every=1)
+    train = probe.train.model_copy(update={"max_failures": 0})
+    spec = probe.model_copy(update={"task": ProbeTaskConfig(fails=True), "train": train})
+    with pytest.raises(TrainingError) as failed:
+        run_training(spec)
+    message = str(failed.value)
+    assert message.startswith("training run failing failed: ") and "\n" not in message, message
+    assert message.endswith("RuntimeError: the probe task was told to fail"), message

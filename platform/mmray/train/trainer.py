@@ -135,9 +135,19 @@ def start_run(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "che
     return prepared
 
 
+def fit(prepared: PreparedRun) -> Any:
+    """`trainer.fit()`; a run that failed past its retries is a `TrainingError` naming the run and the first
+    rank's error in one line (every rank's traceback is in Ray's output above it and in its logs)."""
+    try:
+        return prepared.trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        failures = getattr(exc, "worker_failures", None) or {0: getattr(exc, "controller_failure", exc)}
+        first = failures[min(failures)]
+        last_line = ([line for line in str(first).splitlines() if line.strip()] or [""])[-1]
+        raise TrainingError(f"training run {prepared.spec.name} failed: {type(first).__name__}: {last_line}") from exc
+
+
 def finish_run(prepared: PreparedRun, result: Any) -> TrainOutcome:
-    if result.error is not None:
-        raise TrainingError(f"training run {prepared.spec.name} failed: {result.error}") from result.error
     stopped = result.return_value  # see train_loop_per_worker
     if stopped is not None:
         error = ConfigError if stopped["error"] == "ConfigError" else TrainingError
@@ -154,4 +164,4 @@ def finish_run(prepared: PreparedRun, result: Any) -> TrainOutcome:
 def run_training(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check") -> TrainOutcome:
     """Train `spec` on Ray Train; re-running the same name under the same root resumes the run."""
     prepared = start_run(spec, callbacks, rerun)
-    return finish_run(prepared, prepared.trainer.fit())
+    return finish_run(prepared, fit(prepared))
