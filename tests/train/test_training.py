@@ -279,12 +279,14 @@ def test_a_ray_run_keeping_an_unevaluated_checkpoint_resumes(data_root: Path, tm
 
 def test_a_diverged_ray_run_stops_once_instead_of_being_retried(data_root: Path, tmp_path: Path) -> None:
     """Divergence (and a score the task does not measure) fails alike on every attempt: Ray Train's
-    `max_failures` retries only cost time before the same error, so the run stops at the first with its message."""
-    job = tiny_job(data_root, tmp_path / "runs", "diverges", epochs=2, lr=1e30, max_failures=2)
+    `max_failures` retries only cost time before the same error, so the run stops at the first with its message.
+    Its epoch streams the images through Ray Data (`train.loader=ray_data`) into both workers."""
+    job = tiny_job(data_root, tmp_path / "runs", "diverges", epochs=2, lr=1e30, max_failures=2, loader="ray_data")
     trained = run_mmray("train", str(write_job(tmp_path / "job.yaml", job)), env={"MMRAY_PROGRESS": "lines"})
     said = " ".join(trained.stderr.split())
     assert trained.returncode == 1, trained.stderr[-3000:]
     assert "training run diverges: the model diverged in epoch 1: " in said, said[-3000:]
+    assert "streaming 480 training images, decoded by up to " in said, said[-3000:]
     assert said.count("epoch 1/2 step 5/15 ") == 1, "one attempt, not 1 + train.max_failures"
     assert "No checkpoint was written" in said and not list((tmp_path / "runs" / "diverges").glob("checkpoint_*"))
     assert "Traceback" not in trained.stderr
