@@ -65,7 +65,12 @@ class TrainOutcome:
 
     def summary(self) -> dict[str, Any]:
         """Where the run and its bundles are, then its final metrics (the last line `mmray train` prints)."""
-        where = {key: value for key, value in vars(self).items() if key not in ("metrics", "history")}
+        where = {
+            "run_dir": self.run_dir,
+            "model_bundle": self.model_bundle,
+            "latest_bundle": self.latest_bundle,
+            "model_version": self.model_version,
+        }
         return {**where, **json_metrics(self.metrics)}
 
 
