@@ -77,7 +77,12 @@ def test_a_missing_key_names_file_section_entry_and_key(
     [
         ("images", 0, {"id": "one"}, r"images\[0\]: 'id' must be an integer, got 'one'"),
         ("images", 0, {"id": [1]}, r"images\[0\]: 'id' must be an integer, got \[1\]"),
-        ("images", 0, {"file_name": None}, r"images\[0\] \(id 1\): 'file_name' must be a non-empty string"),
+        (
+            "images",
+            0,
+            {"file_name": None},
+            r"images\[0\] \(id 1\): 'file_name' must be a path inside the images folder",
+        ),
         ("images", 0, {"width": "wide"}, r"images\[0\] \(id 1\): 'width' must be a positive number, got 'wide'"),
         ("annotations", 0, {"image_id": {"a": 1}}, r"annotations\[0\] \(id 10\): 'image_id' must be an integer"),
         ("annotations", 0, {"caption": ["x", 3]}, r"annotations\[0\] \(id 10\): 'caption' must be a string or null"),
@@ -92,6 +97,26 @@ def test_a_wrong_value_names_file_section_entry_and_key(
     _edit(paths.captions, section, index, **values)
     with pytest.raises(DataError, match=rf"captions\.json: {shown}"):
         _load(paths)
+
+
+@pytest.mark.parametrize("file_name", ["../outside.jpg", "sub/../../outside.jpg", "{outside}", "sub/./../.."])
+def test_a_file_name_leading_out_of_the_images_folder_is_refused(tmp_path: Path, file_name: str) -> None:
+    paths = clean_split(tmp_path)
+    outside = paths.images.parent / "outside.jpg"
+    outside.write_bytes((paths.images / "img001.jpg").read_bytes())
+    _edit(paths.captions, "images", 0, file_name=file_name.format(outside=outside))
+    with pytest.raises(DataError, match=r"captions\.json: images\[0\] \(id 1\): 'file_name' must be a path inside "):
+        _load(paths)
+
+
+def test_a_file_name_in_a_subfolder_of_the_images_folder_loads(tmp_path: Path) -> None:
+    paths = clean_split(tmp_path)
+    (paths.images / "sub").mkdir()
+    (paths.images / "img001.jpg").rename(paths.images / "sub" / "one.jpg")
+    _edit(paths.captions, "images", 0, file_name="sub/one.jpg")
+    dataset = load_coco(str(paths.captions), str(paths.images), progress=False)
+    assert dataset.report.problem_count == 0
+    assert {r.image_id: r.file_name for r in dataset.records}[1] == "sub/one.jpg"
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ Fields = dict[str, dict[str, str]]
 """Per section, the keys each entry must have and the kind of their values (a key of `VALUE_KINDS`)."""
 
 CAPTION_FIELDS: Fields = {
-    "images": {"id": "integer", "file_name": "name"},
+    "images": {"id": "integer", "file_name": "inner_path"},
     "annotations": {"id": "integer", "image_id": "integer"},
 }
 INSTANCE_FIELDS: Fields = {
@@ -31,6 +31,21 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_inner_path(value: Any) -> bool:
+    """A non-empty relative path that stays below the folder it is joined to (no `..` leading out of it)."""
+    if not isinstance(value, str) or not value or value.startswith(("/", "\\")):
+        return False
+    depth = 0
+    for part in value.replace("\\", "/").split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return False
+        elif part not in ("", "."):
+            depth += 1
+    return depth > 0
+
+
 def is_number(value: Any) -> bool:
     """An integer or a finite float (JSON's NaN and Infinity are not numbers here)."""
     return _is_integer(value) or (isinstance(value, float) and math.isfinite(value))
@@ -39,6 +54,7 @@ def is_number(value: Any) -> bool:
 VALUE_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "integer": ("an integer", _is_integer),
     "name": ("a non-empty string", lambda v: isinstance(v, str) and bool(v)),
+    "inner_path": ("a path inside the images folder (relative, no '..' out of it)", _is_inner_path),
     "size": ("a positive number", lambda v: is_number(v) and v > 0),
     "text": ("a string or null", lambda v: v is None or isinstance(v, str)),
     "box": (
