@@ -27,6 +27,7 @@ from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from mmray import storage
+from mmray.artifacts.bundle_files import BEST_MODEL, MANIFEST, MODEL_CONFIG, TASK_CONFIG, WEIGHTS
 from mmray.artifacts.frozen_weights import (
     MANIFEST_KEY as FROZEN_KEY,
     FrozenPart,
@@ -43,13 +44,7 @@ from mmray.errors import BundleError, json_object, reading
 from mmray.models.registry import model_kind
 from mmray.models.weights import grow_token_embeddings, load_state_dict_strictly
 
-MANIFEST = "bundle.json"
-MODEL_CONFIG = "model.yaml"
-TASK_CONFIG = "task.yaml"
-WEIGHTS = "model.safetensors"
 FORMAT_VERSION = 2
-BEST_MODEL = "best_model.json"
-LATEST_MODEL = "latest_model.json"
 _REFUSED_FORMATS = {
     1: "format 1 (mmray 0.1) pickled the weights and stored the whole job instead of the model config; "
     "retrain the model with this version",

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmray import storage
+from mmray.artifacts.bundle_files import MANIFEST
 from mmray.artifacts.index_bundle import read_index_manifest
-from mmray.artifacts.model_bundle import MANIFEST, check_format, resolve_model_bundle
+from mmray.artifacts.model_bundle import check_format, resolve_model_bundle
 from mmray.errors import BundleError, IndexBundleError, StorageError, json_object, reading
 from mmray.models.registry import model_kind
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import sys
 
+CHECKPOINT_SCORE = "checkpoint_score"
+"""Reported with every checkpoint: the task's score when it was measured that epoch, else NaN (ranked last)."""
 UNMEASURED = sys.float_info.max
 """The magnitude Ray Train is given for an unmeasured score: the worst finite value of its order."""
 

@@ -14,9 +14,8 @@ from typing import Any
 import pyarrow as pa
 
 from mmray import storage
+from mmray.artifacts.bundle_files import LATEST_MODEL, MANIFEST
 from mmray.artifacts.model_bundle import (
-    LATEST_MODEL,
-    MANIFEST,
     read_processor,
     resolve_model_bundle,
     run_pointer,

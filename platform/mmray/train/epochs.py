@@ -12,8 +12,9 @@ from torch import nn
 from mmray.config import TrainJob
 from mmray.config.model import HfDualEncoderConfig
 from mmray.errors import ConfigError, TrainingError
+from mmray.train.checkpoint_score import CHECKPOINT_SCORE
 from mmray.train.context import TrainContext
-from mmray.train.loop import CHECKPOINT_SCORE, Worker, unwrap
+from mmray.train.loop import Worker, unwrap
 
 
 def run_loop(config: dict[str, Any], context: TrainContext) -> None:

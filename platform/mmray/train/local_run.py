@@ -22,10 +22,10 @@ from mmray.artifacts.model_bundle import local_bundle
 from mmray.config import TrainJob
 from mmray.devices import pick_device
 from mmray.errors import ConfigError
+from mmray.train.checkpoint_score import CHECKPOINT_SCORE
 from mmray.train.context import TrainContext
 from mmray.train.driver import TrainOutcome, json_metrics, loop_config, prepare_driver_data, write_outputs
 from mmray.train.epochs import run_loop
-from mmray.train.loop import CHECKPOINT_SCORE
 from mmray.train.run_pointers import Candidate, best_checkpoint, write_pointers
 from mmray.train.run_record import LOCAL_LEDGER, Rerun, check_run_directory, read_local_ledger, record_job
 

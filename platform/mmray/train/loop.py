@@ -44,8 +44,6 @@ from mmray.train.state import (
 logger = logging.getLogger("mmray.train")
 FIGURES = "figures"
 """A checkpoint's folder of the figures its epoch's evaluation drew (e.g. a generator's sample grid)."""
-CHECKPOINT_SCORE = "checkpoint_score"
-"""Reported with every checkpoint: the task's score when it was measured that epoch, else NaN (ranked last)."""
 
 
 POST_EVERY_S = 0.5

@@ -14,10 +14,9 @@ from torch import nn
 
 from mmray.cluster.ray_compat import train_report_logger
 from mmray.errors import ConfigError, TrainingError
-from mmray.train.checkpoint_score import ranked_by_ray
+from mmray.train.checkpoint_score import CHECKPOINT_SCORE, ranked_by_ray
 from mmray.train.context import TrainContext
 from mmray.train.epochs import run_loop
-from mmray.train.loop import CHECKPOINT_SCORE
 
 
 class RayTrainContext(TrainContext):
@@ -63,13 +62,20 @@ class RayTrainContext(TrainContext):
         self.board.post.remote(state)  # fire and forget
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> dict[str, str] | None:
+LOOP_CONFIG = "loop_config"
+"""The key of `train_loop_config` holding the object-store reference to the loop's config. Ray Train hands its
+train_loop_config to the run's controller too, which would import the task, model and data code (torch
+included, seconds of CPU before any worker starts) to unpickle the config itself; a reference it leaves alone."""
+
+
+def train_loop_per_worker(train_loop_config: dict[str, Any]) -> dict[str, str] | None:
     """What every Ray Train worker runs: the loop (`run_loop`) in this worker's context. A stop that every
     rank meets alike and every retry would meet again (a `ConfigError` or `TrainingError`, e.g. divergence) ends
     the loop with its error as the return value (rank 0's is the run's) instead of failing a worker, which Ray
     Train retries `max_failures` times; `trainer.finish_run` raises it."""
     # Ray Train 2.60 logs every report ("Reporting training result N: TrainingReport(...)") from a logger
     # named after its file, which its own log level (RunConfig.logging_config) does not reach.
+    config: dict[str, Any] = ray.get(train_loop_config[LOOP_CONFIG])
     report_logger = train_report_logger()
     if report_logger is not None:
         report_logger.setLevel(config.get("ray_log_level", "WARNING"))

@@ -10,19 +10,18 @@ from typing import Any
 import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from ray.train.v2.api.callback import UserCallback
 
 from mmray import storage
 from mmray.cluster.connection import check_local_gpus, check_worker_resources, cluster_cpus, connect, ray_log_level
 from mmray.config import TrainJob
 from mmray.errors import ConfigError, TrainingError
 from mmray.tasks.base import Score
+from mmray.train.checkpoint_score import CHECKPOINT_SCORE
 from mmray.train.driver import TrainOutcome, loop_config, prepare_driver_data, write_outputs
 from mmray.train.live import open_board
-from mmray.train.loop import CHECKPOINT_SCORE
-from mmray.train.ray_context import train_loop_per_worker
+from mmray.train.ray_context import LOOP_CONFIG, train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
-from mmray.train.run_pointers import point_at_kept
+from mmray.train.run_pointers import PointAtKept
 from mmray.train.run_record import Rerun, check_run_directory, record_job
 
 logger = logging.getLogger(__name__)
@@ -53,18 +52,6 @@ class PreparedRun:
     board: Any = None  # where rank 0 posts progress for the driver's bar, when one is drawn
 
 
-class PointAtKept(UserCallback):  # type: ignore[misc]
-    """Ray Train callback (in the Train controller, after Ray registered and pruned each checkpoint): the run's
-    best and latest model pointers name checkpoints it keeps."""
-
-    def __init__(self, run_dir: str, score_mode: str) -> None:
-        self.run_dir, self.score_mode = run_dir, score_mode
-
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        if checkpoint is not None:
-            point_at_kept(self.run_dir, self.score_mode)
-
-
 def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), live: bool = False) -> PreparedRun:
     """The TorchTrainer of a train job, with extra Ray Train callbacks (e.g. Tune's report callback).
     Data, files and weights are checked before Ray starts; resources right after."""
@@ -90,7 +77,7 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), live: bool = Fa
     run_callbacks: list[Any] = [PointAtKept(config["run_dir"], data.score.mode), *callbacks]
     trainer = TorchTrainer(
         train_loop_per_worker,  # type: ignore[arg-type]  # its return value is Result.return_value (Ray 2.60)
-        train_loop_config=config,
+        train_loop_config={LOOP_CONFIG: ray.put(config)},
         scaling_config=ScalingConfig(
             num_workers=settings.num_workers,
             use_gpu=settings.use_gpu,

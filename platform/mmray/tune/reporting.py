@@ -16,8 +16,7 @@ from typing import Any
 from ray.exceptions import RayError
 from ray.train.v2.api.callback import UserCallback
 
-from mmray.train.checkpoint_score import is_measured
-from mmray.train.loop import CHECKPOINT_SCORE
+from mmray.train.checkpoint_score import CHECKPOINT_SCORE, is_measured
 
 logger = logging.getLogger(__name__)
 POINTER = "train_checkpoint.json"
