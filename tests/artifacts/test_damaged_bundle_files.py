@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mmray.artifacts.index_bundle import load_index_bundle
-from mmray.artifacts.model_bundle import open_bundle, resolve_model_bundle
+from mmray.artifacts.manifests import resolve_model_bundle
+from mmray.artifacts.model_bundle import open_bundle
 from mmray.errors import BundleError, IndexBundleError
 from tests.support.serving_bundles import dual_encoder_bundle, index_bundle
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmray.artifacts.model_bundle import FORMAT_VERSION, open_bundle, read_bundle, write_bundle
+from mmray.artifacts.manifests import FORMAT_VERSION
+from mmray.artifacts.model_bundle import open_bundle, read_bundle, write_bundle
 from mmray.config.model import DualEncoderConfig, HuggingFaceConfig, SmallCnnConfig, TorchvisionConfig
 from mmray.config.tasks import RetrievalTaskConfig
 from mmray.errors import BundleError

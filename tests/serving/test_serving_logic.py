@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from PIL import Image
 
 from mmray.config.prediction import PredictTaskConfig
 from mmray.config.serving import AuthSettings, RequestLimits
-from mmray.errors import ConfigError, IndexBundleError
+from mmray.errors import BundleError, ConfigError, IndexBundleError
 from mmray.serving.auth import KeyChecker, hash_key, new_key, read_key_hashes
 from mmray.serving.calls import ClassifyCall, ClassifyItem, EmbedCall, EmbedResult, RequestError, SearchCall
 from mmray.serving.model_service import ModelService
@@ -126,6 +128,32 @@ def test_an_index_pairs_only_with_a_served_model_of_its_version(bundles: Bundles
     assert state.models["a"].version in str(refused.value) and state.models["b"].version in str(refused.value)
     with pytest.raises(Exception, match="no served model answers classify"):
         model_for(state, "classify", None)
+
+
+def test_what_a_bundle_serves_comes_from_its_manifest_or_for_an_older_bundle_from_its_kind(
+    bundles: Bundles, tmp_path: Path
+) -> None:
+    """The Ingress resolves a reload from manifests alone, without the model code (tests/test_light_imports.py)."""
+    assert json.loads((bundles.classifier / "bundle.json").read_text())["serves"] == ["classify"]
+    state = resolve_state({"clip": str(bundles.clip), "classifier": str(bundles.classifier)}, None)
+    assert (state.models["clip"].serves, state.models["classifier"].serves) == (("embed",), ("classify",))
+    for listed, shown in (
+        (None, None),
+        (["embed", "paint"], "'serves' must list endpoint groups"),
+        ("embed", "'serves' must list .* got 'embed'"),
+    ):
+        older = tmp_path / f"older-{len(str(listed))}"
+        shutil.copytree(bundles.clip, older)
+        manifest = json.loads((older / "bundle.json").read_text())
+        manifest["serves"] = listed
+        if listed is None:
+            del manifest["serves"]
+        (older / "bundle.json").write_text(json.dumps(manifest))
+        if shown is None:
+            assert resolve_state({"clip": str(older)}, None).models["clip"].serves == ("embed",)
+        else:
+            with pytest.raises(BundleError, match=rf"{older}: bundle\.json {shown}"):
+                resolve_state({"clip": str(older)}, None)
 
 
 def test_a_batch_keeps_each_calls_inputs_and_errors_apart(bundles: Bundles) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmray.artifacts.model_bundle import resolve_model_bundle, run_pointer
+from mmray.artifacts.manifests import resolve_model_bundle, run_pointer
 from mmray.config import TrainJob
 from mmray.devices import resolve_precision
 from mmray.errors import ConfigError, TrainingError
@@ -112,7 +112,8 @@ def test_a_local_run_stopped_while_pruning_resumes(
 def test_a_stopped_extension_leaves_pointers_to_checkpoints_it_keeps(data_root: Path, tmp_path: Path) -> None:
     """Extending a finished run prunes the checkpoints its outputs named; the pointers follow every
     registered checkpoint, so a stop midway leaves a run that evaluate, export and serving can read."""
-    from mmray.artifacts.model_bundle import open_bundle, resolve_model_bundle, run_pointer
+    from mmray.artifacts.manifests import resolve_model_bundle, run_pointer
+    from mmray.artifacts.model_bundle import open_bundle
 
     job = tiny_job(data_root, tmp_path / "runs", "extended", epochs=2, num_workers=1)
     job["train"]["checkpoint"] = {"num_to_keep": 1}
@@ -134,7 +135,7 @@ def test_a_stopped_extension_leaves_pointers_to_checkpoints_it_keeps(data_root: 
 
 
 def test_the_ray_callback_points_at_the_kept_checkpoints(tmp_path: Path) -> None:
-    from mmray.artifacts.model_bundle import run_pointer
+    from mmray.artifacts.manifests import run_pointer
     from mmray.train.run_pointers import PointAtKept
 
     for epoch, score in ((2, 0.7), (3, float("nan")), (5, 0.4)):

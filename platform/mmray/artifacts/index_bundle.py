@@ -13,13 +13,10 @@ from typing import Any
 import numpy as np
 
 from mmray import storage
+from mmray.artifacts.manifests import INDEX_FORMAT_VERSION, INDEX_MANIFEST, INDEX_METADATA, read_index_manifest
 from mmray.data.coco import CocoDataset
 from mmray.errors import IndexBundleError, json_object, reading
 from mmray.index.faiss_index import VectorIndex
-
-MANIFEST = "index.json"
-METADATA = "metadata.json"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -67,40 +64,21 @@ def write_index_bundle(
         for kind, index in indexes.items():
             index.save(staging / f"{kind}.faiss")
             np.save(staging / f"{kind}.ids.npy", index.ids)
-        (staging / METADATA).write_text(json.dumps(metadata))
+        (staging / INDEX_METADATA).write_text(json.dumps(metadata))
         content = {
-            "format_version": FORMAT_VERSION,
+            "format_version": INDEX_FORMAT_VERSION,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "indexes": {kind: {"type": idx.kind, "size": idx.size, "dim": idx.dim} for kind, idx in indexes.items()},
             **manifest,
         }
-        (staging / MANIFEST).write_text(json.dumps(content, indent=2))
-        storage.publish_dir(staging, uri, last=MANIFEST)
-
-
-def read_index_manifest(uri: str) -> dict[str, Any]:
-    """The manifest of the index bundle at `uri`, checked: its format, model version and index types."""
-    manifest_uri = storage.join(uri, MANIFEST)
-    if not storage.exists(manifest_uri):
-        raise IndexBundleError(f"{uri} is not a complete index bundle: {MANIFEST} is missing")
-    with reading(manifest_uri, IndexBundleError):
-        manifest = json_object(storage.read_text(manifest_uri))
-        manifest["indexes"] = {
-            str(kind): {**info, "type": str(info["type"])} for kind, info in manifest["indexes"].items()
-        }
-        manifest["model_version"] = str(manifest["model_version"])
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise IndexBundleError(
-            f"{manifest_uri} has index format_version {version!r}; this mmray reads {FORMAT_VERSION}"
-        )
-    return manifest
+        (staging / INDEX_MANIFEST).write_text(json.dumps(content, indent=2))
+        storage.publish_dir(staging, uri, last=INDEX_MANIFEST)
 
 
 def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
     """Load an index bundle from a directory or s3:// prefix; a damaged file is an error naming it."""
     manifest = read_index_manifest(uri)
-    metadata_uri = storage.join(uri, METADATA)
+    metadata_uri = storage.join(uri, INDEX_METADATA)
     with storage.local_copy(metadata_uri) as metadata_path, reading(metadata_uri, IndexBundleError):
         metadata = json_object(metadata_path.read_text())
     indexes = {}

@@ -27,7 +27,6 @@ from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from mmray import storage
-from mmray.artifacts.bundle_files import BEST_MODEL, MANIFEST, MODEL_CONFIG, TASK_CONFIG, WEIGHTS
 from mmray.artifacts.frozen_weights import (
     MANIFEST_KEY as FROZEN_KEY,
     FrozenPart,
@@ -36,6 +35,15 @@ from mmray.artifacts.frozen_weights import (
     frozen_state,
     state_bytes,
 )
+from mmray.artifacts.manifests import (
+    FORMAT_VERSION,
+    MANIFEST,
+    MODEL_CONFIG,
+    TASK_CONFIG,
+    WEIGHTS,
+    check_format,
+    resolve_model_bundle,
+)
 from mmray.config.base import format_validation_error
 from mmray.config.model import ModelConfig, ModelSection
 from mmray.config.tasks import TaskConfig, TaskSection
@@ -43,12 +51,6 @@ from mmray.data.processor import Processor
 from mmray.errors import BundleError, json_object, reading
 from mmray.models.registry import model_kind
 from mmray.models.weights import grow_token_embeddings, load_state_dict_strictly
-
-FORMAT_VERSION = 2
-_REFUSED_FORMATS = {
-    1: "format 1 (mmray 0.1) pickled the weights and stored the whole job instead of the model config; "
-    "retrain the model with this version",
-}
 
 
 def model_version(
@@ -89,51 +91,13 @@ def write_bundle(
         "format_version": FORMAT_VERSION,
         "model_version": version,
         "model_kind": model_config.kind,
+        "serves": list(model_kind(model_config.kind).serves),
         "task_kind": task_config.kind if task_config is not None else None,
         **({FROZEN_KEY: frozen.reference()} if frozen is not None else {}),
         **(extra or {}),
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return version
-
-
-def check_format(manifest: dict[str, Any], where: str) -> None:
-    """Refuse a manifest whose format this version cannot read, saying why."""
-    version = manifest.get("format_version")
-    if not isinstance(version, int):
-        raise BundleError(f"{where}: {MANIFEST} has no integer format_version (got {version!r})")
-    if version > FORMAT_VERSION:
-        raise BundleError(
-            f"{where} has bundle format_version {version}, newer than this mmray reads ({FORMAT_VERSION}); "
-            "upgrade mmray to load it"
-        )
-    if version in _REFUSED_FORMATS:
-        raise BundleError(f"{where} has bundle format_version {version}: {_REFUSED_FORMATS[version]}")
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{where} has unknown bundle format_version {version}; this mmray reads {FORMAT_VERSION}")
-
-
-def run_pointer(run_dir: str, name: str) -> str | None:
-    """The bundle a training run's pointer file (`best_model.json`, `latest_model.json`) names, if any."""
-    pointer = storage.join(run_dir, name)
-    if not storage.exists(pointer):
-        return None
-    with reading(pointer, BundleError):
-        content = json_object(storage.read_text(pointer))
-        in_run = content.get("in_run")
-        if isinstance(in_run, str) and in_run and not in_run.startswith(("/", "..")):
-            return storage.join(run_dir, in_run)  # where the run is now, wherever it was written
-        return str(content["model_bundle"])
-
-
-def resolve_model_bundle(uri: str) -> str:
-    """A model bundle's URI: `uri` itself, or the best bundle of the training run directory `uri`."""
-    if storage.exists(storage.join(uri, MANIFEST)):
-        return uri
-    best = run_pointer(uri, BEST_MODEL)
-    if best is not None:
-        return best
-    raise BundleError(f"{uri} is not a model bundle ({MANIFEST} is missing) nor a training run ({BEST_MODEL})")
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mmray import storage
-from mmray.artifacts.bundle_files import MANIFEST
+from mmray.artifacts.manifests import MANIFEST
 from mmray.artifacts.model_bundle import LoadedBundle, check_new_target, open_bundle, write_bundle
 from mmray.errors import BundleError, ConfigError
 from mmray.models.registry import build_model

@@ -194,7 +194,8 @@ def write_shards(spec: TrainJob | IndexJob, shards: str) -> dict[str, dict[str, 
     """Each split of `spec`'s data (an index job's: the split it indexes) decoded and resized by its model's
     processor (an index job's: its bundle's) into shards under `shards`."""
     from mmray import storage
-    from mmray.artifacts.model_bundle import read_processor, resolve_model_bundle
+    from mmray.artifacts.manifests import resolve_model_bundle
+    from mmray.artifacts.model_bundle import read_processor
     from mmray.data.prepared import prepare_split
     from mmray.data.sources import load_split, resolve_splits
     from mmray.models.registry import build_processor

@@ -166,7 +166,7 @@ def evaluate(
     Example: mmray evaluate jobs/shapes-clip.yaml --checkpoint runs/shapes-clip/checkpoint_epoch_0008
     """
     from mmray import storage
-    from mmray.artifacts.index_bundle import MANIFEST
+    from mmray.artifacts.manifests import INDEX_MANIFEST
     from mmray.cluster.connection import disconnect
     from mmray.retrieval.evaluate import evaluate_index_bundle
     from mmray.tasks.evaluation import evaluate_bundle, evaluate_starting_model
@@ -181,7 +181,7 @@ def evaluate(
         return
     spec = _evaluation_of(loaded, checkpoint, job)
     settings = spec.evaluate
-    if storage.exists(storage.join(spec.checkpoint, MANIFEST)):
+    if storage.exists(storage.join(spec.checkpoint, INDEX_MANIFEST)):
         metrics = evaluate_index_bundle(
             spec.data, spec.checkpoint, settings.nprobe, settings.ef_search, settings.batch_size, device
         )

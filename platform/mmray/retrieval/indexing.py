@@ -12,7 +12,8 @@ import numpy as np
 
 from mmray import storage
 from mmray.artifacts.index_bundle import corpus_metadata, write_index_bundle
-from mmray.artifacts.model_bundle import open_bundle, resolve_model_bundle
+from mmray.artifacts.manifests import resolve_model_bundle
+from mmray.artifacts.model_bundle import open_bundle
 from mmray.config import IndexJob
 from mmray.config.indexing import CorpusKind, IndexSettings
 from mmray.data.coco import CocoDataset

@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmray import storage
-from mmray.artifacts.bundle_files import MANIFEST
-from mmray.artifacts.index_bundle import read_index_manifest
-from mmray.artifacts.model_bundle import check_format, resolve_model_bundle
+from mmray.artifacts.manifests import MANIFEST, check_format, read_index_manifest, resolve_model_bundle
+from mmray.config.serving import ENDPOINT_GROUPS
 from mmray.errors import BundleError, IndexBundleError, StorageError, json_object, reading
-from mmray.models.registry import model_kind
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,21 @@ def absolute(uri: str) -> str:
     return uri if storage.is_s3(uri) else os.path.abspath(uri)
 
 
+def _serves(manifest: dict[str, Any], where: str) -> tuple[str, ...]:
+    """The endpoint groups a bundle answers, as its manifest lists them: the Ingress resolves a reload without
+    the model code (torch). A bundle written before manifests listed them is looked up in the model registry."""
+    listed = manifest.get("serves")
+    if listed is None:
+        from mmray.models.registry import model_kind
+
+        return model_kind(str(manifest.get("model_kind"))).serves
+    if not isinstance(listed, list) or not all(group in ENDPOINT_GROUPS for group in listed):
+        raise BundleError(
+            f"{where}: {MANIFEST} 'serves' must list endpoint groups of {ENDPOINT_GROUPS}, got {listed!r}"
+        )
+    return tuple(listed)
+
+
 def resolve_state(models: dict[str, str], index: str | None, generation: int = 0) -> ServingState:
     """Read every manifest and pair the index with the served model of its version; refuse a pair
     whose versions differ, naming them all."""
@@ -65,7 +78,7 @@ def resolve_state(models: dict[str, str], index: str | None, generation: int = 0
     for name, uri in models.items():
         resolved, manifest = read_model_manifest(absolute(uri))
         kind = str(manifest.get("model_kind"))
-        served[name] = ServedModel(resolved, str(manifest["model_version"]), kind, model_kind(kind).serves)
+        served[name] = ServedModel(resolved, str(manifest["model_version"]), kind, _serves(manifest, resolved))
     if index is None:
         return ServingState(served, None, generation)
     index = absolute(index)

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-
-import torch
+from typing import TYPE_CHECKING
 
 from mmray.config.serving import RequestLimits
 from mmray.data.image_header import read_header
-from mmray.data.images import decode_rgb
 from mmray.errors import ImageDecodeError, ImageTooLargeError
 from mmray.serving.calls import RequestError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def from_base64(value: str, field: str) -> bytes:
@@ -44,7 +45,10 @@ def check_image(data: bytes, field: str, limits: RequestLimits) -> tuple[int, in
 def decode_upload(data: bytes, field: str, max_pixels: int | None = None, upright: bool = True) -> torch.Tensor:
     """Fully decode an upload to uint8 (3, H, W), turned by its EXIF orientation unless not `upright`, its
     header checked again against `max_pixels` (default: the MMRAY_MAX_IMAGE_PIXELS limit): too large is a 413,
-    truncated or damaged data a 422."""
+    truncated or damaged data a 422. Only model replicas decode: the HTTP ingress, which checks headers alone,
+    imports this module without torch."""
+    from mmray.data.images import decode_rgb
+
     try:
         return decode_rgb(data, field, max_pixels, upright)
     except ImageTooLargeError as exc:

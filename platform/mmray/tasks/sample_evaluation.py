@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from mmray import storage
-from mmray.artifacts.model_bundle import LoadedBundle, open_bundle, read_processor, resolve_model_bundle
+from mmray.artifacts.manifests import resolve_model_bundle
+from mmray.artifacts.model_bundle import LoadedBundle, open_bundle, read_processor
 from mmray.config.generation import SampleEvaluationConfig
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors

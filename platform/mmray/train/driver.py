@@ -14,13 +14,8 @@ from typing import Any
 import pyarrow as pa
 
 from mmray import storage
-from mmray.artifacts.bundle_files import LATEST_MODEL, MANIFEST
-from mmray.artifacts.model_bundle import (
-    read_processor,
-    resolve_model_bundle,
-    run_pointer,
-    warm_start_compatible,
-)
+from mmray.artifacts.manifests import LATEST_MODEL, MANIFEST, resolve_model_bundle, run_pointer
+from mmray.artifacts.model_bundle import read_processor, warm_start_compatible
 from mmray.config import TrainJob, to_yaml
 from mmray.data.prepared import (
     load_split_tensors,

@@ -15,7 +15,7 @@ from typing import Any
 from ray.train.v2.api.callback import UserCallback
 
 from mmray import storage
-from mmray.artifacts.bundle_files import BEST_MODEL, LATEST_MODEL, MANIFEST
+from mmray.artifacts.manifests import BEST_MODEL, LATEST_MODEL, MANIFEST
 from mmray.errors import MmrayError, StorageError
 from mmray.train.checkpoint_score import CHECKPOINT_SCORE, is_measured
 

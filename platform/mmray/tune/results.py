@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmray import storage
-from mmray.artifacts.bundle_files import BEST_MODEL, MANIFEST
-from mmray.artifacts.model_bundle import run_pointer
+from mmray.artifacts.manifests import BEST_MODEL, MANIFEST, run_pointer
 from mmray.config.base import to_yaml
 from mmray.errors import TrainingError
 from mmray.tune.plots import objective_vs_key_png, trial_curves_png
