@@ -1,6 +1,7 @@
 """Processes that start often and need no model code stay light: Ray Train starts a controller for every run
 (every Tune trial too) and unpickles mmray's callbacks there before any worker starts; Serve starts an HTTP
-ingress replica per app and per scaled replica, which checks requests and forwards them. Importing torch,
+ingress replica per app and per scaled replica, which checks requests and forwards them, and retriever replicas,
+which search the index with vectors the model replicas embed. Importing torch,
 torchvision and faiss would cost each of them seconds of CPU and about 700 MB of memory."""
 
 from __future__ import annotations
@@ -33,3 +34,8 @@ def test_the_train_controller_unpickles_mmrays_callbacks_without_torch(tmp_path:
 def test_the_http_ingress_and_the_state_keeper_import_no_model_code() -> None:
     imported = "from mmray.serving.ingress import Ingress; from mmray.serving.following import StateKeeper"
     assert _heavy_modules_after(imported) == "[]"
+
+
+def test_the_retriever_imports_faiss_but_no_model_code() -> None:
+    imported = "from mmray.serving.retriever_deployment import RetrieverDeployment"
+    assert _heavy_modules_after(imported) == "['faiss']"

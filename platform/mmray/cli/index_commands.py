@@ -57,7 +57,8 @@ def search(
     """
     from mmray.data.image_files import decode_image
     from mmray.errors import QueryError
-    from mmray.retrieval.search import Searcher, default_target
+    from mmray.retrieval.queries import default_target
+    from mmray.retrieval.search import Searcher
 
     if target not in (None, "images", "captions"):
         raise QueryError(f"--target must be images or captions, got {target!r}")

@@ -13,9 +13,10 @@ from mmray.config.base import format_validation_error
 from mmray.config.serving import ENDPOINT_GROUPS, ServeAppConfig
 from mmray.errors import ConfigError
 from mmray.serving.auth import read_key_hashes
-from mmray.serving.deployments import ModelDeployment, RetrieverDeployment
+from mmray.serving.deployments import ModelDeployment
 from mmray.serving.following import StateKeeper
 from mmray.serving.ingress import Ingress
+from mmray.serving.retriever_deployment import RetrieverDeployment
 from mmray.serving.state import ServingState, resolve_state
 
 logger = logging.getLogger(__name__)

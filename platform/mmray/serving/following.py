@@ -18,6 +18,9 @@ from mmray.serving.coordination import Coordinator, ReloadBusyError
 from mmray.serving.state import ServingState
 
 logger = logging.getLogger("ray.serve")
+LOAD_WAIT_S = 300.0
+"""How long a request to a replica still loading its first bundles waits for them (a replica replacing a dead
+one, or one just scaled up), before it is answered 503."""
 Handle = DeploymentHandle[Any]
 POLL_S = 0.5
 

@@ -9,14 +9,11 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-import torch
-
 from mmray import storage
 from mmray.artifacts.index_bundle import IndexBundle, load_index_bundle
 from mmray.data.image_files import decode_image
 from mmray.errors import IndexBundleError, MmrayError
-from mmray.retrieval.search import check_alpha, default_target, find, fuse_query, hit_image
+from mmray.retrieval.queries import check_alpha, default_target, find, fuse_query, hit_image
 from mmray.serving.calls import EmbedResult, RequestError, SearchCall, SearchResult
 
 THUMBNAIL_READERS = 8
@@ -74,10 +71,9 @@ class RetrievalService:
             raise IndexBundleError(
                 f"query embedded with model {embedded.model_version}, the index holds {self.model_version}"
             )
-        # copies: vectors from Ray's object store are read-only
-        text = torch.tensor(embedded.text_vectors[0]) if len(embedded.text_vectors) else None  # (E,)
-        image = torch.tensor(embedded.image_vectors[0]) if len(embedded.image_vectors) else None  # (E,)
-        vector = fuse_query(image, text, call.alpha).numpy().astype(np.float32)  # (E,)
+        text = embedded.text_vectors[0] if len(embedded.text_vectors) else None  # (E,)
+        image = embedded.image_vectors[0] if len(embedded.image_vectors) else None  # (E,)
+        vector = fuse_query(image, text, call.alpha)  # (E,)
         try:
             hits = find(self.index, vector, call.k, target, call.nprobe, call.ef_search)  # type: ignore[arg-type]
         except ValueError as exc:
