@@ -34,7 +34,7 @@ print(json.dumps({{"cpu_s": time.process_time() - start, "peak_mib": usage.ru_ma
 """
 
 CALLBACKS = (
-    "import pickle, tempfile; from mmray.train.run_pointers import PointAtKept; "
+    "import pickle, tempfile; from mmray.train.pointer_callback import PointAtKept; "
     "from mmray.tune.reporting import ReportChannel, ReportThroughChannel; "
     "data = pickle.dumps([PointAtKept(tempfile.gettempdir(), 'max'), ReportThroughChannel(ReportChannel(None, None))])"
 )

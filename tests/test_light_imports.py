@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mmray.train.run_pointers import PointAtKept
+from mmray.train.pointer_callback import PointAtKept
 from mmray.tune.reporting import ReportChannel, ReportThroughChannel
 
 HEAVY = ("torch", "torchvision", "faiss", "transformers", "mmray.train.loop", "mmray.artifacts.model_bundle")

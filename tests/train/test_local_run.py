@@ -136,7 +136,7 @@ def test_a_stopped_extension_leaves_pointers_to_checkpoints_it_keeps(data_root: 
 
 def test_the_ray_callback_points_at_the_kept_checkpoints(tmp_path: Path) -> None:
     from mmray.artifacts.manifests import run_pointer
-    from mmray.train.run_pointers import PointAtKept
+    from mmray.train.pointer_callback import PointAtKept
 
     for epoch, score in ((2, 0.7), (3, float("nan")), (5, 0.4)):
         directory = tmp_path / f"checkpoint_epoch_{epoch:04d}"

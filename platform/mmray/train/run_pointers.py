@@ -1,7 +1,8 @@
 """A run's best and latest model pointers (`best_model.json`, `latest_model.json`). They are rewritten
 after every registered checkpoint, not only at the end: a resumed or extended run prunes the checkpoints its
 last outputs named, and pointers that outlived them would leave a stopped run unusable until it finished.
-Ray Train's controller imports this module to run `PointAtKept`: it stays free of torch and the model code."""
+Free of Ray (`mmray train --local`, the GPU check) and of torch: Ray Train's controller imports it through
+`pointer_callback.py`."""
 
 from __future__ import annotations
 
@@ -10,9 +11,6 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any
-
-from ray.train.v2.api.callback import UserCallback
 
 from mmray import storage
 from mmray.artifacts.manifests import BEST_MODEL, LATEST_MODEL, MANIFEST
@@ -69,15 +67,3 @@ def point_at_kept(run_dir: str, mode: str) -> None:
             write_pointers(run_dir, kept[-1][0], best_checkpoint(kept, kept[-1][0], mode))
     except MmrayError as exc:
         logger.warning("could not update the model pointers of %s: %s", run_dir, exc)
-
-
-class PointAtKept(UserCallback):  # type: ignore[misc]
-    """Ray Train callback (in the Train controller, after Ray registered and pruned each checkpoint): the run's
-    best and latest model pointers name checkpoints it keeps."""
-
-    def __init__(self, run_dir: str, score_mode: str) -> None:
-        self.run_dir, self.score_mode = run_dir, score_mode
-
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        if checkpoint is not None:
-            point_at_kept(self.run_dir, self.score_mode)

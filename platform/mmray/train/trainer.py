@@ -19,9 +19,9 @@ from mmray.tasks.base import Score
 from mmray.train.checkpoint_score import CHECKPOINT_SCORE
 from mmray.train.driver import TrainOutcome, loop_config, prepare_driver_data, write_outputs
 from mmray.train.live import open_board
+from mmray.train.pointer_callback import PointAtKept
 from mmray.train.ray_context import LOOP_CONFIG, train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
-from mmray.train.run_pointers import PointAtKept
 from mmray.train.run_record import Rerun, check_run_directory, record_job
 
 logger = logging.getLogger(__name__)
