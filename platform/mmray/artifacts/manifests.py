@@ -55,14 +55,17 @@ def run_pointer(run_dir: str, name: str) -> str | None:
         return str(content["model_bundle"])
 
 
+def holding_or_pointed(uri: str, held: str, pointer: str) -> str | None:
+    """`uri` itself when it holds the file `held`, else the checkpoint its run's `pointer` names, if any."""
+    return uri if storage.exists(storage.join(uri, held)) else run_pointer(uri, pointer)
+
+
 def resolve_model_bundle(uri: str) -> str:
     """A model bundle's URI: `uri` itself, or the best bundle of the training run directory `uri`."""
-    if storage.exists(storage.join(uri, MANIFEST)):
-        return uri
-    best = run_pointer(uri, BEST_MODEL)
-    if best is not None:
-        return best
-    raise BundleError(f"{uri} is not a model bundle ({MANIFEST} is missing) nor a training run ({BEST_MODEL})")
+    found = holding_or_pointed(uri, MANIFEST, BEST_MODEL)
+    if found is None:
+        raise BundleError(f"{uri} is not a model bundle ({MANIFEST} is missing) nor a training run ({BEST_MODEL})")
+    return found
 
 
 def read_index_manifest(uri: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from mmray import storage
-from mmray.artifacts.manifests import LATEST_MODEL, MANIFEST, resolve_model_bundle, run_pointer
+from mmray.artifacts.manifests import LATEST_MODEL, MANIFEST, holding_or_pointed, resolve_model_bundle
 from mmray.artifacts.model_bundle import read_processor, warm_start_compatible
 from mmray.config import TrainJob, to_yaml
 from mmray.data.prepared import (
@@ -75,15 +75,13 @@ def json_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_training_checkpoint(uri: str) -> str:
     """A checkpoint holding training state: `uri` itself, or the latest checkpoint of the run `uri`."""
-    if storage.exists(storage.join(uri, TRAIN_STATE)):
-        return uri
-    latest = run_pointer(uri, LATEST_MODEL)
-    if latest is not None:
-        return latest
-    raise ConfigError(
-        f"continue_from {uri}: neither a training checkpoint ({TRAIN_STATE} is missing) nor a finished "
-        f"training run ({LATEST_MODEL} is missing)"
-    )
+    found = holding_or_pointed(uri, TRAIN_STATE, LATEST_MODEL)
+    if found is None:
+        raise ConfigError(
+            f"continue_from {uri}: neither a training checkpoint ({TRAIN_STATE} is missing) nor a finished "
+            f"training run ({LATEST_MODEL} is missing)"
+        )
+    return found
 
 
 def run_processor(spec: TrainJob, training_texts: Sequence[str]) -> Processor:
