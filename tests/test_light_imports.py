@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mmray.train.pointer_callback import PointAtKept
 from mmray.tune.reporting import ReportChannel, ReportThroughChannel
 
@@ -39,3 +41,27 @@ def test_the_http_ingress_and_the_state_keeper_import_no_model_code() -> None:
 def test_the_retriever_imports_faiss_but_no_model_code() -> None:
     imported = "from mmray.serving.retriever_deployment import RetrieverDeployment"
     assert _heavy_modules_after(imported) == "['faiss']"
+
+
+@pytest.mark.slow
+def test_the_train_controller_gets_the_loop_config_as_a_reference(
+    ray_session: None, tiny_shapes: Path, tmp_path: Path
+) -> None:
+    """Ray Train hands `train_loop_config` to the controller as well as to the workers: it holds only an
+    object-store reference, whose value (the spec, processor and task class) the workers fetch."""
+    import ray
+
+    from mmray.config import load_job
+    from mmray.train.ray_context import LOOP_CONFIG
+    from mmray.train.trainer import build_trainer
+    from tests.train.conftest import tiny_job, write_job
+
+    job = tiny_job(tiny_shapes, tmp_path / "runs", "referenced", epochs=1, num_workers=1)
+    split = {s: {"captions": str(tiny_shapes / f"annotations/captions_{s}.json"),
+                 "images": str(tiny_shapes / "images" / s)} for s in ("train", "val")}  # fmt: skip
+    job["data"] = {"source": "coco", **split}
+    prepared = build_trainer(load_job(write_job(tmp_path / "job.yaml", job)))
+    handed = prepared.trainer.train_loop_config
+    assert list(handed) == [LOOP_CONFIG] and isinstance(handed[LOOP_CONFIG], ray.ObjectRef)
+    config = ray.get(handed[LOOP_CONFIG])
+    assert config["task_class"].__name__ == "RetrievalTask" and config["spec"].name == "referenced"

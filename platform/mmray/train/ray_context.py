@@ -73,9 +73,9 @@ def train_loop_per_worker(train_loop_config: dict[str, Any]) -> dict[str, str] |
     rank meets alike and every retry would meet again (a `ConfigError` or `TrainingError`, e.g. divergence) ends
     the loop with its error as the return value (rank 0's is the run's) instead of failing a worker, which Ray
     Train retries `max_failures` times; `trainer.finish_run` raises it."""
+    config: dict[str, Any] = ray.get(train_loop_config[LOOP_CONFIG])
     # Ray Train 2.60 logs every report ("Reporting training result N: TrainingReport(...)") from a logger
     # named after its file, which its own log level (RunConfig.logging_config) does not reach.
-    config: dict[str, Any] = ray.get(train_loop_config[LOOP_CONFIG])
     report_logger = train_report_logger()
     if report_logger is not None:
         report_logger.setLevel(config.get("ray_log_level", "WARNING"))
