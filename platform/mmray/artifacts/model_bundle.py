@@ -85,13 +85,14 @@ def write_bundle(
     if task_config is not None:
         (directory / TASK_CONFIG).write_text(yaml.safe_dump(task_config.model_dump(mode="json"), sort_keys=False))
     processor.save(directory)
-    model_kind(model_config.kind).save_extras(model, model_config, directory)
+    kind = model_kind(model_config.kind)
+    kind.save_extras(model, model_config, directory)
     version = model_version(weights, model_config, processor, frozen.sha256 if frozen is not None else None)
     manifest = {
         "format_version": FORMAT_VERSION,
         "model_version": version,
         "model_kind": model_config.kind,
-        "serves": list(model_kind(model_config.kind).serves),
+        "serves": list(kind.serves),
         "task_kind": task_config.kind if task_config is not None else None,
         **({FROZEN_KEY: frozen.reference()} if frozen is not None else {}),
         **(extra or {}),

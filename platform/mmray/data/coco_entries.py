@@ -33,7 +33,7 @@ def _is_integer(value: Any) -> bool:
 
 def _is_inner_path(value: Any) -> bool:
     """A non-empty relative path that stays below the folder it is joined to (no `..` leading out of it)."""
-    if not isinstance(value, str) or not value or value.startswith(("/", "\\")):
+    if not isinstance(value, str) or value.startswith(("/", "\\")):
         return False
     depth = 0
     for part in value.replace("\\", "/").split("/"):

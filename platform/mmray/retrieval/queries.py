@@ -50,7 +50,7 @@ def fuse_query(image: np.ndarray | None, text: np.ndarray | None, alpha: float) 
     if image is None or text is None:
         return np.array(text if image is None else image, dtype=np.float32)
     fused = alpha * np.asarray(image, dtype=np.float32) + (1.0 - alpha) * np.asarray(text, dtype=np.float32)  # (E,)
-    return (fused / max(float(np.linalg.norm(fused)), 1e-12)).astype(np.float32)
+    return fused / max(float(np.linalg.norm(fused)), 1e-12)  # float32: a Python scalar keeps the array's dtype
 
 
 def default_target(has_text: bool, target: Target | None) -> Target:

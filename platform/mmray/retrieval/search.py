@@ -71,11 +71,7 @@ class Searcher:
     ) -> list[Hit]:
         """Top-k of `target` (default: images for text or fused queries, captions for an image alone)."""
         check_alpha(alpha)
-        image_vector = self.embed_image(image) if image is not None else None
-        text_vector = self.embed_text(text) if text is not None else None
-        vector = fuse_query(  # (E,)
-            image_vector.float().numpy() if image_vector is not None else None,
-            text_vector.float().numpy() if text_vector is not None else None,
-            alpha,
-        )
+        image_vector = self.embed_image(image).float().numpy() if image is not None else None  # (E,)
+        text_vector = self.embed_text(text).float().numpy() if text is not None else None  # (E,)
+        vector = fuse_query(image_vector, text_vector, alpha)  # (E,)
         return find(self.index, vector, k, default_target(text is not None, target), nprobe, ef_search)
