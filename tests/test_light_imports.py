@@ -65,3 +65,25 @@ def test_the_train_controller_gets_the_loop_config_as_a_reference(
     assert list(handed) == [LOOP_CONFIG] and isinstance(handed[LOOP_CONFIG], ray.ObjectRef)
     config = ray.get(handed[LOOP_CONFIG])
     assert config["task_class"].__name__ == "RetrievalTask" and config["spec"].name == "referenced"
+
+
+@pytest.mark.slow
+def test_the_train_controller_unpickles_a_streamed_dataset_without_torch(ray_session: None, tiny_shapes: Path) -> None:
+    """A `train.loader=ray_data` run hands its Dataset to the controller (and Ray Data's split coordinator),
+    which unpickle it: the decoding transform's processor travels as a reference the decode actors fetch."""
+    import ray
+
+    from mmray.data.coco import load_coco
+    from mmray.data.processor import ImageTransform, Processor
+    from mmray.data.record_columns import records_table
+    from mmray.data.shapes import split_paths
+    from mmray.data.tokenizers import WordTokenizer
+    from mmray.train.ray_data_feed import training_dataset
+
+    paths = split_paths(str(tiny_shapes), "train")
+    records = load_coco(paths.captions, paths.images, paths.instances, progress=False).records
+    processor = Processor(ImageTransform(32, (0.5,) * 3, (0.5,) * 3), WordTokenizer.build(["a red square"], 8))
+    dataset = training_dataset(records_table(records), processor, seed=3, max_captions=5)
+    joined = f"import ray, sys; ray.init(address={ray.get_runtime_context().gcs_address!r}, log_to_driver=False)"
+    loaded = f"{joined}; dataset = ray.cloudpickle.loads(sys.stdin.buffer.read())"
+    assert _heavy_modules_after(loaded, ray.cloudpickle.dumps(dataset)) == "[]"

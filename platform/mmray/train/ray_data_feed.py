@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import ray.data
 
-from mmray.data.processor import Processor
+if TYPE_CHECKING:
+    from mmray.data.processor import Processor
 
 logger = logging.getLogger(__name__)
 
@@ -20,10 +21,12 @@ READ_THREADS = 8
 
 class DecodeAndTokenize:
     """Batch transform: image URI → uint8 (3, S, S) through the processor; every caption of the row →
-    token ids padded to the most captions of any image (`caption_count` says how many are real)."""
+    token ids padded to the most captions of any image (`caption_count` says how many are real). The processor
+    comes as an object-store reference, so the processes that only pass the Dataset on (Ray Train's controller,
+    Ray Data's split coordinator) unpickle it without importing torch."""
 
-    def __init__(self, processor: Processor, max_captions: int) -> None:
-        self.processor = processor
+    def __init__(self, processor: ray.ObjectRef[Processor], max_captions: int) -> None:
+        self.processor: Processor = ray.get(processor)
         self.max_captions = max_captions
         self.readers = ThreadPoolExecutor(READ_THREADS)
 
@@ -84,7 +87,7 @@ def training_dataset(
     (`reshuffled_rows`), then decoded by a pool of up to `decode_actors` actors, each reserving `cpus`."""
     return reshuffled_rows(records, seed).map_batches(
         DecodeAndTokenize,
-        fn_constructor_args=(processor, max_captions),
+        fn_constructor_args=(ray.put(processor), max_captions),
         batch_size=256,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=decode_actors),
         num_cpus=cpus,
