@@ -9,6 +9,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from mmray import storage
 from mmray.errors import ConfigError
 
@@ -44,6 +46,9 @@ class Registry:
     events: list[RegistryEvent] = field(default_factory=list)
 
 
+_FORMAT = TypeAdapter(Registry)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -57,9 +62,13 @@ class ModelRegistry:
     def read(self) -> Registry:
         if not storage.exists(self.uri):
             return Registry()
-        raw = json.loads(storage.read_text(self.uri))
-        return Registry([RegistryEntry(**entry) for entry in raw.get("entries", [])],
-                        [RegistryEvent(**event) for event in raw.get("events", [])])  # fmt: skip
+        try:
+            return _FORMAT.validate_json(storage.read_bytes(self.uri))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "the file"
+            raise ConfigError(f"the registry {self.uri} is damaged or not what mmray wrote "
+                              f"({where}: {first['msg']})") from None  # fmt: skip
 
     def _write(self, registry: Registry) -> None:
         content = {"entries": [asdict(e) for e in registry.entries], "events": [asdict(e) for e in registry.events]}
