@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mmray import storage
+from mmray.errors import ConfigError, json_object, reading
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,10 @@ class StageRecords:
         """`work()`'s outputs, or those recorded by an earlier run of this stage with the same key."""
         uri = storage.join(self.directory, f"{stage}-{key}.json")
         if storage.exists(uri):
-            outputs: dict[str, Any] = json.loads(storage.read_text(uri))["outputs"]
+            with reading(uri, ConfigError):
+                outputs = json_object(storage.read_bytes(uri))["outputs"]
+                if not isinstance(outputs, dict):
+                    raise TypeError(f"outputs is a {type(outputs).__name__}, not an object")
             logger.info("%s: done before for these inputs (%s), skipped", stage, uri)
             return outputs
         logger.info("%s: running (inputs %s)", stage, key)
