@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +13,7 @@ import typer
 
 from mmray.cli.jobs import JOB, OVERRIDES, disconnect_ray, load_job_of_kind
 from mmray.config import PipelineJob
+from mmray.errors import how_stopped
 
 app = typer.Typer(help="The model registry: every evaluated (model, index) pair and which one is served.",
                   no_args_is_help=True)  # fmt: skip
@@ -31,7 +33,15 @@ def pipeline(job: JOB, overrides: OVERRIDES = None) -> None:
     spec = load_job_of_kind(job, overrides, PipelineJob, "pipeline")
     from mmray.pipeline.run import run_pipeline
 
-    outcome = run_pipeline(spec, Path(job).resolve().parent)
+    try:
+        outcome = run_pipeline(spec, Path(job).resolve().parent)
+    except KeyboardInterrupt as stop:
+        how, code = how_stopped(stop)
+        disconnect_ray()
+        command = shlex.join(["mmray", "pipeline", job, *(overrides or [])])
+        typer.echo(f"{how}: pipeline {spec.name}: the stages it finished are recorded; `{command}` continues it",
+                   err=True)  # fmt: skip
+        raise typer.Exit(code) from None
     disconnect_ray()
     typer.echo(json.dumps(outcome.summary()))
 

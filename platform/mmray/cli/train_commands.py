@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,8 +16,6 @@ from mmray.errors import how_stopped
 if TYPE_CHECKING:
     from mmray.train.driver import TrainOutcome
     from mmray.train.run_record import Rerun
-
-T = TypeVar("T")
 
 
 def train(
@@ -83,36 +79,12 @@ def _train_local(spec: TrainJob, rerun: Rerun) -> TrainOutcome:
 
 def _train_on_ray(spec: TrainJob, rerun: Rerun) -> TrainOutcome:
     from mmray.train.live import draw_until_done, wants_bar
-    from mmray.train.trainer import finish_run, fit, start_run
+    from mmray.train.trainer import finish_run, fit, in_background, start_run
 
     prepared = start_run(spec, rerun=rerun, live=wants_bar())  # Ray starts in this (main) thread
     board = prepared.board
     draw = (lambda thread: draw_until_done(board, thread)) if board is not None else None
     return finish_run(prepared, in_background(lambda: fit(prepared), draw))
-
-
-def in_background(work: Callable[[], T], while_waiting: Callable[[threading.Thread], None] | None = None) -> T:
-    """Run `work` in a thread while this (main) thread waits (or runs `while_waiting`, e.g. drawing
-    progress), so Ctrl-C reaches mmray as a KeyboardInterrupt (Ray Train installs its own SIGINT
-    handler only in the main thread, and exits)."""
-    done: list[T] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            done.append(work())
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=run, name="mmray-work", daemon=True)
-    thread.start()
-    if while_waiting is not None:
-        while_waiting(thread)
-    while thread.is_alive():
-        thread.join(0.5)
-    if failed:
-        raise failed[0]
-    return done[0]
 
 
 def _evaluation_of(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -25,6 +26,7 @@ from mmray.train.ray_data_feed import training_dataset
 from mmray.train.run_record import Rerun, check_run_directory, record_job
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def decode_pool(spec: TrainJob) -> tuple[int, float]:
@@ -151,4 +153,28 @@ def finish_run(prepared: PreparedRun, result: Any) -> TrainOutcome:
 def run_training(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check") -> TrainOutcome:
     """Train `spec` on Ray Train; re-running the same name under the same root resumes the run."""
     prepared = start_run(spec, callbacks, rerun)
-    return finish_run(prepared, fit(prepared))
+    return finish_run(prepared, in_background(lambda: fit(prepared)))
+
+
+def in_background(work: Callable[[], T], while_waiting: Callable[[threading.Thread], None] | None = None) -> T:
+    """Run `work` in a thread while this (main) thread waits (or runs `while_waiting`, e.g. drawing
+    progress), so Ctrl-C reaches mmray as a KeyboardInterrupt (Ray Train installs its own SIGINT
+    handler only in the main thread, and exits)."""
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="mmray-work", daemon=True)
+    thread.start()
+    if while_waiting is not None:
+        while_waiting(thread)
+    while thread.is_alive():
+        thread.join(0.5)
+    if failed:
+        raise failed[0]
+    return done[0]

@@ -1,0 +1,49 @@
+"""`mmray pipeline` stopped in its Ray Train stage: Ctrl-C exits 130 and SIGTERM 143, each saying that a rerun
+continues it, and the rerun resumes the training run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.train.conftest import REPO_ROOT, mmray_command, tiny_job, write_job
+from tests.train.test_training import _wait_for_line
+
+pytestmark = pytest.mark.slow
+
+
+def _stop_once(pipeline: Path, stop: signal.Signals, log: Path, pattern: str) -> tuple[int, str]:
+    with log.open("w") as output:
+        process = subprocess.Popen(mmray_command("pipeline", str(pipeline)), cwd=REPO_ROOT, stdout=output,
+                                   stderr=output, text=True, env=os.environ.copy(), start_new_session=True)  # fmt: skip
+        try:
+            _wait_for_line(log, pattern, process)
+            os.kill(process.pid, stop)
+            process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    return process.returncode, log.read_text()
+
+
+@pytest.mark.own_ray
+def test_a_pipeline_stopped_while_training_says_so_and_a_rerun_resumes(tmp_path: Path) -> None:
+    data_root = tmp_path / "data"
+    write_job(tmp_path / "stop-train.yaml", tiny_job(data_root, "unused", "candidate", epochs=50))
+    holdout = {"source": "shapes", "root": str(data_root), "images": 140, "val_images": 100, "seed": 33}
+    spec = {"kind": "pipeline", "name": "stop", "storage_root": str(tmp_path / "runs"), "train": "stop-train.yaml",
+            "runner": "ray", "holdout": holdout}  # fmt: skip
+    pipeline = tmp_path / "stop.yaml"
+    pipeline.write_text(yaml.safe_dump(spec))
+    said = f"pipeline stop: the stages it finished are recorded; `mmray pipeline {pipeline}` continues it"
+
+    code, text = _stop_once(pipeline, signal.SIGINT, tmp_path / "1.log", r"epoch 3/50 step")
+    assert code == 130 and f"interrupted: {said}" in text, text[-3000:]
+    code, text = _stop_once(pipeline, signal.SIGTERM, tmp_path / "2.log", r"resumed from .*checkpoint_epoch_000")
+    assert code == 143 and f"terminated: {said}" in text, text[-3000:]
+    assert not (tmp_path / "runs" / "stop" / "stages").exists(), "no stage is recorded as finished"
