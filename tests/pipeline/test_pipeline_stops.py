@@ -1,9 +1,11 @@
 """`mmray pipeline` stopped in its Ray Train stage: Ctrl-C exits 130 and SIGTERM 143, each saying that a rerun
-continues it, and the rerun resumes the training run."""
+continues it, and the rerun resumes the training run; stopped in its tune stage, the rerun resumes the search
+and finishes."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.train.conftest import REPO_ROOT, mmray_command, tiny_job, write_job
+from tests.train.conftest import REPO_ROOT, last_json, mmray_command, run_mmray, tiny_job, write_job
 from tests.train.test_training import _wait_for_line
 
 pytestmark = pytest.mark.slow
@@ -47,3 +49,28 @@ def test_a_pipeline_stopped_while_training_says_so_and_a_rerun_resumes(tmp_path:
     code, text = _stop_once(pipeline, signal.SIGTERM, tmp_path / "2.log", r"resumed from .*checkpoint_epoch_000")
     assert code == 143 and f"terminated: {said}" in text, text[-3000:]
     assert not (tmp_path / "runs" / "stop" / "stages").exists(), "no stage is recorded as finished"
+
+
+@pytest.mark.own_ray
+def test_a_pipeline_stopped_while_tuning_resumes_its_search_when_rerun(tmp_path: Path) -> None:
+    data_root = tmp_path / "data"
+    tune = {"kind": "tune", "name": "unused", "base": tiny_job(data_root, "unused", "base"),
+            "overrides": {"train.epochs": 2}, "space": {"train.lr": "grid([0.004])"},
+            "tune": {"num_samples": 1, "trial": {"num_workers": 1, "runner": "local"}}}  # fmt: skip
+    write_job(tmp_path / "stop-tune.yaml", tune)
+    holdout = {"source": "shapes", "root": str(data_root), "images": 140, "val_images": 100, "seed": 33}
+    spec = {"kind": "pipeline", "name": "stop", "storage_root": str(tmp_path / "runs"), "tune": "stop-tune.yaml",
+            "runner": "local", "index": None, "holdout": holdout}  # fmt: skip
+    pipeline = tmp_path / "stop.yaml"
+    pipeline.write_text(yaml.safe_dump(spec))
+
+    code, text = _stop_once(pipeline, signal.SIGTERM, tmp_path / "1.log", r"trial \w+ epoch 1:")
+    said = f"terminated: pipeline stop: the stages it finished are recorded; `mmray pipeline {pipeline}` continues it"
+    assert code == 143 and said in text, text[-3000:]
+    trial = re.findall(r"trial (\w+) epoch 1:", text)[0]
+    result = run_mmray("pipeline", str(pipeline))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"trial {trial} epoch 2:" in result.stderr, "the rerun continued the stopped search's trial"
+    assert last_json(result.stdout)["promoted"]
+    stages = sorted(path.name.split("-")[0] for path in (tmp_path / "runs" / "stop" / "stages").iterdir())
+    assert stages == ["evaluate", "train", "tune"], stages

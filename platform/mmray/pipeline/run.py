@@ -60,15 +60,18 @@ def train_job_of(spec: PipelineJob, base: Path, records: StageRecords) -> TrainJ
     """The job the train stage runs: the tune stage's best trial, or the pipeline's train job."""
     if spec.tune is not None:
         tune_file, tune = _job_file(spec, "tune", spec.tune, base, TuneJob)
-        tune = tune.model_copy(update={"name": f"{spec.name}-tune", "storage_root": spec.storage_root})
+        base_job = base_mapping(tune, tune_file.parent)
+        tune = tune.model_copy(update={"name": f"{spec.name}-tune", "storage_root": spec.storage_root,
+                                       "base": base_job})  # fmt: skip
         key = stage_key(tune=to_yaml(tune))
+        tune = tune.model_copy(update={"name": f"{tune.name}-{key[:10]}"})
 
         def search() -> dict[str, Any]:
             from mmray.tune.search import run_tune
 
-            return {"best_job": run_tune(tune, base_directory=tune_file.parent).best_job}
+            return {"best_job": run_tune(tune, resume=None).best_job}
 
-        _check_index_split(spec, validate(TrainJob, base_mapping(tune, tune_file.parent), str(tune_file)))
+        _check_index_split(spec, validate(TrainJob, base_job, str(tune_file)))
         best = records.run("tune", key, search)["best_job"]
         job = TrainJob.model_validate(yaml.safe_load(storage.read_text(best)))
     else:

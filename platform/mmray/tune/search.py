@@ -131,12 +131,15 @@ def _tuner(prepared: PreparedSearch, resume: bool) -> Any:
     )
 
 
-def run_tune(job: TuneJob, resume: bool = False, base_directory: Path | None = None) -> SearchOutcome:
-    """Check the job, run (or resume) the search, and write its results under the experiment."""
+def run_tune(job: TuneJob, resume: bool | None = False, base_directory: Path | None = None) -> SearchOutcome:
+    """Check the job, run the search (`resume`: continue its saved state; None: continue it if one is saved),
+    and write its results under the experiment."""
     prepared = prepare_search(job, base_directory)
     # Trials keep the driver's working directory (relative paths in the base job mean the same there).
     os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
-    if not resume and storage.exists(storage.join(prepared.experiment_uri, "tuner.pkl")):
+    saved = storage.exists(storage.join(prepared.experiment_uri, "tuner.pkl"))
+    resume = saved if resume is None else resume
+    if not resume and saved:
         raise ConfigError(
             f"a search named {prepared.job.name!r} exists at {prepared.experiment_uri}; "
             "`mmray tune JOB --resume` continues it, or choose another name"
