@@ -1,6 +1,5 @@
-"""`mmray pipeline` stopped in its Ray Train stage: Ctrl-C exits 130 and SIGTERM 143, each saying that a rerun
-continues it, and the rerun resumes the training run; stopped in its tune stage, the rerun resumes the search
-and finishes."""
+"""`mmray pipeline` stopped: Ctrl-C exits 130 and SIGTERM 143, each saying that a rerun continues it; a rerun
+continues a stopped search (its trials resumed) and finishes."""
 
 from __future__ import annotations
 
@@ -34,25 +33,9 @@ def _stop_once(pipeline: Path, stop: signal.Signals, log: Path, pattern: str) ->
 
 
 @pytest.mark.own_ray
-def test_a_pipeline_stopped_while_training_says_so_and_a_rerun_resumes(tmp_path: Path) -> None:
-    data_root = tmp_path / "data"
-    write_job(tmp_path / "stop-train.yaml", tiny_job(data_root, "unused", "candidate", epochs=50))
-    holdout = {"source": "shapes", "root": str(data_root), "images": 140, "val_images": 100, "seed": 33}
-    spec = {"kind": "pipeline", "name": "stop", "storage_root": str(tmp_path / "runs"), "train": "stop-train.yaml",
-            "runner": "ray", "holdout": holdout}  # fmt: skip
-    pipeline = tmp_path / "stop.yaml"
-    pipeline.write_text(yaml.safe_dump(spec))
-    said = f"pipeline stop: the stages it finished are recorded; `mmray pipeline {pipeline}` continues it"
-
-    code, text = _stop_once(pipeline, signal.SIGINT, tmp_path / "1.log", r"epoch 3/50 step")
-    assert code == 130 and f"interrupted: {said}" in text, text[-3000:]
-    code, text = _stop_once(pipeline, signal.SIGTERM, tmp_path / "2.log", r"resumed from .*checkpoint_epoch_000")
-    assert code == 143 and f"terminated: {said}" in text, text[-3000:]
-    assert not (tmp_path / "runs" / "stop" / "stages").exists(), "no stage is recorded as finished"
-
-
-@pytest.mark.own_ray
-def test_a_pipeline_stopped_while_tuning_resumes_its_search_when_rerun(tmp_path: Path) -> None:
+def test_a_pipeline_stopped_while_tuning_or_training_says_so_and_a_rerun_continues_it(tmp_path: Path) -> None:
+    """SIGTERM in the tune stage, then Ctrl-C in the Ray Train stage of the rerun, which continued the stopped
+    search's trial; the last rerun finishes and promotes."""
     data_root = tmp_path / "data"
     tune = {"kind": "tune", "name": "unused", "base": tiny_job(data_root, "unused", "base"),
             "overrides": {"train.epochs": 2}, "space": {"train.lr": "grid([0.004])"},
@@ -60,17 +43,21 @@ def test_a_pipeline_stopped_while_tuning_resumes_its_search_when_rerun(tmp_path:
     write_job(tmp_path / "stop-tune.yaml", tune)
     holdout = {"source": "shapes", "root": str(data_root), "images": 140, "val_images": 100, "seed": 33}
     spec = {"kind": "pipeline", "name": "stop", "storage_root": str(tmp_path / "runs"), "tune": "stop-tune.yaml",
-            "runner": "local", "index": None, "holdout": holdout}  # fmt: skip
+            "runner": "ray", "index": None, "holdout": holdout}  # fmt: skip
     pipeline = tmp_path / "stop.yaml"
     pipeline.write_text(yaml.safe_dump(spec))
+    said = f"pipeline stop: the stages it finished are recorded; `mmray pipeline {pipeline}` continues it"
 
     code, text = _stop_once(pipeline, signal.SIGTERM, tmp_path / "1.log", r"trial \w+ epoch 1:")
-    said = f"terminated: pipeline stop: the stages it finished are recorded; `mmray pipeline {pipeline}` continues it"
-    assert code == 143 and said in text, text[-3000:]
+    assert code == 143 and f"terminated: {said}" in text, text[-3000:]
     trial = re.findall(r"trial (\w+) epoch 1:", text)[0]
+    code, text = _stop_once(pipeline, signal.SIGINT, tmp_path / "2.log", r"epoch 1/2 step")
+    assert code == 130 and f"interrupted: {said}" in text, text[-3000:]
+    assert f"trial {trial} epoch 2:" in text, "the rerun continued the stopped search's trial"
+    stages = tmp_path / "runs" / "stop" / "stages"
+    assert [path.name.split("-")[0] for path in stages.iterdir()] == ["tune"], "training is not recorded as done"
+
     result = run_mmray("pipeline", str(pipeline))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"trial {trial} epoch 2:" in result.stderr, "the rerun continued the stopped search's trial"
     assert last_json(result.stdout)["promoted"]
-    stages = sorted(path.name.split("-")[0] for path in (tmp_path / "runs" / "stop" / "stages").iterdir())
-    assert stages == ["evaluate", "train", "tune"], stages
+    assert sorted(path.name.split("-")[0] for path in stages.iterdir()) == ["evaluate", "train", "tune"]

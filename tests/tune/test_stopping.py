@@ -53,3 +53,17 @@ def test_sigterm_calls_tunes_sigint_handler_and_is_recorded() -> None:
     assert called == [signal.SIGINT] and stops.terminated
     with pytest.raises(Terminated):
         raise_if_stopped(stops, "s")
+
+
+def test_the_signal_handlers_tune_leaves_installed_are_restored_after_the_search() -> None:
+    """Tune's fit() installs SIGINT and SIGUSR1 handlers that only end a search and keeps them after it; what
+    runs next in the process (a pipeline's training stage) must get Ctrl-C again."""
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGUSR1, signal.SIGTERM)}
+    try:
+        with graceful_stops():
+            for number in (signal.SIGINT, signal.SIGUSR1):
+                signal.signal(number, lambda signum, frame: None)  # as Tune's fit() installs them
+        assert {number: signal.getsignal(number) for number in before} == before
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)

@@ -37,7 +37,9 @@ class SearchStops(logging.Filter):
 @contextlib.contextmanager
 def graceful_stops() -> Iterator[SearchStops]:
     """While Tune runs in this (main) thread, SIGTERM calls Tune's own SIGINT handler (a graceful stop;
-    a second signal stops at once), and a graceful stop by either is recorded."""
+    a second signal stops at once), and a graceful stop by either is recorded. The handlers Tune installs
+    and keeps after its search (SIGINT, SIGUSR1) are replaced by those before it, so whatever runs next in
+    the process stops on Ctrl-C."""
     stops = SearchStops()
     tune_logger = logging.getLogger(TUNE_LOGGER)
 
@@ -49,14 +51,17 @@ def graceful_stops() -> Iterator[SearchStops]:
         handler(signal.SIGINT, frame)
 
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, on_sigterm) if in_main else None
+    kept = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGUSR1)} if in_main else {}
+    if in_main:
+        kept[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_sigterm)
     tune_logger.addFilter(stops)
     try:
         yield stops
     finally:
         tune_logger.removeFilter(stops)
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+        for number, handler in kept.items():
+            if handler is not None:  # None: not installed from Python, so not Tune's either
+                signal.signal(number, handler)
 
 
 def raise_if_stopped(stops: SearchStops, name: str) -> None:
