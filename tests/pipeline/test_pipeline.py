@@ -139,3 +139,13 @@ def test_splits_no_stage_can_read_are_refused_before_any_stage_runs(tmp_path: Pa
     with pytest.raises(ConfigError, match=r"index\.split: no val split"):
         run_pipeline(PipelineJob.model_validate(spec), tmp_path)
     assert not (tmp_path / "runs").exists(), "refused before the train stage"
+
+
+def test_a_promotion_to_an_app_without_an_admin_key_is_refused_before_any_stage_runs(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MMRAY_ADMIN_KEY", raising=False)
+    spec = _pipeline(tmp_path, data_root, "keyless", url="http://127.0.0.1:9/app")
+    with pytest.raises(ConfigError, match=r"promote\.serve is set but MMRAY_ADMIN_KEY holds no admin key"):
+        run_pipeline(spec, tmp_path)
+    assert not (tmp_path / "runs").exists(), "refused before the train stage"

@@ -138,16 +138,22 @@ def _score(spec: PipelineJob, bundle_uri: str, metric: str) -> float:
     return float(metrics[metric])
 
 
+def admin_key(spec: PipelineJob) -> str | None:
+    """The admin key a promotion reloads `promote.serve` with (None when it names no app)."""
+    key = os.environ.get(spec.promote.admin_key_env)
+    if spec.promote.serve is not None and not key:
+        raise ConfigError(f"promote.serve is set but {spec.promote.admin_key_env} holds no admin key")
+    return key
+
+
 def reload_app(spec: PipelineJob, entry: RegistryEntry) -> None:
     """Hot-reload the running app named by `promote.serve` with the entry's pair (its reload checks and
     stages it; a failure raises and leaves the app as it was)."""
     from mmray.serving.client import ApiClient
 
-    if spec.promote.serve is None:
+    key = admin_key(spec)
+    if spec.promote.serve is None or key is None:
         return
-    key = os.environ.get(spec.promote.admin_key_env)
-    if not key:
-        raise ConfigError(f"promote.serve is set but {spec.promote.admin_key_env} holds no admin key")
     body: dict[str, Any] = {"models": {spec.promote.model: entry.model_bundle}}
     if entry.index_bundle:
         body["index"] = entry.index_bundle
@@ -158,6 +164,7 @@ def run_pipeline(spec: PipelineJob, base: Path) -> PipelineOutcome:
     """Run the stages of `spec` (job files resolved against `base`, the pipeline file's directory)."""
     records = StageRecords(spec.storage_root, spec.name)
     registry = ModelRegistry(spec.storage_root)
+    admin_key(spec)
     job = train_job_of(spec, base, records)
     trained = records.run("train", job.name.rsplit("-", 1)[-1], lambda: _train(spec, job))
     indexed = _index(spec, job, trained, records)
