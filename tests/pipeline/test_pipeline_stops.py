@@ -34,7 +34,7 @@ def _stop_once(pipeline: Path, stop: signal.Signals, log: Path, pattern: str) ->
 
 @pytest.mark.own_ray
 def test_a_pipeline_stopped_while_tuning_or_training_says_so_and_a_rerun_continues_it(tmp_path: Path) -> None:
-    """SIGTERM in the tune stage, then Ctrl-C in the Ray Train stage of the rerun, which continued the stopped
+    """SIGTERM in the tune stage, then Ctrl-C in the training stage of the rerun, which continued the stopped
     search's trial; the last rerun finishes and promotes."""
     data_root = tmp_path / "data"
     tune = {"kind": "tune", "name": "unused", "base": tiny_job(data_root, "unused", "base"),
@@ -43,7 +43,7 @@ def test_a_pipeline_stopped_while_tuning_or_training_says_so_and_a_rerun_continu
     write_job(tmp_path / "stop-tune.yaml", tune)
     holdout = {"source": "shapes", "root": str(data_root), "images": 140, "val_images": 100, "seed": 33}
     spec = {"kind": "pipeline", "name": "stop", "storage_root": str(tmp_path / "runs"), "tune": "stop-tune.yaml",
-            "runner": "ray", "index": None, "holdout": holdout}  # fmt: skip
+            "runner": "local", "index": None, "holdout": holdout}  # fmt: skip
     pipeline = tmp_path / "stop.yaml"
     pipeline.write_text(yaml.safe_dump(spec))
     said = f"pipeline stop: the stages it finished are recorded; `mmray pipeline {pipeline}` continues it"
