@@ -3,33 +3,22 @@ continues a stopped search (its trials resumed) and finishes."""
 
 from __future__ import annotations
 
-import os
+import functools
 import re
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.train.conftest import REPO_ROOT, last_json, mmray_command, run_mmray, tiny_job, write_job
-from tests.train.test_training import _wait_for_line
+from tests.train.conftest import last_json, run_mmray, stop_once, tiny_job, wait_for_line, write_job
 
 pytestmark = pytest.mark.slow
 
 
-def _stop_once(pipeline: Path, stop: signal.Signals, log: Path, pattern: str) -> tuple[int, str]:
-    with log.open("w") as output:
-        process = subprocess.Popen(mmray_command("pipeline", str(pipeline)), cwd=REPO_ROOT, stdout=output,
-                                   stderr=output, text=True, env=os.environ.copy(), start_new_session=True)  # fmt: skip
-        try:
-            _wait_for_line(log, pattern, process)
-            os.kill(process.pid, stop)
-            process.wait(timeout=120)
-        finally:
-            if process.poll() is None:
-                process.kill()
-    return process.returncode, log.read_text()
+def _stop_at(pipeline: Path, stop: signal.Signals, log: Path, pattern: str) -> tuple[int, str]:
+    """`mmray pipeline PIPELINE` sent `stop` once a line matches `pattern`: its exit code and output."""
+    return stop_once(["pipeline", str(pipeline)], stop, log, functools.partial(wait_for_line, log, pattern))
 
 
 @pytest.mark.own_ray
@@ -48,10 +37,10 @@ def test_a_pipeline_stopped_while_tuning_or_training_says_so_and_a_rerun_continu
     pipeline.write_text(yaml.safe_dump(spec))
     said = f"pipeline stop: the stages it finished are recorded; `mmray pipeline {pipeline}` continues it"
 
-    code, text = _stop_once(pipeline, signal.SIGTERM, tmp_path / "1.log", r"trial \w+ epoch 1:")
+    code, text = _stop_at(pipeline, signal.SIGTERM, tmp_path / "1.log", r"trial \w+ epoch 1:")
     assert code == 143 and f"terminated: {said}" in text, text[-3000:]
     trial = re.findall(r"trial (\w+) epoch 1:", text)[0]
-    code, text = _stop_once(pipeline, signal.SIGINT, tmp_path / "2.log", r"epoch 1/2 step")
+    code, text = _stop_at(pipeline, signal.SIGINT, tmp_path / "2.log", r"epoch 1/2 step")
     assert code == 130 and f"interrupted: {said}" in text, text[-3000:]
     assert f"trial {trial} epoch 2:" in text, "the rerun continued the stopped search's trial"
     stages = tmp_path / "runs" / "stop" / "stages"

@@ -2,8 +2,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +70,28 @@ def last_json(output: str) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("train-data")
+
+
+def stop_once(
+    args: Sequence[str], stop: signal.Signals, log: Path, ready: Callable[[subprocess.Popen[str]], None]
+) -> tuple[int, str]:
+    """`mmray ARGS` sent `stop` once `ready(process)` returns: its exit code and output."""
+    with log.open("w") as output:
+        process = subprocess.Popen(mmray_command(*args), cwd=REPO_ROOT, stdout=output, stderr=output, text=True,
+                                   env=os.environ.copy(), start_new_session=True)  # fmt: skip
+        try:
+            ready(process)
+            os.kill(process.pid, stop)
+            process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    return process.returncode, log.read_text()
+
+
+def wait_for_line(log: Path, pattern: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 300
+    while not re.search(pattern, log.read_text()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"no line matched {pattern!r} (process exit code {process.poll()})")
+        time.sleep(0.2)

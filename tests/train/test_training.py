@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,16 @@ from safetensors.torch import load
 
 from mmray import storage
 from tests.support.cli import invoke_mmray
-from tests.train.conftest import REPO_ROOT, last_json, mmray_command, run_mmray, tiny_job, write_job
+from tests.train.conftest import (
+    REPO_ROOT,
+    last_json,
+    mmray_command,
+    run_mmray,
+    stop_once,
+    tiny_job,
+    wait_for_line,
+    write_job,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # its commands join the session's Ray
 # A line a Ray process printed (its actor or worker prefix, coloured on a terminal), not mmray's driver.
@@ -135,31 +143,6 @@ def test_killed_worker_is_replaced_and_resumes_from_its_checkpoint_with_frozen_t
     assert {k: evaluated.last_json()[k] for k in RECALL_KEYS} == {k: final[k] for k in RECALL_KEYS}
 
 
-def _stop_once(
-    job: Path, stop: signal.Signals, log: Path, ready: Callable[[subprocess.Popen[str]], None]
-) -> tuple[int, str]:
-    """`mmray train JOB` sent `stop` once `ready(process)` returns: its exit code and output."""
-    with log.open("w") as output:
-        process = subprocess.Popen(mmray_command("train", str(job)), cwd=REPO_ROOT, stdout=output, stderr=output,
-                                   text=True, env=os.environ.copy(), start_new_session=True)  # fmt: skip
-        try:
-            ready(process)
-            os.kill(process.pid, stop)
-            process.wait(timeout=120)
-        finally:
-            if process.poll() is None:
-                process.kill()
-    return process.returncode, log.read_text()
-
-
-def _wait_for_line(log: Path, pattern: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 300
-    while not re.search(pattern, log.read_text()):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"no line matched {pattern!r} (process exit code {process.poll()})")
-        time.sleep(0.2)
-
-
 @pytest.mark.own_ray
 def test_ctrl_c_and_sigterm_say_what_is_checkpointed_and_a_rerun_under_other_settings_is_refused(
     data_root: Path, tmp_path: Path, ray_cluster: str
@@ -170,7 +153,7 @@ def test_ctrl_c_and_sigterm_say_what_is_checkpointed_and_a_rerun_under_other_set
     run_dir = tmp_path / "runs" / "stopped"
     job = write_job(tmp_path / "job.yaml", tiny_job(data_root, tmp_path / "runs", "stopped", epochs=50))
     first = functools.partial(_wait_for_registered_checkpoint, run_dir, "checkpoint_epoch_0001")
-    code, stderr = _stop_once(job, signal.SIGINT, tmp_path / "1.log", first)
+    code, stderr = stop_once(["train", str(job)], signal.SIGINT, tmp_path / "1.log", first)
     assert code == 130, stderr[-3000:]
     said = re.search(r"interrupted: run stopped: epoch (\d+) is checkpointed; `mmray train (\S+)` resumes it", stderr)
     own = "\n".join(line for line in stderr.splitlines() if not RAY_PROCESS_LINE.match(line))
@@ -186,7 +169,7 @@ def test_ctrl_c_and_sigterm_say_what_is_checkpointed_and_a_rerun_under_other_set
 
     resumed = rf"resumed from .*checkpoint_epoch_{stopped_at:04d} after epoch {stopped_at}\b"
     log = tmp_path / "2.log"
-    code, said = _stop_once(job, signal.SIGTERM, log, functools.partial(_wait_for_line, log, resumed))
+    code, said = stop_once(["train", str(job)], signal.SIGTERM, log, functools.partial(wait_for_line, log, resumed))
     assert code == 143, said[-3000:]
     stopped = re.search(r"terminated: run stopped: epoch (\d+) is checkpointed; `mmray train \S+` resumes it", said)
     assert stopped and int(stopped.group(1)) >= stopped_at, said[-3000:]
