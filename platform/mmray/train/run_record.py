@@ -209,9 +209,3 @@ def finished_summary(spec: TrainJob) -> dict[str, Any] | None:
 def record_job(spec: TrainJob) -> None:
     """Write the job a run starts (or resumes) with as its `job.yaml`."""
     storage.write_text(storage.join(run_directory(spec), JOB_RECORD), to_yaml(spec))
-
-
-def prepare_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner = "ray") -> None:
-    """`check_run_directory`, then `record_job`."""
-    check_run_directory(spec, rerun, runner)
-    record_job(spec)
