@@ -7,12 +7,14 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mmray.artifacts.index_bundle import load_index_bundle
 from mmray.artifacts.manifests import resolve_model_bundle
 from mmray.artifacts.model_bundle import open_bundle
 from mmray.errors import BundleError, IndexBundleError
+from mmray.index.faiss_index import IndexSpec, build_index
 from tests.support.serving_bundles import dual_encoder_bundle, index_bundle
 
 
@@ -62,12 +64,24 @@ def test_a_damaged_run_pointer_is_named(bundles: tuple[Path, Path], tmp_path: Pa
         resolve_model_bundle(str(tmp_path))
 
 
+def _another_index(kind: str, count: int, dim: int) -> Callable[[Path], None]:
+    vectors = np.random.default_rng(0).standard_normal((count, dim)).astype(np.float32)
+    return lambda path: build_index(vectors, np.arange(count), IndexSpec(type=kind, nlist=2)).save(path)
+
+
+def _manifest_type(kind: str) -> Callable[[Path], None]:
+    return lambda path: path.write_text(path.read_text().replace('"flat"', f'"{kind}"', 1))
+
+
 INDEX_DAMAGE = [
     ("index.json", _truncate),
     ("index.json", _replace('{"format_version": 1, "model_version": "v", "indexes": null}')),
     ("metadata.json", _truncate),
     ("images.faiss", _truncate),
     ("images.ids.npy", _truncate),
+    ("images.faiss", _another_index("flat", 40, 32)),
+    ("images.faiss", _another_index("hnsw", 40, 16)),
+    ("images.faiss", _another_index("ivf_flat", 40, 16)),
 ]
 
 
@@ -78,6 +92,16 @@ def test_a_damaged_index_bundle_file_is_named(
     index = shutil.copytree(bundles[1], tmp_path / "index")
     damage(index / name)
     with pytest.raises(IndexBundleError, match=rf"index/{name}"):
+        load_index_bundle(str(index))
+
+
+@pytest.mark.parametrize("kind", ["ivf_flat", "hnsw", "bogus"])
+def test_an_index_file_of_another_type_than_its_manifest_says_is_named(
+    bundles: tuple[Path, Path], tmp_path: Path, kind: str
+) -> None:
+    index = shutil.copytree(bundles[1], tmp_path / "index")
+    _manifest_type(kind)(index / "index.json")
+    with pytest.raises(IndexBundleError, match=rf"index/images\.faiss .*IndexFlatIP.*{kind}"):
         load_index_bundle(str(index))
 
 

@@ -88,4 +88,10 @@ def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
             ids = np.load(ids_path)
         with storage.local_copy(index_uri) as index_path, reading(index_uri, IndexBundleError):
             indexes[kind] = VectorIndex.load(index_path, ids, info["type"], use_gpu=use_gpu)
+            size, dim = indexes[kind].size, indexes[kind].dim
+            if (size, dim) != (info.get("size"), info.get("dim")):
+                raise ValueError(
+                    f"it holds {size} vectors of dimension {dim}; {INDEX_MANIFEST} says {info.get('size')} of "
+                    f"dimension {info.get('dim')}"
+                )
     return IndexBundle(indexes=indexes, metadata=metadata, manifest=manifest, uri=uri)

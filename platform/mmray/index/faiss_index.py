@@ -50,6 +50,8 @@ AUTO_FLAT_LIMIT = 50_000
 AUTO_IVF_FLAT_LIMIT = 2_000_000
 GPU_MAX_NPROBE = 2048
 """The most IVF lists faiss's GPU indexes search per query."""
+FAISS_CLASSES = {"flat": "IndexFlatIP", "ivf_flat": "IndexIVFFlat", "ivf_pq": "IndexIVFPQ", "hnsw": "IndexHNSWFlat"}
+"""The faiss class `build_index` makes for each index type (all over the inner product)."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,9 @@ class VectorIndex:
     @classmethod
     def load(cls, path: Path, ids: np.ndarray, kind: str, use_gpu: bool = True) -> VectorIndex:
         index = faiss.read_index(str(path))
+        held = type(index).__name__
+        if held != FAISS_CLASSES.get(kind) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError(f"it holds a {held} (metric {index.metric_type}), not an inner-product {kind!r} index")
         if ids.shape != (index.ntotal,):
             raise ValueError(f"{index.ntotal} vectors but ids of shape {ids.shape}")
         return cls(index, ids, kind, _gpu_clone(index, kind, use_gpu))
