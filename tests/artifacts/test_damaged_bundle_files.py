@@ -3,6 +3,7 @@ naming that file, never a raw JSON, YAML, safetensors or faiss exception."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,10 @@ def _another_index(kind: str, count: int, dim: int) -> Callable[[Path], None]:
     return lambda path: build_index(vectors, np.arange(count), IndexSpec(type=kind, nlist=2)).save(path)
 
 
+def _without(key: str) -> Callable[[Path], None]:
+    return lambda path: path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != key}))
+
+
 def _manifest_type(kind: str) -> Callable[[Path], None]:
     return lambda path: path.write_text(path.read_text().replace('"flat"', f'"{kind}"', 1))
 
@@ -76,6 +81,8 @@ def _manifest_type(kind: str) -> Callable[[Path], None]:
 INDEX_DAMAGE = [
     ("index.json", _truncate),
     ("index.json", _replace('{"format_version": 1, "model_version": "v", "indexes": null}')),
+    ("index.json", _without("model_bundle")),
+    ("index.json", _without("split")),
     ("metadata.json", _truncate),
     ("images.faiss", _truncate),
     ("images.ids.npy", _truncate),

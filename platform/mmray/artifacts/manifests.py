@@ -69,7 +69,8 @@ def resolve_model_bundle(uri: str) -> str:
 
 
 def read_index_manifest(uri: str) -> dict[str, Any]:
-    """The manifest of the index bundle at `uri`, checked: its format, model version and index types."""
+    """The manifest of the index bundle at `uri`, checked: its format, index types, model version, model bundle
+    and split."""
     manifest_uri = storage.join(uri, INDEX_MANIFEST)
     if not storage.exists(manifest_uri):
         raise IndexBundleError(f"{uri} is not a complete index bundle: {INDEX_MANIFEST} is missing")
@@ -78,7 +79,8 @@ def read_index_manifest(uri: str) -> dict[str, Any]:
         manifest["indexes"] = {
             str(kind): {**info, "type": str(info["type"])} for kind, info in manifest["indexes"].items()
         }
-        manifest["model_version"] = str(manifest["model_version"])
+        for key in ("model_version", "model_bundle", "split"):
+            manifest[key] = str(manifest[key])
     version = manifest.get("format_version")
     if version != INDEX_FORMAT_VERSION:
         raise IndexBundleError(
