@@ -81,6 +81,10 @@ def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
     metadata_uri = storage.join(uri, INDEX_METADATA)
     with storage.local_copy(metadata_uri) as metadata_path, reading(metadata_uri, IndexBundleError):
         metadata = json_object(metadata_path.read_text())
+        for corpus in ("images", "captions"):
+            entries = metadata[corpus]
+            if not isinstance(entries, dict) or not all(isinstance(entry, dict) for entry in entries.values()):
+                raise TypeError(f"{corpus!r} must map each id to an object")
     indexes = {}
     for kind, info in manifest["indexes"].items():
         ids_uri, index_uri = storage.join(uri, f"{kind}.ids.npy"), storage.join(uri, f"{kind}.faiss")
