@@ -3,7 +3,6 @@ their parameters' device; a local run and a Ray run of one name do not mix."""
 
 from __future__ import annotations
 
-import pickle
 import random
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 from mmray.config import TrainJob
-from mmray.errors import ConfigError
+from mmray.errors import BundleError, ConfigError
 from mmray.train.loop import optimizer_for
 from mmray.train.run_record import LOCAL_LEDGER, TRAIN_SNAPSHOT, prepare_run_directory
 from mmray.train.schedule import warmup_cosine
@@ -62,9 +61,24 @@ def test_a_checkpoint_carrying_code_is_refused_not_run(tmp_path: Path) -> None:
     state = torch.load(tmp_path / TRAIN_STATE, weights_only=True)
     state["progress"]["history"] = [_Payload()]
     torch.save(state, tmp_path / TRAIN_STATE)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(BundleError, match=rf"{TRAIN_STATE} is damaged.*carrying code"):
         load_train_state(tmp_path, optimizers, schedulers, scaler)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "no optimizers"])
+def test_a_damaged_train_state_is_named(tmp_path: Path, damage: str) -> None:
+    optimizers, schedulers, scaler = _optimizer_after_a_step()
+    save_train_state(tmp_path, Progress(), optimizers, schedulers, scaler)
+    path = tmp_path / TRAIN_STATE
+    whole = path.read_bytes()
+    damaged = {"truncated": whole[: len(whole) // 2], "empty": b"", "garbage": np.random.default_rng(0).bytes(3000)}
+    if damage == "no optimizers":
+        torch.save({"progress": {}}, path)
+    else:
+        path.write_bytes(damaged[damage])
+    with pytest.raises(BundleError, match=rf"{path} is damaged or not what mmray wrote"):
+        load_train_state(tmp_path, optimizers, schedulers, scaler)
 
 
 def test_moments_on_another_device_than_their_parameter_are_found() -> None:

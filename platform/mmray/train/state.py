@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from mmray import storage
+from mmray.errors import BundleError, reading
 
 TRAIN_STATE = "train_state.pt"
 HISTORY = "history.json"
@@ -52,15 +54,21 @@ def load_train_state(
     schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler],
     scaler: torch.amp.GradScaler,
 ) -> Progress:
-    state = torch.load(directory / TRAIN_STATE, map_location="cpu", weights_only=True)
-    if set(state["optimizers"]) != set(optimizers):
-        raise ValueError(f"checkpoint has optimizers {sorted(state['optimizers'])}, the task {sorted(optimizers)}")
-    for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(state["optimizers"][name])
-        schedulers[name].load_state_dict(state["schedulers"][name])
-    scaler.load_state_dict(state["scaler"])
-    restore_rng_state(state["rng"])
-    return Progress(**state["progress"])
+    """The progress saved in `directory`, its optimizers, schedulers, scaler and RNG states restored; a damaged
+    file is a `BundleError` naming it."""
+    with reading(directory / TRAIN_STATE, BundleError):
+        try:
+            state = torch.load(directory / TRAIN_STATE, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # torch's message advises loading it unsafely
+            raise ValueError("not a pickle of tensors and plain values (damaged, or carrying code)") from None
+        if set(state["optimizers"]) != set(optimizers):
+            raise ValueError(f"checkpoint has optimizers {sorted(state['optimizers'])}, the task {sorted(optimizers)}")
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+            schedulers[name].load_state_dict(state["schedulers"][name])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        return Progress(**state["progress"])
 
 
 def rng_state() -> dict[str, Any]:
