@@ -3,6 +3,7 @@ their parameters' device; a local run and a Ray run of one name do not mix."""
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -13,14 +14,16 @@ import torch
 from mmray.config import TrainJob
 from mmray.errors import BundleError, ConfigError
 from mmray.train.loop import optimizer_for
-from mmray.train.run_record import LOCAL_LEDGER, TRAIN_SNAPSHOT, prepare_run_directory
+from mmray.train.run_record import LOCAL_LEDGER, TRAIN_SNAPSHOT, finished_summary, prepare_run_directory, record_job
 from mmray.train.schedule import warmup_cosine
 from mmray.train.state import (
+    HISTORY,
     TRAIN_STATE,
     Progress,
     load_train_state,
     optimizer_state_off_device,
     save_train_state,
+    trained_precision,
 )
 from tests.train.conftest import tiny_job
 
@@ -106,3 +109,37 @@ def test_a_run_resumes_only_under_the_runner_that_checkpointed_it(
         prepare_run_directory(spec, "resume", runner=runner)  # type: ignore[arg-type]
     prepare_run_directory(spec, "new", runner=runner)  # type: ignore[arg-type]
     assert not (run_dir / existing).exists() and (run_dir / "job.yaml").is_file()
+
+
+RUN_FILE_DAMAGE = [
+    ("job.yaml", "kind: [unclosed"),
+    ("job.yaml", "- 1"),
+    ("job.yaml", ""),
+    (LOCAL_LEDGER, "{"),
+    (LOCAL_LEDGER, '[{"name": 5}]'),
+    (LOCAL_LEDGER, '["checkpoint_epoch_0001"]'),
+    ("metrics.json", "{"),
+    ("metrics.json", "[1]"),
+]
+
+
+@pytest.mark.parametrize(("name", "content"), RUN_FILE_DAMAGE)
+def test_a_damaged_run_file_is_named(tmp_path: Path, name: str, content: str) -> None:
+    spec = TrainJob.model_validate(tiny_job(tmp_path / "data", tmp_path / "runs", "damaged", epochs=1))
+    run_dir = tmp_path / "runs" / "damaged"
+    run_dir.mkdir(parents=True)
+    record_job(spec)
+    ledger = [{"name": "checkpoint_epoch_0001", "metrics": {"epoch": 1, "checkpoint_score": 0.5}}]
+    (run_dir / LOCAL_LEDGER).write_text(json.dumps(ledger))
+    (run_dir / "metrics.json").write_text(json.dumps({"epoch": 1, "history": []}))
+    assert finished_summary(spec) == {"epoch": 1}
+    (run_dir / name).write_text(content)
+    with pytest.raises(BundleError, match=rf"{run_dir / name} is damaged or not what mmray wrote"):
+        finished_summary(spec)
+
+
+@pytest.mark.parametrize("content", ["{", "[1]", '{"precision": "bf16"}'])
+def test_a_damaged_checkpoint_history_is_named(tmp_path: Path, content: str) -> None:
+    (tmp_path / HISTORY).write_text(content)
+    with pytest.raises(BundleError, match=rf"{tmp_path / HISTORY} is damaged or not what mmray wrote"):
+        trained_precision(tmp_path)

@@ -16,7 +16,7 @@ import yaml
 from mmray import storage
 from mmray.config import TrainJob, to_yaml
 from mmray.config.model import LEGACY_ORIENTATION
-from mmray.errors import ConfigError
+from mmray.errors import BundleError, ConfigError, json_object, reading
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,11 @@ def recorded_job(run_dir: str) -> dict[str, Any]:
     """A run's `job.yaml` with the defaults of keys this mmray has and the recording one lacked (a key added
     since is no difference), but what it did before a setting existed where the setting's default differs;
     as written when it no longer validates."""
-    recorded = _with_legacy_values(yaml.safe_load(storage.read_text(storage.join(run_dir, JOB_RECORD))))
+    path = storage.join(run_dir, JOB_RECORD)
+    with reading(path, BundleError):
+        recorded = _with_legacy_values(yaml.safe_load(storage.read_text(path)))
+        if not isinstance(recorded, dict):
+            raise TypeError(f"expected a YAML mapping, got {type(recorded).__name__}")
     try:
         return dict(yaml.safe_load(to_yaml(TrainJob.model_validate(recorded))))
     except ValueError:
@@ -98,7 +102,13 @@ def run_directory(spec: TrainJob) -> str:
 
 def read_local_ledger(run_dir: str) -> list[dict[str, Any]]:
     path = storage.join(run_dir, LOCAL_LEDGER)
-    return list(json.loads(storage.read_text(path))) if storage.exists(path) else []
+    if not storage.exists(path):
+        return []
+    with reading(path, BundleError):
+        ledger = list(json.loads(storage.read_text(path)))
+        for entry in ledger:
+            entry["name"], entry["metrics"]["epoch"] = str(entry["name"]), int(entry["metrics"]["epoch"])
+    return ledger
 
 
 def _check_runner(run_dir: str, name: str, runner: Runner) -> None:
@@ -121,7 +131,8 @@ def latest_checkpointed_epoch(run_dir: str) -> int | None:
     if ledger:
         epochs = [int(entry["metrics"]["epoch"]) for entry in ledger]
     elif storage.exists(snapshot):
-        results = json.loads(storage.read_text(snapshot)).get("checkpoint_results", [])
+        with reading(snapshot, BundleError):
+            results = json_object(storage.read_text(snapshot)).get("checkpoint_results", [])
         epochs = [int(m.group(1)) for r in results if (m := _REGISTERED.search(str(r.get("checkpoint_dir_name"))))]
     else:
         epochs = [int(m.group(1)) for f in storage.list_files(run_dir) if (m := _CHECKPOINT.search(f))]
@@ -198,7 +209,8 @@ def finished_summary(spec: TrainJob) -> dict[str, Any] | None:
         return None
     if differences(recorded_job(run_dir), yaml.safe_load(to_yaml(spec))):
         return None
-    summary = dict(json.loads(storage.read_text(metrics)))
+    with reading(metrics, BundleError):
+        summary = json_object(storage.read_text(metrics))
     epoch = latest_checkpointed_epoch(run_dir)
     if "history" not in summary or epoch is None or summary.get("epoch") != epoch or epoch < spec.train.epochs:
         return None  # no history: written by an older mmray, without the summary's bundles

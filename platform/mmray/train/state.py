@@ -119,11 +119,14 @@ def optimizer_state_off_device(optimizers: dict[str, torch.optim.Optimizer]) -> 
 
 def checkpoint_history(uri: str) -> list[dict[str, Any]]:
     """Every epoch's metrics up to a checkpoint's (a local path or an s3:// URI), as its run recorded them."""
-    return list(json.loads(storage.read_text(storage.join(uri, HISTORY))))
+    path = storage.join(uri, HISTORY)
+    with reading(path, BundleError):
+        return list(json.loads(storage.read_text(path)))
 
 
 def trained_precision(directory: Path) -> str | None:
     """The precision a checkpoint's run trained in (its last epoch's), None where its history does not say."""
     path = directory / HISTORY
-    history = json.loads(path.read_text()) if path.is_file() else []
-    return str(history[-1]["precision"]) if history and "precision" in history[-1] else None
+    with reading(path, BundleError):
+        history = json.loads(path.read_text()) if path.is_file() else []
+        return str(history[-1]["precision"]) if history and "precision" in history[-1] else None
