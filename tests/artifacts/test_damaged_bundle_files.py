@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mmray import storage
 from mmray.artifacts.index_bundle import load_index_bundle
 from mmray.artifacts.manifests import resolve_model_bundle
-from mmray.artifacts.model_bundle import open_bundle
+from mmray.artifacts.model_bundle import export_bundle, open_bundle
 from mmray.errors import BundleError, IndexBundleError
 from mmray.index.faiss_index import IndexSpec, build_index
 from tests.support.serving_bundles import dual_encoder_bundle, index_bundle
@@ -54,6 +55,24 @@ def test_a_damaged_model_bundle_file_is_named(
     damage(model / name)
     with pytest.raises(BundleError, match=rf"model/{name}"):
         open_bundle(str(model))
+
+
+def test_a_damaged_file_of_a_bundle_on_s3_is_named_by_its_uri(bundles: tuple[Path, Path], s3_env: str) -> None:
+    uri = storage.join(s3_env, "model")
+    storage.upload_dir(bundles[0], uri)
+    storage.write_bytes(storage.join(uri, "model.safetensors"), b"these are not weights")
+    with pytest.raises(BundleError, match=rf"^{uri}/model\.safetensors is damaged"):
+        open_bundle(uri)
+
+
+def test_exporting_a_damaged_bundle_names_its_file_and_writes_nothing(
+    bundles: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model = shutil.copytree(bundles[0], tmp_path / "model")
+    _truncate(model / "model.safetensors")
+    with pytest.raises(BundleError, match=rf"^{model}/model\.safetensors is damaged"):
+        export_bundle(str(model), str(tmp_path / "copy"))
+    assert not (tmp_path / "copy").exists()
 
 
 def test_a_damaged_run_pointer_is_named(bundles: tuple[Path, Path], tmp_path: Path) -> None:

@@ -102,13 +102,22 @@ def write_bundle(
 
 
 @contextlib.contextmanager
+def _named_as(local: str | Path, uri: str) -> Iterator[None]:
+    """A `BundleError` about the local copy `local` of a bundle names the bundle's `uri` instead."""
+    try:
+        yield
+    except BundleError as exc:
+        raise BundleError(str(exc).replace(str(local), uri)) from None
+
+
+@contextlib.contextmanager
 def local_bundle(uri: str) -> Iterator[Path]:
     """A local directory holding the bundle at `uri` (or a run's best bundle), downloaded from S3."""
     uri = resolve_model_bundle(uri)
     if not storage.is_s3(uri):
         yield Path(uri)
         return
-    with tempfile.TemporaryDirectory(prefix="mmray-bundle-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mmray-bundle-") as tmp, _named_as(tmp, uri):
         storage.download_dir(uri, tmp)
         reference = read_manifest(Path(tmp)).get(FROZEN_KEY)
         if reference is not None:
@@ -239,7 +248,8 @@ def export_bundle(source: str, target: str) -> dict[str, Any]:
         reference = read_manifest(directory).get(FROZEN_KEY)
         if reference is not None:
             copy_beside(directory, staged, reference)
-        version = read_bundle(staged).version
+        with _named_as(staged, resolved):
+            version = read_bundle(staged).version
         size = sum(path.stat().st_size for path in staged.rglob("*") if path.is_file())
         storage.publish_dir(staged, target, last=MANIFEST)
     return {"bundle": target, "source": resolved, "model_version": version, "bytes": size}
