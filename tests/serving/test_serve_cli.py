@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -106,6 +107,33 @@ def test_ctrl_c_while_the_apps_start_stops_serve_cleanly(bundles: Bundles, tmp_p
     said = log.read_text()
     assert "stopping" in said and "Traceback" not in said and "SIGTERM received" not in said, said[-3000:]
     assert raylets and not any(Path(f"/proc/{pid}").exists() for pid in raylets), "the local Ray stopped with it"
+
+
+def test_serve_of_a_bundle_no_replica_can_load_stops_at_once_naming_it(bundles: Bundles, tmp_path: Path) -> None:
+    """A replica never retries the committed bundles it failed to load: `mmray serve` says why and exits as soon
+    as /readyz reports the failure, instead of waiting out its 600 s start timeout."""
+    index = shutil.copytree(bundles.index, tmp_path / "index")
+    damaged = index / "images.faiss"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    path = local_config(bundles, tmp_path)
+    config = yaml.safe_load(path.read_text())
+    config["applications"][0]["args"]["index"] = str(index)
+    path.write_text(yaml.safe_dump(config))
+    log = tmp_path / "serve.log"
+    with log.open("w") as output:
+        command = mmray_command("serve", str(path), "--port", str(free_port()))
+        server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT, text=True)
+        try:
+            server.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=120)
+            pytest.fail("mmray serve still waited for an app whose bundles had failed to load")
+    said = log.read_text()
+    errors = [line for line in said.splitlines() if line.startswith("error:")]
+    assert server.returncode == 2 and len(errors) == 1, said[-3000:]
+    assert errors[0].startswith("error: application 'mmray' could not load its bundles: retriever ")
+    assert f"{damaged} is damaged" in errors[0]
 
 
 def test_a_new_api_key_is_added_to_a_keys_file_as_its_hash(tmp_path: Path) -> None:

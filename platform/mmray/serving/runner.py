@@ -3,6 +3,7 @@ checked first (Serve's schema, mmray's app args, deployment names), local paths 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import urllib.error
@@ -220,6 +221,9 @@ def _wait_ready(name: str, url: str, deadline: float) -> None:
         except urllib.error.HTTPError as error:
             if error.code != 503:
                 raise ServeStartError(f"application {name!r}: /readyz answered {error.code}") from None
+            failed = _failed_loads(error.read())
+            if failed:  # a replica never retries the committed bundles it failed to load
+                raise ServeStartError(f"application {name!r} could not load its bundles: {'; '.join(failed)}") from None
         except OSError:
             pass
         if not said:
@@ -228,6 +232,15 @@ def _wait_ready(name: str, url: str, deadline: float) -> None:
         if time.monotonic() > deadline:
             raise ServeStartError(f"application {name!r} did not load its bundles in time; see the replica logs")
         time.sleep(0.5)
+
+
+def _failed_loads(body: bytes) -> list[str]:
+    """The replicas' load failures a /readyz 503 lists (none in a body that is not mmray's, e.g. Serve's proxy's)."""
+    try:
+        failed = json.loads(body).get("failed")
+    except (ValueError, AttributeError):
+        return []
+    return [str(line) for line in failed] if isinstance(failed, list) else []
 
 
 def stop_serving(names: list[str]) -> None:
