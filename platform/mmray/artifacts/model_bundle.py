@@ -211,7 +211,9 @@ def read_bundle(directory: Path, uri: str | None = None) -> LoadedBundle:
     task_config: TaskSection | None = _read_config(task_path, TaskConfig) if task_path.is_file() else None
     processor = Processor.load(directory)
     kind = model_kind(model_config.kind)
-    model = kind.build(kind.rebuild_config(model_config, directory), processor)
+    config = kind.rebuild_config(model_config, directory)
+    with reading(directory / MODEL_CONFIG, BundleError):
+        model = kind.build(config, processor)
     load_weights(model, directory)
     model.eval()
     return LoadedBundle(model, processor, model_config, task_config, manifest, uri or str(directory))
