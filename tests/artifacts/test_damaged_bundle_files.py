@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
 
 from mmray import storage
 from mmray.artifacts.index_bundle import load_index_bundle
@@ -31,6 +32,12 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
 
 
+def _nan_weights(path: Path) -> None:
+    state = load_file(path)
+    state["image_projection.weight"][0, 0] = float("nan")
+    save_file(state, path)
+
+
 def _replace(content: str) -> Callable[[Path], None]:
     return lambda path: path.write_text(content)
 
@@ -39,6 +46,7 @@ MODEL_DAMAGE = [
     ("bundle.json", _truncate),
     ("bundle.json", _replace("[]")),
     ("model.safetensors", _truncate),
+    ("model.safetensors", _nan_weights),
     ("model.yaml", _replace("kind: [unclosed")),
     ("model.yaml", lambda path: path.write_text(path.read_text().replace("embed_dim: 16", "embed_dim: 100000000000"))),
     ("processor.json", _truncate),

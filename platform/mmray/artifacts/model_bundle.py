@@ -173,6 +173,9 @@ def load_weights(model: nn.Module, directory: Path, grow_vocabulary: bool = Fals
         raise BundleError(f"{directory} is not a complete model bundle: {WEIGHTS} is missing")
     with reading(path, BundleError):
         state: dict[str, torch.Tensor] = load_safetensors(path.read_bytes())
+        nan = [name for name, tensor in state.items() if tensor.is_floating_point() and bool(tensor.isnan().any())]
+        if nan:
+            raise ValueError(f"NaN in {', '.join(nan[:3])}{' and more' if len(nan) > 3 else ''}")
     reference = read_manifest(directory).get(FROZEN_KEY) if (directory / MANIFEST).is_file() else None
     if reference is not None:
         state = {**frozen_state(directory, reference, model), **state}
