@@ -26,7 +26,7 @@ from mmray.config.indexing import CorpusKind
 from mmray.data.coco import CocoDataset
 from mmray.data.prepared import PixelLocations, shard_pixels
 from mmray.data.processor import Processor
-from mmray.errors import DataError, IndexBundleError, StorageError
+from mmray.errors import DataError, IndexBundleError, StorageError, json_object, reading
 from mmray.models.embedding import as_embedding_model
 
 logger = logging.getLogger(__name__)
@@ -217,7 +217,8 @@ def _check_plan(plan: ShardPlan, directory: str) -> None:
         "rows": len(plan.rows),
     }
     if storage.exists(uri):
-        recorded = json.loads(storage.read_text(uri))
+        with reading(uri, IndexBundleError):
+            recorded = json_object(storage.read_text(uri))
         if recorded.get("digest") != plan.digest:
             differing = sorted(k for k in description if recorded.get(k) != description[k])
             raise IndexBundleError(
@@ -271,7 +272,10 @@ def read_shards(directory: str, shard_count: int) -> tuple[np.ndarray, np.ndarra
     vectors: list[np.ndarray] = []
     failed: list[tuple[int, str]] = []
     for shard in range(shard_count):
-        with np.load(io.BytesIO(storage.read_bytes(shard_uri(directory, shard)))) as content:
+        uri = shard_uri(directory, shard)
+        with reading(uri, IndexBundleError), np.load(io.BytesIO(storage.read_bytes(uri))) as content:
+            if content["ids"].shape != content["vectors"].shape[:1]:
+                raise ValueError(f"ids of shape {content['ids'].shape}, vectors of {content['vectors'].shape}")
             ids.append(content["ids"])
             vectors.append(content["vectors"])
             failed.extend(zip(content["failed_ids"].tolist(), content["failed_reasons"].tolist(), strict=True))
