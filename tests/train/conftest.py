@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+from mmray.config import TrainJob
+from mmray.train.run_record import Rerun, Runner, check_run_directory, record_job
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -95,3 +98,9 @@ def wait_for_line(log: Path, pattern: str, process: subprocess.Popen[str]) -> No
         if process.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"no line matched {pattern!r} (process exit code {process.poll()})")
         time.sleep(0.2)
+
+
+def prepare_run(spec: TrainJob, rerun: Rerun = "check", runner: Runner = "ray") -> None:
+    """What `mmray train` does before training: check the run directory, then record the job in it."""
+    check_run_directory(spec, rerun, runner)
+    record_job(spec)

@@ -11,10 +11,10 @@ import yaml
 
 from mmray.config import TrainJob, load_job
 from mmray.errors import ConfigError
-from mmray.train.run_record import JOB_RECORD, check_run_directory, prepare_run_directory
+from mmray.train.run_record import JOB_RECORD, check_run_directory
 from mmray.train.trainer import start_run
 from tests.support.cli import invoke_mmray
-from tests.train.conftest import tiny_job, write_job
+from tests.train.conftest import prepare_run, tiny_job, write_job
 
 
 def _job(shapes: Path, runs: Path) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def test_a_refused_rerun_of_a_run_without_checkpoints_says_starting_afresh_loses
     tiny_shapes: Path, tmp_path: Path
 ) -> None:
     first = TrainJob.model_validate(_job(tiny_shapes, tmp_path / "runs"))
-    prepare_run_directory(first)
+    prepare_run(first)
     changed = first.model_copy(update={"train": first.train.model_copy(update={"lr": 0.01})})
     with pytest.raises(ConfigError, match=r"train\.lr: 0\.003 → 0\.01\..*It has no checkpoint yet, so --force-new"):
         check_run_directory(changed)
@@ -63,7 +63,7 @@ def test_resuming_with_another_model_is_refused_before_anything_is_written(tiny_
     """--resume continues a run's checkpoints: a changed model section cannot load them. The refusal came only
     once the checkpoint failed to load, after job.yaml was rewritten, which then refused the original job."""
     first = TrainJob.model_validate(_job(tiny_shapes, tmp_path / "runs"))
-    prepare_run_directory(first)
+    prepare_run(first)
     checkpoint = tmp_path / "runs" / "refused-first" / "checkpoint_epoch_0001"
     checkpoint.mkdir()
     (checkpoint / "train_state.pt").write_bytes(b"x")

@@ -9,24 +9,12 @@ import pytest
 import yaml
 
 from mmray import storage
-from mmray.config import TrainJob, load_job
+from mmray.config import load_job
 from mmray.errors import ConfigError
-from mmray.train.run_record import (
-    JOB_RECORD,
-    Rerun,
-    check_run_directory,
-    differences,
-    latest_checkpointed_epoch,
-    record_job,
-)
+from mmray.train.run_record import JOB_RECORD, differences, latest_checkpointed_epoch
+from tests.train.conftest import prepare_run
 
 REPO_JOBS = Path(__file__).resolve().parents[2] / "jobs"
-
-
-def _prepare(spec: TrainJob, rerun: Rerun = "check") -> None:
-    """What `mmray train` does before training: check the run directory, then record the job in it."""
-    check_run_directory(spec, rerun)
-    record_job(spec)
 
 
 def _job(root: str, *overrides: str):  # type: ignore[no-untyped-def]
@@ -35,21 +23,21 @@ def _job(root: str, *overrides: str):  # type: ignore[no-untyped-def]
 
 def test_only_resumable_keys_may_change_when_a_name_is_rerun(tmp_path: Path) -> None:
     root = str(tmp_path)
-    _prepare(_job(root))
-    _prepare(_job(root, "train.epochs=12", "train.num_workers=1", "train.eval_every=1"))
+    prepare_run(_job(root))
+    prepare_run(_job(root, "train.epochs=12", "train.num_workers=1", "train.eval_every=1"))
     recorded = yaml.safe_load((tmp_path / "shapes-clip" / JOB_RECORD).read_text())
     assert recorded["train"]["epochs"] == 12, "the record follows a resumed run"
     with pytest.raises(ConfigError, match=r"model.embed_dim: 128 → 64; train.lr: 0.002 → 0.001\. .*--resume"):
-        _prepare(_job(root, "train.lr=0.001", "model.embed_dim=64"))
+        prepare_run(_job(root, "train.lr=0.001", "model.embed_dim=64"))
     assert yaml.safe_load((tmp_path / "shapes-clip" / JOB_RECORD).read_text())["train"]["lr"] == 0.002
 
-    _prepare(_job(root, "train.lr=0.001"), rerun="resume")
+    prepare_run(_job(root, "train.lr=0.001"), rerun="resume")
     assert yaml.safe_load((tmp_path / "shapes-clip" / JOB_RECORD).read_text())["train"]["lr"] == 0.001
     (tmp_path / "shapes-clip" / "checkpoint_epoch_0003").mkdir()
     (tmp_path / "shapes-clip" / "checkpoint_epoch_0003" / "train_state.pt").write_bytes(b"x")
     assert latest_checkpointed_epoch(str(tmp_path / "shapes-clip")) == 3
 
-    _prepare(_job(root, "train.lr=0.0005"), rerun="new")
+    prepare_run(_job(root, "train.lr=0.0005"), rerun="new")
     (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith("shapes-clip.replaced-")]
     assert (aside / "checkpoint_epoch_0003" / "train_state.pt").exists(), "the earlier run is kept, moved aside"
     assert latest_checkpointed_epoch(str(tmp_path / "shapes-clip")) is None
@@ -68,9 +56,9 @@ def test_differences_are_listed_key_by_key() -> None:
 def test_a_run_on_s3_is_moved_aside_too(s3_env: str) -> None:
     root = storage.join(s3_env, "rerun")
     storage.ensure_bucket(root)
-    _prepare(_job(root))
+    prepare_run(_job(root))
     storage.write_text(storage.join(root, "shapes-clip", "checkpoint_epoch_0001", "train_state.pt"), "x")
-    _prepare(_job(root, "train.lr=0.001"), rerun="new")
+    prepare_run(_job(root, "train.lr=0.001"), rerun="new")
     moved = [f for f in storage.list_files(root) if ".replaced-" in f]
     assert len(moved) == 2 and any(f.endswith("/checkpoint_epoch_0001/train_state.pt") for f in moved)
     assert latest_checkpointed_epoch(storage.join(root, "shapes-clip")) is None
@@ -80,7 +68,7 @@ def test_a_run_recorded_before_the_orientation_setting_read_stored_pixels(tmp_pa
     """Its job.yaml lacks `orientation`: it trained on stored pixels, so the setting's new default (exif) is a
     change a rerun must name, not a default filled in (which resumed it turning photos, its version changed)."""
     root = str(tmp_path)
-    _prepare(_job(root))
+    prepare_run(_job(root))
     record = tmp_path / "shapes-clip" / JOB_RECORD
     recorded = yaml.safe_load(record.read_text())
     del recorded["model"]["image"]["orientation"]
@@ -92,5 +80,5 @@ def test_a_run_recorded_before_the_orientation_setting_read_stored_pixels(tmp_pa
         match=r"model\.image\.orientation: 'stored' → 'exif'\. .*set "
         r"model\.image\.orientation back to resume it \(--resume cannot change the model\)",
     ):
-        _prepare(_job(root))
-    _prepare(_job(root, "model.image.orientation=stored"))
+        prepare_run(_job(root))
+    prepare_run(_job(root, "model.image.orientation=stored"))

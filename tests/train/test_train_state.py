@@ -14,7 +14,7 @@ import torch
 from mmray.config import TrainJob
 from mmray.errors import BundleError, ConfigError
 from mmray.train.loop import optimizer_for
-from mmray.train.run_record import LOCAL_LEDGER, TRAIN_SNAPSHOT, finished_summary, prepare_run_directory, record_job
+from mmray.train.run_record import LOCAL_LEDGER, TRAIN_SNAPSHOT, finished_summary, record_job
 from mmray.train.schedule import warmup_cosine
 from mmray.train.state import (
     HISTORY,
@@ -25,7 +25,7 @@ from mmray.train.state import (
     save_train_state,
     trained_precision,
 )
-from tests.train.conftest import tiny_job
+from tests.train.conftest import prepare_run, tiny_job
 
 
 def _optimizer_after_a_step() -> tuple[dict[str, torch.optim.Optimizer], dict, torch.amp.GradScaler]:
@@ -104,10 +104,10 @@ def test_a_run_resumes_only_under_the_runner_that_checkpointed_it(
     run_dir.mkdir(parents=True)
     (run_dir / existing).write_text("[]" if existing == LOCAL_LEDGER else "{}")
     with pytest.raises(ConfigError, match=f"resume it {hint}, or start afresh with --force-new"):
-        prepare_run_directory(spec, "check", runner=runner)  # type: ignore[arg-type]
+        prepare_run(spec, "check", runner=runner)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
-        prepare_run_directory(spec, "resume", runner=runner)  # type: ignore[arg-type]
-    prepare_run_directory(spec, "new", runner=runner)  # type: ignore[arg-type]
+        prepare_run(spec, "resume", runner=runner)  # type: ignore[arg-type]
+    prepare_run(spec, "new", runner=runner)  # type: ignore[arg-type]
     assert not (run_dir / existing).exists() and (run_dir / "job.yaml").is_file()
 
 
