@@ -21,12 +21,12 @@ READ_THREADS = 8
 
 class DecodeAndTokenize:
     """Batch transform: image URI → uint8 (3, S, S) through the processor; every caption of the row →
-    token ids padded to the most captions of any image (`caption_count` says how many are real). The processor
-    comes as an object-store reference, so the processes that only pass the Dataset on (Ray Train's controller,
-    Ray Data's split coordinator) unpickle it without importing torch."""
+    token ids padded to the most captions of any image (`caption_count` says how many are real). In a Dataset
+    the processor comes as an object-store reference, so the processes that only pass the Dataset on (Ray
+    Train's controller, Ray Data's split coordinator) unpickle it without importing torch."""
 
-    def __init__(self, processor: ray.ObjectRef[Processor], max_captions: int) -> None:
-        self.processor: Processor = ray.get(processor)
+    def __init__(self, processor: Processor | ray.ObjectRef[Processor], max_captions: int) -> None:
+        self.processor: Processor = ray.get(processor) if isinstance(processor, ray.ObjectRef) else processor
         self.max_captions = max_captions
         self.readers = ThreadPoolExecutor(READ_THREADS)
 
