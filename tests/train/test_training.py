@@ -259,6 +259,13 @@ def test_a_ray_run_keeping_an_unevaluated_checkpoint_resumes(data_root: Path, tm
     best = max(history[1:], key=lambda epoch: epoch["checkpoint_score"])["epoch"]
     assert Path(three["model_bundle"]).name == f"checkpoint_epoch_{best:04d}"
 
+    state = Path(three["latest_bundle"]) / "train_state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    damaged = run_mmray("train", str(path), "train.epochs=4")
+    assert damaged.returncode == 2, damaged.stderr[-3000:]
+    assert f"error: training run unevaluated: {state} is damaged" in damaged.stderr, damaged.stderr[-3000:]
+    assert damaged.stderr.count("1 worker (cpu") == 1, "one attempt: every retry would load the same file"
+
 
 def test_a_diverged_ray_run_stops_once_instead_of_being_retried(data_root: Path, tmp_path: Path) -> None:
     """Divergence (and a score the task does not measure) fails alike on every attempt: Ray Train's

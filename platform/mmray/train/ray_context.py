@@ -13,7 +13,7 @@ import ray.train.torch
 from torch import nn
 
 from mmray.cluster.ray_compat import train_report_logger
-from mmray.errors import ConfigError, TrainingError
+from mmray.errors import BundleError, ConfigError, TrainingError
 from mmray.train.checkpoint_score import CHECKPOINT_SCORE, ranked_by_ray
 from mmray.train.context import TrainContext
 from mmray.train.epochs import run_loop
@@ -70,9 +70,10 @@ included, seconds of CPU before any worker starts) to unpickle the config itself
 
 def train_loop_per_worker(train_loop_config: dict[str, Any]) -> dict[str, str] | None:
     """What every Ray Train worker runs: the loop (`run_loop`) in this worker's context. A stop that every
-    rank meets alike and every retry would meet again (a `ConfigError` or `TrainingError`, e.g. divergence) ends
-    the loop with its error as the return value (rank 0's is the run's) instead of failing a worker, which Ray
-    Train retries `max_failures` times; `trainer.finish_run` raises it."""
+    rank meets alike and every retry would meet again (a `ConfigError`, a damaged checkpoint's `BundleError`, a
+    `TrainingError` such as divergence) ends the loop with its error as the return value (rank 0's is the
+    run's) instead of failing a worker, which Ray Train retries `max_failures` times; `trainer.finish_run`
+    raises it."""
     config: dict[str, Any] = ray.get(train_loop_config[LOOP_CONFIG])
     # Ray Train 2.60 logs every report ("Reporting training result N: TrainingReport(...)") from a logger
     # named after its file, which its own log level (RunConfig.logging_config) does not reach.
@@ -81,6 +82,6 @@ def train_loop_per_worker(train_loop_config: dict[str, Any]) -> dict[str, str] |
         report_logger.setLevel(config.get("ray_log_level", "WARNING"))
     try:
         run_loop(config, RayTrainContext(config["score_mode"], config.get("progress_board")))
-    except (ConfigError, TrainingError) as exc:
+    except (ConfigError, BundleError, TrainingError) as exc:
         return {"error": type(exc).__name__, "message": str(exc)}
     return None

@@ -15,7 +15,7 @@ from ray.train.torch import TorchTrainer
 from mmray import storage
 from mmray.cluster.connection import check_local_gpus, check_worker_resources, cluster_cpus, connect, ray_log_level
 from mmray.config import TrainJob
-from mmray.errors import ConfigError, TrainingError
+from mmray.errors import BundleError, ConfigError, TrainingError
 from mmray.tasks.base import Score
 from mmray.train.checkpoint_score import CHECKPOINT_SCORE
 from mmray.train.driver import TrainOutcome, loop_config, prepare_driver_data, write_outputs
@@ -139,7 +139,7 @@ def fit(prepared: PreparedRun) -> Any:
 def finish_run(prepared: PreparedRun, result: Any) -> TrainOutcome:
     stopped = result.return_value  # see train_loop_per_worker
     if stopped is not None:
-        error = ConfigError if stopped["error"] == "ConfigError" else TrainingError
+        error = {"ConfigError": ConfigError, "BundleError": BundleError}.get(stopped["error"], TrainingError)
         raise error(f"training run {prepared.spec.name}: {stopped['message']}")
     root = prepared.spec.storage_root
     latest = storage.uri_under(result.checkpoint.path, root) if result.checkpoint is not None else None
