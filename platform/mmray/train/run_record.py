@@ -106,8 +106,9 @@ def read_local_ledger(run_dir: str) -> list[dict[str, Any]]:
         return []
     with reading(path, BundleError):
         ledger = list(json.loads(storage.read_text(path)))
-        for entry in ledger:
-            entry["name"], entry["metrics"]["epoch"] = str(entry["name"]), int(entry["metrics"]["epoch"])
+        for entry in ledger:  # each names its checkpoint and the epoch it holds
+            entry["name"] = str(entry["name"])
+            entry["metrics"]["epoch"] = int(entry["metrics"]["epoch"])
     return ledger
 
 

@@ -10,6 +10,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 from mmray.errors import Terminated
 
@@ -51,8 +52,9 @@ def graceful_stops() -> Iterator[SearchStops]:
         handler(signal.SIGINT, frame)
 
     in_main = threading.current_thread() is threading.main_thread()
-    kept = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGUSR1)} if in_main else {}
+    kept: dict[signal.Signals, Any] = {}
     if in_main:
+        kept = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGUSR1)}
         kept[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_sigterm)
     tune_logger.addFilter(stops)
     try:
