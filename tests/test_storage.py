@@ -137,6 +137,20 @@ def test_missing_bucket(s3_env: str) -> None:
         storage.read_bytes("s3://mmray-no-such-bucket-anywhere/x")
 
 
+def test_an_s3_write_conditional_on_a_version_is_refused_once_another_writer_changed_it(s3_env: str) -> None:
+    uri = storage.join(s3_env, "registry.json")
+    assert storage.read_versioned(uri) is None
+    assert storage.write_bytes_if(uri, b"first", None)
+    assert not storage.write_bytes_if(uri, b"second", None), "only where there was none"
+    content, version = storage.read_versioned(uri) or (b"", "")
+    assert content == b"first"
+    assert storage.write_bytes_if(uri, b"third", version)
+    assert not storage.write_bytes_if(uri, b"stale", version), "changed since the version read"
+    storage.delete(uri)
+    assert not storage.write_bytes_if(uri, b"gone", version), "removed since the version read"
+    assert storage.read_versioned(uri) is None
+
+
 def test_s3_uri_parsing() -> None:
     assert storage.split_s3("s3://bucket/a/b.txt") == ("bucket", "a/b.txt")
     assert storage.join("s3://bucket/a", "b", "c.txt") == "s3://bucket/a/b/c.txt"

@@ -34,6 +34,7 @@ def transfer_config() -> Any:
 
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+_CHANGED_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,6 +71,11 @@ def _error_code(exc: BaseException) -> str | None:
 
 def is_missing(exc: BaseException) -> bool:
     return _error_code(exc) in _MISSING_CODES
+
+
+def is_changed(exc: BaseException) -> bool:
+    """A conditional write refused because the object is no longer the version it was conditioned on."""
+    return _error_code(exc) in _CHANGED_CODES
 
 
 def _translate_client_error(uri: str, exc: BaseException) -> StorageError:

@@ -3,6 +3,8 @@ as strings: joined, split and related without I/O.
 
 Writes are atomic: a local file is written to a temporary sibling and renamed into place; an S3 object
 becomes visible only when its (multipart) upload completes, which S3 guarantees to be all or nothing.
+`read_versioned` and `write_bytes_if` let S3 writers change one object at once, none's change lost (a write
+conditional on the version read).
 The S3 endpoint comes from `AWS_ENDPOINT_URL`, credentials from the usual AWS variables or files.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mmray.errors import StorageError, StorageNotFoundError
-from mmray.s3_client import client, is_missing, s3_errors, transfer_config
+from mmray.s3_client import client, is_changed, is_missing, s3_errors, transfer_config
 from mmray.s3_settings import current_endpoint
 
 S3_SCHEME = "s3://"
@@ -131,6 +133,34 @@ def read_bytes(uri: str | Path) -> bytes:
 
 def read_text(uri: str | Path) -> str:
     return read_bytes(uri).decode("utf-8")
+
+
+def read_versioned(uri: str) -> tuple[bytes, str] | None:
+    """An S3 object's content and its version (ETag), for `write_bytes_if`; None when there is none."""
+    bucket, key = split_s3(uri)
+    with s3_errors(uri):
+        try:
+            found = client().get_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if is_missing(exc):
+                return None
+            raise
+        return found["Body"].read(), str(found["ETag"])
+
+
+def write_bytes_if(uri: str, data: bytes, version: str | None) -> bool:
+    """Write an S3 object only if it is still at `version` (None: only if there is none); False, writing
+    nothing, when another writer changed or removed it since."""
+    bucket, key = split_s3(uri)
+    condition = {"IfMatch": version} if version is not None else {"IfNoneMatch": "*"}
+    with s3_errors(uri):
+        try:
+            client().put_object(Bucket=bucket, Key=key, Body=data, **condition)
+        except Exception as exc:
+            if is_changed(exc) or (version is not None and is_missing(exc)):
+                return False
+            raise
+    return True
 
 
 def exists(uri: str | Path) -> bool:

@@ -1,20 +1,27 @@
 """The model registry under a storage root: every (model, index) pair a pipeline evaluated and which pair is
 served (promotions and rollbacks in order). One JSON file, `<storage_root>/registry/registry.json`, rewritten
-whole and atomically on each change; one writer at a time (a pipeline, or a person's `mmray models` command)."""
+whole and atomically on each change. Writers may run at once (pipelines, people's `mmray models` commands):
+each change is a read-modify-write that keeps the others' (`registry_store`: a lock file locally, conditional
+writes on S3)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from mmray import storage
 from mmray.errors import ConfigError
+from mmray.pipeline.registry_store import change_file
 
 REGISTRY = "registry/registry.json"
+LOCK_TIMEOUT_S = 60.0
+"""How long a local change waits for another writer's before it gives up."""
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,26 +63,38 @@ def _now() -> str:
 class ModelRegistry:
     """Read and change the registry of one storage root."""
 
-    def __init__(self, storage_root: str) -> None:
+    def __init__(self, storage_root: str, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
         self.uri = storage.join(storage_root, REGISTRY)
+        self.lock_timeout_s = lock_timeout_s
 
     def read(self) -> Registry:
-        if not storage.exists(self.uri):
-            return Registry()
+        return self._parse(storage.read_bytes(self.uri)) if storage.exists(self.uri) else Registry()
+
+    def _parse(self, content: bytes) -> Registry:
         try:
-            return _FORMAT.validate_json(storage.read_bytes(self.uri))
+            return _FORMAT.validate_json(content)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "the file"
             raise ConfigError(f"the registry {self.uri} is damaged or not what mmray wrote "
                               f"({where}: {first['msg']})") from None  # fmt: skip
 
-    def _write(self, registry: Registry) -> None:
-        content = {"entries": [asdict(e) for e in registry.entries], "events": [asdict(e) for e in registry.events]}
-        storage.write_text(self.uri, json.dumps(content, indent=2))
+    def _change(self, change: Callable[[Registry], T]) -> T:
+        """Apply `change` to the registry as it is now and write it, other writers' changes kept."""
+
+        def rewrite(content: bytes | None) -> tuple[bytes, T]:
+            registry = Registry() if content is None else self._parse(content)
+            result = change(registry)
+            data = {"entries": [asdict(e) for e in registry.entries], "events": [asdict(e) for e in registry.events]}
+            return json.dumps(data, indent=2).encode("utf-8"), result
+
+        return change_file(self.uri, rewrite, self.lock_timeout_s)
 
     def entry(self, entry_id: int) -> RegistryEntry:
-        for entry in self.read().entries:
+        return self._entry_in(self.read(), entry_id)
+
+    def _entry_in(self, registry: Registry, entry_id: int) -> RegistryEntry:
+        for entry in registry.entries:
             if entry.id == entry_id:
                 return entry
         raise ConfigError(f"the registry at {self.uri} has no entry {entry_id}; `mmray models list` shows them")
@@ -99,19 +118,22 @@ class ModelRegistry:
         job: str,
         passed_gate: bool,
     ) -> RegistryEntry:
-        registry = self.read()
-        entry = RegistryEntry(len(registry.entries) + 1, model_bundle, model_version, index_bundle, index_version,
-                              metrics, job, _now(), passed_gate)  # fmt: skip
-        registry.entries.append(entry)
-        self._write(registry)
-        return entry
+        def append(registry: Registry) -> RegistryEntry:
+            entry = RegistryEntry(len(registry.entries) + 1, model_bundle, model_version, index_bundle,
+                                  index_version, metrics, job, _now(), passed_gate)  # fmt: skip
+            registry.entries.append(entry)
+            return entry
+
+        return self._change(append)
 
     def record(self, entry_id: int, action: str, by: str) -> None:
         """A promotion or rollback of `entry_id` (after the app, if any, serves it)."""
-        self.entry(entry_id)
-        registry = self.read()
-        registry.events.append(RegistryEvent(entry_id, action, _now(), by))
-        self._write(registry)
+
+        def append(registry: Registry) -> None:
+            self._entry_in(registry, entry_id)
+            registry.events.append(RegistryEvent(entry_id, action, _now(), by))
+
+        self._change(append)
 
     def previous(self) -> RegistryEntry:
         """What a rollback returns to: the entry promoted before the current one."""
