@@ -128,6 +128,29 @@ def test_a_pipeline_promotes_only_past_its_gate_under_load_and_rolls_back(
     assert rerun.last_json()["reason"] == "this pair is the one served already"
 
 
+def test_a_pair_refused_once_and_promoted_later_is_listed_with_its_latest_evaluation(
+    tmp_path: Path, data_root: Path
+) -> None:
+    """A pair the gate refused, evaluated again (other held-out data) and promoted, shows that evaluation's
+    scores and `gate passed` in `mmray models list`, not the refusal it was first."""
+    root = str(tmp_path / "runs")
+    weak = _pipeline(tmp_path, data_root, "weak", lr=1e-9).model_dump(mode="json")
+    assert run_pipeline(PipelineJob.model_validate({**weak, "index": None}), tmp_path).promoted
+    strong = _pipeline(tmp_path, data_root, "strong", epochs=2).model_dump(mode="json")
+    refused = run_pipeline(PipelineJob.model_validate({**strong, "index": None, "gate": {"margin": 1.0}}), tmp_path)
+    assert not refused.promoted and not ModelRegistry(root).entry(refused.entry.id).passed_gate
+
+    holdout = {**strong["holdout"], "seed": 34}
+    again = run_pipeline(PipelineJob.model_validate({**strong, "index": None, "holdout": holdout}), tmp_path)
+    assert again.promoted and again.entry.id == refused.entry.id and again.candidate != refused.candidate
+    listed = invoke_mmray("models", "list", "--storage-root", root)
+    served_line = next(line for line in listed.stdout.splitlines() if line.startswith("*"))
+    assert f"{again.candidate:.4f}  gate passed" in served_line, served_line
+    entry = ModelRegistry(root).entry(again.entry.id)
+    assert entry.passed_gate and again.entry == entry
+    assert (entry.metrics["candidate"], entry.metrics["served"]) == (again.candidate, again.served)
+
+
 def test_splits_no_stage_can_read_are_refused_before_any_stage_runs(tmp_path: Path, data_root: Path) -> None:
     spec = _pipeline(tmp_path, data_root, "splits").model_dump(mode="json")
     with pytest.raises(ValueError, match=r"gate\.split reads split 'test', but a data section has only train and val"):

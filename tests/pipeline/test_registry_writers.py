@@ -20,7 +20,7 @@ WRITERS, RECORDS = 3, 30
 def _write_at_once(storage_root: str) -> ModelRegistry:
     """WRITERS processes each adding an entry and recording RECORDS events, all started together."""
     registry = ModelRegistry(storage_root)
-    registry.add("bundle", "model-first", None, None, {}, "first", True)
+    registry.evaluated("bundle", "model-first", None, None, {}, "first", True)
     context = multiprocessing.get_context("spawn")
     start = context.Event()
     writers = [context.Process(target=add_and_record, args=(storage_root, i, RECORDS, start)) for i in range(WRITERS)]
@@ -52,7 +52,7 @@ def test_writers_in_several_processes_keep_every_change_on_s3(s3_env: str) -> No
 
 def test_a_registry_lock_held_past_the_wait_is_named(tmp_path: Path) -> None:
     registry = ModelRegistry(str(tmp_path), lock_timeout_s=0.5)
-    registry.add("bundle", "model", None, None, {}, "job", True)
+    registry.evaluated("bundle", "model", None, None, {}, "job", True)
     lock = tmp_path / "registry" / ".registry.lock"
     with open(lock, "a") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)

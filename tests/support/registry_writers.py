@@ -11,6 +11,6 @@ def add_and_record(storage_root: str, writer: int, records: int, start: Event) -
     """Once `start` is set: add one entry of this writer's own, then record `records` promotions of entry 1."""
     registry = ModelRegistry(storage_root)
     start.wait(60)
-    registry.add("bundle", f"model-{writer}", None, None, {}, f"writer {writer}", True)
+    registry.evaluated("bundle", f"model-{writer}", None, None, {}, f"writer {writer}", True)
     for _ in range(records):
         registry.record(1, "promote", f"writer {writer}")

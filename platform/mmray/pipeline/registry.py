@@ -105,10 +105,9 @@ class ModelRegistry:
         return self.entry(stack[-1]) if stack else None
 
     def find(self, model_version: str, index_version: str | None) -> RegistryEntry | None:
-        return next((e for e in self.read().entries
-                     if e.model_version == model_version and e.index_version == index_version), None)  # fmt: skip
+        return _pair_in(self.read(), model_version, index_version)
 
-    def add(
+    def evaluated(
         self,
         model_bundle: str,
         model_version: str,
@@ -118,13 +117,20 @@ class ModelRegistry:
         job: str,
         passed_gate: bool,
     ) -> RegistryEntry:
-        def append(registry: Registry) -> RegistryEntry:
-            entry = RegistryEntry(len(registry.entries) + 1, model_bundle, model_version, index_bundle,
-                                  index_version, metrics, job, _now(), passed_gate)  # fmt: skip
-            registry.entries.append(entry)
+        """The entry of a pair after an evaluation: a known pair's takes its scores and gate decision, a new
+        pair is added."""
+
+        def note(registry: Registry) -> RegistryEntry:
+            entry = _pair_in(registry, model_version, index_version)
+            if entry is None:
+                entry = RegistryEntry(len(registry.entries) + 1, model_bundle, model_version, index_bundle,
+                                      index_version, metrics, job, _now(), passed_gate)  # fmt: skip
+                registry.entries.append(entry)
+            else:
+                entry.metrics, entry.passed_gate = metrics, passed_gate
             return entry
 
-        return self._change(append)
+        return self._change(note)
 
     def record(self, entry_id: int, action: str, by: str) -> None:
         """A promotion or rollback of `entry_id` (after the app, if any, serves it)."""
@@ -141,6 +147,11 @@ class ModelRegistry:
         if len(stack) < 2:
             raise ConfigError("nothing to roll back to: no entry was promoted before the one served now")
         return self.entry(stack[-2])
+
+
+def _pair_in(registry: Registry, model_version: str, index_version: str | None) -> RegistryEntry | None:
+    return next((e for e in registry.entries
+                 if e.model_version == model_version and e.index_version == index_version), None)  # fmt: skip
 
 
 def _served(registry: Registry) -> list[int]:

@@ -187,8 +187,8 @@ def run_pipeline(spec: PipelineJob, base: Path) -> PipelineOutcome:
     candidate, current = float(scores["candidate"]), scores["served"]
     sign = 1.0 if mode == "max" else -1.0
     passed = current is None or sign * (candidate - float(current)) > spec.gate.margin
-    entry = known or registry.add(trained["model_bundle"], trained["model_version"], indexed["index_bundle"],
-                                  indexed["index_version"], scores, f"pipeline {spec.name}", passed)  # fmt: skip
+    entry = registry.evaluated(trained["model_bundle"], trained["model_version"], indexed["index_bundle"],
+                               indexed["index_version"], scores, f"pipeline {spec.name}", passed)  # fmt: skip
     if not passed:
         reason = (f"refused: {metric} {candidate:.4f} on the held-out data does not beat the served entry "
                   f"{served.id if served else '-'} ({float(current):.4f}) by more than gate.margin "
