@@ -1,5 +1,5 @@
 """`mmray serve` in the foreground, called with `mmray query`, stopped by SIGTERM; stopped by Ctrl-C while its
-apps start; `mmray api-key`."""
+apps start; a failed start on a cluster deletes its apps; `mmray api-key`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tests.support.cli import invoke_mmray
 from tests.support.processes import descendants_named
 from tests.train.conftest import REPO_ROOT, mmray_command
 
-pytestmark = [pytest.mark.slow, pytest.mark.own_ray]  # `mmray serve` starts its own Ray and Serve
+pytestmark = pytest.mark.slow
 
 
 def local_config(bundles: Bundles, tmp_path: Path) -> Path:
@@ -39,6 +39,7 @@ def local_config(bundles: Bundles, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.own_ray  # `mmray serve` starts its own Ray and Serve
 def test_serve_in_the_foreground_query_it_and_stop_it(bundles: Bundles, tmp_path: Path) -> None:
     """Stopped by SIGTERM once serving; its local Ray stops with it."""
     port = free_port()
@@ -86,6 +87,7 @@ def test_serve_in_the_foreground_query_it_and_stop_it(bundles: Bundles, tmp_path
     assert raylets and not any(Path(f"/proc/{pid}").exists() for pid in raylets), "the local Ray stopped with it"
 
 
+@pytest.mark.own_ray
 def test_ctrl_c_while_the_apps_start_stops_serve_cleanly(bundles: Bundles, tmp_path: Path) -> None:
     """SIGTERM takes the same path once `mmray serve` has connected (its handler raises what Ctrl-C raises):
     the foreground test stops a serving app with it."""
@@ -109,9 +111,16 @@ def test_ctrl_c_while_the_apps_start_stops_serve_cleanly(bundles: Bundles, tmp_p
     assert raylets and not any(Path(f"/proc/{pid}").exists() for pid in raylets), "the local Ray stopped with it"
 
 
-def test_serve_of_a_bundle_no_replica_can_load_stops_at_once_naming_it(bundles: Bundles, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("ray_session")  # the command joins the session's Ray (RAY_ADDRESS), which outlives it
+def test_serve_of_a_bundle_no_replica_can_load_stops_at_once_naming_it_and_deletes_its_app(
+    bundles: Bundles, tmp_path: Path
+) -> None:
     """A replica never retries the committed bundles it failed to load: `mmray serve` says why and exits as soon
-    as /readyz reports the failure, instead of waiting out its 600 s start timeout."""
+    as /readyz reports the failure, instead of waiting out its 600 s start timeout. On a cluster, which its apps
+    would outlive (an embedded local Ray stops with the command), it first deletes the apps it deployed and keeps
+    the cluster's others."""
+    from ray import serve
+
     index = shutil.copytree(bundles.index, tmp_path / "index")
     damaged = index / "images.faiss"
     damaged.write_bytes(damaged.read_bytes()[:100])
@@ -119,21 +128,31 @@ def test_serve_of_a_bundle_no_replica_can_load_stops_at_once_naming_it(bundles: 
     config = yaml.safe_load(path.read_text())
     config["applications"][0]["args"]["index"] = str(index)
     path.write_text(yaml.safe_dump(config))
+    others = set(serve.status().applications)
+    assert "mmray" not in others
     log = tmp_path / "serve.log"
-    with log.open("w") as output:
-        command = mmray_command("serve", str(path), "--port", str(free_port()))
-        server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT, text=True)
-        try:
-            server.wait(timeout=240)
-        except subprocess.TimeoutExpired:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=120)
-            pytest.fail("mmray serve still waited for an app whose bundles had failed to load")
-    said = log.read_text()
-    errors = [line for line in said.splitlines() if line.startswith("error:")]
-    assert server.returncode == 2 and len(errors) == 1, said[-3000:]
-    assert errors[0].startswith("error: application 'mmray' could not load its bundles: retriever ")
-    assert f"{damaged} is damaged" in errors[0]
+    try:
+        with log.open("w") as output:
+            command = mmray_command("serve", str(path), "--port", str(free_port()))
+            server = subprocess.Popen(command, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT, text=True)
+            try:
+                server.wait(timeout=240)
+            except subprocess.TimeoutExpired:
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=120)
+                pytest.fail("mmray serve still waited for an app whose bundles had failed to load")
+        said = log.read_text()
+        errors = [line for line in said.splitlines() if line.startswith("error:")]
+        assert server.returncode == 2 and len(errors) == 1, said[-3000:]
+        assert errors[0].startswith("error: application 'mmray' could not load its bundles: retriever ")
+        assert f"{damaged} is damaged" in errors[0]
+        left = serve.status().applications
+        assert "mmray" not in left, f"the failed app stayed deployed: {left['mmray'].status}\n{said[-3000:]}"
+        assert others <= set(left), "the cluster's other apps are kept"
+        assert "deleting the applications it deployed: mmray" in " ".join(said.split()), said[-3000:]
+    finally:
+        if "mmray" in serve.status().applications:
+            serve.delete("mmray")
 
 
 def test_a_new_api_key_is_added_to_a_keys_file_as_its_hash(tmp_path: Path) -> None:

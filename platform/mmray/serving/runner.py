@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -19,6 +19,9 @@ from mmray.config.serving import BatchSettings, ServeAppConfig
 from mmray.errors import ConfigError, MmrayError
 from mmray.serving.app import IMPORT_PATH, app_config
 from mmray.serving.auth import env_key_hashes
+
+if TYPE_CHECKING:
+    from ray.serve.schema import ServeDeploySchema
 
 logger = logging.getLogger(__name__)
 FIXED_DEPLOYMENTS = ("StateKeeper", "RetrieverDeployment", "Ingress")
@@ -146,7 +149,8 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: 
     """Deploy a checked Serve config on the connected (or a new local) Ray, beside the applications already
     there (a shared cluster's other apps are kept), and wait until every application runs and, with
     `wait_ready`, every mmray app's /readyz answers 200 (its bundles loaded); returns the HTTP address.
-    A failed deployment raises with Serve's reason."""
+    A failed start deletes the config's applications (a cluster's would outlive the caller), then raises
+    with Serve's or the replicas' reason."""
     from ray.serve.schema import ServeDeploySchema
 
     from mmray.cluster.connection import connect
@@ -162,6 +166,16 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: 
         logger.info("keeping the applications already on this cluster: %s", ", ".join(c.name for c in kept))
     # Serve's config deploy replaces every application: the kept ones go with the new.
     client.deploy(schema.model_copy(update={"applications": [*kept, *schema.applications]}))
+    try:
+        return _wait_started(schema, details, timeout_s, wait_ready)
+    except Exception:
+        _delete_after_failed_start(names)
+        raise
+
+
+def _wait_started(schema: ServeDeploySchema, details: dict[str, Any], timeout_s: float, wait_ready: bool) -> str:
+    """Until the deployed applications of `schema` run (and their bundles are loaded); their HTTP address."""
+    names = [application.name for application in schema.applications]
     deadline = time.monotonic() + timeout_s
     _wait_running(names, deadline, timeout_s)
     running = details.get("http_options") or {}
@@ -241,6 +255,16 @@ def _failed_loads(body: bytes) -> list[str]:
     except (ValueError, AttributeError):
         return []
     return [str(line) for line in failed] if isinstance(failed, list) else []
+
+
+def _delete_after_failed_start(names: list[str]) -> None:
+    """Delete the applications of a failed start; a failure to delete them is logged, not raised over the
+    start's own error."""
+    logger.warning("the start failed: deleting the applications it deployed: %s", ", ".join(names))
+    try:
+        stop_serving(names)
+    except Exception as exc:
+        logger.warning("could not delete %s: %s: %s", ", ".join(names), type(exc).__name__, exc)
 
 
 def stop_serving(names: list[str]) -> None:
