@@ -102,6 +102,21 @@ def _without(key: str) -> Callable[[Path], None]:
     return lambda path: path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != key}))
 
 
+def _ids_without_metadata(path: Path) -> None:
+    ids = np.load(path)
+    ids[:3] = [900_001, 900_002, 900_003]
+    np.save(path, ids)
+
+
+def _drop_entries(corpus: str, count: int) -> Callable[[Path], None]:
+    def drop(path: Path) -> None:
+        metadata = json.loads(path.read_text())
+        metadata[corpus] = dict(list(metadata[corpus].items())[count:])
+        path.write_text(json.dumps(metadata))
+
+    return drop
+
+
 def _manifest_type(kind: str) -> Callable[[Path], None]:
     return lambda path: path.write_text(path.read_text().replace('"flat"', f'"{kind}"', 1))
 
@@ -115,6 +130,10 @@ INDEX_DAMAGE = [
     ("metadata.json", _replace('{"images": [1, 2], "captions": {}}')),
     ("metadata.json", _replace('{"images": {"1": "a.jpg"}, "captions": {}}')),
     ("metadata.json", _replace('{"images": {}}')),
+    ("metadata.json", _drop_entries("images", 2)),
+    ("metadata.json", _drop_entries("captions", 1)),
+    ("images.ids.npy", _ids_without_metadata),
+    ("images.ids.npy", lambda path: np.save(path, np.load(path).astype(np.float64))),
     ("images.faiss", _truncate),
     ("images.ids.npy", _truncate),
     ("images.faiss", _another_index("flat", 40, 32)),
@@ -130,6 +149,19 @@ def test_a_damaged_index_bundle_file_is_named(
     index = shutil.copytree(bundles[1], tmp_path / "index")
     damage(index / name)
     with pytest.raises(IndexBundleError, match=rf"index/{name}"):
+        load_index_bundle(str(index))
+
+
+def test_ids_without_metadata_are_named_with_both_files(bundles: tuple[Path, Path], tmp_path: Path) -> None:
+    """A hit's metadata comes from metadata.json: an id it lacks would be a hit without file name or text."""
+    index = shutil.copytree(bundles[1], tmp_path / "index")
+    _ids_without_metadata(index / "images.ids.npy")
+    named = rf"^{index}/images\.ids\.npy names 3 ids that {index}/metadata\.json has no 'images' entry for: "
+    with pytest.raises(IndexBundleError, match=named + r"900001, 900002, 900003;"):
+        load_index_bundle(str(index))
+    _replace('{"images": {}, "captions": {}}')(index / "metadata.json")
+    first_five = r"900001, 900002, 900003, \d+, \d+ \(and 35 more\);"
+    with pytest.raises(IndexBundleError, match=r"names 40 ids that .*: " + first_five):
         load_index_bundle(str(index))
 
 

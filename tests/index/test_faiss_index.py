@@ -135,7 +135,10 @@ def test_bundle_round_trip(data: tuple, where: str, tmp_path: Path, request: pyt
     root = str(tmp_path) if where == "local" else request.getfixturevalue("s3_env")
     uri = storage.join(root, "bundles", "index")
     indexes = _bundle(base, ids)
-    metadata = {"images": {str(ids[0]): {"file_name": "a.jpg"}}, "captions": {}}
+    metadata = {
+        "images": {str(i): {"file_name": f"{i}.jpg"} for i in ids[:300]},
+        "captions": {str(i): {"text": f"caption {i}"} for i in ids[300:900]},
+    }
     write_index_bundle(uri, indexes, metadata, {"model_version": "v1", "model_bundle": "m", "split": "val"})
     loaded = load_index_bundle(uri)
     assert loaded.model_version == "v1" and loaded.metadata == metadata

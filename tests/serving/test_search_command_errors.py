@@ -3,8 +3,10 @@ traceback) and says when it returns fewer hits than asked or cuts a query."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.serving.conftest import Bundles
@@ -37,6 +39,20 @@ def test_files_that_cannot_be_used_are_named(bundles: Bundles, tmp_path: Path) -
     assert result.returncode == 2 and "Traceback" not in result.stderr and str(not_image) in result.stderr
     png = run_mmray("search", str(bundles.index), "--text", "a red circle", "--png", str(tmp_path))
     assert png.returncode == 2 and "Traceback" not in png.stderr and "is a directory" in png.stderr
+
+
+def test_an_index_naming_ids_without_metadata_is_refused(bundles: Bundles, tmp_path: Path) -> None:
+    """Hits without file name or text are not shown as if they were found."""
+    index = shutil.copytree(bundles.index, tmp_path / "index")
+    ids = np.load(index / "images.ids.npy")
+    ids[0] = 900_001
+    np.save(index / "images.ids.npy", ids)
+    result = run_mmray("search", str(index), "--text", "a red circle")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-1500:]
+    assert errors[0].startswith(f"error: {index}/images.ids.npy names 1 id that {index}/metadata.json has no "
+                                "'images' entry for: 900001;")  # fmt: skip
+    assert result.stdout == ""
 
 
 def test_fewer_hits_than_asked_and_cut_queries_are_reported(bundles: Bundles) -> None:

@@ -18,6 +18,9 @@ from mmray.data.coco import CocoDataset
 from mmray.errors import IndexBundleError, json_object, reading
 from mmray.index.faiss_index import VectorIndex
 
+MISSING_SHOWN = 5
+"""Ids without metadata named in the error of a bundle that has them."""
+
 
 @dataclass
 class IndexBundle:
@@ -75,6 +78,23 @@ def write_index_bundle(
         storage.publish_dir(staging, uri, last=INDEX_MANIFEST)
 
 
+def check_metadata_covers(ids: np.ndarray, entries: dict[str, Any], kind: str, ids_uri: str, metadata_uri: str) -> None:
+    """Every id of an ids file has its entry in metadata.json, where a hit's file name and text come from (looked
+    up as a search looks them up, by `str(id)`; no Python loop per id)."""
+    listed = np.ravel(ids)
+    present = np.fromiter(map(entries.__contains__, map(str, listed.tolist())), dtype=bool, count=listed.size)
+    missing = listed[~present]
+    if missing.size:
+        count = int(missing.size)
+        more = f" (and {count - MISSING_SHOWN} more)" if count > MISSING_SHOWN else ""
+        shown = ", ".join(str(i) for i in missing[:MISSING_SHOWN].tolist()) + more
+        raise IndexBundleError(
+            f"{ids_uri} names {count} id{'s' if count > 1 else ''} that {metadata_uri} has no {kind!r} entry for: "
+            f"{shown}; the bundle is damaged or was edited (its hits would have no file name or text): rebuild it "
+            "with `mmray index`"
+        )
+
+
 def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
     """Load an index bundle from a directory or s3:// prefix; a damaged file is an error naming it."""
     manifest = read_index_manifest(uri)
@@ -90,6 +110,9 @@ def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
         ids_uri, index_uri = storage.join(uri, f"{kind}.ids.npy"), storage.join(uri, f"{kind}.faiss")
         with storage.local_copy(ids_uri) as ids_path, reading(ids_uri, IndexBundleError):
             ids = np.load(ids_path)
+            if ids.dtype.kind not in "iu":
+                raise TypeError(f"ids of type {ids.dtype}, not integers")
+        check_metadata_covers(ids, metadata.get(kind, {}), kind, ids_uri, metadata_uri)
         with storage.local_copy(index_uri) as index_path, reading(index_uri, IndexBundleError):
             indexes[kind] = VectorIndex.load(index_path, ids, info["type"], use_gpu=use_gpu)
             size, dim = indexes[kind].size, indexes[kind].dim
