@@ -53,6 +53,13 @@ def _first_list(data: bytes) -> int:
     return full + 4 + 8
 
 
+def _list_and_total(data: bytearray) -> None:
+    """The first list's size and the index's ntotal alike, so that the list's vectors take CLAIM bytes."""
+    first, claim = _first_list(bytes(data)), CLAIM // (DIM * 4 + 8)
+    _u64(data, 8, COUNT - struct.unpack_from("<Q", data, first)[0] + claim)
+    _u64(data, first, claim)
+
+
 def _pq_dim(data: bytearray) -> None:
     """The product quantizer's d, so that its d * 256 float centroids take CLAIM bytes."""
     pq = HEADER + 16 + HEADER + 8 + NLIST * DIM * 4 + 1 + 8 + 1 + 8
@@ -66,6 +73,7 @@ CLAIMS = {
     ("hnsw", "storage codes"): _vector_size(lambda data: data.find(b"IxFI") + HEADER, 4),
     ("ivf_flat", "quantizer codes"): _vector_size(lambda _: HEADER + 16 + HEADER, 4),
     ("ivf_flat", "list size"): _vector_size(_first_list, DIM * 4 + 8),
+    ("ivf_flat", "list size and ntotal"): _list_and_total,
     ("ivf_pq", "list size"): _vector_size(_first_list, PQ_M + 8),
     ("ivf_pq", "pq dimension"): _pq_dim,
 }
@@ -98,13 +106,24 @@ def test_a_file_claiming_more_than_it_holds_is_refused_without_allocating(
 
 
 @pytest.mark.parametrize(
-    ("kind", "count", "nlist"), [("ivf_flat", 3000, 1024), ("ivf_pq", 3000, 2000), ("hnsw", 3000, None)]
+    ("kind", "nlist", "distinct"),
+    [
+        ("ivf_flat", 1024, 3000),
+        ("ivf_pq", 2000, 3000),
+        ("ivf_flat", 1000, 100),
+        ("ivf_pq", 1000, 100),
+        ("hnsw", None, 3000),
+    ],
 )
-def test_genuine_indexes_load(tmp_path: Path, kind: str, count: int, nlist: int | None) -> None:
-    vectors = np.random.default_rng(1).standard_normal((count, 32)).astype(np.float32)
-    ids = np.arange(count, dtype=np.int64) * 3
+def test_genuine_indexes_load(tmp_path: Path, kind: str, nlist: int | None, distinct: int) -> None:
+    """Lists mostly filled are saved as 'full' sizes; over 100 distinct vectors most of 1000 lists stay empty,
+    and their sizes are saved as 'sprs' (sparse) pairs."""
+    base = np.random.default_rng(1).standard_normal((distinct, 32)).astype(np.float32)
+    vectors, ids = base[np.arange(3000) % distinct], np.arange(3000, dtype=np.int64) * 3
     index = build_index(vectors, ids, IndexSpec(type=kind, nlist=nlist, pq_m=8, use_gpu=False))
     index.save(tmp_path / "index.faiss")
+    if kind != "hnsw":
+        assert ((tmp_path / "index.faiss").read_bytes().find(b"sprs") > 0) == (distinct < nlist)
     loaded = VectorIndex.load(tmp_path / "index.faiss", ids, kind, use_gpu=False)
-    assert (loaded.size, loaded.dim) == (count, 32)
+    assert (loaded.size, loaded.dim) == (3000, 32)
     np.testing.assert_array_equal(loaded.search(vectors[:20], 5)[1], index.search(vectors[:20], 5)[1])

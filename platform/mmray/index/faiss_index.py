@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from mmray.errors import ConfigError, QueryError
+from mmray.index.faiss_layout import check_index_file
 
 try:
     import faiss
@@ -191,6 +192,9 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, ids: np.ndarray, kind: str, use_gpu: bool = True) -> VectorIndex:
+        """The index saved at `path`, refused (`ValueError`) before faiss reads it if a size it claims does not
+        fit in the file, or once read if it is not an inner-product index of `kind` over `ids`."""
+        check_index_file(path)
         index = faiss.read_index(str(path))
         held = type(index).__name__
         if held != FAISS_CLASSES.get(kind) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
