@@ -159,6 +159,7 @@ def test_ctrl_c_and_sigterm_say_what_is_checkpointed_and_a_rerun_under_other_set
     own = "\n".join(line for line in stderr.splitlines() if not RAY_PROCESS_LINE.match(line))
     assert said and said.group(2) == str(job) and "Traceback" not in own, stderr[-3000:]
     assert "multiple active Ray instances" not in stderr, stderr[-3000:]
+    assert "aborting the training run" in stderr, "the run ends before Ray shuts down under it"
     snapshot = (run_dir / "checkpoint_manager_snapshot.json").read_text()
     stopped_at = int(said.group(1))
     assert f"checkpoint_epoch_{stopped_at:04d}" in snapshot, "the epoch named is one a rerun resumes from"

@@ -79,12 +79,12 @@ def _train_local(spec: TrainJob, rerun: Rerun) -> TrainOutcome:
 
 def _train_on_ray(spec: TrainJob, rerun: Rerun) -> TrainOutcome:
     from mmray.train.live import draw_until_done, wants_bar
-    from mmray.train.trainer import finish_run, fit, in_background, start_run
+    from mmray.train.trainer import finish_run, fit_in_background, start_run
 
     prepared = start_run(spec, rerun=rerun, live=wants_bar())  # Ray starts in this (main) thread
     board = prepared.board
     draw = (lambda thread: draw_until_done(board, thread)) if board is not None else None
-    return finish_run(prepared, in_background(lambda: fit(prepared), draw))
+    return finish_run(prepared, fit_in_background(prepared, draw))
 
 
 def _evaluation_of(

@@ -5,6 +5,8 @@ that moves them breaks here, and tests/test_ray_compat.py has one test per use (
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 from typing import Any
 
 import ray
@@ -42,6 +44,17 @@ def train_report_logger() -> logging.Logger | None:
     except ImportError:
         return None
     return logging.getLogger(context.__file__)
+
+
+def train_controller_waited_on(thread: threading.Thread) -> Any:
+    """The Ray Train V2 controller (an actor handle) that `TorchTrainer.fit`, running in `thread`, waits on: the
+    local `controller` of `DataParallelTrainer._initialize_and_run_controller`; None before it exists."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "_initialize_and_run_controller":
+            return frame.f_locals.get("controller")
+        frame = frame.f_back
+    return None
 
 
 class ServeController:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -14,6 +16,7 @@ from ray.train.torch import TorchTrainer
 
 from mmray import storage
 from mmray.cluster.connection import check_local_gpus, check_worker_resources, cluster_cpus, connect, ray_log_level
+from mmray.cluster.ray_compat import train_controller_waited_on
 from mmray.config import TrainJob
 from mmray.errors import BundleError, ConfigError, TrainingError
 from mmray.tasks.base import Score
@@ -27,6 +30,8 @@ from mmray.train.run_record import Rerun, check_run_directory, record_job
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+ABORT_TIMEOUT_S = 60.0
+"""How long a stopped run may take to abort before Ray is shut down under it."""
 
 
 def decode_pool(spec: TrainJob) -> tuple[int, float]:
@@ -153,28 +158,64 @@ def finish_run(prepared: PreparedRun, result: Any) -> TrainOutcome:
 def run_training(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check") -> TrainOutcome:
     """Train `spec` on Ray Train; re-running the same name under the same root resumes the run."""
     prepared = start_run(spec, callbacks, rerun)
-    return finish_run(prepared, in_background(lambda: fit(prepared)))
+    return finish_run(prepared, fit_in_background(prepared))
 
 
-def in_background(work: Callable[[], T], while_waiting: Callable[[threading.Thread], None] | None = None) -> T:
+def fit_in_background(prepared: PreparedRun, while_waiting: Callable[[threading.Thread], None] | None = None) -> Any:
+    """`fit(prepared)` in a background thread (see `in_background`); stopped, its run is aborted first."""
+    return in_background(lambda: fit(prepared), while_waiting, abort_fit)
+
+
+def abort_fit(thread: threading.Thread, finished: threading.Event, timeout_s: float = ABORT_TIMEOUT_S) -> None:
+    """Abort the Ray Train run `thread` fits (its controller ends the workers, then itself) and wait until the
+    work is `finished`: Ray shut down under a thread still waiting in it can crash the process (SIGSEGV)."""
+    deadline = time.monotonic() + timeout_s
+    aborted = False
+    while not finished.is_set() and time.monotonic() < deadline:
+        controller = None if aborted else train_controller_waited_on(thread)
+        if controller is not None:
+            logger.info("aborting the training run: its workers stop")
+            with contextlib.suppress(ray.exceptions.RayError):  # the controller exits as it aborts
+                ray.get(controller.abort.remote(), timeout=max(deadline - time.monotonic(), 1.0))
+            aborted = True
+        finished.wait(0.2)
+    if not finished.is_set():
+        logger.warning("the training run did not stop within %g s; shutting Ray down under it", timeout_s)
+
+
+def in_background(
+    work: Callable[[], T],
+    while_waiting: Callable[[threading.Thread], None] | None = None,
+    on_stop: Callable[[threading.Thread, threading.Event], None] | None = None,
+) -> T:
     """Run `work` in a thread while this (main) thread waits (or runs `while_waiting`, e.g. drawing
     progress), so Ctrl-C reaches mmray as a KeyboardInterrupt (Ray Train installs its own SIGINT
-    handler only in the main thread, and exits)."""
+    handler only in the main thread, and exits). Stopped (Ctrl-C, `Terminated`), `on_stop(thread, finished)`
+    ends the work before the stop goes on; `finished` is set once it has (a `join` that a stop interrupted
+    can leave `thread.is_alive()` False while it runs on)."""
     done: list[T] = []
     failed: list[BaseException] = []
+    finished = threading.Event()
 
     def run() -> None:
         try:
             done.append(work())
         except BaseException as exc:
             failed.append(exc)
+        finally:
+            finished.set()
 
     thread = threading.Thread(target=run, name="mmray-work", daemon=True)
     thread.start()
-    if while_waiting is not None:
-        while_waiting(thread)
-    while thread.is_alive():
-        thread.join(0.5)
+    try:
+        if while_waiting is not None:
+            while_waiting(thread)
+        while not finished.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        if on_stop is not None:
+            on_stop(thread, finished)
+        raise
     if failed:
         raise failed[0]
     return done[0]
