@@ -48,7 +48,8 @@ def train_report_logger() -> logging.Logger | None:
 
 def train_controller_waited_on(thread: threading.Thread) -> Any:
     """The Ray Train V2 controller (an actor handle) that `TorchTrainer.fit`, running in `thread`, waits on: the
-    local `controller` of `DataParallelTrainer._initialize_and_run_controller`; None before it exists."""
+    local `controller` of `DataParallelTrainer._initialize_and_run_controller`; None before it exists (tested in
+    tests/train/test_fit_stops.py)."""
     frame = sys._current_frames().get(thread.ident or -1)
     while frame is not None:
         if frame.f_code.co_name == "_initialize_and_run_controller":
