@@ -84,7 +84,8 @@ def _bundle(root: Path, kind: str) -> Path:
     spec = IndexSpec(type=kind, nlist=NLIST, pq_m=PQ_M, use_gpu=False)
     index = build_index(vectors, np.arange(COUNT), spec)
     manifest = {"model_version": "v", "model_bundle": "m", "split": "val"}
-    write_index_bundle(str(root), {"images": index}, {"images": {}, "captions": {}}, manifest)
+    metadata = {"images": {str(i): {"file_name": f"{i}.jpg"} for i in range(COUNT)}, "captions": {}}
+    write_index_bundle(str(root), {"images": index}, metadata, manifest)
     return root / "images.faiss"
 
 

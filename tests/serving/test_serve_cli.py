@@ -127,6 +127,7 @@ def test_serve_of_a_bundle_no_replica_can_load_stops_at_once_naming_it_and_delet
     path = local_config(bundles, tmp_path)
     config = yaml.safe_load(path.read_text())
     config["applications"][0]["args"]["index"] = str(index)
+    config["applications"][0]["route_prefix"] = "/failing"  # beside the package's apps, if they run
     path.write_text(yaml.safe_dump(config))
     others = set(serve.status().applications)
     assert "mmray" not in others

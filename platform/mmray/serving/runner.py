@@ -162,6 +162,7 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: 
     names = [application.name for application in schema.applications]
     details = client.details()
     kept = _other_applications(details, names)
+    _check_routes_free(schema.applications, kept)
     if kept:
         logger.info("keeping the applications already on this cluster: %s", ", ".join(c.name for c in kept))
     # Serve's config deploy replaces every application: the kept ones go with the new.
@@ -201,6 +202,19 @@ def _other_applications(details: dict[str, Any], names: list[str]) -> list[Any]:
         for name, application in applications
         if name not in names and application.get("deployed_app_config")
     ]
+
+
+def _check_routes_free(applications: list[Any], kept: list[Any]) -> None:
+    """A route prefix one of the cluster's other applications serves is refused: deployed beside it, Serve's
+    controller would store the clashing config and refuse every later deploy on the cluster."""
+    taken = {application.route_prefix: application.name for application in kept if application.route_prefix}
+    for application in applications:
+        if application.route_prefix in taken:
+            raise ConfigError(
+                f"application {application.name!r}: route_prefix {application.route_prefix!r} is served by the "
+                f"cluster's application {taken[application.route_prefix]!r}; give it another route_prefix, or "
+                f"delete that application first (`serve delete`)"
+            )
 
 
 def _wait_running(names: list[str], deadline: float, timeout_s: float) -> None:
