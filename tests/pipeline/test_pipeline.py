@@ -151,6 +151,37 @@ def test_a_pair_refused_once_and_promoted_later_is_listed_with_its_latest_evalua
     assert (entry.metrics["candidate"], entry.metrics["served"]) == (again.candidate, again.served)
 
 
+def test_a_promotion_made_while_a_pipeline_ran_is_not_overridden(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate compares with the entry served when the pipeline started; one a person promoted (or rolled
+    back to) meanwhile is kept, and the rerun compares with it."""
+    import mmray.pipeline.run as pipeline_run
+
+    root = str(tmp_path / "runs")
+    first = _pipeline(tmp_path, data_root, "first", lr=1e-9).model_dump(mode="json")
+    assert run_pipeline(PipelineJob.model_validate({**first, "index": None}), tmp_path).promoted
+    second = _pipeline(tmp_path, data_root, "second").model_dump(mode="json")
+    other = run_pipeline(PipelineJob.model_validate({**second, "index": None, "gate": {"margin": 1.0}}), tmp_path)
+    assert not other.promoted
+    score = pipeline_run._score
+
+    def score_while_a_person_promotes(spec: PipelineJob, bundle_uri: str, metric: str) -> float:
+        if ModelRegistry(root).current() != ModelRegistry(root).entry(other.entry.id):
+            ModelRegistry(root).record(other.entry.id, "promote", "mmray models promote")
+        return score(spec, bundle_uri, metric)
+
+    monkeypatch.setattr(pipeline_run, "_score", score_while_a_person_promotes)
+    third = _pipeline(tmp_path, data_root, "third", epochs=2).model_dump(mode="json")
+    outcome = run_pipeline(PipelineJob.model_validate({**third, "index": None}), tmp_path)
+    assert not outcome.promoted and "the served entry changed from 1 to 2" in outcome.reason, outcome.reason
+    assert ModelRegistry(root).current() == ModelRegistry(root).entry(other.entry.id)
+
+    monkeypatch.setattr(pipeline_run, "_score", score)
+    again = run_pipeline(PipelineJob.model_validate({**third, "index": None}), tmp_path)
+    assert again.entry.metrics["served_entry"] == other.entry.id, "the rerun compares with the entry served now"
+
+
 def test_splits_no_stage_can_read_are_refused_before_any_stage_runs(tmp_path: Path, data_root: Path) -> None:
     spec = _pipeline(tmp_path, data_root, "splits").model_dump(mode="json")
     with pytest.raises(ValueError, match=r"gate\.split reads split 'test', but a data section has only train and val"):

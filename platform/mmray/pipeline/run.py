@@ -195,6 +195,13 @@ def run_pipeline(spec: PipelineJob, base: Path) -> PipelineOutcome:
                   f"{spec.gate.margin:g}; the served pair is untouched")  # fmt: skip
         logger.warning("%s", reason)
         return PipelineOutcome(entry, metric, candidate, current, False, reason)
+    now = registry.current()
+    if (now.id if now else None) != (served.id if served else None):
+        reason = (f"refused: the served entry changed from {served.id if served else '-'} to "
+                  f"{now.id if now else '-'} while this pipeline ran (a promotion or rollback); it is kept, and a "
+                  "rerun compares the candidate with it")  # fmt: skip
+        logger.warning("%s", reason)
+        return PipelineOutcome(entry, metric, candidate, current, False, reason)
     reload_app(spec, entry)
     registry.record(entry.id, "promote", f"pipeline {spec.name}")
     shown = "no model was served" if current is None else f"the served entry scored {float(current):.4f}"
