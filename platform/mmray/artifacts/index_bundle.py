@@ -80,7 +80,7 @@ def write_index_bundle(
 
 def check_metadata_covers(ids: np.ndarray, entries: dict[str, Any], kind: str, ids_uri: str, metadata_uri: str) -> None:
     """Every id of an ids file has its entry in metadata.json, where a hit's file name and text come from (looked
-    up as a search looks them up, by `str(id)`; no Python loop per id)."""
+    up as a search looks them up, by `str(id)`, in one pass of built-in maps)."""
     listed = np.ravel(ids)
     present = np.fromiter(map(entries.__contains__, map(str, listed.tolist())), dtype=bool, count=listed.size)
     missing = listed[~present]
