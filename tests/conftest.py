@@ -6,9 +6,9 @@ fixture, and every test once it runs) and in-process tests join (`ray_session`).
 (or using `no_in_process_ray`) exercise what a command does with a Ray of its own (the embedded start,
 signals, resource checks, a second cluster): they run first, before the session's Ray starts.
 
-`make test TEST_WORKERS=2` runs pytest-xdist workers (`--dist loadgroup`), each with its own session Ray and S3 server.
-Tests that use Ray are split into two lanes (`ray_lane`), each lane kept on one worker in this order; the
-tests without Ray fill whichever worker is free."""
+`make test` runs pytest-xdist workers (`--dist loadgroup`), each with its own session Ray and S3 server.
+Tests that use Ray are split into two lanes (`ray_lane`), each lane kept on one worker in this order
+(tests/support/xdist_lanes.py); the tests without Ray fill whichever worker is free."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ from mmray.config import ShapesData
 from mmray.data.shapes import generate_shapes
 from tests.support.local_cluster import LocalCluster
 from tests.support.seaweedfs import SeaweedServer, start_seaweedfs
+from tests.support.xdist_lanes import record_lanes
+
+pytest_plugins = ["tests.support.xdist_lanes"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The README walk (tests/readme) runs only under `make test-readme`, which sets MMRAY_README_WALK=1.
@@ -181,16 +184,12 @@ def ray_lane(item: pytest.Item) -> str | None:
     return None
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist names each test's group
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests with a Ray of their own first (the session's Ray starts after them); under xdist, the Ray tests
     in their lanes; tests marked `gpu` run only where CUDA is available."""
     items.sort(key=lambda item: not _own_ray(item))  # stable: the order within each group stays
-    if config.getoption("dist", "no") != "no":
-        for item in items:
-            lane = ray_lane(item)
-            if lane is not None:
-                item.add_marker(pytest.mark.xdist_group(lane))
+    lanes = {item.nodeid: lane for item in items if (lane := ray_lane(item)) is not None}
+    record_lanes(config, lanes)
     if not any(item.get_closest_marker("gpu") for item in items):
         return
     import torch

@@ -1,0 +1,71 @@
+"""Lanes under pytest-xdist (`--dist loadgroup`): all tests of a lane run on one worker, in collection order.
+
+xdist 3.8's own loadgroup scheduling reads a lane from an `@lane` suffix it appends to `item._nodeid`, which
+pytest 9 no longer reads (a node's id is built from `item._id`), so it would group nothing. Instead each
+worker writes the lanes it collected to a file, and the controller's scheduler takes a test's lane as its
+scope; a test of no lane is a scope of its own, so those tests go to whichever worker is free."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from xdist.scheduler import LoadScopeScheduling
+
+LANES_DIR_KEY = "mmray_lanes_dir"
+
+
+class LaneScheduling(LoadScopeScheduling):
+    """xdist's scope scheduling with each test's lane as its scope."""
+
+    def __init__(self, config: pytest.Config, log: Any, lanes_dir: Path) -> None:
+        super().__init__(config, log)
+        self.lanes_dir = lanes_dir
+        self._lanes: dict[str, str] | None = None
+
+    def _split_scope(self, nodeid: str) -> str:
+        if self._lanes is None:  # asked once every worker has collected, so their files are written
+            written = sorted(self.lanes_dir.glob("lanes-*.json"))
+            self._lanes = json.loads(written[0].read_text()) if written else {}
+        return self._lanes.get(nodeid, nodeid)
+
+
+def record_lanes(config: pytest.Config, lanes: dict[str, str]) -> None:
+    """In an xdist worker, the lane of each collected test (by node id) for the controller's scheduler."""
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if not workerinput or LANES_DIR_KEY not in workerinput:
+        return
+    target = Path(workerinput[LANES_DIR_KEY]) / f"lanes-{workerinput['workerid']}.json"
+    partial = target.with_suffix(".partial")
+    partial.write_text(json.dumps(lanes))
+    os.replace(partial, target)
+
+
+def _lanes_dir(config: pytest.Config) -> Path:
+    if not hasattr(config, "_mmray_lanes_dir"):
+        config._mmray_lanes_dir = Path(tempfile.mkdtemp(prefix="mmray-lanes-"))  # type: ignore[attr-defined]
+    path: Path = config._mmray_lanes_dir  # type: ignore[attr-defined]
+    return path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    node.workerinput[LANES_DIR_KEY] = str(_lanes_dir(node.config))
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LaneScheduling | None:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    return LaneScheduling(config, log, _lanes_dir(config))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path: Path | None = getattr(config, "_mmray_lanes_dir", None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
