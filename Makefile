@@ -81,9 +81,9 @@ demo-generation: $(STAMP)
 		--out runs/shapes-gan/generated.png
 	$(BIN)/mmray caption runs/shapes-caption $$(ls data/shapes/n11000-*/images/val/*.jpg | head -3) --beam 3
 
-# One pytest process; TEST_WORKERS=N runs N pytest-xdist workers, the tests that use Ray kept to two lanes
-# (tests/conftest.py). On 2 cores two workers gained 4 % (the suite is CPU-bound there): for larger machines.
-TEST_WORKERS ?= 0
+# TEST_WORKERS pytest-xdist workers (0: one pytest process); the tests that use Ray keep to three lanes, each
+# on one worker in order, and the others fill whichever worker is free (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
 	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 

@@ -3,7 +3,8 @@
 xdist 3.8's own loadgroup scheduling reads a lane from an `@lane` suffix it appends to `item._nodeid`, which
 pytest 9 no longer reads (a node's id is built from `item._id`), so it would group nothing. Instead each
 worker writes the lanes it collected to a file, and the controller's scheduler takes a test's lane as its
-scope; a test of no lane is a scope of its own, so those tests go to whichever worker is free."""
+scope, handing the lanes out first (`LANE_ORDER`); a test of no lane is a scope of its own, so those tests go
+to whichever worker is free."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 LANES_DIR_KEY = "mmray_lanes_dir"
+OWN_RAY, TRAINING, SESSION = "ray-own", "ray-training", "ray-session"
+LANE_ORDER = (OWN_RAY, TRAINING, SESSION)
+"""The order lanes are handed out in, before the tests of no lane: the longest start first, and `ray-own`
+first of all, so its worker has not started the session's Ray when its tests run."""
 
 
 class LaneScheduling(LoadScopeScheduling):
@@ -27,12 +32,25 @@ class LaneScheduling(LoadScopeScheduling):
         super().__init__(config, log)
         self.lanes_dir = lanes_dir
         self._lanes: dict[str, str] | None = None
+        self._ordered = False
+
+    def _assign_work_unit(self, node: Any) -> None:
+        if not self._ordered:  # the queue is complete at the first assignment; sorted stably, by lane
+            ranked = sorted(self.workqueue.items(), key=lambda unit: _rank(unit[0]))
+            self.workqueue.clear()
+            self.workqueue.update(ranked)
+            self._ordered = True
+        super()._assign_work_unit(node)
 
     def _split_scope(self, nodeid: str) -> str:
         if self._lanes is None:  # asked once every worker has collected, so their files are written
             written = sorted(self.lanes_dir.glob("lanes-*.json"))
             self._lanes = json.loads(written[0].read_text()) if written else {}
         return self._lanes.get(nodeid, nodeid)
+
+
+def _rank(scope: str) -> int:
+    return LANE_ORDER.index(scope) if scope in LANE_ORDER else len(LANE_ORDER)
 
 
 def record_lanes(config: pytest.Config, lanes: dict[str, str]) -> None:
