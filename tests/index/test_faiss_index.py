@@ -158,6 +158,19 @@ def test_bundle_round_trip(data: tuple, where: str, tmp_path: Path, request: pyt
         assert sorted(p.name for p in (tmp_path / "bundles").iterdir()) == ["index"], "no staging left behind"
 
 
+def test_a_bundle_whose_metadata_misses_ids_is_refused_before_anything_is_written(data: tuple, tmp_path: Path) -> None:
+    """Such a bundle would be written whole and then refused by every search that loads it."""
+    base, _, ids, _ = data
+    uri = str(tmp_path / "index")
+    metadata = {
+        "images": {str(i): {"file_name": f"{i}.jpg"} for i in ids[:298]},
+        "captions": {str(i): {"text": f"caption {i}"} for i in ids[300:900]},
+    }
+    with pytest.raises(IndexBundleError, match=rf"the images index for {uri} holds 2 ids that its metadata has no .images. entry for: \d+, \d+; nothing"):
+        write_index_bundle(uri, _bundle(base, ids), metadata, {"model_version": "v1", "model_bundle": "m"})
+    assert not list(tmp_path.iterdir()), "nothing published"
+
+
 def test_incomplete_bundle_is_refused(tmp_path: Path) -> None:
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "images.faiss").write_bytes(b"partial")

@@ -61,7 +61,15 @@ def corpus_metadata(dataset: CocoDataset) -> dict[str, dict[str, Any]]:
 def write_index_bundle(
     uri: str, indexes: dict[str, VectorIndex], metadata: dict[str, dict[str, Any]], manifest: dict[str, Any]
 ) -> None:
-    """Write the bundle into a staging area, then publish it whole; `index.json` is written last."""
+    """Write the bundle into a staging area, then publish it whole; `index.json` is written last. Metadata
+    without an entry for an indexed id is refused before anything is written (every load would refuse it)."""
+    for kind, index in indexes.items():
+        missing = missing_metadata(index.ids, metadata.get(kind, {}))
+        if missing:
+            raise IndexBundleError(
+                f"the {kind} index for {uri} holds {missing[0]} its metadata has no {kind!r} entry for: {missing[1]}; "
+                "nothing was written (their hits would have no file name or text)"
+            )
     with tempfile.TemporaryDirectory(prefix="mmray-index-") as tmp:
         staging = Path(tmp)
         for kind, index in indexes.items():
@@ -78,21 +86,17 @@ def write_index_bundle(
         storage.publish_dir(staging, uri, last=INDEX_MANIFEST)
 
 
-def check_metadata_covers(ids: np.ndarray, entries: dict[str, Any], kind: str, ids_uri: str, metadata_uri: str) -> None:
-    """Every id of an ids file has its entry in metadata.json, where a hit's file name and text come from (looked
-    up as a search looks them up, by `str(id)`, in one pass of built-in maps)."""
+def missing_metadata(ids: np.ndarray, entries: dict[str, Any]) -> tuple[str, str] | None:
+    """The ids without an entry in `entries` (looked up as a search looks them up, by `str(id)`, in one pass of
+    built-in maps): ("N ids that", the first few of them), or None when every id has one."""
     listed = np.ravel(ids)
     present = np.fromiter(map(entries.__contains__, map(str, listed.tolist())), dtype=bool, count=listed.size)
     missing = listed[~present]
-    if missing.size:
-        count = int(missing.size)
-        more = f" (and {count - MISSING_SHOWN} more)" if count > MISSING_SHOWN else ""
-        shown = ", ".join(str(i) for i in missing[:MISSING_SHOWN].tolist()) + more
-        raise IndexBundleError(
-            f"{ids_uri} names {count} id{'s' if count > 1 else ''} that {metadata_uri} has no {kind!r} entry for: "
-            f"{shown}; the bundle is damaged or was edited (its hits would have no file name or text): rebuild it "
-            "with `mmray index`"
-        )
+    if not missing.size:
+        return None
+    count = int(missing.size)
+    more = f" (and {count - MISSING_SHOWN} more)" if count > MISSING_SHOWN else ""
+    return f"{count} id{'s' if count > 1 else ''} that", ", ".join(str(i) for i in missing[:MISSING_SHOWN].tolist()) + more
 
 
 def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
@@ -112,7 +116,12 @@ def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
             ids = np.load(ids_path)
             if ids.dtype.kind not in "iu":
                 raise TypeError(f"ids of type {ids.dtype}, not integers")
-        check_metadata_covers(ids, metadata.get(kind, {}), kind, ids_uri, metadata_uri)
+        missing = missing_metadata(ids, metadata.get(kind, {}))
+        if missing:  # a hit's file name and text come from metadata.json
+            raise IndexBundleError(
+                f"{ids_uri} names {missing[0]} {metadata_uri} has no {kind!r} entry for: {missing[1]}; the bundle is "
+                "damaged or was edited (its hits would have no file name or text): rebuild it with `mmray index`"
+            )
         with storage.local_copy(index_uri) as index_path, reading(index_uri, IndexBundleError):
             indexes[kind] = VectorIndex.load(index_path, ids, info["type"], use_gpu=use_gpu)
             size, dim = indexes[kind].size, indexes[kind].dim
