@@ -81,7 +81,7 @@ demo-generation: $(STAMP)
 		--out runs/shapes-gan/generated.png
 	$(BIN)/mmray caption runs/shapes-caption $$(ls data/shapes/n11000-*/images/val/*.jpg | head -3) --beam 3
 
-# TEST_WORKERS pytest-xdist workers (0: one pytest process); the tests that use Ray keep to three lanes, each
+# TEST_WORKERS pytest-xdist workers (0: one pytest process); the tests that use Ray keep to two lanes, each
 # on one worker in order, and the others fill whichever worker is free (tests/conftest.py).
 TEST_WORKERS ?= 2
 test: $(STAMP) browser

@@ -31,7 +31,7 @@ from mmray.config import ShapesData
 from mmray.data.shapes import generate_shapes
 from tests.support.local_cluster import LocalCluster
 from tests.support.seaweedfs import SeaweedServer, start_seaweedfs
-from tests.support.xdist_lanes import OWN_RAY, SESSION, TRAINING, record_lanes
+from tests.support.xdist_lanes import OWN_RAY_AND_TRAINING, SESSION, record_lanes
 
 pytest_plugins = ["tests.support.xdist_lanes"]
 
@@ -171,16 +171,15 @@ def no_in_process_ray() -> None:
 
 
 TRAINING_LANE_FILES = {"test_training.py", "test_tune_runs.py"}
-"""Modules of long Ray Train and Tune runs, a lane of their own."""
+"""Modules of Ray Train and Tune runs that share the lane of the tests with a Ray of their own."""
 
 
 def ray_lane(item: pytest.Item) -> str | None:
-    """The xdist lane of a test that uses Ray: `ray-own` (a Ray of its own), `ray-training` (Train and Tune runs)
-    or `ray-session` (the session's Ray: serving, indexing, streaming); None for a test without Ray."""
-    if _own_ray(item):
-        return OWN_RAY
-    if item.path.name in TRAINING_LANE_FILES:
-        return TRAINING
+    """The xdist lane of a test that uses Ray: `ray-own-and-training` (a Ray of its own, training and tune
+    runs) or `ray-session` (the session's Ray: serving, indexing, streaming); None for a test without Ray.
+    The heaviest Ray tests share one lane: run beside each other on 2 cores they took 18:26 against 15:57."""
+    if _own_ray(item) or item.path.name in TRAINING_LANE_FILES:
+        return OWN_RAY_AND_TRAINING
     if {"ray_cluster", "ray_session"} & set(getattr(item, "fixturenames", ())):
         return SESSION
     return None

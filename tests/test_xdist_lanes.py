@@ -1,6 +1,6 @@
 """Under `make test` (pytest-xdist workers), each lane of the tests that use Ray (tests/conftest.py) runs on one
-worker, the lane of the tests with a Ray of their own first on its worker: a session here with stand-in tests
-(no Ray) in each lane, run by two workers."""
+worker, the tests with a Ray of their own first on theirs: sessions here with stand-in tests (no Ray) in each
+lane."""
 
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ def test_stand_in(n, {fixtures}):
 """
 
 
-def test_each_lane_runs_on_one_worker_and_the_own_ray_lane_first_on_its_worker(tmp_path: Path) -> None:
-    training = sorted(TRAINING_LANE_FILES)[0]
-    modules = {  # by size the session's lane would come first and the own-Ray lane last
+def _run_stand_ins(tmp_path: Path, workers: int) -> list[tuple[str, str]]:
+    """(module, worker) of each stand-in test in the order they ran."""
+    modules = {  # by size the session's lane would come first
         "test_a_free.py": STAND_IN.format(marks="", count=6, fixtures=""),
         "test_b_session.py": STAND_IN.format(marks="", count=12, fixtures="ray_session"),
         "test_c_own.py": STAND_IN.format(marks="pytest.mark.own_ray", count=3, fixtures=""),
-        training: STAND_IN.format(marks="", count=8, fixtures=""),
+        sorted(TRAINING_LANE_FILES)[0]: STAND_IN.format(marks="", count=4, fixtures=""),
         "test_z_free.py": STAND_IN.format(marks="", count=6, fixtures=""),
     }
     suite = tmp_path / "suite"
@@ -56,20 +56,28 @@ def test_each_lane_runs_on_one_worker_and_the_own_ray_lane_first_on_its_worker(t
         (suite / name).write_text(text)
     log = tmp_path / "lanes.log"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LANES_LOG": str(log)}
-    command = [sys.executable, "-m", "pytest", "-q", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider",
-               "-p", "tests.support.xdist_lanes", "-o", "addopts=", str(suite)]  # fmt: skip
+    command = [sys.executable, "-m", "pytest", "-q", "-n", str(workers), "--dist", "loadgroup", "-p",
+               "no:cacheprovider", "-p", "tests.support.xdist_lanes", "-o", "addopts=", str(suite)]  # fmt: skip
     run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ran = [(module, worker) for module, worker in map(str.split, log.read_text().splitlines())]
+    assert len(ran) == 31
+    return ran
+
+
+def test_each_lane_runs_on_one_worker_its_own_ray_tests_first(tmp_path: Path) -> None:
+    ran = _run_stand_ins(tmp_path, workers=2)
     workers: dict[str, set[str]] = defaultdict(set)
-    first_on: dict[str, str] = {}
-    lines = log.read_text().splitlines()
-    for line in lines:
-        module, worker = line.split()
+    for module, worker in ran:
         workers[module].add(worker)
-        first_on.setdefault(worker, module)
-    assert len(lines) == 35
-    for lane in ("test_b_session.py", "test_c_own.py", training):
-        assert len(workers[lane]) == 1, f"the tests of {lane} ran on {sorted(workers[lane])}"
+    training = sorted(TRAINING_LANE_FILES)[0]
+    assert workers["test_c_own.py"] == workers[training] and len(workers[training]) == 1, dict(workers)
+    assert len(workers["test_b_session.py"]) == 1 and workers["test_b_session.py"] != workers[training]
     (own_worker,) = workers["test_c_own.py"]
-    assert first_on[own_worker] == "test_c_own.py", "the own-Ray lane runs before its worker's session Ray starts"
+    assert [module for module, worker in ran if worker == own_worker][:3] == ["test_c_own.py"] * 3
     assert workers["test_a_free.py"] | workers["test_z_free.py"] == {"gw0", "gw1"}, "tests of no lane use both"
+
+
+def test_the_lane_of_the_own_ray_tests_is_handed_out_first(tmp_path: Path) -> None:
+    """With one worker too, whose session Ray a lane run before would have started."""
+    assert [module for module, _ in _run_stand_ins(tmp_path, workers=1)][:3] == ["test_c_own.py"] * 3

@@ -166,7 +166,8 @@ def test_a_bundle_whose_metadata_misses_ids_is_refused_before_anything_is_writte
         "images": {str(i): {"file_name": f"{i}.jpg"} for i in ids[:298]},
         "captions": {str(i): {"text": f"caption {i}"} for i in ids[300:900]},
     }
-    with pytest.raises(IndexBundleError, match=rf"the images index for {uri} holds 2 ids that its metadata has no .images. entry for: \d+, \d+; nothing"):
+    refused = rf"the images index for {uri} holds 2 ids that its metadata has no 'images' entry for: \d+, \d+; nothing"
+    with pytest.raises(IndexBundleError, match=refused):
         write_index_bundle(uri, _bundle(base, ids), metadata, {"model_version": "v1", "model_bundle": "m"})
     assert not list(tmp_path.iterdir()), "nothing published"
 

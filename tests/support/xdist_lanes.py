@@ -19,10 +19,11 @@ import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 LANES_DIR_KEY = "mmray_lanes_dir"
-OWN_RAY, TRAINING, SESSION = "ray-own", "ray-training", "ray-session"
-LANE_ORDER = (OWN_RAY, TRAINING, SESSION)
-"""The order lanes are handed out in, before the tests of no lane: the longest start first, and `ray-own`
-first of all, so its worker has not started the session's Ray when its tests run."""
+OWN_RAY_AND_TRAINING, SESSION = "ray-own-and-training", "ray-session"
+LANE_ORDER = (OWN_RAY_AND_TRAINING, SESSION)
+"""The order lanes are handed out in, before the tests of no lane: the lane with the tests that start a Ray of
+their own (sorted first within it) first of all, so its worker has not started the session's Ray when they
+run, whatever the number of workers."""
 
 
 class LaneScheduling(LoadScopeScheduling):

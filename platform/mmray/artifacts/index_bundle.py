@@ -96,7 +96,8 @@ def missing_metadata(ids: np.ndarray, entries: dict[str, Any]) -> tuple[str, str
         return None
     count = int(missing.size)
     more = f" (and {count - MISSING_SHOWN} more)" if count > MISSING_SHOWN else ""
-    return f"{count} id{'s' if count > 1 else ''} that", ", ".join(str(i) for i in missing[:MISSING_SHOWN].tolist()) + more
+    shown = ", ".join(str(i) for i in missing[:MISSING_SHOWN].tolist()) + more
+    return f"{count} id{'s' if count > 1 else ''} that", shown
 
 
 def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
