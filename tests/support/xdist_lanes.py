@@ -19,6 +19,8 @@ import pytest
 from xdist.scheduler import LoadScopeScheduling
 
 LANES_DIR_KEY = "mmray_lanes_dir"
+LANES_DIR = pytest.StashKey[Path]()
+"""The controller's folder of the workers' lane files."""
 OWN_RAY_AND_TRAINING, SESSION = "ray-own-and-training", "ray-session"
 LANE_ORDER = (OWN_RAY_AND_TRAINING, SESSION)
 """The order lanes are handed out in, before the tests of no lane: the lane with the tests that start a Ray of
@@ -66,10 +68,9 @@ def record_lanes(config: pytest.Config, lanes: dict[str, str]) -> None:
 
 
 def _lanes_dir(config: pytest.Config) -> Path:
-    if not hasattr(config, "_mmray_lanes_dir"):
-        config._mmray_lanes_dir = Path(tempfile.mkdtemp(prefix="mmray-lanes-"))  # type: ignore[attr-defined]
-    path: Path = config._mmray_lanes_dir  # type: ignore[attr-defined]
-    return path
+    if LANES_DIR not in config.stash:
+        config.stash[LANES_DIR] = Path(tempfile.mkdtemp(prefix="mmray-lanes-"))
+    return config.stash[LANES_DIR]
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -85,6 +86,5 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LaneScheduli
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    path: Path | None = getattr(config, "_mmray_lanes_dir", None)
-    if path is not None:
-        shutil.rmtree(path, ignore_errors=True)
+    if LANES_DIR in config.stash:
+        shutil.rmtree(config.stash[LANES_DIR], ignore_errors=True)

@@ -67,7 +67,8 @@ def write_index_bundle(
         missing = missing_metadata(index.ids, metadata.get(kind, {}))
         if missing:
             raise IndexBundleError(
-                f"the {kind} index for {uri} holds {missing[0]} its metadata has no {kind!r} entry for: {missing[1]}; "
+                f"the {kind} index for {uri} holds {missing[0]} that its metadata has no {kind!r} entry for: "
+                f"{missing[1]}; "
                 "nothing was written (their hits would have no file name or text)"
             )
     with tempfile.TemporaryDirectory(prefix="mmray-index-") as tmp:
@@ -88,7 +89,7 @@ def write_index_bundle(
 
 def missing_metadata(ids: np.ndarray, entries: dict[str, Any]) -> tuple[str, str] | None:
     """The ids without an entry in `entries` (looked up as a search looks them up, by `str(id)`, in one pass of
-    built-in maps): ("N ids that", the first few of them), or None when every id has one."""
+    built-in maps): ("N ids", the first few of them), or None when every id has one."""
     listed = np.ravel(ids)
     present = np.fromiter(map(entries.__contains__, map(str, listed.tolist())), dtype=bool, count=listed.size)
     missing = listed[~present]
@@ -97,7 +98,7 @@ def missing_metadata(ids: np.ndarray, entries: dict[str, Any]) -> tuple[str, str
     count = int(missing.size)
     more = f" (and {count - MISSING_SHOWN} more)" if count > MISSING_SHOWN else ""
     shown = ", ".join(str(i) for i in missing[:MISSING_SHOWN].tolist()) + more
-    return f"{count} id{'s' if count > 1 else ''} that", shown
+    return f"{count} id{'s' if count > 1 else ''}", shown
 
 
 def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
@@ -120,8 +121,9 @@ def load_index_bundle(uri: str, use_gpu: bool = True) -> IndexBundle:
         missing = missing_metadata(ids, metadata.get(kind, {}))
         if missing:  # a hit's file name and text come from metadata.json
             raise IndexBundleError(
-                f"{ids_uri} names {missing[0]} {metadata_uri} has no {kind!r} entry for: {missing[1]}; the bundle is "
-                "damaged or was edited (its hits would have no file name or text): rebuild it with `mmray index`"
+                f"{ids_uri} names {missing[0]} that {metadata_uri} has no {kind!r} entry for: {missing[1]}; the "
+                "bundle is damaged or was edited (its hits would have no file name or text): rebuild it with "
+                "`mmray index`"
             )
         with storage.local_copy(index_uri) as index_path, reading(index_uri, IndexBundleError):
             indexes[kind] = VectorIndex.load(index_path, ids, info["type"], use_gpu=use_gpu)
