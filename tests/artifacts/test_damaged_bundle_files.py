@@ -4,7 +4,10 @@ naming that file, never a raw JSON, YAML, safetensors or faiss exception."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,6 +67,43 @@ def test_a_damaged_model_bundle_file_is_named(
     damage(model / name)
     with pytest.raises(BundleError, match=rf"model/{name}"):
         open_bundle(str(model))
+
+
+OPEN_AND_MEASURE = """
+import json, resource, sys
+from mmray.artifacts.model_bundle import open_bundle
+from mmray.errors import BundleError
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    open_bundle(sys.argv[1])
+    error = None
+except BundleError as exc:
+    error = str(exc)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"error": error, "grown_mb": grown / 1024}))
+"""
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    (("embed_dim: 16", "embed_dim: 3000000"), r"image_projection\.weight: file \(16, 16\) vs model \(3000000, 16\)"),
+    (("width: 16\n  layers: 1", "width: 2048\n  layers: 4"), r"missing keys: text_encoder\.\S+.*shape mismatches: "),
+])  # fmt: skip
+def test_a_model_yaml_of_other_sizes_than_its_weights_is_refused_before_the_model_is_built(
+    bundles: tuple[Path, Path], tmp_path: Path, edit: tuple[str, str], named: str
+) -> None:
+    """Sizes a machine can allocate, but not the weights': the config's shapes are checked on torch's meta
+    device, so the model (here hundreds of MB) is never built to find out."""
+    model = shutil.copytree(bundles[0], tmp_path / "model")
+    config = model / "model.yaml"
+    assert edit[0] in config.read_text()
+    config.write_text(config.read_text().replace(*edit))
+    child = subprocess.run([sys.executable, "-c", OPEN_AND_MEASURE, str(model)], capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert child.returncode == 0, child.stderr[-3000:]
+    said = json.loads(child.stdout.strip().splitlines()[-1])
+    assert said["error"] is not None and said["error"].startswith(f"{model}/model.yaml does not fit"), said
+    assert re.search(named, said["error"]), said
+    assert said["grown_mb"] < 100, said
 
 
 def test_a_damaged_file_of_a_bundle_on_s3_is_named_by_its_uri(bundles: tuple[Path, Path], s3_env: str) -> None:

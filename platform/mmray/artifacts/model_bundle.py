@@ -15,7 +15,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from mmray.config.tasks import TaskConfig, TaskSection
 from mmray.data.processor import Processor
 from mmray.errors import BundleError, json_object, reading
 from mmray.models.registry import model_kind
-from mmray.models.weights import grow_token_embeddings, load_state_dict_strictly
+from mmray.models.weights import fit_problems, grow_token_embeddings, load_state_dict_strictly
 
 
 def model_version(
@@ -165,9 +165,8 @@ def _present(path: Path) -> bool:
     return path.exists() and not path.is_dir()
 
 
-def load_weights(model: nn.Module, directory: Path, grow_vocabulary: bool = False) -> None:
-    """Load a bundle's (or checkpoint's) weights into `model`; any mismatch names the keys.
-    `grow_vocabulary`: token-embedding tables may have fewer rows than the model's (warm starts)."""
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """A bundle's (or checkpoint's) own weights file, read once (it may be a pipe); NaN is refused."""
     path = directory / WEIGHTS
     if not _present(path):
         raise BundleError(f"{directory} is not a complete model bundle: {WEIGHTS} is missing")
@@ -176,12 +175,42 @@ def load_weights(model: nn.Module, directory: Path, grow_vocabulary: bool = Fals
         nan = [name for name, tensor in state.items() if tensor.is_floating_point() and bool(tensor.isnan().any())]
         if nan:
             raise ValueError(f"NaN in {', '.join(nan[:3])}{' and more' if len(nan) > 3 else ''}")
-    reference = read_manifest(directory).get(FROZEN_KEY) if (directory / MANIFEST).is_file() else None
+    return state
+
+
+def _frozen_reference(directory: Path) -> dict[str, Any] | None:
+    """The frozen towers a bundle's weights leave out and reference (`frozen_weights.py`), if any."""
+    if not (directory / MANIFEST).is_file():
+        return None
+    reference: dict[str, Any] | None = read_manifest(directory).get(FROZEN_KEY)
+    return reference
+
+
+def load_weights(
+    model: nn.Module, directory: Path, grow_vocabulary: bool = False, state: dict[str, torch.Tensor] | None = None
+) -> None:
+    """Load a bundle's (or checkpoint's) weights (`state` where already read) into `model`; any mismatch
+    names the keys. `grow_vocabulary`: token-embedding tables may have fewer rows than the model's (warm starts)."""
+    state = read_weights(directory) if state is None else state
+    reference = _frozen_reference(directory)
     if reference is not None:
         state = {**frozen_state(directory, reference, model), **state}
     if grow_vocabulary:
         state = grow_token_embeddings(state, model)
-    load_state_dict_strictly(model, state, source=str(path))
+    load_state_dict_strictly(model, state, source=str(directory / WEIGHTS))
+
+
+def _check_config_fits_weights(build: Callable[[], nn.Module], state: dict[str, torch.Tensor], directory: Path) -> None:
+    """The shapes the model config gives (its model built on torch's meta device, where nothing is allocated)
+    against the weights': a config of other sizes is refused before the model is built for real."""
+    try:
+        with torch.device("meta"):
+            expected = build().state_dict()
+    except Exception:  # what cannot be built on the meta device is built, and named, as before
+        return
+    problems = fit_problems(expected, state, allow_missing=_frozen_reference(directory) is not None)
+    if problems:
+        raise BundleError(f"{directory / MODEL_CONFIG} does not fit {directory / WEIGHTS}: " + "; ".join(problems))
 
 
 def warm_start_compatible(job_kind: str, bundle_kind: str) -> bool:
@@ -215,9 +244,11 @@ def read_bundle(directory: Path, uri: str | None = None) -> LoadedBundle:
     processor = Processor.load(directory)
     kind = model_kind(model_config.kind)
     config = kind.rebuild_config(model_config, directory)
+    state = read_weights(directory)
+    _check_config_fits_weights(lambda: kind.build(config, processor), state, directory)
     with reading(directory / MODEL_CONFIG, BundleError):
         model = kind.build(config, processor)
-    load_weights(model, directory)
+    load_weights(model, directory, state=state)
     model.eval()
     return LoadedBundle(model, processor, model_config, task_config, manifest, uri or str(directory))
 

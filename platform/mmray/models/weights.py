@@ -37,17 +37,17 @@ def _listing(items: list[str], limit: int = 8) -> str:
     return shown + (f", … {len(items) - limit} more" if len(items) > limit else "")
 
 
-def load_state_dict_strictly(
-    model: nn.Module,
+def fit_problems(
+    expected: Mapping[str, torch.Tensor],
     state: Mapping[str, torch.Tensor],
-    source: str,
     ignore_prefixes: tuple[str, ...] = (),
-) -> None:
-    """Load `state` into `model`; any missing, unexpected or mis-shaped key raises WeightsError."""
-    expected = model.state_dict()
+    allow_missing: bool = False,
+) -> list[str]:
+    """How `state` does not fit a model whose state dict is `expected` (its tensors may be on the meta
+    device): missing (unless `allow_missing`), unexpected and mis-shaped keys."""
     wanted = {k for k in expected if not k.startswith(ignore_prefixes)}
     given = {k for k in state if not k.startswith(ignore_prefixes)}
-    missing = sorted(wanted - given)
+    missing = [] if allow_missing else sorted(wanted - given)
     unexpected = sorted(given - wanted)
     mismatched = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -55,10 +55,20 @@ def load_state_dict_strictly(
         if state[k].shape != expected[k].shape
     ]
     found = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
-    problems = [f"{what}: {_listing(keys)}" for what, keys in found if keys]
+    return [f"{what}: {_listing(keys)}" for what, keys in found if keys]
+
+
+def load_state_dict_strictly(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    source: str,
+    ignore_prefixes: tuple[str, ...] = (),
+) -> None:
+    """Load `state` into `model`; any missing, unexpected or mis-shaped key raises WeightsError."""
+    problems = fit_problems(model.state_dict(), state, ignore_prefixes)
     if problems:
         raise WeightsError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
-    model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=False)
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}, strict=False)
 
 
 def grow_token_embeddings(
