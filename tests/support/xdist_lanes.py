@@ -4,7 +4,9 @@ xdist 3.8's own loadgroup scheduling reads a lane from an `@lane` suffix it appe
 pytest 9 no longer reads (a node's id is built from `item._id`), so it would group nothing. Instead each
 worker writes the lanes it collected to a file, and the controller's scheduler takes a test's lane as its
 scope, handing the lanes out first (`LANE_ORDER`); a test of no lane is a scope of its own, so those tests go
-to whichever worker is free."""
+to whichever worker is free.
+
+PYTEST_DONT_REWRITE: tests/conftest.py imports this plugin before registering it, and it has no asserts."""
 
 from __future__ import annotations
 
