@@ -14,7 +14,7 @@ import yaml
 
 from mmray import storage
 from mmray.config import TrainJob
-from mmray.data.prepared import MANIFEST, read_manifest
+from mmray.data.prepared import FORMAT, MANIFEST, pixel_locations, read_manifest
 from mmray.errors import DataError
 from mmray.train.driver import prepare_driver_data
 from mmray.train.shard_feed import shard_batches
@@ -124,3 +124,25 @@ def test_a_damaged_image_is_reported_and_left_out_or_refused(tmp_path: Path, s3_
     batches = list(shard_batches(streamed.train_shards, streamed.processor, fields, batch, steps, 0, 0, 0, 1))
     assert len(batches) == steps and all(b["images"].shape == (batch, 3, 64, 64) for b in batches)
     assert all(b["images"].flatten(1).float().std(1).min() > 0 for b in batches), "real pixels, read from S3"
+
+
+@pytest.mark.parametrize(
+    ("edit", "wrong"),
+    [
+        ({"shards": "part-00000.parquet"}, r"shards: Input should be a valid list"),
+        ({"shards": None}, r"shards: Input should be a valid list"),
+        ({"left_out": ["7"]}, r"left_out: Input should be a valid dictionary"),
+        ({"shard_image_ids": [1, 3]}, r"shard_image_ids\.0: Input should be a valid list"),
+        ({"shard_image_ids": [[1, 2]]}, r"lists the image ids of 1 shards for its 2 shards"),
+        ({"images": 5}, r"says it holds 5 images; its shards hold 3"),
+    ],
+)
+def test_an_edited_manifest_is_refused_naming_it(tmp_path: Path, edit: dict[str, Any], wrong: str) -> None:
+    manifest = {"format": FORMAT, "images": 3, "shards": ["part-00000.parquet", "part-00001.parquet"],
+                "pixels": {"size": 64, "resize": "stretch"}, "records": "0" * 64, "left_out": {"7": "unreadable"},
+                "shard_image_ids": [[1, 2], [3]]}  # fmt: skip
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    assert pixel_locations(str(tmp_path), read_manifest(str(tmp_path)))[3] == (f"{tmp_path}/part-00001.parquet", 0)
+    (tmp_path / MANIFEST).write_text(json.dumps({**manifest, **edit}))
+    with pytest.raises(DataError, match=rf"{tmp_path}/{MANIFEST} is not a prepared split's manifest.*{wrong}"):
+        read_manifest(str(tmp_path))

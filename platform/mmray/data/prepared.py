@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from pydantic import TypeAdapter, ValidationError
 
 from mmray import storage
 from mmray.config.model import LEGACY_ORIENTATION
@@ -24,7 +25,7 @@ from mmray.data.coco import CocoDataset
 from mmray.data.processor import ImageTransform, Processor
 from mmray.data.records import ImageRecord
 from mmray.data.tensors import SplitTensors, split_to_tensors
-from mmray.errors import DataError
+from mmray.errors import DataError, json_object
 from mmray.progress import track
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class PreparedManifest:
     """image id → why its image could not be read."""
     shard_image_ids: list[list[int]] = field(default_factory=list)
     """Each shard's image ids in row order (empty in splits prepared before it was kept: read from the shards)."""
+
+
+_MANIFEST_FIELDS = TypeAdapter(PreparedManifest)
 
 
 def records_fingerprint(records: Sequence[ImageRecord]) -> str:
@@ -139,12 +143,25 @@ def read_manifest(uri: str) -> PreparedManifest:
             "finish); run `mmray data prepare JOB --shards URI`"
         )
     try:
-        manifest = PreparedManifest(**json.loads(storage.read_text(path)))
+        content = json_object(storage.read_text(path))
     except (ValueError, TypeError) as exc:
         raise DataError(f"{path} is not a prepared split's manifest: {exc}") from exc
-    if manifest.format != FORMAT:
-        raise DataError(f"{path} has format {manifest.format!r}; this mmray reads {FORMAT!r}")
-    return manifest
+    if content.get("format") != FORMAT:
+        raise DataError(f"{path} has format {content.get('format')!r}; this mmray reads {FORMAT!r}")
+    try:
+        manifest = _MANIFEST_FIELDS.validate_python(content)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the file"
+        raise DataError(f"{path} is not a prepared split's manifest ({where}: {first['msg']})") from None
+    ids = manifest.shard_image_ids
+    if ids and len(ids) != len(manifest.shards):
+        wrong = f"it lists the image ids of {len(ids)} shards for its {len(manifest.shards)} shards"
+    elif ids and sum(map(len, ids)) != manifest.images:
+        wrong = f"it says it holds {manifest.images} images; its shards hold {sum(map(len, ids))}"
+    else:
+        return manifest
+    raise DataError(f"{path} is not a prepared split's manifest ({wrong}); prepare the split again")
 
 
 def check_prepared(manifest: PreparedManifest, uri: str, dataset: CocoDataset, transform: ImageTransform) -> None:
