@@ -11,6 +11,7 @@ import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -160,6 +161,35 @@ def test_a_damaged_shard_is_named(prepared: tuple, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"holds fewer rows than its manifest says"):
         for rank in range(WORLD):
             list(shard_batches(short, processor, FIELDS, LOCAL_BATCH, 15, 0, 0, rank, WORLD))
+
+
+def _nulls(table: pa.Table, name: str) -> pa.Table:
+    """`table` with every value of its column `name` empty."""
+    empty = pa.nulls(table.num_rows, table.schema.field(name).type)
+    return table.set_column(table.column_names.index(name), name, empty)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda table: table.drop_columns(["labels"]),  # another Parquet file in the shard's place
+        lambda table: table.drop_columns(["image"]),
+        lambda table: _nulls(table, "captions"),
+        lambda table: _nulls(table, "object_count"),
+        lambda table: table.set_column(
+            table.column_names.index("labels"), "labels", pa.array([[1.0]] + [[0.0, 1.0]] * (table.num_rows - 1))
+        ),
+    ],
+    ids=["other_columns", "no_pixels", "no_captions", "no_object_count", "ragged_labels"],
+)
+def test_a_shard_of_other_columns_is_named(prepared: tuple, tmp_path: Path, edit: Any) -> None:
+    shards, processor, _ = prepared
+    edited = tmp_path / "part-00000.parquet"
+    pq.write_table(edit(pq.read_table(shards.uris[0])), edited)
+    broken = PreparedShards([str(edited), *shards.uris[1:]], shards.rows, "edited")
+    with pytest.raises(DataError, match=rf"^the prepared shard {edited} is damaged or not what mmray wrote"):
+        for rank in range(WORLD):
+            list(shard_batches(broken, processor, FIELDS, LOCAL_BATCH, 15, 0, 0, rank, WORLD))
 
 
 def test_frozen_towers_features_are_computed_once_and_streamed_in_place_of_their_inputs(

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from pydantic import TypeAdapter, ValidationError
@@ -35,6 +36,7 @@ FORMAT = "mmray-prepared-split/1"
 ROWS_PER_SHARD = 16
 """Images per shard: few, since a shard's images are always shuffled together (`train.shard_feed`)."""
 READ_THREADS = 8
+RECORD_COLUMNS = ("image_id", "captions", "labels", "object_count", "covered_fraction")
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,12 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
 
 def table_records(table: pa.Table) -> dict[str, np.ndarray]:
     """A shard's record columns as NumPy arrays: image_id (n,), captions (n,) lists, labels (n, K) float32,
-    object_count and covered_fraction (n,) float32 (other columns are not read)."""
+    object_count and covered_fraction (n,) float32 (other columns are not read); a ValueError when one holds
+    empty values."""
+    for name in RECORD_COLUMNS:
+        column = table.column(name)
+        if column.null_count or (pa.types.is_list(column.type) and pc.list_flatten(column).null_count):
+            raise ValueError(f"its column {name} holds empty values")
     labels = table.column("labels").to_pylist()
     return {
         "image_id": np.asarray(table.column("image_id").to_pylist(), dtype=np.int64),

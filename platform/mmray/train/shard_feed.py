@@ -16,7 +16,7 @@ import torch
 from mmray.data.prepared import read_table, table_records
 from mmray.data.processor import Processor
 from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES, sample_caption_per_image
-from mmray.errors import DataError
+from mmray.errors import DataError, reading
 from mmray.train.feeds import CAPTION_FIELDS, PER_IMAGE_FIELDS, caption_generator, epoch_order
 from mmray.train.row_pool import RowPool, Rows, pooled_batches
 
@@ -75,14 +75,15 @@ def read_span(uri: str, span: Span, size: int) -> Rows:
     table = read_table(uri).slice(span.start, span.stop - span.start)
     if table.num_rows != span.stop - span.start:
         raise DataError(f"the prepared shard {uri} holds fewer rows than its manifest says; prepare the split again")
-    found = table_records(table)
-    if "image" in table.column_names:
-        found["image"] = _pixels(table.column("image").combine_chunks(), size, uri)  # (n, 3, S, S)
-    if IMAGE_FEATURES in table.column_names:
-        found[IMAGE_FEATURES] = np.stack([vector_of(data) for data in table.column(IMAGE_FEATURES).to_pylist()])
-    if TEXT_FEATURES in table.column_names:
-        per_row = [np.stack([vector_of(data) for data in row]) for row in table.column(TEXT_FEATURES).to_pylist()]
-        found[TEXT_FEATURES] = np.asarray([*per_row, None], dtype=object)[:-1]
+    with reading(f"the prepared shard {uri}", DataError):
+        found = table_records(table)
+        if IMAGE_FEATURES in table.column_names:
+            found[IMAGE_FEATURES] = np.stack([vector_of(data) for data in table.column(IMAGE_FEATURES).to_pylist()])
+        else:
+            found["image"] = _pixels(table.column("image").combine_chunks(), size, uri)  # (n, 3, S, S)
+        if TEXT_FEATURES in table.column_names:
+            per_row = [np.stack([vector_of(data) for data in row]) for row in table.column(TEXT_FEATURES).to_pylist()]
+            found[TEXT_FEATURES] = np.asarray([*per_row, None], dtype=object)[:-1]
     return found
 
 
