@@ -8,14 +8,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
 
 from mmray import storage
 from mmray.config import TrainJob
-from mmray.data.prepared import FORMAT, MANIFEST, pixel_locations, read_manifest
+from mmray.data.prepared import FORMAT, MANIFEST, PreparedManifest, pixel_locations, prepared_pixels, read_manifest
+from mmray.data.processor import ImageTransform, Processor
+from mmray.data.records import ImageRecord
+from mmray.data.tokenizers import WordTokenizer
 from mmray.errors import DataError
+from mmray.retrieval.embed import DecodeImages
 from mmray.train.driver import prepare_driver_data
 from mmray.train.shard_feed import shard_batches
 from tests.support.cli import invoke_mmray
@@ -146,3 +153,23 @@ def test_an_edited_manifest_is_refused_naming_it(tmp_path: Path, edit: dict[str,
     (tmp_path / MANIFEST).write_text(json.dumps({**manifest, **edit}))
     with pytest.raises(DataError, match=rf"{tmp_path}/{MANIFEST} is not a prepared split's manifest.*{wrong}"):
         read_manifest(str(tmp_path))
+
+
+def test_an_image_missing_from_its_shard_is_reported_by_the_index_and_the_memory_loader(tmp_path: Path) -> None:
+    size, shard = 8, tmp_path / "part-00000.parquet"
+    stored = np.arange(3 * size * size, dtype=np.uint8)
+    images = pa.array([stored.tobytes(), None, b"\x00" * 5], pa.binary())
+    pq.write_table(pa.table({"image_id": pa.array([1, 2, 3], pa.int64()), "image": images}), shard)
+    processor = Processor(ImageTransform(size, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), WordTokenizer.build(["a"], 4))
+
+    batch = {"id": np.array([1, 2, 3]), "uri": np.array(["", "", ""], dtype=object),
+             "pixels_from": np.array([str(shard)] * 3, dtype=object), "pixels_row": np.array([0, 1, 2])}  # fmt: skip
+    decoded = DecodeImages(processor)(batch)
+    assert decoded["error"][0] == "" and np.array_equal(decoded["pixels"][0].ravel(), stored)
+    assert decoded["error"][1] == f"its pixels in {shard} are missing"
+    assert decoded["error"][2] == f"its pixels in {shard} are 5 bytes, not 3 × 8 × 8"
+
+    manifest = PreparedManifest(FORMAT, 3, [shard.name], {}, "", {})
+    lookup = prepared_pixels(str(tmp_path), manifest, size)
+    record = ImageRecord(2, "2.jpg", "2.jpg", size, size, ("a",), (1,), (), (), (), 0, 0.0)
+    assert lookup(record) == f"its pixels in {shard} are missing"

@@ -240,8 +240,10 @@ def shard_pixels(uri: str, size: int) -> list[np.ndarray | str]:
     return [stored_pixels(data, size, uri) for data in read_table(uri, ["image"]).column("image").to_pylist()]
 
 
-def stored_pixels(data: bytes, size: int, uri: str) -> np.ndarray | str:
+def stored_pixels(data: object, size: int, uri: str) -> np.ndarray | str:
     """One image's stored bytes as uint8 (3, S, S), or why they are not that."""
+    if not isinstance(data, bytes):
+        return f"its pixels in {uri} are {'missing' if data is None else f'a {type(data).__name__}, not bytes'}"
     if len(data) != 3 * size * size:
         return f"its pixels in {uri} are {len(data)} bytes, not 3 × {size} × {size}"
     return np.frombuffer(data, dtype=np.uint8).reshape(3, size, size)
@@ -249,16 +251,19 @@ def stored_pixels(data: bytes, size: int, uri: str) -> np.ndarray | str:
 
 def prepared_pixels(uri: str, manifest: PreparedManifest, size: int) -> Callable[[ImageRecord], torch.Tensor | str]:
     """Each record's uint8 pixels (3, S, S) from the shards, or why there are none."""
-    pixels: dict[int, bytes] = {}
+    pixels: dict[int, tuple[object, str]] = {}  # image id → its stored bytes and the shard holding them
+    shards = shard_uris(uri, manifest)
     with ThreadPoolExecutor(READ_THREADS) as pool:
-        for table in pool.map(lambda shard: read_table(shard, ["image_id", "image"]), shard_uris(uri, manifest)):
-            pixels.update(zip(table.column("image_id").to_pylist(), table.column("image").to_pylist(), strict=True))
+        tables = pool.map(lambda shard: read_table(shard, ["image_id", "image"]), shards)
+        for shard, table in zip(shards, tables, strict=True):
+            images = ((data, shard) for data in table.column("image").to_pylist())
+            pixels.update(zip(table.column("image_id").to_pylist(), images, strict=True))
 
     def lookup(record: ImageRecord) -> torch.Tensor | str:
-        data = pixels.get(record.image_id)
-        if data is None:
+        if record.image_id not in pixels:
             return manifest.left_out.get(str(record.image_id), f"not in the prepared split {uri}")
-        found = stored_pixels(data, size, uri)
+        data, shard = pixels[record.image_id]
+        found = stored_pixels(data, size, shard)
         return found if isinstance(found, str) else torch.from_numpy(found.copy())
 
     return lookup
