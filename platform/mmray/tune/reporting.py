@@ -16,6 +16,7 @@ from typing import Any
 from ray.exceptions import RayError
 from ray.train.v2.api.callback import UserCallback
 
+from mmray.errors import BundleError, json_object, reading
 from mmray.train.checkpoint_score import CHECKPOINT_SCORE, is_measured
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,10 @@ class TrainPointer:
             return None
         with tune_checkpoint.as_directory() as directory:
             path = Path(directory) / POINTER
-            return cls(**json.loads(path.read_text())) if path.is_file() else None
+            if not path.is_file():
+                return None
+            with reading(f"{tune_checkpoint.path}/{POINTER}", BundleError):
+                return cls(**json_object(path.read_text()))
 
 
 def report_to_tune(metrics: dict[str, Any], pointer: TrainPointer | None) -> None:

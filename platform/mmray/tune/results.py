@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from mmray import storage
 from mmray.artifacts.manifests import BEST_MODEL, MANIFEST, run_pointer
 from mmray.config.base import to_yaml
-from mmray.errors import TrainingError
+from mmray.errors import BundleError, TrainingError, json_object, reading
 from mmray.tune.plots import objective_vs_key_png, trial_curves_png
 from mmray.tune.schedulers import TIME_ATTR
 from mmray.tune.space import trial_mapping
@@ -118,7 +117,8 @@ def best_trial_bundle(run_dir: str, metric: str, mode: str) -> str:
     scored = []
     for manifest in storage.list_files(run_dir):
         if manifest.endswith("/" + MANIFEST) and "/checkpoint_" in manifest:
-            value = json.loads(storage.read_text(manifest)).get("metrics", {}).get(metric)
+            with reading(manifest, BundleError):
+                value = json_object(storage.read_text(manifest)).get("metrics", {}).get(metric)
             if isinstance(value, int | float) and not math.isnan(value):
                 scored.append((float(value), manifest.rsplit("/", 1)[0]))
     if not scored:
