@@ -15,6 +15,7 @@ from mmray.config import ShapesData
 from mmray.data.coco import load_coco
 from mmray.data.shapes import ensure_shapes, generate_shapes, read_summary, split_paths
 from mmray.data.shapes_scenes import CELLS, COLOURS, SHAPES
+from mmray.errors import DataError
 
 
 def _config(root: Path | str, **changes: object) -> ShapesData:
@@ -158,3 +159,11 @@ def test_a_generated_dataset_can_be_moved(tmp_path: Path) -> None:
     again, splits = ensure_shapes(_config(moved))
     assert again.root.startswith(str(moved)) and again.params == summary.params
     assert load_coco(splits["val"].captions, splits["val"].images, splits["val"].instances).records
+
+
+@pytest.mark.parametrize("damaged", ['{"params": {"seed": ', "[]", '{"params": {}}'])
+def test_a_damaged_manifest_is_named(tmp_path: Path, damaged: str) -> None:
+    manifest = tmp_path / "shapes.json"
+    manifest.write_text(damaged)
+    with pytest.raises(DataError, match=rf"^{manifest} is damaged or not what mmray wrote"):
+        read_summary(str(tmp_path))

@@ -20,7 +20,7 @@ from mmray.config.data import SPLITS, CocoSplit, LoaderOptions, ShapesData
 from mmray.data.shapes_questions import Question, chance_levels, questions_for
 from mmray.data.shapes_render import render_scene
 from mmray.data.shapes_scenes import SHAPES, Scene, captions_for, choose_holdout, sample_scene, scene_key
-from mmray.errors import DataError
+from mmray.errors import DataError, json_object, reading
 from mmray.progress import track
 
 logger = logging.getLogger(__name__)
@@ -240,9 +240,10 @@ def read_summary(root: str) -> ShapesSummary | None:
     uri = storage.join(root, MANIFEST)
     if not storage.exists(uri):
         return None
-    content = json.loads(storage.read_text(uri))
-    content.pop("root", None)
-    return ShapesSummary(root=root, **content)
+    with reading(uri, DataError):
+        content = json_object(storage.read_text(uri))
+        content.pop("root", None)
+        return ShapesSummary(root=root, **content)
 
 
 def ensure_shapes(config: ShapesData) -> tuple[ShapesSummary, dict[str, CocoSplit]]:
