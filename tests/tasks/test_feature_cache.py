@@ -4,8 +4,10 @@ everything they depend on, and the heads train and evaluate from them with the s
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
+import pytest
 import torch
 
 from mmray.config.model import DualEncoderConfig, SmallCnnConfig, SmallTransformerConfig
@@ -86,6 +88,21 @@ def test_features_are_computed_once_then_read_from_the_storage_root(tmp_path: Pa
     assert len(calls) == 2, "another key computes anew"
     cached_features(None, "k1", "train images", compute, rank=0)
     assert len(calls) == 3, "no cache root: computed, not kept"
+
+
+@pytest.mark.parametrize("damage", [b"", b"these are not features", b"{}"])
+def test_a_damaged_cache_file_is_computed_again_and_rewritten(
+    tmp_path: Path, damage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    kept = tmp_path / CACHE_DIR / "k1.safetensors"
+    kept.parent.mkdir()
+    kept.write_bytes(damage)
+    features = torch.arange(12, dtype=torch.float32).view(4, 3)
+    with caplog.at_level(logging.WARNING):
+        found = cached_features(str(tmp_path), "k1", "train images", lambda: features, rank=0)
+    assert torch.equal(found, features)
+    assert str(kept) in caplog.text and "computing them again" in caplog.text
+    assert torch.equal(cached_features(str(tmp_path), "k1", "train images", lambda: features * 0, rank=0), features)
 
 
 def test_the_heads_train_and_evaluate_from_frozen_features_as_from_the_towers(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 from mmray import storage
 from mmray.artifacts.frozen_weights import state_bytes
 from mmray.distributed import gather_rows, shard_range
+from mmray.errors import DataError, reading
 
 logger = logging.getLogger(__name__)
 CACHE_DIR = "feature-cache"
@@ -81,8 +82,9 @@ def cached_features(
 ) -> torch.Tensor:
     """The features under `key` in the cache, or computed (by every rank together) and stored by rank 0."""
     uri = storage.join(cache_root, CACHE_DIR, f"{key}.safetensors") if cache_root else None
-    if uri is not None and decided_by_rank_zero(storage.exists(uri) if rank == 0 else False):
-        features = load_safetensors(storage.read_bytes(uri))["features"]
+    kept = _read_kept(uri, what) if uri is not None and rank == 0 and storage.exists(uri) else None
+    if uri is not None and decided_by_rank_zero(kept is not None):
+        features = kept if kept is not None else _features_in(uri)
         if rank == 0:
             logger.info("[mmray] %s: %d cached features read from %s", what, features.shape[0], uri)
         return features
@@ -91,3 +93,18 @@ def cached_features(
         storage.write_bytes(uri, save_safetensors({"features": features.contiguous()}))
         logger.info("[mmray] %s: %d features computed once, kept at %s", what, features.shape[0], uri)
     return features
+
+
+def _features_in(uri: str) -> torch.Tensor:
+    with reading(uri, DataError):
+        features: torch.Tensor = load_safetensors(storage.read_bytes(uri))["features"]
+        return features
+
+
+def _read_kept(uri: str, what: str) -> torch.Tensor | None:
+    """Cached features, or None (with a warning) where the file is damaged: they are computed again."""
+    try:
+        return _features_in(uri)
+    except DataError as exc:
+        logger.warning("[mmray] %s: %s; computing them again", what, exc)
+        return None
