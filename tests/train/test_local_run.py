@@ -152,6 +152,40 @@ def test_the_ray_callback_points_at_the_kept_checkpoints(tmp_path: Path) -> None
     assert run_pointer(str(tmp_path), "best_model.json") == str(tmp_path / "checkpoint_epoch_0005")
 
 
+def test_a_damaged_checkpoint_manifest_leaves_the_pointers_with_a_warning_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Ray Train callback runs in the run's controller: a damaged manifest there must not end it."""
+    from mmray.train.pointer_callback import PointAtKept
+
+    for epoch in (1, 2):
+        directory = tmp_path / f"checkpoint_epoch_{epoch:04d}"
+        directory.mkdir()
+        (directory / "bundle.json").write_text(json.dumps({"metrics": {"epoch": epoch, "checkpoint_score": 0.5}}))
+    damaged = tmp_path / "checkpoint_epoch_0002" / "bundle.json"
+    for content in ('{"metrics": ', "[]", '{"metrics": []}'):
+        damaged.write_text(content)
+        caplog.clear()
+        PointAtKept(str(tmp_path), "max").after_report(None, [{}], checkpoint=object())
+        assert f"could not update the model pointers of {tmp_path}: {damaged}" in caplog.text, content
+
+
+def test_a_damaged_manifest_of_the_best_checkpoint_is_named_when_the_run_writes_its_outputs(
+    data_root: Path, tmp_path: Path
+) -> None:
+    from mmray.errors import BundleError
+    from mmray.train.driver import write_outputs
+
+    spec = TrainJob.model_validate(tiny_job(data_root, tmp_path / "runs", "outputs"))
+    checkpoint = tmp_path / "runs" / "outputs" / "checkpoint_epoch_0001"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "history.json").write_text(json.dumps([{"epoch": 1, "train_loss": 1.0}]))
+    (checkpoint / "bundle.json").write_text('{"metrics": {"epoch": 1}}')
+    with pytest.raises(BundleError, match=rf"^{checkpoint}/bundle\.json is damaged or not what mmray wrote"):
+        write_outputs(spec, str(checkpoint), [(str(checkpoint), 0.5)], "max")
+    assert not (tmp_path / "runs" / "outputs" / "metrics.json").exists(), "no summary of a run it cannot name"
+
+
 def test_a_run_whose_weights_diverge_stops_before_they_are_scored_or_kept(data_root: Path, tmp_path: Path) -> None:
     """A learning rate that blows the weights up to NaN / infinity stops the run after that epoch, before it is
     scored or checkpointed (a NaN model ranked every caption first and became the run's best)."""

@@ -30,7 +30,7 @@ from mmray.data.records import ImageRecord
 from mmray.data.sources import load_split, resolve_splits
 from mmray.data.tensors import SplitTensors, tensors_to_arrays
 from mmray.data.tokenizers import WordTokenizer
-from mmray.errors import ConfigError, TrainingError
+from mmray.errors import BundleError, ConfigError, TrainingError, json_object, reading
 from mmray.models.registry import build_processor
 from mmray.pretrained import check_pretrained_files
 from mmray.tasks.base import Score, Task
@@ -265,7 +265,8 @@ def write_outputs(spec: TrainJob, latest: str | None, candidates: Sequence[Candi
         raise TrainingError(f"training run {spec.name} finished without a checkpoint")
     history = checkpoint_history(latest)
     best = best_checkpoint(candidates, latest, score_mode)
-    manifest = json.loads(storage.read_text(storage.join(best, MANIFEST)))
+    with reading(storage.join(best, MANIFEST), BundleError):
+        model_version = str(json_object(storage.read_text(storage.join(best, MANIFEST)))["model_version"])
     run_dir = storage.join(spec.storage_root, spec.name)
     latest_uri, best_uri = storage.uri_under(latest, spec.storage_root), storage.uri_under(best, spec.storage_root)
     storage.write_text(storage.join(run_dir, "config.yaml"), to_yaml(spec))
@@ -275,7 +276,7 @@ def write_outputs(spec: TrainJob, latest: str | None, candidates: Sequence[Candi
         run_dir=run_dir if storage.is_s3(run_dir) else str(Path(run_dir).resolve()),
         model_bundle=best_uri,
         latest_bundle=latest_uri,
-        model_version=manifest["model_version"],
+        model_version=model_version,
         metrics=history[-1] if history else {},
         history=history,
     )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from mmray import storage
 from mmray.artifacts.manifests import BEST_MODEL, LATEST_MODEL, MANIFEST
-from mmray.errors import MmrayError, StorageError
+from mmray.errors import BundleError, MmrayError, StorageError, json_object, reading
 from mmray.train.checkpoint_score import CHECKPOINT_SCORE, is_measured
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ def kept_checkpoints(run_dir: str) -> list[Candidate]:
     )
     kept: list[Candidate] = []
     for _, uri in found:
-        metrics = json.loads(storage.read_text(storage.join(uri, MANIFEST))).get("metrics", {})
-        score = metrics.get(CHECKPOINT_SCORE)
+        manifest = storage.join(uri, MANIFEST)
+        with reading(manifest, BundleError):
+            score = json_object(storage.read_text(manifest)).get("metrics", {}).get(CHECKPOINT_SCORE)
         kept.append((uri, float(score) if isinstance(score, int | float) else None))
     return kept
 
