@@ -18,7 +18,7 @@ from mmray.config.model import HfDualEncoderConfig
 from mmray.config.tasks import RetrievalTaskConfig
 from mmray.config.training import InfoNceLossConfig, SigmoidLossConfig
 from mmray.data.processor import Processor
-from mmray.errors import ConfigError
+from mmray.errors import ConfigError, WeightsError
 from mmray.losses.representation import RepresentationLoss, freeze_unread_logit_parameters
 from mmray.models.hf_towers import PretrainedDualEncoder
 from mmray.models.registry import build_model, build_processor
@@ -126,6 +126,15 @@ def test_folders_and_architectures_of_other_models_are_refused(tmp_path: Path) -
         HfDualEncoderConfig(architecture={"model_type": "bert"})
     with pytest.raises(ValueError, match="needs pretrained"):
         HfDualEncoderConfig()
+
+
+@pytest.mark.parametrize("content", ["{", "[]", '{"image_mean": 3}', '{"image_std": ["a", "b", "c"]}'])
+def test_a_damaged_preprocessor_config_in_the_folder_is_named(tmp_path: Path, content: str) -> None:
+    folder = write_tiny_clip(tmp_path / "clip")
+    (folder / "preprocessor_config.json").write_text(content)
+    named = rf"^{folder}/preprocessor_config\.json is damaged or not a Hugging Face image processor config"
+    with pytest.raises(WeightsError, match=named):
+        build_processor(HfDualEncoderConfig(pretrained=str(folder)))
 
 
 def test_blocks_freeze_and_learn_at_decaying_rates(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from the bundle alone. Registered as `hf_dual_encoder`."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +15,7 @@ from torch import nn
 from mmray.config.base import of_kind
 from mmray.config.model import HF_DUAL_ENCODER_TYPES, HfDualEncoderConfig, ModelSection
 from mmray.data.processor import ImageTransform, Processor
-from mmray.errors import ConfigError, WeightsError
+from mmray.errors import ConfigError, WeightsError, json_object
 from mmray.models.hf_towers import PretrainedDualEncoder
 from mmray.models.registry import ModelKind, register_model
 from mmray.pretrained import local_model_dir
@@ -94,13 +93,30 @@ def build_hf_dual_encoder(config: ModelSection, processor: Processor) -> Pretrai
     return PretrainedDualEncoder(_load_hf_model(pair, hf_config), pair, hf_config)
 
 
+def _preprocessing_settings(saved: Path) -> dict[str, Any]:
+    """A folder's `preprocessor_config.json`, its `image_mean` / `image_std` (where given) 3 numbers each."""
+    try:
+        settings = json_object(saved.read_text())
+        for key in ("image_mean", "image_std"):
+            value = settings.get(key, (0, 0, 0))
+            if not (
+                isinstance(value, list | tuple) and len(value) == 3 and all(isinstance(v, int | float) for v in value)
+            ):
+                raise ValueError(f"{key} is {value!r}, not 3 numbers")
+    except (ValueError, TypeError) as exc:
+        raise WeightsError(
+            f"{saved} is damaged or not a Hugging Face image processor config ({type(exc).__name__}: {exc})"
+        ) from None
+    return settings
+
+
 def _image_transform(pair: HfDualEncoderConfig, hf_config: Any) -> ImageTransform:
     """The checkpoint's input size, and its processor's mean / std and crop (else the family's), as overridden."""
     mean, std, resize = FAMILY_DEFAULTS[hf_config.model_type]
     if pair.pretrained is not None:
         saved = Path(local_model_dir(pair.pretrained)) / "preprocessor_config.json"
         if saved.is_file():
-            settings = json.loads(saved.read_text())
+            settings = _preprocessing_settings(saved)
             mean = tuple(settings.get("image_mean", mean))  # type: ignore[assignment]
             std = tuple(settings.get("image_std", std))  # type: ignore[assignment]
             resize = "center_crop" if settings.get("do_center_crop") else "stretch"
