@@ -50,3 +50,27 @@ def test_a_tune_stage_searches_anew_under_another_name_when_its_base_job_file_ch
         train_job_of(spec, tmp_path, StageRecords(spec.storage_root, spec.name))
     assert len(searched) == 2 and searched[0][0] != searched[1][0], searched
     assert all(name.startswith("p-tune-") and resume is None for name, resume in searched), searched
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    ("", r"is damaged or not what mmray wrote"),
+    ("kind: [unclosed", r"is damaged or not what mmray wrote \(\w*Error"),
+    ("- a list", r"is damaged or not what mmray wrote \(TypeError"),
+    ("kind: train\nname: best\n", r"data"),
+])  # fmt: skip
+def test_a_damaged_best_job_of_the_tune_stage_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str, said: str
+) -> None:
+    best = tmp_path / "runs" / "best_job.yaml"
+    best.parent.mkdir()
+    best.write_text(content)
+    monkeypatch.setattr("mmray.tune.search.run_tune", lambda *_, **__: SimpleNamespace(best_job=str(best)))
+    write_job(tmp_path / "base.yaml", tiny_job(tmp_path, "unused", "base"))
+    write_job(
+        tmp_path / "tune.yaml", {"kind": "tune", "name": "t", "base": "base.yaml", "space": {"train.lr": "grid([1])"}}
+    )
+    holdout = {"source": "shapes", "root": str(tmp_path), "images": 140, "val_images": 100, "seed": 33}
+    spec = PipelineJob.model_validate({"kind": "pipeline", "name": "p", "storage_root": str(tmp_path / "runs"),
+                                       "tune": "tune.yaml", "index": None, "holdout": holdout})  # fmt: skip
+    with pytest.raises(ConfigError, match=rf"{best}.*{said}"):
+        train_job_of(spec, tmp_path, StageRecords(spec.storage_root, spec.name))

@@ -17,7 +17,7 @@ from mmray.artifacts.model_bundle import open_bundle
 from mmray.config import IndexJob, PipelineJob, TrainJob, TuneJob, load_job, to_yaml
 from mmray.config.base import validate
 from mmray.config.data import require_split
-from mmray.errors import ConfigError
+from mmray.errors import ConfigError, reading
 from mmray.pipeline.registry import ModelRegistry, RegistryEntry
 from mmray.pipeline.stages import StageRecords, stage_key
 from mmray.tasks.evaluation import evaluate_bundle
@@ -73,13 +73,22 @@ def train_job_of(spec: PipelineJob, base: Path, records: StageRecords) -> TrainJ
 
         _check_index_split(spec, validate(TrainJob, base_job, str(tune_file)))
         best = records.run("tune", key, search)["best_job"]
-        job = TrainJob.model_validate(yaml.safe_load(storage.read_text(best)))
+        job = _tuned_job(best)
     else:
         job = _job_file(spec, "train", str(spec.train), base, TrainJob)[1]
         _check_index_split(spec, job)
     content = to_yaml(job.model_copy(update={"name": "-", "storage_root": "-"}))
     return job.model_copy(update={"name": f"{spec.name}-train-{stage_key(job=content)[:10]}",
                                   "storage_root": spec.storage_root})  # fmt: skip
+
+
+def _tuned_job(uri: str) -> TrainJob:
+    """The best trial's job file a search wrote, named where it is damaged."""
+    with reading(uri, ConfigError):
+        data = yaml.safe_load(storage.read_text(uri))
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a mapping of sections, got {type(data).__name__}")
+    return validate(TrainJob, data, uri)
 
 
 def _check_index_split(spec: PipelineJob, job: TrainJob) -> None:
