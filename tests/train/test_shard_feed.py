@@ -192,6 +192,20 @@ def test_a_shard_of_other_columns_is_named(prepared: tuple, tmp_path: Path, edit
             list(shard_batches(broken, processor, FIELDS, LOCAL_BATCH, 15, 0, 0, rank, WORLD))
 
 
+def test_shards_rewritten_with_large_binary_images_read_alike(prepared: tuple, tmp_path: Path) -> None:
+    """A shard another tool rewrote (pyarrow's large_binary: 64-bit offsets) holds the same images."""
+    shards, processor, _ = prepared
+    rewritten = []
+    for index, uri in enumerate(shards.uris):
+        table = pq.read_table(uri)
+        large = table.column("image").cast(pa.large_binary())
+        rewritten.append(str(tmp_path / f"part-{index:05d}.parquet"))
+        pq.write_table(table.set_column(table.column_names.index("image"), "image", large), rewritten[-1])
+    large_shards = PreparedShards(rewritten, shards.rows, "large")
+    for before, after in zip(_epoch(shards, processor, 0), _epoch(large_shards, processor, 0), strict=True):
+        assert [_keys(batch) for batch in before] == [_keys(batch) for batch in after]
+
+
 def test_frozen_towers_features_are_computed_once_and_streamed_in_place_of_their_inputs(
     prepared: tuple, data_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -87,10 +87,12 @@ def read_span(uri: str, span: Span, size: int) -> Rows:
     return found
 
 
-def _pixels(images: pa.BinaryArray, size: int, uri: str) -> np.ndarray:
-    """A binary column of uint8 (3, S, S) images as one array, read from the column's buffers. -> (n, 3, S, S)"""
+def _pixels(images: pa.BinaryArray | pa.LargeBinaryArray, size: int, uri: str) -> np.ndarray:
+    """A binary column of uint8 (3, S, S) images as one array, read from the column's buffers (32-bit offsets,
+    or 64-bit where another tool rewrote the shard as large_binary). -> (n, 3, S, S)"""
     count = len(images)
-    offsets = np.frombuffer(images.buffers()[1], dtype=np.int32)[images.offset : images.offset + count + 1]
+    width = np.int64 if pa.types.is_large_binary(images.type) else np.int32
+    offsets = np.frombuffer(images.buffers()[1], dtype=width)[images.offset : images.offset + count + 1]
     lengths = np.diff(offsets)
     wrong = np.flatnonzero(lengths != 3 * size * size)
     if wrong.size:
