@@ -265,8 +265,9 @@ def write_outputs(spec: TrainJob, latest: str | None, candidates: Sequence[Candi
         raise TrainingError(f"training run {spec.name} finished without a checkpoint")
     history = checkpoint_history(latest)
     best = best_checkpoint(candidates, latest, score_mode)
-    with reading(storage.join(best, MANIFEST), BundleError):
-        model_version = str(json_object(storage.read_text(storage.join(best, MANIFEST)))["model_version"])
+    best_manifest = storage.join(best, MANIFEST)
+    with reading(best_manifest, BundleError):
+        model_version = str(json_object(storage.read_text(best_manifest))["model_version"])
     run_dir = storage.join(spec.storage_root, spec.name)
     latest_uri, best_uri = storage.uri_under(latest, spec.storage_root), storage.uri_under(best, spec.storage_root)
     storage.write_text(storage.join(run_dir, "config.yaml"), to_yaml(spec))
