@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,14 @@ from tests.support.processes import descendants_named
 from tests.train.conftest import REPO_ROOT, mmray_command
 
 pytestmark = pytest.mark.slow
+# A line Ray forwards from one of its processes: "(ServeController pid=21451) …", "(ServeReplica:app:Ingress pid=…) …".
+RAY_PROCESS_LINE = re.compile(r"^(\x1b\[\d+m)?\([\w:.-]+ pid=\d+[^)]*\)")
+
+
+def own_lines(output: str) -> str:
+    """The command's own lines. Ray's Serve controller logs a GCS call that timed out (3 s, a busy machine) as a
+    warning with its traceback, which Ray forwards; the command's stop must print none of its own."""
+    return "".join(line for line in output.splitlines(keepends=True) if not RAY_PROCESS_LINE.match(line))
 
 
 def local_config(bundles: Bundles, tmp_path: Path) -> Path:
@@ -83,7 +92,8 @@ def test_serve_in_the_foreground_query_it_and_stop_it(bundles: Bundles, tmp_path
     output = "".join(lines)
     assert server.returncode == 0, output[-3000:]
     assert f"mmray is serving at {url}/" in output and "cli-test-key" not in output
-    assert "stopping" in output and "Traceback" not in output and "SIGTERM received" not in output, output[-3000:]
+    assert "stopping" in output and "SIGTERM received" not in output, output[-3000:]
+    assert "Traceback" not in own_lines(output), own_lines(output)[-3000:]
     assert raylets and not any(Path(f"/proc/{pid}").exists() for pid in raylets), "the local Ray stopped with it"
 
 
@@ -107,7 +117,8 @@ def test_ctrl_c_while_the_apps_start_stops_serve_cleanly(bundles: Bundles, tmp_p
             if server.poll() is None:
                 server.kill()
     said = log.read_text()
-    assert "stopping" in said and "Traceback" not in said and "SIGTERM received" not in said, said[-3000:]
+    assert "stopping" in said and "SIGTERM received" not in said, said[-3000:]
+    assert "Traceback" not in own_lines(said), own_lines(said)[-3000:]
     assert raylets and not any(Path(f"/proc/{pid}").exists() for pid in raylets), "the local Ray stopped with it"
 
 
