@@ -200,15 +200,18 @@ def load_weights(
     load_state_dict_strictly(model, state, source=str(directory / WEIGHTS))
 
 
-def _check_config_fits_weights(build: Callable[[], nn.Module], state: dict[str, torch.Tensor], directory: Path) -> None:
+def _check_config_fits_weights(
+    build: Callable[[], nn.Module], state: dict[str, torch.Tensor], directory: Path, frozen_apart: bool
+) -> None:
     """The shapes the model config gives (its model built on torch's meta device, where nothing is allocated)
-    against the weights': a config of other sizes is refused before the model is built for real."""
+    against the weights' (`frozen_apart`: the frozen towers' keys are not among them): a config of other sizes
+    is refused before the model is built for real."""
     try:
         with torch.device("meta"):
             expected = build().state_dict()
     except Exception:  # what cannot be built on the meta device is built, and named, as before
         return
-    problems = fit_problems(expected, state, allow_missing=_frozen_reference(directory) is not None)
+    problems = fit_problems(expected, state, allow_missing=frozen_apart)
     if problems:
         raise BundleError(f"{directory / MODEL_CONFIG} does not fit {directory / WEIGHTS}: " + "; ".join(problems))
 
@@ -245,7 +248,9 @@ def read_bundle(directory: Path, uri: str | None = None) -> LoadedBundle:
     kind = model_kind(model_config.kind)
     config = kind.rebuild_config(model_config, directory)
     state = read_weights(directory)
-    _check_config_fits_weights(lambda: kind.build(config, processor), state, directory)
+    _check_config_fits_weights(
+        lambda: kind.build(config, processor), state, directory, manifest.get(FROZEN_KEY) is not None
+    )
     with reading(directory / MODEL_CONFIG, BundleError):
         model = kind.build(config, processor)
     load_weights(model, directory, state=state)

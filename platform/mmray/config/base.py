@@ -74,6 +74,14 @@ def format_validation_error(error: ValidationError, source: str, data: Any = Non
     return "\n".join(lines)
 
 
+def first_problem(error: ValidationError) -> str:
+    """The first of pydantic's errors as `where: what` (`the file` where it is the whole document), for a
+    damaged file's one-line error."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "the file"
+    return f"{where}: {first['msg']}"
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """Turn `a.b=c` strings into a nested dict; values are parsed as YAML scalars or lists."""
     tree: dict[str, Any] = {}

@@ -21,6 +21,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 
 from mmray import storage
+from mmray.config.base import first_problem
 from mmray.config.model import LEGACY_ORIENTATION
 from mmray.data.coco import CocoDataset
 from mmray.data.processor import ImageTransform, Processor
@@ -153,9 +154,7 @@ def read_manifest(uri: str) -> PreparedManifest:
     try:
         manifest = _MANIFEST_FIELDS.validate_python(content)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the file"
-        raise DataError(f"{path} is not a prepared split's manifest ({where}: {first['msg']})") from None
+        raise DataError(f"{path} is not a prepared split's manifest ({first_problem(exc)})") from None
     ids = manifest.shard_image_ids
     if ids and len(ids) != len(manifest.shards):
         wrong = f"it lists the image ids of {len(ids)} shards for its {len(manifest.shards)} shards"

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from mmray import storage
+from mmray.config.base import first_problem
 from mmray.errors import ConfigError
 from mmray.pipeline.registry_store import change_file
 
@@ -74,10 +75,9 @@ class ModelRegistry:
         try:
             return _FORMAT.validate_json(content)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "the file"
-            raise ConfigError(f"the registry {self.uri} is damaged or not what mmray wrote "
-                              f"({where}: {first['msg']})") from None  # fmt: skip
+            raise ConfigError(
+                f"the registry {self.uri} is damaged or not what mmray wrote ({first_problem(exc)})"
+            ) from None
 
     def _change(self, change: Callable[[Registry], T]) -> T:
         """Apply `change` to the registry as it is now and write it, other writers' changes kept."""
