@@ -54,10 +54,7 @@ def wise_ft(
 
     Example: mmray wise-ft runs/coco-clip-finetune runs/coco-clip-finetune-wise --job jobs/coco-clip-finetune.yaml
     """
-    from mmray.config import load_job
-    from mmray.config.pipeline import PipelineJob
-    from mmray.config.tuning import TuneJob
-    from mmray.errors import ConfigError
+    from mmray.config import ConfigError, PipelineJob, TuneJob, load_job
     from mmray.tasks.wise_ft import wise_ft as ensemble
 
     if alphas is None:

@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mmray.config import IndexJob, PipelineJob, ShapesData, TrainJob, TuneJob, load_job
+from mmray.config import ConfigError, IndexJob, PipelineJob, ShapesData, TrainJob, TuneJob, load_job
 from mmray.config.base import validate
 from mmray.config.data import ImageCheck, LoaderOptions
-from mmray.errors import ConfigError
 
 if TYPE_CHECKING:
     from mmray.data.inspect import InspectionSummary
@@ -167,13 +166,9 @@ def prepare(
     shards_job = spec if isinstance(spec, IndexJob) else train_job
     if shards is not None and shards_job is None:
         raise ConfigError("--shards needs a train, tune or index job: the shards hold images resized for its model")
-    if train_job is not None:
-        data = train_job.data
-    elif isinstance(spec, PipelineJob):
-        data = spec.holdout
-    else:
-        assert not isinstance(spec, TuneJob)
-        data = spec.data
+    source = train_job or spec  # a tune job's data is its trials'
+    assert not isinstance(source, TuneJob)
+    data = source.holdout if isinstance(source, PipelineJob) else source.data
     results: dict[str, Any] = {}
     for split, paths in resolve_splits(data).items():
         summary = inspect_split(paths.captions, paths.images, paths.instances, data)

@@ -7,11 +7,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from mmray.config import load_job
-from mmray.config.jobs import EvaluateJob, IndexJob, TrainJob
-from mmray.config.pipeline import PipelineJob
-from mmray.config.tuning import TuneJob
-from mmray.errors import ConfigError
+from mmray.config import ConfigError, EvaluateJob, IndexJob, PipelineJob, TrainJob, TuneJob, load_job
 
 JOB = Annotated[str, typer.Argument(help="job spec YAML, e.g. jobs/shapes-clip.yaml")]
 OVERRIDES = Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")]

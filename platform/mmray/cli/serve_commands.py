@@ -13,6 +13,8 @@ import typer
 
 DEFAULT_CONFIG = "serve/local.yaml"
 QUERY_ENDPOINTS = ("search", "embed", "classify", "generate", "caption", "models", "health", "ready", "reload")
+GET_ENDPOINTS = {"health": ("/healthz", ("status",)), "ready": ("/readyz", ()), "models": ("/v1/models", ("models",))}
+"""Path and keys the answer must hold; /readyz answers 503 (an error, exit 2) while bundles load."""
 
 
 def serve(
@@ -102,12 +104,9 @@ def query(
     texts, images = list(text or []), [encode_image(path) for path in image or []]
     chosen = model[0] if model else None
     body: Any
-    if endpoint == "health":
-        body = client.get("/healthz", expects=("status",))
-    elif endpoint == "ready":
-        body = client.get("/readyz")  # 503 (an error, exit 2) while bundles load
-    elif endpoint == "models":
-        body = client.get("/v1/models", expects=("models",))
+    if endpoint in GET_ENDPOINTS:
+        route, expects = GET_ENDPOINTS[endpoint]
+        body = client.get(route, expects=expects)
     elif endpoint == "embed":
         body = client.post("/v1/embed", {"texts": texts, "images": images, "model": chosen})
     elif endpoint == "classify":

@@ -139,7 +139,6 @@ def evaluate(
     """
     from mmray import storage
     from mmray.artifacts.manifests import INDEX_MANIFEST
-    from mmray.cluster.connection import disconnect
     from mmray.retrieval.evaluate import evaluate_index_bundle
     from mmray.tasks.evaluation import evaluate_bundle, evaluate_starting_model
 
@@ -161,5 +160,5 @@ def evaluate(
         metrics = evaluate_bundle(
             spec.data, spec.checkpoint, settings.split, settings.batch_size, settings.figures, device
         )
-    disconnect()
+    disconnect_ray()
     typer.echo(json.dumps(metrics))

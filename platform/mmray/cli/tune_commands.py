@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mmray.cli.jobs import JOB, OVERRIDES, load_job_of_kind
+from mmray.cli.jobs import JOB, OVERRIDES, disconnect_ray, load_job_of_kind
 from mmray.config import TuneJob
 from mmray.errors import how_stopped
 
@@ -25,7 +25,6 @@ def tune(
     Example: mmray tune jobs/shapes-tune.yaml tune.num_samples=4
     """
     spec = load_job_of_kind(job, overrides, TuneJob, "tune")
-    from mmray.cluster.connection import disconnect
     from mmray.tune.search import run_tune
 
     try:
@@ -33,11 +32,11 @@ def tune(
     except KeyboardInterrupt as stop:
         if not str(stop):
             raise  # stopped at once (a second Ctrl-C): `interrupted`
-        disconnect()  # Ray's late log lines before the final word
+        disconnect_ray()  # Ray's late log lines before the final word
         how, code = how_stopped(stop)
         command = shlex.join(["mmray", "tune", job, *(overrides or []), "--resume"])
         typer.echo(f"{how}: {stop}; `{command}` continues it", err=True)
         raise typer.Exit(code) from None
-    disconnect()
+    disconnect_ray()
     typer.echo(outcome.table())
     typer.echo(json.dumps(outcome.summary()))

@@ -1,21 +1,17 @@
 """Typed configs loaded from YAML job specs."""
 
-from mmray.config.base import Section, parse_overrides, to_yaml
-from mmray.config.data import CocoData, CocoSplit, DataConfig, ShapesData
+from mmray.config.base import parse_overrides, to_yaml
+from mmray.config.data import ShapesData
 from mmray.config.jobs import EvaluateJob, IndexJob, TrainJob, load_job, validate_job
 from mmray.config.pipeline import PipelineJob
 from mmray.config.tuning import TuneJob
 from mmray.errors import ConfigError
 
 __all__ = [
-    "CocoData",
-    "CocoSplit",
     "ConfigError",
-    "DataConfig",
     "EvaluateJob",
     "IndexJob",
     "PipelineJob",
-    "Section",
     "ShapesData",
     "TrainJob",
     "TuneJob",

@@ -104,15 +104,14 @@ class EvaluateJob(Section):
 
 AnyJob = TrainJob | IndexJob | EvaluateJob | TuneJob | PipelineJob
 JOB_CLASSES: dict[str, type[AnyJob]] = {kinds_of(job)[0]: job for job in get_args(AnyJob)}
-JOB_KINDS = tuple(JOB_CLASSES)
 
 
 def validate_job(data: dict[str, object], source: str) -> AnyJob:
     """Validate a job mapping by its `kind`, raising ConfigError with readable messages."""
     kind = data.get("kind")
-    if kind not in JOB_KINDS:
+    if kind not in JOB_CLASSES:
         got = "missing" if kind is None else f"{kind!r}"
-        raise ConfigError(f"{source}: top-level 'kind' is {got}; job kinds: {', '.join(JOB_KINDS)}")
+        raise ConfigError(f"{source}: top-level 'kind' is {got}; job kinds: {', '.join(JOB_CLASSES)}")
     return validate(JOB_CLASSES[str(kind)], data, source)
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, BeforeValidator
 from pydantic.fields import FieldInfo
@@ -16,8 +15,7 @@ from mmray.config.registry import KindRegistry
 from mmray.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class Choice:
+class Choice(NamedTuple):
     """Sections one key may hold, told apart by the value of `tag` (kind, source)."""
 
     tag: str
