@@ -1,5 +1,4 @@
-"""`mmray export`: a model bundle that stands alone; `mmray wise-ft`: a zero-shot and a fine-tuned model
-ensembled in weight space."""
+"""`mmray export` (a model bundle that stands alone) and `mmray wise-ft` (a weight-space ensemble)."""
 
 from __future__ import annotations
 
@@ -7,6 +6,8 @@ import json
 from typing import Annotated
 
 import typer
+
+from mmray.cli.jobs import DEVICE
 
 
 def export(
@@ -44,9 +45,7 @@ def wise_ft(
     ] = None,
     split: Annotated[str, typer.Option(help="the split of the job's data that chooses α")] = "val",
     batch_size: Annotated[int, typer.Option(help="rows per batch when measuring")] = 512,
-    device: Annotated[
-        str, typer.Option(help="auto (this machine's GPU when it has one), cpu, cuda or cuda:N")
-    ] = "auto",
+    device: DEVICE = "auto",
 ) -> None:
     """Weight-space ensemble of a zero-shot and a fine-tuned model (WiSE-FT): θ = (1 − α)·θ₀ + α·θ₁,
     written as a bundle of its own. With --job, each α is measured on the job's data and the best by the

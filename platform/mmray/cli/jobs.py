@@ -11,6 +11,7 @@ from mmray.config import ConfigError, EvaluateJob, IndexJob, PipelineJob, TrainJ
 
 JOB = Annotated[str, typer.Argument(help="job spec YAML, e.g. jobs/shapes-clip.yaml")]
 OVERRIDES = Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")]
+DEVICE = Annotated[str, typer.Option(help="auto (this machine's GPU when it has one), cpu, cuda or cuda:N")]
 
 JobT = TypeVar("JobT", TrainJob, IndexJob, EvaluateJob, TuneJob, PipelineJob)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from mmray.cli.jobs import JOB, OVERRIDES, disconnect_ray, load_job_of_kind
+from mmray.cli.jobs import DEVICE, JOB, OVERRIDES, disconnect_ray, load_job_of_kind
 from mmray.config import ConfigError, EvaluateJob, IndexJob, PipelineJob, TrainJob, TuneJob, load_job
 from mmray.config.base import validate
 from mmray.errors import how_stopped
@@ -119,9 +119,7 @@ def evaluate(
         str | None,
         typer.Option(help="model bundle, training run or index bundle [default: the job's own output]"),
     ] = None,
-    device: Annotated[
-        str, typer.Option(help="auto (this machine's GPU when it has one), cpu, cuda or cuda:N")
-    ] = "auto",
+    device: DEVICE = "auto",
     zero_shot: Annotated[
         bool,
         typer.Option(

@@ -75,8 +75,7 @@ def format_validation_error(error: ValidationError, source: str, data: Any = Non
 
 
 def first_problem(error: ValidationError) -> str:
-    """The first of pydantic's errors as `where: what` (`the file` where it is the whole document), for a
-    damaged file's one-line error."""
+    """pydantic's first error as `where: what` (`the file` for the whole document), for a damaged file."""
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "the file"
     return f"{where}: {first['msg']}"

@@ -1,5 +1,4 @@
-"""Generation configs: the conditional VAE and GAN (text → image) and the caption decoder (image → text),
-with the tasks that train them."""
+"""Conditional VAE / GAN (text → image) and caption decoder (image → text) configs and their tasks."""
 
 from __future__ import annotations
 

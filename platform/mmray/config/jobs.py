@@ -116,8 +116,7 @@ def validate_job(data: dict[str, object], source: str) -> AnyJob:
 
 
 def load_job(path: str | Path, overrides: Sequence[str] = ()) -> AnyJob:
-    """Load a job spec from YAML, apply `section.key=value` overrides and validate it by its kind; an
-    override that changes a section's `kind` keeps only the keys the new kind accepts, naming those dropped."""
+    """Load a job spec from YAML, apply `section.key=value` overrides (see merge_switching_kinds), validate it."""
     raw = read_yaml_mapping(path)
     updates = parse_overrides(overrides)
     job_class = JOB_CLASSES.get(str(updates.get("kind", raw.get("kind"))))

@@ -1,5 +1,4 @@
-"""Which sections a field may hold and the key (`kind`, `source`) choosing among them; merging overrides
-(whole sections may be mappings) where one changes a section's kind, which keeps only the keys it accepts."""
+"""Which sections a field may hold, chosen by `kind` (or `source`), and merging overrides that switch a kind."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Model configs, chosen by `model.kind`: the dual encoder (image tower, text tower, shared space), and a
-pretrained Hugging Face CLIP / SigLIP pair used as one."""
+"""Model configs, chosen by `model.kind`: the dual encoder and a pretrained CLIP / SigLIP pair used as one."""
 
 from __future__ import annotations
 

@@ -1,6 +1,4 @@
-"""The job spec reference in Markdown, generated from the config models themselves: every section once,
-each key with its type, constraints, default and description; sections chosen by a `kind` (or a data
-`source`) listed with every registered choice."""
+"""The job spec reference in Markdown (docs/CONFIG.md), generated from the config models themselves."""
 
 from __future__ import annotations
 
