@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -32,6 +32,17 @@ class Section(BaseModel):
                 suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ValueError(f"unknown key {key!r}{suggestion}; valid keys: {', '.join(valid)}")
         return data
+
+
+class AttentionSection(Section):
+    """Base of sections with attention, which splits `width` evenly over `heads`."""
+
+    @model_validator(mode="after")
+    def _heads_split_the_width(self) -> Self:
+        width, heads = (getattr(self, name) for name in ("width", "heads"))
+        if width % heads:
+            raise ValueError(f"width {width} does not split into {heads} heads: make width a multiple of heads")
+        return self
 
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
@@ -161,9 +172,3 @@ def validate(model: type[SectionT], data: Mapping[str, Any], source: str) -> Sec
 def to_yaml(config: BaseModel) -> str:
     """Dump a config as YAML that loads back to an equal config."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-
-
-def check_heads(width: int, heads: int) -> None:
-    """Attention splits `width` evenly over its heads."""
-    if width % heads:
-        raise ValueError(f"width {width} does not split into {heads} heads: make width a multiple of heads")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from mmray.config.base import Section, check_heads
+from mmray.config.base import AttentionSection, Section
 from mmray.config.model import DualEncoderConfig, EncoderConfig, ModelSection, model_kinds
 
 
@@ -27,7 +27,7 @@ class ConcatFusionConfig(Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-class AttentionFusionConfig(Section):
+class AttentionFusionConfig(AttentionSection):
     """Text tokens attend to the image's feature-map cells (with 2-D positions); pooled over the text."""
 
     kind: Literal["attention"]
@@ -42,11 +42,6 @@ class AttentionFusionConfig(Section):
         "over cells (does any / how many cells match); 0: the text side only",
     )
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-    @model_validator(mode="after")
-    def _heads_split_the_width(self) -> AttentionFusionConfig:
-        check_heads(self.width, self.heads)
-        return self
 
 
 class GatedFusionConfig(Section):

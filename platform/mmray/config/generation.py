@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from mmray.config.base import Section, check_heads
+from mmray.config.base import AttentionSection, Section
 from mmray.config.model import DualEncoderConfig, EncoderConfig, ModelSection, model_kinds
 from mmray.config.tasks import TaskSection, task_kinds
 
@@ -36,7 +36,7 @@ class ConditionalGanConfig(ModelSection):
 
 
 @model_kinds.register
-class CaptionDecoderConfig(ModelSection):
+class CaptionDecoderConfig(ModelSection, AttentionSection):
     """A transformer decoder over caption tokens that cross-attends to the image tower's feature-map cells
     (plus its pooled vector as one more memory slot); `encoder`'s text tower is unused."""
 
@@ -47,11 +47,6 @@ class CaptionDecoderConfig(ModelSection):
     layers: int = Field(3, ge=1, le=24)
     heads: int = Field(4, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-
-    @model_validator(mode="after")
-    def _heads_split_the_width(self) -> CaptionDecoderConfig:
-        check_heads(self.width, self.heads)
-        return self
 
 
 class SampleEvaluationConfig(Section):

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SerializeAsAny, model_validator
 
-from mmray.config.base import Section, check_heads
+from mmray.config.base import AttentionSection, Section
 from mmray.config.registry import KindRegistry
 
 Orientation = Literal["exif", "stored"]
@@ -76,7 +76,7 @@ class _TextTower(Section):
     trainable_blocks: int | None = Field(None, ge=0)
 
 
-class SmallTransformerConfig(_TextTower):
+class SmallTransformerConfig(_TextTower, AttentionSection):
     """A small transformer with its own word-level tokenizer built from the training captions."""
 
     kind: Literal["small_transformer"]
@@ -84,11 +84,6 @@ class SmallTransformerConfig(_TextTower):
     layers: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)
     weights: str | None = None
-
-    @model_validator(mode="after")
-    def _heads_split_the_width(self) -> SmallTransformerConfig:
-        check_heads(self.width, self.heads)
-        return self
 
 
 class GruConfig(_TextTower):
