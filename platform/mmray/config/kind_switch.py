@@ -88,9 +88,8 @@ def merge_switching_kinds(
         old_kind, new_kind = current.get(choice.tag), value.get(choice.tag, current.get(choice.tag))
         cls = _class_for(choice, new_kind)
         if new_kind != old_kind and cls is not None:
-            kept = {name: item for name, item in current.items() if name in cls.model_fields}
             dropped.extend(f"{where}.{name}" for name in current if name not in cls.model_fields)
-            current = kept
+            current = {name: item for name, item in current.items() if name in cls.model_fields}
         merged[key], inner = merge_switching_kinds(current, value, cls, where)
         dropped.extend(inner)
     return merged, dropped

@@ -66,9 +66,7 @@ def _default(info: FieldInfo) -> str:
     if isinstance(value, BaseModel):
         tag = next((t for t in ("kind", "source") if t in type(value).model_fields), None)
         return f"`{tag}: {getattr(value, tag)}`" if tag else "its defaults"
-    if isinstance(value, tuple):
-        value = list(value)
-    return f"`{json.dumps(value)}`"
+    return f"`{json.dumps(value)}`"  # a tuple as a list
 
 
 def _cell(text: str) -> str:
