@@ -8,6 +8,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from mmray.config import ConfigError, EvaluateJob, IndexJob, PipelineJob, TrainJob, TuneJob, load_job
+from mmray.config.kind_switch import kinds_of
 
 JOB = Annotated[str, typer.Argument(help="job spec YAML, e.g. jobs/shapes-clip.yaml")]
 OVERRIDES = Annotated[list[str] | None, typer.Argument(help="section.key=value overrides")]
@@ -28,7 +29,7 @@ def load_job_of_kind(path: str, overrides: list[str] | None, expected: type[JobT
     """The job at `path` (with overrides) when it is of the kind `command` runs."""
     spec = load_job(path, overrides or [])
     if not isinstance(spec, expected):
-        wanted = expected.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
+        wanted = kinds_of(expected)[0]
         article = "an" if spec.kind[0] in "aeiou" else "a"
         raise ConfigError(f"{path} is {article} {spec.kind!r} job; `mmray {command}` runs {wanted!r} jobs")
     return spec
