@@ -15,7 +15,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,42 +178,19 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _frozen_reference(directory: Path) -> dict[str, Any] | None:
-    """The frozen towers a bundle's weights leave out and reference (`frozen_weights.py`), if any."""
-    if not (directory / MANIFEST).is_file():
-        return None
-    reference: dict[str, Any] | None = read_manifest(directory).get(FROZEN_KEY)
-    return reference
-
-
 def load_weights(
     model: nn.Module, directory: Path, grow_vocabulary: bool = False, state: dict[str, torch.Tensor] | None = None
 ) -> None:
     """Load a bundle's (or checkpoint's) weights (`state` where already read) into `model`; any mismatch
     names the keys. `grow_vocabulary`: token-embedding tables may have fewer rows than the model's (warm starts)."""
     state = read_weights(directory) if state is None else state
-    reference = _frozen_reference(directory)
+    # the frozen towers the weights leave out and reference (`frozen_weights.py`), if any
+    reference = read_manifest(directory).get(FROZEN_KEY) if (directory / MANIFEST).is_file() else None
     if reference is not None:
         state = {**frozen_state(directory, reference, model), **state}
     if grow_vocabulary:
         state = grow_token_embeddings(state, model)
     load_state_dict_strictly(model, state, source=str(directory / WEIGHTS))
-
-
-def _check_config_fits_weights(
-    build: Callable[[], nn.Module], state: dict[str, torch.Tensor], directory: Path, frozen_apart: bool
-) -> None:
-    """The shapes the model config gives (its model built on torch's meta device, where nothing is allocated)
-    against the weights' (`frozen_apart`: the frozen towers' keys are not among them): a config of other sizes
-    is refused before the model is built for real."""
-    try:
-        with torch.device("meta"):
-            expected = build().state_dict()
-    except Exception:  # what cannot be built on the meta device is built, and named, as before
-        return
-    problems = fit_problems(expected, state, allow_missing=frozen_apart)
-    if problems:
-        raise BundleError(f"{directory / MODEL_CONFIG} does not fit {directory / WEIGHTS}: " + "; ".join(problems))
 
 
 def warm_start_compatible(job_kind: str, bundle_kind: str) -> bool:
@@ -248,9 +225,18 @@ def read_bundle(directory: Path, uri: str | None = None) -> LoadedBundle:
     kind = model_kind(model_config.kind)
     config = kind.rebuild_config(model_config, directory)
     state = read_weights(directory)
-    _check_config_fits_weights(
-        lambda: kind.build(config, processor), state, directory, manifest.get(FROZEN_KEY) is not None
-    )
+    # The shapes the config gives (its model built on torch's meta device, where nothing is allocated) against
+    # the weights' (without the frozen towers' keys where they lie apart): a config of other sizes is refused
+    # before the model is built for real.
+    try:
+        with torch.device("meta"):
+            expected = kind.build(config, processor).state_dict()
+    except Exception:  # what cannot be built on the meta device is built, and named, as before
+        pass
+    else:
+        problems = fit_problems(expected, state, allow_missing=manifest.get(FROZEN_KEY) is not None)
+        if problems:
+            raise BundleError(f"{directory / MODEL_CONFIG} does not fit {directory / WEIGHTS}: " + "; ".join(problems))
     with reading(directory / MODEL_CONFIG, BundleError):
         model = kind.build(config, processor)
     load_weights(model, directory, state=state)
