@@ -73,18 +73,11 @@ def write_once(run_dir: str, part: FrozenPart, data: bytes) -> str:
     return uri
 
 
-def referenced_uri(bundle_uri: str, reference: dict[str, Any]) -> str:
-    """Where a bundle's manifest says its frozen part lies (a path relative to the bundle)."""
-    relative = str(reference["path"])
-    if storage.is_s3(bundle_uri):
-        bucket, key = storage.split_s3(bundle_uri.rstrip("/"))
-        return f"{storage.S3_SCHEME}{bucket}/{posixpath.normpath(posixpath.join(key, relative))}"
-    return str((Path(bundle_uri) / relative).resolve())
-
-
 def fetch_beside(bundle_uri: str, directory: Path, reference: dict[str, Any]) -> None:
-    """Copy the frozen part next to a downloaded bundle (as `frozen.safetensors`) when it exists."""
-    source = referenced_uri(bundle_uri, reference)
+    """Copy the frozen part next to a bundle downloaded from S3 (as `frozen.safetensors`) when it exists at the
+    path, relative to the bundle, that its manifest gives."""
+    bucket, key = storage.split_s3(bundle_uri.rstrip("/"))
+    source = f"{storage.S3_SCHEME}{bucket}/{posixpath.normpath(posixpath.join(key, str(reference['path'])))}"
     if not (directory / BESIDE).is_file() and storage.exists(source):
         storage.download_file(source, directory / BESIDE)
 
