@@ -68,8 +68,7 @@ def write_index_bundle(
         if missing:
             raise IndexBundleError(
                 f"the {kind} index for {uri} holds {missing[0]} that its metadata has no {kind!r} entry for: "
-                f"{missing[1]}; "
-                "nothing was written (their hits would have no file name or text)"
+                f"{missing[1]}; nothing was written (their hits would have no file name or text)"
             )
     with tempfile.TemporaryDirectory(prefix="mmray-index-") as tmp:
         staging = Path(tmp)

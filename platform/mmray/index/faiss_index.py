@@ -4,6 +4,7 @@ GPU clone, one search at a time (faiss's GPU indexes are not thread-safe)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -33,10 +34,8 @@ def installed_faiss_distributions() -> list[str]:
     """The faiss builds installed here ('faiss-cpu 1.15.1'); more than one share (and overwrite) one module."""
     found = []
     for name in FAISS_DISTRIBUTIONS:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            continue
     return found
 
 
@@ -168,8 +167,7 @@ class VectorIndex:
             scores, rows = self._search_gpu(matrix, k, params)
         else:
             scores, rows = self.index.search(matrix, k, params=params)
-        ids = np.where(rows >= 0, self.ids[np.clip(rows, 0, None)], -1)
-        return scores, ids
+        return scores, np.where(rows >= 0, self.ids[np.clip(rows, 0, None)], -1)
 
     def _search_gpu(self, matrix: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
         """One search at a time on the GPU clone; a per-call nprobe (`params`) is set for the call and put back."""
