@@ -52,28 +52,6 @@ def index_spec(settings: IndexSettings) -> IndexSpec:
     return IndexSpec(**settings.model_dump(include=shared), use_gpu=settings.use_gpu_index)
 
 
-def _recall_from_shards(
-    indexes: dict[str, VectorIndex],
-    metadata: dict[str, dict[str, Any]],
-    embedded: dict[str, tuple[np.ndarray, np.ndarray]],
-    failed: dict[str, list[dict[str, Any]]],
-) -> dict[str, Any]:
-    """Recall@K through the new indexes with the vectors just embedded as queries (no second pass)."""
-    image_ids, image_vectors = embedded["images"]
-    caption_ids, text_vectors = embedded["captions"]
-    logger.info("Recall@K: the %d images and %d captions just embedded, queried through the new indexes",
-                len(image_ids), len(caption_ids))  # fmt: skip
-    owners = np.array([metadata["captions"][str(cid)]["image_id"] for cid in caption_ids.tolist()], dtype=np.int64)
-    recall = recall_through_indexes(
-        indexes,
-        metadata["captions"],
-        (image_ids, image_vectors),
-        (owners, text_vectors),
-        missing=(len(failed["images"]), len(failed["captions"])),
-    )
-    return {"index_types": {kind: index.kind for kind, index in indexes.items()}, **recall}
-
-
 def corpus_size(dataset: CocoDataset, kind: CorpusKind) -> int:
     """Rows of a corpus: one per image, or one per caption."""
     return dataset.caption_count if kind == "captions" else len(dataset.records)
@@ -99,7 +77,6 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
         bundle_uri = os.path.abspath(bundle_uri)
     bundle = open_bundle(bundle_uri)
     as_embedding_model(bundle.model, bundle_uri)
-    version = bundle.version
     settings = spec.index
     dataset = load_split(spec.data, settings.split)
     for kind in settings.corpus:
@@ -109,6 +86,7 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
         logger.info("embedding %s in this process (no Ray; index.runner=%s)", settings.split, settings.runner)
     else:
         from mmray.cluster.connection import connect
+        from mmray.retrieval.ray_embed import ray_data_batches
 
         connect()
     run_dir = storage.join(spec.storage_root, spec.name)
@@ -121,13 +99,11 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
         uri, manifest = prepared_split(spec.data.prepared, settings.split, dataset, bundle.processor.image)
         prepared = pixel_locations(uri, manifest)
     for kind in settings.corpus:
-        plan = corpus_plan(dataset, kind, settings.shard_size, version, prepared)
+        plan = corpus_plan(dataset, kind, settings.shard_size, bundle.version, prepared)
         shards = plan.directory(storage.join(run_dir, "embeddings"))
         if runner == "local":
             batches = local_batches(bundle, bundle_uri, kind, settings.batch_size)
         else:
-            from mmray.retrieval.ray_embed import ray_data_batches
-
             batches = ray_data_batches(bundle_uri, kind, settings, bundle.processor)
         embed_corpus(plan, shards, batches)
         ids, vectors, failures = read_shards(shards, plan.shard_count)
@@ -151,7 +127,7 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
         indexes,
         metadata,
         {
-            "model_version": version,
+            "model_version": bundle.version,
             "model_bundle": bundle_uri,
             "split": settings.split,
             "embedded_by": runner,
@@ -159,11 +135,19 @@ def run_index_job(spec: IndexJob) -> IndexOutcome:
             "failed": failed,
         },
     )
-    complete = set(settings.corpus) == {"images", "captions"}
-    metrics = _recall_from_shards(indexes, metadata, embedded, failed) if complete else {}
+    metrics: dict[str, Any] = {}
+    if set(settings.corpus) == {"images", "captions"}:  # Recall@K, the vectors just embedded as queries: no second pass
+        (image_ids, image_vectors), (caption_ids, text_vectors) = embedded["images"], embedded["captions"]
+        logger.info("Recall@K: the %d images and %d captions just embedded, queried through the new indexes",
+                    len(image_ids), len(caption_ids))  # fmt: skip
+        captions = metadata["captions"]
+        owners = np.array([captions[str(cid)]["image_id"] for cid in caption_ids.tolist()], dtype=np.int64)
+        missing = (len(failed["images"]), len(failed["captions"]))
+        recall = recall_through_indexes(indexes, captions, (image_ids, image_vectors), (owners, text_vectors), missing)
+        metrics = {"index_types": {kind: index.kind for kind, index in indexes.items()}, **recall}
     return IndexOutcome(
         index_bundle=index_uri if storage.is_s3(index_uri) else os.path.abspath(index_uri),
-        model_version=version,
+        model_version=bundle.version,
         sizes={kind: index.size for kind, index in indexes.items()},
         failed=failed,
         metrics=metrics,
