@@ -20,11 +20,11 @@ from mmray.tasks.evaluation import evaluation_context
 from mmray.tasks.split_embedding import embed_split
 
 
-def _first_hit_ranks(found: np.ndarray, wanted: np.ndarray) -> torch.Tensor:
-    """1-based position of `wanted[i]` in row `found[i]`, inf when absent. found: (q, k), wanted: (q,)"""
+def _first_hit_ranks(found: np.ndarray, wanted: np.ndarray, unanswered: int) -> torch.Tensor:
+    """1-based rank of `wanted[i]` in `found[i]` (inf if absent), then `unanswered` infs. found: (q, k), wanted: (q,)"""
     hits = found == wanted[:, None]  # (q, k)
     positions = np.where(hits.any(axis=1), hits.argmax(axis=1) + 1, np.inf)  # (q,)
-    return torch.from_numpy(positions.astype(np.float64))
+    return torch.from_numpy(np.concatenate([positions, np.full(unanswered, np.inf)]).astype(np.float64))
 
 
 SEARCH_DEPTH = 100
@@ -46,12 +46,11 @@ def recall_through_indexes(
     image_ids, image_vectors = image_queries
     owner_ids, text_vectors = caption_queries
     _, found_images = indexes["images"].search(text_vectors, k, nprobe, ef_search)  # (C, k)
-    t2i = _first_hit_ranks(found_images, owner_ids)
+    t2i = _first_hit_ranks(found_images, owner_ids, missing[1])
     _, found_captions = indexes["captions"].search(image_vectors, k, nprobe, ef_search)  # (N, k)
     found_owners = np.vectorize(lambda cid: caption_owners.get(str(cid), {}).get("image_id", -1))(found_captions)
-    i2t = _first_hit_ranks(found_owners, image_ids)
-    unanswered = [torch.full((count,), math.inf, dtype=torch.float64) for count in missing]
-    metrics: dict[str, Any] = metrics_from_ranks(torch.cat([i2t, unanswered[0]]), torch.cat([t2i, unanswered[1]]))
+    i2t = _first_hit_ranks(found_owners, image_ids, missing[0])
+    metrics: dict[str, Any] = metrics_from_ranks(i2t, t2i)
     for key in ("i2t_medr", "t2i_medr"):
         metrics[key] = None if math.isinf(metrics[key]) else metrics[key]
     return metrics
