@@ -74,8 +74,7 @@ def write_once(run_dir: str, part: FrozenPart, data: bytes) -> str:
 
 
 def fetch_beside(bundle_uri: str, directory: Path, reference: dict[str, Any]) -> None:
-    """Copy the frozen part next to a bundle downloaded from S3 (as `frozen.safetensors`) when it exists at the
-    path, relative to the bundle, that its manifest gives."""
+    """Copy the frozen part beside a bundle downloaded from S3 (as `frozen.safetensors`) when it exists."""
     bucket, key = storage.split_s3(bundle_uri.rstrip("/"))
     source = f"{storage.S3_SCHEME}{bucket}/{posixpath.normpath(posixpath.join(key, str(reference['path'])))}"
     if not (directory / BESIDE).is_file() and storage.exists(source):

@@ -58,19 +58,16 @@ class ImageGenerator:
         return self.model.condition(tokens.ids.to(self.device), tokens.mask.to(self.device))
 
     def sample(self, texts: Sequence[str], per_text: int, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
-        """`per_text` samples of each caption → [0, 1] images (T, n, 3, S, S) on the CPU; equal seeds
-        give equal images."""
+        """`per_text` samples of each caption → [0, 1] images (T, n, 3, S, S) on the CPU; equal seeds, equal images."""
         if not 1 <= per_text <= MAX_SAMPLES:
             raise QueryError(f"samples per caption must be between 1 and {MAX_SAMPLES}, got {per_text}")
         _check_noise(seed, temperature)
         condition = self.conditions(texts).repeat_interleave(per_text, dim=0)  # (T·n, E)
-        generator = torch.Generator().manual_seed(seed)
-        images = self.model.sample(condition, temperature, generator).float().cpu()
+        images = self.model.sample(condition, temperature, torch.Generator().manual_seed(seed)).float().cpu()
         return images.view(len(texts), per_text, *images.shape[1:])
 
     def interpolate(self, first: str, second: str, steps: int, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
-        """Images along the straight line between two captions' conditions, one noise draw for all:
-        (steps, 3, S, S) in [0, 1]."""
+        """Images (steps, 3, S, S) in [0, 1] along the line between two captions' conditions, one noise draw for all."""
         if not 2 <= steps <= MAX_SAMPLES:
             raise QueryError(f"interpolation steps must be between 2 and {MAX_SAMPLES}, got {steps}")
         _check_noise(seed, temperature)

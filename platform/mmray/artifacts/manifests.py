@@ -69,8 +69,7 @@ def resolve_model_bundle(uri: str) -> str:
 
 
 def read_index_manifest(uri: str) -> dict[str, Any]:
-    """The manifest of the index bundle at `uri`, checked: its format, index types, model version, model bundle
-    and split."""
+    """The manifest of the index bundle at `uri`, its format, index types, model version, bundle and split checked."""
     manifest_uri = storage.join(uri, INDEX_MANIFEST)
     if not storage.exists(manifest_uri):
         raise IndexBundleError(f"{uri} is not a complete index bundle: {INDEX_MANIFEST} is missing")

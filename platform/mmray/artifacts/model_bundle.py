@@ -56,8 +56,7 @@ from mmray.models.weights import fit_problems, grow_token_embeddings, load_state
 def model_version(
     weights: bytes, model_config: ModelSection, processor: Processor, frozen_sha256: str | None = None
 ) -> str:
-    """Content hash of weights (and the frozen part's hash), model config and processor: equal
-    versions mean identical models."""
+    """Content hash of weights (and the frozen part's hash), model config and processor: equal versions, same model."""
     digest = hashlib.sha256(weights)
     if frozen_sha256 is not None:
         digest.update(frozen_sha256.encode())

@@ -1,5 +1,4 @@
-"""The index job: embed a split (on Ray Data, or in this process for small ones), build faiss indexes,
-publish an index bundle."""
+"""The index job: embed a split (on Ray Data, or in this process if small), build faiss indexes, publish a bundle."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Embedded batches from Ray Data: decoding on CPU tasks, embedding on a pool of model actors (GPUs when
-asked), rows in order."""
+"""Embedded batches from Ray Data: decoding on CPU tasks, embedding on a pool of model actors, rows in order."""
 
 from __future__ import annotations
 
