@@ -73,8 +73,7 @@ def zero_shot_model(fine_tuned: LoadedBundle, zero_shot_uri: str | None) -> nn.M
 def ensembled_model(zero_shot: nn.Module, fine_tuned: LoadedBundle, alpha: float) -> nn.Module:
     """A copy of the fine-tuned bundle's model holding (1 − α)·θ₀ + α·θ₁, in eval mode."""
     model = copy.deepcopy(fine_tuned.model)
-    state = interpolate_states(zero_shot.state_dict(), fine_tuned.model.state_dict(), alpha)
-    model.load_state_dict(state)
+    model.load_state_dict(interpolate_states(zero_shot.state_dict(), fine_tuned.model.state_dict(), alpha))
     return model.eval()
 
 

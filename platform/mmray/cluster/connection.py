@@ -71,7 +71,6 @@ def connect(num_cpus: int | None = None) -> None:
         use_embedded_train_settings()
         chosen_by_user = GCS_PORT_ENV in os.environ
         port = os.environ.setdefault(GCS_PORT_ENV, str(_free_port()))
-        own_address = f"127.0.0.1:{port}"
         try:
             ray.init(
                 num_cpus=num_cpus or os.cpu_count() or 1,
@@ -81,7 +80,7 @@ def connect(num_cpus: int | None = None) -> None:
                 log_to_driver=True,
                 # Ray's own helpers (Ray Train's placement-group cleaner) look their cluster up by address and
                 # refuse to choose when another Ray runs on the machine; tell every process which one is theirs.
-                runtime_env={"env_vars": {"RAY_ADDRESS": own_address}},
+                runtime_env={"env_vars": {"RAY_ADDRESS": f"127.0.0.1:{port}"}},
             )
         finally:
             if not chosen_by_user:

@@ -90,12 +90,11 @@ def submit_job(
             root_setting,
         )
     client = jobs_client(address)
-    submission_id = f"mmray-{spec.kind}-{spec.name}-{uuid.uuid4().hex[:8]}"
     forwarded = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     try:
         result: str = client.submit_job(
             entrypoint=shlex.join(["mmray", spec.kind, relative.as_posix(), *overrides]),
-            submission_id=submission_id,
+            submission_id=f"mmray-{spec.kind}-{spec.name}-{uuid.uuid4().hex[:8]}",
             runtime_env={"working_dir": str(root), "excludes": EXCLUDES, "env_vars": {**forwarded, **(env or {})}},
             metadata={"mmray_job": relative.as_posix(), "mmray_kind": spec.kind},
         )
