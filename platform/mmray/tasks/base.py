@@ -16,6 +16,7 @@ from mmray.config.tasks import TaskSection
 from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
+from mmray.distributed import gather_rows, shard_range
 from mmray.models.registry import build_model
 from mmray.tasks.feature_cache import FrozenTowers
 
@@ -85,6 +86,19 @@ class EvalContext:
     def normalized_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, S, S) on any device → normalised float on this context's device."""
         return self.processor.normalize(pixels.to(self.device))
+
+    @torch.no_grad()
+    def rows(self, encode: Callable[[int, int], torch.Tensor], count: int) -> torch.Tensor:
+        """`encode(start, stop)` over this rank's share of `count` rows, gathered on the CPU. -> (count, D)"""
+        rows = shard_range(count, self.rank, self.world)
+        size = self.batch_size
+        pieces = [encode(start, min(start + size, rows.stop)).float() for start in range(rows.start, rows.stop, size)]
+        local = torch.cat(pieces) if pieces else encode(0, 1).float()[:0]  # (n_r, D)
+        return gather_rows(local, count, self.world).cpu()
+
+    def image_rows(self, encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        """`encode` of normalised uint8 `images` (N, 3, S, S) → (N, D) on the CPU, rows shared by the ranks."""
+        return self.rows(lambda start, stop: encode(self.normalized_images(images[start:stop])), images.shape[0])
 
 
 @dataclass(frozen=True)

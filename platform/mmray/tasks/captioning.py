@@ -21,7 +21,6 @@ from mmray.metrics.captions import caption_scores
 from mmray.models.caption_decoder import CaptionDecoder
 from mmray.models.caption_search import decode_captions
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, eval_mode, task_model
-from mmray.tasks.feature_cache import compute_rows
 from mmray.tasks.registry import register_task
 
 EXAMPLES_FILE = "captions.json"
@@ -35,16 +34,11 @@ def references(split: SplitTensors, count: int, processor: Processor) -> list[li
     return [texts[offsets[i] : offsets[i + 1]] for i in range(count)]
 
 
-@torch.no_grad()
 def pooled_features(model: CaptionDecoder, images: torch.Tensor, context: EvalContext) -> torch.Tensor:
-    """uint8 images (N, 3, S, S) → L2-normalised pooled image-tower vectors (N, D) on the CPU; each rank
-    encodes its share, the shares gathered."""
-
-    def encode(start: int, stop: int) -> torch.Tensor:
-        pixels = context.normalized_images(images[start:stop])  # (b, 3, S, S)
-        return F.normalize(model.encoder.encode_image_features(pixels).pooled, dim=-1)  # (b, D)
-
-    return compute_rows(encode, images.shape[0], context.batch_size, context.rank, context.world)  # (N, D)
+    """uint8 images (N, 3, S, S) → L2-normalised pooled image-tower vectors (N, D) on the CPU."""
+    return context.image_rows(
+        lambda pixels: F.normalize(model.encoder.encode_image_features(pixels).pooled, dim=-1), images
+    )
 
 
 class CaptionTask(Task):

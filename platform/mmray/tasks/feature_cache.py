@@ -17,7 +17,6 @@ from torch import nn
 
 from mmray import storage
 from mmray.artifacts.frozen_weights import state_bytes
-from mmray.distributed import gather_rows, shard_range
 from mmray.errors import DataError, reading
 
 logger = logging.getLogger(__name__)
@@ -60,29 +59,17 @@ def decided_by_rank_zero(value: bool) -> bool:
     return bool(box[0])
 
 
-@torch.no_grad()
-def compute_rows(
-    encode: Callable[[int, int], torch.Tensor], count: int, batch_size: int, rank: int, world: int
-) -> torch.Tensor:
-    """`encode(start, stop)` over this rank's share of `count` rows, gathered from every rank. -> (count, D)"""
-    rows = shard_range(count, rank, world)
-    pieces = [
-        encode(start, min(start + batch_size, rows.stop)).float() for start in range(rows.start, rows.stop, batch_size)
-    ]
-    local = torch.cat(pieces) if pieces else encode(0, 1).float()[:0]  # (n_r, D)
-    return gather_rows(local, count, world).cpu()
-
-
 def cached_features(
-    cache_root: str | None,
-    key: str,
-    what: str,
-    compute: Callable[[], torch.Tensor],
-    rank: int,
+    cache_root: str | None, key: str, what: str, compute: Callable[[], torch.Tensor], rank: int
 ) -> torch.Tensor:
     """The features under `key` in the cache, or computed (by every rank together) and stored by rank 0."""
     uri = storage.join(cache_root, CACHE_DIR, f"{key}.safetensors") if cache_root else None
-    kept = _read_kept(uri, what) if uri is not None and rank == 0 and storage.exists(uri) else None
+    kept = None
+    if uri is not None and rank == 0 and storage.exists(uri):
+        try:
+            kept = _features_in(uri)
+        except DataError as exc:  # a damaged file: the features are computed again
+            logger.warning("[mmray] %s: %s; computing them again", what, exc)
     if uri is not None and decided_by_rank_zero(kept is not None):
         features = kept if kept is not None else _features_in(uri)
         if rank == 0:
@@ -99,12 +86,3 @@ def _features_in(uri: str) -> torch.Tensor:
     with reading(uri, DataError):
         features: torch.Tensor = load_safetensors(storage.read_bytes(uri))["features"]
         return features
-
-
-def _read_kept(uri: str, what: str) -> torch.Tensor | None:
-    """Cached features, or None (with a warning) where the file is damaged: they are computed again."""
-    try:
-        return _features_in(uri)
-    except DataError as exc:
-        logger.warning("[mmray] %s: %s; computing them again", what, exc)
-        return None

@@ -23,7 +23,7 @@ from mmray.models.dual_encoder import DualEncoder
 from mmray.models.embedding import as_embedding_model
 from mmray.models.procrustes import start_from_procrustes
 from mmray.tasks.base import Batch, EvalContext, Score, StepContext, StepOutput, Task, eval_mode, task_model
-from mmray.tasks.feature_cache import FrozenTowers, cached_features, compute_rows, features_key, is_frozen
+from mmray.tasks.feature_cache import FrozenTowers, cached_features, features_key, is_frozen
 from mmray.tasks.registry import register_task
 from mmray.tasks.split_embedding import embed_split
 from mmray.tasks.zero_shot import class_embeddings, zero_shot_metrics
@@ -35,11 +35,7 @@ def as_dual_encoder(model: nn.Module) -> DualEncoder:
 
 def _image_rows(model: DualEncoder, split: SplitTensors, context: EvalContext) -> torch.Tensor:
     """The image tower's pooled output for every image of the split (rows shared by the ranks). -> (N, D)"""
-
-    def encode(start: int, stop: int) -> torch.Tensor:
-        return model.encode_image_features(context.normalized_images(split.images[start:stop])).pooled
-
-    return compute_rows(encode, split.num_images, context.batch_size, context.rank, context.world)
+    return context.image_rows(lambda pixels: model.encode_image_features(pixels).pooled, split.images)
 
 
 def _text_rows(model: DualEncoder, split: SplitTensors, context: EvalContext) -> torch.Tensor:
@@ -49,7 +45,7 @@ def _text_rows(model: DualEncoder, split: SplitTensors, context: EvalContext) ->
         ids = split.caption_ids[start:stop].to(context.device)  # (b, L)
         return model.encode_text_features(ids, split.caption_mask[start:stop].to(context.device).bool()).pooled
 
-    return compute_rows(encode, split.num_captions, context.batch_size, context.rank, context.world)
+    return context.rows(encode, split.num_captions)
 
 
 class RetrievalTask(Task):

@@ -8,7 +8,6 @@ from torch import nn
 from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES, SplitTensors
 from mmray.models.embedding import as_embedding_model
 from mmray.tasks.base import EvalContext, eval_mode
-from mmray.tasks.feature_cache import compute_rows
 
 
 @torch.no_grad()
@@ -21,8 +20,7 @@ def embed_split(model: nn.Module, split: SplitTensors, context: EvalContext) -> 
     def images(start: int, stop: int) -> torch.Tensor:
         if image_features is not None:  # a frozen tower's features, computed once
             return model.project_image(image_features[start:stop].to(context.device))  # type: ignore[operator,no-any-return]
-        pixels = context.normalized_images(split.images[start:stop])  # (b, 3, S, S)
-        return embedder.embed_images(pixels)  # (b, E)
+        return embedder.embed_images(context.normalized_images(split.images[start:stop]))  # (b, E)
 
     def texts(start: int, stop: int) -> torch.Tensor:
         if text_features is not None:
@@ -31,7 +29,4 @@ def embed_split(model: nn.Module, split: SplitTensors, context: EvalContext) -> 
         return embedder.embed_texts(ids, split.caption_mask[start:stop].to(context.device))  # (b, E)
 
     with eval_mode(model):
-        return (
-            compute_rows(images, split.num_images, context.batch_size, context.rank, context.world),
-            compute_rows(texts, split.num_captions, context.batch_size, context.rank, context.world),
-        )
+        return context.rows(images, split.num_images), context.rows(texts, split.num_captions)
