@@ -13,11 +13,7 @@ from torch import nn
 from mmray.config.base import of_kind
 from mmray.config.fusion import FusionModelConfig
 from mmray.config.model import ModelSection
-from mmray.config.prediction import (
-    MulticlassHeadConfig,
-    MultilabelHeadConfig,
-    PredictTaskConfig,
-)
+from mmray.config.prediction import MulticlassHeadConfig, MultilabelHeadConfig, PredictTaskConfig
 from mmray.config.tasks import TaskSection
 from mmray.data.coco import CocoDataset
 from mmray.data.processor import Processor

@@ -47,7 +47,7 @@ class VaeTask(Task):
         KL, ELBO = −(reconstruction + KL), and the per-pixel squared error of posterior-mean reconstructions."""
         ids, mask = first_captions(split, self.vae_config.evaluation.images)
         generator = torch.Generator().manual_seed(self.vae_config.evaluation.seed)
-        totals = {"reconstruction": 0.0, "kl": 0.0, "mse": 0.0}
+        reconstruction = kl = mse = 0.0
         for start in range(0, ids.shape[0], context.batch_size):
             stop = min(start + context.batch_size, ids.shape[0])
             images = context.normalized_images(split.images[start:stop])  # (b, 3, S, S)
@@ -57,17 +57,16 @@ class VaeTask(Task):
             noise = torch.randn(mu.shape, generator=generator).to(mu.device)
             latent = mu + noise * (0.5 * logvar).exp()
             error = reconstruction_error(vae.decode(latent, condition), target, self.vae_config.reconstruction)
-            totals["reconstruction"] += float(error.sum())
-            totals["kl"] += float(gaussian_kl(mu.float(), logvar.float()).sum())
+            reconstruction += float(error.sum())
+            kl += float(gaussian_kl(mu.float(), logvar.float()).sum())
             mean_image = torch.sigmoid(vae.decode(mu, condition).float())
-            totals["mse"] += float((mean_image - target).pow(2).flatten(1).mean(dim=1).sum())
+            mse += float((mean_image - target).pow(2).flatten(1).mean(dim=1).sum())
         count = ids.shape[0]
-        reconstruction, kl = totals["reconstruction"] / count, totals["kl"] / count
         return {
-            "val_reconstruction": reconstruction,
-            "val_kl": kl,
-            "elbo": -(reconstruction + kl),
-            "reconstruction_mse": totals["mse"] / count,
+            "val_reconstruction": reconstruction / count,
+            "val_kl": kl / count,
+            "elbo": -(reconstruction / count + kl / count),
+            "reconstruction_mse": mse / count,
         }
 
     def evaluation_report(

@@ -49,12 +49,12 @@ def wise_ft(
         where = pick_device(device)
         context = EvalContext(0, 1, where, batch_size, fine_tuned.processor)
         score = task.score
-        sign = 1.0 if score.mode == "max" else -1.0
-        for alpha in track(alphas, "alphas"):
-            measured = task.evaluate(ensembled_model(start, fine_tuned, alpha).to(where), tensors, context)
-            candidates.append({"alpha": alpha, score.metric: measured[score.metric]})
-            if metrics is None or sign * (measured[score.metric] - metrics[score.metric]) > 0:
-                chosen, metrics = alpha, measured
+        measured = [
+            (alpha, task.evaluate(ensembled_model(start, fine_tuned, alpha).to(where), tensors, context))
+            for alpha in track(alphas, "alphas")
+        ]
+        candidates = [{"alpha": alpha, score.metric: values[score.metric]} for alpha, values in measured]
+        chosen, metrics = (max if score.mode == "max" else min)(measured, key=lambda pair: pair[1][score.metric])
     model = ensembled_model(start, fine_tuned, chosen)
     record = {"alpha": chosen, "zero_shot": zero_shot_uri or "pretrained", "fine_tuned": fine_tuned.uri}
     version = write_ensemble(model, fine_tuned, target, {**record, "candidates": candidates}, metrics)
