@@ -16,7 +16,6 @@ from mmray.artifacts.model_bundle import LoadedBundle, open_bundle, read_process
 from mmray.config.generation import SampleEvaluationConfig
 from mmray.data.processor import Processor
 from mmray.data.tensors import SplitTensors
-from mmray.distributed import gather_rows, shard_range
 from mmray.errors import BundleError
 from mmray.figures import plt, png_bytes, wrap_text
 from mmray.metrics.samples import r_precision, sample_diversity
@@ -88,27 +87,19 @@ class SampleEvaluation:
             as_embedding_model(self._evaluator.model, f"the evaluator {self.config.evaluator}")
         return self._evaluator
 
-    @torch.no_grad()
     def _embed_images(self, evaluator: LoadedBundle, images: torch.Tensor, context: EvalContext) -> torch.Tensor:
-        """[0, 1] images (n, 3, S, S) → the evaluator's embeddings (n, E), at the evaluator's image size."""
-        model = as_embedding_model(evaluator.model)
+        """[0, 1] images (b, 3, S, S) → the evaluator's embeddings (b, E), at the evaluator's image size."""
         size = evaluator.processor.image.size
-        vectors = []
-        for start in range(0, images.shape[0], context.batch_size):
-            batch = images[start : start + context.batch_size].to(context.device)
-            if batch.shape[-1] != size:
-                batch = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            vectors.append(model.embed_images(evaluator.processor.normalize_unit(batch)).float().cpu())
-        return torch.cat(vectors)
+        batch = images.to(context.device)
+        if batch.shape[-1] != size:
+            batch = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return as_embedding_model(evaluator.model).embed_images(evaluator.processor.normalize_unit(batch))
 
-    @torch.no_grad()
     def _embed_texts(self, evaluator: LoadedBundle, texts: list[str], context: EvalContext) -> torch.Tensor:
-        model = as_embedding_model(evaluator.model)
-        vectors = []
-        for start in range(0, len(texts), context.batch_size):
-            tokens = evaluator.processor.tokenize(texts[start : start + context.batch_size])
-            vectors.append(model.embed_texts(tokens.ids.to(context.device), tokens.mask.to(context.device)).cpu())
-        return torch.cat(vectors)
+        tokens = evaluator.processor.tokenize(texts)
+        return as_embedding_model(evaluator.model).embed_texts(
+            tokens.ids.to(context.device), tokens.mask.to(context.device)
+        )
 
     def evaluate(
         self, model: TextToImageModel, split: SplitTensors, context: EvalContext
@@ -122,17 +113,20 @@ class SampleEvaluation:
         if evaluator is not None:
             evaluator.model.to(context.device)
             count = ids.shape[0]
-            share = shard_range(count, context.rank, context.world)
-            samples = generate(model, ids, mask, context, config.temperature, config.seed, share)  # (n_r, 3, S, S)
-            real = split.images[share.start : share.stop].float() / 255.0
-            local = [
-                self._embed_texts(evaluator, texts[share.start : share.stop], context),
-                self._embed_images(evaluator, samples, context),
-                self._embed_images(evaluator, real, context),
-            ]  # each (n_r, E)
-            text_vectors, sample_vectors, real_vectors = (
-                gather_rows(v.to(context.device), count, context.world).cpu() for v in local
-            )  # each (n, E)
+
+            def sample_rows(start: int, stop: int) -> torch.Tensor:
+                samples = generate(model, ids, mask, context, config.temperature, config.seed, range(start, stop))
+                return self._embed_images(evaluator, samples, context)
+
+            # each rank draws and embeds its share of the rows; each (n, E)
+            text_vectors = context.rows(
+                lambda start, stop: self._embed_texts(evaluator, texts[start:stop], context), count
+            )
+            sample_vectors = context.rows(sample_rows, count)
+            real_vectors = context.rows(
+                lambda start, stop: self._embed_images(evaluator, split.images[start:stop].float() / 255.0, context),
+                count,
+            )
             candidates = min(config.candidates, count)
             metrics["r_precision"] = r_precision(sample_vectors, text_vectors, candidates, config.seed)
             metrics["real_r_precision"] = r_precision(real_vectors, text_vectors, candidates, config.seed)
