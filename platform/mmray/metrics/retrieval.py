@@ -7,23 +7,31 @@ import torch
 DEFAULT_KS = (1, 5, 10)
 
 
+def _ranks(
+    queries: torch.Tensor, keys: torch.Tensor, query_ids: torch.Tensor, key_ids: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """1-based rank of each query's best-scored own key (one with the query's id) among all keys, behind every
+    other key scored as high. NaN own scores rank last; another key's NaN score is never ahead. -> (Q,)"""
+    ranks = []
+    for start in range(0, queries.shape[0], chunk):
+        scores = queries[start : start + chunk] @ keys.T  # (n, K)
+        own = query_ids[start : start + chunk, None] == key_ids  # (n, K)
+        own_scores = scores.nan_to_num(nan=float("-inf")).masked_fill(~own, float("-inf"))  # (n, K)
+        best_own = own_scores.max(dim=1, keepdim=True).values  # (n, 1); -inf: every own score NaN
+        ahead = ((scores >= best_own) & ~own).sum(dim=1) + 1  # (n,)
+        ranks.append(torch.where(best_own.squeeze(1) == float("-inf"), scores.shape[1], ahead))  # (n,)
+    return torch.cat(ranks)
+
+
 def text_to_image_ranks(
     text_embeddings: torch.Tensor,  # (C, E)
     image_embeddings: torch.Tensor,  # (N, E)
     caption_image: torch.Tensor,  # (C,) index of each caption's image
     chunk_size: int = 1024,
 ) -> torch.Tensor:
-    """1-based rank of each caption's own image among all images, behind every image scored as high. A NaN
-    own score ranks last; another image's NaN score is never ahead. -> (C,)"""
-    ranks = []
-    for start in range(0, text_embeddings.shape[0], chunk_size):
-        queries = text_embeddings[start : start + chunk_size]  # (c, E)
-        scores = queries @ image_embeddings.T  # (c, N)
-        own = caption_image[start : start + chunk_size]  # (c,)
-        positive = scores.gather(1, own.unsqueeze(1))  # (c, 1)
-        at_least_as_high = (scores >= positive).sum(dim=1)  # (c,) the own image included; 0 for a NaN own score
-        ranks.append(torch.where(positive.squeeze(1).isnan(), scores.shape[1], at_least_as_high))  # (c,)
-    return torch.cat(ranks)
+    """The rank (as in `_ranks`) of each caption's own image among all images. -> (C,)"""
+    images = torch.arange(image_embeddings.shape[0], device=caption_image.device)  # (N,)
+    return _ranks(text_embeddings, image_embeddings, caption_image, images, chunk_size)
 
 
 def image_to_text_ranks(
@@ -32,19 +40,9 @@ def image_to_text_ranks(
     caption_image: torch.Tensor,  # (C,)
     chunk_size: int = 256,
 ) -> torch.Tensor:
-    """1-based rank of each image's best-ranked own caption among all captions, behind every other caption
-    scored as high. NaN own scores rank last; another caption's NaN score is never ahead. -> (N,)"""
-    ranks = []
-    for start in range(0, image_embeddings.shape[0], chunk_size):
-        queries = image_embeddings[start : start + chunk_size]  # (n, E)
-        scores = queries @ text_embeddings.T  # (n, C)
-        indices = torch.arange(start, start + queries.shape[0], device=caption_image.device)  # (n,)
-        own = caption_image.unsqueeze(0) == indices.unsqueeze(1)  # (n, C)
-        own_scores = scores.nan_to_num(nan=float("-inf")).masked_fill(~own, float("-inf"))  # (n, C)
-        best_own = own_scores.max(dim=1, keepdim=True).values  # (n, 1); -inf: every own score NaN
-        ahead = ((scores >= best_own) & ~own).sum(dim=1) + 1  # (n,)
-        ranks.append(torch.where(best_own.squeeze(1) == float("-inf"), scores.shape[1], ahead))  # (n,)
-    return torch.cat(ranks)
+    """The rank (as in `_ranks`) of each image's best-ranked own caption among all captions. -> (N,)"""
+    images = torch.arange(image_embeddings.shape[0], device=caption_image.device)  # (N,)
+    return _ranks(image_embeddings, text_embeddings, images, caption_image, chunk_size)
 
 
 def retrieval_metrics(

@@ -10,7 +10,7 @@ from mmray.config.base import of_kind
 from mmray.config.generation import CaptionDecoderConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
-from mmray.models.conditioning import ENCODER_KINDS, encoder_model_kind, image_feature_encoder
+from mmray.models.conditioning import ENCODER_KINDS, conditioning_encoder, encoder_model_kind
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.registry import register_model
 
@@ -71,7 +71,7 @@ class CaptionDecoder(nn.Module):
 
 def build_caption_decoder(config: ModelSection, processor: Processor) -> CaptionDecoder:
     caption = of_kind(config, CaptionDecoderConfig, "a caption_decoder")
-    encoder = image_feature_encoder(caption.encoder, processor, caption.train_image_tower)
+    encoder = conditioning_encoder(caption.encoder, processor, "image", caption.train_image_tower)
     return CaptionDecoder(encoder, caption, processor)
 
 

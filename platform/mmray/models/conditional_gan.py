@@ -14,7 +14,7 @@ from mmray.config.base import of_kind
 from mmray.config.generation import ConditionalGanConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
-from mmray.models.conditioning import encoder_model_kind, text_conditioning_encoder
+from mmray.models.conditioning import conditioning_encoder, encoder_model_kind
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.image_codec import ImageCodeEncoder, ImageDecoder
 from mmray.models.registry import register_model
@@ -100,7 +100,7 @@ class ConditionalGan(nn.Module):
 
 def build_conditional_gan(config: ModelSection, processor: Processor) -> ConditionalGan:
     gan = of_kind(config, ConditionalGanConfig, "a conditional_gan")
-    encoder = text_conditioning_encoder(gan.encoder, processor, gan.train_condition)
+    encoder = conditioning_encoder(gan.encoder, processor, "text", gan.train_condition)
     return ConditionalGan(encoder, gan.encoder.image.image_size, gan.noise_dim, gan.width, gan.spectral_norm)
 
 

@@ -12,7 +12,7 @@ from mmray.config.base import of_kind
 from mmray.config.generation import ConditionalVaeConfig
 from mmray.config.model import ModelSection
 from mmray.data.processor import Processor
-from mmray.models.conditioning import encoder_model_kind, text_conditioning_encoder
+from mmray.models.conditioning import conditioning_encoder, encoder_model_kind
 from mmray.models.dual_encoder import DualEncoder
 from mmray.models.image_codec import ImageCodeEncoder, ImageDecoder
 from mmray.models.registry import register_model
@@ -70,7 +70,7 @@ class ConditionalVae(nn.Module):
 
 def build_conditional_vae(config: ModelSection, processor: Processor) -> ConditionalVae:
     vae = of_kind(config, ConditionalVaeConfig, "a conditional_vae")
-    encoder = text_conditioning_encoder(vae.encoder, processor, vae.train_condition)
+    encoder = conditioning_encoder(vae.encoder, processor, "text", vae.train_condition)
     return ConditionalVae(encoder, vae.encoder.image.image_size, vae.latent_dim, vae.width)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Literal
 
 from torch import nn
 
@@ -37,29 +38,22 @@ def freeze_tower(tower: nn.Module) -> None:
         tower.requires_grad_(False)
 
 
-def text_conditioning_encoder(config: ModelSection, processor: Processor, trainable: bool) -> DualEncoder:
-    """A dual encoder whose text tower and projection embed captions; the image side is frozen, and the
-    text side too unless `trainable`."""
+def conditioning_encoder(
+    config: ModelSection, processor: Processor, reads: Literal["image", "text"], trainable: bool
+) -> DualEncoder:
+    """A dual encoder of which a model reads one side (`reads`): the text tower and projection embedding
+    captions, or the image tower's feature-map cells and pooled vector. The other tower, the projections
+    not read and the logit parameters are frozen, and the side read too unless `trainable`."""
     encoder = build_encoder(config, processor)
-    freeze_tower(encoder.image_encoder)
-    encoder.image_projection.requires_grad_(False)
+    other = "image" if reads == "text" else "text"
+    freeze_tower(getattr(encoder, f"{other}_encoder"))
+    frozen = [f"{other}_projection"] if reads == "text" else ["image_projection", "text_projection"]
+    for name in frozen:
+        encoder.get_submodule(name).requires_grad_(False)
     freeze_unread_logit_parameters(encoder, None)
     if not trainable:
-        freeze_tower(encoder.text_encoder)
-        encoder.text_projection.requires_grad_(False)
-    return encoder
-
-
-def image_feature_encoder(config: ModelSection, processor: Processor, trainable: bool) -> DualEncoder:
-    """A dual encoder whose image tower gives feature-map cells and a pooled vector; the text side and the
-    projections are frozen, and the image tower too unless `trainable`."""
-    encoder = build_encoder(config, processor)
-    freeze_tower(encoder.text_encoder)
-    for module in (encoder.image_projection, encoder.text_projection):
-        module.requires_grad_(False)
-    freeze_unread_logit_parameters(encoder, None)
-    if not trainable:
-        freeze_tower(encoder.image_encoder)
+        freeze_tower(getattr(encoder, f"{reads}_encoder"))
+        encoder.get_submodule(f"{reads}_projection").requires_grad_(False)
     return encoder
 
 
