@@ -57,6 +57,15 @@ class Fusion(nn.Module):
         return image, text
 
 
+def lone_modality(image: Modality | None, text: Modality | None) -> Modality:
+    """The one modality given, for fusions that accept the other missing."""
+    if image is not None:
+        return image
+    if text is not None:
+        return text
+    raise MissingModalityError("fusion needs at least one modality")
+
+
 class WeightedSumFusion(Fusion):
     """α·z_img + (1 − α)·z_txt; a learned α is sigmoid(logit), so it stays in [0, 1]."""
 
@@ -75,13 +84,8 @@ class WeightedSumFusion(Fusion):
         return torch.sigmoid(self.alpha_logit)
 
     def forward(self, image: Modality | None, text: Modality | None) -> torch.Tensor:
-        if image is None and text is None:
-            raise MissingModalityError("fusion needs at least one modality")
-        if text is None:
-            assert image is not None
-            return image.embedding  # (B, E)
-        if image is None:
-            return text.embedding  # (B, E)
+        if image is None or text is None:
+            return lone_modality(image, text).embedding  # (B, E)
         alpha = self.alpha.to(image.embedding.dtype)
         return alpha * image.embedding + (1 - alpha) * text.embedding  # (B, E)
 
@@ -186,22 +190,14 @@ class GatedFusion(Fusion):
         self.text = nn.Linear(dims.embed_dim, config.hidden)
         self.gate = nn.Linear(2 * dims.embed_dim, config.hidden)
 
-    def image_part(self, image: Modality) -> torch.Tensor:
-        return torch.tanh(self.image(self.scale * image.embedding))  # (B, H)
-
-    def text_part(self, text: Modality) -> torch.Tensor:
-        return torch.tanh(self.text(self.scale * text.embedding))  # (B, H)
+    def part(self, layer: nn.Linear, modality: Modality) -> torch.Tensor:
+        return torch.tanh(layer(self.scale * modality.embedding))  # (B, H)
 
     def forward(self, image: Modality | None, text: Modality | None) -> torch.Tensor:
-        if image is None and text is None:
-            raise MissingModalityError("fusion needs at least one modality")
-        if text is None:
-            assert image is not None
-            return self.image_part(image)
-        if image is None:
-            return self.text_part(text)
+        if image is None or text is None:
+            return self.part(self.image if text is None else self.text, lone_modality(image, text))
         gate = torch.sigmoid(self.gate(self.scale * torch.cat([image.embedding, text.embedding], dim=-1)))  # (B, H)
-        return gate * self.image_part(image) + (1 - gate) * self.text_part(text)  # (B, H)
+        return gate * self.part(self.image, image) + (1 - gate) * self.part(self.text, text)  # (B, H)
 
 
 class SingleModality(Fusion):
