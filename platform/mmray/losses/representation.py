@@ -53,6 +53,16 @@ def matches(rows: int, columns: int, offset: int, device: torch.device) -> torch
     return column == (torch.arange(rows, device=device) + offset).unsqueeze(1)  # (B, N)
 
 
+def _mined_negative(similarity: torch.Tensor, match: torch.Tensor, positive: torch.Tensor, mining: str) -> torch.Tensor:
+    """Per row (B, N), the similarity of the `hardest` or `semi_hard` (else hardest) non-matching column. -> (B,)"""
+    negatives = similarity.masked_fill(match, float("-inf"))  # (B, N)
+    hardest = negatives.max(dim=1).values  # (B,)
+    if mining != "semi_hard":
+        return hardest
+    easier = negatives.masked_fill(negatives >= positive.unsqueeze(1), float("-inf")).max(dim=1).values  # (B,)
+    return torch.where(torch.isinf(easier), hardest, easier)  # (B,)
+
+
 def _negative_term(
     distances: torch.Tensor, match: torch.Tensor, positive: torch.Tensor, margin: float, negatives: str
 ) -> torch.Tensor:
@@ -68,12 +78,7 @@ def _negative_term(
             return hinge.sum(dim=1) / max(1, distances.shape[1] - 1)  # (B,)
         active = (hinge > 0).sum(dim=1).clamp_min(1)  # (B,)
         return hinge.sum(dim=1) / active  # (B,)
-    others = distances.masked_fill(match, float("inf"))  # (B, N)
-    hardest = others.min(dim=1).values  # (B,)
-    if negatives == "semi_hard":
-        farther = others.masked_fill(others <= positive.unsqueeze(1), float("inf"))  # (B, N)
-        semi = farther.min(dim=1).values  # (B,)
-        hardest = torch.where(torch.isinf(semi), hardest, semi)  # (B,)
+    hardest = -_mined_negative(-distances, match, -positive, negatives)  # (B,) its distance
     return 0.5 * F.relu(margin - hardest).pow(2)  # (B,)
 
 
@@ -120,17 +125,11 @@ def triplet_loss(
     positive = scores[match]  # (B,)
     losses = []
     for sims in (scores, scores.T if columns is None else text @ all_image.T):  # image→text, text→image
-        negatives = sims.masked_fill(match, float("-inf"))  # (B, N)
         if mining == "all":
             cost = F.relu(margin - positive.unsqueeze(1) + sims).masked_fill(match, 0.0)  # (B, N)
             losses.append(cost.sum(dim=1) / max(1, sims.shape[1] - 1))
             continue
-        hardest = negatives.max(dim=1).values  # (B,)
-        if mining == "semi_hard":
-            easier = negatives.masked_fill(negatives >= positive.unsqueeze(1), float("-inf"))  # (B, N)
-            semi = easier.max(dim=1).values  # (B,)
-            hardest = torch.where(torch.isinf(semi), hardest, semi)  # (B,)
-        losses.append(F.relu(margin - positive + hardest))  # (B,)
+        losses.append(F.relu(margin - positive + _mined_negative(sims, match, positive, mining)))  # (B,)
     return (losses[0].mean() + losses[1].mean()) / 2
 
 

@@ -23,6 +23,13 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
     )
 
 
+def grid_output(features: torch.Tensor, pooled: torch.Tensor) -> EncoderOutput:
+    """A feature map (B, C, h, w) as h*w tokens (B, h*w, C), all real, beside its pooled vector (B, C)."""
+    tokens = features.flatten(2).transpose(1, 2)  # (B, h*w, C)
+    mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)  # (B, h*w)
+    return EncoderOutput(pooled=pooled, tokens=tokens, mask=mask)
+
+
 class SmallCnn(FreezableTower):
     """Blocks of (stride-2 conv, conv), channels doubling; pooled = linear map of the flattened grid."""
 
@@ -44,10 +51,7 @@ class SmallCnn(FreezableTower):
         features = images
         for block in self.blocks:
             features = block(features)  # (B, C, h, w)
-        tokens = features.flatten(2).transpose(1, 2)  # (B, h*w, C)
-        pooled = self.pool(features.flatten(1))  # (B, C)
-        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)  # (B, h*w)
-        return EncoderOutput(pooled=pooled, tokens=tokens, mask=mask)
+        return grid_output(features, self.pool(features.flatten(1)))
 
 
 def _split_torchvision(name: str, model: Any) -> tuple[nn.Module, list[nn.Module], int]:
@@ -85,10 +89,7 @@ class TorchvisionEncoder(FreezableTower):
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:  # images: (B, 3, H, W)
         features = self.features(images)  # (B, C, h, w)
-        tokens = features.flatten(2).transpose(1, 2)  # (B, h*w, C)
-        pooled = tokens.mean(dim=1)  # (B, C)
-        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)  # (B, h*w)
-        return EncoderOutput(pooled=pooled, tokens=tokens, mask=mask)
+        return grid_output(features, features.flatten(2).transpose(1, 2).mean(dim=1))
 
 
 def build_image_encoder(config: SmallCnnConfig | TorchvisionConfig) -> SmallCnn | TorchvisionEncoder:

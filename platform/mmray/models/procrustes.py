@@ -20,9 +20,6 @@ class AffineMap:
     weight: torch.Tensor  # (E, D)
     bias: torch.Tensor  # (E,)
 
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        return features @ self.weight.T + self.bias  # (B, E)
-
 
 def _pca_basis(features: torch.Tensor, components: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean (D,) and the top `components` principal directions (D, k) of the rows of `features`."""
@@ -31,23 +28,19 @@ def _pca_basis(features: torch.Tensor, components: int) -> tuple[torch.Tensor, t
     return mean, basis
 
 
-def procrustes_dimensions(num_images: int, num_captions: int, image_dim: int, text_dim: int, embed_dim: int) -> int:
-    """Components the alignment can use: at most the embedding's size and either centred feature matrix's rank."""
-    return min(embed_dim, num_images - 1, num_captions - 1, image_dim, text_dim)
-
-
 @torch.no_grad()
 def procrustes_maps(
     image_features: torch.Tensor,  # (N, D_img): each training image once
     text_features: torch.Tensor,  # (C, D_txt): every training caption
     caption_image: torch.Tensor,  # (C,): each caption's image row
     embed_dim: int,
-) -> tuple[AffineMap, AffineMap]:
-    """Image and text maps into `embed_dim` dimensions: PCA of each modality to k components (k from
-    `procrustes_dimensions`), the image side then rotated onto the text side; dimensions past k are zero.
-    Raises ConfigError when the split is too small to align (fewer than 2 images or captions)."""
+) -> tuple[AffineMap, AffineMap, int]:
+    """Image and text maps into `embed_dim` dimensions and k: PCA of each modality to k components (at most
+    the embedding's size and either centred feature matrix's rank), the image side then rotated onto the text
+    side; dimensions past k are zero. Raises ConfigError when the split is too small to align (fewer than 2
+    images or captions)."""
     images, texts = image_features.double(), text_features.double()
-    k = procrustes_dimensions(images.shape[0], texts.shape[0], images.shape[1], texts.shape[1], embed_dim)
+    k = min(embed_dim, images.shape[0] - 1, texts.shape[0] - 1, images.shape[1], texts.shape[1])
     if k < 1:
         raise ConfigError(
             f"model.init_projections=procrustes needs at least 2 training images and captions, "
@@ -64,6 +57,7 @@ def procrustes_maps(
     return (
         _padded(image_weight, -image_weight @ image_mean, embed_dim),
         _padded(text_weight, -text_weight @ text_mean, embed_dim),
+        k,
     )
 
 
@@ -100,9 +94,8 @@ def start_from_procrustes(
     image_head = _linear_head(model.image_projection, "image", image_features.shape[1])
     text_head = _linear_head(model.text_projection, "text", text_features.shape[1])
     image_inputs, text_inputs = model.head_input(image_features), model.head_input(text_features)
-    image_map, text_map = procrustes_maps(image_inputs, text_inputs, caption_image, model.embed_dim)
+    image_map, text_map, aligned = procrustes_maps(image_inputs, text_inputs, caption_image, model.embed_dim)
     for head, chosen in ((image_head, image_map), (text_head, text_map)):
         head.weight.copy_(chosen.weight.to(head.weight))
         head.bias.copy_(chosen.bias.to(head.bias))
-    image_dim, text_dim = image_features.shape[1], text_features.shape[1]
-    return procrustes_dimensions(image_features.shape[0], text_features.shape[0], image_dim, text_dim, model.embed_dim)
+    return aligned
