@@ -40,15 +40,13 @@ def pick_device(setting: str = "auto") -> torch.device:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AMX tiles or AVX-512 BF16); elsewhere PyTorch emulates
     it, many times slower than fp32."""
-    if all(hasattr(torch.cpu, check) for check in _CPU_BF16_CHECKS.values()):
-        return any(bool(getattr(torch.cpu, check)()) for check in _CPU_BF16_CHECKS.values())
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return any(bool(getattr(torch.cpu, check)()) for check in _CPU_BF16_CHECKS.values())
 
 
 def cpu_description() -> str:
     """'AVX2', 'AVX512', 'AVX512 + AMX' …: the instruction set PyTorch dispatches to on this CPU."""
     capability = str(torch.backends.cpu.get_cpu_capability())
-    extras = [name for name, check in _CPU_BF16_CHECKS.items() if getattr(torch.cpu, check, lambda: False)()]
+    extras = [name for name, check in _CPU_BF16_CHECKS.items() if getattr(torch.cpu, check)()]
     return " + ".join([capability, *extras])
 
 

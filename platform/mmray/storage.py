@@ -295,13 +295,11 @@ def download_file(uri: str | Path, local_path: str | Path) -> Path:
 
 def upload_dir(local_dir: str | Path, uri: str | Path, last: str | None = None) -> list[str]:
     """Copy every file below `local_dir` to the same relative place below `uri`, the file `last` after the rest."""
-    root = Path(local_dir)
-    if not root.is_dir():
+    if not Path(local_dir).is_dir():
         raise StorageNotFoundError(f"{local_dir}: no such local directory to upload")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not _is_temp(p.name))
-    names = sorted((p.relative_to(root).as_posix() for p in files), key=lambda name: name == last)
+    names = sorted((relative_to(p, str(local_dir)) for p in list_files(local_dir)), key=lambda name: name == last)
     for name in names:
-        upload_file(root / name, join(str(uri), name))
+        upload_file(Path(local_dir) / name, join(str(uri), name))
     return [join(str(uri), name) for name in names]
 
 

@@ -222,13 +222,13 @@ class RepresentationLoss(nn.Module):
 def freeze_unread_logit_parameters(model: nn.Module, loss: RepresentationLoss | None) -> None:
     """The dual encoder's logit scale and bias train only under a loss that reads them (DDP needs every
     trainable parameter to receive a gradient); a model without a bias needs none for `loss`."""
-    if loss is not None and loss.uses_bias and getattr(model, "logit_bias", None) is None:
+    bias = getattr(model, "logit_bias", None)
+    if loss is not None and loss.uses_bias and bias is None:
         raise ConfigError(
             f"task loss kind {loss.config.kind!r} needs a model with a logit bias (a SigLIP hf_dual_encoder); "
             f"the model is a {type(model).__name__}"
         )
     if loss is None or not loss.uses_temperature:
         model.get_parameter("log_logit_scale").requires_grad_(False)
-    bias = getattr(model, "logit_bias", None)
     if bias is not None and (loss is None or not loss.uses_bias):
         bias.requires_grad_(False)
