@@ -69,10 +69,6 @@ def check_pretrained_files(section: BaseModel, where: str = "model") -> None:
             and not value.startswith("torchvision:")
             and (name == "weights" or _looks_like_a_path(value))
         ):
-            _check_exists(key, value)
-
-
-def _check_exists(key: str, location: str) -> None:
-    resolved = package_path(os.path.expanduser(location))  # a missing package file is refused here already
-    if not storage.exists(resolved):  # on S3 also a prefix holding objects (a folder)
-        raise WeightsError(f"{key}: {location} does not exist (weights are read from local paths, pkg: or s3://)")
+            resolved = package_path(os.path.expanduser(value))  # a missing package file is refused here already
+            if not storage.exists(resolved):  # on S3 also a prefix holding objects (a folder)
+                raise WeightsError(f"{key}: {value} does not exist (weights are read from local paths, pkg: or s3://)")

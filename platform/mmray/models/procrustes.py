@@ -4,21 +4,14 @@ the classic training-free retrieval baseline, where heads starting from it begin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from mmray.errors import ConfigError
 from mmray.models.dual_encoder import DualEncoder
 
-
-@dataclass(frozen=True)
-class AffineMap:
-    """`x ↦ x @ weight.T + bias`: what an `nn.Linear` head computes."""
-
-    weight: torch.Tensor  # (E, D)
-    bias: torch.Tensor  # (E,)
+AffineMap = tuple[torch.Tensor, torch.Tensor]
+"""(weight (E, D), bias (E,)) of `x ↦ x @ weight.T + bias`: what an `nn.Linear` head computes."""
 
 
 def _pca_basis(features: torch.Tensor, components: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,8 +30,7 @@ def procrustes_maps(
 ) -> tuple[AffineMap, AffineMap, int]:
     """Image and text maps into `embed_dim` dimensions and k: PCA of each modality to k components (at most
     the embedding's size and either centred feature matrix's rank), the image side then rotated onto the text
-    side; dimensions past k are zero. Raises ConfigError when the split is too small to align (fewer than 2
-    images or captions)."""
+    side; dimensions past k are zero. ConfigError when fewer than 2 images or captions leave nothing to align."""
     images, texts = image_features.double(), text_features.double()
     k = min(embed_dim, images.shape[0] - 1, texts.shape[0] - 1, images.shape[1], texts.shape[1])
     if k < 1:
@@ -64,7 +56,7 @@ def procrustes_maps(
 def _padded(weight: torch.Tensor, bias: torch.Tensor, embed_dim: int) -> AffineMap:
     """A (k, D) map grown to (embed_dim, D) with zero rows (they leave every cosine unchanged)."""
     rows = embed_dim - weight.shape[0]
-    return AffineMap(nn.functional.pad(weight, (0, 0, 0, rows)).float(), nn.functional.pad(bias, (0, rows)).float())
+    return nn.functional.pad(weight, (0, 0, 0, rows)).float(), nn.functional.pad(bias, (0, rows)).float()
 
 
 def _linear_head(head: nn.Module, side: str, in_dim: int) -> nn.Linear:
@@ -95,7 +87,7 @@ def start_from_procrustes(
     text_head = _linear_head(model.text_projection, "text", text_features.shape[1])
     image_inputs, text_inputs = model.head_input(image_features), model.head_input(text_features)
     image_map, text_map, aligned = procrustes_maps(image_inputs, text_inputs, caption_image, model.embed_dim)
-    for head, chosen in ((image_head, image_map), (text_head, text_map)):
-        head.weight.copy_(chosen.weight.to(head.weight))
-        head.bias.copy_(chosen.bias.to(head.bias))
+    for head, (weight, bias) in ((image_head, image_map), (text_head, text_map)):
+        head.weight.copy_(weight.to(head.weight))
+        head.bias.copy_(bias.to(head.bias))
     return aligned
