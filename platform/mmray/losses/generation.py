@@ -29,8 +29,7 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def reconstruction_error(logits: torch.Tensor, target: torch.Tensor, kind: Reconstruction) -> torch.Tensor:
-    """Per-image error summed over pixels: logits and target in [0, 1] (B, 3, S, S) → (B,).
-    bce: binary cross-entropy of sigmoid(logits); mse: squared error of sigmoid(logits)."""
+    """Per-image bce or squared error of sigmoid(logits) vs target in [0, 1], summed: (B, 3, S, S) → (B,)."""
     if kind == "bce":
         per_pixel = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
     else:

@@ -16,8 +16,7 @@ from mmray.models.registry import register_model
 
 
 class CaptionDecoder(nn.Module):
-    """Memory: the image's cells and pooled vector projected to `width`; tokens: embeddings + positions;
-    pre-norm transformer decoder layers; output logits tied to the token embeddings."""
+    """A pre-norm transformer decoder over caption tokens; output logits tied to the token embeddings."""
 
     def __init__(self, encoder: DualEncoder, config: CaptionDecoderConfig, processor: Processor) -> None:
         super().__init__()

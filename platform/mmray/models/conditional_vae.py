@@ -27,8 +27,7 @@ class VaeOutput:
 
 
 class ConditionalVae(nn.Module):
-    """`encoder` (a dual encoder) embeds the caption; the posterior reads the image and that embedding,
-    the decoder a latent and that embedding."""
+    """`encoder` (a dual encoder) embeds the caption that conditions both the posterior and the decoder."""
 
     def __init__(self, encoder: DualEncoder, image_size: int, latent_dim: int, width: int) -> None:
         super().__init__()

@@ -41,9 +41,8 @@ def freeze_tower(tower: nn.Module) -> None:
 def conditioning_encoder(
     config: ModelSection, processor: Processor, reads: Literal["image", "text"], trainable: bool
 ) -> DualEncoder:
-    """A dual encoder of which a model reads one side (`reads`): the text tower and projection embedding
-    captions, or the image tower's feature-map cells and pooled vector. The other tower, the projections
-    not read and the logit parameters are frozen, and the side read too unless `trainable`."""
+    """A dual encoder of which a model reads one side (`reads`: caption embeddings, or image features); all
+    it does not read is frozen, and that side too unless `trainable`."""
     encoder = build_encoder(config, processor)
     other = "image" if reads == "text" else "text"
     freeze_tower(getattr(encoder, f"{other}_encoder"))

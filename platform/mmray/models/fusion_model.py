@@ -21,8 +21,7 @@ from mmray.models.registry import register_model
 
 @dataclass
 class FusionOutput:
-    """Each head's raw outputs (logits or values), the fused vector, and the encoder's embeddings
-    (for a contrastive term) where both modalities were given."""
+    """Each head's raw outputs, the fused vector, and (both modalities given) the encoder's embeddings."""
 
     predictions: dict[str, torch.Tensor]  # name -> (B, outputs)
     fused: torch.Tensor  # (B, F)
@@ -52,8 +51,7 @@ class FusionModel(nn.Module):
     def forward(
         self, images: torch.Tensor | None, ids: torch.Tensor | None = None, mask: torch.Tensor | None = None
     ) -> FusionOutput:
-        """images: (B, 3, S, S) normalised, ids/mask: (B, L); either modality may be None, and one the fusion
-        does not read is not encoded."""
+        """images: (B, 3, S, S) normalised, ids/mask: (B, L); either may be None; unread ones are not encoded."""
         image = text = None
         if images is not None and "image" in self.fusion.modalities:
             features = self.encoder.encode_image_features(images)

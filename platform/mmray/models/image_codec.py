@@ -53,8 +53,7 @@ class DecoderStage(nn.Module):
 
 
 class ImageDecoder(nn.Module):
-    """A vector (B, D) and a condition (B, E) → image logits (B, 3, S, S): a linear layer from [vector;
-    condition] to 4×4, stages doubling the side (the condition modulating their batch norms), a 3×3 conv."""
+    """A vector (B, D) and a condition (B, E) → image logits (B, 3, S, S); the condition modulates every stage."""
 
     def __init__(self, in_dim: int, condition_dim: int, image_size: int, width: int) -> None:
         super().__init__()
@@ -77,8 +76,7 @@ class ImageDecoder(nn.Module):
 
 
 class ImageCodeEncoder(nn.Module):
-    """An image (B, 3, S, S) → a vector (B, out_dim): stride-2 4×4 convolutions down to 4×4, flattened.
-    `spectral`: spectral normalisation and no batch norm (a discriminator); else batch norm."""
+    """An image (B, 3, S, S) → a vector (B, out_dim); `spectral`: spectral norm, no batch norm (a discriminator)."""
 
     def __init__(self, image_size: int, width: int, spectral: bool = False) -> None:
         super().__init__()
