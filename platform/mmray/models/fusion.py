@@ -47,14 +47,13 @@ class Fusion(nn.Module):
     modalities: tuple[str, ...] = ("image", "text")
 
     def require_both(self, image: Modality | None, text: Modality | None) -> tuple[Modality, Modality]:
+        if image is not None and text is not None:
+            return image, text
         missing = [name for name, m in (("image", image), ("text", text)) if m is None]
-        if missing:
-            raise MissingModalityError(
-                f"{type(self).__name__} fuses both modalities; the {' and '.join(missing)} input is missing "
-                "(weighted_sum and gated fusion accept one modality)"
-            )
-        assert image is not None and text is not None
-        return image, text
+        raise MissingModalityError(
+            f"{type(self).__name__} fuses both modalities; the {' and '.join(missing)} input is missing "
+            "(weighted_sum and gated fusion accept one modality)"
+        )
 
 
 def lone_modality(image: Modality | None, text: Modality | None) -> Modality:

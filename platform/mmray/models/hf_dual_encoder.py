@@ -63,17 +63,15 @@ def _load_hf_model(config: HfDualEncoderConfig, hf_config: Any) -> Any:
     """The whole `CLIPModel` / `SiglipModel` in fp32: pretrained weights, or random from the architecture."""
     from transformers import CLIPModel, SiglipModel
 
-    from mmray.models.huggingface import quiet_loading, warn_missing_weights
+    from mmray.models.huggingface import load_quietly
 
     cls: Any = CLIPModel if hf_config.model_type == "clip" else SiglipModel
     if config.architecture is not None:
         return cls._from_config(hf_config)
     assert config.pretrained is not None
-    folder = local_model_dir(config.pretrained)
-    with quiet_loading():
-        model, info = cls.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
-    warn_missing_weights(logger, config.pretrained, info)
-    return model
+    return load_quietly(
+        logger, config.pretrained, cls.from_pretrained, local_model_dir(config.pretrained), dtype=torch.float32
+    )
 
 
 def build_hf_dual_encoder(config: ModelSection, processor: Processor) -> PretrainedDualEncoder:

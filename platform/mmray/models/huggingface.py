@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,30 +22,26 @@ from mmray.pretrained import local_model_dir
 logger = logging.getLogger(__name__)
 
 
-@contextmanager
-def quiet_loading() -> Iterator[None]:
-    """Without transformers' progress bar and its load report (whose one finding that matters, weights
-    missing from the checkpoint, `warn_missing_weights` reports)."""
+def load_quietly(log: logging.Logger, source: str, load: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`load(*args, **kwargs)`, a `from_pretrained`, without transformers' progress bar and load report, whose one
+    finding that matters, weights the checkpoint at `source` lacks (which start random), is warned of through `log`."""
     verbosity = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
-        yield
+        model, loading_info = load(*args, output_loading_info=True, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-
-
-def warn_missing_weights(log: logging.Logger, source: str, loading_info: dict[str, Any]) -> None:
-    """Warn through `log` of the weights the checkpoint at `source` lacks, which transformers starts random."""
     missing = sorted(loading_info.get("missing_keys", ()))
     if missing:
         log.warning(
             "%s lacks %d of the model's weights, which start random: %s%s",
             source, len(missing), ", ".join(missing[:8]), ", ..." if len(missing) > 8 else "",
         )  # fmt: skip
+    return model
 
 
 def _without_pooler(load: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -66,9 +61,7 @@ class HuggingFaceEncoder(FreezableTower):
         self.model: Any
         if config.pretrained:
             folder = local_model_dir(config.pretrained)
-            with quiet_loading():
-                self.model, info = _without_pooler(AutoModel.from_pretrained, folder, output_loading_info=True)
-            warn_missing_weights(logger, folder, info)
+            self.model = load_quietly(logger, folder, _without_pooler, AutoModel.from_pretrained, folder)
         elif config.architecture:
             arguments = dict(config.architecture)
             model_type = arguments.pop("model_type", None)
