@@ -17,46 +17,43 @@ from mmray.models.outputs import EncoderOutput
 _BEFORE_BLOCKS = ("embeddings", "pre_layrnorm")
 
 
-def freeze_by_depth(tower: FreezableTower, model: nn.Module, trainable_blocks: int | None) -> None:
-    """Embeddings (and CLIP's pre-norm) before the blocks (`encoder.layer(s)`); final norms and heads after them."""
-    encoder = getattr(model, "encoder", None)
-    blocks = getattr(encoder, "layer", None) or getattr(encoder, "layers", None)
-    if blocks is None:
-        raise ValueError(f"cannot find the transformer layers of {type(model).__name__} to freeze")
-    children = dict(model.named_children())
-    before = [children[name] for name in _BEFORE_BLOCKS if name in children]
-    after = [module for name, module in children.items() if name not in (*_BEFORE_BLOCKS, "encoder")]
-    tower.freeze(list(blocks), trainable_blocks, before=before, after=after)
-
-
-class HfVisionTower(FreezableTower):
-    """A CLIP / SigLIP vision transformer. Pooled: CLIP's post-norm class token, or SigLIP's attention-pooling
-    head; tokens: the patch cells in row-major order (CLIP's class token left out), so they form a square grid."""
+class HfTower(FreezableTower):
+    """A Hugging Face transformer as a tower, frozen by depth: embeddings (and CLIP's pre-norm) before its blocks
+    (`encoder.layer(s)`), final norms and heads after them."""
 
     def __init__(self, model: Any, trainable_blocks: int | None) -> None:
         super().__init__()
         self.model = model
         self.out_dim = int(model.config.hidden_size)
-        self.skip_class_token = hasattr(model, "pre_layrnorm")
-        freeze_by_depth(self, model, trainable_blocks)
+        encoder = getattr(model, "encoder", None)
+        blocks = getattr(encoder, "layer", None) or getattr(encoder, "layers", None)
+        if blocks is None:
+            raise ValueError(f"cannot find the transformer layers of {type(model).__name__} to freeze")
+        children = dict(model.named_children())
+        before = [children[name] for name in _BEFORE_BLOCKS if name in children]
+        after = [module for name, module in children.items() if name not in (*_BEFORE_BLOCKS, "encoder")]
+        self.freeze(list(blocks), trainable_blocks, before=before, after=after)
+
+
+class HfVisionTower(HfTower):
+    """A CLIP / SigLIP vision transformer. Pooled: CLIP's post-norm class token, or SigLIP's attention-pooling
+    head; tokens: the patch cells in row-major order (CLIP's class token left out), so they form a square grid."""
 
     def forward(self, images: torch.Tensor) -> EncoderOutput:  # images: (B, 3, S, S)
         output = self.model(pixel_values=images)
-        cells = output.last_hidden_state[:, 1:] if self.skip_class_token else output.last_hidden_state  # (B, N, D)
+        skip_class_token = hasattr(self.model, "pre_layrnorm")  # CLIP
+        cells = output.last_hidden_state[:, 1:] if skip_class_token else output.last_hidden_state  # (B, N, D)
         mask = torch.ones(cells.shape[:2], dtype=torch.bool, device=cells.device)  # (B, N)
         return EncoderOutput(pooled=output.pooler_output, tokens=cells, mask=mask)
 
 
-class HfTextTower(FreezableTower):
+class HfTextTower(HfTower):
     """A CLIP / SigLIP text transformer without its projection. Pooled: CLIP's state at the first EOS, or
     SigLIP's at the last position; `use_mask`: False for SigLIP, which was trained attending to its padding."""
 
     def __init__(self, model: Any, trainable_blocks: int | None, use_mask: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.out_dim = int(model.config.hidden_size)
+        super().__init__(model, trainable_blocks)
         self.use_mask = use_mask
-        freeze_by_depth(self, model, trainable_blocks)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:  # ids, mask: (B, L)
         attention = mask.long() if self.use_mask else None

@@ -13,8 +13,7 @@ from transformers import AutoConfig, AutoModel
 from transformers.utils import logging as hf_logging
 
 from mmray.config.model import HuggingFaceConfig
-from mmray.models.freezing import FreezableTower
-from mmray.models.hf_towers import freeze_by_depth
+from mmray.models.hf_towers import HfTower
 from mmray.models.outputs import EncoderOutput
 from mmray.models.text_encoders import pool_tokens
 from mmray.pretrained import local_model_dir
@@ -52,26 +51,23 @@ def _without_pooler(load: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return load(*args, **kwargs)
 
 
-class HuggingFaceEncoder(FreezableTower):
+class HuggingFaceEncoder(HfTower):
     """An `AutoModel` whose last hidden states are the tokens, pooled by CLS or masked mean."""
 
     def __init__(self, config: HuggingFaceConfig) -> None:
-        super().__init__()
-        self.pooling = config.pooling
-        self.model: Any
         if config.pretrained:
             folder = local_model_dir(config.pretrained)
-            self.model = load_quietly(logger, folder, _without_pooler, AutoModel.from_pretrained, folder)
+            model = load_quietly(logger, folder, _without_pooler, AutoModel.from_pretrained, folder)
         elif config.architecture:
             arguments = dict(config.architecture)
             model_type = arguments.pop("model_type", None)
             if not model_type:
                 raise ValueError("text.architecture needs a model_type, e.g. bert")
-            self.model = _without_pooler(AutoModel.from_config, AutoConfig.for_model(model_type, **arguments))
+            model = _without_pooler(AutoModel.from_config, AutoConfig.for_model(model_type, **arguments))
         else:
             raise ValueError("a huggingface text tower needs text.pretrained or text.architecture")
-        self.out_dim = int(self.model.config.hidden_size)
-        freeze_by_depth(self, self.model, config.trainable_blocks)
+        super().__init__(model, config.trainable_blocks)
+        self.pooling = config.pooling
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> EncoderOutput:  # ids, mask: (B, L)
         hidden = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, L, D)
