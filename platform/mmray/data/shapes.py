@@ -87,23 +87,16 @@ def _sample_scenes(config: ShapesData, rng: np.random.Generator) -> tuple[dict[s
     return {"train": train, "val": val}, len(holdout)
 
 
-def _questions(scenes: list[Scene], first_id: int, config: ShapesData) -> list[tuple[int, Question]]:
-    pool = [obj for scene in scenes for obj in scene]
-    presence, counts = config.presence_questions_per_image, config.count_questions_per_image
-    asked: list[tuple[int, Question]] = []
-    for offset, scene in enumerate(scenes):
-        rng = np.random.default_rng([config.seed, first_id + offset, 1])
-        questions = questions_for(scene, pool, rng, presence, counts)
-        asked.extend((first_id + offset, question) for question in questions)
-    return asked
-
-
 def _write_split(out: Path, split: str, scenes: list[Scene], first_id: int, config: ShapesData) -> dict[str, Any]:
     image_dir = out / "images" / split
     image_dir.mkdir(parents=True, exist_ok=True)
     images: list[dict[str, Any]] = []
     captions: list[dict[str, Any]] = []
     instances: list[dict[str, Any]] = []
+    questions: list[dict[str, Any]] = []
+    asked: list[Question] = []
+    pool = [obj for scene in scenes for obj in scene]  # "no" questions name objects of the split's other scenes
+    presence, counts = config.presence_questions_per_image, config.count_questions_per_image
     for offset, scene in enumerate(track(scenes, f"drawing {split} images", total=len(scenes))):
         image_id = first_id + offset
         rng = np.random.default_rng([config.seed, image_id])
@@ -126,6 +119,11 @@ def _write_split(out: Path, split: str, scenes: list[Scene], first_id: int, conf
                     "attributes": {"colour": item.obj.colour, "size": item.obj.size, "cell": item.obj.cell},
                 }
             )
+        for question in questions_for(scene, pool, np.random.default_rng([config.seed, image_id, 1]), presence, counts):
+            questions.append(
+                {"id": len(questions) + 1, "image_id": image_id, "caption": question.text, **question.annotation()}
+            )
+            asked.append(question)
     info = {"description": f"mmray shapes dataset, {split} split", "version": "1"}
     annotations = out / "annotations"
     annotations.mkdir(parents=True, exist_ok=True)
@@ -134,17 +132,12 @@ def _write_split(out: Path, split: str, scenes: list[Scene], first_id: int, conf
     instance_file = {**caption_file, "annotations": instances, "categories": categories}
     (annotations / f"captions_{split}.json").write_text(json.dumps(caption_file))
     (annotations / f"instances_{split}.json").write_text(json.dumps(instance_file))
-    asked = _questions(scenes, first_id, config)
-    questions = [
-        {"id": number + 1, "image_id": image_id, "caption": q.text, **q.annotation()}
-        for number, (image_id, q) in enumerate(asked)
-    ]
     (annotations / f"questions_{split}.json").write_text(json.dumps({**caption_file, "annotations": questions}))
     return {
         "images": len(images),
         "captions": len(captions),
         "questions": len(questions),
-        "chance": chance_levels([q for _, q in asked]),
+        "chance": chance_levels(asked),
     }
 
 
@@ -185,16 +178,6 @@ def _manifest_text(summary: ShapesSummary) -> str:
     return json.dumps(content, indent=2)
 
 
-def _publish_local(staged: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.rename(staged, target)
-    except OSError:
-        if not (target / MANIFEST).is_file():
-            raise
-        logger.info("%s was completed by another process; using it", target)
-
-
 _NOT_GENERATION = {"root", "source", "text", *LoaderOptions.model_fields}
 
 
@@ -229,7 +212,13 @@ def generate_shapes(config: ShapesData, target: str) -> ShapesSummary:
     try:
         summary = _generate_into(staging, config, target)
         (staging / MANIFEST).write_text(_manifest_text(summary))
-        _publish_local(staging, final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if not (final / MANIFEST).is_file():
+                raise
+            logger.info("%s was completed by another process; using it", final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summary

@@ -12,7 +12,8 @@ from mmray.data.shapes_scenes import COLOURS, Scene, ShapeObject
 
 _SUPERSAMPLE = 4
 _RADIUS_OF_SIZE = {"small": 0.22, "large": 0.40}
-_CIRCLE_VERTICES = 20
+_VERTICES = {"circle": (0.0, 20), "square": (math.pi / 4, 4), "triangle": (-math.pi / 2, 3), "diamond": (0.0, 4)}
+"""Per shape, the angle of its first vertex and its vertex count (a circle's polygon approximates it)."""
 
 
 @dataclass(frozen=True)
@@ -26,16 +27,8 @@ class DrawnObject:
 
 
 def _polygon(obj: ShapeObject, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
-    if obj.shape == "circle":
-        angles = [2 * math.pi * i / _CIRCLE_VERTICES for i in range(_CIRCLE_VERTICES)]
-    elif obj.shape == "square":
-        angles = [math.pi / 4 + math.pi / 2 * i for i in range(4)]
-    elif obj.shape == "triangle":
-        angles = [-math.pi / 2 + 2 * math.pi / 3 * i for i in range(3)]
-    elif obj.shape == "diamond":
-        angles = [math.pi / 2 * i for i in range(4)]
-    else:
-        raise ValueError(f"unknown shape {obj.shape!r}")
+    start, vertices = _VERTICES[obj.shape]
+    angles = [start + 2 * math.pi * i / vertices for i in range(vertices)]
     return [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in angles]
 
 

@@ -80,8 +80,7 @@ def sample_scene(rng: np.random.Generator, holdout: frozenset[ShapeObject], for_
         if for_validation and holdout:
             held = sorted(holdout)
             replaced = held[rng.integers(len(held))]
-            scene = (replaced, *(obj for obj in scene[1:] if obj.cell != replaced.cell))
-            return scene
+            return (replaced, *(obj for obj in scene[1:] if obj.cell != replaced.cell))
         if not any(obj in holdout for obj in scene):
             return scene
 
@@ -101,14 +100,11 @@ def place_phrase(cell: int, rng: np.random.Generator) -> str:
     return str(rng.choice(choices))
 
 
-def _object_phrase(obj: ShapeObject, rng: np.random.Generator) -> str:
-    size = str(rng.choice(_SIZE_WORDS[obj.size]))
-    return f"a {size} {obj.colour} {obj.shape} {place_phrase(obj.cell, rng)}"
-
-
-def _located_phrase(obj: ShapeObject, rng: np.random.Generator) -> str:
-    size = str(rng.choice(_SIZE_WORDS[obj.size]))
-    return f"{place_phrase(obj.cell, rng)} there is a {size} {obj.colour} {obj.shape}"
+def _object_phrase(obj: ShapeObject, rng: np.random.Generator, located: bool = False) -> str:
+    """`a big red circle on the left`, or `located`: `on the left there is a big red circle`."""
+    thing = f"{rng.choice(_SIZE_WORDS[obj.size])} {obj.colour} {obj.shape}"
+    place = place_phrase(obj.cell, rng)
+    return f"{place} there is a {thing}" if located else f"a {thing} {place}"
 
 
 def _join(phrases: list[str]) -> str:
@@ -121,7 +117,7 @@ def caption(scene: Scene, rng: np.random.Generator, style: int) -> str:
     """One caption naming every object's size, colour, shape and cell, in one of four wordings."""
     order = [scene[i] for i in rng.permutation(len(scene))]
     if style % 4 == 2:
-        return "; ".join(_located_phrase(obj, rng) for obj in order)
+        return "; ".join(_object_phrase(obj, rng, located=True) for obj in order)
     opening = ("", f"{_NUMBER_WORDS[len(scene)]}: ", "", "an image showing ")[style % 4]
     return opening + _join([_object_phrase(obj, rng) for obj in order])
 
