@@ -4,6 +4,7 @@ kind; else a `DataError` naming the file, section, entry and key."""
 from __future__ import annotations
 
 import math
+import posixpath
 import reprlib
 from collections.abc import Callable
 from typing import Any
@@ -35,15 +36,8 @@ def _is_inner_path(value: Any) -> bool:
     """A non-empty relative path that stays below the folder it is joined to (no `..` leading out of it)."""
     if not isinstance(value, str) or value.startswith(("/", "\\")):
         return False
-    depth = 0
-    for part in value.replace("\\", "/").split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return False
-        elif part not in ("", "."):
-            depth += 1
-    return depth > 0
+    inner = posixpath.normpath(value.replace("\\", "/"))
+    return inner not in (".", "..") and not inner.startswith("../")
 
 
 def is_number(value: Any) -> bool:

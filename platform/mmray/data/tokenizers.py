@@ -7,6 +7,7 @@ fits; `decode` turns ids back into text, stopping at EOS, so a caption decoder c
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from collections import Counter
@@ -75,24 +76,17 @@ class WordTokenizer:
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """Text of each row (B, L): specials skipped, stopping at the first EOS."""
-        texts = []
-        for row in ids.tolist():
-            words: list[str] = []
-            for token in row:
-                if token == self.EOS:
-                    break
-                if token >= len(self.SPECIALS):
-                    words.append(self.vocabulary[token])
-            texts.append(_join_words(words))
-        return texts
+        rows = (itertools.takewhile(lambda token: token != self.EOS, row) for row in ids.tolist())
+        return [_join_words([self.vocabulary[t] for t in row if t >= len(self.SPECIALS)]) for row in rows]
 
     def save(self, directory: Path) -> None:
-        content = {"vocabulary": self.vocabulary, "max_length": self.max_length}
-        (directory / WORD_TOKENIZER_FILE).write_text(json.dumps(content))
+        (directory / WORD_TOKENIZER_FILE).write_text(self._content())
 
     def fingerprint(self) -> str:
-        content = json.dumps({"vocabulary": self.vocabulary, "max_length": self.max_length})
-        return hashlib.sha256(content.encode()).hexdigest()
+        return hashlib.sha256(self._content().encode()).hexdigest()
+
+    def _content(self) -> str:
+        return json.dumps({"vocabulary": self.vocabulary, "max_length": self.max_length})
 
     @classmethod
     def load(cls, directory: Path) -> WordTokenizer:
@@ -104,8 +98,7 @@ def _join_words(words: list[str]) -> str:
     """Words and punctuation back into text: no space before punctuation."""
     text = ""
     for word in words:
-        glue = "" if not text or not word[0].isalnum() else " "
-        text += glue + word
+        text += (" " if text and word[0].isalnum() else "") + word
     return text
 
 
@@ -141,12 +134,8 @@ class HuggingFaceTokenizer:
         return TokenBatch(ids=ids, mask=mask, truncated=truncated)
 
     def decode(self, ids: torch.Tensor) -> list[str]:
-        texts = []
-        for row in ids.tolist():
-            if self.eos_id in row[1:]:
-                row = row[: row.index(self.eos_id, 1)]
-            texts.append(str(self.tokenizer.decode(row, skip_special_tokens=True)).strip())
-        return texts
+        rows = [row[: row.index(self.eos_id, 1)] if self.eos_id in row[1:] else row for row in ids.tolist()]
+        return [str(self.tokenizer.decode(row, skip_special_tokens=True)).strip() for row in rows]
 
     def save(self, directory: Path) -> None:
         self.tokenizer.save_pretrained(directory / HF_TOKENIZER_DIR)
