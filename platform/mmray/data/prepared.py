@@ -26,7 +26,7 @@ from mmray.config.model import LEGACY_ORIENTATION
 from mmray.data.coco import CocoDataset
 from mmray.data.processor import ImageTransform, Processor
 from mmray.data.records import ImageRecord
-from mmray.data.tensors import SplitTensors, split_to_tensors
+from mmray.data.tensors import SplitTensors, left_out_unreadable, split_to_tensors
 from mmray.errors import DataError, json_object
 from mmray.progress import track
 
@@ -117,13 +117,7 @@ def prepare_split(
                 pq.write_table(shard_rows([r for r, _ in good], [p for _, p in good]), str(staged))
             shards.append(name)
             shard_image_ids.append([r.image_id for r, _ in good])
-    if left_out:
-        shown = "; ".join(f"{i}: {why}" for i, why in list(left_out.items())[:10])
-        if strict:
-            raise DataError(f"{len(left_out)} images could not be read (data.on_bad_record=error): {shown}")
-        logger.warning("%d images could not be read and are left out: %s", len(left_out), shown)
-    if not shards:
-        raise DataError(f"none of the {len(order)} images of {dataset.captions_uri} could be read")
+    left_out_unreadable(list(left_out.items()), len(order), dataset.captions_uri, strict)
     manifest = PreparedManifest(
         FORMAT,
         sum(len(ids) for ids in shard_image_ids),

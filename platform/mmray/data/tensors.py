@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
@@ -64,6 +64,18 @@ def _caption_targets(records: list[ImageRecord]) -> dict[str, torch.Tensor]:
     return {name: torch.tensor([t.get(name, float("nan")) for t in per_caption], dtype=torch.float32) for name in names}
 
 
+def left_out_unreadable(failed: Sequence[tuple[object, str]], total: int, uri: str, strict: bool = False) -> None:
+    """Warn of the images that could not be read, (image id, why) each, or with `strict` refuse them; refuse
+    a split none of whose `total` images could be read."""
+    if failed:
+        shown = "; ".join(f"{image_id}: {why}" for image_id, why in failed[:10])
+        if strict:
+            raise DataError(f"{len(failed)} images could not be read (data.on_bad_record=error): {shown}")
+        logger.warning("%d images could not be read and are left out: %s", len(failed), shown)
+    if len(failed) == total:
+        raise DataError(f"none of the {total} images of {uri} could be read")
+
+
 def split_to_tensors(
     dataset: CocoDataset,
     processor: Processor,
@@ -75,25 +87,12 @@ def split_to_tensors(
     every caption of `dataset` with `processor`; images that cannot be read are left out with a warning."""
     load = pixels_of or (lambda r: processor.pixels_or_reason(r.image_uri))
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        loaded = list(
-            track(
-                pool.map(load, dataset.records),
-                "decoding images",
-                total=len(dataset.records),
-                enabled=progress,
-            )
-        )
+        decoding = pool.map(load, dataset.records)
+        loaded = list(track(decoding, "decoding images", total=len(dataset.records), enabled=progress))
     failed = [(r.image_id, item) for r, item in zip(dataset.records, loaded, strict=True) if isinstance(item, str)]
-    if failed:
-        logger.warning(
-            "%d images could not be read and are left out: %s",
-            len(failed),
-            "; ".join(f"{image_id}: {reason}" for image_id, reason in failed[:10]),
-        )
+    left_out_unreadable(failed, len(loaded), dataset.captions_uri)
     records = [r for r, item in zip(dataset.records, loaded, strict=True) if not isinstance(item, str)]
     pixels = [item for item in loaded if not isinstance(item, str)]
-    if not records:
-        raise DataError(f"none of the {len(dataset.records)} images of {dataset.captions_uri} could be read")
     texts = [caption for r in records for caption in r.captions]
     counts = torch.tensor([len(r.captions) for r in records], dtype=torch.long)  # (N,)
     tokens = processor.tokenize(texts)
