@@ -103,15 +103,6 @@ def caption_targets(annotation: dict[str, Any], uri: str) -> dict[str, float]:
     return checked
 
 
-def _categories(instances: dict[str, Any] | None) -> list[Category]:
-    if instances is None:
-        return []
-    return [
-        Category(id=c["id"], name=c["name"], supercategory=c.get("supercategory", ""), index=i)
-        for i, c in enumerate(sorted(instances["categories"], key=lambda c: c["id"]))
-    ]
-
-
 def _find_bad_images(
     images: list[dict[str, Any]], images_uri: str, check: str, report: LoadReport, progress: bool
 ) -> dict[int, tuple[str, int]]:
@@ -209,16 +200,14 @@ def _instances_of(
     for ann in inst["annotations"]:
         if ann["id"] in seen:
             report.duplicate_instances.append(int(ann["id"]))
-            continue
-        seen.add(ann["id"])
-        if ann["image_id"] not in ids:
+        elif ann["image_id"] not in ids:
             report.orphan_instances.append(int(ann["id"]))
-            continue
-        if ann["category_id"] in known:
-            found[ann["image_id"]].append(ann)
-        else:
+        elif ann["category_id"] not in known:
             report.unknown_categories.append(int(ann["id"]))
             unknown.add(int(ann["category_id"]))
+        else:
+            found[ann["image_id"]].append(ann)
+        seen.add(ann["id"])
     report.unknown_categories.sort()
     report.unknown_category_ids = sorted(unknown)
     return found
@@ -282,7 +271,8 @@ def load_coco(
         images = os.path.abspath(images)
     caps = _read_coco(captions, CAPTION_FIELDS)
     inst = _read_coco(instances, INSTANCE_FIELDS) if instances else None
-    categories = _categories(inst)
+    ranked = sorted(inst["categories"], key=lambda c: c["id"]) if inst else []
+    categories = [Category(c["id"], c["name"], c.get("supercategory", ""), index) for index, c in enumerate(ranked)]
     index_of = {c.id: c.index for c in categories}
 
     report = LoadReport()

@@ -17,9 +17,7 @@ IDS_SHOWN = 1000
 
 def problem_table(report: LoadReport) -> dict[str, dict[str, Any]]:
     """Each kind of problem with its count and (the first `IDS_SHOWN`) ids."""
-    table: dict[str, dict[str, Any]] = {}
-    for kind, ids in report.problems().items():
-        table[kind] = {"count": len(ids), "ids": ids[:IDS_SHOWN]}
+    table = {kind: {"count": len(ids), "ids": ids[:IDS_SHOWN]} for kind, ids in report.problems().items()}
     table["unknown_categories"]["category_ids"] = report.unknown_category_ids
     return table
 
