@@ -32,7 +32,6 @@ class CocoDataset:
     report: LoadReport
     captions_uri: str
     instances_uri: str | None
-    images_uri: str
 
     @property
     def caption_count(self) -> int:
@@ -310,5 +309,4 @@ def load_coco(
         report=report,
         captions_uri=captions,
         instances_uri=instances,
-        images_uri=images,
     )

@@ -7,6 +7,7 @@ limit from here.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -48,13 +49,10 @@ def max_image_pixels() -> int:
     raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
     if not raw:
         return MAX_IMAGE_PIXELS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{MAX_PIXELS_ENV}={raw!r}: expected a positive whole number of pixels")
-    return value
+    with contextlib.suppress(ValueError):
+        if (value := int(raw)) > 0:
+            return value
+    raise ConfigError(f"{MAX_PIXELS_ENV}={raw!r}: expected a positive whole number of pixels")
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
