@@ -54,14 +54,12 @@ def render_scene(scene: Scene, size: int, rng: np.random.Generator) -> tuple[Ima
         cy = (row + 0.5) * cell + float(rng.uniform(-0.08, 0.08)) * cell
         points = _polygon(obj, cx, cy, radius)
         colour = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in COLOURS[obj.colour])
-        scaled = [(x * _SUPERSAMPLE, y * _SUPERSAMPLE) for x, y in points]
         if obj.shape == "circle":
-            r = radius * _SUPERSAMPLE
-            cxs, cys = cx * _SUPERSAMPLE, cy * _SUPERSAMPLE
-            draw.ellipse((cxs - r, cys - r, cxs + r, cys + r), fill=colour)
+            box = (cx - radius, cy - radius, cx + radius, cy + radius)
+            draw.ellipse([v * _SUPERSAMPLE for v in box], fill=colour)
             area = math.pi * radius * radius
         else:
-            draw.polygon(scaled, fill=colour)
+            draw.polygon([(x * _SUPERSAMPLE, y * _SUPERSAMPLE) for x, y in points], fill=colour)
             area = _shoelace(points)
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         x0, y0 = max(0.0, min(xs)), max(0.0, min(ys))
