@@ -8,14 +8,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import TypeAdapter, ValidationError
 from torchvision.transforms.v2 import functional as tvf
 
 from mmray import storage
+from mmray.config.base import first_problem
 from mmray.config.model import LEGACY_ORIENTATION, Orientation
 from mmray.data.images import decode_rgb, resize_square, turn_upright
 from mmray.data.tokenizers import HF_TOKENIZER_DIR, WORD_TOKENIZER_FILE, TokenBatch, Tokenizer, WordTokenizer
@@ -128,27 +130,16 @@ class Processor:
             raise BundleError(f"{directory} has no {PROCESSOR_FILE}")
         with reading(path, BundleError):
             description = json_object(path.read_text())
-            image = description["image"]
-            transform = ImageTransform(
-                size=int(image["size"]),
-                mean=_three_numbers(image["mean"]),
-                std=_three_numbers(image["std"]),
-                resize=_one_of(image.get("resize", "stretch"), ("stretch", "center_crop")),
-                orientation=_one_of(image.get("orientation", LEGACY_ORIENTATION), get_args(Orientation)),
-            )
+            image = {"resize": "stretch", "orientation": LEGACY_ORIENTATION, **description["image"]}
+            try:
+                transform = _TRANSFORM.validate_python(image)
+            except ValidationError as exc:
+                raise BundleError(f"{path} is damaged or not what mmray wrote ({first_problem(exc)})") from None
             kind = str(description["tokenizer"])
         return cls(transform, load_tokenizer(directory, kind))
 
 
-def _three_numbers(value: Any) -> tuple[float, float, float]:
-    first, second, third = (float(v) for v in value)
-    return first, second, third
-
-
-def _one_of(value: Any, allowed: tuple[str, ...]) -> Any:
-    if value not in allowed:
-        raise ValueError(f"{value!r} is not one of {allowed}")
-    return value
+_TRANSFORM = TypeAdapter(ImageTransform)
 
 
 def load_tokenizer(directory: Path, kind: str) -> Tokenizer:
