@@ -1,7 +1,7 @@
 """Whether a PNG holds what its header promises, checked before its pixels are decoded: one IHDR, first (the
 size the pixel limit was checked against), every chunk whole with a matching CRC up to IEND, and compressed
-image data for every row. Pillow fills missing rows with
-black without a word; libpng stops with "Not enough image data", an error path that can crash the process."""
+image data for every row. Pillow fills missing rows with black without a word; libpng stops with "Not enough
+image data", an error path that can crash the process."""
 
 from __future__ import annotations
 
