@@ -23,10 +23,10 @@ Recorder = Callable[[str, int, float], None]
 """(route, HTTP status, seconds) of each finished request."""
 
 
-def route_of(scope: Scope) -> str:
-    path, root = scope["path"], scope.get("root_path", "")
-    route = path[len(root) :] if root and path.startswith(root) else path
-    return route if route in ROUTES else "other"
+def app_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 class AccessLog:
@@ -57,7 +57,8 @@ class AccessLog:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            route = route_of(scope)
+            route = app_path(scope)
+            route = route if route in ROUTES else "other"
             access_logger.info(json.dumps({"request_id": request_id, "method": scope["method"], "route": route,
                                            "path": scope["path"][:200], "status": status,
                                            "ms": round(seconds * 1e3, 2)}))  # fmt: skip

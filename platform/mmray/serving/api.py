@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mmray.config.serving import ServeAppConfig
 from mmray.errors import MmrayError
-from mmray.serving.access_log import AccessLog, Recorder
+from mmray.serving.access_log import AccessLog, Recorder, app_path
 from mmray.serving.auth import Access, under_roots
 from mmray.serving.backend import ServeBackend
 from mmray.serving.calls import (
@@ -65,8 +65,7 @@ class RequireApiKey:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            path, root = scope["path"], scope.get("root_path", "")
-            route = path[len(root) :] if root and path.startswith(root) else path
+            route = app_path(scope)
             authorization = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             error = None
             if route.startswith("/v1/admin/") and not self.access.may_administer(authorization):
@@ -105,8 +104,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _form_fields(request: Request, body: bytes, list_fields: tuple[str, ...]) -> dict[str, Any]:
-    """A multipart form as a body dict: files become their bytes, repeated or listed fields lists."""
+async def _form_fields(
+    request: Request, body: bytes, list_fields: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A multipart form as a body dict (repeated or listed fields lists) and its files' bytes by field path
+    (their fields left empty)."""
 
     async def stream() -> AsyncGenerator[bytes, None]:
         yield body
@@ -116,15 +118,19 @@ async def _form_fields(request: Request, body: bytes, list_fields: tuple[str, ..
     except MultiPartException as exc:
         raise RequestError(f"malformed multipart body: {exc.message}", "body", 400) from None
     data: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
     for key, value in form.multi_items():
-        content: Any = await value.read() if isinstance(value, UploadFile) else value
+        if key not in list_fields and key in data:
+            raise RequestError("is given more than once", key)
+        path = f"{key}[{len(data.get(key, []))}]" if key in list_fields else key
+        content: Any = value
+        if isinstance(value, UploadFile):
+            files[path], content = await value.read(), ""
         if key in list_fields:
             data.setdefault(key, []).append(content)
-        elif key in data:
-            raise RequestError("is given more than once", key)
         else:
             data[key] = content
-    return data
+    return data, files
 
 
 async def parse_request(
@@ -134,15 +140,7 @@ async def parse_request(
     body = await _read_body(request, limits_bytes)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        data = await _form_fields(request, body, list_fields)
-        files: dict[str, bytes] = {}
-        for key, value in list(data.items()):
-            if isinstance(value, bytes):
-                files[key], data[key] = value, ""
-            elif isinstance(value, list):
-                for i, item in enumerate(value):
-                    if isinstance(item, bytes):
-                        files[f"{key}[{i}]"], value[i] = item, ""
+        data, files = await _form_fields(request, body, list_fields)
         return parse_body(model, {k: v for k, v in data.items() if v != "" or k in files}, strict=False), files
     if content_type and not content_type.startswith("application/json"):
         raise RequestError(f"content type {content_type!r}; send application/json or multipart/form-data", "body", 415)
@@ -159,14 +157,9 @@ async def parse_request(
     return parse_body(model, data), {}
 
 
-def _image_bytes(value: str | None, files: dict[str, bytes], field: str, config: ServeAppConfig) -> bytes | None:
-    """An image given as base64 in JSON or as a file part, checked (size, header, pixels)."""
-    if field in files:
-        data = files[field]
-    elif value is not None:
-        data = from_base64(value, field)
-    else:
-        return None
+def _image_bytes(value: str, files: dict[str, bytes], field: str, config: ServeAppConfig) -> bytes:
+    """An image given as base64 in JSON or as a file part (its field then ""), checked (size, header, pixels)."""
+    data = files[field] if field in files else from_base64(value, field)
     check_image(data, field, config.limits)
     return data
 
@@ -248,7 +241,7 @@ def build_api(
         for i, text in enumerate(body.texts):
             check_text(text, f"texts[{i}]", limits)
         name = await served_model("embed", body.model)
-        result: EmbedResult = await backend.call("embed", EmbedCall(list(body.texts), [i for i in images if i]), name)
+        result: EmbedResult = await backend.call("embed", EmbedCall(list(body.texts), images), name)
         return {
             "model": name,
             "model_version": result.model_version,
@@ -266,7 +259,8 @@ def build_api(
         for i, item in enumerate(body.items):
             if item.text is not None:
                 check_text(item.text, f"items.{i}.text", limits)
-            items.append(ClassifyItem(_image_bytes(item.image, files, f"items.{i}.image", config), item.text))
+            image = _image_bytes(item.image, files, f"items.{i}.image", config) if item.image is not None else None
+            items.append(ClassifyItem(image, item.text))
         name = await served_model("classify", body.model)
         result: ClassifyResult = await backend.call("classify", ClassifyCall(items, body.top_k, body.threshold), name)
         return {"model": name, "model_version": result.model_version, "predictions": result.predictions}
@@ -284,7 +278,7 @@ def build_api(
                                f"ask for k ≤ {limits.max_thumbnails} or thumbnails: false", "k")  # fmt: skip
         if body.text is not None:
             check_text(body.text, "text", limits)
-        image = _image_bytes(body.image, files, "image", config)
+        image = _image_bytes(body.image, files, "image", config) if body.image is not None else None
         if body.text is None and image is None:
             raise RequestError("a search needs a text, an image, or both", "text")
         call = SearchCall(body.text, image, body.k, body.target, body.alpha, body.nprobe, body.ef_search,
@@ -320,11 +314,8 @@ def build_api(
         body, files = await parse_request(request, CaptionBody, limits.max_body_bytes, ("images",))
         images = [_image_bytes(value, files, f"images[{i}]", config) for i, value in enumerate(body.images)]
         check_count(len(images), "images", limits)
-        missing = [i for i, image in enumerate(images) if image is None]
-        if missing:
-            raise RequestError("is empty", f"images[{missing[0]}]")
         name = await served_model("caption", body.model)
-        call = CaptionCall([image for image in images if image], body.beam, body.max_length)
+        call = CaptionCall(images, body.beam, body.max_length)
         result: CaptionResult = await backend.call("caption", call, name)
         return {"model": name, "model_version": result.model_version, "captions": result.captions}
 

@@ -87,8 +87,14 @@ def check_serve_config(raw: Any, source: str, base: Path | None = None) -> dict[
                         f"{where}: no deployment is named {deployment.get('name')!r}; "
                         f"this app has {', '.join(sorted(names))}"
                     )
+                # a model deployment's user_config is its batch settings (else checked only after Serve started)
+                if str(deployment["name"]).startswith("model_") and deployment.get("user_config") is not None:
+                    try:
+                        BatchSettings.model_validate(deployment["user_config"])
+                    except ValidationError as exc:
+                        shown = format_validation_error(exc, f"{where}: {deployment['name']}.user_config", None)
+                        raise ConfigError(shown) from None
             _check_model_gpus(app, deployments, where)
-            _check_batch_settings(deployments, where)
             application["args"] = args
         applications.append(application)
     config["applications"] = applications
@@ -112,18 +118,6 @@ def _check_entry_kinds(raw: dict[str, Any], source: str) -> None:
                     f"{source}: applications[{position}].deployments[{index}] must be a mapping (name: ..., "
                     f"num_replicas: ...), got {deployment!r}"
                 )
-
-
-def _check_batch_settings(deployments: list[dict[str, Any]], where: str) -> None:
-    """A model deployment's `user_config` is its batch settings (checked in the replica otherwise: after Serve
-    started)."""
-    for deployment in deployments:
-        if str(deployment.get("name", "")).startswith("model_") and deployment.get("user_config") is not None:
-            try:
-                BatchSettings.model_validate(deployment["user_config"])
-            except ValidationError as exc:
-                shown = format_validation_error(exc, f"{where}: {deployment['name']}.user_config", None)
-                raise ConfigError(shown) from None
 
 
 def _check_model_gpus(config: ServeAppConfig, deployments: list[dict[str, Any]], where: str) -> None:
@@ -151,7 +145,7 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: 
     `wait_ready`, every mmray app's /readyz answers 200 (its bundles loaded); returns the HTTP address.
     A failed start deletes the config's applications (a cluster's would outlive the caller), then raises
     with Serve's or the replicas' reason."""
-    from ray.serve.schema import ServeDeploySchema
+    from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
 
     from mmray.cluster.connection import connect
     from mmray.cluster.ray_compat import ServeController
@@ -161,7 +155,11 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: 
     client = ServeController(schema.http_options.model_dump(), schema.proxy_location)
     names = [application.name for application in schema.applications]
     details = client.details()
-    kept = _other_applications(details, names)
+    kept = [  # the cluster's applications deployed from a config, as their deployed configs
+        ServeApplicationSchema.model_validate(application["deployed_app_config"])
+        for name, application in (details.get("applications") or {}).items()
+        if name not in names and application.get("deployed_app_config")
+    ]
     _check_routes_free(schema.applications, kept)
     if kept:
         logger.info("keeping the applications already on this cluster: %s", ", ".join(c.name for c in kept))
@@ -170,7 +168,11 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: 
     try:
         return _wait_started(schema, details, timeout_s, wait_ready)
     except Exception:
-        _delete_after_failed_start(names)
+        logger.warning("the start failed: deleting the applications it deployed: %s", ", ".join(names))
+        try:
+            stop_serving(names)
+        except Exception as exc:  # logged, not raised over the start's own error
+            logger.warning("could not delete %s: %s: %s", ", ".join(names), type(exc).__name__, exc)
         raise
 
 
@@ -190,18 +192,6 @@ def _wait_started(schema: ServeDeploySchema, details: dict[str, Any], timeout_s:
             if application.import_path == IMPORT_PATH:
                 _wait_ready(application.name, address + (application.route_prefix or "").rstrip("/"), deadline)
     return address
-
-
-def _other_applications(details: dict[str, Any], names: list[str]) -> list[Any]:
-    """The applications deployed on the cluster from a config, other than `names`, as their deployed configs."""
-    from ray.serve.schema import ServeApplicationSchema
-
-    applications = (details.get("applications") or {}).items()
-    return [
-        ServeApplicationSchema.model_validate(application["deployed_app_config"])
-        for name, application in applications
-        if name not in names and application.get("deployed_app_config")
-    ]
 
 
 def _check_routes_free(applications: list[Any], kept: list[Any]) -> None:
@@ -249,9 +239,13 @@ def _wait_ready(name: str, url: str, deadline: float) -> None:
         except urllib.error.HTTPError as error:
             if error.code != 503:
                 raise ServeStartError(f"application {name!r}: /readyz answered {error.code}") from None
-            failed = _failed_loads(error.read())
-            if failed:  # a replica never retries the committed bundles it failed to load
-                raise ServeStartError(f"application {name!r} could not load its bundles: {'; '.join(failed)}") from None
+            try:  # the replicas' load failures (none in a body that is not mmray's, e.g. Serve's proxy's)
+                failed = json.loads(error.read()).get("failed")
+            except (ValueError, AttributeError):
+                failed = None
+            if isinstance(failed, list) and failed:  # a replica never retries the committed bundles it failed to load
+                raise ServeStartError(f"application {name!r} could not load its bundles: "
+                                      f"{'; '.join(map(str, failed))}") from None  # fmt: skip
         except OSError:
             pass
         if not said:
@@ -260,25 +254,6 @@ def _wait_ready(name: str, url: str, deadline: float) -> None:
         if time.monotonic() > deadline:
             raise ServeStartError(f"application {name!r} did not load its bundles in time; see the replica logs")
         time.sleep(0.5)
-
-
-def _failed_loads(body: bytes) -> list[str]:
-    """The replicas' load failures a /readyz 503 lists (none in a body that is not mmray's, e.g. Serve's proxy's)."""
-    try:
-        failed = json.loads(body).get("failed")
-    except (ValueError, AttributeError):
-        return []
-    return [str(line) for line in failed] if isinstance(failed, list) else []
-
-
-def _delete_after_failed_start(names: list[str]) -> None:
-    """Delete the applications of a failed start; a failure to delete them is logged, not raised over the
-    start's own error."""
-    logger.warning("the start failed: deleting the applications it deployed: %s", ", ".join(names))
-    try:
-        stop_serving(names)
-    except Exception as exc:
-        logger.warning("could not delete %s: %s: %s", ", ".join(names), type(exc).__name__, exc)
 
 
 def stop_serving(names: list[str]) -> None:
