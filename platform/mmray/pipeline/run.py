@@ -198,22 +198,21 @@ def run_pipeline(spec: PipelineJob, base: Path) -> PipelineOutcome:
     passed = current is None or sign * (candidate - float(current)) > spec.gate.margin
     entry = registry.evaluated(trained["model_bundle"], trained["model_version"], indexed["index_bundle"],
                                indexed["index_version"], scores, f"pipeline {spec.name}", passed)  # fmt: skip
+    now = registry.current() if passed else served
     if not passed:
         reason = (f"refused: {metric} {candidate:.4f} on the held-out data does not beat the served entry "
                   f"{served.id if served else '-'} ({float(current):.4f}) by more than gate.margin "
                   f"{spec.gate.margin:g}; the served pair is untouched")  # fmt: skip
-        logger.warning("%s", reason)
-        return PipelineOutcome(entry, metric, candidate, current, False, reason)
-    now = registry.current()
-    if (now.id if now else None) != (served.id if served else None):
+    elif (now.id if now else None) != (served.id if served else None):
         reason = (f"refused: the served entry changed from {served.id if served else '-'} to "
                   f"{now.id if now else '-'} while this pipeline ran (a promotion or rollback); it is kept, and a "
                   "rerun compares the candidate with it")  # fmt: skip
-        logger.warning("%s", reason)
-        return PipelineOutcome(entry, metric, candidate, current, False, reason)
-    reload_app(spec, entry)
-    registry.record(entry.id, "promote", f"pipeline {spec.name}")
-    shown = "no model was served" if current is None else f"the served entry scored {float(current):.4f}"
-    reason = f"promoted: {metric} {candidate:.4f} on the held-out data ({shown})"
-    logger.info("%s", reason)
-    return PipelineOutcome(entry, metric, candidate, current, True, reason)
+    else:
+        reload_app(spec, entry)
+        registry.record(entry.id, "promote", f"pipeline {spec.name}")
+        shown = "no model was served" if current is None else f"the served entry scored {float(current):.4f}"
+        reason = f"promoted: {metric} {candidate:.4f} on the held-out data ({shown})"
+        logger.info("%s", reason)
+        return PipelineOutcome(entry, metric, candidate, current, True, reason)
+    logger.warning("%s", reason)
+    return PipelineOutcome(entry, metric, candidate, current, False, reason)
