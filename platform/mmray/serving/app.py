@@ -11,21 +11,19 @@ from ray.serve import Application, Deployment
 
 from mmray.config.base import format_validation_error
 from mmray.config.serving import ENDPOINT_GROUPS, ServeAppConfig
-from mmray.errors import ConfigError
+from mmray.errors import BundleError, ConfigError
 from mmray.serving.auth import read_key_hashes
 from mmray.serving.deployments import ModelDeployment
 from mmray.serving.following import StateKeeper
 from mmray.serving.ingress import Ingress
 from mmray.serving.retriever_deployment import RetrieverDeployment
-from mmray.serving.state import ServingState, resolve_state
+from mmray.serving.state import ServingState, model_for, resolve_state
 
 logger = logging.getLogger(__name__)
 IMPORT_PATH = "mmray.serving.app:build_app"
 
 
-def app_config(args: dict[str, Any] | ServeAppConfig) -> ServeAppConfig:
-    if isinstance(args, ServeAppConfig):
-        return args
+def app_config(args: dict[str, Any]) -> ServeAppConfig:
     try:
         return ServeAppConfig.model_validate(args)
     except ValidationError as exc:
@@ -35,11 +33,11 @@ def app_config(args: dict[str, Any] | ServeAppConfig) -> ServeAppConfig:
 def check_endpoints(config: ServeAppConfig, state: ServingState) -> None:
     """Every endpoint group asked for must be answered by some served model (or the index)."""
     for group in config.endpoints or ():
-        if group == "search" or any(group in model.serves for model in state.models.values()):
-            continue
-        served = ", ".join(f"{name} ({model.kind}: {', '.join(model.serves) or 'nothing'})"
-                           for name, model in state.models.items())  # fmt: skip
-        raise ConfigError(f"endpoints: no served model answers {group!r}; served: {served}")
+        if group != "search":
+            try:
+                model_for(state, group, None)
+            except BundleError as exc:
+                raise ConfigError(f"endpoints: {exc}") from None
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -33,12 +33,9 @@ def env_key_hashes(variable: str) -> list[str]:
 def read_key_hashes(settings: AuthSettings, admin: bool = False) -> list[str]:
     """Hashes of the query keys (or with `admin`, the admin keys) in their environment variable and keys
     file (either may be absent)."""
-    if admin:
-        given, variable, keys_file = settings.admin_key_hashes, settings.admin_keys_env, settings.admin_keys_file
-    else:
-        given, variable, keys_file = settings.key_hashes, settings.keys_env, settings.keys_file
-    hashes = [*given, *env_key_hashes(variable)]
-    setting = "auth.admin_keys_file" if admin else "auth.keys_file"
+    prefix = "admin_" if admin else ""
+    hashes = [*getattr(settings, f"{prefix}key_hashes"), *env_key_hashes(getattr(settings, f"{prefix}keys_env"))]
+    keys_file, setting = getattr(settings, f"{prefix}keys_file"), f"auth.{prefix}keys_file"
     if keys_file:
         path = Path(keys_file)
         if not path.is_file():

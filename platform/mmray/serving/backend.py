@@ -119,11 +119,9 @@ class ServeBackend:
             if progress["replicas"] and progress[phase] >= progress["replicas"]:
                 return progress
             if time.monotonic() > deadline:
-                undone = (
-                    "nothing changed (the app still serves generation " + f"{served})"
-                    if phase == "staged"
-                    else (f"generation {generation} is committed; the other replicas follow as they catch up")
-                )
+                undone = f"nothing changed (the app still serves generation {served})"
+                if phase == "serving":
+                    undone = f"generation {generation} is committed; the other replicas follow as they catch up"
                 raise RequestError(f"only {progress[phase]} of {progress['replicas']} replicas had {phase} "
                                    f"generation {generation} within {self.reload_timeout_s:.0f} s; {undone}; see "
                                    "the replica logs", None, 504)  # fmt: skip

@@ -53,10 +53,20 @@ class ApiClient:
         if key:
             self.session.headers["Authorization"] = f"Bearer {key}"
 
-    def _answer(self, response: requests.Response, path: str, expects: tuple[str, ...]) -> Any:
+    def get(self, path: str, expects: tuple[str, ...] = ()) -> Any:
+        return self._send("GET", path, None, expects)
+
+    def post(self, path: str, body: dict[str, Any], expects: tuple[str, ...] = ()) -> Any:
+        return self._send("POST", path, body, expects)
+
+    def _send(self, method: str, path: str, json: dict[str, Any] | None, expects: tuple[str, ...]) -> Any:
         """The answer's JSON object; an error status is an ApiError, anything but the API's answer an MmrayError
         naming the address (a web page, another service)."""
         where = self.url + path
+        try:
+            response = self.session.request(method, where, json=json, timeout=self.timeout_s)
+        except requests.RequestException as exc:
+            raise MmrayError(f"cannot reach {self.url}: {exc}") from None
         try:
             body = response.json()
         except ValueError:
@@ -72,15 +82,3 @@ class ApiClient:
         if missing:
             raise MmrayError(f"{where}: not an mmray API (its answer has no {', '.join(missing)})")
         return body
-
-    def get(self, path: str, expects: tuple[str, ...] = ()) -> Any:
-        try:
-            return self._answer(self.session.get(self.url + path, timeout=self.timeout_s), path, expects)
-        except requests.RequestException as exc:
-            raise MmrayError(f"cannot reach {self.url}: {exc}") from None
-
-    def post(self, path: str, body: dict[str, Any], expects: tuple[str, ...] = ()) -> Any:
-        try:
-            return self._answer(self.session.post(self.url + path, json=body, timeout=self.timeout_s), path, expects)
-        except requests.RequestException as exc:
-            raise MmrayError(f"cannot reach {self.url}: {exc}") from None

@@ -61,9 +61,7 @@ class ModelDeployment(Follower):
         served = state.models[self._name]
         if served.version in self._services:
             return self._services[served.version]
-        loaded = self._open(served.uri)
-        if loaded.version != served.version:
-            raise RuntimeError(f"{served.uri} holds model version {loaded.version}, not {served.version}")
+        loaded = self._open(served.uri, served.version)
         loaded.probe()
         return loaded
 
@@ -76,9 +74,12 @@ class ModelDeployment(Follower):
             self._services = {loaded.version: loaded, **({previous.version: previous} if previous else {})}
             self._current = loaded
 
-    def _open(self, uri: str) -> ModelService:
-        limits = self._limits
-        return ModelService.open(uri, self._device, limits.max_image_pixels, limits.max_caption_work)
+    def _open(self, uri: str, version: str) -> ModelService:
+        """The model bundle at `uri`, which must still hold model `version`."""
+        loaded = ModelService.open(uri, self._device, self._limits.max_image_pixels, self._limits.max_caption_work)
+        if loaded.version != version:
+            raise RequestError(f"{uri} now holds model version {loaded.version}, not {version}", "model", 409)
+        return loaded
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self._batch_settings = settings = BatchSettings.model_validate(user_config)
@@ -105,9 +106,7 @@ class ModelDeployment(Follower):
             found = self._loaded_version(version)
             if found is not None:
                 return found
-            loaded = self._open(uri)
-            if loaded.version != version:
-                raise RequestError(f"{uri} now holds model version {loaded.version}, not {version}", "model", 409)
+            loaded = self._open(uri, version)
             with self._lock:
                 self._services[version] = loaded
             return loaded

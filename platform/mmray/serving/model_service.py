@@ -36,6 +36,7 @@ from mmray.serving.predictions import describe_predictions
 from mmray.serving.uploads import decode_upload
 
 logger = logging.getLogger(__name__)
+MAX_ROWS = 256  # rows one forward pass takes; a batch's rows run in chunks of this many
 CallT = TypeVar("CallT")
 ResultT = TypeVar("ResultT")
 
@@ -54,13 +55,12 @@ def answer_each(calls: Sequence[CallT], answer: Callable[[CallT], ResultT]) -> l
 class ModelService:
     """A loaded bundle and what it can do (`capabilities`): `embed` for models with one embedding space,
     `classify` for fusion models with prediction heads, `generate` for text → image models, `caption` for
-    caption decoders. Batched methods run the model over all their calls' inputs together, in `max_rows` chunks."""
+    caption decoders. Batched methods run the model over all their calls' inputs together, in `MAX_ROWS` chunks."""
 
     def __init__(
         self,
         bundle: LoadedBundle,
         device: str = "auto",
-        max_rows: int = 256,
         max_image_pixels: int | None = None,
         max_caption_work: int | None = None,
     ) -> None:
@@ -70,7 +70,6 @@ class ModelService:
         self.device = pick_device(device)  # auto: the replica's GPU when Serve gave it one (num_gpus)
         self.model = bundle.model.to(self.device).eval()
         logger.info("model %s (version %s) serves on %s", bundle.uri, bundle.version, self.device)
-        self.max_rows = max_rows
         self.capabilities = set(model_kind(bundle.model_config.kind).serves)
 
     @classmethod
@@ -116,16 +115,13 @@ class ModelService:
         decoded = [self.decode(data, f"{field}[{i}]") for i, data in enumerate(images)]
         return torch.stack(decoded) if decoded else torch.zeros(0, 3, size, size, dtype=torch.uint8)
 
-    def _chunks(self, rows: int) -> list[slice]:
-        return [slice(start, min(start + self.max_rows, rows)) for start in range(0, rows, self.max_rows)]
-
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, S, S) -> L2-normalised float32 (N, E) on the CPU."""
         assert isinstance(self.model, EmbeddingModel)
         out = []
-        for rows in self._chunks(pixels.shape[0]):
-            images = self.bundle.processor.normalize(pixels[rows].to(self.device))  # (b, 3, S, S)
+        for chunk in torch.split(pixels, MAX_ROWS):
+            images = self.bundle.processor.normalize(chunk.to(self.device))  # (b, 3, S, S)
             out.append(self.model.embed_images(images).float().cpu())  # (b, E)
         return torch.cat(out) if out else torch.zeros(0, self.model.embed_dim)
 
@@ -137,8 +133,8 @@ class ModelService:
             return torch.zeros(0, self.model.embed_dim), []
         tokens = self.bundle.processor.tokenize(list(texts))
         out = []
-        for rows in self._chunks(len(texts)):
-            ids, mask = tokens.ids[rows].to(self.device), tokens.mask[rows].to(self.device)  # (b, L)
+        for ids, mask in zip(torch.split(tokens.ids, MAX_ROWS), torch.split(tokens.mask, MAX_ROWS), strict=True):
+            ids, mask = ids.to(self.device), mask.to(self.device)  # (b, L)
             out.append(self.model.embed_texts(ids, mask).float().cpu())  # (b, E)
         return torch.cat(out), [bool(t) for t in tokens.truncated]
 
@@ -176,7 +172,8 @@ class ModelService:
         rows = pixels.shape[0] if pixels is not None else len(texts or [])
         tokens = self.bundle.processor.tokenize(texts) if texts is not None else None
         chunks: dict[str, list[torch.Tensor]] = {}
-        for part in self._chunks(rows):
+        for start in range(0, rows, MAX_ROWS):
+            part = slice(start, start + MAX_ROWS)
             images = self.bundle.processor.normalize(pixels[part].to(self.device)) if pixels is not None else None
             ids = tokens.ids[part].to(self.device) if tokens is not None else None  # (b, L)
             mask = tokens.mask[part].to(self.device) if tokens is not None else None  # (b, L)
@@ -284,7 +281,7 @@ class ModelService:
         for (beam, max_length), members in groups.items():
             pixels = torch.cat([decoded[i] for i in members])  # type: ignore[misc]
             texts = caption_pixels(model, processor, pixels, self.device, beam, max_length=max_length,
-                                   chunk_rows=self.max_rows)  # fmt: skip
+                                   chunk_rows=MAX_ROWS)  # fmt: skip
             at = 0
             for i in members:
                 count = len(calls[i].images)

@@ -139,10 +139,10 @@ def read_serve_config(path: str) -> dict[str, Any]:
     return check_serve_config(read_yaml_file(path, "Serve config"), path)
 
 
-def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: bool = True) -> str:
+def start_serving(config: dict[str, Any], timeout_s: float = 600.0) -> str:
     """Deploy a checked Serve config on the connected (or a new local) Ray, beside the applications already
-    there (a shared cluster's other apps are kept), and wait until every application runs and, with
-    `wait_ready`, every mmray app's /readyz answers 200 (its bundles loaded); returns the HTTP address.
+    there (a shared cluster's other apps are kept), and wait until every application runs and every mmray
+    app's /readyz answers 200 (its bundles loaded); returns the HTTP address.
     A failed start deletes the config's applications (a cluster's would outlive the caller), then raises
     with Serve's or the replicas' reason."""
     from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema
@@ -166,7 +166,7 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: 
     # Serve's config deploy replaces every application: the kept ones go with the new.
     client.deploy(schema.model_copy(update={"applications": [*kept, *schema.applications]}))
     try:
-        return _wait_started(schema, details, timeout_s, wait_ready)
+        return _wait_started(schema, names, details, timeout_s)
     except Exception:
         logger.warning("the start failed: deleting the applications it deployed: %s", ", ".join(names))
         try:
@@ -176,9 +176,8 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0, wait_ready: 
         raise
 
 
-def _wait_started(schema: ServeDeploySchema, details: dict[str, Any], timeout_s: float, wait_ready: bool) -> str:
-    """Until the deployed applications of `schema` run (and their bundles are loaded); their HTTP address."""
-    names = [application.name for application in schema.applications]
+def _wait_started(schema: ServeDeploySchema, names: list[str], details: dict[str, Any], timeout_s: float) -> str:
+    """Until the deployed applications of `schema` (`names`) run and their bundles are loaded; their HTTP address."""
     deadline = time.monotonic() + timeout_s
     _wait_running(names, deadline, timeout_s)
     running = details.get("http_options") or {}
@@ -187,10 +186,9 @@ def _wait_started(schema: ServeDeploySchema, details: dict[str, Any], timeout_s:
         logger.warning("Serve already runs on this cluster with its proxy on port %d; the config's port %d is not "
                        "used", port, schema.http_options.port)  # fmt: skip
     address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    if wait_ready:
-        for application in schema.applications:
-            if application.import_path == IMPORT_PATH:
-                _wait_ready(application.name, address + (application.route_prefix or "").rstrip("/"), deadline)
+    for application in schema.applications:
+        if application.import_path == IMPORT_PATH:
+            _wait_ready(application.name, address + (application.route_prefix or "").rstrip("/"), deadline)
     return address
 
 
