@@ -107,8 +107,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 async def _form_fields(
     request: Request, body: bytes, list_fields: tuple[str, ...]
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """A multipart form as a body dict (repeated or listed fields lists) and its files' bytes by field path
-    (their fields left empty)."""
+    """A multipart form as a body dict (repeated or listed fields lists) and its files by field path."""
 
     async def stream() -> AsyncGenerator[bytes, None]:
         yield body

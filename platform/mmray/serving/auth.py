@@ -31,8 +31,7 @@ def env_key_hashes(variable: str) -> list[str]:
 
 
 def read_key_hashes(settings: AuthSettings, admin: bool = False) -> list[str]:
-    """Hashes of the query keys (or with `admin`, the admin keys) in their environment variable and keys
-    file (either may be absent)."""
+    """Hashes of the query (or `admin`) keys in the settings, their environment variable and keys file."""
     prefix = "admin_" if admin else ""
     hashes = [*getattr(settings, f"{prefix}key_hashes"), *env_key_hashes(getattr(settings, f"{prefix}keys_env"))]
     keys_file, setting = getattr(settings, f"{prefix}keys_file"), f"auth.{prefix}keys_file"

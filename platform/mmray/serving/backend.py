@@ -55,8 +55,7 @@ class ServeBackend:
         return self._state
 
     async def call(self, method: str, call: Any, model: str | None = None) -> Any:
-        """`method` of the named model's deployment (of the retriever's without one); the RequestError a
-        replica answers with is raised."""
+        """`method` of the named model's deployment (the retriever's without one); raises a replica's RequestError."""
         handle = self.models[model] if model is not None else self.retriever
         if handle is None:
             raise RequestError("this app serves no index; start it with `index:` to search", None, 404)

@@ -16,9 +16,7 @@ class RequestError(MmrayError):
 
     def __init__(self, message: str, field: str | None = None, status: int = 422) -> None:
         super().__init__(message, field, status)
-        self.message = message
-        self.field = field
-        self.status = status
+        self.message, self.field, self.status = message, field, status
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message

@@ -76,13 +76,11 @@ class Coordinator:
     def progress(self, generation: int) -> dict[str, Any]:
         """Live replicas and, for `generation`, how many hold it staged, serve it, or failed to load it."""
         live = self.live()
-        failed = [f"{report.role} {name}: {report.error}" for name, report in live.items()
-                  if report.failed == generation]  # fmt: skip
         return {
             "replicas": len(live),
             "staged": sum(1 for r in live.values() if r.staged == generation or r.serving >= generation),
             "serving": sum(1 for r in live.values() if r.serving >= generation),
-            "failed": failed,
+            "failed": [f"{r.role} {name}: {r.error}" for name, r in live.items() if r.failed == generation],
         }
 
     def readiness(self) -> dict[str, object]:

@@ -182,8 +182,7 @@ class ModelService:
         return {name: torch.cat(parts) for name, parts in chunks.items()}
 
     def classify_many(self, calls: Sequence[ClassifyCall]) -> list[ClassifyResult | RequestError]:
-        """Rows of all calls grouped by the modalities they carry, predicted together, and described
-        per call with that call's `top_k` and `threshold`."""
+        """Rows of all calls predicted together by the modalities they carry; described with each call's settings."""
         self.require("classify")
         assert self.bundle.task_config is not None
         decoded = answer_each(calls, self._decode_items)
