@@ -57,12 +57,12 @@ class Ingress:
         models: dict[str, Handle],
         retriever: Handle | None,
     ) -> None:
-        self._config = ServeAppConfig.model_validate(config)
-        self._access = Access(key_hashes, admin_key_hashes)
-        self._roots = roots
-        if not self._access.enabled:
+        settings = ServeAppConfig.model_validate(config)
+        access = Access(key_hashes, admin_key_hashes)
+        if not access.enabled:
             logger.warning("no query keys are set: every /v1 query route is open to anyone who can reach this app")
-        self._backend = ServeBackend(keeper, models, retriever, self._config.reload_timeout_s)
+        backend = ServeBackend(keeper, models, retriever, settings.reload_timeout_s)
+        self._api = build_api(backend, settings, access, roots, request_metrics())
 
     def __serve_build_asgi_app__(self) -> Any:
-        return build_api(self._backend, self._config, self._access, self._roots, request_metrics())
+        return self._api

@@ -66,16 +66,13 @@ class RetrieverDeployment(Follower):
         service, model_name, model_uri = self._current
         try:
             service.check(call)
-        except RequestError as exc:
-            return exc
-        query = EmbedCall([call.text] if call.text is not None else [], [call.image] if call.image else [],
-                          version=service.model_version, model_uri=model_uri)  # fmt: skip
-        model = self._models[model_name]
-        embedded = await surviving_replica_loss(lambda: model.embed.remote(query))
-        if isinstance(embedded, RequestError):
-            field = "image" if (embedded.field or "").startswith("images") else "text"
-            return RequestError(embedded.message, field, embedded.status)
-        try:
+            query = EmbedCall([call.text] if call.text is not None else [], [call.image] if call.image else [],
+                              version=service.model_version, model_uri=model_uri)  # fmt: skip
+            model = self._models[model_name]
+            embedded = await surviving_replica_loss(lambda: model.embed.remote(query))
+            if isinstance(embedded, RequestError):
+                field = "image" if (embedded.field or "").startswith("images") else "text"
+                return RequestError(embedded.message, field, embedded.status)
             return await asyncio.to_thread(service.search, call, embedded)
         except RequestError as exc:
             return exc
