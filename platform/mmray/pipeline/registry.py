@@ -117,8 +117,7 @@ class ModelRegistry:
         job: str,
         passed_gate: bool,
     ) -> RegistryEntry:
-        """The entry of a pair after an evaluation: a known pair's takes its scores and gate decision, a new
-        pair is added."""
+        """The pair's entry after an evaluation: a known pair's scores and gate decision updated, a new one added."""
 
         def note(registry: Registry) -> RegistryEntry:
             entry = _pair_in(registry, model_version, index_version)

@@ -156,8 +156,7 @@ def admin_key(spec: PipelineJob) -> str | None:
 
 
 def reload_app(spec: PipelineJob, entry: RegistryEntry) -> None:
-    """Hot-reload the running app named by `promote.serve` with the entry's pair (its reload checks and
-    stages it; a failure raises and leaves the app as it was)."""
+    """Hot-reload the app named by `promote.serve` with the entry's pair; a failed reload raises, the app unchanged."""
     from mmray.serving.client import ApiClient
 
     key = admin_key(spec)

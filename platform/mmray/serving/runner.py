@@ -60,8 +60,7 @@ def absolute_paths(args: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def check_serve_config(raw: Any, source: str, base: Path | None = None) -> dict[str, Any]:
-    """Validate a Serve config against Serve's schema and each mmray application's args; names of
-    deployments must be ones the builder makes. Returns the config with absolute local paths."""
+    """The Serve config checked (Serve's schema, mmray app args, deployment names), local paths made absolute."""
     from ray.serve.schema import ServeDeploySchema
 
     if not isinstance(raw, dict):
