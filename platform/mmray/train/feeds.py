@@ -26,6 +26,12 @@ def caption_generator(seed: int, epoch: int, rank: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 7919 + epoch * 104_729 + rank)
 
 
+def caption_per_row(counts: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One caption drawn per row among its `counts` (b,) captions: its index among the row's. -> (b,)"""
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])  # (b + 1,)
+    return sample_caption_per_image(offsets, generator) - offsets[:-1]
+
+
 def steps_per_epoch(num_examples: int, global_batch: int) -> int:
     """Full global batches per epoch (the remainder is dropped, a new order each epoch)."""
     steps = num_examples // global_batch
@@ -114,10 +120,8 @@ def stream_batches(
         if "images" in fields:
             batch["images"] = row_batch["image"]  # (b, 3, S, S)
         if any(name in fields for name in CAPTION_FIELDS):
-            counts = row_batch["caption_count"]  # (b,)
-            offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])  # (b + 1,)
-            picked = sample_caption_per_image(offsets, generator) - offsets[:-1]  # (b,) index among the row's
-            rows_index = torch.arange(counts.shape[0])
+            picked = caption_per_row(row_batch["caption_count"], generator)  # (b,)
+            rows_index = torch.arange(picked.shape[0])
             batch["caption_ids"] = row_batch["caption_ids"][rows_index, picked]  # (b, L)
             batch["caption_mask"] = row_batch["caption_mask"][rows_index, picked]  # (b, L)
         for name in PER_IMAGE_FIELDS:

@@ -39,22 +39,18 @@ def memory_only_reason(spec: TrainJob, task: Task, stream: str) -> tuple[str, st
     return None
 
 
-def _streamed_loader(spec: TrainJob) -> Loader:
-    """The streaming feed the job's data allows: its prepared shards when it names them, else Ray Data."""
-    return "shards" if spec.data.prepared is not None else "ray_data"
-
-
 def choose_loader(spec: TrainJob, task: Task, num_images: int, image_size: int, can_stream: bool = True) -> Loader:
     """The job's loader, `auto` resolved (and said in the log); a streamed job that needs memory is refused.
     `can_stream`: whether Ray Data can feed the run (a local run has no Ray; it can read prepared shards)."""
     size = num_images * 3 * image_size * image_size  # decoded uint8 pixels
     described = f"{num_images} training images at {image_size} px, {size / 2**30:.2f} GiB decoded"
     wanted = spec.train.loader
-    reason = memory_only_reason(spec, task, wanted if wanted in STREAMED else _streamed_loader(spec))
+    streamed: Loader = "shards" if spec.data.prepared is not None else "ray_data"  # what the job's data allows
+    reason = memory_only_reason(spec, task, wanted if wanted in STREAMED else streamed)
     if wanted in STREAMED:
         if reason is not None:
             raise ConfigError(f"{reason[0]}; {reason[1]}")
-        if wanted != _streamed_loader(spec):
+        if wanted != streamed:
             raise ConfigError(
                 "train.loader=shards reads the split prepared by `mmray data prepare JOB --shards URI`: set "
                 "data.prepared=URI"
@@ -74,7 +70,6 @@ def choose_loader(spec: TrainJob, task: Task, num_images: int, image_size: int, 
     if size <= MEMORY_LOADER_LIMIT_BYTES:
         logger.info("train.loader=auto: memory (%s, within %d GiB)", described, limit)
         return "memory"
-    streamed = _streamed_loader(spec)
     held = reason[0] if reason else None
     if held is None and streamed == "ray_data" and not can_stream:
         held = "a local run has no Ray Data to stream the images (prepared shards would be read)"

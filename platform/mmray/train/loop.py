@@ -9,12 +9,13 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from mmray.artifacts.frozen_weights import FrozenPart, frozen_part, write_once
 from mmray.artifacts.model_bundle import load_initial_weights, load_weights, local_bundle, write_bundle
@@ -50,7 +51,7 @@ POST_EVERY_S = 0.5
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 class Worker:
@@ -98,18 +99,25 @@ class Worker:
             self.precisions_to_time = timed if len({compute for _, _, compute in computes}) == 1 else ()
             self.model = self._placed_model(resumed, config.get("run_dir"))
             self._build_optimizers()
-            if checkpoint is not None:
-                self.progress = load_train_state(checkpoint, self.optimizers, self.schedulers, self.scaler)
-                self.say(f"resumed from {checkpoint} after epoch {self.progress.epochs_done}")
-            elif continued is not None:
-                self._continue(continued)
+            if resumed is not None:
+                fresh = {name: group_settings(optimizer) for name, optimizer in self.optimizers.items()}
+                self.progress = load_train_state(resumed, self.optimizers, self.schedulers, self.scaler)
+                if checkpoint is not None:
+                    self.say(f"resumed from {checkpoint} after epoch {self.progress.epochs_done}")
+                else:  # another run's state (its weights are loaded already), under this run's optimizer settings
+                    for name, optimizer in self.optimizers.items():
+                        retarget(optimizer, self.schedulers[name], fresh[name])
+                    done = self.progress.epochs_done
+                    self.say(f"continues {self.spec.continue_from} after epoch {done} with this run's settings")
         misplaced = optimizer_state_off_device(self.optimizers)
         if misplaced:
             raise RuntimeError(f"optimizer state restored off its parameters' device: {misplaced}")
         if self.settings.feature_cache == "auto" and (self.train_data is not None or self.train_shards is not None):
             self._use_frozen_features(config["storage_root"])
-        if checkpoint is None and continued is None:
-            self._start_weights()
+        if resumed is None:  # what the task computes from the training data before a fresh run (alike on every rank)
+            done = self.task.start_weights(unwrap(self.model), self.train_data, self._eval_context())
+            if done:
+                self.say(done)
 
     def _time_precisions(self, batch: Batch) -> None:
         """`auto` on a GPU: the fastest of `precisions_to_time` on this batch's step, the same on every rank."""
@@ -135,7 +143,13 @@ class Worker:
         elif self.spec.init_from:
             with local_bundle(self.spec.init_from) as directory:
                 load_initial_weights(model, self.spec.model.kind, directory)
-        self.frozen = self._store_frozen_part(model, run_dir)
+        self.frozen: FrozenPart | None = None
+        if run_dir and self.rank == 0 and (found := frozen_part(model)) is not None:
+            # What never trains is written once to the run's `frozen/`; checkpoints then hold only the rest.
+            self.frozen, data = found
+            uri = write_once(run_dir, self.frozen, data)
+            tensors, mib = len(self.frozen.names), len(data) / 2**20
+            self.say(f"frozen weights ({tensors} tensors, {mib:.0f} MiB) stored once: {uri}")
         return self.context.place_model(model, self.task.find_unused_parameters)
 
     def _build_optimizers(self) -> None:
@@ -159,16 +173,6 @@ class Worker:
         }
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_grad_scaler)
 
-    def _store_frozen_part(self, model: nn.Module, run_dir: str | None) -> FrozenPart | None:
-        """What of the model never trains, written once to the run's `frozen/` by rank 0; checkpoints
-        then hold only the rest."""
-        if not run_dir or self.rank != 0 or (found := frozen_part(model)) is None:
-            return None
-        part, data = found
-        uri = write_once(run_dir, part, data)
-        self.say(f"frozen weights ({len(part.names)} tensors, {len(data) / 2**20:.0f} MiB) stored once: {uri}")
-        return part
-
     def _use_frozen_features(self, cache_root: str) -> None:
         """Splits carrying what the task computes once from frozen towers (read from the cache when there):
         in memory, or as shards of their own for the shard feed."""
@@ -181,23 +185,8 @@ class Worker:
         if self.train_shards is not None and (towers := self.task.frozen_towers(model, cache_images)) is not None:
             self.train_shards = feature_shards(self.train_shards, towers, context, cache_root)
 
-    def _start_weights(self) -> None:
-        """What the task computes from the training data before a fresh run's first step (same on every rank)."""
-        done = self.task.start_weights(unwrap(self.model), self.train_data, self._eval_context())
-        if done:
-            self.say(done)
-
     def _eval_context(self, reference: SplitTensors | None = None) -> EvalContext:
         return EvalContext(self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor, reference)
-
-    def _continue(self, directory: Path) -> None:
-        """Another run's training state (its weights are loaded already), under this run's optimizer settings."""
-        settings = {name: group_settings(optimizer) for name, optimizer in self.optimizers.items()}
-        self.progress = load_train_state(directory, self.optimizers, self.schedulers, self.scaler)
-        for name, optimizer in self.optimizers.items():
-            retarget(optimizer, self.schedulers[name], settings[name])
-        done = self.progress.epochs_done
-        self.say(f"continues {self.spec.continue_from} after epoch {done} with this run's settings")
 
     def say(self, message: str) -> None:
         if self.rank == 0:
@@ -249,12 +238,10 @@ class Worker:
         last_micro = (micro + 1) % settings.grad_accum_steps == 0
         context = StepContext(step=self.progress.global_step, autocast=self.precision.autocast)
         losses = {}
+        model = self.model
         for name in self.task.optimizer_names:
-            sync: AbstractContextManager[Any] = nullcontext()
-            if isinstance(self.model, nn.parallel.DistributedDataParallel) and not last_micro:
-                sync = self.model.no_sync()
-            with sync:
-                output = self.task.training_step(self.model, batch, name, context)
+            with model.no_sync() if isinstance(model, DistributedDataParallel) and not last_micro else nullcontext():
+                output = self.task.training_step(model, batch, name, context)
                 self.scaler.scale(output.loss / settings.grad_accum_steps).backward()
             if last_micro:
                 optimizer = self.optimizers[name]

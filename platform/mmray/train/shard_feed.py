@@ -15,9 +15,9 @@ import torch
 
 from mmray.data.prepared import read_table, table_records
 from mmray.data.processor import Processor
-from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES, sample_caption_per_image
+from mmray.data.tensors import IMAGE_FEATURES, TEXT_FEATURES
 from mmray.errors import DataError, reading
-from mmray.train.feeds import CAPTION_FIELDS, PER_IMAGE_FIELDS, caption_generator, epoch_order
+from mmray.train.feeds import CAPTION_FIELDS, PER_IMAGE_FIELDS, caption_generator, caption_per_row, epoch_order
 from mmray.train.row_pool import RowPool, Rows, pooled_batches
 
 POOL_BYTES = 256 * 2**20
@@ -134,9 +134,7 @@ def _batch(
         batch["images"] = torch.from_numpy(rows["image"])  # (b, 3, S, S) uint8
     if IMAGE_FEATURES in fields:
         batch[IMAGE_FEATURES] = torch.from_numpy(rows[IMAGE_FEATURES])  # (b, D_img)
-    counts = torch.tensor([len(texts) for texts in rows["captions"]])  # (b,)
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])  # (b + 1,)
-    picked = (sample_caption_per_image(offsets, captions) - offsets[:-1]).tolist()  # index among the row's
+    picked = caption_per_row(torch.tensor([len(texts) for texts in rows["captions"]]), captions).tolist()
     if any(name in fields for name in CAPTION_FIELDS):
         tokens = processor.tokenize([texts[i] for texts, i in zip(rows["captions"], picked, strict=True)])
         batch["caption_ids"], batch["caption_mask"] = tokens.ids, tokens.mask  # (b, L), (b, L)

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -193,15 +194,14 @@ def in_background(
     handler only in the main thread, and exits). Stopped (Ctrl-C, `Terminated`), `on_stop(thread, finished)`
     ends the work before the stop goes on; `finished` is set once it has (a `join` that a stop interrupted
     can leave `thread.is_alive()` False while it runs on)."""
-    done: list[T] = []
-    failed: list[BaseException] = []
+    outcome: Future[T] = Future()
     finished = threading.Event()
 
     def run() -> None:
         try:
-            done.append(work())
+            outcome.set_result(work())
         except BaseException as exc:
-            failed.append(exc)
+            outcome.set_exception(exc)
         finally:
             finished.set()
 
@@ -216,6 +216,4 @@ def in_background(
         if on_stop is not None:
             on_stop(thread, finished)
         raise
-    if failed:
-        raise failed[0]
-    return done[0]
+    return outcome.result()
