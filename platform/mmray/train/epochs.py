@@ -24,8 +24,7 @@ def run_loop(config: dict[str, Any], context: TrainContext) -> None:
     settings = worker.settings
     score: str = config["score_metric"]
     if worker.progress.epochs_done == 0 and not worker.progress.history and evaluates_at_start(worker.spec):
-        start = worker.evaluate()
-        check_score_is_measured(start, score)
+        start = measured(worker.evaluate(), score)
         worker.figures = {}
         if start:
             worker.progress.history.append({"epoch": 0, **start, "step": 0, "precision": worker.precision.precision})
@@ -35,8 +34,7 @@ def run_loop(config: dict[str, Any], context: TrainContext) -> None:
         check_finite_weights(unwrap(worker.model), epoch, metrics)
         worker.progress.epochs_done = epoch + 1
         if (epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs:
-            evaluation = worker.evaluate()
-            check_score_is_measured(evaluation, score)
+            evaluation = measured(worker.evaluate(), score)
             metrics.update(evaluation)
             worker.progress.last_eval_epoch = epoch + 1 if evaluation else worker.progress.last_eval_epoch
         metrics["step"] = worker.progress.global_step
@@ -50,13 +48,14 @@ def run_loop(config: dict[str, Any], context: TrainContext) -> None:
             return
 
 
-def check_score_is_measured(evaluation: dict[str, Any], score: str) -> None:
-    """The metric ranking checkpoints must be one the evaluation gives (a mistyped name ranked nothing)."""
+def measured(evaluation: dict[str, float], score: str) -> dict[str, float]:
+    """`evaluation`, which must give the metric ranking checkpoints (a mistyped name ranked nothing)."""
     if evaluation and score not in evaluation:
-        measured = ", ".join(sorted(k for k, v in evaluation.items() if isinstance(v, int | float)))
+        given = ", ".join(sorted(k for k, v in evaluation.items() if isinstance(v, int | float)))
         raise ConfigError(
-            f"train.checkpoint.score_attribute {score!r} is not one of the metrics this task evaluates: {measured}"
+            f"train.checkpoint.score_attribute {score!r} is not one of the metrics this task evaluates: {given}"
         )
+    return evaluation
 
 
 def check_finite_weights(model: nn.Module, epoch: int, metrics: dict[str, Any]) -> None:

@@ -155,22 +155,18 @@ class Worker:
     def _build_optimizers(self) -> None:
         """AdamW and its warmup-cosine schedule per optimizer of the task, over the placed model's parameters
         (so restored moments land on the parameters' device)."""
-        model = unwrap(self.model)
-        total = self.steps_per_epoch * self.settings.epochs
-        warmup = int(self.settings.warmup_fraction * total)
+        model, settings, fused = unwrap(self.model), self.settings, self.device.type == "cuda"
+        total = self.steps_per_epoch * settings.epochs
+        warmup = int(settings.warmup_fraction * total)
+        scales = layer_lr_scales(model, settings.tower_lr_scale, settings.layer_lr_decay)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        scales = layer_lr_scales(model, self.settings.tower_lr_scale, self.settings.layer_lr_decay)
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         for name in self.task.optimizer_names:
             options = self.task.optimizer_options(name)
-            parameters = list(self.task.parameters(model, name))
-            lr = self.settings.lr * options.lr_scale
-            self.optimizers[name] = optimizer_for(
-                parameters, lr, self.settings.weight_decay, options.betas, self.device.type == "cuda", scales
-            )
-        self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {
-            name: warmup_cosine(optimizer, total, warmup, self.settings.min_lr_ratio)
-            for name, optimizer in self.optimizers.items()
-        }
+            parameters, lr = list(self.task.parameters(model, name)), settings.lr * options.lr_scale
+            optimizer = optimizer_for(parameters, lr, settings.weight_decay, options.betas, fused, scales)
+            self.optimizers[name] = optimizer
+            self.schedulers[name] = warmup_cosine(optimizer, total, warmup, settings.min_lr_ratio)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_grad_scaler)
 
     def _use_frozen_features(self, cache_root: str) -> None:
