@@ -52,10 +52,8 @@ def encoded_rows(rows: Rows, towers: FrozenTowers, context: EvalContext) -> Rows
             towers.captions(tokens.ids[start : start + batch].to(device), tokens.mask[start : start + batch].to(device))
             for start in range(0, len(texts), batch)
         ]
-        vectors, per_row, offset = _vectors(torch.cat(pieces)), [], 0
-        for captions in rows["captions"]:
-            per_row.append(vectors[offset : offset + len(captions)])
-            offset += len(captions)
+        features = torch.cat(pieces).float().cpu()  # (sum c_i, D)
+        per_row = [_vectors(part) for part in torch.split(features, [len(captions) for captions in rows["captions"]])]
         encoded[TEXT_FEATURES] = np.asarray([*per_row, None], dtype=object)[:-1]
     return encoded
 

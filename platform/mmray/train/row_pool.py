@@ -79,14 +79,10 @@ def pooled_batches(
     pool = pool if pool is not None else RowPool()
     pool.expected = max(pool.expected, capacity)
     pool.clear()
-    target, exhausted = first_fill, False
+    target = first_fill
     for _ in range(steps):
-        while pool.count < max(target, batch) and not exhausted:
-            rows = next(reads, None)
-            if rows is None:
-                exhausted = True
-            else:
-                pool.add(rows)
+        while pool.count < max(target, batch) and (rows := next(reads, None)) is not None:
+            pool.add(rows)
         if pool.count < batch:
             return
         yield pool.take(batch, generator)
