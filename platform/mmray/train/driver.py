@@ -125,8 +125,7 @@ def run_processor(spec: TrainJob, training_texts: Sequence[str]) -> Processor:
 
 @dataclass
 class DriverData:
-    """What the driver prepares before Ray starts: the spec bound to its data, processor, task class and
-    checkpoint score, the training records, and the decoded splits when the memory loader is used."""
+    """What the driver prepares before Ray starts."""
 
     spec: TrainJob
     processor: Processor
@@ -145,9 +144,7 @@ class DriverData:
 
 
 def prepare_driver_data(spec: TrainJob, can_stream: bool = True) -> DriverData:
-    """Everything the driver can do and check without Ray: warm-start bundles, data files and records,
-    the processor, the task bound to its data, the loader (`can_stream`: whether Ray Data can feed it), the
-    batch against the split, decoded splits."""
+    """Everything the driver can do and check without Ray (`can_stream`: whether Ray Data can feed the run)."""
     if spec.init_from:
         spec = spec.model_copy(update={"init_from": storage.absolute_uri(resolve_model_bundle(spec.init_from))})
     if spec.continue_from:
@@ -269,14 +266,13 @@ def write_outputs(spec: TrainJob, latest: str | None, candidates: Sequence[Candi
     with reading(best_manifest, BundleError):
         model_version = str(json_object(storage.read_text(best_manifest))["model_version"])
     run_dir = storage.join(spec.storage_root, spec.name)
-    latest_uri, best_uri = storage.uri_under(latest, spec.storage_root), storage.uri_under(best, spec.storage_root)
     storage.write_text(storage.join(run_dir, "config.yaml"), to_yaml(spec))
     storage.write_bytes(storage.join(run_dir, "curves.png"), training_curves_png(history, spec.name))
-    write_pointers(run_dir, latest_uri, best_uri)
+    write_pointers(run_dir, latest, best)
     outcome = TrainOutcome(
         run_dir=run_dir if storage.is_s3(run_dir) else str(Path(run_dir).resolve()),
-        model_bundle=best_uri,
-        latest_bundle=latest_uri,
+        model_bundle=best,
+        latest_bundle=latest,
         model_version=model_version,
         metrics=history[-1] if history else {},
         history=history,

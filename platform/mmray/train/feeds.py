@@ -112,8 +112,7 @@ def stream_batches(
     epoch: int,
     rank: int,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches of a Ray Data shard: rows shuffled within a local buffer, one caption per image drawn
-    among the row's captions, both seeded by (seed, epoch, rank)."""
+    """Batches of a Ray Data shard (`shard_row_batches`), one caption drawn per image."""
     generator = caption_generator(seed, epoch, rank)
     for row_batch in shard_row_batches(shard, local_batch, seed, epoch, rank):
         batch: dict[str, torch.Tensor] = {}

@@ -72,9 +72,8 @@ class LocalContext(TrainContext):
             storage.write_text(storage.join(self.run_dir, LOCAL_LEDGER), json.dumps(ledger, indent=2))
             for name in dropped:  # after the ledger stops naming them, as Ray Train deletes after its snapshot
                 storage.delete_tree(storage.join(self.run_dir, name))
-            latest, kept = self.kept()  # from the ledger (a Ray run's callback lists the run instead)
-            if latest is not None:
-                write_pointers(self.run_dir, latest, best_checkpoint(kept, latest, self.score_mode))
+            # the pointers from the ledger (a Ray run's callback lists the run instead); the latest is `uri`
+            write_pointers(self.run_dir, uri, best_checkpoint(self.kept()[1], uri, self.score_mode))
         if self.on_report is not None:
             self.on_report(metrics, uri)  # a registered checkpoint: the latest is always kept
 

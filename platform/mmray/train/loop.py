@@ -135,8 +135,7 @@ class Worker:
         self.say(f"precision auto: {self.precision.precision}, timed on the first batch ({shown} samples/s)")
 
     def _placed_model(self, weights: Path | None, run_dir: str | None) -> nn.Module:
-        """The task's model with its starting weights (a checkpoint's or a bundle's, else `init_from`'s or
-        fresh), its frozen part stored once, on this rank's device (and wrapped for DDP)."""
+        """The task's model with its starting weights, placed on this rank's device (and wrapped for DDP)."""
         model = self.task.build_model()
         if weights is not None:
             load_weights(model, weights)
@@ -153,8 +152,7 @@ class Worker:
         return self.context.place_model(model, self.task.find_unused_parameters)
 
     def _build_optimizers(self) -> None:
-        """AdamW and its warmup-cosine schedule per optimizer of the task, over the placed model's parameters
-        (so restored moments land on the parameters' device)."""
+        """AdamW and its schedule per task optimizer, over the placed model (restored moments land on its device)."""
         model, settings, fused = unwrap(self.model), self.settings, self.device.type == "cuda"
         total = self.steps_per_epoch * settings.epochs
         warmup = int(settings.warmup_fraction * total)
@@ -170,8 +168,7 @@ class Worker:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_grad_scaler)
 
     def _use_frozen_features(self, cache_root: str) -> None:
-        """Splits carrying what the task computes once from frozen towers (read from the cache when there):
-        in memory, or as shards of their own for the shard feed."""
+        """The training data with what the task computes once from frozen towers (cached) in place of their inputs."""
         cache_images = not self.settings.augment.active
         splits = {n: split for n, split in (("train", self.train_data), ("val", self.val_data)) if split is not None}
         context = self._eval_context()
@@ -329,8 +326,7 @@ class Worker:
         return metrics
 
     def report(self, metrics: dict[str, Any]) -> None:
-        """The epoch's metrics from every rank; rank 0 attaches the checkpoint (model bundle without the frozen
-        part, training state, the evaluation's figures)."""
+        """The epoch's metrics from every rank; rank 0 attaches the checkpoint."""
         if self.rank != 0:
             self.context.report(metrics, None, None)
             return

@@ -20,8 +20,7 @@ from mmray.train.epochs import run_loop
 
 
 class RayTrainContext(TrainContext):
-    """A Ray Train worker: its rank, the device Ray Train gave it, DDP through `prepare_model`, checkpoints
-    through `ray.train.report`, progress posted to the driver's board actor."""
+    """A Ray Train worker; progress is posted to the driver's board actor."""
 
     def __init__(self, score_mode: str, board: Any = None) -> None:
         context = ray.train.get_context()

@@ -83,8 +83,7 @@ def reshuffled_rows(table: pa.Table, seed: int, rows_per_block: int = ROWS_PER_B
 def training_dataset(
     records: pa.Table, processor: Processor, seed: int, max_captions: int, decode_actors: int = 4, cpus: float = 1.0
 ) -> Any:
-    """A Ray Dataset of the split's records (`record_columns.records_table`), reordered each epoch
-    (`reshuffled_rows`), then decoded by a pool of up to `decode_actors` actors, each reserving `cpus`."""
+    """The split's records (`records_table`) reordered each epoch, decoded by up to `decode_actors` actors."""
     return reshuffled_rows(records, seed).map_batches(
         DecodeAndTokenize,
         fn_constructor_args=(ray.put(processor), max_captions),

@@ -36,8 +36,7 @@ ABORT_TIMEOUT_S = 60.0
 
 
 def decode_pool(spec: TrainJob) -> tuple[int, float]:
-    """How many Ray Data actors decode at most (`train.decode_actors`, else one per CPU the training workers
-    leave, at least one) and the CPUs each reserves: one, or none where the workers take every CPU (the
+    """The most Ray Data decoding actors and the CPUs each reserves: none where the workers take every CPU (the
     decoding then shares their cores rather than waiting forever for a free one)."""
     settings = spec.train
     spare = cluster_cpus() - settings.num_workers * settings.cpus_per_worker
@@ -119,9 +118,7 @@ def ordered_ingest() -> Any:
 
 
 def start_run(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check", live: bool = False) -> PreparedRun:
-    """Everything before `fit`: the run directory (see `check_run_directory` for a name whose run was
-    started with other settings), the driver's checks and data, Ray, the trainer; the job is recorded in
-    the run directory only once all of them passed."""
+    """Everything before `fit`; the job is recorded in the run directory only once all its checks passed."""
     if storage.is_s3(spec.storage_root):
         storage.ensure_bucket(spec.storage_root)
     check_run_directory(spec, rerun)
