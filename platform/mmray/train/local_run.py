@@ -122,8 +122,6 @@ def run_local(
     checkpointed, as Ctrl-C would, the schedule still that of `train.epochs` (to check resumption).
     `on_report` sees every evaluation once its checkpoint is registered; `threads`: default every core."""
     where = local_device(spec, device)
-    if storage.is_s3(spec.storage_root):
-        storage.ensure_bucket(spec.storage_root)
     check_run_directory(spec, rerun, runner="local")
     data = prepare_driver_data(spec, can_stream=False)
     record_job(spec)

@@ -143,9 +143,9 @@ def latest_checkpointed_epoch(run_dir: str) -> int | None:
 def check_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner = "ray") -> None:
     """Before a run's checks: refuse to resume a run of the same name started with other settings
     (`check`) or by the other runner, resume it anyway (`resume`), or move it aside and start afresh
-    (`new`). Nothing is written: `record_job` records the job once the run's checks have passed, so a run
-    refused before training leaves nothing that blocks its corrected rerun."""
-    _check_root_is_a_directory(spec.storage_root)
+    (`new`). Nothing is written but an S3 root's bucket: `record_job` records the job once the run's checks have
+    passed, so a run refused before training leaves nothing that blocks its corrected rerun."""
+    _check_root(spec.storage_root)
     run_dir = run_directory(spec)
     if not any(storage.exists(storage.join(run_dir, name)) for name in (JOB_RECORD, TRAIN_SNAPSHOT, LOCAL_LEDGER)):
         return
@@ -177,9 +177,11 @@ def check_run_directory(spec: TrainJob, rerun: Rerun = "check", runner: Runner =
             )
 
 
-def _check_root_is_a_directory(root: str) -> None:
-    """A local storage root (or its nearest existing parent) must be a directory, found before any data loads."""
+def _check_root(root: str) -> None:
+    """An S3 root's bucket is made where missing; a local root (or its nearest existing parent) must be a directory,
+    found before any data loads."""
     if storage.is_s3(root):
+        storage.ensure_bucket(root)
         return
     existing = Path(root).absolute()
     while not existing.exists() and existing != existing.parent:

@@ -119,8 +119,6 @@ def ordered_ingest() -> Any:
 
 def start_run(spec: TrainJob, callbacks: Sequence[Any] = (), rerun: Rerun = "check", live: bool = False) -> PreparedRun:
     """Everything before `fit`; the job is recorded in the run directory only once all its checks passed."""
-    if storage.is_s3(spec.storage_root):
-        storage.ensure_bucket(spec.storage_root)
     check_run_directory(spec, rerun)
     prepared = build_trainer(spec, callbacks, live=live)
     record_job(spec)
