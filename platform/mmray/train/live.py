@@ -32,12 +32,6 @@ def wants_bar() -> bool:
     return mode == "bar" or (mode == "auto" and sys.stderr.isatty())
 
 
-def open_board() -> Any:
-    import ray
-
-    return ray.remote(num_cpus=0)(ProgressBoard).remote()
-
-
 def draw_until_done(board: Any, thread: threading.Thread) -> None:
     """Draw the board's state as a bar (steps of all epochs, loss, samples/s) until `thread` ends;
     lines other code prints meanwhile (the workers' epoch lines) appear above the bar."""

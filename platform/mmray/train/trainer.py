@@ -23,7 +23,7 @@ from mmray.errors import BundleError, ConfigError, TrainingError
 from mmray.tasks.base import Score
 from mmray.train.checkpoint_score import CHECKPOINT_SCORE
 from mmray.train.driver import TrainOutcome, loop_config, prepare_driver_data, write_outputs
-from mmray.train.live import open_board
+from mmray.train.live import ProgressBoard
 from mmray.train.pointer_callback import PointAtKept
 from mmray.train.ray_context import LOOP_CONFIG, train_loop_per_worker
 from mmray.train.ray_data_feed import training_dataset
@@ -79,7 +79,7 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), live: bool = Fa
         )
         seed, most = data.spec.train.seed, data.max_captions
         datasets = {"train": training_dataset(data.train_records, data.processor, seed, most, actors, cpus)}
-    board = open_board() if live else None
+    board = ray.remote(num_cpus=0)(ProgressBoard).remote() if live else None
     config["progress_board"] = board
     run_callbacks: list[Any] = [PointAtKept(config["run_dir"], data.score.mode), *callbacks]
     trainer = TorchTrainer(
