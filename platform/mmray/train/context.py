@@ -1,5 +1,4 @@
-"""What the training loop needs of where it runs: its rank in the group, its device, the checkpoint to
-restore, model placement and reports. Ray Train provides one (`ray_context`), a plain process another
+"""What the training loop needs of where it runs. Ray Train provides one (`ray_context`), a plain process another
 (`local_run`), so the loop itself knows no Ray."""
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""Batches for one worker: from a split held in memory, or from a Ray Data shard. Both yield dicts of
-the fields a task asks for, with one caption per image drawn from a generator seeded by (seed, epoch),
-or (in memory) every caption, no image twice in a global batch."""
+"""Batches for one worker, as dicts of the fields a task asks for: from a split held in memory, or from a Ray Data
+shard."""
 
 from __future__ import annotations
 

@@ -33,8 +33,7 @@ def wants_bar() -> bool:
 
 
 def draw_until_done(board: Any, thread: threading.Thread) -> None:
-    """Draw the board's state as a bar (steps of all epochs, loss, samples/s) until `thread` ends;
-    lines other code prints meanwhile (the workers' epoch lines) appear above the bar."""
+    """Draw the board's state as a bar until `thread` ends; lines printed meanwhile appear above the bar."""
     import ray
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -78,11 +78,10 @@ def measure_precisions(
     tried where it would not fit in memory, and a precision that runs out of memory in one process gets 0."""
     buffers = [buffer.detach().clone() for buffer in model.buffers()]
     generators = rng_state()
-    rates: dict[Precision, float] = {}
+    rates: dict[Precision, float] = dict.fromkeys(candidates, 0.0)  # 0: not measured
     try:
         for number, precision in enumerate(candidates):
             if number > 0 and precision == "fp32" and not _room_for_fp32(device):
-                rates[precision] = 0.0
                 continue
             try:
                 choice = PrecisionChoice(precision, "auto", str(device))
@@ -92,7 +91,6 @@ def measure_precisions(
                     raise
                 model.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
-                rates[precision] = 0.0
                 logger.warning("precision auto: %s ran out of GPU memory on the first batch; not chosen", precision)
     finally:
         with torch.no_grad():

@@ -105,8 +105,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def optimizer_state_off_device(optimizers: dict[str, torch.optim.Optimizer]) -> list[str]:
     """Optimizer state tensors that live on another device than their parameter ('model: exp_avg on cpu for
-    a (128, 64) parameter on cuda:0'); empty when every one is where it belongs.
-    Scalar step counters are exempt (PyTorch keeps them on the CPU)."""
+    a (128, 64) parameter on cuda:0'), except scalar step counters (PyTorch keeps them on the CPU)."""
     found = []
     for name, optimizer in optimizers.items():
         for parameter, values in optimizer.state.items():
