@@ -62,15 +62,15 @@ class PreparedRun:
 def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), live: bool = False) -> PreparedRun:
     """The TorchTrainer of a train job, with extra Ray Train callbacks (e.g. Tune's report callback).
     Data, files and weights are checked before Ray starts; resources right after."""
-    settings = spec.train
-    check_local_gpus(settings.num_workers, settings.use_gpu, f"training run {spec.name}")
+    settings, what = spec.train, f"training run {spec.name}"
+    check_local_gpus(settings.num_workers, settings.use_gpu, what)
     data = prepare_driver_data(spec)
     connect()
-    check_worker_resources(
-        settings.num_workers, settings.cpus_per_worker, settings.use_gpu, f"training run {spec.name}"
-    )
+    check_worker_resources(settings.num_workers, settings.cpus_per_worker, settings.use_gpu, what)
     filesystem, storage_path = storage.pyarrow_filesystem(spec.storage_root)
-    config = {**loop_config(data, ray.put), "ray_log_level": ray_log_level()}
+    board = ray.remote(num_cpus=0)(ProgressBoard).remote() if live else None
+    config = {**loop_config(data, ray.put), "ray_log_level": ray_log_level(), "progress_board": board}
+    run_callbacks: list[Any] = [PointAtKept(config["run_dir"], data.score.mode), *callbacks]
     datasets = None
     if data.train_records is not None:
         actors, cpus = decode_pool(data.spec)
@@ -79,9 +79,6 @@ def build_trainer(spec: TrainJob, callbacks: Sequence[Any] = (), live: bool = Fa
         )
         seed, most = data.spec.train.seed, data.max_captions
         datasets = {"train": training_dataset(data.train_records, data.processor, seed, most, actors, cpus)}
-    board = ray.remote(num_cpus=0)(ProgressBoard).remote() if live else None
-    config["progress_board"] = board
-    run_callbacks: list[Any] = [PointAtKept(config["run_dir"], data.score.mode), *callbacks]
     trainer = TorchTrainer(
         train_loop_per_worker,  # type: ignore[arg-type]  # its return value is Result.return_value (Ray 2.60)
         train_loop_config={LOOP_CONFIG: ray.put(config)},
