@@ -131,6 +131,14 @@ def inspect(
         raise typer.Exit(1)
 
 
+def trial_job(spec: TuneJob) -> TrainJob:
+    """The train job of a tune job's trials (its base job with its overrides)."""
+    from mmray.tune.space import base_mapping, trial_mapping
+
+    mapping, _ = trial_mapping(base_mapping(spec), spec.overrides, {})
+    return TrainJob.model_validate(mapping)
+
+
 @app.command("prepare")
 def prepare(
     job: Annotated[str, typer.Argument(help="job spec YAML")],
@@ -154,11 +162,7 @@ def prepare(
     from mmray.data.sources import resolve_splits
 
     spec = load_job(job, overrides or [])
-    train_job = spec if isinstance(spec, TrainJob) else None
-    if isinstance(spec, TuneJob):  # its trials' job: the base job with its overrides
-        from mmray.tune.space import base_mapping, trial_mapping
-
-        train_job = TrainJob.model_validate(trial_mapping(base_mapping(spec), spec.overrides, {})[0])
+    train_job = trial_job(spec) if isinstance(spec, TuneJob) else spec if isinstance(spec, TrainJob) else None
     shards_job = spec if isinstance(spec, IndexJob) else train_job
     if shards is not None and shards_job is None:
         raise ConfigError("--shards needs a train, tune or index job: the shards hold images resized for its model")
