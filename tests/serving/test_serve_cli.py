@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -22,17 +21,12 @@ from tests.serving.conftest import Bundles, free_port
 from tests.serving.helpers import image_id, val_images
 from tests.support.cli import invoke_mmray
 from tests.support.processes import descendants_named
+from tests.support.ray_lines import own_lines
 from tests.train.conftest import REPO_ROOT, mmray_command
 
 pytestmark = pytest.mark.slow
-# A line Ray forwards from one of its processes: "(ServeController pid=21451) …", "(ServeReplica:app:Ingress pid=…) …".
-RAY_PROCESS_LINE = re.compile(r"^(\x1b\[\d+m)?\([\w:.-]+ pid=\d+[^)]*\)")
-
-
-def own_lines(output: str) -> str:
-    """The command's own lines. Ray's Serve controller logs a GCS call that timed out (3 s, a busy machine) as a
-    warning with its traceback, which Ray forwards; the command's stop must print none of its own."""
-    return "".join(line for line in output.splitlines(keepends=True) if not RAY_PROCESS_LINE.match(line))
+# The stop checks read `own_lines`: Ray's Serve controller logs a GCS call that timed out (3 s, a busy machine) as
+# a warning with its traceback, which Ray forwards; the command must print no traceback of its own.
 
 
 def local_config(bundles: Bundles, tmp_path: Path) -> Path:

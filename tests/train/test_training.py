@@ -16,6 +16,7 @@ from safetensors.torch import load
 
 from mmray import storage
 from tests.support.cli import invoke_mmray
+from tests.support.ray_lines import RAY_PROCESS_LINE, own_lines
 from tests.train.conftest import (
     REPO_ROOT,
     last_json,
@@ -28,8 +29,6 @@ from tests.train.conftest import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # its commands join the session's Ray
-# A line a Ray process printed (its actor or worker prefix, coloured on a terminal), not mmray's driver.
-RAY_PROCESS_LINE = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=\d+")
 RECALL_KEYS = ("i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_medr", "t2i_medr")
 
 
@@ -156,7 +155,7 @@ def test_ctrl_c_and_sigterm_say_what_is_checkpointed_and_a_rerun_under_other_set
     code, stderr = stop_once(["train", str(job)], signal.SIGINT, tmp_path / "1.log", first)
     assert code == 130, stderr[-3000:]
     said = re.search(r"interrupted: run stopped: epoch (\d+) is checkpointed; `mmray train (\S+)` resumes it", stderr)
-    own = "\n".join(line for line in stderr.splitlines() if not RAY_PROCESS_LINE.match(line))
+    own = own_lines(stderr)
     assert said and said.group(2) == str(job) and "Traceback" not in own, stderr[-3000:]
     assert "multiple active Ray instances" not in stderr, stderr[-3000:]
     assert "aborting the training run" in stderr, "the run ends before Ray shuts down under it"
