@@ -15,7 +15,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,6 +192,22 @@ def load_weights(
     load_state_dict_strictly(model, state, source=str(directory / WEIGHTS))
 
 
+def _check_config_fits_weights(
+    build: Callable[[], nn.Module], state: dict[str, torch.Tensor], directory: Path, frozen_apart: bool
+) -> None:
+    """The shapes the model config gives (its model built on torch's meta device, where nothing is allocated)
+    against the weights' (`frozen_apart`: the frozen towers' keys are not among them): a config of other sizes
+    is refused before the model is built for real."""
+    try:
+        with torch.device("meta"):
+            expected = build().state_dict()
+    except Exception:  # what cannot be built on the meta device is built, and named, as before
+        return
+    problems = fit_problems(expected, state, allow_missing=frozen_apart)
+    if problems:
+        raise BundleError(f"{directory / MODEL_CONFIG} does not fit {directory / WEIGHTS}: " + "; ".join(problems))
+
+
 def warm_start_compatible(job_kind: str, bundle_kind: str) -> bool:
     """Whether a bundle of `bundle_kind` can initialise a model of `job_kind` (whole or a sub-module)."""
     return bundle_kind == job_kind or bundle_kind in model_kind(job_kind).warm_starts_from
@@ -224,18 +240,9 @@ def read_bundle(directory: Path, uri: str | None = None) -> LoadedBundle:
     kind = model_kind(model_config.kind)
     config = kind.rebuild_config(model_config, directory)
     state = read_weights(directory)
-    # The shapes the config gives (its model built on torch's meta device, where nothing is allocated) against
-    # the weights' (without the frozen towers' keys where they lie apart): a config of other sizes is refused
-    # before the model is built for real.
-    try:
-        with torch.device("meta"):
-            expected = kind.build(config, processor).state_dict()
-    except Exception:  # what cannot be built on the meta device is built, and named, as before
-        pass
-    else:
-        problems = fit_problems(expected, state, allow_missing=manifest.get(FROZEN_KEY) is not None)
-        if problems:
-            raise BundleError(f"{directory / MODEL_CONFIG} does not fit {directory / WEIGHTS}: " + "; ".join(problems))
+    _check_config_fits_weights(
+        lambda: kind.build(config, processor), state, directory, manifest.get(FROZEN_KEY) is not None
+    )
     with reading(directory / MODEL_CONFIG, BundleError):
         model = kind.build(config, processor)
     load_weights(model, directory, state=state)

@@ -187,6 +187,19 @@ def _generation_params(recorded: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in recorded.items() if key not in _NOT_GENERATION}
 
 
+def _publish_local(staged: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(staged, target)
+    except OSError:
+        if not (target / MANIFEST).is_file():
+            raise
+        logger.info("%s was completed by another process; using it", target)
+
+
+_NOT_GENERATION = {"root", "source", "text", *LoaderOptions.model_fields}
+
+
 def generate_shapes(config: ShapesData, target: str) -> ShapesSummary:
     """Generate the dataset into `target`; it appears there only once complete. A complete dataset with the
     same parameters already at `target` is reused; anything else already there is an error, never overwritten."""
@@ -212,13 +225,7 @@ def generate_shapes(config: ShapesData, target: str) -> ShapesSummary:
     try:
         summary = _generate_into(staging, config, target)
         (staging / MANIFEST).write_text(_manifest_text(summary))
-        final.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.rename(staging, final)
-        except OSError:
-            if not (final / MANIFEST).is_file():
-                raise
-            logger.info("%s was completed by another process; using it", final)
+        _publish_local(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return summary

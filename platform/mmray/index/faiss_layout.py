@@ -115,35 +115,38 @@ def _product_quantizer(cur: _Cursor, d: int) -> int:
     return (m * bits + 7) // 8
 
 
+def _walk(cur: _Cursor) -> None:
+    fourcc = cur.file.read(4)
+    cur.file.seek(0)
+    if fourcc == FLAT:
+        _flat(cur, "the index")
+    elif fourcc == IVF_FLAT:
+        d, ntotal, nlist = _ivf(cur, IVF_FLAT)
+        _inverted_lists(cur, nlist, 4 * d, ntotal)
+    elif fourcc == IVF_PQ:
+        d, ntotal, nlist = _ivf(cur, IVF_PQ)
+        _, code_size = cur.take("<BQ", "its code size")
+        if _product_quantizer(cur, d) != code_size:
+            raise ValueError(f"its code size {code_size} is not its product quantizer's")
+        _inverted_lists(cur, nlist, code_size, ntotal)
+    elif fourcc == HNSW:
+        d, ntotal = _header(cur, HNSW, "the index")
+        cur.vector(8, "its graph's level probabilities")
+        cur.vector(4, "its graph's neighbour counts")
+        levels, offsets = cur.vector(4, "its graph's levels"), cur.vector(8, "its graph's offsets")
+        if (levels, offsets) != (ntotal, ntotal + 1):
+            raise ValueError(f"its graph has {levels} levels and {offsets} offsets for {ntotal} vectors")
+        cur.vector(4, "its graph's neighbours")
+        cur.take("<5i", "its graph's parameters")
+        if _flat(cur, "its storage") != (d, ntotal):
+            raise ValueError(f"its storage does not hold {ntotal} vectors of dimension {d}")
+    else:
+        raise ValueError(f"it is marked {fourcc!r}, not one of the faiss index types mmray writes")
+    if cur.left:
+        raise ValueError(f"{cur.left} bytes follow the index")
+
+
 def check_index_file(path: Path) -> None:
     """`ValueError` unless `path` is laid out as a faiss index mmray writes, every size it claims fitting in it."""
     with path.open("rb") as file:
-        cur = _Cursor(file)
-        fourcc = file.read(4)
-        file.seek(0)
-        if fourcc == FLAT:
-            _flat(cur, "the index")
-        elif fourcc == IVF_FLAT:
-            d, ntotal, nlist = _ivf(cur, IVF_FLAT)
-            _inverted_lists(cur, nlist, 4 * d, ntotal)
-        elif fourcc == IVF_PQ:
-            d, ntotal, nlist = _ivf(cur, IVF_PQ)
-            _, code_size = cur.take("<BQ", "its code size")
-            if _product_quantizer(cur, d) != code_size:
-                raise ValueError(f"its code size {code_size} is not its product quantizer's")
-            _inverted_lists(cur, nlist, code_size, ntotal)
-        elif fourcc == HNSW:
-            d, ntotal = _header(cur, HNSW, "the index")
-            cur.vector(8, "its graph's level probabilities")
-            cur.vector(4, "its graph's neighbour counts")
-            levels, offsets = cur.vector(4, "its graph's levels"), cur.vector(8, "its graph's offsets")
-            if (levels, offsets) != (ntotal, ntotal + 1):
-                raise ValueError(f"its graph has {levels} levels and {offsets} offsets for {ntotal} vectors")
-            cur.vector(4, "its graph's neighbours")
-            cur.take("<5i", "its graph's parameters")
-            if _flat(cur, "its storage") != (d, ntotal):
-                raise ValueError(f"its storage does not hold {ntotal} vectors of dimension {d}")
-        else:
-            raise ValueError(f"it is marked {fourcc!r}, not one of the faiss index types mmray writes")
-        if cur.left:
-            raise ValueError(f"{cur.left} bytes follow the index")
+        _walk(_Cursor(file))

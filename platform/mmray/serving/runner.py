@@ -167,11 +167,7 @@ def start_serving(config: dict[str, Any], timeout_s: float = 600.0) -> str:
     try:
         return _wait_started(schema, names, details, timeout_s)
     except Exception:
-        logger.warning("the start failed: deleting the applications it deployed: %s", ", ".join(names))
-        try:
-            stop_serving(names)
-        except Exception as exc:  # logged, not raised over the start's own error
-            logger.warning("could not delete %s: %s: %s", ", ".join(names), type(exc).__name__, exc)
+        _delete_after_failed_start(names)
         raise
 
 
@@ -251,6 +247,16 @@ def _wait_ready(name: str, url: str, deadline: float) -> None:
         if time.monotonic() > deadline:
             raise ServeStartError(f"application {name!r} did not load its bundles in time; see the replica logs")
         time.sleep(0.5)
+
+
+def _delete_after_failed_start(names: list[str]) -> None:
+    """Delete the applications of a failed start; a failure to delete them is logged, not raised over the
+    start's own error."""
+    logger.warning("the start failed: deleting the applications it deployed: %s", ", ".join(names))
+    try:
+        stop_serving(names)
+    except Exception as exc:
+        logger.warning("could not delete %s: %s: %s", ", ".join(names), type(exc).__name__, exc)
 
 
 def stop_serving(names: list[str]) -> None:

@@ -99,16 +99,11 @@ class Worker:
             self.precisions_to_time = timed if len({compute for _, _, compute in computes}) == 1 else ()
             self.model = self._placed_model(resumed, config.get("run_dir"))
             self._build_optimizers()
-            if resumed is not None:
-                fresh = {name: group_settings(optimizer) for name, optimizer in self.optimizers.items()}
-                self.progress = load_train_state(resumed, self.optimizers, self.schedulers, self.scaler)
-                if checkpoint is not None:
-                    self.say(f"resumed from {checkpoint} after epoch {self.progress.epochs_done}")
-                else:  # another run's state (its weights are loaded already), under this run's optimizer settings
-                    for name, optimizer in self.optimizers.items():
-                        retarget(optimizer, self.schedulers[name], fresh[name])
-                    done = self.progress.epochs_done
-                    self.say(f"continues {self.spec.continue_from} after epoch {done} with this run's settings")
+            if checkpoint is not None:
+                self.progress = load_train_state(checkpoint, self.optimizers, self.schedulers, self.scaler)
+                self.say(f"resumed from {checkpoint} after epoch {self.progress.epochs_done}")
+            elif continued is not None:
+                self._continue(continued)
         misplaced = optimizer_state_off_device(self.optimizers)
         if misplaced:
             raise RuntimeError(f"optimizer state restored off its parameters' device: {misplaced}")
@@ -177,6 +172,15 @@ class Worker:
         self.train_data, self.val_data = prepared.get("train", self.train_data), prepared.get("val", self.val_data)
         if self.train_shards is not None and (towers := self.task.frozen_towers(model, cache_images)) is not None:
             self.train_shards = feature_shards(self.train_shards, towers, context, cache_root)
+
+    def _continue(self, directory: Path) -> None:
+        """Another run's training state (its weights are loaded already), under this run's optimizer settings."""
+        settings = {name: group_settings(optimizer) for name, optimizer in self.optimizers.items()}
+        self.progress = load_train_state(directory, self.optimizers, self.schedulers, self.scaler)
+        for name, optimizer in self.optimizers.items():
+            retarget(optimizer, self.schedulers[name], settings[name])
+        done = self.progress.epochs_done
+        self.say(f"continues {self.spec.continue_from} after epoch {done} with this run's settings")
 
     def _eval_context(self, reference: SplitTensors | None = None) -> EvalContext:
         return EvalContext(self.rank, self.world, self.device, self.settings.eval_batch_size, self.processor, reference)
